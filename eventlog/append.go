@@ -1,0 +1,312 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Entry is one record to append; the log assigns its sequence number.
+type Entry struct {
+	Kind    uint16
+	Time    time.Time
+	Payload []byte
+}
+
+// Append is one atomic append to a single stream: all of Entries are
+// committed together or not at all.
+type Append struct {
+	Stream  string
+	Entries []Entry
+	// Key, if not empty, makes the append idempotent: a later append with
+	// the same key (to any stream) writes nothing and returns the result of
+	// the first one, with Duplicate set.
+	Key string
+	// If CheckVersion is set the stream must hold exactly Version records
+	// (0: the stream must not exist yet), or the append fails with a
+	// *ConflictError and writes nothing.
+	CheckVersion bool
+	Version      uint64
+}
+
+// Result describes a committed append.
+type Result struct {
+	First, Last uint64 // sequence numbers of the records written (or written before, if Duplicate)
+	Version     uint64 // stream version after the append (for a Duplicate: the stream's version now)
+	Duplicate   bool   // the idempotency key was seen before; nothing was written
+}
+
+// request states, moved with compare-and-swap so that an appender whose
+// context ends and the writer never both own a request.
+const (
+	pending int32 = iota
+	claimed
+	abandoned
+)
+
+type request struct {
+	app   Append
+	state atomic.Int32
+	res   Result
+	err   error
+	done  chan struct{}
+}
+
+// Append durably appends a.Entries to a.Stream. It returns only after the
+// commit holding them is on disk; concurrent calls share commits (group
+// commit). If ctx ends before the writer picks the append up, nothing is
+// written and ctx's error is returned; once picked up, Append waits for the
+// commit's outcome.
+func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
+	if err := validate(a); err != nil {
+		return Result{}, err
+	}
+	if b := l.broken.Load(); b != nil {
+		return Result{}, b.err
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	l.inflight.Add(1)
+	l.mu.RUnlock()
+	defer l.inflight.Done()
+
+	r := &request{app: a, done: make(chan struct{})}
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(pending, abandoned) {
+			return Result{}, ctx.Err()
+		}
+		<-r.done
+		return r.res, r.err
+	}
+}
+
+func validate(a Append) error {
+	if err := validStream(a.Stream); err != nil {
+		return err
+	}
+	if len(a.Key) > MaxKeyLen {
+		return fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", ErrInvalid, len(a.Key), MaxKeyLen)
+	}
+	if len(a.Entries) == 0 || len(a.Entries) > MaxEntries {
+		return fmt.Errorf("%w: an append holds 1 to %d entries, got %d", ErrInvalid, MaxEntries, len(a.Entries))
+	}
+	for i, e := range a.Entries {
+		if len(e.Payload) > MaxPayloadLen {
+			return fmt.Errorf("%w: entry %d payload is %d bytes, the limit is %d", ErrInvalid, i, len(e.Payload), MaxPayloadLen)
+		}
+		if e.Time.IsZero() {
+			return fmt.Errorf("%w: entry %d has no time", ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
+// writer is the only goroutine that writes to the file. It takes every
+// request queued while the previous commit ran and commits them together.
+func (l *Log) writer() {
+	defer close(l.done)
+	batch := make([]*request, 0, l.maxBatch)
+	for {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch[:0], r)
+		case <-l.quit:
+			return
+		}
+		// Appenders woken by the last commit are about to queue again; let
+		// them run before draining, or the first one commits alone and the
+		// rest wait a whole commit for the next (a convoy of 1, n-1, 1, ...).
+		runtime.Gosched()
+	drain:
+		for len(batch) < l.maxBatch {
+			select {
+			case r := <-l.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		live := batch[:0]
+		for _, r := range batch {
+			if r.state.CompareAndSwap(pending, claimed) {
+				live = append(live, r)
+			}
+		}
+		l.commit(live)
+		clear(batch)
+	}
+}
+
+// commit writes live in one transaction. A projector failing on one append
+// drops that append (it gets the error) and the rest are written in a fresh
+// transaction; their checks run again because the dropped append may have
+// been what they conflicted with.
+func (l *Log) commit(live []*request) {
+	for len(live) > 0 {
+		if b := l.broken.Load(); b != nil {
+			finish(live, b.err)
+			return
+		}
+		last, bad, err := l.write(live)
+		if bad >= 0 {
+			live[bad].err = err
+			close(live[bad].done)
+			live = append(live[:bad], live[bad+1:]...)
+			continue
+		}
+		if err != nil {
+			finish(live, err)
+			return
+		}
+		l.last.Store(last)
+		l.broadcast()
+		for _, r := range live {
+			close(r.done)
+		}
+		return
+	}
+}
+
+func finish(rs []*request, err error) {
+	for _, r := range rs {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// write runs one transaction over rs. It returns the index of an append a
+// projector refused (and that error), or an error for the whole batch.
+func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
+	tx, err := l.db.Begin(true)
+	if err != nil {
+		return 0, -1, fmt.Errorf("begin commit: %w", err)
+	}
+	w := newWriteTx(tx)
+	last = l.last.Load()
+	for i, r := range rs {
+		r.res, r.err = Result{}, nil
+		recs, err := w.apply(r, last)
+		if err != nil {
+			if errors.Is(err, ErrConflict) {
+				r.err = err
+				continue
+			}
+			tx.Rollback()
+			return 0, -1, fmt.Errorf("append to %q: %w", r.app.Stream, err)
+		}
+		if len(recs) == 0 {
+			continue // duplicate
+		}
+		last = recs[len(recs)-1].Seq
+		if err := l.project(&Tx{tx: tx}, recs); err != nil {
+			tx.Rollback()
+			return 0, i, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// The commit may or may not have reached the disk. Refuse writes
+		// until the caller reopens and reconciles by idempotency key.
+		berr := fmt.Errorf("%w: commit to %s: %v (outcome unknown: reopen the log and retry with the same idempotency key)", ErrBroken, l.path, err)
+		l.broken.Store(&errorBox{berr})
+		l.log.Error("commit failed; log refuses writes until reopened", "path", l.path, "err", err)
+		return 0, -1, berr
+	}
+	return last, -1, nil
+}
+
+// writeTx holds the buckets an append touches.
+type writeTx struct {
+	events, idem *bolt.Bucket
+	index        streamIndex
+}
+
+func newWriteTx(tx *bolt.Tx) *writeTx {
+	w := &writeTx{
+		events: tx.Bucket(bucketEvents),
+		idem:   tx.Bucket(bucketIdempotency),
+		index:  indexOf(tx),
+	}
+	// Keys only ever grow at the end: fill pages completely.
+	w.events.FillPercent = 1.0
+	w.index.versions.FillPercent = 1.0
+	return w
+}
+
+// apply checks r's idempotency key and expected version, then writes its
+// records after sequence number last. Checks run before any write, so a
+// refused append leaves the transaction untouched.
+func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
+	a := r.app
+	if a.Key != "" {
+		if v := w.idem.Get([]byte(a.Key)); v != nil {
+			_, version := w.index.lookup(a.Stream)
+			if len(v) != 16 {
+				return nil, corrupt(0, "idempotency entry %q is %d bytes, want 16", a.Key, len(v))
+			}
+			r.res = Result{
+				First:     binary.BigEndian.Uint64(v[:8]),
+				Last:      binary.BigEndian.Uint64(v[8:]),
+				Version:   version,
+				Duplicate: true,
+			}
+			return nil, nil
+		}
+	}
+	number, version := w.index.lookup(a.Stream)
+	if a.CheckVersion && version != a.Version {
+		return nil, &ConflictError{Stream: a.Stream, Expected: a.Version, Actual: version}
+	}
+	recs := make([]Record, len(a.Entries))
+	for i, e := range a.Entries {
+		seq := last + 1 + uint64(i)
+		nanos := e.Time.UnixNano()
+		// bbolt keeps the value slice until commit: each record needs its own.
+		val := appendRecord(make([]byte, 0, encodedLen(len(a.Stream), len(a.Key), len(e.Payload))),
+			seq, e.Kind, nanos, a.Stream, a.Key, e.Payload)
+		if err := w.events.Put(u64(seq), val); err != nil {
+			return nil, err
+		}
+		var err error
+		if number, err = w.index.add(a.Stream, number, version+1+uint64(i), seq); err != nil {
+			return nil, err
+		}
+		recs[i] = Record{Seq: seq, Kind: e.Kind, Stream: a.Stream, Time: time.Unix(0, nanos).UTC(), Key: a.Key, Payload: e.Payload}
+	}
+	first, end := recs[0].Seq, recs[len(recs)-1].Seq
+	if a.Key != "" {
+		if err := w.idem.Put([]byte(a.Key), append(u64(first), u64(end)...)); err != nil {
+			return nil, err
+		}
+	}
+	r.res = Result{First: first, Last: end, Version: version + uint64(len(recs))}
+	return recs, nil
+}
+
+func (l *Log) broadcast() {
+	l.notifyMu.Lock()
+	if l.notify != nil {
+		close(l.notify)
+		l.notify = make(chan struct{})
+	}
+	l.notifyMu.Unlock()
+}

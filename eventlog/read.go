@@ -1,0 +1,210 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"iter"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// scanChunk is how many records Records reads per read transaction. Short
+// transactions keep a long scan from holding bbolt's mmap lock, which would
+// stall a writer that needs to grow the file.
+const scanChunk = 1024
+
+// Records yields every record with a sequence number of at least from, in
+// order, up to the last record committed when each chunk is read. A record
+// that fails its checks is yielded once with a *CorruptError and ends the
+// sequence.
+func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		if from == 0 {
+			from = 1
+		}
+		buf := make([]Record, 0, scanChunk)
+		for {
+			buf = buf[:0]
+			var bad error
+			err := l.db.View(func(tx *bolt.Tx) error {
+				buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
+				return nil
+			})
+			if err != nil {
+				yield(Record{}, fmt.Errorf("read log %s: %w", l.path, err))
+				return
+			}
+			for _, r := range buf {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if bad != nil {
+				yield(Record{}, bad)
+				return
+			}
+			if len(buf) < cap(buf) {
+				return
+			}
+			from = buf[len(buf)-1].Seq + 1
+		}
+	}
+}
+
+// readChunk appends up to cap(buf)-len(buf) records starting at from.
+func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
+	c := b.Cursor()
+	want := from
+	for k, v := c.Seek(u64(from)); k != nil && len(buf) < cap(buf); k, v = c.Next() {
+		seq, err := seqKey(k)
+		if err != nil {
+			return buf, err
+		}
+		if seq != want {
+			return buf, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
+		}
+		r, err := decodeRecord(seq, v)
+		if err != nil {
+			return buf, err
+		}
+		buf = append(buf, r)
+		want++
+	}
+	return buf, nil
+}
+
+func seqKey(k []byte) (uint64, error) {
+	if len(k) != 8 {
+		return 0, corrupt(0, "events key %x is %d bytes, want 8", k, len(k))
+	}
+	return binary.BigEndian.Uint64(k), nil
+}
+
+// Stream returns every record of one stream, in order.
+func (l *Log) Stream(stream string) ([]Record, error) {
+	var out []Record
+	err := l.View(func(tx *Tx) error {
+		var err error
+		out, err = tx.Stream(stream)
+		return err
+	})
+	return out, err
+}
+
+// Wait blocks until the log holds a record after sequence number after, and
+// returns the last sequence number then. It returns early with ctx's error,
+// or ErrClosed when the log closes.
+func (l *Log) Wait(ctx context.Context, after uint64) (uint64, error) {
+	for {
+		l.notifyMu.Lock()
+		ch := l.notify
+		l.notifyMu.Unlock()
+		if ch == nil {
+			return l.Last(), ErrClosed
+		}
+		if last := l.Last(); last > after {
+			return last, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return l.Last(), ctx.Err()
+		}
+	}
+}
+
+// View runs fn in a read-only transaction: a consistent snapshot of the
+// records and every view.
+func (l *Log) View(fn func(*Tx) error) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Tx is a transaction as seen by readers and projectors: records can be
+// read, never written; views (buckets owned by projections) can be read,
+// and written when the transaction is a projector's.
+//
+// Byte slices obtained from view buckets are valid only until the
+// transaction ends: copy what you keep.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// Writable reports whether views may be changed in this transaction.
+func (t *Tx) Writable() bool { return t.tx.Writable() }
+
+// Bucket returns the view bucket name, creating it in a writable
+// transaction. In a read-only transaction it returns nil when the bucket
+// does not exist yet.
+func (t *Tx) Bucket(name string) (*bolt.Bucket, error) {
+	views := t.tx.Bucket(bucketViews)
+	if !t.tx.Writable() {
+		return views.Bucket([]byte(name)), nil
+	}
+	b, err := views.CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return nil, fmt.Errorf("view bucket %q: %w", name, err)
+	}
+	return b, nil
+}
+
+// DeleteBucket drops the view bucket name (a missing one is fine); rebuilds
+// use it before replaying.
+func (t *Tx) DeleteBucket(name string) error {
+	views := t.tx.Bucket(bucketViews)
+	if views.Bucket([]byte(name)) == nil {
+		return nil
+	}
+	return views.DeleteBucket([]byte(name))
+}
+
+// Last returns the last sequence number visible in this transaction.
+func (t *Tx) Last() uint64 {
+	k, _ := t.tx.Bucket(bucketEvents).Cursor().Last()
+	if len(k) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k)
+}
+
+// Record reads one record by sequence number.
+func (t *Tx) Record(seq uint64) (Record, error) {
+	v := t.tx.Bucket(bucketEvents).Get(u64(seq))
+	if v == nil {
+		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
+	}
+	return decodeRecord(seq, v)
+}
+
+// StreamVersion returns how many records stream holds.
+func (t *Tx) StreamVersion(stream string) uint64 {
+	_, v := indexOf(t.tx).lookup(stream)
+	return v
+}
+
+// Stream returns every record of stream, in order.
+func (t *Tx) Stream(stream string) ([]Record, error) {
+	if err := validStream(stream); err != nil {
+		return nil, err
+	}
+	var out []Record
+	events := t.tx.Bucket(bucketEvents)
+	for _, seq := range indexOf(t.tx).seqs(stream) {
+		raw := events.Get(u64(seq))
+		if raw == nil {
+			return out, corrupt(seq, "stream %q index points at a record that does not exist", stream)
+		}
+		r, err := decodeRecord(seq, raw)
+		if err != nil {
+			return out, err
+		}
+		if r.Stream != stream {
+			return out, corrupt(seq, "stream %q index points at a record of stream %q", stream, r.Stream)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}

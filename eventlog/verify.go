@@ -1,0 +1,198 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxProblems bounds how many problems Verify reports; past it, it says how
+// many more it found.
+const maxProblems = 100
+
+// Verify checks the whole log in one consistent snapshot: every record's
+// checksum and format, that sequence numbers run from 1 without gaps, that
+// the stream index holds exactly one entry per record in version order, that
+// idempotency entries cover records carrying their key, and that no
+// projection checkpoint is ahead of the log. It returns nil, or the problems
+// joined; record problems are *CorruptError values naming the sequence.
+func (l *Log) Verify(ctx context.Context) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	var problems []error
+	extra := 0
+	report := func(err error) {
+		if len(problems) < maxProblems {
+			problems = append(problems, err)
+		} else {
+			extra++
+		}
+	}
+	err := l.db.View(func(tx *bolt.Tx) error {
+		keyed, err := verifyRecords(ctx, tx, report)
+		if err != nil {
+			return err
+		}
+		last := (&Tx{tx: tx}).Last()
+		if err := verifyStreams(ctx, tx, report); err != nil {
+			return err
+		}
+		verifyIdempotency(tx, last, keyed, report)
+		_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
+			if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
+				report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, k, v, last))
+			}
+			return nil
+		})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", l.path, err)
+	}
+	if extra > 0 {
+		problems = append(problems, fmt.Errorf("%w: %d more problems not shown", ErrCorrupt, extra))
+	}
+	return errors.Join(problems...)
+}
+
+// verifyRecords checks every record and returns how many carry an
+// idempotency key.
+func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed int, err error) {
+	c := tx.Bucket(bucketEvents).Cursor()
+	want := uint64(1)
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if want%4096 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		seq, err := seqKey(k)
+		if err != nil {
+			report(err)
+			continue
+		}
+		if seq != want {
+			report(corrupt(want, "missing: the log jumps from %d to %d", want-1, seq))
+		}
+		want = seq + 1
+		r, err := decodeRecord(seq, v)
+		if err != nil {
+			report(err)
+			continue
+		}
+		if r.Key != "" {
+			keyed++
+		}
+	}
+	return keyed, nil
+}
+
+// verifyStreams checks the stream index against the records. Each
+// versions entry must point at a record of its stream, versions must run
+// from 1 in sequence order, a stream's number must be the sequence of its
+// first record, and there must be exactly one entry per record: together
+// these make the index a bijection between (stream, version) and records.
+func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
+	events := tx.Bucket(bucketEvents)
+	ix := indexOf(tx)
+	// number → stream id, from the names bucket.
+	names := map[uint64]string{}
+	_ = ix.names.ForEach(func(k, v []byte) error {
+		if len(v) != 8 {
+			report(fmt.Errorf("%w: stream %q has a malformed stream number %x", ErrCorrupt, k, v))
+			return nil
+		}
+		n := binary.BigEndian.Uint64(v)
+		if other, dup := names[n]; dup {
+			report(corrupt(n, "streams %q and %q share stream number %d", other, k, n))
+		}
+		names[n] = string(k)
+		return nil
+	})
+	var (
+		number, version, prevSeq, entries uint64
+		seen                              = map[uint64]bool{}
+	)
+	c := ix.versions.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		entries++
+		if entries%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(k) != 16 || len(v) != 8 {
+			report(fmt.Errorf("%w: malformed stream index entry %x", ErrCorrupt, k))
+			continue
+		}
+		n, ver, seq := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:]), binary.BigEndian.Uint64(v)
+		stream, named := names[n]
+		if n != number {
+			number, version, prevSeq = n, 0, 0
+			seen[n] = true
+			if !named {
+				report(corrupt(n, "stream number %d has index entries but no stream id", n))
+			}
+			if seq != n {
+				report(corrupt(seq, "stream %q (number %d) starts at record %d, not at its number", stream, n, seq))
+			}
+		}
+		if ver != version+1 {
+			report(corrupt(seq, "stream %q index skips from version %d to %d", stream, version, ver))
+		}
+		if seq <= prevSeq {
+			report(corrupt(seq, "stream %q version %d is not after version %d (record %d)", stream, ver, version, prevSeq))
+		}
+		version, prevSeq = ver, seq
+		raw := events.Get(v)
+		if raw == nil {
+			report(corrupt(seq, "stream %q version %d points at a record that does not exist", stream, ver))
+			continue
+		}
+		r, err := decodeRecord(seq, raw)
+		if err != nil {
+			continue // reported by verifyRecords
+		}
+		if named && r.Stream != stream {
+			report(corrupt(seq, "stream %q version %d points at a record of stream %q", stream, ver, r.Stream))
+		}
+	}
+	for n, stream := range names {
+		if !seen[n] {
+			report(corrupt(n, "stream %q has a number but no index entries", stream))
+		}
+	}
+	if n := uint64(events.Stats().KeyN); n != entries {
+		report(fmt.Errorf("%w: the log holds %d records but the stream index %d entries", ErrCorrupt, n, entries))
+	}
+	return nil
+}
+
+// verifyIdempotency checks that each key's range lies in the log and that
+// every record in it carries the key, and that keyed records are all covered.
+func verifyIdempotency(tx *bolt.Tx, last uint64, keyed int, report func(error)) {
+	events := tx.Bucket(bucketEvents)
+	covered := 0
+	_ = tx.Bucket(bucketIdempotency).ForEach(func(k, v []byte) error {
+		if len(v) != 16 {
+			report(fmt.Errorf("%w: idempotency entry %q is %d bytes, want 16", ErrCorrupt, k, len(v)))
+			return nil
+		}
+		first, end := binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:])
+		if first == 0 || first > end || end > last {
+			report(corrupt(first, "idempotency key %q covers records %d..%d outside the log (last %d)", k, first, end, last))
+			return nil
+		}
+		for seq := first; seq <= end; seq++ {
+			r, err := decodeRecord(seq, events.Get(u64(seq)))
+			if err == nil && r.Key != string(k) {
+				report(corrupt(seq, "idempotency key %q covers a record written with key %q", k, r.Key))
+			}
+			covered++
+		}
+		return nil
+	})
+	if covered != keyed {
+		report(fmt.Errorf("%w: %d records carry an idempotency key but the index covers %d", ErrCorrupt, keyed, covered))
+	}
+}

@@ -1,0 +1,336 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Delegation is the state of one delegation: the fold of its events (see
+// Evolve). Its JSON form uses the plugin's camelCase names; see MarshalJSON.
+type Delegation struct {
+	ID              string        `json:"id"`
+	ProjectID       string        `json:"projectId,omitempty"`
+	RootSessionID   string        `json:"rootSessionID,omitempty"`
+	ParentSessionID string        `json:"parentSessionID,omitempty"`
+	ParentMessageID string        `json:"parentMessageID,omitempty"`
+	ParentAgent     string        `json:"parentAgent,omitempty"`
+	SessionID       string        `json:"sessionID,omitempty"` // the child session
+	Agent           string        `json:"agent,omitempty"`
+	Model           string        `json:"model,omitempty"`
+	Prompt          string        `json:"prompt,omitempty"`
+	Timeout         time.Duration `json:"-"` // JSON: timeoutMs
+	State           State         `json:"status"`
+
+	CreatedAt       time.Time `json:"createdAt"`
+	StartedAt       time.Time `json:"startedAt"`
+	CompletedAt     time.Time `json:"completedAt"`
+	LastUpdateAt    time.Time `json:"lastUpdateAt"`
+	LastHeartbeatAt time.Time `json:"lastHeartbeatAt"`
+	TimeoutAt       time.Time `json:"timeoutAt"`
+
+	Progress    string `json:"progress,omitempty"` // the last progress text (partial output)
+	Result      string `json:"result,omitempty"`   // the result as given; see ResultText
+	Error       string `json:"error,omitempty"`    // failed, timed out, or why it was cancelled
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+
+	PersistedAt  time.Time `json:"persistedAt"`
+	ArtifactPath string    `json:"artifactPath,omitempty"`
+	ArtifactSize int64     `json:"artifactSize,omitempty"`
+	ArtifactHash uint64    `json:"-"` // JSON: artifactHash, 16 hex digits
+
+	NotifiedAt time.Time `json:"notifiedAt"`
+	ReadAt     time.Time `json:"readAt"`
+
+	Rejected int    `json:"rejected,omitempty"` // commands refused after terminal
+	Version  uint64 `json:"version"`            // events applied = the stream version in the log
+}
+
+// Result texts fixed by the plugin (COMPAT.md).
+const (
+	failedText    = "Delegation failed."
+	cancelledText = "Delegation was cancelled before completion."
+	timeoutSuffix = "\n\n[TIMEOUT REACHED]"
+)
+
+// ResultText is the text a reader gets for a terminal delegation, by status:
+// complete → Result; error → "Error: <error>" ("Error: Delegation failed."
+// when Error is blank); cancelled → a fixed sentence; timeout → the partial
+// output (Progress) followed by "\n\n[TIMEOUT REACHED]". Active → "".
+func (d *Delegation) ResultText() string {
+	switch d.State {
+	case Complete:
+		return d.Result
+	case Error:
+		if strings.TrimSpace(d.Error) == "" {
+			return "Error: " + failedText
+		}
+		return "Error: " + d.Error
+	case Cancelled:
+		return cancelledText
+	case Timeout:
+		return d.Progress + timeoutSuffix
+	}
+	return ""
+}
+
+// Unread reports whether a terminal delegation was notified and not read
+// since it completed.
+func (d *Delegation) Unread() bool {
+	return d.State.Terminal() && !d.NotifiedAt.IsZero() &&
+		(d.ReadAt.IsZero() || d.ReadAt.Before(d.CompletedAt))
+}
+
+// Evolve applies one event from the log to d and returns the result. It is
+// pure and total: it never panics and does not validate (Decide did), with
+// one safety rule: a terminal state is final, so lifecycle events (started,
+// progressed, the terminal kinds, registered, imported) arriving after it
+// change nothing but Version. Every event, of any kind, known or not,
+// increments Version.
+func Evolve(d Delegation, e Event) Delegation {
+	d.Version++
+	if d.ID == "" {
+		d.ID = e.ID
+	}
+	final := d.State.Terminal()
+	switch e.Kind {
+	case KindRegistered:
+		if d.State != "" {
+			break // registered twice: the first wins
+		}
+		d.ProjectID, d.RootSessionID, d.ParentSessionID = e.ProjectID, e.RootSessionID, e.ParentSessionID
+		d.ParentMessageID, d.ParentAgent, d.SessionID = e.ParentMessageID, e.ParentAgent, e.SessionID
+		d.Agent, d.Model, d.Prompt, d.Timeout = e.Agent, e.Model, e.Prompt, e.Timeout
+		d.State = Registered
+		d.CreatedAt, d.LastUpdateAt = e.At, e.At
+		d.TimeoutAt = e.At.Add(e.Timeout)
+	case KindStarted:
+		if final {
+			break
+		}
+		d.State = Running
+		if d.StartedAt.IsZero() {
+			d.StartedAt = e.At
+		}
+		if e.SessionID != "" {
+			d.SessionID = e.SessionID
+		}
+	case KindProgressed:
+		if final {
+			break
+		}
+		d.State = Running
+		if d.StartedAt.IsZero() {
+			d.StartedAt = e.At
+		}
+		d.Progress = e.Message
+		d.LastUpdateAt, d.LastHeartbeatAt = e.At, e.At
+	case KindCompleted, KindFailed, KindCancelled, KindTimedOut:
+		if final {
+			break
+		}
+		d.State, _ = terminalState(e.Kind)
+		d.CompletedAt = e.At
+		d.Title, d.Description = e.Title, e.Description
+		switch e.Kind {
+		case KindCompleted:
+			d.Result = e.Result
+		case KindFailed, KindTimedOut:
+			d.Error = e.Error
+		case KindCancelled:
+			d.Error = e.Reason // the plugin keeps the interrupt reason as the error
+		}
+	case KindPersisted:
+		d.PersistedAt = e.At
+		d.ArtifactPath, d.ArtifactSize, d.ArtifactHash = e.ArtifactPath, e.ArtifactSize, e.ArtifactHash
+	case KindNotified:
+		if d.NotifiedAt.IsZero() {
+			d.NotifiedAt = e.At
+		}
+	case KindRead:
+		d.ReadAt = e.At
+	case KindRejected:
+		d.Rejected++
+	case KindImported:
+		if final {
+			break
+		}
+		evolveImported(&d, &e)
+	}
+	return d
+}
+
+// evolveImported adopts a legacy artifact: a registration and a terminal
+// transition in one event.
+func evolveImported(d *Delegation, e *Event) {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&d.ProjectID, e.ProjectID)
+	set(&d.RootSessionID, e.RootSessionID)
+	set(&d.ParentSessionID, e.ParentSessionID)
+	set(&d.ParentMessageID, e.ParentMessageID)
+	set(&d.ParentAgent, e.ParentAgent)
+	set(&d.SessionID, e.SessionID)
+	set(&d.Agent, e.Agent)
+	set(&d.Model, e.Model)
+	set(&d.Prompt, e.Prompt)
+	set(&d.ArtifactPath, e.ArtifactPath)
+	d.State = e.Status
+	if !d.State.Terminal() {
+		d.State = Complete // the plugin reads an unknown or missing status as complete
+	}
+	d.Title, d.Description, d.Result, d.Error = e.Title, e.Description, e.Result, e.Error
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = e.At
+	}
+	if d.LastUpdateAt.IsZero() {
+		d.LastUpdateAt = e.At
+	}
+	d.CompletedAt = e.At
+}
+
+// Fold applies events in order to an empty record.
+func Fold(events ...Event) Delegation {
+	var d Delegation
+	for i := range events {
+		d = Evolve(d, events[i])
+	}
+	return d
+}
+
+// jsonTime is the plugin's timestamp: RFC 3339, UTC, milliseconds.
+const jsonTime = "2006-01-02T15:04:05.000Z"
+
+// FormatTime formats t as the plugin does (e.g. 2026-11-21T10:38:45.282Z);
+// the zero time gives "".
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(jsonTime)
+}
+
+type delegationJSON struct {
+	ID              string `json:"id"`
+	ProjectID       string `json:"projectId,omitempty"`
+	RootSessionID   string `json:"rootSessionID,omitempty"`
+	ParentSessionID string `json:"parentSessionID,omitempty"`
+	ParentMessageID string `json:"parentMessageID,omitempty"`
+	ParentAgent     string `json:"parentAgent,omitempty"`
+	SessionID       string `json:"sessionID,omitempty"`
+	Agent           string `json:"agent,omitempty"`
+	Model           string `json:"model,omitempty"`
+	Prompt          string `json:"prompt,omitempty"`
+	TimeoutMs       int64  `json:"timeoutMs,omitempty"`
+	Status          State  `json:"status"`
+	CreatedAt       string `json:"createdAt,omitempty"`
+	StartedAt       string `json:"startedAt,omitempty"`
+	CompletedAt     string `json:"completedAt,omitempty"`
+	LastUpdateAt    string `json:"lastUpdateAt,omitempty"`
+	LastHeartbeatAt string `json:"lastHeartbeatAt,omitempty"`
+	TimeoutAt       string `json:"timeoutAt,omitempty"`
+	Progress        string `json:"progress,omitempty"`
+	Result          string `json:"result,omitempty"`
+	Error           string `json:"error,omitempty"`
+	Title           string `json:"title,omitempty"`
+	Description     string `json:"description,omitempty"`
+	PersistedAt     string `json:"persistedAt,omitempty"`
+	ArtifactPath    string `json:"artifactPath,omitempty"`
+	ArtifactSize    int64  `json:"artifactSize,omitempty"`
+	ArtifactHash    string `json:"artifactHash,omitempty"`
+	NotifiedAt      string `json:"notifiedAt,omitempty"`
+	ReadAt          string `json:"readAt,omitempty"`
+	Rejected        int    `json:"rejected,omitempty"`
+	Version         uint64 `json:"version"`
+}
+
+// MarshalJSON encodes d with the plugin's field names. Times are RFC 3339 in
+// UTC with milliseconds and left out when zero; the timeout is "timeoutMs"
+// (milliseconds); the artifact hash is "artifactHash", 16 hex digits (a
+// JSON number would lose bits in JavaScript). Empty optional fields are left
+// out; id, status and version are always present.
+func (d Delegation) MarshalJSON() ([]byte, error) {
+	j := delegationJSON{
+		ID: d.ID, ProjectID: d.ProjectID, RootSessionID: d.RootSessionID,
+		ParentSessionID: d.ParentSessionID, ParentMessageID: d.ParentMessageID,
+		ParentAgent: d.ParentAgent, SessionID: d.SessionID, Agent: d.Agent,
+		Model: d.Model, Prompt: d.Prompt, TimeoutMs: d.Timeout.Milliseconds(),
+		Status:          d.State,
+		CreatedAt:       FormatTime(d.CreatedAt),
+		StartedAt:       FormatTime(d.StartedAt),
+		CompletedAt:     FormatTime(d.CompletedAt),
+		LastUpdateAt:    FormatTime(d.LastUpdateAt),
+		LastHeartbeatAt: FormatTime(d.LastHeartbeatAt),
+		TimeoutAt:       FormatTime(d.TimeoutAt),
+		Progress:        d.Progress, Result: d.Result, Error: d.Error,
+		Title: d.Title, Description: d.Description,
+		PersistedAt:  FormatTime(d.PersistedAt),
+		ArtifactPath: d.ArtifactPath, ArtifactSize: d.ArtifactSize,
+		NotifiedAt: FormatTime(d.NotifiedAt), ReadAt: FormatTime(d.ReadAt),
+		Rejected: d.Rejected, Version: d.Version,
+	}
+	if d.ArtifactHash != 0 || d.ArtifactPath != "" {
+		j.ArtifactHash = fmt.Sprintf("%016x", d.ArtifactHash)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON writes. Times come back in UTC with
+// millisecond precision.
+func (d *Delegation) UnmarshalJSON(b []byte) error {
+	var j delegationJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	out := Delegation{
+		ID: j.ID, ProjectID: j.ProjectID, RootSessionID: j.RootSessionID,
+		ParentSessionID: j.ParentSessionID, ParentMessageID: j.ParentMessageID,
+		ParentAgent: j.ParentAgent, SessionID: j.SessionID, Agent: j.Agent,
+		Model: j.Model, Prompt: j.Prompt, Timeout: time.Duration(j.TimeoutMs) * time.Millisecond,
+		State:    j.Status,
+		Progress: j.Progress, Result: j.Result, Error: j.Error,
+		Title: j.Title, Description: j.Description,
+		ArtifactPath: j.ArtifactPath, ArtifactSize: j.ArtifactSize,
+		Rejected: j.Rejected, Version: j.Version,
+	}
+	times := []struct {
+		name string
+		src  string
+		dst  *time.Time
+	}{
+		{"createdAt", j.CreatedAt, &out.CreatedAt},
+		{"startedAt", j.StartedAt, &out.StartedAt},
+		{"completedAt", j.CompletedAt, &out.CompletedAt},
+		{"lastUpdateAt", j.LastUpdateAt, &out.LastUpdateAt},
+		{"lastHeartbeatAt", j.LastHeartbeatAt, &out.LastHeartbeatAt},
+		{"timeoutAt", j.TimeoutAt, &out.TimeoutAt},
+		{"persistedAt", j.PersistedAt, &out.PersistedAt},
+		{"notifiedAt", j.NotifiedAt, &out.NotifiedAt},
+		{"readAt", j.ReadAt, &out.ReadAt},
+	}
+	for _, t := range times {
+		if t.src == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339Nano, t.src)
+		if err != nil {
+			return fmt.Errorf("delegation json: %s: %w", t.name, err)
+		}
+		*t.dst = v.UTC()
+	}
+	if j.ArtifactHash != "" {
+		h, err := strconv.ParseUint(j.ArtifactHash, 16, 64)
+		if err != nil {
+			return fmt.Errorf("delegation json: artifactHash: want 16 hex digits: %w", err)
+		}
+		out.ArtifactHash = h
+	}
+	*d = out
+	return nil
+}

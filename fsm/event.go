@@ -1,0 +1,342 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Event is one fact about a delegation: a decided command (registered …
+// timed_out), a bookkeeping step of the store (persisted, notified, read, …)
+// or a refused command (rejected). One flat struct serves every kind; which
+// fields are meaningful depends on Kind:
+//
+//	registered            ProjectID, RootSessionID, ParentSessionID, ParentMessageID,
+//	                      ParentAgent, SessionID, Agent, Model, Prompt, Timeout
+//	started               SessionID (the child session, optional)
+//	progressed            Message
+//	completed             Result, Title, Description
+//	failed                Error, Title, Description
+//	cancelled             Reason, Title, Description
+//	timed_out             Error, Title, Description
+//	persisted             ArtifactPath, ArtifactSize, ArtifactHash
+//	notified              NotificationID
+//	notification_failed   NotificationID, Error
+//	all_complete_due      ParentSessionID, NotificationID, Cycle
+//	all_complete_notified ParentSessionID, NotificationID, Cycle
+//	read                  (none)
+//	rejected              Refused, RefusedState, and the refused command's own fields
+//	imported              the registered fields, Status, Result, Error, Title,
+//	                      Description, ArtifactPath
+//
+// Kind, ID and At live in the log record (kind, stream, time); the payload
+// (MarshalPayload) holds everything else.
+type Event struct {
+	Kind Kind
+	ID   string    // delegation id: the log record's stream
+	At   time.Time // the log record's time
+
+	// registered
+	ProjectID, RootSessionID, ParentSessionID, ParentMessageID, ParentAgent string
+	SessionID, Agent, Model, Prompt                                         string
+	Timeout                                                                 time.Duration // 0 in a command: use Config.DefaultTimeout
+
+	Message string // progressed: the last assistant text
+
+	Result, Title, Description string // completed (Title and Description on every terminal kind)
+	Error                      string // failed, timed_out, notification_failed
+	Reason                     string // cancelled
+
+	// persisted
+	ArtifactPath string
+	ArtifactSize int64
+	ArtifactHash uint64
+
+	// notified, notification_failed, all_complete_*
+	NotificationID string
+	Cycle          uint64
+
+	// rejected
+	Refused      Kind  // the event kind the refused command would have produced
+	RefusedState State // the delegation's state when it was refused
+
+	Status State // imported: the status read from the legacy artifact
+}
+
+// PayloadVersion is the first byte of every payload this version writes.
+const PayloadVersion = 1
+
+// Payload tags: a stored enum. Never renumber or reuse a tag; append new
+// ones. Fields are written in ascending tag order, and only when non-zero.
+const (
+	tagProjectID       = 1
+	tagRootSessionID   = 2
+	tagParentSessionID = 3
+	tagParentMessageID = 4
+	tagParentAgent     = 5
+	tagSessionID       = 6
+	tagAgent           = 7
+	tagModel           = 8
+	tagPrompt          = 9
+	tagTimeout         = 10 // varint nanoseconds
+	tagMessage         = 11
+	tagResult          = 12
+	tagTitle           = 13
+	tagDescription     = 14
+	tagError           = 15
+	tagReason          = 16
+	tagArtifactPath    = 17
+	tagArtifactSize    = 18 // varint
+	tagArtifactHash    = 19 // uvarint
+	tagNotificationID  = 20
+	tagCycle           = 21 // uvarint
+	tagRefused         = 22 // uvarint, fits uint16
+	tagRefusedState    = 23 // state name
+	tagStatus          = 24 // state name
+	lastTag            = tagStatus
+)
+
+// stringField returns the string field stored under tag, or nil.
+func (e *Event) stringField(tag uint64) *string {
+	switch tag {
+	case tagProjectID:
+		return &e.ProjectID
+	case tagRootSessionID:
+		return &e.RootSessionID
+	case tagParentSessionID:
+		return &e.ParentSessionID
+	case tagParentMessageID:
+		return &e.ParentMessageID
+	case tagParentAgent:
+		return &e.ParentAgent
+	case tagSessionID:
+		return &e.SessionID
+	case tagAgent:
+		return &e.Agent
+	case tagModel:
+		return &e.Model
+	case tagPrompt:
+		return &e.Prompt
+	case tagMessage:
+		return &e.Message
+	case tagResult:
+		return &e.Result
+	case tagTitle:
+		return &e.Title
+	case tagDescription:
+		return &e.Description
+	case tagError:
+		return &e.Error
+	case tagReason:
+		return &e.Reason
+	case tagArtifactPath:
+		return &e.ArtifactPath
+	case tagNotificationID:
+		return &e.NotificationID
+	}
+	return nil
+}
+
+// stateField returns the State field stored under tag, or nil.
+func (e *Event) stateField(tag uint64) *State {
+	switch tag {
+	case tagRefusedState:
+		return &e.RefusedState
+	case tagStatus:
+		return &e.Status
+	}
+	return nil
+}
+
+// uintField returns the unsigned value stored under tag; ok is false for
+// tags that do not hold one. Signed values are zig-zag encoded like
+// encoding/binary's varint.
+func (e *Event) uintField(tag uint64) (v uint64, ok bool) {
+	switch tag {
+	case tagTimeout:
+		return zigzag(int64(e.Timeout)), true
+	case tagArtifactSize:
+		return zigzag(e.ArtifactSize), true
+	case tagArtifactHash:
+		return e.ArtifactHash, true
+	case tagCycle:
+		return e.Cycle, true
+	case tagRefused:
+		return uint64(e.Refused), true
+	}
+	return 0, false
+}
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// PayloadSize returns len(e.MarshalPayload()) without encoding.
+func (e *Event) PayloadSize() int {
+	n := 1
+	for tag := uint64(1); tag <= lastTag; tag++ {
+		l := e.valueLen(tag)
+		if l > 0 {
+			n += uvarintLen(tag) + uvarintLen(uint64(l)) + l
+		}
+	}
+	return n
+}
+
+// valueLen is the encoded length of the value under tag; 0 when the field
+// is zero and is not written.
+func (e *Event) valueLen(tag uint64) int {
+	if s := e.stringField(tag); s != nil {
+		return len(*s)
+	}
+	if s := e.stateField(tag); s != nil {
+		return len(*s)
+	}
+	if v, ok := e.uintField(tag); ok && v != 0 {
+		return uvarintLen(v)
+	}
+	return 0
+}
+
+// MarshalPayload encodes every field except Kind, ID and At. The encoding is
+// deterministic: the same event always gives the same bytes.
+//
+// Format: one version byte (PayloadVersion), then for each non-zero field in
+// ascending tag order: tag (uvarint), length (uvarint), value. Strings are
+// their bytes; integers are a uvarint (signed ones zig-zag encoded) filling
+// the value exactly.
+func (e Event) MarshalPayload() []byte {
+	return e.AppendPayload(make([]byte, 0, e.PayloadSize()))
+}
+
+// AppendPayload appends the payload of e (see MarshalPayload) to b.
+func (e *Event) AppendPayload(b []byte) []byte {
+	b = append(b, PayloadVersion)
+	for tag := uint64(1); tag <= lastTag; tag++ {
+		var s string
+		if p := e.stringField(tag); p != nil {
+			s = *p
+		} else if p := e.stateField(tag); p != nil {
+			s = string(*p)
+		} else if v, ok := e.uintField(tag); ok {
+			if v != 0 {
+				b = binary.AppendUvarint(b, tag)
+				b = binary.AppendUvarint(b, uint64(uvarintLen(v)))
+				b = binary.AppendUvarint(b, v)
+			}
+			continue
+		}
+		if s != "" {
+			b = binary.AppendUvarint(b, tag)
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	return b
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorruptPayload}, args...)...)
+}
+
+// UnmarshalPayload decodes a payload written by MarshalPayload (of this or a
+// later version) into an Event with the given kind, id and time.
+//
+// Unknown tags are skipped, so older builds read newer payloads. It returns
+// an error wrapping ErrCorruptPayload, never panics, for: an empty payload,
+// an unknown version byte, a truncated or overlong varint or value, tags
+// that are not strictly ascending, an integer that does not fill its value
+// exactly, and a string that is not valid UTF-8.
+//
+// All decoded strings share one allocation, a copy of payload: keeping any
+// field alive keeps the whole copy alive.
+func UnmarshalPayload(kind Kind, id string, at time.Time, payload []byte) (Event, error) {
+	e := Event{Kind: kind, ID: id, At: at}
+	if len(payload) == 0 {
+		return e, corrupt("empty (want at least the version byte)")
+	}
+	if payload[0] != PayloadVersion {
+		return e, corrupt("unsupported format version %d (this build reads %d; upgrade it)", payload[0], PayloadVersion)
+	}
+	var str string // string(payload), made on the first string field
+	var prev uint64
+	for p := 1; p < len(payload); {
+		at := p
+		tag, n := binary.Uvarint(payload[p:])
+		if n <= 0 {
+			return e, corrupt("bad tag varint at byte %d", at)
+		}
+		p += n
+		if tag <= prev {
+			return e, corrupt("tag %d at byte %d after tag %d (want strictly ascending tags)", tag, at, prev)
+		}
+		prev = tag
+		l, n := binary.Uvarint(payload[p:])
+		if n <= 0 {
+			return e, corrupt("bad length varint of tag %d at byte %d", tag, p)
+		}
+		p += n
+		if l > uint64(len(payload)-p) {
+			return e, corrupt("tag %d at byte %d: length %d exceeds the %d bytes left", tag, at, l, len(payload)-p)
+		}
+		start, end := p, p+int(l)
+		p = end
+		v := payload[start:end]
+
+		if sp, st := e.stringField(tag), e.stateField(tag); sp != nil || st != nil {
+			if !utf8.Valid(v) {
+				return e, corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
+			}
+			if st != nil {
+				if s, ok := internStateBytes(v); ok {
+					*st = s
+					continue
+				}
+			}
+			if len(v) == 0 {
+				continue
+			}
+			if str == "" {
+				str = string(payload)
+			}
+			if sp != nil {
+				*sp = str[start:end]
+			} else {
+				*st = State(str[start:end])
+			}
+			continue
+		}
+		if _, ok := e.uintField(tag); !ok {
+			continue // a tag from a later version
+		}
+		u, n := binary.Uvarint(v)
+		if n <= 0 || n != len(v) {
+			return e, corrupt("tag %d at byte %d: value is not one uvarint", tag, at)
+		}
+		switch tag {
+		case tagTimeout:
+			e.Timeout = time.Duration(unzigzag(u))
+		case tagArtifactSize:
+			e.ArtifactSize = unzigzag(u)
+		case tagArtifactHash:
+			e.ArtifactHash = u
+		case tagCycle:
+			e.Cycle = u
+		case tagRefused:
+			if u > 0xffff {
+				return e, corrupt("tag %d at byte %d: kind %d does not fit 16 bits", tag, at, u)
+			}
+			e.Refused = Kind(u)
+		}
+	}
+	return e, nil
+}

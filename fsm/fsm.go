@@ -1,0 +1,263 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	lfsm "github.com/looplab/fsm"
+)
+
+// Errors returned by Decide, the validators, the payload codec and the id
+// generator. Test for them with errors.Is; the typed errors TransitionError
+// and InputError wrap ErrTerminal and ErrInvalid.
+var (
+	// ErrNotFound means a command names a delegation id that has no events.
+	ErrNotFound = errors.New("delegation not found")
+	// ErrExists means a registration names an id that already has events.
+	ErrExists = errors.New("delegation already exists")
+	// ErrTerminal means a command was refused because the delegation is
+	// already in a terminal state. Decide still returns a rejected event to
+	// record.
+	ErrTerminal = errors.New("delegation is terminal")
+	// ErrInvalid means a command or an outside value breaks an input bound.
+	ErrInvalid = errors.New("invalid input")
+	// ErrIDSpaceExhausted means GenerateID drew only ids that were taken.
+	ErrIDSpaceExhausted = errors.New("no free delegation id")
+	// ErrCorruptPayload is wrapped by every UnmarshalPayload error.
+	ErrCorruptPayload = errors.New("corrupt event payload")
+)
+
+// State is the lifecycle state of a delegation, as the plugin names it.
+type State string
+
+// The lifecycle states. Registered and Running are active; the other four
+// are terminal and final.
+const (
+	Registered State = "registered"
+	Running    State = "running"
+	Complete   State = "complete"
+	Error      State = "error"
+	Cancelled  State = "cancelled"
+	Timeout    State = "timeout"
+)
+
+// States returns every state in lifecycle order.
+func States() []State {
+	return []State{Registered, Running, Complete, Error, Cancelled, Timeout}
+}
+
+// Terminal reports whether s is one of the final states: complete, error,
+// cancelled or timeout.
+func (s State) Terminal() bool {
+	switch s {
+	case Complete, Error, Cancelled, Timeout:
+		return true
+	}
+	return false
+}
+
+// Active reports whether s is registered or running.
+func (s State) Active() bool { return s == Registered || s == Running }
+
+// ParseState returns the state named s. It does not trim or fold case.
+func ParseState(s string) (State, error) {
+	if st, ok := internState(s); ok {
+		return st, nil
+	}
+	return "", &InputError{Field: "status", Value: s, Problem: "want one of registered, running, complete, error, cancelled, timeout"}
+}
+
+// internState maps a known state name to its constant without allocating
+// (the compiler does not allocate for string(b) in a switch).
+func internState(s string) (State, bool) {
+	switch s {
+	case "registered":
+		return Registered, true
+	case "running":
+		return Running, true
+	case "complete":
+		return Complete, true
+	case "error":
+		return Error, true
+	case "cancelled":
+		return Cancelled, true
+	case "timeout":
+		return Timeout, true
+	}
+	return "", false
+}
+
+// internStateBytes is internState for a byte slice, without allocating.
+func internStateBytes(b []byte) (State, bool) {
+	switch string(b) {
+	case "registered":
+		return Registered, true
+	case "running":
+		return Running, true
+	case "complete":
+		return Complete, true
+	case "error":
+		return Error, true
+	case "cancelled":
+		return Cancelled, true
+	case "timeout":
+		return Timeout, true
+	}
+	return "", false
+}
+
+// Kind is the kind of an event. It is stored on disk as a uint16: never
+// renumber a kind, only append new ones.
+type Kind uint16
+
+// The event kinds. The numbers are persisted.
+const (
+	KindRegistered          Kind = 1
+	KindStarted             Kind = 2
+	KindProgressed          Kind = 3
+	KindCompleted           Kind = 4
+	KindFailed              Kind = 5
+	KindCancelled           Kind = 6
+	KindTimedOut            Kind = 7
+	KindPersisted           Kind = 8
+	KindNotified            Kind = 9
+	KindNotificationFailed  Kind = 10
+	KindAllCompleteDue      Kind = 11
+	KindAllCompleteNotified Kind = 12
+	KindRead                Kind = 13
+	KindRejected            Kind = 14
+	KindImported            Kind = 15
+
+	firstKind = KindRegistered
+	lastKind  = KindImported // update when appending a kind
+)
+
+var kindNames = [lastKind + 1]string{
+	KindRegistered:          "registered",
+	KindStarted:             "started",
+	KindProgressed:          "progressed",
+	KindCompleted:           "completed",
+	KindFailed:              "failed",
+	KindCancelled:           "cancelled",
+	KindTimedOut:            "timed_out",
+	KindPersisted:           "persisted",
+	KindNotified:            "notified",
+	KindNotificationFailed:  "notification_failed",
+	KindAllCompleteDue:      "all_complete_due",
+	KindAllCompleteNotified: "all_complete_notified",
+	KindRead:                "read",
+	KindRejected:            "rejected",
+	KindImported:            "imported",
+}
+
+// String returns the snake_case name of k, or "kind(N)" for a kind this
+// version does not know.
+func (k Kind) String() string {
+	if k >= firstKind && k <= lastKind {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.FormatUint(uint64(k), 10) + ")"
+}
+
+// Known reports whether k is a kind this version defines.
+func (k Kind) Known() bool { return k >= firstKind && k <= lastKind }
+
+// ParseKind returns the kind named s (as printed by Kind.String, including
+// the "kind(N)" form).
+func ParseKind(s string) (Kind, error) {
+	for k := firstKind; k <= lastKind; k++ {
+		if kindNames[k] == s {
+			return k, nil
+		}
+	}
+	if len(s) > len("kind()") && s[:5] == "kind(" && s[len(s)-1] == ')' {
+		if n, err := strconv.ParseUint(s[5:len(s)-1], 10, 16); err == nil && n > 0 {
+			return Kind(n), nil
+		}
+	}
+	return 0, &InputError{Field: "kind", Value: s, Problem: "want an event kind such as registered, started, progressed, completed, failed, cancelled or timed_out"}
+}
+
+// Transition names in the looplab/fsm table. One per lifecycle command kind.
+const (
+	evStart    = "start"
+	evProgress = "progress"
+	evComplete = "complete"
+	evFail     = "fail"
+	evCancel   = "cancel"
+	evTimeout  = "timeout"
+)
+
+var active = []string{string(Registered), string(Running)}
+
+// lifecycle is the transition table. It is built once and never mutated:
+// looplab/fsm copies it into each FSM's own maps.
+var lifecycle = lfsm.Events{
+	{Name: evStart, Src: []string{string(Registered)}, Dst: string(Running)},
+	{Name: evProgress, Src: active, Dst: string(Running)},
+	{Name: evComplete, Src: active, Dst: string(Complete)},
+	{Name: evFail, Src: active, Dst: string(Error)},
+	{Name: evCancel, Src: active, Dst: string(Cancelled)},
+	{Name: evTimeout, Src: active, Dst: string(Timeout)},
+}
+
+// transitionName maps a lifecycle command kind to its name in the table.
+func transitionName(k Kind) (string, bool) {
+	switch k {
+	case KindStarted:
+		return evStart, true
+	case KindProgressed:
+		return evProgress, true
+	case KindCompleted:
+		return evComplete, true
+	case KindFailed:
+		return evFail, true
+	case KindCancelled:
+		return evCancel, true
+	case KindTimedOut:
+		return evTimeout, true
+	}
+	return "", false
+}
+
+// terminalState is the state a terminal event kind leads to.
+func terminalState(k Kind) (State, bool) {
+	switch k {
+	case KindCompleted:
+		return Complete, true
+	case KindFailed:
+		return Error, true
+	case KindCancelled:
+		return Cancelled, true
+	case KindTimedOut:
+		return Timeout, true
+	}
+	return "", false
+}
+
+// can reports whether the table allows the transition for kind k from s.
+// A fresh FSM per check: looplab/fsm instances carry state and locks, and
+// we never call Event (it wedges on a cancelled context).
+func can(s State, k Kind) bool {
+	name, ok := transitionName(k)
+	if !ok {
+		return false
+	}
+	return lfsm.NewFSM(string(s), lifecycle, nil).Can(name)
+}
+
+// TransitionError is returned when a command is refused because the
+// delegation is already terminal. It wraps ErrTerminal.
+type TransitionError struct {
+	ID    string
+	State State // the delegation's state when the command arrived
+	Event Kind  // the event kind the command would have produced
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("delegation %q is already %s; refusing %s (late events after a terminal state are recorded but change nothing)", e.ID, e.State, e.Event)
+}
+
+// Unwrap returns ErrTerminal.
+func (e *TransitionError) Unwrap() error { return ErrTerminal }
