@@ -1,0 +1,345 @@
+// Command delegations is the durable store behind a background-agents
+// plugin bridge: every delegation transition is an event in a bbolt log.
+//
+// Usage:
+//
+//	delegations [--data DIR] [--json] VERB [flags] [args]
+//
+// Run `delegations help` for the verbs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// env is what every verb gets: the streams, the global flags and the store,
+// opened on first use.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	data           string
+	json           bool
+	store          *projection.Store
+	verb           *verb // the verb being run, for its help and errors
+}
+
+// verb is one subcommand. Each lives in its own file.
+type verb struct {
+	name     string
+	synopsis string // flags and arguments
+	summary  string
+	example  string
+	run      func(ctx context.Context, e *env, args []string) error
+}
+
+// verbs lists the subcommands in the order help shows them.
+func verbs() []verb {
+	return []verb{
+		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
+		showVerb, eventsVerb,
+	}
+}
+
+// usageError marks errors in how the command was called: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// reported marks an error already written out; main only sets the exit code.
+type reported struct{ err error }
+
+func (r reported) Error() string { return r.err.Error() }
+func (r reported) Unwrap() error { return r.err }
+
+func exitCode(err error) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// run is the whole program: parse the global flags, find the verb, run it,
+// report its error. It returns what main turns into the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	global := flag.NewFlagSet("delegations", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	global.StringVar(&e.data, "data", "", "data directory (default: $DELEGATIONS_DATA, $XDG_DATA_HOME/opencode/delegations, ~/.local/share/opencode/delegations)")
+	global.BoolVar(&e.json, "json", false, "print JSON on stdout")
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(stdout)
+			return nil
+		}
+		fmt.Fprintf(stderr, "delegations: %v\n\n", err)
+		printHelp(stderr)
+		return usagef("%v", err)
+	}
+	rest := global.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, "delegations: no verb given\n\n")
+		printHelp(stderr)
+		return usagef("no verb given")
+	}
+	name, rest := rest[0], rest[1:]
+	if name == "help" {
+		if len(rest) > 0 {
+			if v, ok := lookupVerb(rest[0]); ok {
+				e.verb = &v
+				return ignoreHelp(v.run(ctx, e, []string{"-h"}))
+			}
+		}
+		printHelp(stdout)
+		return nil
+	}
+	v, ok := lookupVerb(name)
+	if !ok {
+		fmt.Fprintf(stderr, "delegations: unknown verb %q; run `delegations help` for the list\n", name)
+		return usagef("unknown verb %q", name)
+	}
+	e.verb = &v
+	err := ignoreHelp(v.run(ctx, e, rest))
+	if e.store != nil {
+		if cerr := e.store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var r reported
+	if errors.As(err, &r) {
+		return err
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "delegations %s: %v\n", v.name, err)
+		fmt.Fprintf(stderr, "usage: delegations %s %s\n", v.name, v.synopsis)
+		return err
+	}
+	if e.json {
+		writeJSON(stdout, map[string]any{"error": map[string]string{"code": errorCode(err), "message": err.Error()}})
+	}
+	fmt.Fprintf(stderr, "delegations %s: %v\n", v.name, err)
+	return err
+}
+
+func lookupVerb(name string) (verb, bool) {
+	i := slices.IndexFunc(verbs(), func(v verb) bool { return v.name == name })
+	if i < 0 {
+		return verb{}, false
+	}
+	return verbs()[i], true
+}
+
+// errorCode is the stable machine-readable name of an error, shared with
+// the daemon API.
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, eventlog.ErrInvalid):
+		return "invalid"
+	case errors.Is(err, fsm.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, fsm.ErrExists):
+		return "exists"
+	case errors.Is(err, fsm.ErrTerminal):
+		return "terminal"
+	case errors.Is(err, eventlog.ErrLocked):
+		return "locked"
+	case errors.Is(err, eventlog.ErrCorrupt):
+		return "corrupt"
+	case errors.Is(err, eventlog.ErrBroken):
+		return "broken"
+	default:
+		return "internal"
+	}
+}
+
+func printHelp(w io.Writer) {
+	fmt.Fprint(w, `delegations: the durable store behind background-agent delegations.
+
+Usage:
+  delegations [--data DIR] [--json] VERB [flags] [args]
+
+Verbs:
+`)
+	for _, v := range verbs() {
+		fmt.Fprintf(w, "  %-9s %s\n", v.name, v.summary)
+	}
+	fmt.Fprint(w, `
+Global flags:
+  --data DIR  data directory (default: $DELEGATIONS_DATA, else
+              $XDG_DATA_HOME/opencode/delegations, else
+              ~/.local/share/opencode/delegations)
+  --json      print exactly one JSON object on stdout (JSON lines for streams)
+
+Exit codes: 0 ok, 1 failure (including a refused command), 2 usage.
+Run 'delegations help VERB' for a verb's flags and an example.
+`)
+}
+
+// newFlags returns a verb's flag set. -h prints the verb's help; --json may
+// also follow the verb.
+func newFlags(e *env) *flag.FlagSet {
+	fs := flag.NewFlagSet(e.verb.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&e.json, "json", e.json, "print JSON on stdout")
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses a verb's flags and checks the number of positional
+// arguments; help goes to stdout and ends the verb.
+func parse(e *env, fs *flag.FlagSet, args []string, positional int) ([]string, error) {
+	v := e.verb
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(e.stdout, "%s\n\nUsage:\n  delegations %s %s\n\nFlags:\n", v.summary, v.name, v.synopsis)
+			fs.SetOutput(e.stdout)
+			fs.PrintDefaults()
+			if v.example != "" {
+				fmt.Fprintf(e.stdout, "\nExample:\n  %s\n", v.example)
+			}
+			return nil, errHelp
+		}
+		return nil, usagef("%v", err)
+	}
+	rest := fs.Args()
+	if len(rest) != positional {
+		for _, a := range rest {
+			if strings.HasPrefix(a, "-") {
+				return nil, usagef("flag %s comes after an argument; put flags before the id", a)
+			}
+		}
+		return nil, usagef("want %d argument(s), got %d", positional, len(rest))
+	}
+	return rest, nil
+}
+
+// errHelp ends a verb whose help was asked for; the exit code is 0.
+var errHelp = errors.New("help shown")
+
+func ignoreHelp(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+// open opens the store in the data directory on first use.
+func (e *env) open() (*projection.Store, error) {
+	if e.store != nil {
+		return e.store, nil
+	}
+	dir, err := dataDir(e.data)
+	if err != nil {
+		return nil, err
+	}
+	s, err := projection.Open(dir, projection.Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	e.store = s
+	return s, nil
+}
+
+// dataDir resolves the data directory: the flag, $DELEGATIONS_DATA,
+// $XDG_DATA_HOME/opencode/delegations, then the plugin's default.
+func dataDir(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if d := os.Getenv("DELEGATIONS_DATA"); d != "" {
+		return d, nil
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "opencode", "delegations"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no data directory: set --data or $DELEGATIONS_DATA (%v)", err)
+	}
+	return filepath.Join(home, ".local", "share", "opencode", "delegations"), nil
+}
+
+// idArg trims and validates a delegation id from the command line.
+func idArg(s string) (string, error) {
+	id := strings.TrimSpace(s)
+	if err := fsm.ValidateID(id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// text reads a long text input: the flag's value, or stdin when the value
+// is "-" or when the flag is absent and stdin is a pipe or a file.
+func (e *env) text(fs *flag.FlagSet, name, value string, max int) (string, error) {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	if set && value != "-" {
+		return value, nil
+	}
+	if !set && !stdinHasData(e.stdin) {
+		return "", nil
+	}
+	b, err := io.ReadAll(io.LimitReader(e.stdin, int64(max)+1))
+	if err != nil {
+		return "", fmt.Errorf("read --%s from stdin: %w", name, err)
+	}
+	if len(b) > max {
+		return "", fmt.Errorf("%w: --%s on stdin is larger than the %d-byte limit", fsm.ErrInvalid, name, max)
+	}
+	return string(b), nil
+}
+
+// stdinHasData reports whether stdin is a pipe or regular file, which is
+// read when a text flag is absent. A terminal or /dev/null is not.
+func stdinHasData(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return r != nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	return fi.Mode()&(os.ModeNamedPipe) != 0 || fi.Mode().IsRegular()
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+var progressVerb = verb{
+	name:     "progress",
+	synopsis: "[--message TEXT | --message -] ID",
+	summary:  "record a heartbeat and the child's latest text (the partial output kept on timeout)",
+	example:  `delegations progress --message "Read 3 of 5 files" elegant-blue-tiger`,
+	run:      runProgress,
+}
+
+func runProgress(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e)
+	message := fs.String("message", "", "latest assistant text; - reads stdin")
+	id, err := parseID(e, fs, args)
+	if err != nil {
+		return err
+	}
+	text, err := e.text(fs, "message", *message, fsm.MaxMessageLen)
+	if err != nil {
+		return err
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	d, err := s.Progress(ctx, id, text)
+	if err != nil {
+		return err
+	}
+	return printRecord(e, d)
+}

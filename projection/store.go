@@ -1,0 +1,319 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// LogFile is the name of the event log inside the data directory. The dot
+// keeps it apart from project directories, whose ids never start with one.
+const LogFile = ".delegations.db"
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// DefaultTimeout applies to delegations registered without one.
+	// Zero means 15 minutes (the plugin's).
+	DefaultTimeout time.Duration
+	// LockTimeout bounds the wait for another process holding the log.
+	LockTimeout time.Duration
+	// Now is the clock; nil means time.Now. Tests inject one.
+	Now func() time.Time
+	// IDs draws new delegation ids; nil means crypto/rand.
+	IDs *fsm.IDGenerator
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is the durable delegation store: commands are decided by fsm
+// against the current record, appended to the event log, and projected into
+// the views in the same transaction. It is safe for concurrent use.
+type Store struct {
+	dir  string
+	log  *eventlog.Log
+	cfg  fsm.Config
+	now  func() time.Time
+	ids  *fsm.IDGenerator
+	logf *slog.Logger
+
+	// Commands on one delegation are decided and appended one at a time:
+	// optimistic retries alone starve when many callers race on one
+	// delegation. Commands on different delegations still share commits.
+	locks [64]sync.Mutex
+}
+
+// Open opens the store in data directory dir, creating it (mode 0700) if
+// needed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.IDs == nil {
+		opts.IDs = fsm.NewIDGenerator(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultTimeout != 0 {
+		if err := fsm.ValidateTimeout(opts.DefaultTimeout); err != nil {
+			return nil, fmt.Errorf("default timeout: %w", err)
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %q: %w", dir, err)
+	}
+	l, err := eventlog.Open(filepath.Join(abs, LogFile), eventlog.Options{
+		LockTimeout: opts.LockTimeout,
+		Projectors:  []eventlog.Projector{recordsView{}},
+		Logger:      opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{
+		dir:  abs,
+		log:  l,
+		cfg:  fsm.Config{DefaultTimeout: opts.DefaultTimeout},
+		now:  opts.Now,
+		ids:  opts.IDs,
+		logf: opts.Logger,
+	}, nil
+}
+
+// Close closes the log after in-flight commands commit.
+func (s *Store) Close() error { return s.log.Close() }
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Log returns the event log, for readers (events, replay, verify).
+func (s *Store) Log() *eventlog.Log { return s.log }
+
+// Registration is what a delegate call provides.
+type Registration struct {
+	ProjectID       string
+	RootSessionID   string
+	ParentSessionID string
+	ParentMessageID string
+	ParentAgent     string
+	SessionID       string // the child session, if already created
+	Agent           string
+	Model           string
+	Prompt          string
+	Timeout         time.Duration // 0: the store's default
+	// IdempotencyKey makes a retried registration return the delegation
+	// the first attempt created instead of creating another.
+	IdempotencyKey string
+}
+
+// Register creates a delegation with a fresh id.
+func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, error) {
+	if r.IdempotencyKey != "" {
+		if err := fsm.ValidateName("idempotency key", r.IdempotencyKey); err != nil {
+			return fsm.Delegation{}, err
+		}
+	}
+	cmd := fsm.Event{
+		Kind:            fsm.KindRegistered,
+		ProjectID:       r.ProjectID,
+		RootSessionID:   r.RootSessionID,
+		ParentSessionID: r.ParentSessionID,
+		ParentMessageID: r.ParentMessageID,
+		ParentAgent:     r.ParentAgent,
+		SessionID:       r.SessionID,
+		Agent:           r.Agent,
+		Model:           r.Model,
+		Prompt:          r.Prompt,
+		Timeout:         r.Timeout,
+	}
+	var key string
+	if r.IdempotencyKey != "" {
+		key = "register:" + r.IdempotencyKey
+	}
+	// A drawn id can be taken between the check and the append; the
+	// expected-version check catches that and we draw again.
+	for range fsm.DefaultIDAttempts {
+		id, err := fsm.GenerateID(s.ids, s.exists, 0)
+		if err != nil {
+			return fsm.Delegation{}, err
+		}
+		cmd.ID = id
+		d, err := s.execute(ctx, cmd, key)
+		if errors.Is(err, fsm.ErrExists) {
+			continue
+		}
+		return d, err
+	}
+	return fsm.Delegation{}, fmt.Errorf("register: %w", fsm.ErrIDSpaceExhausted)
+}
+
+// Start marks a delegation running; session names the child session.
+func (s *Store) Start(ctx context.Context, id, session string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindStarted, ID: id, SessionID: session}, "")
+}
+
+// Progress records a heartbeat with the child's latest text.
+func (s *Store) Progress(ctx context.Context, id, message string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindProgressed, ID: id, Message: message}, "")
+}
+
+// Complete ends a delegation with its result. Blank title and description
+// get the plugin's fallbacks.
+func (s *Store) Complete(ctx context.Context, id, result, title, description string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindCompleted, ID: id, Result: result, Title: title, Description: description}, "")
+}
+
+// Fail ends a delegation with an error.
+func (s *Store) Fail(ctx context.Context, id, errText string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindFailed, ID: id, Error: errText}, "")
+}
+
+// Cancel ends a delegation before completion.
+func (s *Store) Cancel(ctx context.Context, id, reason string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindCancelled, ID: id, Reason: reason}, "")
+}
+
+// Timeout ends a delegation that ran past its deadline, keeping its last
+// progress text as partial output.
+func (s *Store) Timeout(ctx context.Context, id string) (fsm.Delegation, error) {
+	return s.execute(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id}, "")
+}
+
+// Get returns the current record of a delegation, or an error wrapping
+// fsm.ErrNotFound.
+func (s *Store) Get(id string) (fsm.Delegation, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return fsm.Delegation{}, err
+	}
+	var d *fsm.Delegation
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		var err error
+		d, err = loadRecord(tx, id)
+		return err
+	})
+	if err != nil {
+		return fsm.Delegation{}, err
+	}
+	if d == nil {
+		return fsm.Delegation{}, &notFoundError{id: id, dir: s.dir}
+	}
+	return *d, nil
+}
+
+// notFoundError says which data directory was searched, since a wrong
+// --data is the usual cause. It wraps fsm.ErrNotFound.
+type notFoundError struct{ id, dir string }
+
+func (e *notFoundError) Error() string {
+	return fmt.Sprintf("delegation %q not found in %s (check the id, and --data if the store lives elsewhere)", e.id, e.dir)
+}
+
+func (e *notFoundError) Unwrap() error { return fsm.ErrNotFound }
+
+func (s *Store) exists(id string) (bool, error) {
+	_, err := s.Get(id)
+	if errors.Is(err, fsm.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// maxConflicts bounds how often a command is decided again after another
+// writer changed the delegation between the read and the append.
+const maxConflicts = 16
+
+// execute decides cmd against the current record and appends the outcome.
+// Guards run here, before the append: the log only checks that the record
+// did not change since it was read (expected version), and a conflict means
+// deciding again against the newer record. The time is read once, under the
+// delegation's lock, so events of one delegation never go back in time. A refused command appends its
+// rejected event and returns the guard's error with the record unchanged.
+// A non-empty key makes the append idempotent.
+func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Delegation, error) {
+	if err := fsm.ValidateID(cmd.ID); err != nil {
+		return fsm.Delegation{}, err
+	}
+	// Milliseconds, as the plugin's timestamps: what is stored is exactly
+	// what every rendering shows.
+	mu := &s.locks[xxhash.Sum64String(cmd.ID)%uint64(len(s.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	cmd.At = s.now().UTC().Truncate(time.Millisecond)
+	for range maxConflicts {
+		cur, err := s.Get(cmd.ID)
+		var d *fsm.Delegation
+		switch {
+		case err == nil:
+			d = &cur
+		case !errors.Is(err, fsm.ErrNotFound):
+			return fsm.Delegation{}, err
+		}
+		if d == nil && cmd.Kind != fsm.KindRegistered {
+			return fsm.Delegation{}, err // the not-found error from Get
+		}
+		events, guard := fsm.Decide(d, cmd, s.cfg)
+		if len(events) == 0 {
+			if guard != nil {
+				return fsm.Delegation{}, guard
+			}
+			return cur, nil // idempotent: nothing to record
+		}
+		entries := make([]eventlog.Entry, len(events))
+		for i := range events {
+			entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
+		}
+		var version uint64
+		if d != nil {
+			version = d.Version
+		}
+		res, err := s.log.Append(ctx, eventlog.Append{
+			Stream: cmd.ID, Entries: entries, Key: key, CheckVersion: true, Version: version,
+		})
+		if errors.Is(err, eventlog.ErrConflict) {
+			if d == nil && cmd.Kind == fsm.KindRegistered {
+				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, cmd.ID)
+			}
+			continue
+		}
+		if err != nil {
+			return fsm.Delegation{}, fmt.Errorf("%s %s: %w", cmd.Kind, cmd.ID, err)
+		}
+		if res.Duplicate {
+			return s.duplicate(res)
+		}
+		next := cur
+		for _, e := range events {
+			next = fsm.Evolve(next, e)
+		}
+		if guard != nil {
+			return next, guard
+		}
+		return next, nil
+	}
+	return fsm.Delegation{}, fmt.Errorf("%s %s: %w: the delegation kept changing over %d attempts; retry", cmd.Kind, cmd.ID, eventlog.ErrConflict, maxConflicts)
+}
+
+// duplicate returns the delegation an earlier append with the same
+// idempotency key wrote to.
+func (s *Store) duplicate(res eventlog.Result) (fsm.Delegation, error) {
+	var id string
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		r, err := tx.Record(res.First)
+		id = r.Stream
+		return err
+	})
+	if err != nil {
+		return fsm.Delegation{}, err
+	}
+	return s.Get(id)
+}
