@@ -91,6 +91,9 @@ type Options struct {
 	MaxBatch int
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Rebuild drops every view and checkpoint before the projectors catch
+	// up, so that the views are rebuilt from the whole log.
+	Rebuild bool
 	// OpenFile, if set, replaces os.OpenFile for the database file; tests use
 	// it to inject write faults.
 	OpenFile func(name string, flag int, perm os.FileMode) (*os.File, error)
@@ -180,6 +183,12 @@ func Open(path string, opts Options) (*Log, error) {
 		db.Close()
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
+	if opts.Rebuild {
+		if err := l.dropViews(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open log %s: rebuild: %w", path, err)
+		}
+	}
 	if err := l.catchUp(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open log %s: %w", path, err)
@@ -212,6 +221,22 @@ func (l *Log) init() error {
 				return corrupt(0, "last events key is %d bytes, want 8", len(k))
 			}
 			l.last.Store(binary.BigEndian.Uint64(k))
+		}
+		return nil
+	})
+}
+
+// dropViews deletes every view bucket and checkpoint; catchUp then
+// rebuilds them from the first record.
+func (l *Log) dropViews() error {
+	return l.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketViews, bucketCheckpoints} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // counter is a test projector: it counts records per stream in a view and
@@ -158,5 +160,28 @@ func TestProjectorCatchUp(t *testing.T) {
 	}
 	if _, err := Open(path+"2", Options{Projectors: []Projector{c, c}}); err == nil {
 		t.Fatal("two projectors with one name accepted")
+	}
+}
+
+func TestRebuildViews(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.db")
+	l := openTest(t, path, Options{Projectors: []Projector{&counter{}}})
+	for i := range 100 {
+		mustAppend(t, l, Append{Stream: fmt.Sprint("s", i%3), Entries: []Entry{entry(1, "")}})
+	}
+	want, _ := counts(t, l)
+	// Damage the view, then rebuild it from the log.
+	if err := l.db.Update(func(tx *bolt.Tx) error {
+		b, _ := (&Tx{tx: tx}).Bucket("counts")
+		return b.Put([]byte("s0"), u64(999))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	c := &counter{}
+	l = openTest(t, path, Options{Projectors: []Projector{c}, Rebuild: true})
+	got, cp := counts(t, l)
+	if fmt.Sprint(got) != fmt.Sprint(want) || cp != 100 || c.calls != 1 {
+		t.Fatalf("rebuilt %v (checkpoint %d, %d calls), want %v", got, cp, c.calls, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -32,6 +33,8 @@ type Options struct {
 	IDs *fsm.IDGenerator
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Rebuild regenerates every view and artifact from the log alone.
+	Rebuild bool
 }
 
 // Store is the durable delegation store: commands are decided by fsm
@@ -49,6 +52,9 @@ type Store struct {
 	// optimistic retries alone starve when many callers race on one
 	// delegation. Commands on different delegations still share commits.
 	locks [64]sync.Mutex
+	// cycleMu serialises acknowledgements of all-complete notifications,
+	// which append to parent session streams.
+	cycleMu sync.Mutex
 }
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
@@ -74,20 +80,26 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	l, err := eventlog.Open(filepath.Join(abs, LogFile), eventlog.Options{
 		LockTimeout: opts.LockTimeout,
-		Projectors:  []eventlog.Projector{recordsView{}},
+		Projectors:  []eventlog.Projector{views{dir: abs}},
 		Logger:      opts.Logger,
+		Rebuild:     opts.Rebuild,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Store{
+	s := &Store{
 		dir:  abs,
 		log:  l,
 		cfg:  fsm.Config{DefaultTimeout: opts.DefaultTimeout},
 		now:  opts.Now,
 		ids:  opts.IDs,
 		logf: opts.Logger,
-	}, nil
+	}
+	if err := s.recover(opts.Rebuild); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Close closes the log after in-flight commands commit.
@@ -143,7 +155,7 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 	// A drawn id can be taken between the check and the append; the
 	// expected-version check catches that and we draw again.
 	for range fsm.DefaultIDAttempts {
-		id, err := fsm.GenerateID(s.ids, s.exists, 0)
+		id, err := fsm.GenerateID(s.ids, func(id string) (bool, error) { return s.taken(r, id) }, 0)
 		if err != nil {
 			return fsm.Delegation{}, err
 		}
@@ -168,25 +180,42 @@ func (s *Store) Progress(ctx context.Context, id, message string) (fsm.Delegatio
 }
 
 // Complete ends a delegation with its result. Blank title and description
-// get the plugin's fallbacks.
+// get the plugin's fallbacks. Like every terminal command it then writes the
+// artifact and records it (see Persist).
 func (s *Store) Complete(ctx context.Context, id, result, title, description string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindCompleted, ID: id, Result: result, Title: title, Description: description}, "")
+	return s.terminate(ctx, fsm.Event{Kind: fsm.KindCompleted, ID: id, Result: result, Title: title, Description: description})
 }
 
 // Fail ends a delegation with an error.
 func (s *Store) Fail(ctx context.Context, id, errText string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindFailed, ID: id, Error: errText}, "")
+	return s.terminate(ctx, fsm.Event{Kind: fsm.KindFailed, ID: id, Error: errText})
 }
 
 // Cancel ends a delegation before completion.
 func (s *Store) Cancel(ctx context.Context, id, reason string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindCancelled, ID: id, Reason: reason}, "")
+	return s.terminate(ctx, fsm.Event{Kind: fsm.KindCancelled, ID: id, Reason: reason})
 }
 
 // Timeout ends a delegation that ran past its deadline, keeping its last
 // progress text as partial output.
 func (s *Store) Timeout(ctx context.Context, id string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id}, "")
+	return s.terminate(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id})
+}
+
+// terminate runs a terminal command, then persists the artifact. A failed
+// artifact write does not undo the terminal event: the delegation stays
+// pending, is logged, and is retried by the next Open or PersistPending.
+func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, error) {
+	d, err := s.execute(ctx, cmd, "")
+	if err != nil || !d.PersistedAt.IsZero() {
+		return d, err
+	}
+	p, perr := s.Persist(ctx, d.ID)
+	if perr != nil {
+		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", perr)
+		return d, nil
+	}
+	return p, nil
 }
 
 // Get returns the current record of a delegation, or an error wrapping
@@ -220,37 +249,60 @@ func (e *notFoundError) Error() string {
 
 func (e *notFoundError) Unwrap() error { return fsm.ErrNotFound }
 
-func (s *Store) exists(id string) (bool, error) {
+// taken reports whether id names a delegation or an artifact file where r's
+// artifact would go (the plugin's files predate the store).
+func (s *Store) taken(r Registration, id string) (bool, error) {
 	_, err := s.Get(id)
-	if errors.Is(err, fsm.ErrNotFound) {
-		return false, nil
+	if err == nil || !errors.Is(err, fsm.ErrNotFound) {
+		return err == nil, err
 	}
-	return err == nil, err
+	rel, err := ArtifactRelPath(r.ProjectID, r.RootSessionID, id)
+	if err != nil {
+		return false, err
+	}
+	_, err = os.Lstat(filepath.Join(s.dir, rel))
+	return err == nil, nil
 }
 
 // maxConflicts bounds how often a command is decided again after another
 // writer changed the delegation between the read and the append.
 const maxConflicts = 16
 
-// execute decides cmd against the current record and appends the outcome.
-// Guards run here, before the append: the log only checks that the record
-// did not change since it was read (expected version), and a conflict means
-// deciding again against the newer record. The time is read once, under the
-// delegation's lock, so events of one delegation never go back in time. A refused command appends its
-// rejected event and returns the guard's error with the record unchanged.
-// A non-empty key makes the append idempotent.
+// execute decides a lifecycle command with fsm and records the outcome. A
+// refused command appends its rejected event and returns the guard's error
+// with the record as it now is. A non-empty key makes the append idempotent.
 func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Delegation, error) {
 	if err := fsm.ValidateID(cmd.ID); err != nil {
 		return fsm.Delegation{}, err
 	}
-	// Milliseconds, as the plugin's timestamps: what is stored is exactly
-	// what every rendering shows.
-	mu := &s.locks[xxhash.Sum64String(cmd.ID)%uint64(len(s.locks))]
+	return s.update(ctx, cmd.ID, key, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if d == nil && cmd.Kind != fsm.KindRegistered {
+			return nil, &notFoundError{id: cmd.ID, dir: s.dir}
+		}
+		cmd.At = at
+		return fsm.Decide(d, cmd, s.cfg)
+	})
+}
+
+// decideFunc turns the current record (nil when the id is unknown) and the
+// time into events to append, and an error to return after appending them
+// (a guard's refusal) or instead (no events).
+type decideFunc func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error)
+
+// update is the one way events reach the log. Guards run in decide, before
+// the append; the log only checks that the record did not change since it
+// was read (expected version), and a conflict means deciding again against
+// the newer record. Commands on one delegation hold its lock, and the time
+// is read under it, so one delegation's events never go back in time.
+func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (fsm.Delegation, error) {
+	mu := &s.locks[xxhash.Sum64String(id)%uint64(len(s.locks))]
 	mu.Lock()
 	defer mu.Unlock()
-	cmd.At = s.now().UTC().Truncate(time.Millisecond)
+	// Milliseconds, as the plugin's timestamps: what is stored is exactly
+	// what every rendering shows.
+	at := s.now().UTC().Truncate(time.Millisecond)
 	for range maxConflicts {
-		cur, err := s.Get(cmd.ID)
+		cur, err := s.Get(id)
 		var d *fsm.Delegation
 		switch {
 		case err == nil:
@@ -258,13 +310,10 @@ func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Del
 		case !errors.Is(err, fsm.ErrNotFound):
 			return fsm.Delegation{}, err
 		}
-		if d == nil && cmd.Kind != fsm.KindRegistered {
-			return fsm.Delegation{}, err // the not-found error from Get
-		}
-		events, guard := fsm.Decide(d, cmd, s.cfg)
+		events, guard := decide(d, at)
 		if len(events) == 0 {
 			if guard != nil {
-				return fsm.Delegation{}, guard
+				return cur, guard
 			}
 			return cur, nil // idempotent: nothing to record
 		}
@@ -277,16 +326,16 @@ func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Del
 			version = d.Version
 		}
 		res, err := s.log.Append(ctx, eventlog.Append{
-			Stream: cmd.ID, Entries: entries, Key: key, CheckVersion: true, Version: version,
+			Stream: id, Entries: entries, Key: key, CheckVersion: true, Version: version,
 		})
 		if errors.Is(err, eventlog.ErrConflict) {
-			if d == nil && cmd.Kind == fsm.KindRegistered {
-				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, cmd.ID)
+			if d == nil && events[0].Kind == fsm.KindRegistered {
+				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, id)
 			}
 			continue
 		}
 		if err != nil {
-			return fsm.Delegation{}, fmt.Errorf("%s %s: %w", cmd.Kind, cmd.ID, err)
+			return fsm.Delegation{}, fmt.Errorf("%s %s: %w", events[0].Kind, id, err)
 		}
 		if res.Duplicate {
 			return s.duplicate(res)
@@ -295,12 +344,9 @@ func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Del
 		for _, e := range events {
 			next = fsm.Evolve(next, e)
 		}
-		if guard != nil {
-			return next, guard
-		}
-		return next, nil
+		return next, guard
 	}
-	return fsm.Delegation{}, fmt.Errorf("%s %s: %w: the delegation kept changing over %d attempts; retry", cmd.Kind, cmd.ID, eventlog.ErrConflict, maxConflicts)
+	return fsm.Delegation{}, fmt.Errorf("%s: %w: the delegation kept changing over %d attempts; retry", id, eventlog.ErrConflict, maxConflicts)
 }
 
 // duplicate returns the delegation an earlier append with the same

@@ -90,7 +90,7 @@ func TestLifecycleSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want.State != fsm.Complete || want.Title != "All done." || want.Description != "All done.\nDetails." ||
-		want.SessionID != "ses_child" || want.Progress != "half way" || want.Version != 4 {
+		want.SessionID != "ses_child" || want.Progress != "half way" || want.Version != 5 || want.PersistedAt.IsZero() {
 		t.Fatalf("after complete: %+v", want)
 	}
 	s.Close()
@@ -187,7 +187,7 @@ func TestTimeoutKeepsPartialOutput(t *testing.T) {
 		got.ResultText() != "partial findings\n\n[TIMEOUT REACHED]" {
 		t.Fatalf("timed out: state %s error %q result %q", got.State, got.Error, got.ResultText())
 	}
-	if k := kinds(t, s, d.ID); k != "registered started progressed timed_out" {
+	if k := kinds(t, s, d.ID); k != "registered started progressed timed_out persisted" {
 		t.Fatalf("events: %s", k)
 	}
 }

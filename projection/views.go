@@ -1,25 +1,96 @@
 package projection
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 )
 
-// View bucket names. Views are derived data: rebuilding them from the log
-// gives the same bytes.
-const bucketRecords = "records" // delegation id → JSON of fsm.Delegation
+// View buckets. Every one is derived from the log by views.Project, in the
+// transaction that appends the events, and can be rebuilt from the log.
+const (
+	bucketRecords   = "records"   // id → JSON of fsm.Delegation
+	bucketRoots     = "roots"     // root \0 id → "": a root session's delegations
+	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
+	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
+	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
+	bucketDeadlines = "deadlines" // timeoutAt \0 id → "": active, by deadline
+	bucketPending   = "pending"   // id → "": terminal, artifact not yet persisted
+	bucketCycles    = "cycles"    // parent → JSON of cycle
+	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
+	bucketOutbox    = "outbox"    // notification id → JSON of Notification
+)
 
-// recordsView keeps every delegation's current record, the fold of its
-// events, so that a command reads one key instead of its whole stream.
-type recordsView struct{}
+var viewBuckets = []string{
+	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
+	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox,
+}
 
-func (recordsView) Name() string { return "records" }
+// parentStream prefixes the stream of a parent session's cycle events. A
+// slash can be neither in a delegation id nor in a session id.
+const parentStream = "parent/"
 
-func (recordsView) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
-	b, err := tx.Bucket(bucketRecords)
+// AllCompleteQuiet is the quiet period between the last notification of a
+// cycle and its all-complete notification (the plugin's 50 ms).
+const AllCompleteQuiet = 50 * time.Millisecond
+
+// Notification kinds.
+const (
+	KindTerminal    = "terminal"
+	KindAllComplete = "all-complete"
+)
+
+// Notification is an entry of the outbox: a text to deliver to a parent
+// session. It stays in the outbox, and is delivered again, until it is
+// acknowledged.
+type Notification struct {
+	ID         string    `json:"id"`
+	Kind       string    `json:"kind"`
+	Delegation string    `json:"delegationId,omitempty"`
+	Parent     string    `json:"parentSessionID"`
+	Cycle      uint64    `json:"cycle,omitempty"`
+	Text       string    `json:"text"`
+	DueAt      time.Time `json:"dueAt"`
+	Failures   int       `json:"failures,omitempty"`
+	LastError  string    `json:"lastError,omitempty"`
+	Seq        uint64    `json:"seq"` // the event that made it due
+}
+
+// TerminalNotificationID and AllCompleteNotificationID name outbox entries:
+// stable, so a retried ack or a redelivery refers to the same entry.
+func TerminalNotificationID(id string) string { return KindTerminal + ":" + id }
+
+func AllCompleteNotificationID(parent string, cycle uint64) string {
+	return fmt.Sprintf("%s:%s:%d", KindAllComplete, parent, cycle)
+}
+
+// cycle is a parent session's current cycle (COMPAT "All-complete
+// notification"): a cycle starts when a delegation is registered while the
+// parent has none active.
+type cycle struct {
+	Cycle    uint64 `json:"cycle"`
+	Active   int    `json:"active"`   // active delegations of the parent
+	Members  int    `json:"members"`  // delegations registered in this cycle
+	Notified int    `json:"notified"` // of those, acknowledged terminal notifications
+}
+
+// views is the projector that keeps every view bucket.
+type views struct {
+	dir string // data directory: notification texts name absolute artifact paths
+}
+
+func (views) Name() string { return "views/v1" }
+
+func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
+	w, err := openViews(tx)
 	if err != nil {
 		return err
 	}
@@ -28,23 +99,215 @@ func (recordsView) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
-		d, err := loadRecord(tx, r.Stream)
-		if err != nil {
-			return err
+		if parent, ok := strings.CutPrefix(r.Stream, parentStream); ok {
+			id := AllCompleteNotificationID(parent, e.Cycle)
+			switch e.Kind {
+			case fsm.KindAllCompleteNotified:
+				err = w.b[bucketOutbox].Delete([]byte(id))
+			case fsm.KindNotificationFailed:
+				err = w.failed(id, e.Error)
+			}
+			if err != nil {
+				return err
+			}
+			continue
 		}
-		if d == nil {
-			d = &fsm.Delegation{}
-		}
-		next := fsm.Evolve(*d, e)
-		v, err := json.Marshal(next)
-		if err != nil {
-			return err
-		}
-		if err := b.Put([]byte(r.Stream), v); err != nil {
-			return err
+		if err := v.apply(w, r.Seq, e); err != nil {
+			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
 	}
 	return nil
+}
+
+// viewTx holds the view buckets of one transaction.
+type viewTx struct {
+	tx *eventlog.Tx
+	b  map[string]*bolt.Bucket
+}
+
+func openViews(tx *eventlog.Tx) (*viewTx, error) {
+	w := &viewTx{tx: tx, b: make(map[string]*bolt.Bucket, len(viewBuckets))}
+	for _, name := range viewBuckets {
+		b, err := tx.Bucket(name)
+		if err != nil {
+			return nil, err
+		}
+		w.b[name] = b
+	}
+	return w, nil
+}
+
+// apply evolves one delegation's record and moves it between the views.
+func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
+	prev, err := loadRecord(w.tx, e.ID)
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		prev = &fsm.Delegation{}
+	}
+	next := fsm.Evolve(*prev, e)
+	if err := putJSON(w.b[bucketRecords], e.ID, next); err != nil {
+		return err
+	}
+	id := e.ID
+	switch {
+	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
+		return v.registered(w, &next)
+	case prev.State.Active() && next.State.Terminal():
+		return v.terminated(w, prev, &next)
+	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
+		if err := w.b[bucketPending].Delete([]byte(id)); err != nil {
+			return err
+		}
+		c, err := w.cycle(next.ParentSessionID)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(v.dir, next.ArtifactPath)
+		return putJSON(w.b[bucketOutbox], TerminalNotificationID(id), Notification{
+			ID:         TerminalNotificationID(id),
+			Kind:       KindTerminal,
+			Delegation: id,
+			Parent:     next.ParentSessionID,
+			Text:       TerminalNotification(&next, path, c.Active),
+			DueAt:      e.At,
+			Seq:        seq,
+		})
+	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
+		return v.notified(w, seq, &next)
+	case e.Kind == fsm.KindNotificationFailed:
+		return w.failed(TerminalNotificationID(id), e.Error)
+	case prev.Unread() && !next.Unread():
+		return w.b[bucketUnread].Delete(rootTimeKey(prev.RootSessionID, prev.CompletedAt, id))
+	}
+	return nil
+}
+
+func (v views) registered(w *viewTx, d *fsm.Delegation) error {
+	id := []byte(d.ID)
+	for _, put := range []struct {
+		bucket string
+		key    []byte
+	}{
+		{bucketRoots, pairKey(d.RootSessionID, d.ID)},
+		{bucketParents, pairKey(d.ParentSessionID, d.ID)},
+		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID)},
+		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID)},
+	} {
+		if err := w.b[put.bucket].Put(put.key, nil); err != nil {
+			return err
+		}
+	}
+	c, err := w.cycle(d.ParentSessionID)
+	if err != nil {
+		return err
+	}
+	if c.Active == 0 {
+		// A new cycle. An all-complete of the old one that was not
+		// acknowledged yet is never sent (COMPAT).
+		if err := w.b[bucketOutbox].Delete([]byte(AllCompleteNotificationID(d.ParentSessionID, c.Cycle))); err != nil {
+			return err
+		}
+		c = cycle{Cycle: c.Cycle + 1}
+	}
+	c.Active++
+	c.Members++
+	if err := w.b[bucketMembers].Put(id, be64(c.Cycle)); err != nil {
+		return err
+	}
+	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
+}
+
+func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
+	if err := w.b[bucketRunning].Delete(rootTimeKey(prev.RootSessionID, prev.CreatedAt, d.ID)); err != nil {
+		return err
+	}
+	if err := w.b[bucketDeadlines].Delete(timeKey(prev.TimeoutAt, d.ID)); err != nil {
+		return err
+	}
+	if err := w.b[bucketPending].Put([]byte(d.ID), nil); err != nil {
+		return err
+	}
+	c, err := w.cycle(d.ParentSessionID)
+	if err != nil {
+		return err
+	}
+	c.Active--
+	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
+}
+
+// notified retires the terminal notification, marks the delegation unread
+// and, when it was the last of its cycle, makes the all-complete due.
+func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
+	if err := w.b[bucketOutbox].Delete([]byte(TerminalNotificationID(d.ID))); err != nil {
+		return err
+	}
+	if d.Unread() {
+		if err := w.b[bucketUnread].Put(rootTimeKey(d.RootSessionID, d.CompletedAt, d.ID), nil); err != nil {
+			return err
+		}
+	}
+	c, err := w.cycle(d.ParentSessionID)
+	if err != nil {
+		return err
+	}
+	if m := w.b[bucketMembers].Get([]byte(d.ID)); len(m) != 8 || binary.BigEndian.Uint64(m) != c.Cycle {
+		return nil // an older cycle's delegation: that cycle is over
+	}
+	c.Notified++
+	if err := putJSON(w.b[bucketCycles], d.ParentSessionID, c); err != nil {
+		return err
+	}
+	if c.Active > 0 || c.Notified < c.Members {
+		return nil
+	}
+	id := AllCompleteNotificationID(d.ParentSessionID, c.Cycle)
+	return putJSON(w.b[bucketOutbox], id, Notification{
+		ID:     id,
+		Kind:   KindAllComplete,
+		Parent: d.ParentSessionID,
+		Cycle:  c.Cycle,
+		Text:   AllCompleteNotification(d.ParentSessionID, c.Cycle),
+		DueAt:  d.NotifiedAt.Add(AllCompleteQuiet),
+		Seq:    seq,
+	})
+}
+
+// failed records a failed delivery on an outbox entry still waiting.
+func (w *viewTx) failed(id, reason string) error {
+	b := w.b[bucketOutbox]
+	raw := b.Get([]byte(id))
+	if raw == nil {
+		return nil
+	}
+	var n Notification
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return fmt.Errorf("outbox entry %s: %w", id, err)
+	}
+	n.Failures++
+	n.LastError = reason
+	return putJSON(b, id, n)
+}
+
+func (w *viewTx) cycle(parent string) (cycle, error) {
+	var c cycle
+	raw := w.b[bucketCycles].Get([]byte(parent))
+	if raw == nil {
+		return c, nil
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("cycle of %s: %w", parent, err)
+	}
+	return c, nil
+}
+
+func putJSON(b *bolt.Bucket, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), raw)
 }
 
 // loadRecord reads a delegation's record; nil when there is none.
@@ -62,4 +325,40 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
 	return &d, nil
+}
+
+// Keys. Session ids never hold a NUL, so "a\0..." keys of one session sort
+// together and apart from every other.
+func pairKey(a, b string) []byte {
+	return append(append(append(make([]byte, 0, len(a)+1+len(b)), a...), 0), b...)
+}
+
+func rootTimeKey(root string, t time.Time, id string) []byte {
+	k := append(append(make([]byte, 0, len(root)+10+len(id)), root...), 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(t.UnixNano()))
+	return append(append(k, 0), id...)
+}
+
+func timeKey(t time.Time, id string) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 9+len(id)), uint64(t.UnixNano()))
+	return append(append(k, 0), id...)
+}
+
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// idOfKey returns the delegation id at the end of a view key.
+func idOfKey(k []byte) string {
+	if i := lastNUL(k); i >= 0 {
+		return string(k[i+1:])
+	}
+	return string(k)
+}
+
+func lastNUL(k []byte) int {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == 0 {
+			return i
+		}
+	}
+	return -1
 }

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -59,7 +60,7 @@ type verb struct {
 func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
-		showVerb, eventsVerb,
+		showVerb, readVerb, listVerb, notificationsVerb, ackVerb, eventsVerb,
 	}
 }
 
@@ -267,7 +268,10 @@ func (e *env) open() (*projection.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := projection.Open(dir, projection.Options{LockTimeout: 2 * time.Second})
+	s, err := projection.Open(dir, projection.Options{
+		LockTimeout: 2 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
 	if err != nil {
 		return nil, err
 	}

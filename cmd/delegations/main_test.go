@@ -59,7 +59,7 @@ func TestNewcomerFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec["status"] != "complete" || rec["result"] != "The cache races.\nDetails follow." ||
-		rec["title"] != "The cache races." || rec["sessionID"] != "ses_child" || rec["version"] != 4.0 {
+		rec["title"] != "The cache races." || rec["sessionID"] != "ses_child" || rec["version"] != 5.0 {
 		t.Fatalf("show --json: %v", rec)
 	}
 	text := mustCLI(t, data, "", "show", id)
@@ -81,7 +81,7 @@ func TestNewcomerFlow(t *testing.T) {
 
 	events := mustCLI(t, data, "", "events", "--delegation", id)
 	lines := strings.Split(strings.TrimSpace(events), "\n")
-	if len(lines) != 6 || !strings.Contains(lines[5], "rejected") || !strings.Contains(lines[5], "refused progressed: delegation was already complete") {
+	if len(lines) != 7 || !strings.Contains(lines[6], "rejected") || !strings.Contains(lines[6], "refused progressed: delegation was already complete") {
 		t.Fatalf("events:\n%s", events)
 	}
 	jl := mustCLI(t, data, "", "--json", "events", "--from", "4")
@@ -94,8 +94,8 @@ func TestNewcomerFlow(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.Split(jl, "\n")[0]), &first); err != nil || first.Seq != 4 || first.Kind != "completed" {
 		t.Fatalf("events --json --from 4: %q (%v)", jl, err)
 	}
-	if n := strings.Count(jl, "\n"); n != 3 {
-		t.Fatalf("events --from 4 printed %d lines, want 3", n)
+	if n := strings.Count(jl, "\n"); n != 4 {
+		t.Fatalf("events --from 4 printed %d lines, want 4", n)
 	}
 }
 
@@ -211,5 +211,48 @@ func TestDataDirResolution(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(home, ".local/share/opencode/delegations", projection.LogFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("default log file: %v, %v", fi, err)
+	}
+}
+
+// TestReadListNotifyFlow drives the projection verbs: the notification is
+// due after complete, ack marks the delegation unread, read returns the
+// artifact at the plugin's path and clears the unread flag.
+func TestReadListNotifyFlow(t *testing.T) {
+	data := t.TempDir()
+	id := strings.TrimSpace(mustCLI(t, data, "", registerArgs()...))
+	if out := mustCLI(t, data, "", "list", "--root-session", "ses_root"); out != "## Delegations\n\n- **"+id+"** | "+id+" [registered]\n  → (running)\n" {
+		t.Fatalf("list while active:\n%q", out)
+	}
+	mustCLI(t, data, "", "complete", "--result", "Found it.", id)
+	var ns struct{ Notifications []struct{ ID, Text string } }
+	if err := json.Unmarshal([]byte(mustCLI(t, data, "", "--json", "notifications")), &ns); err != nil {
+		t.Fatal(err)
+	}
+	if len(ns.Notifications) != 1 || ns.Notifications[0].ID != "terminal:"+id || !strings.Contains(ns.Notifications[0].Text, "<task-id>"+id+"</task-id>") {
+		t.Fatalf("notifications: %+v", ns)
+	}
+	if out := mustCLI(t, data, "", "ack", "terminal:"+id); out != "terminal:"+id+" acknowledged\n" {
+		t.Fatalf("ack: %q", out)
+	}
+	if out := mustCLI(t, data, "", "list", "--root-session", "ses_root", "--unread"); !strings.Contains(out, "[complete] [unread]") {
+		t.Fatalf("unread list: %q", out)
+	}
+	artifact := filepath.Join(data, "0123456789abcdef", "ses_root", id+".md")
+	want, err := os.ReadFile(artifact)
+	if err != nil {
+		t.Fatalf("artifact not at the plugin's path: %v", err)
+	}
+	if out := mustCLI(t, data, "", "read", "--root-session", "ses_root", id); out != string(want)+"\n" {
+		t.Fatalf("read:\n%q\nwant the artifact\n%q", out, want)
+	}
+	if out := mustCLI(t, data, "", "list", "--root-session", "ses_root", "--unread"); out != "No delegations found for this session.\n" {
+		t.Fatalf("unread list after read: %q", out)
+	}
+	r := cli(t, data, "", "read", "--root-session", "ses_other", id)
+	if r.code != 1 || !strings.Contains(r.stderr, `Delegation "`+id+`" not found.`) {
+		t.Fatalf("read from another root: %d %q", r.code, r.stderr)
+	}
+	if r := cli(t, data, "", "list", "--root-session", "ses_root", "--order", "size"); r.code != 2 {
+		t.Fatalf("bad --order: exit %d", r.code)
 	}
 }

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/delegations/delegations/projection"
+)
+
+var notificationsVerb = verb{
+	name:     "notifications",
+	synopsis: "[--parent-session P]",
+	summary:  "print the notifications due for delivery; each stays until acknowledged",
+	example:  "delegations --json notifications --parent-session ses_parent",
+	run:      runNotifications,
+}
+
+func runNotifications(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e)
+	parent := fs.String("parent-session", "", "only this parent session's notifications")
+	if _, err := parse(e, fs, args, 0); err != nil {
+		return err
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	ns, err := s.Notifications(*parent)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		if ns == nil {
+			ns = []projection.Notification{}
+		}
+		return writeJSON(e.stdout, map[string]any{"notifications": ns})
+	}
+	for _, n := range ns {
+		if _, err := fmt.Fprintf(e.stdout, "# %s (to %s)\n%s\n\n", n.ID, n.Parent, n.Text); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var ackVerb = verb{
+	name:     "ack",
+	synopsis: "[--failed REASON] NOTIFICATION_ID",
+	summary:  "record that a notification was delivered (or, with --failed, that delivery failed)",
+	example:  "delegations ack terminal:elegant-blue-tiger",
+	run:      runAck,
+}
+
+func runAck(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e)
+	failed := fs.String("failed", "", "delivery failed for this reason; the notification stays due")
+	rest, err := parse(e, fs, args, 1)
+	if err != nil {
+		return err
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	var res projection.AckResult
+	if *failed != "" {
+		res, err = s.AckFailed(ctx, rest[0], *failed)
+	} else {
+		res, err = s.Ack(ctx, rest[0])
+	}
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return writeJSON(e.stdout, res)
+	}
+	switch {
+	case *failed != "":
+		_, err = fmt.Fprintf(e.stdout, "%s delivery failure recorded; it stays due\n", res.ID)
+	case res.Already:
+		_, err = fmt.Fprintf(e.stdout, "%s was already acknowledged\n", res.ID)
+	default:
+		_, err = fmt.Fprintf(e.stdout, "%s acknowledged\n", res.ID)
+	}
+	return err
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+var readVerb = verb{
+	name:     "read",
+	synopsis: "--root-session R [--wait DURATION] ID",
+	summary:  "return a delegation's result as delegation_read does, and mark it read",
+	example:  "delegations read --root-session ses_root elegant-blue-tiger",
+	run:      runRead,
+}
+
+func runRead(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e)
+	root := fs.String("root-session", "", "the caller's root session: only its delegations are visible")
+	wait := fs.Duration("wait", 0, "wait this long for an active delegation to finish")
+	rest, err := parse(e, fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if *root == "" {
+		return usagef("missing --root-session")
+	}
+	if *wait < 0 {
+		return usagef("--wait must not be negative")
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	res, err := s.Read(ctx, strings.TrimSpace(*root), rest[0], *wait)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return writeJSON(e.stdout, res)
+	}
+	_, err = fmt.Fprintln(e.stdout, res.Text)
+	return err
+}
+
+var listVerb = verb{
+	name:     "list",
+	synopsis: "--root-session R [--status S] [--unread] [--order id|time]",
+	summary:  "list a root session's delegations as delegation_list does",
+	example:  "delegations list --root-session ses_root --unread",
+	run:      runList,
+}
+
+func runList(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e)
+	root := fs.String("root-session", "", "the caller's root session")
+	status := fs.String("status", "", "only this status: registered, running, complete, error, cancelled, timeout")
+	unread := fs.Bool("unread", false, "only unread delegations")
+	order := fs.String("order", "id", "id (the plugin's order) or time (registration order)")
+	if _, err := parse(e, fs, args, 0); err != nil {
+		return err
+	}
+	if *root == "" {
+		return usagef("missing --root-session")
+	}
+	o := projection.ListOptions{Unread: *unread}
+	switch *order {
+	case "id":
+	case "time":
+		o.ByTime = true
+	default:
+		return usagef("--order is id or time, not %q", *order)
+	}
+	if *status != "" {
+		st, err := fsm.ParseState(*status)
+		if err != nil {
+			return usagef("--status: %v", err)
+		}
+		o.Status = st
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	ds, err := s.List(strings.TrimSpace(*root), o)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		if ds == nil {
+			ds = []fsm.Delegation{}
+		}
+		return writeJSON(e.stdout, map[string]any{"delegations": ds})
+	}
+	_, err = fmt.Fprintln(e.stdout, projection.ListText(ds))
+	return err
+}

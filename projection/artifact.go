@@ -1,0 +1,277 @@
+package projection
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+// Artifact files live at <data dir>/<project id>/<root session id>/<id>.md,
+// the plugin's layout. Every operation goes through an os.Root opened on
+// the data directory, so no id, symlink or ".." can reach outside it, and
+// every path part is validated before anything touches the disk.
+
+// File modes: artifacts hold results, so only the owner may read them.
+const (
+	artifactFileMode = 0o600
+	artifactDirMode  = 0o700
+)
+
+// artifactTempInfix marks a temp file: ".<id>.md.tmp-<random hex>".
+const artifactTempInfix = ".md.tmp-"
+
+// ArtifactRelPath returns <projectID>/<rootSessionID>/<id>.md, the
+// artifact's path relative to the data directory. Each part is validated
+// (fsm.ValidateSessionID, fsm.ValidateID) because they become path
+// components; an error wraps fsm.ErrInvalid.
+func ArtifactRelPath(projectID, rootSessionID, id string) (string, error) {
+	if err := fsm.ValidateSessionID(fsm.FieldProjectID, projectID); err != nil {
+		return "", err
+	}
+	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, rootSessionID); err != nil {
+		return "", err
+	}
+	if err := fsm.ValidateID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(projectID, rootSessionID, id+".md"), nil
+}
+
+// artifactParseRel checks that rel has exactly the shape ArtifactRelPath
+// returns and gives its directory (slash-separated, for os.Root) and id.
+// rel is checked again here because WriteArtifact and ReadArtifact may be
+// handed a path from elsewhere (a record, an import).
+func artifactParseRel(rel string) (dir, id string, err error) {
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if len(parts) != 3 {
+		return "", "", fmt.Errorf("artifact path %q: %w: want <project id>/<root session id>/<id>.md", rel, fsm.ErrInvalid)
+	}
+	id, ok := strings.CutSuffix(parts[2], ".md")
+	if !ok {
+		return "", "", fmt.Errorf("artifact path %q: %w: want a file named <id>.md", rel, fsm.ErrInvalid)
+	}
+	if _, err := ArtifactRelPath(parts[0], parts[1], id); err != nil {
+		return "", "", fmt.Errorf("artifact path %q: %w", rel, err)
+	}
+	return parts[0] + "/" + parts[1], id, nil
+}
+
+// WriteArtifact writes content to rel inside the data directory dir
+// atomically: a reader sees the old file or the new one, never half of one,
+// and after a crash the file is either absent, old or new. It creates the
+// directories (mode 0700) as needed, writes ".<id>.md.tmp-<random>" (mode
+// 0600) in the same directory, fsyncs it, renames it over the final name
+// and fsyncs the directory (and its parents when it created them). All of
+// it goes through os.Root on dir, so a symlink or ".." cannot lead outside
+// dir. rel must have the shape ArtifactRelPath returns; a bad rel or
+// content over MaxArtifactSize is refused with an error wrapping
+// fsm.ErrInvalid before anything touches the disk. It returns the size and
+// the xxhash64 of content, which the persisted event records.
+func WriteArtifact(dir, rel string, content []byte) (size int64, sum uint64, err error) {
+	relDir, id, err := artifactParseRel(rel)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(content) > MaxArtifactSize {
+		return 0, 0, fmt.Errorf("write artifact %s: %w: %d bytes, over the limit of %d", rel, fsm.ErrInvalid, len(content), MaxArtifactSize)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+	defer root.Close()
+
+	_, statErr := root.Stat(relDir)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	if err := root.MkdirAll(relDir, artifactDirMode); err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+	name := path.Join(relDir, "."+id+artifactTempInfix+hex.EncodeToString(rnd[:]))
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, artifactFileMode)
+	if err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = root.Remove(name) // best effort: SweepTempFiles catches what is left
+		}
+	}()
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+	if err = root.Rename(name, path.Join(relDir, id+".md")); err != nil {
+		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+	}
+	// The rename is durable once the directory is; new directories are
+	// durable once their parents are.
+	syncs := []string{relDir}
+	if created {
+		syncs = append(syncs, path.Dir(relDir), ".")
+	}
+	for _, d := range syncs {
+		if serr := artifactSyncDir(root, d); serr != nil {
+			// The file is in place; only its durability is in doubt.
+			return 0, 0, fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
+		}
+	}
+	return int64(len(content)), xxhash.Sum64(content), nil
+}
+
+// artifactSyncDir fsyncs a directory inside root. Windows cannot sync a
+// directory and does not need to.
+func artifactSyncDir(root *os.Root, name string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := root.Open(name)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ReadArtifact reads rel inside the data directory dir through os.Root,
+// refusing anything but a regular file and anything over MaxArtifactSize.
+// A missing file (or directory) gives an error wrapping fs.ErrNotExist; a
+// bad rel gives one wrapping fsm.ErrInvalid, before anything touches the
+// disk.
+func ReadArtifact(dir, rel string) ([]byte, error) {
+	relDir, id, err := artifactParseRel(rel)
+	if err != nil {
+		return nil, err
+	}
+	name := path.Join(relDir, id+".md")
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+	}
+	defer root.Close()
+	// Check before opening: opening a FIFO planted there would block.
+	info, err := root.Stat(name)
+	if err != nil {
+		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("read artifact %s: %w: not a regular file (%s)", rel, fsm.ErrInvalid, info.Mode().Type())
+	}
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxArtifactSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+	}
+	if len(b) > MaxArtifactSize {
+		return nil, fmt.Errorf("read artifact %s: %w: over the limit of %d bytes", rel, fsm.ErrInvalid, MaxArtifactSize)
+	}
+	return b, nil
+}
+
+// SweepTempFiles removes the temp files a crash left behind: regular files
+// named ".<id>.md.tmp-<suffix>" in the root-session directories two levels
+// under dir (<project id>/<root session id>/). It looks only in directories
+// whose names are valid ids, follows no symlink, and touches nothing else.
+// It returns how many files it removed; it keeps going past a failure and
+// returns every error joined. Call it at start-up, before artifacts are
+// written: it cannot tell a stale temp file from one being written now.
+func SweepTempFiles(dir string) (int, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
+	}
+	defer root.Close()
+	var errs []error
+	removed := 0
+	projects, err := artifactReadDir(root, ".")
+	if err != nil {
+		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
+	}
+	for _, p := range projects {
+		if !p.IsDir() || fsm.ValidateSessionID(fsm.FieldProjectID, p.Name()) != nil {
+			continue
+		}
+		sessions, err := artifactReadDir(root, p.Name())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, s := range sessions {
+			if !s.IsDir() || fsm.ValidateSessionID(fsm.FieldRootSessionID, s.Name()) != nil {
+				continue
+			}
+			sdir := p.Name() + "/" + s.Name()
+			files, err := artifactReadDir(root, sdir)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, f := range files {
+				if !f.Type().IsRegular() || !artifactIsTemp(f.Name()) {
+					continue
+				}
+				if err := root.Remove(sdir + "/" + f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					errs = append(errs, err)
+					continue
+				}
+				removed++
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("sweep temp files in %s: %w", dir, err)
+	}
+	return removed, nil
+}
+
+// artifactReadDir lists a directory inside root without following a
+// symlink in the last element: DirEntry types come from the directory, so
+// a symlink is reported as one and the sweep skips it.
+func artifactReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
+	d, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadDir(-1)
+}
+
+// artifactIsTemp reports whether name is a temp file WriteArtifact makes:
+// ".<valid id>.md.tmp-<non-empty suffix>".
+func artifactIsTemp(name string) bool {
+	rest, ok := strings.CutPrefix(name, ".")
+	if !ok {
+		return false
+	}
+	id, suffix, ok := strings.Cut(rest, artifactTempInfix)
+	return ok && suffix != "" && fsm.ValidateID(id) == nil
+}

@@ -1,0 +1,484 @@
+package projection
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+// This file renders the texts the plugin shows (COMPAT.md): the artifact
+// file, the notifications, and the delegation_read and delegation_list
+// texts. The functions are pure: the same record gives the same bytes, so
+// a replay rebuilds every artifact exactly.
+//
+// Titles and descriptions are one-line fields everywhere: every run of
+// white space in them (including line breaks) is rendered as one space and
+// the ends are trimmed. The plugin writes them raw, which lets a title with
+// a line break shift every line of the artifact under the parse-back rules.
+
+// Texts fixed by the plugin (COMPAT.md).
+const (
+	// ReadIDRequired is delegation_read's error for a blank id.
+	ReadIDRequired = "Delegation ID is required"
+
+	// ListEmptyText is delegation_list's text when nothing is visible.
+	ListEmptyText = "No delegations found for this session."
+
+	noDescriptionText = "(No description generated)"
+	runningText       = "(running)"
+	notApplicable     = "N/A"
+)
+
+// MaxArtifactSize is the largest artifact file ParseArtifact and
+// ReadArtifact accept, and WriteArtifact writes: the largest result plus
+// room for the header, so that any artifact the store renders reads back.
+const MaxArtifactSize = fsm.MaxResultLen + 64<<10
+
+// ParsedArtifact is what the plugin's parse-back rules read from an
+// artifact file. The importer adopts legacy files with it.
+type ParsedArtifact struct {
+	ID          string    // the file name without ".md"
+	Title       string    // the first "# " heading; "" when there is none
+	Agent       string    // "" when there is no **Agent:** line
+	Status      fsm.State // always terminal: unknown or missing reads as complete
+	Description string    // line index 2, at most 150 characters; "" when absent
+	Session     string    // the child session; "" in legacy files
+	Started     time.Time // zero when absent or unparsable
+	Completed   time.Time // zero when "N/A", absent or unparsable
+	Result      string    // the text after the "---" separator line and its blank line
+}
+
+// RenderArtifact returns the markdown file of a terminal delegation, in the
+// plugin's layout (COMPAT.md "Artifact file (exact)"):
+//
+//	# <title, or the id when no title>
+//
+//	<description, or "(No description generated)">
+//
+//	**ID:** <id>
+//	**Agent:** <agent>
+//	**Status:** <status>
+//	**Session:** <child session id>
+//	**Started:** <startedAt, or createdAt if never started>
+//	**Completed:** <completedAt, or N/A>
+//
+//	---
+//
+//	<d.ResultText()>
+//
+// The file ends with the result text itself, no newline added, as the
+// plugin writes it. Improvements on the plugin: the title and description
+// are made one line (see above) so the parse-back rules read them back;
+// the **Session:** line is left out when the delegation never had a child
+// session, which reads back as a legacy file does; invalid UTF-8 (never in
+// a record Decide accepted) is replaced by U+FFFD so the file always parses.
+func RenderArtifact(d *fsm.Delegation) []byte {
+	title := fmtOneLine(d.Title)
+	if title == "" {
+		title = d.ID
+	}
+	desc := fmtOneLine(d.Description)
+	if desc == "" {
+		desc = noDescriptionText
+	}
+	started := d.StartedAt
+	if started.IsZero() {
+		started = d.CreatedAt
+	}
+	completed := fsm.FormatTime(d.CompletedAt)
+	if completed == "" {
+		completed = notApplicable
+	}
+	result := d.ResultText()
+
+	var b bytes.Buffer
+	b.Grow(256 + len(title) + len(desc) + len(d.Agent) + len(result))
+	b.WriteString("# ")
+	b.WriteString(title)
+	b.WriteString("\n\n")
+	b.WriteString(desc)
+	b.WriteString("\n\n**ID:** ")
+	b.WriteString(d.ID)
+	b.WriteString("\n**Agent:** ")
+	b.WriteString(fmtAgent(d.Agent))
+	b.WriteString("\n**Status:** ")
+	b.WriteString(string(d.State))
+	if s := fmtOneLine(d.SessionID); s != "" {
+		b.WriteString("\n**Session:** ")
+		b.WriteString(s)
+	}
+	b.WriteString("\n**Started:** ")
+	b.WriteString(fsm.FormatTime(started))
+	b.WriteString("\n**Completed:** ")
+	b.WriteString(completed)
+	b.WriteString("\n\n---\n\n")
+	b.WriteString(result)
+	out := b.Bytes()
+	if !utf8.Valid(out) {
+		out = bytes.ToValidUTF8(out, []byte("\uFFFD"))
+	}
+	return out
+}
+
+// ParseArtifact reads an artifact file back with the plugin's rules
+// (COMPAT.md): id = fileName (its base name) without ".md"; title = the
+// first line matching ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status =
+// ^\*\*Status:\*\* (.+)$, where anything but a terminal state, or no line,
+// reads as complete; description = line index 2 (lines split at "\n"), cut
+// to 150 characters. "Line" in the patterns ends at \n, \r, U+2028 or
+// U+2029, as in the plugin's JavaScript multi-line regular expressions.
+//
+// Improvements on the plugin, which agree with it on every file it wrote:
+// the **Agent:**, **Status:**, **Session:**, **Started:** and
+// **Completed:** lines are looked for only in the header, the text before
+// the separator (the first line "---" after line index 2), so that a
+// result quoting such a line cannot change them; the whole file is the
+// header when there is no separator. Characters are runes, so a cut never
+// splits UTF-8 (the plugin counts UTF-16 units). A "\r" ending the
+// description line is dropped.
+//
+// Legacy files without **Session:** parse; so does any text without a
+// heading (its Title is ""). The error cases are only what cannot be an
+// artifact at all: a file name that is not <valid id>.md, content over
+// MaxArtifactSize, or content that is not UTF-8. Errors wrap fsm.ErrInvalid.
+func ParseArtifact(fileName string, content []byte) (ParsedArtifact, error) {
+	var p ParsedArtifact
+	base := filepath.Base(fileName)
+	id, ok := strings.CutSuffix(base, ".md")
+	if !ok {
+		return p, fmt.Errorf("artifact %q: %w: want a file named <delegation id>.md", fileName, fsm.ErrInvalid)
+	}
+	if err := fsm.ValidateID(id); err != nil {
+		return p, fmt.Errorf("artifact %q: %w", fileName, err)
+	}
+	if len(content) > MaxArtifactSize {
+		return p, fmt.Errorf("artifact %q: %w: %d bytes, over the limit of %d", fileName, fsm.ErrInvalid, len(content), MaxArtifactSize)
+	}
+	if !utf8.Valid(content) {
+		return p, fmt.Errorf("artifact %q: %w: not valid UTF-8", fileName, fsm.ErrInvalid)
+	}
+	text := string(content)
+	p.ID = id
+	p.Status = fsm.Complete
+
+	header, result, _ := fmtSplitArtifact(text)
+	p.Result = result
+
+	p.Title, _ = fmtFirstMatch(text, "# ")
+	p.Agent, _ = fmtFirstMatch(header, "**Agent:** ")
+	if s, ok := fmtFirstMatch(header, "**Status:** "); ok {
+		if st, err := fsm.ParseState(s); err == nil && st.Terminal() {
+			p.Status = st
+		}
+	}
+	p.Session, _ = fmtFirstMatch(header, "**Session:** ")
+	if s, ok := fmtFirstMatch(header, "**Started:** "); ok {
+		p.Started = fmtParseTime(s)
+	}
+	if s, ok := fmtFirstMatch(header, "**Completed:** "); ok {
+		p.Completed = fmtParseTime(s)
+	}
+
+	// Description: the plugin's content.split("\n")[2].
+	rest := text
+	for range 2 {
+		i := strings.IndexByte(rest, '\n')
+		if i < 0 {
+			rest = ""
+			break
+		}
+		rest = rest[i+1:]
+	}
+	if i := strings.IndexByte(rest, '\n'); i >= 0 {
+		rest = rest[:i]
+	}
+	rest = strings.TrimSuffix(rest, "\r")
+	p.Description = fmtCutRunes(rest, fsm.FallbackDescriptionLen)
+	return p, nil
+}
+
+// fmtSplitArtifact splits an artifact at its separator: the first line
+// (split at "\n", a trailing "\r" ignored) that is exactly "---", at line
+// index 3 or later so that a description of "---" is not taken for it. The
+// result is the text after the separator line less one blank line. Without
+// a separator the header is the whole text and the result is "".
+func fmtSplitArtifact(text string) (header, result string, found bool) {
+	start := 0
+	for line := 0; start <= len(text); line++ {
+		end := strings.IndexByte(text[start:], '\n')
+		next := len(text) + 1
+		if end >= 0 {
+			end += start
+			next = end + 1
+		} else {
+			end = len(text)
+		}
+		if line >= 3 && strings.TrimSuffix(text[start:end], "\r") == "---" {
+			if next > len(text) {
+				return text[:start], "", true
+			}
+			result = text[next:]
+			if r, ok := strings.CutPrefix(result, "\n"); ok {
+				result = r
+			} else if r, ok := strings.CutPrefix(result, "\r\n"); ok {
+				result = r
+			}
+			return text[:start], result, true
+		}
+		start = next
+	}
+	return text, "", false
+}
+
+// fmtFirstMatch applies the multi-line pattern ^<prefix>(.+)$ the way
+// JavaScript does: lines end at \n, \r, U+2028 and U+2029, and the capture
+// must not be empty.
+func fmtFirstMatch(text, prefix string) (string, bool) {
+	for text != "" {
+		end := fmtLineEnd(text)
+		line := text[:end]
+		if v, ok := strings.CutPrefix(line, prefix); ok && v != "" {
+			return v, true
+		}
+		if end == len(text) {
+			break
+		}
+		_, size := utf8.DecodeRuneInString(text[end:])
+		text = text[end+size:]
+	}
+	return "", false
+}
+
+// fmtLineEnd is the index of the first JavaScript line terminator in s, or
+// len(s).
+func fmtLineEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\n', '\r':
+			return i
+		case 0xE2: // U+2028 and U+2029 are E2 80 A8 and E2 80 A9
+			if i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
+				return i
+			}
+		}
+	}
+	return len(s)
+}
+
+// fmtParseTime reads a timestamp the plugin wrote (toISOString); anything
+// else, "N/A" included, is the zero time.
+func fmtParseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// fmtCutRunes returns the first n runes of s.
+func fmtCutRunes(s string, n int) string {
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}
+
+// fmtOneLine renders a one-line field: every run of white space (line
+// breaks included) becomes one space, and the ends are trimmed.
+func fmtOneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsSpace) {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// fmtAgent keeps an agent name as it is unless it would break its line;
+// the store's agents never do (fsm.ValidateName refuses control characters).
+func fmtAgent(s string) string {
+	if fmtLineEnd(s) == len(s) {
+		return s
+	}
+	return fmtOneLine(s)
+}
+
+// fmtEscaper escapes notification field values. A Replacer substitutes in
+// one pass, which is the same as replacing & first and then < and >.
+var fmtEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// TerminalNotification returns the <task-notification> sent to the parent
+// when d becomes terminal (COMPAT.md). remaining is the number of active
+// delegations of the same parent, not counting d; artifactPath is the
+// artifact's absolute path. The <title>, <description> and <error> lines
+// appear only when the field is not blank and <remaining> only when
+// remaining > 0, leaving no blank line. Every field value is escaped (&, <
+// and >), so no text of the child can close the notification or forge a
+// tag; title and description are made one line as in the artifact. The text
+// ends with "</task-notification>" and no newline.
+func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int) string {
+	title := fmtOneLine(d.Title)
+	desc := fmtOneLine(d.Description)
+	name := title
+	if name == "" {
+		name = d.ID
+	}
+	id, status := fmtEscaper.Replace(d.ID), fmtEscaper.Replace(string(d.State))
+
+	var b strings.Builder
+	b.WriteString("<task-notification>\n<task-id>")
+	b.WriteString(id)
+	b.WriteString("</task-id>\n<status>")
+	b.WriteString(status)
+	b.WriteString("</status>\n<summary>Background agent ")
+	b.WriteString(status)
+	b.WriteString(": ")
+	b.WriteString(fmtEscaper.Replace(name))
+	b.WriteString("</summary>\n")
+	if title != "" {
+		b.WriteString("<title>")
+		b.WriteString(fmtEscaper.Replace(title))
+		b.WriteString("</title>\n")
+	}
+	if desc != "" {
+		b.WriteString("<description>")
+		b.WriteString(fmtEscaper.Replace(desc))
+		b.WriteString("</description>\n")
+	}
+	if strings.TrimSpace(d.Error) != "" {
+		b.WriteString("<error>")
+		b.WriteString(fmtEscaper.Replace(d.Error))
+		b.WriteString("</error>\n")
+	}
+	b.WriteString("<artifact>")
+	b.WriteString(fmtEscaper.Replace(artifactPath))
+	b.WriteString("</artifact>\n<retrieval>Use delegation_read(\"")
+	b.WriteString(id)
+	b.WriteString("\") for full output.</retrieval>\n")
+	if remaining > 0 {
+		b.WriteString("<remaining>")
+		b.WriteString(strconv.Itoa(remaining))
+		b.WriteString("</remaining>\n")
+	}
+	b.WriteString("</task-notification>")
+	return b.String()
+}
+
+// AllCompleteNotification returns the <task-notification> that tells a
+// parent every delegation of its cycle has been notified (COMPAT.md). The
+// parent session id is escaped. The text ends with "</task-notification>"
+// and no newline.
+func AllCompleteNotification(parentSessionID string, cycle uint64) string {
+	p := fmtEscaper.Replace(parentSessionID)
+	n := strconv.FormatUint(cycle, 10)
+	return "<task-notification>\n" +
+		"<type>all-complete</type>\n" +
+		"<status>completed</status>\n" +
+		"<summary>All delegations complete.</summary>\n" +
+		"<parent-session-id>" + p + "</parent-session-id>\n" +
+		"<cycle>" + n + "</cycle>\n" +
+		"<cycle-token>" + p + ":" + n + "</cycle-token>\n" +
+		"</task-notification>"
+}
+
+// PendingReadText is what delegation_read returns for a terminal delegation
+// whose artifact is not written yet (COMPAT.md delegation_read step 6). It
+// is deterministic, so a retry gives the same text. Started falls back to
+// createdAt as in the artifact; the Title, Description and Error lines
+// appear only when not blank (title and description made one line, the
+// error as it is). A blank line precedes the closing sentence; there is no
+// trailing newline.
+func PendingReadText(d *fsm.Delegation, artifactPath string) string {
+	started := d.StartedAt
+	if started.IsZero() {
+		started = d.CreatedAt
+	}
+	completed := fsm.FormatTime(d.CompletedAt)
+	if completed == "" {
+		completed = notApplicable
+	}
+	var b strings.Builder
+	b.WriteString("Delegation ID: " + d.ID + "\n")
+	b.WriteString("Status: " + string(d.State) + "\n")
+	b.WriteString("Agent: " + d.Agent + "\n")
+	b.WriteString("Started: " + fsm.FormatTime(started) + "\n")
+	b.WriteString("Completed: " + completed + "\n")
+	b.WriteString("Artifact: " + artifactPath + "\n")
+	if t := fmtOneLine(d.Title); t != "" {
+		b.WriteString("Title: " + t + "\n")
+	}
+	if s := fmtOneLine(d.Description); s != "" {
+		b.WriteString("Description: " + s + "\n")
+	}
+	if strings.TrimSpace(d.Error) != "" {
+		b.WriteString("Error: " + d.Error + "\n")
+	}
+	b.WriteString("\nUse delegation_read(\"" + d.ID + "\") again after persistence completes.")
+	return b.String()
+}
+
+// NotFoundReadText is delegation_read's error for an id with neither a
+// record nor an artifact (COMPAT.md delegation_read step 4). The id is
+// shown as given: it is the caller's own input.
+func NotFoundReadText(id string) string {
+	return "Delegation \"" + id + "\" not found.\n\nUse delegation_list() to see available delegations."
+}
+
+// ListText renders delegation_list() (COMPAT.md) for ds in the order given;
+// the caller sorts (the plugin's order is by id):
+//
+//	## Delegations
+//
+//	- **<id>** | <title> [<status>] [unread]
+//	  → <description>
+//	- **<id>** ...
+//
+// where " | <title>" needs a title, " [unread]" needs d.Unread(), and the
+// arrow line needs a description. An active delegation shows its id as
+// title and "(running)" as description, as the plugin does. Entries are
+// joined by one newline; the text has no trailing newline. No delegations
+// give ListEmptyText.
+func ListText(ds []fsm.Delegation) string {
+	if len(ds) == 0 {
+		return ListEmptyText
+	}
+	var b strings.Builder
+	b.WriteString("## Delegations\n\n")
+	for i := range ds {
+		d := &ds[i]
+		title, desc := fmtOneLine(d.Title), fmtOneLine(d.Description)
+		if d.State.Active() {
+			title, desc = d.ID, runningText
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString("- **")
+		b.WriteString(d.ID)
+		b.WriteString("**")
+		if title != "" {
+			b.WriteString(" | ")
+			b.WriteString(title)
+		}
+		b.WriteString(" [")
+		b.WriteString(string(d.State))
+		b.WriteString("]")
+		if d.Unread() {
+			b.WriteString(" [unread]")
+		}
+		if desc != "" {
+			b.WriteString("\n  → ")
+			b.WriteString(desc)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,184 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// Notifications returns the outbox entries due now, oldest first; with
+// parent set, only that parent session's. An entry is returned again on
+// every call until it is acknowledged.
+func (s *Store) Notifications(parent string) ([]Notification, error) {
+	if parent != "" {
+		if err := fsm.ValidateSessionID(fsm.FieldParentSessionID, parent); err != nil {
+			return nil, err
+		}
+	}
+	now := s.now()
+	var out []Notification
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketOutbox)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var n Notification
+			if err := json.Unmarshal(v, &n); err != nil {
+				return fmt.Errorf("outbox entry %s: %w", k, err)
+			}
+			if (parent == "" || n.Parent == parent) && !n.DueAt.After(now) {
+				out = append(out, n)
+			}
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b Notification) int {
+		if c := a.DueAt.Compare(b.DueAt); c != 0 {
+			return c
+		}
+		return int(a.Seq) - int(b.Seq)
+	})
+	return out, err
+}
+
+// AckResult says what an acknowledgement did.
+type AckResult struct {
+	ID      string `json:"id"`
+	Already bool   `json:"already"` // acknowledged before: nothing changed
+}
+
+// Ack records that a notification was delivered. Acknowledging twice is
+// fine: the second changes nothing and says so.
+func (s *Store) Ack(ctx context.Context, notificationID string) (AckResult, error) {
+	return s.acknowledge(ctx, notificationID, "")
+}
+
+// AckFailed records that delivering a notification failed. The entry stays
+// in the outbox and is delivered again.
+func (s *Store) AckFailed(ctx context.Context, notificationID, reason string) (AckResult, error) {
+	if reason == "" {
+		reason = "delivery failed"
+	}
+	if err := fsm.ValidateText(fsm.FieldError, reason, fsm.MaxErrorLen); err != nil {
+		return AckResult{}, err
+	}
+	return s.acknowledge(ctx, notificationID, reason)
+}
+
+func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult, error) {
+	kind, rest, ok := strings.Cut(strings.TrimSpace(nid), ":")
+	res := AckResult{ID: nid}
+	switch {
+	case ok && kind == KindTerminal:
+		id := rest
+		if err := fsm.ValidateID(id); err != nil {
+			return res, err
+		}
+		_, err := s.update(ctx, id, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+			switch {
+			case d == nil:
+				return nil, &notFoundError{id: id, dir: s.dir}
+			case d.PersistedAt.IsZero():
+				return nil, fmt.Errorf("%w: notification %s is not due: the delegation is %s and its artifact is not written yet", fsm.ErrInvalid, nid, d.State)
+			case !d.NotifiedAt.IsZero():
+				res.Already = true
+				return nil, nil
+			case failure != "":
+				return []fsm.Event{{Kind: fsm.KindNotificationFailed, ID: id, At: at, NotificationID: nid, Error: failure}}, nil
+			}
+			return []fsm.Event{{Kind: fsm.KindNotified, ID: id, At: at, NotificationID: nid}}, nil
+		})
+		return res, err
+	case ok && kind == KindAllComplete:
+		i := strings.LastIndexByte(rest, ':')
+		if i < 0 {
+			break
+		}
+		parent, n := rest[:i], rest[i+1:]
+		cycle, err := strconv.ParseUint(n, 10, 64)
+		if err != nil || cycle == 0 {
+			break
+		}
+		if err := fsm.ValidateSessionID(fsm.FieldParentSessionID, parent); err != nil {
+			return res, err
+		}
+		return s.ackAllComplete(ctx, parent, cycle, failure)
+	}
+	return res, fmt.Errorf("%w: notification id %q: want terminal:<delegation id> or all-complete:<parent session>:<cycle>, as `delegations notifications` prints them", fsm.ErrInvalid, nid)
+}
+
+// ackAllComplete records the delivery (or failed delivery) of a cycle's
+// all-complete notification in the parent session's stream.
+func (s *Store) ackAllComplete(ctx context.Context, parent string, cycle uint64, failure string) (AckResult, error) {
+	nid := AllCompleteNotificationID(parent, cycle)
+	res := AckResult{ID: nid}
+	stream := parentStream + parent
+	s.cycleMu.Lock()
+	defer s.cycleMu.Unlock()
+	var due bool
+	var version uint64
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketOutbox)
+		if err != nil {
+			return err
+		}
+		due = b != nil && b.Get([]byte(nid)) != nil
+		version = tx.StreamVersion(stream)
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if !due {
+		acked, err := s.allCompleteAcked(stream, cycle)
+		if err != nil {
+			return res, err
+		}
+		if !acked {
+			return res, &notDueError{fmt.Sprintf("notification %s is not in the outbox: it was never due, or a newer cycle of %s suppressed it", nid, parent)}
+		}
+		res.Already = true
+		return res, nil
+	}
+	ev := fsm.Event{Kind: fsm.KindAllCompleteNotified, ID: stream, At: s.now().UTC().Truncate(time.Millisecond), NotificationID: nid, Cycle: cycle}
+	if failure != "" {
+		ev.Kind, ev.Error = fsm.KindNotificationFailed, failure
+	}
+	_, err = s.log.Append(ctx, eventlog.Append{
+		Stream: stream, CheckVersion: true, Version: version,
+		Entries: []eventlog.Entry{{Kind: uint16(ev.Kind), Time: ev.At, Payload: ev.MarshalPayload()}},
+	})
+	return res, err
+}
+
+func (s *Store) allCompleteAcked(stream string, cycle uint64) (bool, error) {
+	recs, err := s.log.Stream(stream)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range recs {
+		e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+		if err != nil {
+			return false, fmt.Errorf("record %d: %w", r.Seq, err)
+		}
+		if e.Kind == fsm.KindAllCompleteNotified && e.Cycle == cycle {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// notDueError reports an acknowledgement of a notification that is not in
+// the outbox. It wraps fsm.ErrNotFound.
+type notDueError struct{ msg string }
+
+func (e *notDueError) Error() string { return e.msg }
+func (e *notDueError) Unwrap() error { return fsm.ErrNotFound }

@@ -1,0 +1,121 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// Persist writes the artifact of a terminal delegation and records a
+// persisted event with its path, size and hash; the terminal notification
+// enters the outbox with that event, never before. It does nothing for a
+// delegation already persisted. The artifact's bytes depend only on the
+// record, so writing it again after a crash gives the same file.
+func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return fsm.Delegation{}, err
+	}
+	return s.update(ctx, id, "persisted:"+id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if d == nil {
+			return nil, &notFoundError{id: id, dir: s.dir}
+		}
+		if !d.State.Terminal() || !d.PersistedAt.IsZero() {
+			return nil, nil
+		}
+		rel, err := ArtifactRelPath(d.ProjectID, d.RootSessionID, d.ID)
+		if err != nil {
+			return nil, err
+		}
+		size, sum, err := WriteArtifact(s.dir, rel, RenderArtifact(d))
+		if err != nil {
+			return nil, fmt.Errorf("write artifact of %s: %w", id, err)
+		}
+		return []fsm.Event{{Kind: fsm.KindPersisted, ID: id, At: at, ArtifactPath: rel, ArtifactSize: size, ArtifactHash: sum}}, nil
+	})
+}
+
+// PersistPending persists every terminal delegation whose artifact is not
+// recorded yet: the work a crash interrupted, or a write that failed. It
+// returns how many it persisted and the first error; the others are still
+// attempted.
+func (s *Store) PersistPending(ctx context.Context) (int, error) {
+	var ids []string
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketPending)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var errs []error
+	for _, id := range ids {
+		d, err := s.Persist(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !d.PersistedAt.IsZero() {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// recover finishes what a crash interrupted: stale temporary files are
+// swept and pending artifacts written. With rebuild, every artifact is
+// written again from its record (the views were rebuilt by the log).
+func (s *Store) recover(rebuild bool) error {
+	if n, err := SweepTempFiles(s.dir); err != nil {
+		return fmt.Errorf("sweep temporary files in %s: %w", s.dir, err)
+	} else if n > 0 {
+		s.logf.Info("removed temporary files left by a crash", "count", n)
+	}
+	ctx := context.Background()
+	if rebuild {
+		if err := s.rewriteArtifacts(); err != nil {
+			return err
+		}
+	}
+	if n, err := s.PersistPending(ctx); err != nil {
+		s.logf.Warn("artifacts not written; retried on the next open", "err", err)
+	} else if n > 0 {
+		s.logf.Info("persisted artifacts a crash left unwritten", "count", n)
+	}
+	return nil
+}
+
+// rewriteArtifacts writes every persisted delegation's artifact from its
+// record. The bytes are a function of the record, so a correct file is
+// rewritten identically and a missing or damaged one is restored.
+func (s *Store) rewriteArtifacts() error {
+	var ds []fsm.Delegation
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		var err error
+		ds, err = allRecords(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := range ds {
+		d := &ds[i]
+		if d.PersistedAt.IsZero() {
+			continue
+		}
+		if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, RenderArtifact(d)); err != nil {
+			return fmt.Errorf("rebuild artifact of %s: %w", d.ID, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package projection
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// ReadGrace is how long past its deadline a blocking read waits before it
+// times the delegation out itself (the plugin's 10 s).
+const ReadGrace = 10 * time.Second
+
+// ReadResult is what delegation_read returns.
+type ReadResult struct {
+	Text       string         `json:"text"`
+	Artifact   bool           `json:"artifact"` // Text is the artifact, and the read was recorded
+	Delegation fsm.Delegation `json:"delegation"`
+}
+
+// ReadNotFoundError is COMPAT's error for an id the caller cannot see.
+type ReadNotFoundError struct{ ID string }
+
+func (e *ReadNotFoundError) Error() string { return NotFoundReadText(e.ID) }
+func (e *ReadNotFoundError) Unwrap() error { return fsm.ErrNotFound }
+
+// Read implements delegation_read for a caller in root session root
+// (COMPAT "delegation_read(id)"). An active delegation is waited for, at
+// most wait and at most until its deadline plus ReadGrace, when it is timed
+// out. A terminal delegation whose artifact is not written yet is persisted
+// first; if that fails, the deterministic terminal text is returned and the
+// read is not recorded. Returning the artifact records a read event, which
+// clears the unread flag.
+func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (ReadResult, error) {
+	id = strings.TrimSpace(id)
+	if id == "" {
+		return ReadResult{}, fmt.Errorf("%w: %s", fsm.ErrInvalid, ReadIDRequired)
+	}
+	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
+		return ReadResult{}, err
+	}
+	if err := fsm.ValidateID(id); err != nil {
+		return ReadResult{}, err
+	}
+	d, err := s.visible(root, id)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	if d.State.Active() {
+		if d, err = s.awaitTerminal(ctx, d, wait); err != nil {
+			return ReadResult{}, err
+		}
+		if d.State.Active() {
+			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+		}
+	}
+	if d.PersistedAt.IsZero() {
+		p, err := s.Persist(ctx, id)
+		if err != nil {
+			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
+			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+		}
+		d = p
+	}
+	content, err := s.artifact(&d)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	d, err = s.update(ctx, id, "", func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		// A clock that went back (a restart, an NTP step) must not make a
+		// read count as "before completion" and leave the result unread.
+		if at.Before(cur.CompletedAt) {
+			at = cur.CompletedAt
+		}
+		return []fsm.Event{{Kind: fsm.KindRead, ID: id, At: at}}, nil
+	})
+	if err != nil {
+		return ReadResult{}, err
+	}
+	return ReadResult{Text: string(content), Artifact: true, Delegation: d}, nil
+}
+
+// visible returns the record if the caller's root session may see it.
+func (s *Store) visible(root, id string) (fsm.Delegation, error) {
+	d, err := s.Get(id)
+	if errors.Is(err, fsm.ErrNotFound) || (err == nil && d.RootSessionID != root) {
+		return fsm.Delegation{}, &ReadNotFoundError{ID: id}
+	}
+	return d, err
+}
+
+// awaitTerminal waits for d to become terminal, for at most wait, and times
+// it out once its deadline plus ReadGrace has passed.
+func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.Duration) (fsm.Delegation, error) {
+	limit := s.now().Add(wait)
+	for d.State.Active() {
+		now := s.now()
+		if !now.Before(d.TimeoutAt.Add(ReadGrace)) {
+			return s.Timeout(ctx, d.ID)
+		}
+		until := d.TimeoutAt.Add(ReadGrace)
+		if limit.Before(until) {
+			until = limit
+		}
+		if !now.Before(until) {
+			return d, nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, until.Sub(now))
+		_, err := s.log.Wait(wctx, s.log.Last())
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return d, err
+		}
+		if d, err = s.Get(d.ID); err != nil {
+			return d, err
+		}
+	}
+	return d, nil
+}
+
+// artifact returns the artifact's bytes. A file that is missing or differs
+// from what was persisted is written again from the record: it is a
+// projection, and its bytes depend only on the record.
+func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
+	want := RenderArtifact(d)
+	got, err := ReadArtifact(s.dir, d.ArtifactPath)
+	if err == nil && bytes.Equal(got, want) {
+		return got, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	s.logf.Warn("artifact missing or changed on disk; writing it again from the log", "id", d.ID, "path", d.ArtifactPath)
+	if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, want); err != nil {
+		return nil, fmt.Errorf("restore artifact of %s: %w", d.ID, err)
+	}
+	return want, nil
+}
+
+// artifactPath is where d's artifact is (or will be), absolute.
+func (s *Store) artifactPath(d *fsm.Delegation) string {
+	rel := d.ArtifactPath
+	if rel == "" {
+		rel, _ = ArtifactRelPath(d.ProjectID, d.RootSessionID, d.ID)
+	}
+	return filepath.Join(s.dir, rel)
+}
+
+// ListOptions filter and order List.
+type ListOptions struct {
+	Status fsm.State // only this status; "" for all
+	Unread bool      // only unread delegations
+	ByTime bool      // by creation time instead of by id (the plugin's order)
+}
+
+// List returns the delegations of a root session.
+func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
+	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
+		return nil, err
+	}
+	var out []fsm.Delegation
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketRoots)
+		if err != nil || b == nil {
+			return err
+		}
+		prefix := pairKey(root, "")
+		c := b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			d, err := loadRecord(tx, string(k[len(prefix):]))
+			if err != nil {
+				return err
+			}
+			if d == nil {
+				return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", k[len(prefix):])
+			}
+			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
+				out = append(out, *d)
+			}
+		}
+		return nil
+	})
+	if o.ByTime {
+		slices.SortStableFunc(out, func(a, b fsm.Delegation) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	}
+	return out, err
+}
+
+// allRecords returns every record, by id.
+func allRecords(tx *eventlog.Tx) ([]fsm.Delegation, error) {
+	b, err := tx.Bucket(bucketRecords)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var out []fsm.Delegation
+	err = b.ForEach(func(k, _ []byte) error {
+		d, err := loadRecord(tx, string(k))
+		if err == nil && d != nil {
+			out = append(out, *d)
+		}
+		return err
+	})
+	return out, err
+}
