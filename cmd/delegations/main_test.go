@@ -74,7 +74,9 @@ func TestNewcomerFlow(t *testing.T) {
 		t.Fatalf("late progress: exit %d, stderr %q", late.code, late.stderr)
 	}
 	late = cli(t, data, "", "--json", "progress", "--message", "too late", id)
-	var jerr struct{ Error struct{ Code, Message string } }
+	var jerr struct {
+		Error struct{ Code, Message string }
+	}
 	if late.code != 1 || json.Unmarshal([]byte(late.stdout), &jerr) != nil || jerr.Error.Code != "terminal" {
 		t.Fatalf("late progress --json: exit %d, stdout %q", late.code, late.stdout)
 	}
