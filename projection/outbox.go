@@ -1,8 +1,10 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,14 +19,48 @@ import (
 // parent set, only that parent session's. An entry is returned again on
 // every call until it is acknowledged.
 func (s *Store) Notifications(parent string) ([]Notification, error) {
+	due, _, err := s.outbox(parent)
+	return due, err
+}
+
+// WaitNotifications is Notifications that, when nothing is due, waits up to
+// wait for something to become due: a pending entry's time (an all-complete
+// after its quiet period) or a new event.
+func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.Duration) ([]Notification, error) {
+	deadline := s.now().Add(wait)
+	for {
+		last := s.log.Last()
+		due, next, err := s.outbox(parent)
+		now := s.now()
+		if err != nil || len(due) > 0 || !now.Before(deadline) {
+			return due, err
+		}
+		until := deadline
+		if !next.IsZero() && next.Before(until) {
+			until = next
+		}
+		wctx, cancel := context.WithTimeout(ctx, until.Sub(now))
+		_, err = s.log.Wait(wctx, last)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// outbox returns the entries due now and when the next one not yet due is.
+func (s *Store) outbox(parent string) (due []Notification, next time.Time, err error) {
 	if parent != "" {
 		if err := fsm.ValidateSessionID(fsm.FieldParentSessionID, parent); err != nil {
-			return nil, err
+			return nil, next, err
 		}
 	}
 	now := s.now()
 	var out []Notification
-	err := s.log.View(func(tx *eventlog.Tx) error {
+	err = s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketOutbox)
 		if err != nil || b == nil {
 			return err
@@ -34,8 +70,12 @@ func (s *Store) Notifications(parent string) ([]Notification, error) {
 			if err := json.Unmarshal(v, &n); err != nil {
 				return fmt.Errorf("outbox entry %s: %w", k, err)
 			}
-			if (parent == "" || n.Parent == parent) && !n.DueAt.After(now) {
+			switch {
+			case parent != "" && n.Parent != parent:
+			case !n.DueAt.After(now):
 				out = append(out, n)
+			case next.IsZero() || n.DueAt.Before(next):
+				next = n.DueAt
 			}
 			return nil
 		})
@@ -44,9 +84,9 @@ func (s *Store) Notifications(parent string) ([]Notification, error) {
 		if c := a.DueAt.Compare(b.DueAt); c != 0 {
 			return c
 		}
-		return int(a.Seq) - int(b.Seq)
+		return cmp.Compare(a.Seq, b.Seq)
 	})
-	return out, err
+	return out, next, err
 }
 
 // AckResult says what an acknowledgement did.

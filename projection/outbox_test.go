@@ -380,3 +380,44 @@ func TestRebuildIsByteIdentical(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitNotifications waits for an all-complete through its quiet period
+// on the real clock, and for a terminal notification made due by another
+// goroutine's command.
+func TestWaitNotifications(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	s.now = time.Now // the quiet period is waited for on the real clock
+	d := register(t, s)
+	s.Complete(ctx, d.ID, "x", "", "")
+	if _, err := s.Ack(ctx, TerminalNotificationID(d.ID)); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := s.WaitNotifications(ctx, "", time.Minute)
+	if err != nil || len(ns) != 1 || ns[0].Kind != KindAllComplete {
+		t.Fatalf("waited for the all-complete: %+v %v", ns, err)
+	}
+	if _, err := s.Ack(ctx, ns[0].ID); err != nil {
+		t.Fatal(err)
+	}
+
+	e := register(t, s)
+	got := make(chan []Notification)
+	go func() {
+		ns, err := s.WaitNotifications(ctx, "ses_parent", time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- ns
+	}()
+	if _, err := s.Fail(ctx, e.ID, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if ns := <-got; len(ns) != 1 || ns[0].ID != TerminalNotificationID(e.ID) {
+		t.Fatalf("waited for the terminal notification: %+v", ns)
+	}
+	// Nothing due and no wait: returns at once, empty.
+	if ns, err := s.WaitNotifications(ctx, "ses_nobody", 0); err != nil || len(ns) != 0 {
+		t.Fatalf("no wait: %+v %v", ns, err)
+	}
+}

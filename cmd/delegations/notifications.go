@@ -9,7 +9,7 @@ import (
 
 var notificationsVerb = verb{
 	name:     "notifications",
-	synopsis: "[--parent-session P]",
+	synopsis: "[--parent-session P] [--wait DURATION]",
 	summary:  "print the notifications due for delivery; each stays until acknowledged",
 	example:  "delegations --json notifications --parent-session ses_parent",
 	run:      runNotifications,
@@ -18,14 +18,18 @@ var notificationsVerb = verb{
 func runNotifications(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	parent := fs.String("parent-session", "", "only this parent session's notifications")
+	wait := fs.Duration("wait", 0, "when none is due, wait this long for one")
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
+	}
+	if *wait < 0 {
+		return usagef("--wait must not be negative")
 	}
 	s, err := e.open()
 	if err != nil {
 		return err
 	}
-	ns, err := s.Notifications(*parent)
+	ns, err := s.WaitNotifications(ctx, *parent, *wait)
 	if err != nil {
 		return err
 	}
