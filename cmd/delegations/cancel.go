@@ -1,6 +1,11 @@
 package main
 
-import "context"
+import (
+	"context"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
 
 var cancelVerb = verb{
 	name:     "cancel",
@@ -13,17 +18,7 @@ var cancelVerb = verb{
 func runCancel(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	reason := fs.String("reason", "", "why it was cancelled")
-	id, err := parseID(e, fs, args)
-	if err != nil {
-		return err
-	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Cancel(ctx, id, *reason)
-	if err != nil {
-		return err
-	}
-	return printRecord(e, d)
+	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+		return s.Cancel(ctx, id, *reason)
+	})
 }

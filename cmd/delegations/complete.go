@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
 
 var completeVerb = verb{
@@ -19,21 +20,11 @@ func runComplete(ctx context.Context, e *env, args []string) error {
 	result := fs.String("result", "", "the result; - or absent with a pipe reads stdin")
 	title := fs.String("title", "", "title (default: the result's first line, cut to 30 characters)")
 	description := fs.String("description", "", "description (default: the result's first 150 characters)")
-	id, err := parseID(e, fs, args)
-	if err != nil {
-		return err
-	}
-	text, err := e.text(fs, "result", *result, fsm.MaxResultLen)
-	if err != nil {
-		return err
-	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Complete(ctx, id, text, *title, *description)
-	if err != nil {
-		return err
-	}
-	return printRecord(e, d)
+	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+		text, err := e.text(fs, "result", *result, fsm.MaxResultLen)
+		if err != nil {
+			return fsm.Delegation{}, err
+		}
+		return s.Complete(ctx, id, text, *title, *description)
+	})
 }

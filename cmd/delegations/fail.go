@@ -1,6 +1,11 @@
 package main
 
-import "context"
+import (
+	"context"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
 
 var failVerb = verb{
 	name:     "fail",
@@ -13,20 +18,10 @@ var failVerb = verb{
 func runFail(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	errText := fs.String("error", "", "what went wrong")
-	id, err := parseID(e, fs, args)
-	if err != nil {
-		return err
-	}
-	if *errText == "" {
-		return usagef("missing --error")
-	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Fail(ctx, id, *errText)
-	if err != nil {
-		return err
-	}
-	return printRecord(e, d)
+	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+		if *errText == "" {
+			return fsm.Delegation{}, usagef("missing --error")
+		}
+		return s.Fail(ctx, id, *errText)
+	})
 }

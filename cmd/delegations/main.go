@@ -314,7 +314,8 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // text reads a long text input: the flag's value, or stdin when the value
-// is "-" or when the flag is absent and stdin is a pipe or a file.
+// is "-" or when the flag is absent and stdin is a pipe or a file. One
+// final newline read from stdin is dropped.
 func (e *env) text(fs *flag.FlagSet, name, value string, max int) (string, error) {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
@@ -331,7 +332,8 @@ func (e *env) text(fs *flag.FlagSet, name, value string, max int) (string, error
 	if len(b) > max {
 		return "", fmt.Errorf("%w: --%s on stdin is larger than the %d-byte limit", fsm.ErrInvalid, name, max)
 	}
-	return string(b), nil
+	// `echo text |` ends with a newline the text does not have.
+	return strings.TrimSuffix(string(b), "\n"), nil
 }
 
 // stdinHasData reports whether stdin is a pipe or regular file, which is

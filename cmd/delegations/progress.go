@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
 
 var progressVerb = verb{
@@ -17,21 +18,11 @@ var progressVerb = verb{
 func runProgress(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	message := fs.String("message", "", "latest assistant text; - reads stdin")
-	id, err := parseID(e, fs, args)
-	if err != nil {
-		return err
-	}
-	text, err := e.text(fs, "message", *message, fsm.MaxMessageLen)
-	if err != nil {
-		return err
-	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Progress(ctx, id, text)
-	if err != nil {
-		return err
-	}
-	return printRecord(e, d)
+	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+		text, err := e.text(fs, "message", *message, fsm.MaxMessageLen)
+		if err != nil {
+			return fsm.Delegation{}, err
+		}
+		return s.Progress(ctx, id, text)
+	})
 }

@@ -5,7 +5,26 @@ import (
 	"fmt"
 
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
+
+// applyToID is the body of the verbs that take one delegation id and print
+// its record: parse, open the store, run cmd, print.
+func applyToID(e *env, fs *flag.FlagSet, args []string, cmd func(s *projection.Store, id string) (fsm.Delegation, error)) error {
+	id, err := parseID(e, fs, args)
+	if err != nil {
+		return err
+	}
+	s, err := e.open()
+	if err != nil {
+		return err
+	}
+	d, err := cmd(s, id)
+	if err != nil {
+		return err
+	}
+	return printRecord(e, d)
+}
 
 // parseID parses a verb whose only argument is a delegation id.
 func parseID(e *env, fs *flag.FlagSet, args []string) (string, error) {

@@ -1,6 +1,11 @@
 package main
 
-import "context"
+import (
+	"context"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
 
 var startVerb = verb{
 	name:     "start",
@@ -13,17 +18,7 @@ var startVerb = verb{
 func runStart(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	session := fs.String("session", "", "child session id")
-	id, err := parseID(e, fs, args)
-	if err != nil {
-		return err
-	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Start(ctx, id, *session)
-	if err != nil {
-		return err
-	}
-	return printRecord(e, d)
+	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+		return s.Start(ctx, id, *session)
+	})
 }
