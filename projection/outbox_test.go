@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -419,5 +420,43 @@ func TestWaitNotifications(t *testing.T) {
 	// Nothing due and no wait: returns at once, empty.
 	if ns, err := s.WaitNotifications(ctx, "ses_nobody", 0); err != nil || len(ns) != 0 {
 		t.Fatalf("no wait: %+v %v", ns, err)
+	}
+}
+
+func TestCarried(t *testing.T) {
+	ctx := context.Background()
+	s, clock := openManual(t, t.TempDir())
+	var done []string
+	for i := range 5 {
+		d := register(t, s)
+		clock.Advance(time.Second)
+		if i < 3 {
+			s.Complete(ctx, d.ID, fmt.Sprint("result ", i), "", "")
+			s.Ack(ctx, TerminalNotificationID(d.ID))
+			done = append(done, d.ID)
+		}
+	}
+	r := registration()
+	r.RootSessionID = "ses_root2" // a root whose name extends the first must not leak in
+	other, _ := s.Register(ctx, r)
+	s.Complete(ctx, other.ID, "elsewhere", "", "")
+	s.Ack(ctx, TerminalNotificationID(other.ID))
+	s.Read(ctx, "ses_root", done[1], 0)
+
+	running, unread, err := s.Carried("ses_root", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running) != 2 || running[0].CreatedAt.After(running[1].CreatedAt) {
+		t.Fatalf("running: %+v", running)
+	}
+	if len(unread) != 2 || unread[0].ID != done[2] || unread[1].ID != done[0] {
+		t.Fatalf("unread, newest first: got %v %v, want %s %s", unread[0].ID, unread[1].ID, done[2], done[0])
+	}
+	if _, unread, _ := s.Carried("ses_root", 1); len(unread) != 1 || unread[0].ID != done[2] {
+		t.Fatalf("max 1 unread: %+v", unread)
+	}
+	if running, unread, _ := s.Carried("ses_root2", 0); len(running) != 0 || len(unread) != 1 || unread[0].ID != other.ID {
+		t.Fatalf("ses_root2: %+v %+v", running, unread)
 	}
 }

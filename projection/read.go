@@ -210,3 +210,56 @@ func allRecords(tx *eventlog.Tx) ([]fsm.Delegation, error) {
 	})
 	return out, err
 }
+
+// Carried returns what a compacted context must carry for a root session:
+// its active delegations in registration order, and its unread ones, newest
+// completion first, at most maxUnread (0: all). It reads the running and
+// unread views only, so its cost follows what is carried, not history.
+func (s *Store) Carried(root string, maxUnread int) (running, unread []fsm.Delegation, err error) {
+	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
+		return nil, nil, err
+	}
+	prefix := pairKey(root, "")
+	err = s.log.View(func(tx *eventlog.Tx) error {
+		load := func(k []byte, into *[]fsm.Delegation) error {
+			d, err := loadRecord(tx, idOfKey(k))
+			if err != nil {
+				return err
+			}
+			if d == nil {
+				return fmt.Errorf("view entry %q has no record (rebuild the views)", idOfKey(k))
+			}
+			*into = append(*into, *d)
+			return nil
+		}
+		if b, err := tx.Bucket(bucketRunning); err != nil {
+			return err
+		} else if b != nil {
+			c := b.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				if err := load(k, &running); err != nil {
+					return err
+				}
+			}
+		}
+		b, err := tx.Bucket(bucketUnread)
+		if err != nil || b == nil {
+			return err
+		}
+		// Newest first: start after the root's last key and walk back.
+		c := b.Cursor()
+		k, _ := c.Seek([]byte(root + "\x01")) // just past every "root\x00..." key
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && (maxUnread <= 0 || len(unread) < maxUnread); k, _ = c.Prev() {
+			if err := load(k, &unread); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return running, unread, err
+}
