@@ -88,14 +88,7 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 	if desc == "" {
 		desc = noDescriptionText
 	}
-	started := d.StartedAt
-	if started.IsZero() {
-		started = d.CreatedAt
-	}
-	completed := fsm.FormatTime(d.CompletedAt)
-	if completed == "" {
-		completed = notApplicable
-	}
+	started, completed := fmtStartedCompleted(d)
 	result := d.ResultText()
 
 	var b bytes.Buffer
@@ -398,14 +391,7 @@ func AllCompleteNotification(parentSessionID string, cycle uint64) string {
 // error as it is). A blank line precedes the closing sentence; there is no
 // trailing newline.
 func PendingReadText(d *fsm.Delegation, artifactPath string) string {
-	started := d.StartedAt
-	if started.IsZero() {
-		started = d.CreatedAt
-	}
-	completed := fsm.FormatTime(d.CompletedAt)
-	if completed == "" {
-		completed = notApplicable
-	}
+	started, completed := fmtStartedCompleted(d)
 	var b strings.Builder
 	b.WriteString("Delegation ID: " + d.ID + "\n")
 	b.WriteString("Status: " + string(d.State) + "\n")
@@ -481,4 +467,19 @@ func ListText(ds []fsm.Delegation) string {
 		}
 	}
 	return b.String()
+}
+
+// fmtStartedCompleted is how the plugin shows a delegation's times: started
+// falls back to createdAt for one never started, completed is N/A while
+// active.
+func fmtStartedCompleted(d *fsm.Delegation) (started time.Time, completed string) {
+	started = d.StartedAt
+	if started.IsZero() {
+		started = d.CreatedAt
+	}
+	completed = fsm.FormatTime(d.CompletedAt)
+	if completed == "" {
+		completed = notApplicable
+	}
+	return started, completed
 }
