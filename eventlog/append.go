@@ -169,7 +169,7 @@ func (l *Log) commit(live []*request) {
 		}
 		last, bad, err := l.write(live)
 		if bad >= 0 {
-			live[bad].err = err
+			live[bad].res, live[bad].err = Result{}, err
 			close(live[bad].done)
 			live = append(live[:bad], live[bad+1:]...)
 			continue
@@ -189,7 +189,7 @@ func (l *Log) commit(live []*request) {
 
 func finish(rs []*request, err error) {
 	for _, r := range rs {
-		r.err = err
+		r.res, r.err = Result{}, err
 		close(r.done)
 	}
 }
@@ -208,7 +208,7 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 		recs, err := w.apply(r, last)
 		if err != nil {
 			if errors.Is(err, ErrConflict) {
-				r.err = err
+				r.res, r.err = Result{}, err
 				continue
 			}
 			tx.Rollback()

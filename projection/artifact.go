@@ -138,6 +138,17 @@ func WriteArtifact(dir, rel string, content []byte) (size int64, sum uint64, err
 			return 0, 0, fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
 		}
 	}
+	// A crash during an earlier write of this artifact left its temp file
+	// here; this write supersedes it. Best effort: SweepTempFiles (on
+	// rebuild) catches the rest.
+	if entries, derr := artifactReadDir(root, relDir); derr == nil {
+		prefix := "." + id + artifactTempInfix
+		for _, e := range entries {
+			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) && artifactIsTemp(e.Name()) {
+				_ = root.Remove(path.Join(relDir, e.Name()))
+			}
+		}
+	}
 	return int64(len(content)), xxhash.Sum64(content), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +74,9 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 			switch {
 			case parent != "" && n.Parent != parent:
 			case !n.DueAt.After(now):
+				if err := s.render(tx, &n); err != nil {
+					return err
+				}
 				out = append(out, n)
 			case next.IsZero() || n.DueAt.Before(next):
 				next = n.DueAt
@@ -87,6 +91,25 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 		return cmp.Compare(a.Seq, b.Seq)
 	})
 	return out, next, err
+}
+
+// render fills in a due notification's text. A terminal delegation's
+// record no longer changes what the text shows, so rendering at read time
+// gives the text of the moment it became due, with this store's directory.
+func (s *Store) render(tx *eventlog.Tx, n *Notification) error {
+	if n.Kind == KindAllComplete {
+		n.Text = AllCompleteNotification(n.Parent, n.Cycle)
+		return nil
+	}
+	d, err := loadRecord(tx, n.Delegation)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return fmt.Errorf("outbox entry %s has no record (rebuild the views)", n.ID)
+	}
+	n.Text = TerminalNotification(d, filepath.Join(s.dir, d.ArtifactPath), n.Remaining)
+	return nil
 }
 
 // AckResult says what an acknowledgement did.

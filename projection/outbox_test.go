@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 )
 
@@ -458,5 +460,74 @@ func TestCarried(t *testing.T) {
 	}
 	if running, unread, _ := s.Carried("ses_root2", 0); len(running) != 0 || len(unread) != 1 || unread[0].ID != other.ID {
 		t.Fatalf("ses_root2: %+v %+v", running, unread)
+	}
+}
+
+// TestPersistOutlivesCallerContext: the caller's context ends between the
+// terminal commit and the persisted event; the artifact is still recorded
+// and the notification due.
+func TestPersistOutlivesCallerContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	base := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	s, err := Open(t.TempDir(), Options{Now: func() time.Time {
+		if calls.Add(1) == 3 { // register, complete, then persist
+			cancel()
+		}
+		return base
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := register(t, s)
+	got, err := s.Complete(ctx, d.ID, "result", "", "")
+	if err != nil || got.PersistedAt.IsZero() || ctx.Err() == nil {
+		t.Fatalf("complete: persisted=%v err=%v ctx=%v", got.PersistedAt, err, ctx.Err())
+	}
+	if got := dueIDs(t, s, ""); got != TerminalNotificationID(d.ID) {
+		t.Fatalf("due: %q", got)
+	}
+}
+
+// TestViewsFollowTheEvents: a sub-millisecond timeout leaves no deadline
+// behind, and notification texts name the directory the store is opened
+// from, not the one it was written in.
+func TestViewsFollowTheEvents(t *testing.T) {
+	ctx := context.Background()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "a")
+	s, _ := openManual(t, dir)
+	r := registration()
+	r.Timeout = 1500*time.Millisecond + 500*time.Microsecond
+	d, err := s.Register(ctx, r)
+	if err != nil || d.Timeout != 1500*time.Millisecond {
+		t.Fatalf("register: %v %v", d.Timeout, err)
+	}
+	s.Complete(ctx, d.ID, "x", "", "")
+	err = s.log.View(func(tx *eventlog.Tx) error {
+		b, _ := tx.Bucket(bucketDeadlines)
+		if n := b.Stats().KeyN; n != 0 {
+			return fmt.Errorf("%d deadlines left after completion", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	moved := filepath.Join(parent, "b")
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = openManual(t, moved)
+	ns := mustNotifications(t, s)
+	if len(ns) != 1 || !strings.Contains(ns[0].Text, "<artifact>"+moved+"/") {
+		t.Fatalf("notification after moving the data directory: %+v", ns)
+	}
+	r.IdempotencyKey = strings.Repeat("k", 250)
+	if _, err := s.Register(ctx, r); !errors.Is(err, fsm.ErrInvalid) || !strings.Contains(err.Error(), "idempotency key is 250 bytes") {
+		t.Fatalf("long idempotency key: %v", err)
 	}
 }

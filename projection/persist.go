@@ -72,17 +72,20 @@ func (s *Store) PersistPending(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// recover finishes what a crash interrupted: stale temporary files are
-// swept and pending artifacts written. With rebuild, every artifact is
-// written again from its record (the views were rebuilt by the log).
+// recover finishes what a crash interrupted: pending artifacts are
+// written (each write also removes the temporary files an interrupted
+// write of the same artifact left). With rebuild, every temporary file is
+// swept and every artifact written again from its record (the views were
+// rebuilt by the log). The full sweep walks every session directory, so it
+// is not paid on every open.
 func (s *Store) recover(rebuild bool) error {
-	if n, err := SweepTempFiles(s.dir); err != nil {
-		return fmt.Errorf("sweep temporary files in %s: %w", s.dir, err)
-	} else if n > 0 {
-		s.logf.Info("removed temporary files left by a crash", "count", n)
-	}
 	ctx := context.Background()
 	if rebuild {
+		if n, err := SweepTempFiles(s.dir); err != nil {
+			return fmt.Errorf("sweep temporary files in %s: %w", s.dir, err)
+		} else if n > 0 {
+			s.logf.Info("removed temporary files left by a crash", "count", n)
+		}
 		if err := s.rewriteArtifacts(); err != nil {
 			return err
 		}

@@ -75,6 +75,9 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 		return ReadResult{}, err
 	}
 	d, err = s.update(ctx, id, "", func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if cur == nil {
+			return nil, &ReadNotFoundError{ID: id}
+		}
 		// A clock that went back (a restart, an NTP step) must not make a
 		// read count as "before completion" and leave the result unread.
 		if at.Before(cur.CompletedAt) {
@@ -101,7 +104,14 @@ func (s *Store) visible(root, id string) (fsm.Delegation, error) {
 // it out once its deadline plus ReadGrace has passed.
 func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.Duration) (fsm.Delegation, error) {
 	limit := s.now().Add(wait)
-	for d.State.Active() {
+	for {
+		// Take the log position before reading the record: a completion
+		// committed in between is then after it, and Wait returns at once.
+		last := s.log.Last()
+		var err error
+		if d, err = s.Get(d.ID); err != nil || !d.State.Active() {
+			return d, err
+		}
 		now := s.now()
 		if !now.Before(d.TimeoutAt.Add(ReadGrace)) {
 			return s.Timeout(ctx, d.ID)
@@ -114,16 +124,12 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 			return d, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, until.Sub(now))
-		_, err := s.log.Wait(wctx, s.log.Last())
+		_, err = s.log.Wait(wctx, last)
 		cancel()
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return d, err
 		}
-		if d, err = s.Get(d.ID); err != nil {
-			return d, err
-		}
 	}
-	return d, nil
 }
 
 // artifact returns the artifact's bytes. A file that is missing or differs

@@ -69,6 +69,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	opts.DefaultTimeout = opts.DefaultTimeout.Truncate(time.Millisecond)
 	if opts.DefaultTimeout != 0 {
 		if err := fsm.ValidateTimeout(opts.DefaultTimeout); err != nil {
 			return nil, fmt.Errorf("default timeout: %w", err)
@@ -80,7 +81,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	l, err := eventlog.Open(filepath.Join(abs, LogFile), eventlog.Options{
 		LockTimeout: opts.LockTimeout,
-		Projectors:  []eventlog.Projector{views{dir: abs}},
+		Projectors:  []eventlog.Projector{views{}},
 		Logger:      opts.Logger,
 		Rebuild:     opts.Rebuild,
 	})
@@ -128,13 +129,23 @@ type Registration struct {
 	IdempotencyKey string
 }
 
+// maxIdempotencyKey leaves room for the "register:" prefix in the log's
+// key limit.
+const maxIdempotencyKey = eventlog.MaxKeyLen - len("register:")
+
 // Register creates a delegation with a fresh id.
 func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, error) {
 	if r.IdempotencyKey != "" {
 		if err := fsm.ValidateName("idempotency key", r.IdempotencyKey); err != nil {
 			return fsm.Delegation{}, err
 		}
+		if n := len(r.IdempotencyKey); n > maxIdempotencyKey {
+			return fsm.Delegation{}, fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", fsm.ErrInvalid, n, maxIdempotencyKey)
+		}
 	}
+	// Timeouts are kept in milliseconds (the record's timeoutMs): a finer
+	// one would make the deadline differ between the event and the record.
+	r.Timeout = r.Timeout.Truncate(time.Millisecond)
 	cmd := fsm.Event{
 		Kind:            fsm.KindRegistered,
 		ProjectID:       r.ProjectID,
@@ -210,7 +221,9 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 	if err != nil || !d.PersistedAt.IsZero() {
 		return d, err
 	}
-	p, perr := s.Persist(ctx, d.ID)
+	// The terminal event is durable: finish the job even if the caller
+	// has gone, or no notification would become due until the next open.
+	p, perr := s.Persist(context.WithoutCancel(ctx), d.ID)
 	if perr != nil {
 		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", perr)
 		return d, nil

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -57,7 +56,8 @@ type Notification struct {
 	Delegation string    `json:"delegationId,omitempty"`
 	Parent     string    `json:"parentSessionID"`
 	Cycle      uint64    `json:"cycle,omitempty"`
-	Text       string    `json:"text"`
+	Text       string    `json:"text"` // rendered when read, with the store's data directory
+	Remaining  int       `json:"remaining,omitempty"`
 	DueAt      time.Time `json:"dueAt"`
 	Failures   int       `json:"failures,omitempty"`
 	LastError  string    `json:"lastError,omitempty"`
@@ -82,10 +82,10 @@ type cycle struct {
 	Notified int    `json:"notified"` // of those, acknowledged terminal notifications
 }
 
-// views is the projector that keeps every view bucket.
-type views struct {
-	dir string // data directory: notification texts name absolute artifact paths
-}
+// views is the projector that keeps every view bucket. Views depend on the
+// events alone: texts that name the data directory (notifications) are
+// rendered when read.
+type views struct{}
 
 func (views) Name() string { return "views/v1" }
 
@@ -164,13 +164,12 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		if err != nil {
 			return err
 		}
-		path := filepath.Join(v.dir, next.ArtifactPath)
 		return putJSON(w.b[bucketOutbox], TerminalNotificationID(id), Notification{
 			ID:         TerminalNotificationID(id),
 			Kind:       KindTerminal,
 			Delegation: id,
 			Parent:     next.ParentSessionID,
-			Text:       TerminalNotification(&next, path, c.Active),
+			Remaining:  c.Active,
 			DueAt:      e.At,
 			Seq:        seq,
 		})
@@ -268,7 +267,6 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		Kind:   KindAllComplete,
 		Parent: d.ParentSessionID,
 		Cycle:  c.Cycle,
-		Text:   AllCompleteNotification(d.ParentSessionID, c.Cycle),
 		DueAt:  d.NotifiedAt.Add(AllCompleteQuiet),
 		Seq:    seq,
 	})
