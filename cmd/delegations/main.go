@@ -60,7 +60,7 @@ type verb struct {
 func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
-		showVerb, readVerb, listVerb, notificationsVerb, ackVerb, eventsVerb,
+		showVerb, readVerb, listVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
 	}
 }
 
