@@ -184,9 +184,8 @@ func uvarintLen(v uint64) int {
 func (e *Event) PayloadSize() int {
 	n := 1
 	for tag := uint64(1); tag <= lastTag; tag++ {
-		l := e.valueLen(tag)
-		if l > 0 {
-			n += uvarintLen(tag) + uvarintLen(uint64(l)) + l
+		if l := e.valueLen(tag); l > 0 {
+			n += fieldLen(tag, l)
 		}
 	}
 	return n
@@ -222,26 +221,113 @@ func (e Event) MarshalPayload() []byte {
 func (e *Event) AppendPayload(b []byte) []byte {
 	b = append(b, PayloadVersion)
 	for tag := uint64(1); tag <= lastTag; tag++ {
-		var s string
 		if p := e.stringField(tag); p != nil {
-			s = *p
+			b = appendStringField(b, tag, *p)
 		} else if p := e.stateField(tag); p != nil {
-			s = string(*p)
-		} else if v, ok := e.uintField(tag); ok {
-			if v != 0 {
-				b = binary.AppendUvarint(b, tag)
-				b = binary.AppendUvarint(b, uint64(uvarintLen(v)))
-				b = binary.AppendUvarint(b, v)
-			}
-			continue
-		}
-		if s != "" {
-			b = binary.AppendUvarint(b, tag)
-			b = binary.AppendUvarint(b, uint64(len(s)))
-			b = append(b, s...)
+			b = appendStringField(b, tag, string(*p))
+		} else if v, ok := e.uintField(tag); ok && v != 0 {
+			b = appendUintField(b, tag, v)
 		}
 	}
 	return b
+}
+
+// The TLV layout below is shared by the event payload and the delegation
+// record (record.go): a version byte, then fields of tag (uvarint), length
+// (uvarint) and value, in strictly ascending tag order.
+
+// fieldLen is the encoded length of a field whose value is l bytes long.
+func fieldLen(tag uint64, l int) int {
+	return uvarintLen(tag) + uvarintLen(uint64(l)) + l
+}
+
+// appendStringField appends a string field; nothing when s is empty.
+func appendStringField(b []byte, tag uint64, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = binary.AppendUvarint(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendUintField appends an integer field: a value that is exactly one
+// uvarint. The caller leaves out zero values it does not want written.
+func appendUintField(b []byte, tag, v uint64) []byte {
+	b = binary.AppendUvarint(b, tag)
+	b = binary.AppendUvarint(b, uint64(uvarintLen(v)))
+	return binary.AppendUvarint(b, v)
+}
+
+// checkVersion checks the version byte that starts b.
+func checkVersion(b []byte, version byte) error {
+	if len(b) == 0 {
+		return corrupt("empty (want at least the version byte)")
+	}
+	if b[0] != version {
+		return corrupt("unsupported format version %d (this build reads %d; upgrade it)", b[0], version)
+	}
+	return nil
+}
+
+// nextField reads the tag and length of the field at b[p:], which follows
+// a field tagged prev (0 before the first), and returns the tag and the
+// bounds of the value: b[start:end]. The next field starts at end.
+func nextField(b []byte, p int, prev uint64) (tag uint64, start, end int, err error) {
+	at := p
+	tag, n := binary.Uvarint(b[p:])
+	if n <= 0 {
+		return 0, 0, 0, corrupt("bad tag varint at byte %d", at)
+	}
+	p += n
+	if tag <= prev {
+		return 0, 0, 0, corrupt("tag %d at byte %d after tag %d (want strictly ascending tags)", tag, at, prev)
+	}
+	l, n := binary.Uvarint(b[p:])
+	if n <= 0 {
+		return 0, 0, 0, corrupt("bad length varint of tag %d at byte %d", tag, p)
+	}
+	p += n
+	if l > uint64(len(b)-p) {
+		return 0, 0, 0, corrupt("tag %d at byte %d: length %d exceeds the %d bytes left", tag, at, l, len(b)-p)
+	}
+	return tag, p, p + int(l), nil
+}
+
+// stringValue returns the value b[start:end] of the field tagged tag at
+// byte at as a string. The strings of one input share one copy of it,
+// *shared, made for the first non-empty one.
+func stringValue(b []byte, start, end int, shared *string, tag uint64, at int) (string, error) {
+	if !utf8.Valid(b[start:end]) {
+		return "", corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
+	}
+	if start == end {
+		return "", nil
+	}
+	if *shared == "" {
+		*shared = string(b)
+	}
+	return (*shared)[start:end], nil
+}
+
+// stateValue is stringValue for a State: a known state name does not
+// touch the shared copy.
+func stateValue(b []byte, start, end int, shared *string, tag uint64, at int) (State, error) {
+	if s, ok := internStateBytes(b[start:end]); ok {
+		return s, nil
+	}
+	s, err := stringValue(b, start, end, shared, tag, at)
+	return State(s), err
+}
+
+// uintValue decodes the value v of an integer field: one uvarint filling
+// it exactly.
+func uintValue(v []byte, tag uint64, at int) (uint64, error) {
+	u, n := binary.Uvarint(v)
+	if n <= 0 || n != len(v) {
+		return 0, corrupt("tag %d at byte %d: value is not one uvarint", tag, at)
+	}
+	return u, nil
 }
 
 func corrupt(format string, args ...any) error {
@@ -261,66 +347,36 @@ func corrupt(format string, args ...any) error {
 // field alive keeps the whole copy alive.
 func UnmarshalPayload(kind Kind, id string, at time.Time, payload []byte) (Event, error) {
 	e := Event{Kind: kind, ID: id, At: at}
-	if len(payload) == 0 {
-		return e, corrupt("empty (want at least the version byte)")
-	}
-	if payload[0] != PayloadVersion {
-		return e, corrupt("unsupported format version %d (this build reads %d; upgrade it)", payload[0], PayloadVersion)
+	if err := checkVersion(payload, PayloadVersion); err != nil {
+		return e, err
 	}
 	var str string // string(payload), made on the first string field
-	var prev uint64
+	var tag uint64
 	for p := 1; p < len(payload); {
 		at := p
-		tag, n := binary.Uvarint(payload[p:])
-		if n <= 0 {
-			return e, corrupt("bad tag varint at byte %d", at)
+		var start int
+		var err error
+		if tag, start, p, err = nextField(payload, p, tag); err != nil {
+			return e, err
 		}
-		p += n
-		if tag <= prev {
-			return e, corrupt("tag %d at byte %d after tag %d (want strictly ascending tags)", tag, at, prev)
+		if sp := e.stringField(tag); sp != nil {
+			if *sp, err = stringValue(payload, start, p, &str, tag, at); err != nil {
+				return e, err
+			}
+			continue
 		}
-		prev = tag
-		l, n := binary.Uvarint(payload[p:])
-		if n <= 0 {
-			return e, corrupt("bad length varint of tag %d at byte %d", tag, p)
-		}
-		p += n
-		if l > uint64(len(payload)-p) {
-			return e, corrupt("tag %d at byte %d: length %d exceeds the %d bytes left", tag, at, l, len(payload)-p)
-		}
-		start, end := p, p+int(l)
-		p = end
-		v := payload[start:end]
-
-		if sp, st := e.stringField(tag), e.stateField(tag); sp != nil || st != nil {
-			if !utf8.Valid(v) {
-				return e, corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
-			}
-			if st != nil {
-				if s, ok := internStateBytes(v); ok {
-					*st = s
-					continue
-				}
-			}
-			if len(v) == 0 {
-				continue
-			}
-			if str == "" {
-				str = string(payload)
-			}
-			if sp != nil {
-				*sp = str[start:end]
-			} else {
-				*st = State(str[start:end])
+		if st := e.stateField(tag); st != nil {
+			if *st, err = stateValue(payload, start, p, &str, tag, at); err != nil {
+				return e, err
 			}
 			continue
 		}
 		if _, ok := e.uintField(tag); !ok {
 			continue // a tag from a later version
 		}
-		u, n := binary.Uvarint(v)
-		if n <= 0 || n != len(v) {
-			return e, corrupt("tag %d at byte %d: value is not one uvarint", tag, at)
+		u, err := uintValue(payload[start:p], tag, at)
+		if err != nil {
+			return e, err
 		}
 		switch tag {
 		case tagTimeout:

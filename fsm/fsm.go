@@ -24,8 +24,8 @@ var (
 	ErrInvalid = errors.New("invalid input")
 	// ErrIDSpaceExhausted means GenerateID drew only ids that were taken.
 	ErrIDSpaceExhausted = errors.New("no free delegation id")
-	// ErrCorruptPayload is wrapped by every UnmarshalPayload error.
-	ErrCorruptPayload = errors.New("corrupt event payload")
+	// ErrCorruptPayload is wrapped by every UnmarshalPayload and UnmarshalDelegation error.
+	ErrCorruptPayload = errors.New("corrupt encoded event or record")
 )
 
 // State is the lifecycle state of a delegation, as the plugin names it.

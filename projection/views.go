@@ -16,7 +16,7 @@ import (
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
 const (
-	bucketRecords   = "records"   // id → JSON of fsm.Delegation
+	bucketRecords   = "records"   // id → fsm.Delegation, binary (AppendRecord)
 	bucketRoots     = "roots"     // root \0 id → "": a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
@@ -85,11 +85,25 @@ type cycle struct {
 // views is the projector that keeps every view bucket. Views depend on the
 // events alone: texts that name the data directory (notifications) are
 // rendered when read.
+//
+// Its name carries the version of the views' layout: a build that changes
+// it renames the projector, so the log replays every record into it when a
+// file written by an older build is opened (v1 kept records as JSON).
 type views struct{}
 
-func (views) Name() string { return "views/v1" }
+func (views) Name() string { return "views/v2" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
+	if len(recs) > 0 && recs[0].Seq == 1 {
+		// Projecting from the first record: the views start empty. This
+		// drops what an older build's projector left, which the replay
+		// would otherwise read as state (and, for records, fail to).
+		for _, name := range viewBuckets {
+			if err := tx.DeleteBucket(name); err != nil {
+				return fmt.Errorf("drop view %s: %w", name, err)
+			}
+		}
+	}
 	w, err := openViews(tx)
 	if err != nil {
 		return err
@@ -147,7 +161,8 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		prev = &fsm.Delegation{}
 	}
 	next := fsm.Evolve(*prev, e)
-	if err := putJSON(w.b[bucketRecords], e.ID, next); err != nil {
+	// A fresh slice per Put: bbolt keeps the value until the commit.
+	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
 		return err
 	}
 	id := e.ID
@@ -318,8 +333,8 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	if v == nil {
 		return nil, nil
 	}
-	var d fsm.Delegation
-	if err := json.Unmarshal(v, &d); err != nil {
+	d, err := fsm.UnmarshalDelegation(v) // copies v: it outlives the transaction
+	if err != nil {
 		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
 	return &d, nil

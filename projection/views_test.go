@@ -1,0 +1,212 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// dumpViews copies every view bucket: bucket \0 key → value.
+func dumpViews(t *testing.T, s *Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		for _, name := range viewBuckets {
+			b, err := tx.Bucket(name)
+			if err != nil || b == nil {
+				return err
+			}
+			if err := b.ForEach(func(k, v []byte) error {
+				out[name+"\x00"+string(k)] = string(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestViewsUpgradeFromV1 opens a file whose views an older build wrote:
+// projector "views/v1", records as JSON, and a stale view entry. The views
+// projector is new to the file, so the log replays every record into it;
+// it must start from empty views and end byte for byte where a store that
+// always ran this build would be.
+func TestViewsUpgradeFromV1(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, clock := openManual(t, dir)
+	var ids []string
+	for i := range 5 {
+		d := register(t, s)
+		ids = append(ids, d.ID)
+		clock.Advance(time.Second)
+		switch i {
+		case 0: // read
+			s.Complete(ctx, d.ID, "first", "", "")
+			s.Ack(ctx, TerminalNotificationID(d.ID))
+			s.Read(ctx, "ses_root", d.ID, 0)
+		case 1: // unread
+			s.Progress(ctx, d.ID, "partial")
+			s.Timeout(ctx, d.ID)
+			s.Ack(ctx, TerminalNotificationID(d.ID))
+		case 2: // terminal notification due
+			s.Cancel(ctx, d.ID, "")
+		case 3: // running
+			s.Start(ctx, d.ID, "ses_child")
+			s.Progress(ctx, d.ID, "half way")
+		}
+	}
+	r := registration()
+	r.RootSessionID, r.ParentSessionID = "ses_root2", "ses_parent2"
+	other, err := s.Register(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, other.ID)
+	s.Complete(ctx, other.ID, "elsewhere", "", "")
+	s.Ack(ctx, TerminalNotificationID(other.ID)) // all-complete of ses_parent2 due
+
+	want := map[string]fsm.Delegation{}
+	for _, id := range ids {
+		if want[id], err = s.Get(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantRunning, wantUnread, err := s.Carried("ses_root", 0)
+	if err != nil || len(wantRunning) != 2 || len(wantUnread) != 1 {
+		t.Fatalf("carried before: %d running, %d unread, %v", len(wantRunning), len(wantUnread), err)
+	}
+	wantViews := dumpViews(t, s)
+	wantNotes := mustNotifications(t, s)
+	s.Close()
+
+	// Make the file look like the v1 build left it. "views" and
+	// "checkpoints" are eventlog's buckets of view buckets and checkpoints.
+	db, err := bolt.Open(filepath.Join(dir, LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		views := tx.Bucket([]byte("views"))
+		recs := views.Bucket([]byte(bucketRecords))
+		old := map[string][]byte{}
+		if err := recs.ForEach(func(k, v []byte) error {
+			d, err := fsm.UnmarshalDelegation(v)
+			if err != nil {
+				return err
+			}
+			old[string(k)], err = json.Marshal(d)
+			return err
+		}); err != nil {
+			return err
+		}
+		for k, v := range old {
+			if err := recs.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		ghost := rootTimeKey("ses_root", time.Unix(0, 0), "ghost-blue-tiger")
+		if err := views.Bucket([]byte(bucketRunning)).Put(ghost, nil); err != nil {
+			return err
+		}
+		cps := tx.Bucket([]byte("checkpoints"))
+		cp := slices.Clone(cps.Get([]byte("views/v2")))
+		if len(cp) != 8 {
+			t.Errorf("views/v2 checkpoint = %x", cp)
+		}
+		if err := cps.Delete([]byte("views/v2")); err != nil {
+			return err
+		}
+		return cps.Put([]byte("views/v1"), cp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(dir, Options{Now: (&manualClock{t: clock.Now()}).Now})
+	if err != nil {
+		t.Fatalf("open after the upgrade: %v", err)
+	}
+	defer s.Close()
+	for _, id := range ids {
+		got, err := s.Get(id)
+		if err != nil {
+			t.Fatalf("record %s: %v", id, err)
+		}
+		if !reflect.DeepEqual(got, want[id]) {
+			t.Errorf("record %s:\n got %+v\nwant %+v", id, got, want[id])
+		}
+	}
+	running, unread, err := s.Carried("ses_root", 0)
+	if err != nil || !reflect.DeepEqual(running, wantRunning) || !reflect.DeepEqual(unread, wantUnread) {
+		t.Errorf("carried after the upgrade: %+v %+v %v", running, unread, err)
+	}
+	if got := dumpViews(t, s); !reflect.DeepEqual(got, wantViews) {
+		for k, v := range got {
+			if w, ok := wantViews[k]; !ok || w != v {
+				t.Errorf("view entry %q = %q, want %q (present %v)", k, v, w, ok)
+			}
+		}
+		for k := range wantViews {
+			if _, ok := got[k]; !ok {
+				t.Errorf("view entry %q missing", k)
+			}
+		}
+	}
+	if got := mustNotifications(t, s); !reflect.DeepEqual(got, wantNotes) {
+		t.Errorf("notifications after the upgrade:\n got %+v\nwant %+v", got, wantNotes)
+	}
+	if err := s.Log().Verify(ctx); err != nil {
+		t.Errorf("verify after the upgrade: %v", err)
+	}
+
+	// The store keeps working on the rebuilt views.
+	if d, err := s.Complete(ctx, ids[3], "done", "", ""); err != nil || d.State != fsm.Complete || d.Progress != "half way" {
+		t.Fatalf("complete after the upgrade: %+v %v", d, err)
+	}
+	if running, _, err := s.Carried("ses_root", 0); err != nil || len(running) != 1 || running[0].ID != ids[4] {
+		t.Fatalf("running after the upgrade: %+v %v", running, err)
+	}
+}
+
+// TestRecordsViewIsBinary pins what the records view holds: the record's
+// binary form, which decodes to what Get returns.
+func TestRecordsViewIsBinary(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	d := register(t, s)
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketRecords)
+		if err != nil {
+			return err
+		}
+		raw := b.Get([]byte(d.ID))
+		if len(raw) == 0 || raw[0] != fsm.RecordVersion {
+			t.Errorf("records view holds %q", raw)
+		}
+		got, err := fsm.UnmarshalDelegation(raw)
+		if err != nil || !reflect.DeepEqual(got, d) {
+			t.Errorf("decoded %+v, %v; want %+v", got, err, d)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
