@@ -242,9 +242,6 @@ func (l *Log) dropViews() error {
 	})
 }
 
-// Path returns the file the log lives in.
-func (l *Log) Path() string { return l.path }
-
 // Last returns the sequence number of the last committed record (0 when empty).
 func (l *Log) Last() uint64 { return l.last.Load() }
 
