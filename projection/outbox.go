@@ -52,6 +52,14 @@ func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.
 	}
 }
 
+// Due returns the entries due now, oldest first (like Notifications), and
+// when the next entry not yet due becomes due (zero when none is waiting).
+// A subscriber that pushes notifications waits for that time or for a new
+// event, whichever comes first.
+func (s *Store) Due(parent string) ([]Notification, time.Time, error) {
+	return s.outbox(parent)
+}
+
 // outbox returns the entries due now and when the next one not yet due is.
 func (s *Store) outbox(parent string) (due []Notification, next time.Time, err error) {
 	if parent != "" {

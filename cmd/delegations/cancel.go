@@ -3,8 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/cmd/delegations/api"
 )
 
 var cancelVerb = verb{
@@ -18,7 +17,7 @@ var cancelVerb = verb{
 func runCancel(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	reason := fs.String("reason", "", "why it was cancelled")
-	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
-		return s.Cancel(ctx, id, *reason)
+	return applyToID(ctx, e, fs, args, func(id string) (any, error) {
+		return api.CancelRequest{ID: id, Reason: *reason}, nil
 	})
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/compaction"
 )
 
@@ -34,28 +34,16 @@ func runCompact(ctx context.Context, e *env, args []string) error {
 	if *maxBytes < 0 {
 		return usagef("--max-bytes must not be negative")
 	}
-	if *maxUnread == 0 {
-		*maxUnread = compaction.DefaultMaxUnread
-	}
-	s, err := e.open()
-	if err != nil {
+	var res api.CompactResponse
+	if err := e.call(ctx, api.CompactRequest{RootSessionID: *root, MaxUnread: *maxUnread, MaxBytes: *maxBytes, Brief: *brief}, &res); err != nil {
 		return err
 	}
-	running, unread, err := s.Carried(strings.TrimSpace(*root), *maxUnread)
-	if err != nil {
-		return err
-	}
-	res := compaction.Render(running, unread, compaction.Options{
-		MaxUnread: *maxUnread, MaxBytes: *maxBytes, DataDir: s.Dir(), Brief: *brief,
-	})
 	if e.json {
-		return writeJSON(e.stdout, map[string]any{
-			"block": res.Text, "running": res.Running, "unread": res.Unread, "omitted": res.Omitted,
-		})
+		return writeJSON(e.stdout, res)
 	}
-	if res.Text == "" {
+	if res.Block == "" {
 		return nil // nothing to carry: not even a newline
 	}
-	_, err = fmt.Fprintln(e.stdout, res.Text)
+	_, err := fmt.Fprintln(e.stdout, res.Block)
 	return err
 }

@@ -95,7 +95,7 @@ func TestCompactFlow(t *testing.T) {
 	if out := compact(); out != "" {
 		t.Fatalf("everything read: %q", out)
 	}
-	if out := mustCLI(t, data, "", "--json", "compact", "--root-session", "ses_root"); out != `{"block":"","omitted":0,"running":0,"unread":0}`+"\n" {
+	if out := mustCLI(t, data, "", "--json", "compact", "--root-session", "ses_root"); out != `{"block":"","running":0,"unread":0,"omitted":0}`+"\n" {
 		t.Fatalf("everything read, --json: %q", out)
 	}
 }

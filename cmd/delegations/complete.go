@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 var completeVerb = verb{
@@ -20,11 +20,8 @@ func runComplete(ctx context.Context, e *env, args []string) error {
 	result := fs.String("result", "", "the result; - or absent with a pipe reads stdin")
 	title := fs.String("title", "", "title (default: the result's first line, cut to 30 characters)")
 	description := fs.String("description", "", "description (default: the result's first 150 characters)")
-	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+	return applyToID(ctx, e, fs, args, func(id string) (any, error) {
 		text, err := e.text(fs, "result", *result, fsm.MaxResultLen)
-		if err != nil {
-			return fsm.Delegation{}, err
-		}
-		return s.Complete(ctx, id, text, *title, *description)
+		return api.CompleteRequest{ID: id, Result: text, Title: *title, Description: *description}, err
 	})
 }

@@ -3,8 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/cmd/delegations/api"
 )
 
 var failVerb = verb{
@@ -18,10 +17,10 @@ var failVerb = verb{
 func runFail(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	errText := fs.String("error", "", "what went wrong")
-	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+	return applyToID(ctx, e, fs, args, func(id string) (any, error) {
 		if *errText == "" {
-			return fsm.Delegation{}, usagef("missing --error")
+			return nil, usagef("missing --error")
 		}
-		return s.Fail(ctx, id, *errText)
+		return api.FailRequest{ID: id, Error: *errText}, nil
 	})
 }

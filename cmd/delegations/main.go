@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -36,15 +36,25 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
-// env is what every verb gets: the streams, the global flags and the store,
-// opened on first use.
+// env is what every verb gets: the streams, the global flags and the
+// backend, connected on first use.
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	data           string
+	socket         string
 	json           bool
-	store          *projection.Store
+	be             backend
 	verb           *verb // the verb being run, for its help and errors
+}
+
+// backend runs the API's verbs: through the daemon when one serves the
+// data directory (api.Client), else in process on the log (api.Local).
+// Both pass the same JSON, so every verb prints the same either way.
+type backend interface {
+	Call(ctx context.Context, verb string, req, resp any) error
+	Events(ctx context.Context, r api.EventsRequest, emit func(api.Event) error) error
+	Close() error
 }
 
 // verb is one subcommand. Each lives in its own file.
@@ -60,7 +70,8 @@ type verb struct {
 func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
-		showVerb, readVerb, listVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
+		showVerb, readVerb, listVerb, activeVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
+		serveVerb,
 	}
 }
 
@@ -98,6 +109,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	global := flag.NewFlagSet("delegations", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	global.StringVar(&e.data, "data", "", "data directory (default: $DELEGATIONS_DATA, $XDG_DATA_HOME/opencode/delegations, ~/.local/share/opencode/delegations)")
+	global.StringVar(&e.socket, "socket", "", "the daemon's socket (default: $DELEGATIONS_SOCKET, else .delegations.sock in the data directory)")
 	global.BoolVar(&e.json, "json", false, "print JSON on stdout")
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -132,8 +144,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	e.verb = &v
 	err := ignoreHelp(v.run(ctx, e, rest))
-	if e.store != nil {
-		if cerr := e.store.Close(); cerr != nil && err == nil {
+	if e.be != nil {
+		if cerr := e.be.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}
@@ -151,7 +163,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	if e.json {
-		writeJSON(stdout, map[string]any{"error": map[string]string{"code": errorCode(err), "message": err.Error()}})
+		writeJSON(stdout, map[string]any{"error": map[string]string{"code": api.Code(err), "message": err.Error()}})
 	}
 	fmt.Fprintf(stderr, "delegations %s: %v\n", v.name, err)
 	return err
@@ -163,29 +175,6 @@ func lookupVerb(name string) (verb, bool) {
 		return verb{}, false
 	}
 	return verbs()[i], true
-}
-
-// errorCode is the stable machine-readable name of an error, shared with
-// the daemon API.
-func errorCode(err error) string {
-	switch {
-	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, eventlog.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, fsm.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, fsm.ErrExists):
-		return "exists"
-	case errors.Is(err, fsm.ErrTerminal):
-		return "terminal"
-	case errors.Is(err, eventlog.ErrLocked):
-		return "locked"
-	case errors.Is(err, eventlog.ErrCorrupt):
-		return "corrupt"
-	case errors.Is(err, eventlog.ErrBroken):
-		return "broken"
-	default:
-		return "internal"
-	}
 }
 
 func printHelp(w io.Writer) {
@@ -201,10 +190,16 @@ Verbs:
 	}
 	fmt.Fprint(w, `
 Global flags:
-  --data DIR  data directory (default: $DELEGATIONS_DATA, else
-              $XDG_DATA_HOME/opencode/delegations, else
-              ~/.local/share/opencode/delegations)
-  --json      print exactly one JSON object on stdout (JSON lines for streams)
+  --data DIR     data directory (default: $DELEGATIONS_DATA, else
+                 $XDG_DATA_HOME/opencode/delegations, else
+                 ~/.local/share/opencode/delegations)
+  --socket PATH  the daemon's socket (default: $DELEGATIONS_SOCKET, else
+                 .delegations.sock in the data directory)
+  --json         print exactly one JSON object on stdout (JSON lines for streams)
+
+When a daemon ('delegations serve') listens on the socket, every verb goes
+through it; otherwise the command opens the log itself, and fails after a
+short wait if another process holds it.
 
 Exit codes: 0 ok, 1 failure (including a refused command), 2 usage.
 Run 'delegations help VERB' for a verb's flags and an example.
@@ -259,24 +254,73 @@ func ignoreHelp(err error) error {
 	return err
 }
 
-// open opens the store in the data directory on first use.
-func (e *env) open() (*projection.Store, error) {
-	if e.store != nil {
-		return e.store, nil
+// connect returns the backend on first use: the daemon on the socket if
+// one answers there, else the log in the data directory, opened here.
+func (e *env) connect(ctx context.Context) (backend, error) {
+	if e.be != nil {
+		return e.be, nil
 	}
 	dir, err := dataDir(e.data)
 	if err != nil {
 		return nil, err
 	}
+	c, err := api.Dial(ctx, socketPath(e.socket, dir))
+	if err == nil {
+		e.be = c
+		return c, nil
+	}
+	if !errors.Is(err, api.ErrNoDaemon) {
+		return nil, err
+	}
+	timeout, err := defaultTimeout()
+	if err != nil {
+		return nil, err
+	}
 	s, err := projection.Open(dir, projection.Options{
-		LockTimeout: 2 * time.Second,
-		Logger:      slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		DefaultTimeout: timeout,
+		LockTimeout:    2 * time.Second,
+		Logger:         slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return nil, err
 	}
-	e.store = s
-	return s, nil
+	e.be = local{api.Local{Service: api.NewService(s)}}
+	return e.be, nil
+}
+
+// local is the in-process backend; closing it closes the log.
+type local struct{ api.Local }
+
+func (l local) Close() error { return l.Service.Store().Close() }
+
+// socketPath resolves the daemon's socket: the flag, $DELEGATIONS_SOCKET,
+// then the default inside the data directory.
+func socketPath(flagValue, dataDir string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if s := os.Getenv("DELEGATIONS_SOCKET"); s != "" {
+		return s
+	}
+	return api.DefaultSocket(dataDir)
+}
+
+// defaultTimeout is the deadline of delegations registered without one:
+// $DELEGATIONS_DEFAULT_TIMEOUT (a Go duration), else 15 minutes. The
+// daemon reads it too, so both paths agree.
+func defaultTimeout() (time.Duration, error) {
+	v := os.Getenv("DELEGATIONS_DEFAULT_TIMEOUT")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("$DELEGATIONS_DEFAULT_TIMEOUT=%q: %w: want a duration such as 15m", v, fsm.ErrInvalid)
+	}
+	if err := fsm.ValidateTimeout(d); err != nil {
+		return 0, fmt.Errorf("$DELEGATIONS_DEFAULT_TIMEOUT: %w", err)
+	}
+	return d, nil
 }
 
 // dataDir resolves the data directory: the flag, $DELEGATIONS_DATA,

@@ -121,7 +121,8 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"traversal id", []string{"show", "../../etc/passwd"}, 1, "want adjective-color-animal"},
 		{"unknown id", []string{"complete", "--result", "x", "unknown-grey-owl"}, 1, `delegation "unknown-grey-owl" not found in `},
 		{"bad session", []string{"register", "--root-session", "../x", "--parent-session", "p", "--agent", "a", "--project", "p"}, 1, "invalid root session id"},
-		{"bad timeout", []string{"register", "--root-session", "r", "--parent-session", "p", "--agent", "a", "--project", "p", "--timeout", "-5s"}, 1, "timeout"},
+		{"bad timeout", []string{"register", "--root-session", "r", "--parent-session", "p", "--agent", "a", "--project", "p", "--timeout", "-5s"}, 2, "--timeout must not be negative"},
+		{"timeout too long", []string{"register", "--root-session", "r", "--parent-session", "p", "--agent", "a", "--project", "p", "--timeout", "9000h"}, 1, "timeout"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

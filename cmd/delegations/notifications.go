@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/projection"
 )
 
@@ -25,21 +26,14 @@ func runNotifications(ctx context.Context, e *env, args []string) error {
 	if *wait < 0 {
 		return usagef("--wait must not be negative")
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	ns, err := s.WaitNotifications(ctx, *parent, *wait)
-	if err != nil {
+	var res api.Notifications
+	if err := e.call(ctx, api.NotificationsRequest{ParentSessionID: *parent, WaitMs: wait.Milliseconds()}, &res); err != nil {
 		return err
 	}
 	if e.json {
-		if ns == nil {
-			ns = []projection.Notification{}
-		}
-		return writeJSON(e.stdout, map[string]any{"notifications": ns})
+		return writeJSON(e.stdout, res)
 	}
-	for _, n := range ns {
+	for _, n := range res.Notifications {
 		if _, err := fmt.Fprintf(e.stdout, "# %s (to %s)\n%s\n\n", n.ID, n.Parent, n.Text); err != nil {
 			return err
 		}
@@ -62,17 +56,8 @@ func runAck(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
 	var res projection.AckResult
-	if *failed != "" {
-		res, err = s.AckFailed(ctx, rest[0], *failed)
-	} else {
-		res, err = s.Ack(ctx, rest[0])
-	}
-	if err != nil {
+	if err := e.call(ctx, api.AckRequest{ID: rest[0], Failed: *failed}, &res); err != nil {
 		return err
 	}
 	if e.json {

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 var progressVerb = verb{
@@ -18,11 +18,8 @@ var progressVerb = verb{
 func runProgress(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	message := fs.String("message", "", "latest assistant text; - reads stdin")
-	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
+	return applyToID(ctx, e, fs, args, func(id string) (any, error) {
 		text, err := e.text(fs, "message", *message, fsm.MaxMessageLen)
-		if err != nil {
-			return fsm.Delegation{}, err
-		}
-		return s.Progress(ctx, id, text)
+		return api.ProgressRequest{ID: id, Message: text}, err
 	})
 }

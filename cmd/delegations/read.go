@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -31,12 +31,8 @@ func runRead(ctx context.Context, e *env, args []string) error {
 	if *wait < 0 {
 		return usagef("--wait must not be negative")
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	res, err := s.Read(ctx, strings.TrimSpace(*root), rest[0], *wait)
-	if err != nil {
+	var res projection.ReadResult
+	if err := e.call(ctx, api.ReadRequest{RootSessionID: *root, ID: rest[0], WaitMs: wait.Milliseconds()}, &res); err != nil {
 		return err
 	}
 	if e.json {
@@ -66,35 +62,21 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if *root == "" {
 		return usagef("missing --root-session")
 	}
-	o := projection.ListOptions{Unread: *unread}
-	switch *order {
-	case "id":
-	case "time":
-		o.ByTime = true
-	default:
+	if *order != "id" && *order != "time" {
 		return usagef("--order is id or time, not %q", *order)
 	}
 	if *status != "" {
-		st, err := fsm.ParseState(*status)
-		if err != nil {
+		if _, err := fsm.ParseState(*status); err != nil {
 			return usagef("--status: %v", err)
 		}
-		o.Status = st
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	ds, err := s.List(strings.TrimSpace(*root), o)
-	if err != nil {
+	var res api.Delegations
+	if err := e.call(ctx, api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order}, &res); err != nil {
 		return err
 	}
 	if e.json {
-		if ds == nil {
-			ds = []fsm.Delegation{}
-		}
-		return writeJSON(e.stdout, map[string]any{"delegations": ds})
+		return writeJSON(e.stdout, res)
 	}
-	_, err = fmt.Fprintln(e.stdout, projection.ListText(ds))
+	_, err := fmt.Fprintln(e.stdout, projection.ListText(res.Delegations))
 	return err
 }

@@ -1,29 +1,39 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 // applyToID is the body of the verbs that take one delegation id and print
-// its record: parse, open the store, run cmd, print.
-func applyToID(e *env, fs *flag.FlagSet, args []string, cmd func(s *projection.Store, id string) (fsm.Delegation, error)) error {
+// its record: parse, build the request, call the verb, print.
+func applyToID(ctx context.Context, e *env, fs *flag.FlagSet, args []string, request func(id string) (any, error)) error {
 	id, err := parseID(e, fs, args)
 	if err != nil {
 		return err
 	}
-	s, err := e.open()
+	req, err := request(id)
 	if err != nil {
 		return err
 	}
-	d, err := cmd(s, id)
-	if err != nil {
+	var d fsm.Delegation
+	if err := e.call(ctx, req, &d); err != nil {
 		return err
 	}
 	return printRecord(e, d)
+}
+
+// call runs the current verb with request req, through the daemon or in
+// process, and decodes its answer into resp.
+func (e *env) call(ctx context.Context, req, resp any) error {
+	be, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	return be.Call(ctx, e.verb.name, req, resp)
 }
 
 // parseID parses a verb whose only argument is a delegation id.

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 var registerVerb = verb{
@@ -21,18 +23,19 @@ var registerVerb = verb{
 
 func runRegister(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
-	var r projection.Registration
-	var projectDir, prompt string
+	var r api.RegisterRequest
+	var prompt string
+	var timeout time.Duration
 	fs.StringVar(&r.RootSessionID, "root-session", "", "root session id (scopes list, read and compaction)")
 	fs.StringVar(&r.ParentSessionID, "parent-session", "", "session that called delegate")
 	fs.StringVar(&r.Agent, "agent", "", "agent that runs the delegation")
 	fs.StringVar(&r.ProjectID, "project", "", "project id")
-	fs.StringVar(&projectDir, "project-dir", "", "directory to derive the project id from (as the plugin does)")
+	fs.StringVar(&r.ProjectDir, "project-dir", "", "directory to derive the project id from (as the plugin does)")
 	fs.StringVar(&r.ParentMessageID, "parent-message", "", "message of the delegate call")
 	fs.StringVar(&r.ParentAgent, "parent-agent", "", "agent of the parent session")
 	fs.StringVar(&r.SessionID, "session", "", "child session id, if already created")
 	fs.StringVar(&r.Model, "model", "", "model of the child session")
-	fs.DurationVar(&r.Timeout, "timeout", 0, "deadline after registration (default 15m)")
+	fs.DurationVar(&timeout, "timeout", 0, "deadline after registration (default 15m, or $DELEGATIONS_DEFAULT_TIMEOUT)")
 	fs.StringVar(&r.IdempotencyKey, "idempotency-key", "", "a retry with the same key returns the first delegation")
 	fs.StringVar(&prompt, "prompt", "", "the task; - or absent with a pipe reads stdin")
 	if _, err := parse(e, fs, args, 0); err != nil {
@@ -50,27 +53,28 @@ func runRegister(ctx context.Context, e *env, args []string) error {
 		return usagef("missing %s", strings.Join(missing, ", "))
 	}
 	switch {
-	case r.ProjectID == "" && projectDir == "":
+	case r.ProjectID == "" && r.ProjectDir == "":
 		return usagef("give --project ID or --project-dir DIR")
-	case r.ProjectID != "" && projectDir != "":
+	case r.ProjectID != "" && r.ProjectDir != "":
 		return usagef("give --project or --project-dir, not both")
-	case projectDir != "":
-		id, err := projection.ProjectID(ctx, projectDir)
+	case r.ProjectDir != "":
+		// The daemon does not share our working directory.
+		abs, err := filepath.Abs(r.ProjectDir)
 		if err != nil {
-			return err
+			return fmt.Errorf("--project-dir %q: %w", r.ProjectDir, err)
 		}
-		r.ProjectID = id
+		r.ProjectDir = abs
 	}
+	if timeout < 0 {
+		return usagef("--timeout must not be negative")
+	}
+	r.TimeoutMs = timeout.Milliseconds()
 	var err error
 	if r.Prompt, err = e.text(fs, "prompt", prompt, fsm.MaxPromptLen); err != nil {
 		return err
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Register(ctx, r)
-	if err != nil {
+	var d fsm.Delegation
+	if err := e.call(ctx, r, &d); err != nil {
 		return err
 	}
 	if e.json {

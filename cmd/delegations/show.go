@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 )
 
@@ -24,12 +25,8 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.open()
-	if err != nil {
-		return err
-	}
-	d, err := s.Get(id)
-	if err != nil {
+	var d fsm.Delegation
+	if err := e.call(ctx, api.IDRequest{ID: id}, &d); err != nil {
 		return err
 	}
 	if e.json {

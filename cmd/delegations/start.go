@@ -3,8 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/cmd/delegations/api"
 )
 
 var startVerb = verb{
@@ -18,7 +17,7 @@ var startVerb = verb{
 func runStart(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	session := fs.String("session", "", "child session id")
-	return applyToID(e, fs, args, func(s *projection.Store, id string) (fsm.Delegation, error) {
-		return s.Start(ctx, id, *session)
+	return applyToID(ctx, e, fs, args, func(id string) (any, error) {
+		return api.StartRequest{ID: id, SessionID: *session}, nil
 	})
 }

@@ -1,0 +1,247 @@
+// Package api is the delegations API: one verb per endpoint, implemented
+// once by Service over a projection.Store and reached three ways:
+//
+//   - over HTTP+JSON on a unix socket, served by `delegations serve`
+//     (Serve), which also runs the actors that enforce deadlines and retry
+//     artifact writes;
+//   - from Go through Client, which the CLI uses when a daemon runs;
+//   - in process through Local, which the CLI uses when none does.
+//
+// Every verb is `POST /v1/<verb>` with one JSON object in and one out;
+// errors are {"error":{"code","message"}} with a stable code (see Code).
+// The streams are `GET /v1/events` (JSON lines) and `GET /v1/stream`
+// (server-sent events of new events and due notifications).
+//
+// # Caveats
+//
+//   - Local passes requests and responses through the same JSON encoding
+//     as the socket, so the CLI prints the same bytes with or without a
+//     daemon; it costs one extra encoding per call.
+//   - Request bodies must be valid UTF-8: the JSON decoder would silently
+//     replace bad bytes, and a stored text would differ from what was sent.
+//   - Unknown fields are refused, not ignored: a misspelt field would
+//     otherwise be a silently lost value.
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+// RegisterRequest is the body of POST /v1/register. Give ProjectID, or
+// ProjectDir (absolute) to derive it as the plugin does.
+type RegisterRequest struct {
+	RootSessionID   string `json:"rootSessionID"`
+	ParentSessionID string `json:"parentSessionID"`
+	Agent           string `json:"agent"`
+	ProjectID       string `json:"projectId,omitempty"`
+	ProjectDir      string `json:"projectDir,omitempty"`
+	ParentMessageID string `json:"parentMessageID,omitempty"`
+	ParentAgent     string `json:"parentAgent,omitempty"`
+	SessionID       string `json:"sessionID,omitempty"`
+	Model           string `json:"model,omitempty"`
+	Prompt          string `json:"prompt,omitempty"`
+	TimeoutMs       int64  `json:"timeoutMs,omitempty"` // 0: the daemon's default
+	IdempotencyKey  string `json:"idempotencyKey,omitempty"`
+}
+
+// IDRequest names one delegation (POST /v1/show).
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// StartRequest is the body of POST /v1/start.
+type StartRequest struct {
+	ID        string `json:"id"`
+	SessionID string `json:"sessionID,omitempty"`
+}
+
+// ProgressRequest is the body of POST /v1/progress.
+type ProgressRequest struct {
+	ID      string `json:"id"`
+	Message string `json:"message,omitempty"`
+}
+
+// CompleteRequest is the body of POST /v1/complete.
+type CompleteRequest struct {
+	ID          string `json:"id"`
+	Result      string `json:"result,omitempty"`
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// FailRequest is the body of POST /v1/fail.
+type FailRequest struct {
+	ID    string `json:"id"`
+	Error string `json:"error"`
+}
+
+// CancelRequest is the body of POST /v1/cancel.
+type CancelRequest struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReadRequest is the body of POST /v1/read. WaitMs bounds how long an
+// active delegation is waited for; the wait also ends when the client
+// hangs up.
+type ReadRequest struct {
+	RootSessionID string `json:"rootSessionID"`
+	ID            string `json:"id"`
+	WaitMs        int64  `json:"waitMs,omitempty"`
+}
+
+// ListRequest is the body of POST /v1/list. Order is "id" (the plugin's,
+// the default) or "time".
+type ListRequest struct {
+	RootSessionID string `json:"rootSessionID"`
+	Status        string `json:"status,omitempty"`
+	Unread        bool   `json:"unread,omitempty"`
+	Order         string `json:"order,omitempty"`
+}
+
+// ActiveRequest is the body of POST /v1/active, the reconciliation
+// endpoint; empty fields match every delegation.
+type ActiveRequest struct {
+	RootSessionID   string `json:"rootSessionID,omitempty"`
+	ParentSessionID string `json:"parentSessionID,omitempty"`
+}
+
+// Delegations is the answer of list and active.
+type Delegations struct {
+	Delegations []fsm.Delegation `json:"delegations"`
+}
+
+// NotificationsRequest is the body of POST /v1/notifications. With WaitMs,
+// the call waits that long for a notification when none is due.
+type NotificationsRequest struct {
+	ParentSessionID string `json:"parentSessionID,omitempty"`
+	WaitMs          int64  `json:"waitMs,omitempty"`
+}
+
+// Notifications is the answer of notifications.
+type Notifications struct {
+	Notifications []projection.Notification `json:"notifications"`
+}
+
+// AckRequest is the body of POST /v1/ack. A non-empty Failed records a
+// failed delivery instead: the notification stays due.
+type AckRequest struct {
+	ID     string `json:"id"`
+	Failed string `json:"failed,omitempty"`
+}
+
+// CompactRequest is the body of POST /v1/compact.
+type CompactRequest struct {
+	RootSessionID string `json:"rootSessionID"`
+	MaxUnread     int    `json:"maxUnread,omitempty"` // 0: 10
+	MaxBytes      int    `json:"maxBytes,omitempty"`  // 0: no budget
+	Brief         bool   `json:"brief,omitempty"`
+}
+
+// CompactResponse is the answer of compact: the block ("" when there is
+// nothing to carry) and what it carries.
+type CompactResponse struct {
+	Block   string `json:"block"`
+	Running int    `json:"running"`
+	Unread  int    `json:"unread"`
+	Omitted int    `json:"omitted"`
+}
+
+// EventsRequest selects the records of GET /v1/events (query parameters
+// from, delegation, follow).
+type EventsRequest struct {
+	From       uint64 // first sequence number; 0 means 1
+	Delegation string // only this delegation's events
+	Follow     bool   // keep the stream open for new events
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	DataDir string `json:"dataDir"`
+	Socket  string `json:"socket"`
+	PID     int    `json:"pid"`
+	LastSeq uint64 `json:"lastSeq"`
+}
+
+// Error is an error as the API reports it. It unwraps to the sentinel of
+// its code, so errors.Is works the same on both sides of the socket.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func (e *Error) Unwrap() error {
+	for _, c := range codes {
+		if c.code == e.Code {
+			return c.sentinel
+		}
+	}
+	return nil
+}
+
+// errorBody is the JSON of every error response.
+type errorBody struct {
+	Error *Error `json:"error"`
+}
+
+// Error codes beyond those of the store's sentinels.
+var (
+	errTooLarge    = errors.New("request body too large")
+	errMethod      = errors.New("method not allowed")
+	errNoEndpoint  = errors.New("no such endpoint")
+	errUnavailable = errors.New("daemon stopping")
+)
+
+// codes maps sentinels to stable codes and HTTP statuses, most specific
+// first. The codes are part of the API: never rename one.
+var codes = []struct {
+	sentinel error
+	code     string
+	status   int
+}{
+	{fsm.ErrInvalid, "invalid", http.StatusBadRequest},
+	{eventlog.ErrInvalid, "invalid", http.StatusBadRequest},
+	{fsm.ErrNotFound, "not_found", http.StatusNotFound},
+	{fsm.ErrExists, "exists", http.StatusConflict},
+	{fsm.ErrTerminal, "terminal", http.StatusConflict},
+	{errTooLarge, "too_large", http.StatusRequestEntityTooLarge},
+	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed},
+	{errNoEndpoint, "no_endpoint", http.StatusNotFound},
+	{errUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{eventlog.ErrLocked, "locked", http.StatusServiceUnavailable},
+	{eventlog.ErrBroken, "broken", http.StatusServiceUnavailable},
+	{eventlog.ErrCorrupt, "corrupt", http.StatusInternalServerError},
+}
+
+// Code is the stable machine-readable name of an error, the same whether
+// it happened in process or behind the socket: invalid, not_found, exists,
+// terminal, too_large, method_not_allowed, no_endpoint, unavailable,
+// locked, broken, corrupt or internal.
+func Code(err error) string {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.sentinel) {
+			return c.code
+		}
+	}
+	return "internal"
+}
+
+func statusOf(code string) int {
+	for _, c := range codes {
+		if c.code == code {
+			return c.status
+		}
+	}
+	return http.StatusInternalServerError
+}

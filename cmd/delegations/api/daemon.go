@@ -1,0 +1,288 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/projection"
+)
+
+// SocketName is the daemon's socket inside the data directory. The dot
+// keeps it apart from project directories, as the log's name does.
+const SocketName = ".delegations.sock"
+
+// maxSocketPath is the longest unix socket path every platform accepts
+// (sun_path is 104 bytes on macOS, 108 on Linux, with a final NUL).
+const maxSocketPath = 103
+
+// Config configures Serve. DataDir is required.
+type Config struct {
+	DataDir string
+	// Socket is where to listen; "" means SocketName in DataDir.
+	Socket string
+	// DefaultTimeout applies to delegations registered without one;
+	// zero means 15 minutes.
+	DefaultTimeout time.Duration
+	// Clock is the daemon's time; nil means the wall clock. A
+	// *ManualClock also serves POST /v1/clock.
+	Clock Clock
+	// LockTimeout bounds the wait for another process holding the log.
+	LockTimeout time.Duration
+	// Logger receives the daemon's structured logs; nil discards them.
+	Logger *slog.Logger
+	// Ready, if set, is called once the socket accepts requests.
+	Ready func(Status)
+}
+
+// DefaultSocket returns the socket of a data directory.
+func DefaultSocket(dataDir string) string { return filepath.Join(dataDir, SocketName) }
+
+// Serve runs the daemon until ctx ends or SIGINT or SIGTERM arrives: it
+// opens the store (finishing what a crash interrupted), listens on the
+// socket, and runs the actors in one run.Group: the API server, the
+// deadline sweeper, the artifact writer and the signal handler. On the
+// way out it stops accepting, lets in-flight commands commit, ends waits,
+// and closes the log. A signal is a clean stop (nil).
+func Serve(ctx context.Context, cfg Config) (err error) {
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data directory %q: %w", cfg.DataDir, err)
+	}
+	socket := cfg.Socket
+	if socket == "" {
+		socket = DefaultSocket(dir)
+	}
+	if socket, err = filepath.Abs(socket); err != nil {
+		return fmt.Errorf("socket %q: %w", cfg.Socket, err)
+	}
+	if len(socket) > maxSocketPath {
+		return fmt.Errorf("socket path %s is %d bytes, longer than the %d a unix socket allows; choose a shorter one with --socket", socket, len(socket), maxSocketPath)
+	}
+	logger := cfg.Logger
+	store, err := projection.Open(dir, projection.Options{
+		DefaultTimeout: cfg.DefaultTimeout,
+		LockTimeout:    cfg.LockTimeout,
+		Now:            cfg.Clock.Now,
+		Logger:         logger,
+	})
+	if errors.Is(err, eventlog.ErrLocked) {
+		if st, ok := probe(ctx, socket); ok {
+			return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
+		}
+		return fmt.Errorf("%w (another delegations command may be using it; retry when it ends)", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	ln, err := listen(ctx, socket, logger)
+	if err != nil {
+		return err
+	}
+	defer ln.Close() // also removes the socket file
+
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	h := &handler{
+		svc:      NewService(store),
+		clock:    cfg.Clock,
+		status:   Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
+		logger:   logger,
+		stopping: stopping,
+	}
+	if m, ok := cfg.Clock.(*ManualClock); ok {
+		h.manual = m
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	var g run.Group
+	{
+		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	}
+	{
+		g.Add(func() error {
+			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", store.Log().Last())
+			if cfg.Ready != nil {
+				st := h.status
+				st.LastSeq = store.Log().Last()
+				cfg.Ready(st)
+			}
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", socket, err)
+			}
+			return nil
+		}, func(error) {
+			// Stop accepting, end the waits, and let every command that
+			// is running commit before the log closes.
+			stop()
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				logger.Warn("requests still running at shutdown", "err", err)
+				srv.Close()
+			}
+		})
+	}
+	{
+		actx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return sweepDeadlines(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+	}
+	{
+		actx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return persistPending(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+	}
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
+		logger.Info("stopping", "reason", err.Error(), "lastSeq", store.Log().Last())
+		err = nil
+	}
+	return err
+}
+
+// probe asks the daemon on socket who it is.
+func probe(ctx context.Context, socket string) (Status, bool) {
+	c, err := Dial(ctx, socket)
+	if err != nil {
+		return Status{}, false
+	}
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.Status(pctx)
+	return st, err == nil
+}
+
+// listen listens on socket, mode 0600. A socket file that nobody answers
+// on was left by a daemon that died and is replaced; a live one, or a file
+// that is not a socket, is an error.
+func listen(ctx context.Context, socket string, logger *slog.Logger) (net.Listener, error) {
+	fi, err := os.Lstat(socket)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("socket %s: %w", socket, err)
+	case fi.Mode().Type() != fs.ModeSocket:
+		return nil, fmt.Errorf("%s exists and is not a socket; move it away or choose another path with --socket", socket)
+	default:
+		if st, ok := probe(ctx, socket); ok {
+			return nil, fmt.Errorf("a daemon (pid %d, data %s) already listens on %s; choose another path with --socket", st.PID, st.DataDir, socket)
+		}
+		if err := os.Remove(socket); err != nil {
+			return nil, fmt.Errorf("remove the stale socket %s: %w", socket, err)
+		}
+		logger.Info("replaced a stale socket left by a daemon that died", "socket", socket)
+	}
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	// The umask makes the socket 0600 from birth: a chmod after listening
+	// would leave a moment when another user could connect.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", socket)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket %s: %w", socket, err)
+	}
+	return ln, nil
+}
+
+// retryBackoff bounds the wait between retries of a failing background
+// job.
+const (
+	retryFirst = time.Second
+	retryMax   = time.Minute
+)
+
+// sweepDeadlines is the deadline sweeper: it times out every delegation
+// past its deadline (at once for those that passed while no daemon ran),
+// then waits for the next deadline or a new event, which may bring an
+// earlier one.
+func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
+	backoff := retryFirst
+	for {
+		last := store.Log().Last()
+		n, next, err := store.TimeoutOverdue(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n > 0 {
+			logger.Info("timed out delegations past their deadline", "count", n)
+		}
+		if err != nil {
+			logger.Warn("timing out overdue delegations failed; retrying", "in", backoff, "err", err)
+			if retry := clock.Now().Add(backoff); next.IsZero() || retry.Before(next) {
+				next = retry
+			}
+			backoff = min(2*backoff, retryMax)
+		} else {
+			backoff = retryFirst
+		}
+		if err := waitLog(ctx, store.Log(), clock, last, next); err != nil {
+			return nil // stopping
+		}
+	}
+}
+
+// persistPending is the artifact writer: terminal commands write their
+// artifact themselves (this may race them to it, harmlessly: a delegation
+// is persisted once, under its lock), and this retries the ones that
+// failed (a full disk,
+// an unwritable directory) until they succeed; the terminal notification
+// becomes due with each. While writes fail it waits between attempts.
+func persistPending(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
+	backoff := retryFirst
+	for {
+		last := store.Log().Last()
+		n, err := store.PersistPending(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n > 0 && backoff > retryFirst {
+			logger.Info("wrote the artifacts that had failed", "count", n)
+		}
+		if err != nil {
+			logger.Warn("artifacts not written; retrying", "in", backoff, "err", err)
+			// Retry on the timer only: new events must not turn a
+			// failing disk into a busy loop.
+			err = sleep(ctx, clock, backoff)
+			backoff = min(2*backoff, retryMax)
+		} else {
+			backoff = retryFirst
+			err = waitLog(ctx, store.Log(), clock, last, time.Time{})
+		}
+		if err != nil {
+			return nil // stopping
+		}
+	}
+}

@@ -1,0 +1,302 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+// handler serves the API over HTTP.
+type handler struct {
+	svc      *Service
+	clock    Clock
+	manual   *ManualClock // non-nil: POST /v1/clock moves it (tests)
+	status   Status
+	logger   *slog.Logger
+	stopping context.Context // done when the daemon stops: waits end
+}
+
+// waiting are the verbs that may wait; they end when the daemon stops.
+// Every other verb runs to completion, so an in-flight commit finishes.
+var waiting = map[string]bool{"read": true, "notifications": true}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, ok := strings.CutPrefix(r.URL.Path, "/v1/")
+	if !ok || strings.Contains(name, "/") {
+		h.fail(w, r, fmt.Errorf("%w: %s; the API is under /v1/ (see README)", errNoEndpoint, r.URL.Path))
+		return
+	}
+	switch name {
+	case "events":
+		h.get(w, r, h.events)
+	case "stream":
+		h.get(w, r, h.stream)
+	case "status":
+		h.get(w, r, func(w http.ResponseWriter, r *http.Request) {
+			st := h.status
+			st.LastSeq = h.svc.store.Log().Last()
+			h.reply(w, r, st)
+		})
+	case "clock":
+		if h.manual == nil {
+			h.fail(w, r, fmt.Errorf("%w: /v1/clock exists only when the daemon runs with --manual-clock", errNoEndpoint))
+			return
+		}
+		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				AdvanceMs int64 `json:"advanceMs"`
+			}
+			if err := decodeBody(r, &req); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			if req.AdvanceMs < 0 {
+				h.fail(w, r, fmt.Errorf("%w: advanceMs must not be negative: the clock only moves forward", fsm.ErrInvalid))
+				return
+			}
+			now := h.manual.Advance(time.Duration(req.AdvanceMs) * time.Millisecond)
+			h.reply(w, r, map[string]string{"now": fsm.FormatTime(now)})
+		})
+	default:
+		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {
+			ctx := r.Context()
+			if waiting[name] {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer context.AfterFunc(h.stopping, cancel)()
+				defer cancel()
+			}
+			out, err := h.svc.call(ctx, name, r.Body)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			h.reply(w, r, out)
+		})
+	}
+}
+
+func (h *handler) post(w http.ResponseWriter, r *http.Request, serve http.HandlerFunc) {
+	h.method(w, r, http.MethodPost, serve)
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request, serve http.HandlerFunc) {
+	h.method(w, r, http.MethodGet, serve)
+}
+
+func (h *handler) method(w http.ResponseWriter, r *http.Request, method string, serve http.HandlerFunc) {
+	if r.Method != method {
+		w.Header().Set("Allow", method)
+		h.fail(w, r, fmt.Errorf("%w: %s %s; use %s", errMethod, r.Method, r.URL.Path, method))
+		return
+	}
+	serve(w, r)
+}
+
+// decodeBody decodes a small request body strictly.
+func decodeBody[T any](r *http.Request, v *T) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, small+1))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: read request body: %v", fsm.ErrInvalid, err)
+	case len(body) > small:
+		return fmt.Errorf("%w: the body of %s is limited to %d bytes", errTooLarge, r.URL.Path, small)
+	}
+	return decode(body, v, reflect.TypeFor[T]())
+}
+
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any) {
+	b, err := marshal(v)
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("encode answer: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+// fail writes err as the API's JSON error.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if h.stopping.Err() != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w: the daemon is stopping; run the command again", errUnavailable)
+	}
+	code := Code(err)
+	status := statusOf(code)
+	if status >= 500 {
+		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	} else {
+		h.logger.Debug("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	}
+	b, _ := marshal(errorBody{Error: &Error{Code: code, Message: err.Error()}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// events serves GET /v1/events?from=SEQ&delegation=ID&follow=1 as JSON
+// lines. An error after the first line ends the stream with a line
+// {"streamError":{...}}.
+func (h *handler) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var req EventsRequest
+	var err error
+	if req.From, err = uintParam(q.Get("from")); err != nil {
+		h.fail(w, r, fmt.Errorf("%w: from: %v", fsm.ErrInvalid, err))
+		return
+	}
+	req.Delegation = q.Get("delegation")
+	req.Follow = q.Get("follow") == "1" || q.Get("follow") == "true"
+	ctx, cancel := context.WithCancel(r.Context())
+	defer context.AfterFunc(h.stopping, cancel)()
+	defer cancel()
+	flusher, _ := w.(http.Flusher)
+	started := false
+	err = h.svc.Events(ctx, req, func(ev Event) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			started = true
+		}
+		b, err := marshal(ev)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if req.Follow && flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+	switch {
+	case err != nil && !started:
+		h.fail(w, r, err)
+	case err != nil:
+		b, _ := marshal(map[string]*Error{"streamError": {Code: Code(err), Message: err.Error()}})
+		w.Write(b)
+	case !started:
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// stream serves GET /v1/stream?from=SEQ&parentSessionID=P as server-sent
+// events: "event" for each new record (its id is the sequence number, so
+// a reconnecting EventSource resumes with Last-Event-ID) and
+// "notification" for each notification when it becomes due, again when a
+// failed delivery keeps it due, and once more on every new connection
+// until acknowledged. Without from, the stream starts at the next record.
+func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	log := h.svc.store.Log()
+	next := log.Last() + 1
+	from := q.Get("from")
+	if id := r.Header.Get("Last-Event-ID"); id != "" && from == "" {
+		last, err := uintParam(id)
+		if err != nil {
+			h.fail(w, r, fmt.Errorf("%w: Last-Event-ID: %v", fsm.ErrInvalid, err))
+			return
+		}
+		from = strconv.FormatUint(last+1, 10)
+	}
+	if from != "" {
+		n, err := uintParam(from)
+		if err != nil {
+			h.fail(w, r, fmt.Errorf("%w: from: %v", fsm.ErrInvalid, err))
+			return
+		}
+		next = max(n, 1)
+	}
+	parent := q.Get("parentSessionID")
+	if _, _, err := h.svc.store.Due(parent); err != nil {
+		h.fail(w, r, err) // an invalid parent session id
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		h.fail(w, r, errors.New("streaming is not supported by this connection"))
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer context.AfterFunc(h.stopping, cancel)()
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+
+	sent := map[string]int{} // notification id → failures when last sent
+	for {
+		last := log.Last()
+		for rec, err := range log.Records(next) {
+			if err != nil {
+				h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
+				return
+			}
+			next = rec.Seq + 1
+			ev, err := NewEvent(rec)
+			if err != nil {
+				h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
+				return
+			}
+			if !h.sse(w, "event", strconv.FormatUint(rec.Seq, 10), ev) {
+				return
+			}
+		}
+		due, nextDue, err := h.svc.store.Due(parent)
+		if err != nil {
+			h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
+			return
+		}
+		still := make(map[string]bool, len(due))
+		for _, n := range due {
+			still[n.ID] = true
+			if f, ok := sent[n.ID]; ok && f == n.Failures {
+				continue
+			}
+			if !h.sse(w, "notification", "", n) {
+				return
+			}
+			sent[n.ID] = n.Failures
+		}
+		for id := range sent {
+			if !still[id] {
+				delete(sent, id) // acknowledged
+			}
+		}
+		flusher.Flush()
+		if err := waitLog(ctx, log, h.clock, max(last, next-1), nextDue); err != nil {
+			return // the client left or the daemon stops
+		}
+	}
+}
+
+// sse writes one server-sent event; false when the client is gone.
+func (h *handler) sse(w http.ResponseWriter, event, id string, v any) bool {
+	b, err := marshal(v)
+	if err != nil {
+		return false
+	}
+	var head string
+	if id != "" {
+		head = "id: " + id + "\n"
+	}
+	_, err = fmt.Fprintf(w, "%sevent: %s\ndata: %s\n", head, event, b) // b ends with "\n"
+	return err == nil
+}
+
+func uintParam(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}

@@ -1,0 +1,111 @@
+package projection
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// TimeoutOverdue times out every active delegation whose deadline has
+// passed, keeping its last progress text as partial output, and returns
+// how many it timed out and the next deadline still ahead (zero when no
+// delegation is active). It reads the deadlines view from its first key,
+// so its cost follows the overdue delegations, not history. A delegation
+// that ended meanwhile is skipped; an error on one does not stop the
+// others.
+func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err error) {
+	now := s.now()
+	var overdue []string
+	err = s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketDeadlines)
+		if err != nil || b == nil {
+			return err
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			at, err := deadlineOfKey(k)
+			if err != nil {
+				return err
+			}
+			if at.After(now) {
+				next = at
+				break
+			}
+			overdue = append(overdue, idOfKey(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	var errs []error
+	for _, id := range overdue {
+		d, err := s.Timeout(ctx, id)
+		switch {
+		case errors.Is(err, fsm.ErrTerminal):
+			// Ended between the scan and the command: nothing to do.
+		case err != nil:
+			errs = append(errs, err)
+		case d.State == fsm.Timeout:
+			n++
+		}
+	}
+	return n, next, errors.Join(errs...)
+}
+
+// deadlineOfKey decodes the time of a deadlines view key (see timeKey).
+func deadlineOfKey(k []byte) (time.Time, error) {
+	if len(k) < 9 || k[8] != 0 {
+		return time.Time{}, fmt.Errorf("deadlines view key %q is malformed (rebuild the views)", k)
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), nil
+}
+
+// ActiveFilter narrows Active; empty fields match everything.
+type ActiveFilter struct {
+	RootSessionID   string
+	ParentSessionID string
+}
+
+// Active returns the active (registered or running) delegations, earliest
+// deadline first. A bridge that restarted lists them to report what its
+// host still knows; whatever it never reports ends at its deadline.
+func (s *Store) Active(f ActiveFilter) ([]fsm.Delegation, error) {
+	if f.RootSessionID != "" {
+		if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, f.RootSessionID); err != nil {
+			return nil, err
+		}
+	}
+	if f.ParentSessionID != "" {
+		if err := fsm.ValidateSessionID(fsm.FieldParentSessionID, f.ParentSessionID); err != nil {
+			return nil, err
+		}
+	}
+	var out []fsm.Delegation
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketDeadlines)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			d, err := loadRecord(tx, idOfKey(k))
+			switch {
+			case err != nil:
+				return err
+			case d == nil:
+				return fmt.Errorf("deadlines view names %q, which has no record (rebuild the views)", idOfKey(k))
+			case f.RootSessionID != "" && d.RootSessionID != f.RootSessionID,
+				f.ParentSessionID != "" && d.ParentSessionID != f.ParentSessionID:
+				return nil
+			}
+			out = append(out, *d)
+			return nil
+		})
+	})
+	return out, err
+}
