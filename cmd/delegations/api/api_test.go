@@ -1,0 +1,439 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+// daemon is an in-process daemon on a real socket in a temporary data
+// directory, with a manual clock.
+type daemon struct {
+	dir    string
+	clock  *ManualClock
+	client *Client
+	stop   func() error // stops the daemon and returns what Serve returned
+}
+
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	d := &daemon{dir: t.TempDir(), clock: NewManualClock(t0)}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Status, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{DataDir: d.dir, Clock: d.clock, Ready: func(st Status) { ready <- st }})
+	}()
+	select {
+	case st := <-ready:
+		if st.Socket != filepath.Join(d.dir, SocketName) {
+			t.Fatalf("socket %s", st.Socket)
+		}
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v", err)
+	}
+	c, err := Dial(ctx, DefaultSocket(d.dir))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	d.client = c
+	stopped := false
+	d.stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		c.Close()
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() {
+		if err := d.stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return d
+}
+
+func (d *daemon) call(t *testing.T, verb string, req, resp any) {
+	t.Helper()
+	if err := d.client.Call(context.Background(), verb, req, resp); err != nil {
+		t.Fatalf("%s: %v", verb, err)
+	}
+}
+
+func (d *daemon) register(t *testing.T, parent string, timeoutMs int64) fsm.Delegation {
+	t.Helper()
+	var rec fsm.Delegation
+	d.call(t, "register", RegisterRequest{
+		RootSessionID: "ses_root", ParentSessionID: parent, Agent: "explore", ProjectID: "proj",
+		Prompt: "look around", TimeoutMs: timeoutMs,
+	}, &rec)
+	return rec
+}
+
+// awaitEvent follows the log from seq from until an event of kind for id
+// arrives, and returns it.
+func (d *daemon) awaitEvent(t *testing.T, from uint64, id, kind string) Event {
+	t.Helper()
+	var found Event
+	stop := errors.New("found")
+	err := d.client.Events(context.Background(), EventsRequest{From: from, Delegation: id, Follow: true}, func(e Event) error {
+		if e.Kind == kind {
+			found = e
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("follow events of %s: %v", id, err)
+	}
+	return found
+}
+
+func TestManualClock(t *testing.T) {
+	c := NewManualClock(t0)
+	fired := make(chan string, 3)
+	c.AfterFunc(time.Minute, func() { fired <- "minute" })
+	stop := c.AfterFunc(time.Second, func() { fired <- "second" })
+	c.AfterFunc(time.Hour, func() { fired <- "hour" })
+	if !stop() || stop() {
+		t.Fatal("stop: want true once, then false")
+	}
+	if now := c.Advance(time.Minute); !now.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("now %v", now)
+	}
+	if got := <-fired; got != "minute" {
+		t.Fatalf("fired %s", got)
+	}
+	select {
+	case got := <-fired:
+		t.Fatalf("%s fired early or after stop", got)
+	default:
+	}
+}
+
+// The sweeper times a delegation out when the clock passes its deadline,
+// keeping the last progress text, and leaves the others alone.
+func TestDeadlineSweeper(t *testing.T) {
+	d := startDaemon(t)
+	short := d.register(t, "ses_a", 60_000)
+	long := d.register(t, "ses_b", 3_600_000)
+	var rec fsm.Delegation
+	d.call(t, "progress", ProgressRequest{ID: short.ID, Message: "half way"}, &rec)
+
+	d.clock.Advance(61 * time.Second)
+	d.awaitEvent(t, 1, short.ID, "timed_out")
+	d.awaitEvent(t, 1, short.ID, "persisted")
+	d.call(t, "show", IDRequest{ID: short.ID}, &rec)
+	if rec.State != fsm.Timeout || rec.ResultText() != "half way\n\n[TIMEOUT REACHED]" || rec.Error != "Delegation timed out after 60s" {
+		t.Fatalf("timed out: %s %q %q", rec.State, rec.ResultText(), rec.Error)
+	}
+	if rec.PersistedAt.IsZero() {
+		t.Fatal("timed out but not persisted")
+	}
+	d.call(t, "show", IDRequest{ID: long.ID}, &rec)
+	if rec.State != fsm.Registered {
+		t.Fatalf("the other delegation: %s", rec.State)
+	}
+	var active Delegations
+	d.call(t, "active", ActiveRequest{}, &active)
+	if len(active.Delegations) != 1 || active.Delegations[0].ID != long.ID {
+		t.Fatalf("active: %+v", active.Delegations)
+	}
+}
+
+// Deadlines that passed while no daemon ran are enforced at start-up.
+func TestOverdueAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	clock := NewManualClock(t0)
+	s, err := projection.Open(dir, projection.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Register(context.Background(), projection.Registration{
+		ProjectID: "proj", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	clock.Advance(2 * time.Minute) // the daemon was down meanwhile
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() { done <- Serve(ctx, Config{DataDir: dir, Clock: clock, Ready: func(Status) { close(ready) }}) }()
+	<-ready
+	c, err := Dial(ctx, DefaultSocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{dir: dir, clock: clock, client: c}
+	d.awaitEvent(t, 1, rec.ID, "timed_out")
+	c.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An artifact that cannot be written leaves the delegation pending, with
+// no notification due; the writer retries on its backoff and the
+// notification becomes due once the write succeeds.
+func TestArtifactRetry(t *testing.T) {
+	d := startDaemon(t)
+	rec := d.register(t, "ses_root", 0)
+	// A file where the project directory must go makes the write fail.
+	blocker := filepath.Join(d.dir, "proj")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.call(t, "complete", CompleteRequest{ID: rec.ID, Result: "done"}, &rec)
+	if rec.State != fsm.Complete || !rec.PersistedAt.IsZero() {
+		t.Fatalf("complete: %s persisted %v", rec.State, rec.PersistedAt)
+	}
+	var ns Notifications
+	d.call(t, "notifications", NotificationsRequest{}, &ns)
+	if len(ns.Notifications) != 0 {
+		t.Fatalf("a notification is due before the artifact: %+v", ns.Notifications)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	// The writer's first attempt raced the command (or followed its
+	// event) and failed; its retry waits on the clock.
+	d.clock.Advance(retryMax)
+	d.awaitEvent(t, 1, rec.ID, "persisted")
+	d.call(t, "notifications", NotificationsRequest{}, &ns)
+	if len(ns.Notifications) != 1 || ns.Notifications[0].ID != "terminal:"+rec.ID {
+		t.Fatalf("notifications: %+v", ns.Notifications)
+	}
+}
+
+// sseEvent is one server-sent event.
+type sseEvent struct{ id, event, data string }
+
+func readSSE(t *testing.T, r *bufio.Reader) sseEvent {
+	t.Helper()
+	var e sseEvent
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read stream: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if e.event != "" {
+				return e
+			}
+		case strings.HasPrefix(line, "id: "):
+			e.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			e.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			e.data = line[6:]
+		}
+	}
+}
+
+// openStream opens GET /v1/stream with a raw HTTP client on the socket.
+func (d *daemon) openStream(t *testing.T, query, lastEventID string) (*bufio.Reader, func()) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", DefaultSocket(d.dir))
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://d/v1/stream?"+query, nil)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %s %s", resp.Status, b)
+	}
+	return bufio.NewReader(resp.Body), func() { resp.Body.Close(); hc.CloseIdleConnections() }
+}
+
+func TestStream(t *testing.T) {
+	d := startDaemon(t)
+	r, closeStream := d.openStream(t, "from=1&parentSessionID=ses_p", "")
+	rec := d.register(t, "ses_p", 0)
+	d.call(t, "complete", CompleteRequest{ID: rec.ID, Result: "done"}, &rec)
+
+	var kinds []string
+	var seqs []string
+	var note projection.Notification
+	for note.ID == "" {
+		e := readSSE(t, r)
+		switch e.event {
+		case "event":
+			var ev Event
+			if err := json.Unmarshal([]byte(e.data), &ev); err != nil {
+				t.Fatal(err)
+			}
+			if e.id != fmt.Sprint(ev.Seq) {
+				t.Fatalf("event id %s for seq %d", e.id, ev.Seq)
+			}
+			kinds = append(kinds, ev.Kind)
+			seqs = append(seqs, e.id)
+		case "notification":
+			if err := json.Unmarshal([]byte(e.data), &note); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("unexpected %+v", e)
+		}
+	}
+	if got := strings.Join(kinds, ","); got != "registered,completed,persisted" {
+		t.Fatalf("events before the notification: %s", got)
+	}
+	if note.ID != "terminal:"+rec.ID || !strings.Contains(note.Text, "<task-id>"+rec.ID+"</task-id>") {
+		t.Fatalf("notification %+v", note)
+	}
+
+	// A failed delivery keeps it due: it is sent again, with its count.
+	var ack projection.AckResult
+	d.call(t, "ack", AckRequest{ID: note.ID, Failed: "parent busy"}, &ack)
+	for {
+		e := readSSE(t, r)
+		if e.event == "notification" {
+			if err := json.Unmarshal([]byte(e.data), &note); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if note.Failures != 1 || note.LastError != "parent busy" {
+		t.Fatalf("redelivered notification: %+v", note)
+	}
+	d.call(t, "ack", AckRequest{ID: note.ID}, &ack)
+	// After the ack only the notified event follows; the all-complete of
+	// the cycle is due after its quiet period on the (manual) clock.
+	if e := readSSE(t, r); e.event != "event" || !strings.Contains(e.data, `"kind":"notified"`) {
+		t.Fatalf("after ack: %+v", e)
+	}
+	d.clock.Advance(projection.AllCompleteQuiet)
+	e := readSSE(t, r)
+	if e.event != "notification" || !strings.Contains(e.data, `"id":"all-complete:ses_p:1"`) {
+		t.Fatalf("after the quiet period: %+v", e)
+	}
+	closeStream()
+
+	// A reconnecting EventSource resumes after its Last-Event-ID, and
+	// gets the notifications still due.
+	r, closeStream = d.openStream(t, "", seqs[1])
+	defer closeStream()
+	if e := readSSE(t, r); e.event != "event" || e.id != fmt.Sprint(mustUint(t, seqs[1])+1) {
+		t.Fatalf("resumed at %+v, want the event after %s", e, seqs[1])
+	}
+}
+
+func mustUint(t *testing.T, s string) uint64 {
+	var n uint64
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Stopping the daemon ends open streams and waits instead of waiting for
+// them, and returns nil.
+func TestStopEndsStreams(t *testing.T) {
+	d := startDaemon(t)
+	r, closeStream := d.openStream(t, "", "")
+	defer closeStream()
+	if err := d.stop(); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Fatal("the stream is still open after the daemon stopped")
+	}
+	if _, err := os.Lstat(DefaultSocket(d.dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+	if _, err := Dial(context.Background(), DefaultSocket(d.dir)); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("dial after stop: %v", err)
+	}
+}
+
+// Requests are decoded strictly, and a refused one changes nothing.
+func TestDecodeErrors(t *testing.T) {
+	s, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	svc := NewService(s)
+	for _, c := range []struct {
+		verb, body, code, msg string
+	}{
+		{"register", "", "invalid", "empty request body; send a JSON object with the fields rootSessionID, parentSessionID, agent"},
+		{"register", "{", "invalid", "malformed JSON"},
+		{"register", `{"rootSessionID": 5}`, "invalid", `field "rootSessionID": want a JSON string, got number`},
+		{"register", `{"rootSesionID": "x"}`, "invalid", `unknown field "rootSesionID"; the fields are rootSessionID,`},
+		{"show", `{"id": "a-b-c"} {}`, "invalid", "data after the JSON object"},
+		{"show", "{\"id\": \"a-b-\xff\"}", "invalid", "not valid UTF-8"},
+		{"show", `{"id": "../../etc"}`, "invalid", `invalid delegation id "../../etc"`},
+		{"show", `{"id": "quiet-blue-fox"}`, "not_found", `delegation "quiet-blue-fox" not found`},
+		{"start", `{"id": "quiet-blue-fox", "sessionID": "x"}`, "not_found", `not found`},
+		{"read", `{"rootSessionID": "../r", "id": "quiet-blue-fox"}`, "invalid", "root session id"},
+		{"read", `{"rootSessionID": "r", "id": "quiet-blue-fox", "waitMs": -1}`, "invalid", "waitMs -1 is outside"},
+		{"list", `{"rootSessionID": "r", "order": "size"}`, "invalid", `order is id or time, not "size"`},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a"}`, "invalid", "give projectId, or projectDir"},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectDir": "rel/dir"}`, "invalid", "is not absolute"},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectId": "p", "timeoutMs": -5}`, "invalid", "timeoutMs -5 is negative"},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a\u0000b", "projectId": "p"}`, "invalid", "agent"},
+		{"ack", `{"id": "terminal"}`, "invalid", "want terminal:<delegation id>"},
+		{"start", `{"id": "` + strings.Repeat("x", small) + `"}`, "too_large", "limited to 65536 bytes"},
+		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, cancel"},
+	} {
+		t.Run(c.verb+"/"+c.code, func(t *testing.T) {
+			_, err := svc.call(context.Background(), c.verb, strings.NewReader(c.body))
+			if err == nil || Code(err) != c.code || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("error %v (code %s); want code %s and %q", err, Code(err), c.code, c.msg)
+			}
+		})
+	}
+	if n := s.Log().Last(); n != 0 {
+		t.Fatalf("refused requests appended %d records", n)
+	}
+}
+
+// Errors keep their code and message across the socket, and unwrap to the
+// sentinel of their code.
+func TestErrorAcrossSocket(t *testing.T) {
+	d := startDaemon(t)
+	rec := d.register(t, "ses_root", 0)
+	var out fsm.Delegation
+	d.call(t, "cancel", CancelRequest{ID: rec.ID}, &out)
+	err := d.client.Call(context.Background(), "complete", CompleteRequest{ID: rec.ID, Result: "late"}, &out)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != "terminal" || !errors.Is(err, fsm.ErrTerminal) {
+		t.Fatalf("late complete: %#v", err)
+	}
+	if !strings.Contains(err.Error(), "already cancelled") {
+		t.Fatalf("message %q", err.Error())
+	}
+}
