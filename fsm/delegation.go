@@ -163,8 +163,10 @@ func Evolve(d Delegation, e Event) Delegation {
 	return d
 }
 
-// evolveImported adopts a legacy artifact: a registration and a terminal
-// transition in one event.
+// evolveImported adopts a legacy artifact: a registration, a terminal
+// transition and, when the event names the file, its persistence, in one
+// event. The adopted file is the artifact as it is (size and hash from the
+// event): a legacy file is not necessarily what RenderArtifact would write.
 func evolveImported(d *Delegation, e *Event) {
 	set := func(dst *string, v string) {
 		if v != "" {
@@ -193,6 +195,10 @@ func evolveImported(d *Delegation, e *Event) {
 		d.LastUpdateAt = e.At
 	}
 	d.CompletedAt = e.At
+	if e.ArtifactPath != "" {
+		d.PersistedAt = e.At
+		d.ArtifactSize, d.ArtifactHash = e.ArtifactSize, e.ArtifactHash
+	}
 }
 
 // Fold applies events in order to an empty record.

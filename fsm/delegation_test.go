@@ -133,6 +133,20 @@ func TestEvolveImported(t *testing.T) {
 		!d.CompletedAt.Equal(t0) || !d.CreatedAt.Equal(t0) || d.ArtifactPath != "/x/old-red-fox.md" || d.Version != 1 {
 		t.Errorf("imported: %+v", d)
 	}
+	// The adopted file is the artifact: persisted with the event's size and hash.
+	if !d.PersistedAt.Equal(t0) || d.ArtifactSize != 0 || d.ArtifactHash != 0 || !d.NotifiedAt.IsZero() || d.Unread() {
+		t.Errorf("imported persistence: %+v", d)
+	}
+	withFile := imp
+	withFile.ArtifactSize, withFile.ArtifactHash = 220, 0x0302e5f06c908735
+	if d := Fold(withFile); d.ArtifactSize != 220 || d.ArtifactHash != 0x0302e5f06c908735 || !d.PersistedAt.Equal(t0) {
+		t.Errorf("imported with size and hash: %+v", d)
+	}
+	noFile := imp
+	noFile.ArtifactPath = ""
+	if d := Fold(noFile); !d.PersistedAt.IsZero() {
+		t.Errorf("imported without a file is persisted: %+v", d)
+	}
 	for _, st := range []State{"", Running, "bogus"} {
 		imp.Status = st
 		if d := Fold(imp); d.State != Complete {

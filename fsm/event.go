@@ -28,7 +28,7 @@ import (
 //	read                  (none)
 //	rejected              Refused, RefusedState, and the refused command's own fields
 //	imported              the registered fields, Status, Result, Error, Title,
-//	                      Description, ArtifactPath
+//	                      Description, ArtifactPath, ArtifactSize, ArtifactHash
 //
 // Kind, ID and At live in the log record (kind, stream, time); the payload
 // (MarshalPayload) holds everything else.

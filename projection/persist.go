@@ -98,9 +98,14 @@ func (s *Store) recover(rebuild bool) error {
 	return nil
 }
 
-// rewriteArtifacts writes every persisted delegation's artifact from its
-// record. The bytes are a function of the record, so a correct file is
-// rewritten identically and a missing or damaged one is restored.
+// rewriteArtifacts restores every persisted delegation's artifact that is
+// missing or differs from what its persisted event recorded (size and
+// xxhash). The bytes are a function of the record, so a missing or damaged
+// file is restored byte for byte; a file that matches is left alone, which
+// keeps imported legacy files (not the store's rendering) as they are. When
+// the record does not render to the recorded bytes (an imported file that
+// is gone, or a file an older renderer wrote), nothing is written: a rebuild
+// never writes bytes the log did not record. Replay reports those.
 func (s *Store) rewriteArtifacts() error {
 	var ds []fsm.Delegation
 	err := s.log.View(func(tx *eventlog.Tx) error {
@@ -116,7 +121,16 @@ func (s *Store) rewriteArtifacts() error {
 		if d.PersistedAt.IsZero() {
 			continue
 		}
-		if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, RenderArtifact(d)); err != nil {
+		if got, err := ReadArtifact(s.dir, d.ArtifactPath); err == nil && persistedContent(d, got) {
+			continue
+		}
+		want := RenderArtifact(d)
+		if !persistedContent(d, want) {
+			s.logf.Warn("artifact missing or changed, and the log cannot regenerate it byte for byte; left as it is",
+				"id", d.ID, "path", d.ArtifactPath)
+			continue
+		}
+		if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, want); err != nil {
 			return fmt.Errorf("rebuild artifact of %s: %w", d.ID, err)
 		}
 	}

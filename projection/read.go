@@ -134,11 +134,13 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 
 // artifact returns the artifact's bytes. A file that is missing or differs
 // from what was persisted is written again from the record: it is a
-// projection, and its bytes depend only on the record.
+// projection, and its bytes depend only on the record. A file with exactly
+// the persisted size and hash is returned as it is, even when the record
+// renders differently: an imported legacy file is the plugin's rendering.
 func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
 	want := RenderArtifact(d)
 	got, err := ReadArtifact(s.dir, d.ArtifactPath)
-	if err == nil && bytes.Equal(got, want) {
+	if err == nil && (bytes.Equal(got, want) || persistedContent(d, got)) {
 		return got, nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

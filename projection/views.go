@@ -169,6 +169,8 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	switch {
 	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
 		return v.registered(w, &next)
+	case prev.Version == 0 && e.Kind == fsm.KindImported:
+		return v.imported(w, &next)
 	case prev.State.Active() && next.State.Terminal():
 		return v.terminated(w, prev, &next)
 	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
@@ -231,6 +233,20 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 		return err
 	}
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
+}
+
+// imported indexes an adopted legacy delegation under its root and parent
+// sessions. It arrives terminal and persisted, and the plugin delivered its
+// notification long ago: it joins no cycle, waits in no outbox and is not
+// unread.
+func (v views) imported(w *viewTx, d *fsm.Delegation) error {
+	if err := w.b[bucketRoots].Put(pairKey(d.RootSessionID, d.ID), nil); err != nil {
+		return err
+	}
+	if d.ParentSessionID == "" {
+		return nil // legacy files do not name the parent
+	}
+	return w.b[bucketParents].Put(pairKey(d.ParentSessionID, d.ID), nil)
 }
 
 func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {

@@ -1,0 +1,170 @@
+package projection
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// Read-only access to the views, for tools that check them against the log
+// (replay, verify). Nothing here writes.
+
+// The views, by the names InspectViews reports in ViewEntry.View.
+const (
+	ViewRecords   = bucketRecords   // id → the record (fsm.Delegation, binary)
+	ViewRoots     = bucketRoots     // a root session's delegations
+	ViewParents   = bucketParents   // a parent session's delegations
+	ViewRunning   = bucketRunning   // active delegations, by root and creation time
+	ViewUnread    = bucketUnread    // notified and not read since completion, by root and completion time
+	ViewDeadlines = bucketDeadlines // active delegations, by deadline
+	ViewPending   = bucketPending   // terminal delegations whose artifact is not persisted yet
+	ViewCycles    = bucketCycles    // a parent session's current cycle
+	ViewMembers   = bucketMembers   // the cycle each delegation joined
+	ViewOutbox    = bucketOutbox    // notifications waiting for an acknowledgement
+)
+
+// Views returns the names of every view, in the order InspectViews visits them.
+func Views() []string { return append([]string(nil), viewBuckets...) }
+
+// CycleView is a parent session's current cycle as the cycles view holds it.
+type CycleView struct {
+	Cycle    uint64 `json:"cycle"`
+	Active   int    `json:"active"`   // active delegations of the parent
+	Members  int    `json:"members"`  // delegations registered in this cycle
+	Notified int    `json:"notified"` // of those, acknowledged terminal notifications
+}
+
+// ViewEntry is one entry of a view, decoded. Which fields are set depends on
+// View:
+//
+//	records    ID, Record
+//	roots      Session (root), ID
+//	parents    Session (parent), ID
+//	running    Session (root), Time (createdAt), ID
+//	unread     Session (root), Time (completedAt), ID
+//	deadlines  Time (timeoutAt), ID
+//	pending    ID
+//	cycles     Session (parent), Cycle
+//	members    ID, Member
+//	outbox     ID (the delegation, for a terminal notification), Notification
+//
+// Key, Value and Record alias the transaction's memory: they are valid
+// only during the InspectViews callback. Err is set, with the fields that
+// could be read, when the key or value is malformed.
+type ViewEntry struct {
+	View         string
+	Key          []byte
+	Value        []byte // the stored value as it is
+	ID           string
+	Session      string
+	Time         time.Time
+	Record       []byte // fsm.UnmarshalDelegation decodes it
+	Notification *Notification
+	Cycle        *CycleView
+	Member       uint64
+	Err          error
+}
+
+// InspectViews calls fn for every entry of every view in tx, view by view
+// (in the order of Views) and key by key. An error from fn stops the walk
+// and is returned. Views that do not exist yet have no entries.
+func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
+	for _, name := range viewBuckets {
+		b, err := tx.Bucket(name)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			continue
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := fn(decodeViewEntry(name, k, v)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// InspectRecord returns the record of delegation id as the records view
+// holds it in tx, or nil when it holds none.
+func InspectRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	return loadRecord(tx, id)
+}
+
+// ViewsCheckpoint returns the sequence number of the last record the views
+// reflect. Below tx.Last(), the views are behind the log (they catch up the
+// next time the store is opened).
+func ViewsCheckpoint(tx *eventlog.Tx) uint64 {
+	return tx.Checkpoint(views{}.Name())
+}
+
+func decodeViewEntry(name string, k, v []byte) ViewEntry {
+	e := ViewEntry{View: name, Key: k, Value: v}
+	bad := func(format string, args ...any) ViewEntry {
+		e.Err = fmt.Errorf("view %s key %q: "+format, append([]any{name, k}, args...)...)
+		return e
+	}
+	switch name {
+	case bucketRecords, bucketPending:
+		e.ID = string(k)
+		if name == bucketRecords {
+			e.Record = v
+		}
+	case bucketRoots, bucketParents:
+		i := firstNUL(k)
+		if i < 0 {
+			return bad("want <session> NUL <id>")
+		}
+		e.Session, e.ID = string(k[:i]), string(k[i+1:])
+	case bucketRunning, bucketUnread:
+		i := firstNUL(k)
+		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {
+			return bad("want <root> NUL <time> NUL <id>")
+		}
+		e.Session = string(k[:i])
+		e.Time = time.Unix(0, int64(binary.BigEndian.Uint64(k[i+1:i+9]))).UTC()
+		e.ID = string(k[i+10:])
+	case bucketDeadlines:
+		if len(k) < 9 || k[8] != 0 {
+			return bad("want <time> NUL <id>")
+		}
+		e.Time = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+		e.ID = string(k[9:])
+	case bucketCycles:
+		e.Session = string(k)
+		var c CycleView
+		if err := json.Unmarshal(v, &c); err != nil {
+			return bad("%v", err)
+		}
+		e.Cycle = &c
+	case bucketMembers:
+		e.ID = string(k)
+		if len(v) != 8 {
+			return bad("cycle number is %d bytes, want 8", len(v))
+		}
+		e.Member = binary.BigEndian.Uint64(v)
+	case bucketOutbox:
+		var n Notification
+		if err := json.Unmarshal(v, &n); err != nil {
+			return bad("%v", err)
+		}
+		e.ID = n.Delegation
+		e.Notification = &n
+	}
+	return e
+}
+
+func firstNUL(k []byte) int {
+	for i, c := range k {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,75 @@
+// Package replay answers "where did my result go" from the event log alone.
+//
+// Run re-applies the whole log through fsm.Evolve into fresh state in
+// memory, compares that state with the views the store keeps and with the
+// artifact files on disk, and returns a Report: findings per delegation,
+// each with a stable code, a severity, a plain-language diagnosis (what
+// happened, which step did not happen, what to run next) and the sequence
+// numbers involved. Verify runs only the integrity checks (records,
+// indexes, views, artifacts). Rebuild regenerates views and artifacts from
+// the log and replays again to show what is left. ReadTimeline lists every
+// event of one delegation, refused ones included, with the gaps between
+// steps.
+//
+// A delegation's steps are registered → (started, progressed) → a terminal
+// event → persisted (artifact written) → notified (the bridge acknowledged
+// the terminal notification) → read. Replay names the first step that did
+// not happen:
+//
+//	code                      severity          meaning
+//	not_persisted             error             terminal, but the artifact was never written
+//	artifact_missing          error             persisted, but the file is gone
+//	artifact_changed          error             persisted, but the file differs (size or xxhash)
+//	artifact_unreadable       error             persisted, but the file cannot be read
+//	artifact_not_reproducible info              the record no longer renders to the persisted bytes
+//	not_notified              info, then error  persisted, the notification not acknowledged (error once older than Stale)
+//	all_complete_not_notified info, then error  a cycle's all-complete not acknowledged (error once older than Stale)
+//	unread                    info              notified, never read since it completed
+//	overdue                   info, then error  active past its deadline (error once past DeadlineGrace)
+//	late_result               warning           a completion arrived after the delegation had ended otherwise: refused, never delivered
+//	late_events               info              other commands refused after the terminal state
+//	corrupt_record            error             records that fail their checksum or are missing
+//	bad_payload               error             a record whose payload does not decode
+//	unknown_kinds             info              event kinds this build does not know (a newer build wrote them)
+//	views_behind              warning           the views have not caught up with the log (error if ahead of it)
+//	view_mismatch             error             a view disagrees with the log
+//	index_corrupt             error             the log's own indexes disagree with its records (Verify)
+//
+// Severities: "error" means a step did not happen or something is damaged;
+// "warning" means nothing is damaged but a result may be lost to the user;
+// "info" is the normal life of a store worth knowing when hunting for a
+// result (a fresh notification waiting for the bridge, an unread result).
+// Report.Failed is true when there is an error or a warning: the CLI exits
+// 1 then, so a healthy store with unread results still exits 0.
+//
+// # Caveats
+//
+//   - projection.Open finishes interrupted work (it persists pending
+//     artifacts) before anything can be replayed. To observe a data
+//     directory exactly as it is, pass Run the log opened alone:
+//     eventlog.Open(filepath.Join(dir, projection.LogFile), ...) with no
+//     projectors, which catches nothing up and writes nothing.
+//   - Replay holds every delegation's record in memory: about the size of
+//     the log's payloads. It reads the log in chunks of short read
+//     transactions, then compares the views in one read transaction,
+//     applying first the records committed meanwhile, so a live store is
+//     compared against one consistent point.
+//   - Views are compared only for a replay of the whole log: with Until
+//     they show a later state. Artifacts are checked either way (a file is
+//     written once).
+//   - The views' expected content is computed by rules written here,
+//     independently of the projector: a view entry the log does not explain
+//     is reported, even when the projector wrote it.
+//   - Imported delegations (legacy plugin files, see projection.Import) are
+//     persisted with the file as it is and never notified: replay does not
+//     report them as not notified, and checks their file by its recorded
+//     hash only, since a legacy file is not the store's rendering. Rebuild
+//     cannot regenerate a lost legacy file.
+//   - A damaged record is reported with its sequence number and replay
+//     goes on after it, so the delegation it belonged to replays without
+//     that event and may show further findings. Rebuild cannot get past a
+//     damaged record: restore the log file from a backup.
+//   - Rebuild needs the data directory to itself: close the store (stop
+//     the daemon) first; it opens the log twice, with the lock timeout given.
+//   - The library never prints; progress goes to an optional callback.
+package replay
