@@ -71,7 +71,7 @@ func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
 		showVerb, readVerb, listVerb, activeVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
-		serveVerb,
+		replayVerb, timelineVerb, verifyVerb, importVerb, serveVerb,
 	}
 }
 
@@ -284,7 +284,9 @@ func (e *env) connect(ctx context.Context) (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.be = local{api.Local{Service: api.NewService(s)}}
+	svc := api.NewService(s)
+	svc.OnProgress = e.progress()
+	e.be = local{api.Local{Service: svc}}
 	return e.be, nil
 }
 

@@ -27,6 +27,9 @@ const MaxWait = 24 * time.Hour
 // (Local) when no daemon runs.
 type Service struct {
 	store *projection.Store
+	// OnProgress, if set, sees the progress of long verbs (replay, verify,
+	// import). The CLI sets it to draw on a terminal; the daemon does not.
+	OnProgress func(done, total int)
 }
 
 // NewService returns the service of store s.
@@ -310,6 +313,10 @@ var endpoints = map[string]endpoint{
 	"notifications": verb(small, (*Service).Notifications),
 	"ack":           verb(textLimit(fsm.MaxErrorLen), (*Service).Ack),
 	"compact":       verb(small, (*Service).Compact),
+	"replay":        verb(small, (*Service).Replay),
+	"verify":        verb(small, (*Service).Verify),
+	"timeline":      verb(small, (*Service).Timeline),
+	"import":        verb(small, (*Service).Import),
 }
 
 // Verbs returns the names of the POST endpoints, sorted.
