@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -40,14 +39,8 @@ func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.
 		if !next.IsZero() && next.Before(until) {
 			until = next
 		}
-		wctx, cancel := context.WithTimeout(ctx, until.Sub(now))
-		_, err = s.log.Wait(wctx, last)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err := s.Wait(ctx, last, until); err != nil {
 			return nil, err
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
 		}
 	}
 }

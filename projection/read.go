@@ -123,10 +123,7 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 		if !now.Before(until) {
 			return d, nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, until.Sub(now))
-		_, err = s.log.Wait(wctx, last)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err := s.Wait(ctx, last, until); err != nil {
 			return d, err
 		}
 	}

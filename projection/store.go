@@ -29,6 +29,10 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+	// AfterFunc runs f once d has passed on the clock Now reads, unless
+	// stop is called first; nil means time.AfterFunc. An injected clock
+	// must inject both, so that waits end when that clock says so.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// IDs draws new delegation ids; nil means crypto/rand.
 	IDs *fsm.IDGenerator
 	// Logger receives diagnostics; nil discards them.
@@ -44,8 +48,9 @@ type Store struct {
 	dir  string
 	log  *eventlog.Log
 	cfg  fsm.Config
-	now  func() time.Time
-	ids  *fsm.IDGenerator
+	now   func() time.Time
+	after func(d time.Duration, f func()) (stop func() bool)
+	ids   *fsm.IDGenerator
 	logf *slog.Logger
 
 	// Commands on one delegation are decided and appended one at a time:
@@ -62,6 +67,9 @@ type Store struct {
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
 	if opts.IDs == nil {
 		opts.IDs = fsm.NewIDGenerator(nil)
@@ -92,8 +100,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		dir:  abs,
 		log:  l,
 		cfg:  fsm.Config{DefaultTimeout: opts.DefaultTimeout},
-		now:  opts.Now,
-		ids:  opts.IDs,
+		now:   opts.Now,
+		after: opts.AfterFunc,
+		ids:   opts.IDs,
 		logf: opts.Logger,
 	}
 	if err := s.recover(opts.Rebuild); err != nil {
@@ -111,6 +120,25 @@ func (s *Store) Dir() string { return s.dir }
 
 // Log returns the event log, for readers (events, replay, verify).
 func (s *Store) Log() *eventlog.Log { return s.log }
+
+// Wait waits until the log holds a record after seq, the store's clock
+// reaches until (never, when until is zero), or ctx ends; only the last is
+// an error (ctx's), besides the log closing.
+func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !until.IsZero() {
+		defer s.after(until.Sub(s.now()), cancel)()
+	}
+	_, err := s.log.Wait(wctx, seq)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.Canceled):
+		return nil // the clock reached until
+	}
+	return err
+}
 
 // Registration is what a delegate call provides.
 type Registration struct {

@@ -437,3 +437,48 @@ func TestErrorAcrossSocket(t *testing.T) {
 		t.Fatalf("message %q", err.Error())
 	}
 }
+
+// Waits are measured on the daemon's clock: moving it past a read's or a
+// notifications call's wait limit ends the wait at once, and standing
+// still never ends it.
+func TestWaitsFollowTheClock(t *testing.T) {
+	d := startDaemon(t)
+	rec := d.register(t, "ses_root", 3_600_000)
+	// A guard that turns a wait on the wall clock (the bug this catches)
+	// into a failure instead of a hang; nothing waits for it to pass.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	read := make(chan error, 1)
+	go func() {
+		var res projection.ReadResult
+		err := d.client.Call(ctx, "read", ReadRequest{RootSessionID: "ses_root", ID: rec.ID, WaitMs: 600_000}, &res)
+		if err == nil && (res.Artifact || !strings.Contains(res.Text, "Status: registered")) {
+			err = fmt.Errorf("read of an active delegation: %+v", res)
+		}
+		read <- err
+	}()
+	if err := d.clock.AwaitTimer(ctx, t0.Add(600*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	d.clock.Advance(601 * time.Second)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+
+	notes := make(chan error, 1)
+	go func() {
+		var ns Notifications
+		err := d.client.Call(ctx, "notifications", NotificationsRequest{WaitMs: 1000}, &ns)
+		if err == nil && len(ns.Notifications) != 0 {
+			err = fmt.Errorf("notifications: %+v", ns)
+		}
+		notes <- err
+	}()
+	if err := d.clock.AwaitTimer(ctx, t0.Add(602*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	d.clock.Advance(time.Second)
+	if err := <-notes; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,11 +2,9 @@ package api
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
-	"github.com/delegations/delegations/eventlog"
 )
 
 // Clock is the daemon's time: the store's timestamps, the deadline
@@ -34,6 +32,7 @@ type ManualClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers map[*manualTimer]struct{}
+	set    chan struct{} // closed and replaced whenever a timer is set
 }
 
 type manualTimer struct {
@@ -43,7 +42,7 @@ type manualTimer struct {
 
 // NewManualClock returns a clock stopped at start.
 func NewManualClock(start time.Time) *ManualClock {
-	return &ManualClock{now: start, timers: map[*manualTimer]struct{}{}}
+	return &ManualClock{now: start, timers: map[*manualTimer]struct{}{}, set: make(chan struct{})}
 }
 
 func (c *ManualClock) Now() time.Time {
@@ -61,12 +60,35 @@ func (c *ManualClock) AfterFunc(d time.Duration, f func()) func() bool {
 		return func() bool { return false }
 	}
 	c.timers[t] = struct{}{}
+	close(c.set)
+	c.set = make(chan struct{})
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		_, pending := c.timers[t]
 		delete(c.timers, t)
 		return pending
+	}
+}
+
+// AwaitTimer blocks until a timer due at exactly at is set, or ctx ends.
+// Tests use it to know that a wait has begun before they move the clock.
+func (c *ManualClock) AwaitTimer(ctx context.Context, at time.Time) error {
+	for {
+		c.mu.Lock()
+		set := c.set
+		for t := range c.timers {
+			if t.at.Equal(at) {
+				c.mu.Unlock()
+				return nil
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-set:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -87,25 +109,6 @@ func (c *ManualClock) Advance(d time.Duration) time.Time {
 		go f()
 	}
 	return now
-}
-
-// waitLog waits until the log has a record after seq, the clock reaches
-// until (never, when zero), or ctx ends; only the last is an error.
-func waitLog(ctx context.Context, log *eventlog.Log, clock Clock, seq uint64, until time.Time) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if !until.IsZero() {
-		stop := clock.AfterFunc(until.Sub(clock.Now()), cancel)
-		defer stop()
-	}
-	_, err := log.Wait(wctx, seq)
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case errors.Is(err, context.Canceled):
-		return nil // the clock reached until
-	}
-	return err
 }
 
 // sleep waits until d has passed on the clock or ctx ends.

@@ -77,10 +77,16 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("socket path %s is %d bytes, longer than the %d a unix socket allows; choose a shorter one with --socket", socket, len(socket), maxSocketPath)
 	}
 	logger := cfg.Logger
+	// A running daemon answers at once; asking first spares a second one
+	// the lock timeout.
+	if st, ok := probe(ctx, socket); ok {
+		return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
+	}
 	store, err := projection.Open(dir, projection.Options{
 		DefaultTimeout: cfg.DefaultTimeout,
 		LockTimeout:    cfg.LockTimeout,
 		Now:            cfg.Clock.Now,
+		AfterFunc:      cfg.Clock.AfterFunc,
 		Logger:         logger,
 	})
 	if errors.Is(err, eventlog.ErrLocked) {
@@ -107,7 +113,6 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	defer stop()
 	h := &handler{
 		svc:      NewService(store),
-		clock:    cfg.Clock,
 		status:   Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
 		logger:   logger,
 		stopping: stopping,
@@ -233,11 +238,11 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 	for {
 		last := store.Log().Last()
 		n, next, err := store.TimeoutOverdue(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
 		if n > 0 {
 			logger.Info("timed out delegations past their deadline", "count", n)
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 		if err != nil {
 			logger.Warn("timing out overdue delegations failed; retrying", "in", backoff, "err", err)
@@ -248,7 +253,7 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 		} else {
 			backoff = retryFirst
 		}
-		if err := waitLog(ctx, store.Log(), clock, last, next); err != nil {
+		if err := store.Wait(ctx, last, next); err != nil {
 			return nil // stopping
 		}
 	}
@@ -279,7 +284,7 @@ func persistPending(ctx context.Context, store *projection.Store, clock Clock, l
 			backoff = min(2*backoff, retryMax)
 		} else {
 			backoff = retryFirst
-			err = waitLog(ctx, store.Log(), clock, last, time.Time{})
+			err = store.Wait(ctx, last, time.Time{})
 		}
 		if err != nil {
 			return nil // stopping

@@ -18,7 +18,6 @@ import (
 // handler serves the API over HTTP.
 type handler struct {
 	svc      *Service
-	clock    Clock
 	manual   *ManualClock // non-nil: POST /v1/clock moves it (tests)
 	status   Status
 	logger   *slog.Logger
@@ -274,7 +273,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		flusher.Flush()
-		if err := waitLog(ctx, log, h.clock, max(last, next-1), nextDue); err != nil {
+		if err := h.svc.store.Wait(ctx, max(last, next-1), nextDue); err != nil {
 			return // the client left or the daemon stops
 		}
 	}
@@ -298,5 +297,9 @@ func uintParam(s string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	return strconv.ParseUint(s, 10, 64)
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("want a sequence number (0 or more), got %q", s)
+	}
+	return n, nil
 }

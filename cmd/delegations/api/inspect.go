@@ -44,7 +44,7 @@ func Replay(ctx context.Context, log *eventlog.Log, dir string, r ReplayRequest,
 	if r.Until != "" {
 		var err error
 		if until, err = replay.ParsePoint(r.Until); err != nil {
-			return Rendered{}, err
+			return Rendered{}, fmt.Errorf("until: %w", err)
 		}
 	}
 	rep, err := replay.Run(ctx, log, dir, replay.Options{Until: until, Progress: progress})

@@ -205,6 +205,10 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 		if !r.Follow {
 			return s.streamEvents(id, r.From, emit)
 		}
+		// Ids come from register, so one without events never gets any.
+		if _, err := s.store.Get(id); err != nil {
+			return err
+		}
 	}
 	log := s.store.Log()
 	next := r.From
@@ -363,6 +367,8 @@ func decode(body []byte, v any, t reflect.Type) error {
 	case err == nil:
 	case errors.As(err, &syntax):
 		return fmt.Errorf("%w: malformed JSON at byte %d: %v", fsm.ErrInvalid, syntax.Offset, syntax)
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Errorf("%w: want a JSON object, got %s", fsm.ErrInvalid, typ.Value)
 	case errors.As(err, &typ):
 		return fmt.Errorf("%w: field %q: want a JSON %s, got %s", fsm.ErrInvalid, typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
