@@ -45,13 +45,13 @@ type Options struct {
 // against the current record, appended to the event log, and projected into
 // the views in the same transaction. It is safe for concurrent use.
 type Store struct {
-	dir  string
-	log  *eventlog.Log
-	cfg  fsm.Config
+	dir   string
+	log   *eventlog.Log
+	cfg   fsm.Config
 	now   func() time.Time
 	after func(d time.Duration, f func()) (stop func() bool)
 	ids   *fsm.IDGenerator
-	logf *slog.Logger
+	logf  *slog.Logger
 
 	// Commands on one delegation are decided and appended one at a time:
 	// optimistic retries alone starve when many callers race on one
@@ -97,13 +97,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:  abs,
-		log:  l,
-		cfg:  fsm.Config{DefaultTimeout: opts.DefaultTimeout},
+		dir:   abs,
+		log:   l,
+		cfg:   fsm.Config{DefaultTimeout: opts.DefaultTimeout},
 		now:   opts.Now,
 		after: opts.AfterFunc,
 		ids:   opts.IDs,
-		logf: opts.Logger,
+		logf:  opts.Logger,
 	}
 	if err := s.recover(opts.Rebuild); err != nil {
 		l.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
 )
 
 // Clock is the daemon's time: the store's timestamps, the deadline
