@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -143,7 +144,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return usagef("unknown verb %q", name)
 	}
 	e.verb = &v
-	err := ignoreHelp(v.run(ctx, e, rest))
+	err := checkUTF8(rest)
+	if err == nil {
+		err = ignoreHelp(v.run(ctx, e, rest))
+	}
 	if e.be != nil {
 		if cerr := e.be.Close(); cerr != nil && err == nil {
 			err = cerr
@@ -167,6 +171,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "delegations %s: %v\n", v.name, err)
 	return err
+}
+
+// checkUTF8 refuses arguments that are not UTF-8: JSON, which carries
+// every request, would silently replace the bad bytes, and the store would
+// keep a text other than the one given.
+func checkUTF8(args []string) error {
+	for i, a := range args {
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("%w: argument %d (%q) is not valid UTF-8", fsm.ErrInvalid, i+1, a)
+		}
+	}
+	return nil
 }
 
 func lookupVerb(name string) (verb, bool) {
@@ -377,6 +393,9 @@ func (e *env) text(fs *flag.FlagSet, name, value string, max int) (string, error
 	}
 	if len(b) > max {
 		return "", fmt.Errorf("%w: --%s on stdin is larger than the %d-byte limit", fsm.ErrInvalid, name, max)
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("%w: --%s on stdin is not valid UTF-8", fsm.ErrInvalid, name)
 	}
 	// `echo text |` ends with a newline the text does not have.
 	return strings.TrimSuffix(string(b), "\n"), nil

@@ -19,6 +19,9 @@
 //     daemon; it costs one extra encoding per call.
 //   - Request bodies must be valid UTF-8: the JSON decoder would silently
 //     replace bad bytes, and a stored text would differ from what was sent.
+//     For the same reason Go callers must pass UTF-8 strings: json.Marshal
+//     replaces bad bytes before the request leaves (the CLI checks its
+//     arguments and stdin first).
 //   - Unknown fields are refused, not ignored: a misspelt field would
 //     otherwise be a silently lost value.
 package api
