@@ -16,8 +16,8 @@ import (
 // how many it timed out and the next deadline still ahead (zero when no
 // delegation is active). It reads the deadlines view from its first key,
 // so its cost follows the overdue delegations, not history. A delegation
-// that ended meanwhile is skipped; an error on one does not stop the
-// others.
+// that ended meanwhile is skipped without a trace; an error on one does
+// not stop the others.
 func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err error) {
 	now := s.now()
 	var overdue []string
@@ -45,17 +45,36 @@ func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err 
 	}
 	var errs []error
 	for _, id := range overdue {
-		d, err := s.Timeout(ctx, id)
-		switch {
-		case errors.Is(err, fsm.ErrTerminal):
-			// Ended between the scan and the command: nothing to do.
-		case err != nil:
+		timedOut, err := s.timeoutIfOverdue(ctx, id)
+		if err != nil {
 			errs = append(errs, err)
-		case d.State == fsm.Timeout:
+		} else if timedOut {
 			n++
 		}
 	}
 	return n, next, errors.Join(errs...)
+}
+
+// timeoutIfOverdue times id out if it is still active and past its
+// deadline when its lock is held. A delegation that ended meanwhile (or a
+// stale view entry) appends nothing: a refused timeout here would be noise
+// in its timeline, and an append would wake the sweeper again at once.
+func (s *Store) timeoutIfOverdue(ctx context.Context, id string) (bool, error) {
+	timedOut := false
+	d, err := s.update(ctx, id, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if d == nil || !d.State.Active() || d.TimeoutAt.After(at) {
+			return nil, nil
+		}
+		timedOut = true
+		return fsm.Decide(d, fsm.Event{Kind: fsm.KindTimedOut, ID: id, At: at}, s.cfg)
+	})
+	if err != nil || !timedOut || !d.PersistedAt.IsZero() {
+		return timedOut, err
+	}
+	if _, err := s.Persist(context.WithoutCancel(ctx), id); err != nil {
+		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", id, "err", err)
+	}
+	return true, nil
 }
 
 // deadlineOfKey decodes the time of a deadlines view key (see timeKey).

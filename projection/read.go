@@ -63,7 +63,8 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 		}
 	}
 	if d.PersistedAt.IsZero() {
-		p, err := s.Persist(ctx, id)
+		// Durable state: finish it even if the caller has gone.
+		p, err := s.Persist(context.WithoutCancel(ctx), id)
 		if err != nil {
 			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
 			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil

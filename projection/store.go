@@ -112,7 +112,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the log after in-flight commands commit.
+// Close closes the log after in-flight appends commit. Stop issuing
+// commands first: one that has appended may still be writing its artifact,
+// which the next Open finishes.
 func (s *Store) Close() error { return s.log.Close() }
 
 // Dir returns the data directory.

@@ -326,3 +326,34 @@ func TestConcurrentCommandsRespectGuards(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The sweeper's timeout of a delegation that ended meanwhile (or that a
+// stale view still lists) appends nothing: a refused timeout would wake
+// the sweeper again at once, forever.
+func TestTimeoutIfOverdueSkipsEnded(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	s, err := Open(t.TempDir(), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	d, err := s.Register(ctx, Registration{ProjectID: "p", RootSessionID: "r", ParentSessionID: "r", Agent: "a", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Complete(ctx, d.ID, "done", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	last := s.Log().Last()
+	if timedOut, err := s.timeoutIfOverdue(ctx, d.ID); timedOut || err != nil {
+		t.Fatalf("timed out an ended delegation: %v %v", timedOut, err)
+	}
+	if n, next, err := s.TimeoutOverdue(ctx); n != 0 || !next.IsZero() || err != nil {
+		t.Fatalf("TimeoutOverdue: %d %v %v", n, next, err)
+	}
+	if s.Log().Last() != last {
+		t.Fatalf("appended %d records for an ended delegation", s.Log().Last()-last)
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
@@ -32,12 +31,14 @@ func runEvents(ctx context.Context, e *env, args []string) error {
 		}
 		r.Delegation = id
 	}
+	if r.Follow {
+		if err := e.needDaemon(ctx, "events --follow"); err != nil {
+			return err
+		}
+	}
 	be, err := e.connect(ctx)
 	if err != nil {
 		return err
-	}
-	if _, embedded := be.(local); embedded && r.Follow {
-		return errors.New("events --follow needs a running daemon: without one this command would hold the log and lock out every writer; start `delegations serve`")
 	}
 	err = be.Events(ctx, r, func(ev api.Event) error {
 		if e.json {

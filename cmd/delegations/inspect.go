@@ -69,6 +69,20 @@ func (e *env) withLog(dir string, fn func(l *eventlog.Log, abs string) error) er
 	return err
 }
 
+// needDaemon refuses what only makes sense through a daemon: without one
+// this process holds the log, and nothing else can change it while it
+// waits.
+func (e *env) needDaemon(ctx context.Context, what string) error {
+	be, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	if _, embedded := be.(local); embedded {
+		return fmt.Errorf("%s needs a running daemon: without one this command would hold the log, so nothing could change while it waits, and every writer would be locked out; start `delegations serve`", what)
+	}
+	return nil
+}
+
 // printRendered prints a report: its JSON with --json, else its text.
 func (e *env) printRendered(res api.Rendered) error {
 	var err error

@@ -32,6 +32,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal the default returns: a second one ends a
+	// daemon that is slow to stop.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(exitCode(err))
@@ -325,7 +328,8 @@ func socketPath(flagValue, dataDir string) string {
 
 // defaultTimeout is the deadline of delegations registered without one:
 // $DELEGATIONS_DEFAULT_TIMEOUT (a Go duration), else 15 minutes. The
-// daemon reads it too, so both paths agree.
+// daemon reads it when it starts (or takes --default-timeout), and through
+// a daemon its setting is the one that applies.
 func defaultTimeout() (time.Duration, error) {
 	v := os.Getenv("DELEGATIONS_DEFAULT_TIMEOUT")
 	if v == "" {

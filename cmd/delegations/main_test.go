@@ -122,6 +122,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"unknown id", []string{"complete", "--result", "x", "unknown-grey-owl"}, 1, `delegation "unknown-grey-owl" not found in `},
 		{"bad session", []string{"register", "--root-session", "../x", "--parent-session", "p", "--agent", "a", "--project", "p"}, 1, "invalid root session id"},
 		{"bad timeout", []string{"register", "--root-session", "r", "--parent-session", "p", "--agent", "a", "--project", "p", "--timeout", "-5s"}, 2, "--timeout must not be negative"},
+		{"read --wait without a daemon", []string{"read", "--root-session", "r", "--wait", "1s", "quiet-blue-fox"}, 1, "read --wait needs a running daemon"},
 		{"timeout too long", []string{"register", "--root-session", "r", "--parent-session", "p", "--agent", "a", "--project", "p", "--timeout", "9000h"}, 1, "timeout"},
 	}
 	for _, c := range cases {

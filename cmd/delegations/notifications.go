@@ -26,6 +26,11 @@ func runNotifications(ctx context.Context, e *env, args []string) error {
 	if *wait < 0 {
 		return usagef("--wait must not be negative")
 	}
+	if *wait > 0 {
+		if err := e.needDaemon(ctx, "notifications --wait"); err != nil {
+			return err
+		}
+	}
 	var res api.Notifications
 	if err := e.call(ctx, api.NotificationsRequest{ParentSessionID: *parent, WaitMs: wait.Milliseconds()}, &res); err != nil {
 		return err

@@ -31,6 +31,11 @@ func runRead(ctx context.Context, e *env, args []string) error {
 	if *wait < 0 {
 		return usagef("--wait must not be negative")
 	}
+	if *wait > 0 {
+		if err := e.needDaemon(ctx, "read --wait"); err != nil {
+			return err
+		}
+	}
 	var res projection.ReadResult
 	if err := e.call(ctx, api.ReadRequest{RootSessionID: *root, ID: rest[0], WaitMs: wait.Milliseconds()}, &res); err != nil {
 		return err

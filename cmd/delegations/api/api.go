@@ -218,15 +218,18 @@ var codes = []struct {
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed},
 	{errNoEndpoint, "no_endpoint", http.StatusNotFound},
 	{errUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{eventlog.ErrConflict, "conflict", http.StatusConflict},
+	{eventlog.ErrClosed, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrLocked, "locked", http.StatusServiceUnavailable},
 	{eventlog.ErrBroken, "broken", http.StatusServiceUnavailable},
 	{eventlog.ErrCorrupt, "corrupt", http.StatusInternalServerError},
+	{fsm.ErrCorruptPayload, "corrupt", http.StatusInternalServerError},
 }
 
 // Code is the stable machine-readable name of an error, the same whether
 // it happened in process or behind the socket: invalid, not_found, exists,
-// terminal, too_large, method_not_allowed, no_endpoint, unavailable,
-// locked, broken, corrupt or internal.
+// terminal, conflict, too_large, method_not_allowed, no_endpoint,
+// unavailable, locked, broken, corrupt or internal.
 func Code(err error) string {
 	var ae *Error
 	if errors.As(err, &ae) {

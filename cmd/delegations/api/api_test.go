@@ -406,6 +406,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectId": "p", "timeoutMs": -5}`, "invalid", "timeoutMs -5 is negative"},
 		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a\u0000b", "projectId": "p"}`, "invalid", "agent"},
 		{"ack", `{"id": "terminal"}`, "invalid", "want terminal:<delegation id>"},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectId": "p", "timeoutMs": 1152921504606846976}`, "invalid", "want between 1s and 7 days"},
+		{"read", `{"rootSessionID": "r", "id": "quiet-blue-fox", "waitMs": 1152921504606846976}`, "invalid", "is outside 0..86400000"},
+		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectDir": "/nonexistent/dir"}`, "invalid", "projectDir"},
+		{"import", `{"dir": "/nonexistent/dir"}`, "invalid", "is not a directory"},
 		{"start", `{"id": "` + strings.Repeat("x", small) + `"}`, "too_large", "limited to 65536 bytes"},
 		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, cancel"},
 	} {
@@ -480,5 +484,14 @@ func TestWaitsFollowTheClock(t *testing.T) {
 	d.clock.Advance(time.Second)
 	if err := <-notes; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A socket path too long for the platform cannot have a daemon behind it:
+// the CLI then works on the log itself instead of failing.
+func TestDialLongPath(t *testing.T) {
+	long := "/tmp/" + strings.Repeat("d", 200) + "/" + SocketName
+	if _, err := Dial(context.Background(), long); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("dial %d bytes: %v", len(long), err)
 	}
 }

@@ -29,10 +29,14 @@ type Client struct {
 // ErrNoDaemon when nothing listens there, so the caller can work on the
 // log itself.
 func Dial(ctx context.Context, socket string) (*Client, error) {
+	if len(socket) > maxSocketPath {
+		// Serve refuses such a path, so no daemon listens there.
+		return nil, fmt.Errorf("%w: %s is too long for a socket", ErrNoDaemon, socket)
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR) {
 			return nil, fmt.Errorf("%w on %s", ErrNoDaemon, socket)
 		}
 		return nil, fmt.Errorf("connect to the daemon on %s: %w", socket, err)

@@ -53,7 +53,7 @@ func DefaultSocket(dataDir string) string { return filepath.Join(dataDir, Socket
 // opens the store (finishing what a crash interrupted), listens on the
 // socket, and runs the actors in one run.Group: the API server, the
 // deadline sweeper, the artifact writer and the signal handler. On the
-// way out it stops accepting, lets in-flight commands commit, ends waits,
+// way out it ends waits, stops accepting, lets in-flight commands commit,
 // and closes the log. A signal is a clean stop (nil).
 func Serve(ctx context.Context, cfg Config) (err error) {
 	if cfg.Clock == nil {
@@ -246,14 +246,15 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 		}
 		if err != nil {
 			logger.Warn("timing out overdue delegations failed; retrying", "in", backoff, "err", err)
-			if retry := clock.Now().Add(backoff); next.IsZero() || retry.Before(next) {
-				next = retry
-			}
+			// On the timer only, as persistPending: new events must not
+			// turn a failing store into a busy loop.
+			err = sleep(ctx, clock, backoff)
 			backoff = min(2*backoff, retryMax)
 		} else {
 			backoff = retryFirst
+			err = store.Wait(ctx, last, next)
 		}
-		if err := store.Wait(ctx, last, next); err != nil {
+		if err != nil {
 			return nil // stopping
 		}
 	}

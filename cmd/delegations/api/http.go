@@ -125,8 +125,12 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any) {
 
 // fail writes err as the API's JSON error.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if h.stopping.Err() != nil && errors.Is(err, context.Canceled) {
+	switch {
+	case h.stopping.Err() != nil && errors.Is(err, context.Canceled):
 		err = fmt.Errorf("%w: the daemon is stopping; run the command again", errUnavailable)
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		h.logger.Debug("client hung up", "method", r.Method, "path", r.URL.Path)
+		return // nobody reads the answer
 	}
 	code := Code(err)
 	status := statusOf(code)
@@ -176,6 +180,9 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	if err == nil && req.Follow && h.stopping.Err() != nil {
+		err = fmt.Errorf("%w: the daemon is stopping; follow again from the last sequence number", errUnavailable)
+	}
 	switch {
 	case err != nil && !started:
 		h.fail(w, r, err)
@@ -273,7 +280,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		flusher.Flush()
-		if err := h.svc.store.Wait(ctx, max(last, next-1), nextDue); err != nil {
+		if err := h.svc.store.Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
 			return // the client left or the daemon stops
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -104,6 +105,9 @@ func (s *Service) Timeline(ctx context.Context, r IDRequest) (Rendered, error) {
 func (s *Service) Import(ctx context.Context, r ImportRequest) (Rendered, error) {
 	if !filepath.IsAbs(r.Dir) {
 		return Rendered{}, fmt.Errorf("%w: dir %q is not absolute: the daemon does not share the caller's working directory", fsm.ErrInvalid, r.Dir)
+	}
+	if fi, err := os.Stat(r.Dir); err != nil || !fi.IsDir() {
+		return Rendered{}, fmt.Errorf("%w: dir %q is not a directory (%v)", fsm.ErrInvalid, r.Dir, err)
 	}
 	res, err := s.store.Import(ctx, r.Dir, s.OnProgress)
 	if err != nil {

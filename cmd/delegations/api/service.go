@@ -49,7 +49,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 		}
 		id, err := projection.ProjectID(ctx, r.ProjectDir)
 		if err != nil {
-			return fsm.Delegation{}, err
+			return fsm.Delegation{}, fmt.Errorf("%w: projectDir: %v", fsm.ErrInvalid, err)
 		}
 		r.ProjectID = id
 	case r.ProjectID == "":
@@ -57,6 +57,9 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 	}
 	if r.TimeoutMs < 0 {
 		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d is negative; leave it out for the default", fsm.ErrInvalid, r.TimeoutMs)
+	}
+	if r.TimeoutMs > fsm.MaxTimeout.Milliseconds() { // before it overflows a Duration
+		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d: want between 1s and 7 days", fsm.ErrInvalid, r.TimeoutMs)
 	}
 	return s.store.Register(ctx, projection.Registration{
 		ProjectID:       r.ProjectID,
@@ -266,11 +269,10 @@ func (s *Service) streamEvents(id string, from uint64, emit func(Event) error) e
 }
 
 func waitOf(ms int64) (time.Duration, error) {
-	d := time.Duration(ms) * time.Millisecond
-	if ms < 0 || d > MaxWait {
+	if ms < 0 || ms > MaxWait.Milliseconds() {
 		return 0, fmt.Errorf("%w: waitMs %d is outside 0..%d", fsm.ErrInvalid, ms, MaxWait.Milliseconds())
 	}
-	return d, nil
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // endpoint is one verb: how large its body may be and how to serve it.
