@@ -260,12 +260,12 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 	}
 }
 
-// persistPending is the artifact writer: terminal commands write their
+// persistPending is the artifact writer. Terminal commands write their
 // artifact themselves (this may race them to it, harmlessly: a delegation
-// is persisted once, under its lock), and this retries the ones that
-// failed (a full disk,
-// an unwritable directory) until they succeed; the terminal notification
-// becomes due with each. While writes fail it waits between attempts.
+// is persisted once, under its lock); this retries the ones that failed
+// (a full disk, an unwritable directory) until they succeed, and the
+// terminal notification becomes due with each. While writes fail it waits
+// between attempts.
 func persistPending(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
 	backoff := retryFirst
 	for {
