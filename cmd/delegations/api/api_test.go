@@ -21,6 +21,10 @@ import (
 
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 
+// hangGuard turns a wait that never ends (a bug) into a failure; every
+// wait it bounds ends on an event, not on the time passing.
+const hangGuard = time.Minute
+
 // daemon is an in-process daemon on a real socket in a temporary data
 // directory, with a manual clock.
 type daemon struct {
@@ -95,7 +99,9 @@ func (d *daemon) awaitEvent(t *testing.T, from uint64, id, kind string) Event {
 	t.Helper()
 	var found Event
 	stop := errors.New("found")
-	err := d.client.Events(context.Background(), EventsRequest{From: from, Delegation: id, Follow: true}, func(e Event) error {
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	err := d.client.Events(ctx, EventsRequest{From: from, Delegation: id, Follow: true}, func(e Event) error {
 		if e.Kind == kind {
 			found = e
 			return stop
@@ -218,8 +224,14 @@ func TestArtifactRetry(t *testing.T) {
 	if err := os.Remove(blocker); err != nil {
 		t.Fatal(err)
 	}
-	// The writer's first attempt raced the command (or followed its
-	// event) and failed; its retry waits on the clock.
+	// The writer's attempt after the command's event failed; its retry
+	// waits on the clock. Moving the clock before that timer is set would
+	// leave the retry a second after the new time, so wait for it.
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if err := d.clock.AwaitTimer(ctx, t0.Add(retryFirst)); err != nil {
+		t.Fatalf("the artifact writer set no retry timer: %v", err)
+	}
 	d.clock.Advance(retryMax)
 	d.awaitEvent(t, 1, rec.ID, "persisted")
 	d.call(t, "notifications", NotificationsRequest{}, &ns)
@@ -448,9 +460,8 @@ func TestErrorAcrossSocket(t *testing.T) {
 func TestWaitsFollowTheClock(t *testing.T) {
 	d := startDaemon(t)
 	rec := d.register(t, "ses_root", 3_600_000)
-	// A guard that turns a wait on the wall clock (the bug this catches)
-	// into a failure instead of a hang; nothing waits for it to pass.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// A wait on the wall clock (the bug this catches) fails, not hangs.
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	read := make(chan error, 1)
 	go func() {

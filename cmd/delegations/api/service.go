@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/delegations/delegations/compaction"
+	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -224,11 +225,7 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 			if id != "" && rec.Stream != id {
 				continue
 			}
-			ev, err := NewEvent(rec)
-			if err != nil {
-				return err
-			}
-			if err := emit(ev); err != nil {
+			if err := emitRecord(rec, emit); err != nil {
 				return err
 			}
 		}
@@ -257,15 +254,20 @@ func (s *Service) streamEvents(id string, from uint64, emit func(Event) error) e
 		if rec.Seq < from {
 			continue
 		}
-		ev, err := NewEvent(rec)
-		if err != nil {
-			return err
-		}
-		if err := emit(ev); err != nil {
+		if err := emitRecord(rec, emit); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// emitRecord decodes a record and passes it to emit.
+func emitRecord(rec eventlog.Record, emit func(Event) error) error {
+	ev, err := NewEvent(rec)
+	if err != nil {
+		return err
+	}
+	return emit(ev)
 }
 
 func waitOf(ms int64) (time.Duration, error) {
