@@ -222,36 +222,33 @@ func listen(ctx context.Context, socket string, logger *slog.Logger) (net.Listen
 	return ln, nil
 }
 
-// retryBackoff bounds the wait between retries of a failing background
-// job.
+// The wait between retries of a failing background pass.
 const (
 	retryFirst = time.Second
 	retryMax   = time.Minute
 )
 
-// sweepDeadlines is the deadline sweeper: it times out every delegation
-// past its deadline (at once for those that passed while no daemon ran),
-// then waits for the next deadline or a new event, which may bring an
-// earlier one.
-func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
+// background runs pass until ctx ends. After a pass that succeeds it waits
+// for a new record or the time pass returned (none when zero); after one
+// that fails it waits on the clock alone, doubling up to retryMax, so that
+// new events cannot turn a failing disk into a busy loop. pass learns
+// whether it is retrying a failure.
+func background(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger, what string,
+	pass func(retrying bool) (next time.Time, err error)) error {
 	backoff := retryFirst
+	retrying := false
 	for {
 		last := store.Log().Last()
-		n, next, err := store.TimeoutOverdue(ctx)
-		if n > 0 {
-			logger.Info("timed out delegations past their deadline", "count", n)
-		}
+		next, err := pass(retrying)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			logger.Warn("timing out overdue delegations failed; retrying", "in", backoff, "err", err)
-			// On the timer only, as persistPending: new events must not
-			// turn a failing store into a busy loop.
+			logger.Warn(what+" failed; retrying", "in", backoff, "err", err)
 			err = sleep(ctx, clock, backoff)
-			backoff = min(2*backoff, retryMax)
+			backoff, retrying = min(2*backoff, retryMax), true
 		} else {
-			backoff = retryFirst
+			backoff, retrying = retryFirst, false
 			err = store.Wait(ctx, last, next)
 		}
 		if err != nil {
@@ -260,35 +257,31 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 	}
 }
 
+// sweepDeadlines is the deadline sweeper: it times out every delegation
+// past its deadline (at once for those that passed while no daemon ran),
+// then waits for the next deadline or a new event, which may bring an
+// earlier one.
+func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
+	return background(ctx, store, clock, logger, "timing out overdue delegations", func(bool) (time.Time, error) {
+		n, next, err := store.TimeoutOverdue(ctx)
+		if n > 0 {
+			logger.Info("timed out delegations past their deadline", "count", n)
+		}
+		return next, err
+	})
+}
+
 // persistPending is the artifact writer. Terminal commands write their
 // artifact themselves (this may race them to it, harmlessly: a delegation
 // is persisted once, under its lock); this retries the ones that failed
 // (a full disk, an unwritable directory) until they succeed, and the
-// terminal notification becomes due with each. While writes fail it waits
-// between attempts.
+// terminal notification becomes due with each.
 func persistPending(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
-	backoff := retryFirst
-	for {
-		last := store.Log().Last()
+	return background(ctx, store, clock, logger, "writing artifacts", func(retrying bool) (time.Time, error) {
 		n, err := store.PersistPending(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if n > 0 && backoff > retryFirst {
+		if n > 0 && retrying {
 			logger.Info("wrote the artifacts that had failed", "count", n)
 		}
-		if err != nil {
-			logger.Warn("artifacts not written; retrying", "in", backoff, "err", err)
-			// Retry on the timer only: new events must not turn a
-			// failing disk into a busy loop.
-			err = sleep(ctx, clock, backoff)
-			backoff = min(2*backoff, retryMax)
-		} else {
-			backoff = retryFirst
-			err = store.Wait(ctx, last, time.Time{})
-		}
-		if err != nil {
-			return nil // stopping
-		}
-	}
+		return time.Time{}, err
+	})
 }
