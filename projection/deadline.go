@@ -87,6 +87,7 @@ func deadlineOfKey(k []byte) (time.Time, error) {
 
 // ActiveFilter narrows Active; empty fields match everything.
 type ActiveFilter struct {
+	ProjectID       string
 	RootSessionID   string
 	ParentSessionID string
 }
@@ -105,6 +106,11 @@ func (s *Store) Active(f ActiveFilter) ([]fsm.Delegation, error) {
 			return nil, err
 		}
 	}
+	if f.ProjectID != "" {
+		if err := fsm.ValidateSessionID(fsm.FieldProjectID, f.ProjectID); err != nil {
+			return nil, err
+		}
+	}
 	var out []fsm.Delegation
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketDeadlines)
@@ -118,7 +124,8 @@ func (s *Store) Active(f ActiveFilter) ([]fsm.Delegation, error) {
 				return err
 			case d == nil:
 				return fmt.Errorf("deadlines view names %q, which has no record (rebuild the views)", idOfKey(k))
-			case f.RootSessionID != "" && d.RootSessionID != f.RootSessionID,
+			case f.ProjectID != "" && d.ProjectID != f.ProjectID,
+				f.RootSessionID != "" && d.RootSessionID != f.RootSessionID,
 				f.ParentSessionID != "" && d.ParentSessionID != f.ParentSessionID:
 				return nil
 			}

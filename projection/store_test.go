@@ -357,3 +357,53 @@ func TestTimeoutIfOverdueSkipsEnded(t *testing.T) {
 		t.Fatalf("appended %d records for an ended delegation", s.Log().Last()-last)
 	}
 }
+
+// TestActiveFilters lists active delegations by project, root and parent:
+// a bridge reconciles only its own project's.
+func TestActiveFilters(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	mk := func(project, root, parent string) string {
+		r := registration()
+		r.ProjectID, r.RootSessionID, r.ParentSessionID = project, root, parent
+		d, err := s.Register(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.ID
+	}
+	a := mk("aaaaaaaaaaaaaaaa", "ses_r1", "ses_p1")
+	b := mk("bbbbbbbbbbbbbbbb", "ses_r1", "ses_p2")
+	c := mk("aaaaaaaaaaaaaaaa", "ses_r2", "ses_p3")
+	if _, err := s.Complete(ctx, c, "done", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(f ActiveFilter) string {
+		ds, err := s.Active(f)
+		if err != nil {
+			t.Fatalf("Active(%+v): %v", f, err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.ID)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		f    ActiveFilter
+		want string
+	}{
+		{ActiveFilter{}, a + " " + b},
+		{ActiveFilter{ProjectID: "aaaaaaaaaaaaaaaa"}, a},
+		{ActiveFilter{ProjectID: "bbbbbbbbbbbbbbbb"}, b},
+		{ActiveFilter{ProjectID: "aaaaaaaaaaaaaaaa", ParentSessionID: "ses_p2"}, ""},
+		{ActiveFilter{RootSessionID: "ses_r1"}, a + " " + b},
+	} {
+		if got := ids(tc.f); got != tc.want {
+			t.Errorf("Active(%+v) = %q, want %q", tc.f, got, tc.want)
+		}
+	}
+	if _, err := s.Active(ActiveFilter{ProjectID: "../x"}); !errors.Is(err, fsm.ErrInvalid) {
+		t.Errorf("Active with project ../x: %v, want ErrInvalid", err)
+	}
+}

@@ -1,8 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
@@ -10,17 +20,26 @@ import (
 
 var serveVerb = verb{
 	name:     "serve",
-	synopsis: "[--socket PATH] [--default-timeout 15m] [--log-level info]",
+	synopsis: "[--detach] [--socket PATH] [--default-timeout 15m] [--log-level info] [--ready-fd N]",
 	summary:  "run the daemon: the API on a unix socket, deadlines, artifact retries",
-	example:  "delegations serve &  # then every other verb goes through it",
+	example:  "delegations serve --detach  # then every other verb goes through it",
 	run:      runServe,
 }
+
+// LogName is the detached daemon's log file inside the data directory.
+const LogName = ".delegations.log"
+
+// detachWait bounds how long serve --detach waits for the daemon it
+// started to answer.
+const detachWait = 30 * time.Second
 
 func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	socket := fs.String("socket", "", "listen here (default: --socket before the verb, $DELEGATIONS_SOCKET, else .delegations.sock in the data directory)")
 	timeout := fs.Duration("default-timeout", 0, "deadline of delegations registered without one (default: $DELEGATIONS_DEFAULT_TIMEOUT, else 15m)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	detach := fs.Bool("detach", false, "run in the background (logs in "+LogName+" in the data directory) unless a daemon already serves the data directory; print its status once it answers")
+	readyFD := fs.Int("ready-fd", 0, "once listening, write the status as one JSON line to this file descriptor and close it (for supervisors)")
 	manual := fs.Bool("manual-clock", false, "for tests: the clock stands still until POST /v1/clock moves it")
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
@@ -39,8 +58,20 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
 	if *socket == "" {
 		*socket = socketPath(e.socket, dir)
+	}
+	if *detach {
+		var child []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "detach" && f.Name != "json" && f.Name != "ready-fd" {
+				child = append(child, "--"+f.Name+"="+f.Value.String())
+			}
+		})
+		return runDetached(ctx, e, dir, *socket, child)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	var h slog.Handler = slog.NewTextHandler(e.stderr, opts)
@@ -54,8 +85,131 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		LockTimeout:    2 * time.Second,
 		Logger:         slog.New(h),
 	}
+	if *readyFD > 0 {
+		ready := os.NewFile(uintptr(*readyFD), "ready-fd")
+		if ready == nil {
+			return usagef("--ready-fd %d is not an open file descriptor", *readyFD)
+		}
+		defer ready.Close()
+		cfg.Ready = func(st api.Status) {
+			writeJSON(ready, st)
+			ready.Close()
+		}
+	}
 	if *manual {
 		cfg.Clock = api.NewManualClock(time.Now())
 	}
 	return api.Serve(ctx, cfg)
+}
+
+// runDetached makes sure a daemon serves dir on socket: the one already
+// there, or a new one started here in its own session, whose readiness
+// comes back on a pipe (--ready-fd) rather than by polling. When two
+// callers race, the daemon that loses the lock exits and the winner's
+// status is printed.
+func runDetached(ctx context.Context, e *env, dir, socket string, flags []string) error {
+	if st, err := daemonStatus(ctx, socket); err == nil {
+		return printStatus(e, st, "already running")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program to start the daemon: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	logPath := filepath.Join(dir, LogName)
+	rotateLog(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon log: %w", err)
+	}
+	defer logFile.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	args := append([]string{"--data", dir, "serve", "--socket", socket, "--ready-fd", "3"}, flags...)
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives this process and its terminal
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start the daemon: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() // reap it if it fails
+
+	line := make(chan []byte, 1)
+	go func() {
+		b, _ := bufio.NewReader(r).ReadBytes('\n')
+		line <- b
+	}()
+	wctx, cancel := context.WithTimeout(ctx, detachWait)
+	defer cancel()
+	var st api.Status
+	select {
+	case b := <-line:
+		if json.Unmarshal(b, &st) == nil && st.PID != 0 {
+			return printStatus(e, st, "started")
+		}
+		// It closed the pipe without answering: it exited. Another caller's
+		// daemon may have won the race for the log.
+		<-exited
+		if st, err := daemonStatus(ctx, socket); err == nil {
+			return printStatus(e, st, "already running")
+		}
+		return fmt.Errorf("the daemon did not start; its log %s ends with:\n%s", logPath, logTail(logPath, 10))
+	case <-wctx.Done():
+		return fmt.Errorf("the daemon (pid %d) did not answer within %s; see its log %s", cmd.Process.Pid, detachWait, logPath)
+	}
+}
+
+// daemonStatus asks the daemon on socket who it is.
+func daemonStatus(ctx context.Context, socket string) (api.Status, error) {
+	c, err := api.Dial(ctx, socket)
+	if err != nil {
+		return api.Status{}, err
+	}
+	defer c.Close()
+	return c.Status(ctx)
+}
+
+func printStatus(e *env, st api.Status, what string) error {
+	if e.json {
+		return writeJSON(e.stdout, st)
+	}
+	_, err := fmt.Fprintf(e.stdout, "daemon %s: pid %d serves %s on %s\n", what, st.PID, st.DataDir, st.Socket)
+	return err
+}
+
+// maxLogSize is the size past which a detached daemon's log is moved to
+// LogName.1 when the next daemon starts.
+const maxLogSize = 8 << 20
+
+func rotateLog(path string) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > maxLogSize {
+		os.Rename(path, path+".1")
+	}
+}
+
+// logTail returns the last n lines of a file, for an error message.
+func logTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+		f.Seek(-64<<10, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

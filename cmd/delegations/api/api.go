@@ -108,8 +108,11 @@ type ListRequest struct {
 }
 
 // ActiveRequest is the body of POST /v1/active, the reconciliation
-// endpoint; empty fields match every delegation.
+// endpoint; empty fields match every delegation. A project is given by id,
+// or by an absolute directory as in RegisterRequest.
 type ActiveRequest struct {
+	ProjectID       string `json:"projectId,omitempty"`
+	ProjectDir      string `json:"projectDir,omitempty"`
 	RootSessionID   string `json:"rootSessionID,omitempty"`
 	ParentSessionID string `json:"parentSessionID,omitempty"`
 }

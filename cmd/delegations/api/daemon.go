@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/oklog/run"
 
 	"github.com/delegations/delegations/eventlog"
@@ -46,8 +47,25 @@ type Config struct {
 	Ready func(Status)
 }
 
-// DefaultSocket returns the socket of a data directory.
-func DefaultSocket(dataDir string) string { return filepath.Join(dataDir, SocketName) }
+// DefaultSocket returns the socket of a data directory: SocketName inside
+// it, or, when that path is too long for a unix socket, a path derived
+// from the directory's absolute path in ShortSocketDir, so that the daemon
+// and its clients agree on it without being told.
+func DefaultSocket(dataDir string) string {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		dir = dataDir
+	}
+	if p := filepath.Join(dir, SocketName); len(p) <= maxSocketPath {
+		return p
+	}
+	return filepath.Join(ShortSocketDir(), fmt.Sprintf("%016x.sock", xxhash.Sum64String(dir)))
+}
+
+// ShortSocketDir holds the sockets of data directories whose own path is too
+// long for one: /tmp/delegations-<uid>, mode 0700. It is fixed rather than
+// taken from $TMPDIR so that processes with different environments agree.
+func ShortSocketDir() string { return fmt.Sprintf("/tmp/delegations-%d", os.Getuid()) }
 
 // Serve runs the daemon until ctx ends or SIGINT or SIGTERM arrives: it
 // opens the store (finishing what a crash interrupted), listens on the
@@ -207,6 +225,11 @@ func listen(ctx context.Context, socket string, logger *slog.Logger) (net.Listen
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
+	if filepath.Dir(socket) == ShortSocketDir() {
+		if err := checkPrivateDir(filepath.Dir(socket)); err != nil {
+			return nil, err
+		}
+	}
 	// The umask makes the socket 0600 from birth: a chmod after listening
 	// would leave a moment when another user could connect.
 	old := syscall.Umask(0o177)
@@ -220,6 +243,26 @@ func listen(ctx context.Context, socket string, logger *slog.Logger) (net.Listen
 		return nil, fmt.Errorf("socket %s: %w", socket, err)
 	}
 	return ln, nil
+}
+
+// checkPrivateDir refuses a shared directory that another user could have
+// made or could enter: it must be a real directory (not a symlink), ours,
+// and closed to everyone else.
+func checkPrivateDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("socket directory %s is not a directory (a symlink?); remove it", dir)
+	case !ok || int(st.Uid) != os.Getuid():
+		return fmt.Errorf("socket directory %s belongs to another user; remove it, or choose a socket with --socket", dir)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("socket directory %s is open to other users (mode %v); run chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	return nil
 }
 
 // The wait between retries of a failing background pass.

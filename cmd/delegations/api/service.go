@@ -41,20 +41,9 @@ func (s *Service) Store() *projection.Store { return s.store }
 
 // Register records a new delegation.
 func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegation, error) {
-	switch {
-	case r.ProjectID != "" && r.ProjectDir != "":
-		return fsm.Delegation{}, fmt.Errorf("%w: give projectId or projectDir, not both", fsm.ErrInvalid)
-	case r.ProjectDir != "":
-		if !filepath.IsAbs(r.ProjectDir) {
-			return fsm.Delegation{}, fmt.Errorf("%w: projectDir %q is not absolute: the daemon does not share the caller's working directory", fsm.ErrInvalid, r.ProjectDir)
-		}
-		id, err := projection.ProjectID(ctx, r.ProjectDir)
-		if err != nil {
-			return fsm.Delegation{}, fmt.Errorf("%w: projectDir: %v", fsm.ErrInvalid, err)
-		}
-		r.ProjectID = id
-	case r.ProjectID == "":
-		return fsm.Delegation{}, fmt.Errorf("%w: give projectId, or projectDir to derive it", fsm.ErrInvalid)
+	project, err := projectOf(ctx, r.ProjectID, r.ProjectDir, true)
+	if err != nil {
+		return fsm.Delegation{}, err
 	}
 	if r.TimeoutMs < 0 {
 		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d is negative; leave it out for the default", fsm.ErrInvalid, r.TimeoutMs)
@@ -63,7 +52,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d: want between 1s and 7 days", fsm.ErrInvalid, r.TimeoutMs)
 	}
 	return s.store.Register(ctx, projection.Registration{
-		ProjectID:       r.ProjectID,
+		ProjectID:       project,
 		RootSessionID:   r.RootSessionID,
 		ParentSessionID: r.ParentSessionID,
 		ParentMessageID: r.ParentMessageID,
@@ -75,6 +64,28 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 		Timeout:         time.Duration(r.TimeoutMs) * time.Millisecond,
 		IdempotencyKey:  r.IdempotencyKey,
 	})
+}
+
+// projectOf resolves a request's project: the id as given, or derived from
+// an absolute directory as the plugin derives it. Both empty is an error
+// only when required.
+func projectOf(ctx context.Context, id, dir string, required bool) (string, error) {
+	switch {
+	case id != "" && dir != "":
+		return "", fmt.Errorf("%w: give projectId or projectDir, not both", fsm.ErrInvalid)
+	case dir != "":
+		if !filepath.IsAbs(dir) {
+			return "", fmt.Errorf("%w: projectDir %q is not absolute: the daemon does not share the caller's working directory", fsm.ErrInvalid, dir)
+		}
+		id, err := projection.ProjectID(ctx, dir)
+		if err != nil {
+			return "", fmt.Errorf("%w: projectDir: %v", fsm.ErrInvalid, err)
+		}
+		return id, nil
+	case id == "" && required:
+		return "", fmt.Errorf("%w: give projectId, or projectDir to derive it", fsm.ErrInvalid)
+	}
+	return id, nil
 }
 
 // Start marks a delegation running.
@@ -140,8 +151,13 @@ func (s *Service) List(_ context.Context, r ListRequest) (Delegations, error) {
 
 // Active lists the active delegations, earliest deadline first: what a
 // bridge that restarted reconciles against its host.
-func (s *Service) Active(_ context.Context, r ActiveRequest) (Delegations, error) {
+func (s *Service) Active(ctx context.Context, r ActiveRequest) (Delegations, error) {
+	project, err := projectOf(ctx, strings.TrimSpace(r.ProjectID), r.ProjectDir, false)
+	if err != nil {
+		return Delegations{}, err
+	}
 	ds, err := s.store.Active(projection.ActiveFilter{
+		ProjectID:     project,
 		RootSessionID: strings.TrimSpace(r.RootSessionID), ParentSessionID: strings.TrimSpace(r.ParentSessionID),
 	})
 	return delegations(ds), err
