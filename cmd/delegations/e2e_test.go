@@ -553,7 +553,7 @@ func TestDaemonRestartKeepsEverything(t *testing.T) {
 	}
 	// Unread: acknowledged and not read (j=2 complete, j=4 failed, both CLI ones).
 	for _, root := range []string{"ses_root0", "ses_root1", "ses_cliroot"} {
-		var ls api.Delegations
+		var ls api.List
 		d.call("list", api.ListRequest{RootSessionID: root, Unread: true}, &ls)
 		want := map[string]bool{}
 		for w := range workers {

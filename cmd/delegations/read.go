@@ -75,13 +75,13 @@ func runList(ctx context.Context, e *env, args []string) error {
 			return usagef("--status: %v", err)
 		}
 	}
-	var res api.Delegations
+	var res api.List
 	if err := e.call(ctx, api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order}, &res); err != nil {
 		return err
 	}
 	if e.json {
 		return writeJSON(e.stdout, res)
 	}
-	_, err := fmt.Fprintln(e.stdout, projection.ListText(res.Delegations))
+	_, err := fmt.Fprintln(e.stdout, res.Text)
 	return err
 }

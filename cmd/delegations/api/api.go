@@ -117,9 +117,17 @@ type ActiveRequest struct {
 	ParentSessionID string `json:"parentSessionID,omitempty"`
 }
 
-// Delegations is the answer of list and active.
+// Delegations is the answer of active.
 type Delegations struct {
 	Delegations []fsm.Delegation `json:"delegations"`
+}
+
+// List is the answer of list: the records, and the text delegation_list
+// shows a model, so that a bridge in any language prints the plugin's
+// exact text without a copy of its rules.
+type List struct {
+	Delegations []fsm.Delegation `json:"delegations"`
+	Text        string           `json:"text"`
 }
 
 // NotificationsRequest is the body of POST /v1/notifications. With WaitMs,

@@ -127,26 +127,29 @@ func (s *Service) Read(ctx context.Context, r ReadRequest) (projection.ReadResul
 	return s.store.Read(ctx, strings.TrimSpace(r.RootSessionID), r.ID, wait)
 }
 
-// List returns a root session's delegations.
-func (s *Service) List(_ context.Context, r ListRequest) (Delegations, error) {
+// List returns a root session's delegations, and delegation_list's text.
+func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 	var o projection.ListOptions
 	switch r.Order {
 	case "", "id":
 	case "time":
 		o.ByTime = true
 	default:
-		return Delegations{}, fmt.Errorf("%w: order is id or time, not %q", fsm.ErrInvalid, r.Order)
+		return List{}, fmt.Errorf("%w: order is id or time, not %q", fsm.ErrInvalid, r.Order)
 	}
 	o.Unread = r.Unread
 	if r.Status != "" {
 		st, err := fsm.ParseState(r.Status)
 		if err != nil {
-			return Delegations{}, fmt.Errorf("%w: status: %v", fsm.ErrInvalid, err)
+			return List{}, fmt.Errorf("%w: status: %v", fsm.ErrInvalid, err)
 		}
 		o.Status = st
 	}
 	ds, err := s.store.List(strings.TrimSpace(r.RootSessionID), o)
-	return delegations(ds), err
+	if err != nil {
+		return List{}, err
+	}
+	return List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds)}, nil
 }
 
 // Active lists the active delegations, earliest deadline first: what a
