@@ -1,0 +1,233 @@
+// Package opencode is the OpenCode bridge: a plugin for OpenCode's v1
+// plugin API (plugin.ts, embedded in the binary) and the installer that
+// writes it where OpenCode loads plugins.
+//
+// The plugin is thin: it forwards what happens in OpenCode to the daemon
+// and carries out what the daemon asks (deliver a notification, stop a
+// child that timed out); it starts the daemon (`delegations serve
+// --detach`) when none answers. It imports nothing, so it loads in an
+// OpenCode that cannot reach the npm registry.
+//
+// # Caveats
+//
+//   - The installer records the absolute path of the binary that runs it;
+//     a binary built by `go run` lives in a temporary directory, so Install
+//     refuses it.
+//   - A file at the plugin's path that the installer did not write (it
+//     lacks Marker) is never overwritten or removed.
+package opencode
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+//go:embed plugin.ts
+var pluginSource string
+
+// Marker is on the first line of every plugin file the installer writes;
+// it tells the installer the file is its own.
+const Marker = "delegations-opencode-plugin"
+
+// PluginFile is the plugin's file name in a plugins directory.
+const PluginFile = "delegations.ts"
+
+// binLine is the line of plugin.ts that Render fills in.
+const binLine = `const INSTALLED_BIN: string = ""`
+
+// Render returns the plugin's source with bin recorded as the binary to run
+// when $DELEGATIONS_BIN is not set.
+func Render(bin string) []byte {
+	quoted, _ := json.Marshal(bin) // a JSON string is a JavaScript string literal
+	return []byte(strings.Replace(pluginSource, binLine, `const INSTALLED_BIN: string = `+string(quoted), 1))
+}
+
+// Target says where to install: a project's .opencode/plugins, or the
+// user's OpenCode configuration directory.
+type Target struct {
+	Project string // a project directory; "" for the user's configuration
+	Config  string // the user's OpenCode configuration directory (~/.config/opencode)
+}
+
+// PluginsDir is the directory OpenCode loads the target's plugins from.
+func (t Target) PluginsDir() string {
+	if t.Project != "" {
+		return filepath.Join(t.Project, ".opencode", "plugins")
+	}
+	return filepath.Join(t.Config, "plugins")
+}
+
+// ConfigDir returns the user's OpenCode configuration directory:
+// $XDG_CONFIG_HOME/opencode, else ~/.config/opencode.
+func ConfigDir() (string, error) {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "opencode"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no home directory for OpenCode's configuration: %w", err)
+	}
+	return filepath.Join(home, ".config", "opencode"), nil
+}
+
+// Outcome is what Install or Uninstall did.
+type Outcome string
+
+const (
+	Installed Outcome = "installed" // a new plugin file
+	Updated   Outcome = "updated"   // our older file replaced
+	Unchanged Outcome = "unchanged" // the same file was there
+	Removed   Outcome = "removed"   // our file deleted
+	Absent    Outcome = "absent"    // nothing of ours to remove
+)
+
+// Report is the result of Install or Uninstall.
+type Report struct {
+	Path    string  `json:"path"`
+	Outcome Outcome `json:"outcome"`
+	// Conflicts are other plugins OpenCode would load beside ours that
+	// define the same tools (the background-agents plugin).
+	Conflicts []string `json:"conflicts,omitempty"`
+}
+
+// ErrNotOurs means a file at the plugin's path was not written by the
+// installer; it is left alone.
+var ErrNotOurs = errors.New("not written by delegations")
+
+// Install writes the plugin for bin into t's plugins directory, atomically,
+// and reports other plugins that would collide with it. Installing the same
+// plugin twice changes nothing.
+func Install(t Target, bin string) (Report, error) {
+	if !filepath.IsAbs(bin) {
+		return Report{}, fmt.Errorf("the binary path %q is not absolute", bin)
+	}
+	dir := t.PluginsDir()
+	r := Report{Path: filepath.Join(dir, PluginFile)}
+	want := Render(bin)
+	old, err := os.ReadFile(r.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.Outcome = Installed
+	case err != nil:
+		return r, err
+	case !ours(old):
+		return r, fmt.Errorf("%s: %w", r.Path, ErrNotOurs)
+	case string(old) == string(want):
+		r.Outcome = Unchanged
+	default:
+		r.Outcome = Updated
+	}
+	if r.Outcome != Unchanged {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return r, err
+		}
+		if err := writeAtomic(r.Path, want); err != nil {
+			return r, err
+		}
+	}
+	r.Conflicts = conflicts(t)
+	return r, nil
+}
+
+// Uninstall removes the plugin from t's plugins directory if the installer
+// wrote it.
+func Uninstall(t Target) (Report, error) {
+	r := Report{Path: filepath.Join(t.PluginsDir(), PluginFile)}
+	old, err := os.ReadFile(r.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.Outcome = Absent
+		return r, nil
+	case err != nil:
+		return r, err
+	case !ours(old):
+		return r, fmt.Errorf("%s: %w", r.Path, ErrNotOurs)
+	}
+	if err := os.Remove(r.Path); err != nil {
+		return r, err
+	}
+	r.Outcome = Removed
+	return r, nil
+}
+
+func ours(b []byte) bool {
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strings.Contains(first, Marker)
+}
+
+// writeAtomic writes a file through a temporary file in the same directory
+// and a rename, so OpenCode never loads half a plugin.
+func writeAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".delegations-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// conflicts lists the plugins OpenCode would load for t, besides ours, that
+// define delegation tools: files in the project's and the user's plugin
+// directories, and entries of the "plugin" lists in their opencode.json.
+func conflicts(t Target) []string {
+	var found []string
+	var configs []string
+	dirs := []string{filepath.Join(t.Config, "plugins"), filepath.Join(t.Config, "plugin")}
+	configs = append(configs, filepath.Join(t.Config, "opencode.json"), filepath.Join(t.Config, "opencode.jsonc"))
+	if t.Project != "" {
+		dirs = append(dirs, filepath.Join(t.Project, ".opencode", "plugins"), filepath.Join(t.Project, ".opencode", "plugin"))
+		configs = append(configs, filepath.Join(t.Project, "opencode.json"), filepath.Join(t.Project, "opencode.jsonc"),
+			filepath.Join(t.Project, ".opencode", "opencode.json"), filepath.Join(t.Project, ".opencode", "opencode.jsonc"))
+	}
+	for _, dir := range dirs {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			name := e.Name()
+			if e.IsDir() || !(strings.HasSuffix(name, ".ts") || strings.HasSuffix(name, ".js")) {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil || ours(b) {
+				continue
+			}
+			if strings.Contains(string(b), "delegation_read") {
+				found = append(found, filepath.Join(dir, name))
+			}
+		}
+	}
+	for _, c := range configs {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "background-agents") {
+				found = append(found, c+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	slices.Sort(found)
+	return slices.Compact(found)
+}

@@ -1,0 +1,164 @@
+package opencode
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func target(t *testing.T) Target {
+	t.Helper()
+	root := t.TempDir()
+	project := filepath.Join(root, "project")
+	if err := os.MkdirAll(project, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Target{Project: project, Config: filepath.Join(root, "config", "opencode")}
+}
+
+// installedBin returns the binary path recorded in a rendered plugin.
+func installedBin(t *testing.T, src []byte) string {
+	t.Helper()
+	const prefix = "const INSTALLED_BIN: string = "
+	for _, line := range strings.Split(string(src), "\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			var s string
+			if err := json.Unmarshal([]byte(rest), &s); err != nil {
+				t.Fatalf("the recorded binary %s is not a string literal: %v", rest, err)
+			}
+			return s
+		}
+	}
+	t.Fatalf("no %q line in the plugin", prefix)
+	return ""
+}
+
+func TestRenderRecordsTheBinary(t *testing.T) {
+	for _, bin := range []string{"/usr/local/bin/delegations", `/opt/we"ird\path/dé légations`, "/tmp/a\u2028b"} {
+		src := Render(bin)
+		if got := installedBin(t, src); got != bin {
+			t.Errorf("Render(%q) records %q", bin, got)
+		}
+		if strings.Count(string(src), "INSTALLED_BIN") != strings.Count(pluginSource, "INSTALLED_BIN") {
+			t.Errorf("Render(%q) changed more than the recorded path", bin)
+		}
+	}
+	if !strings.Contains(pluginSource, binLine) {
+		t.Fatalf("plugin.ts lacks the line %q that Render fills in", binLine)
+	}
+	if first, _, _ := strings.Cut(pluginSource, "\n"); !strings.Contains(first, Marker) {
+		t.Fatalf("plugin.ts's first line %q lacks the marker %q", first, Marker)
+	}
+}
+
+func TestInstallIdempotentAndUpdates(t *testing.T) {
+	tg := target(t)
+	r, err := Install(tg, "/usr/bin/delegations")
+	if err != nil || r.Outcome != Installed {
+		t.Fatalf("first install: %+v, %v", r, err)
+	}
+	want := filepath.Join(tg.Project, ".opencode", "plugins", PluginFile)
+	if r.Path != want {
+		t.Fatalf("installed at %s, want %s", r.Path, want)
+	}
+	b, err := os.ReadFile(want)
+	if err != nil || installedBin(t, b) != "/usr/bin/delegations" {
+		t.Fatalf("installed file: %v", err)
+	}
+	if r, err := Install(tg, "/usr/bin/delegations"); err != nil || r.Outcome != Unchanged {
+		t.Fatalf("second install: %+v, %v", r, err)
+	}
+	if r, err := Install(tg, "/opt/delegations"); err != nil || r.Outcome != Updated {
+		t.Fatalf("install with another binary: %+v, %v", r, err)
+	}
+	if b, _ := os.ReadFile(want); installedBin(t, b) != "/opt/delegations" {
+		t.Fatal("the update did not record the new binary")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(want))
+	if len(entries) != 1 {
+		t.Fatalf("the plugins directory holds %d entries, want only the plugin (no temp files)", len(entries))
+	}
+	if _, err := Install(tg, "relative/delegations"); err == nil {
+		t.Fatal("a relative binary path was accepted")
+	}
+}
+
+func TestGlobalTarget(t *testing.T) {
+	tg := target(t)
+	tg.Project = ""
+	r, err := Install(tg, "/usr/bin/delegations")
+	if err != nil || r.Path != filepath.Join(tg.Config, "plugins", PluginFile) {
+		t.Fatalf("global install: %+v, %v", r, err)
+	}
+}
+
+func TestNeverTouchesForeignFiles(t *testing.T) {
+	tg := target(t)
+	path := filepath.Join(tg.PluginsDir(), PluginFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const mine = "// someone's own plugin\nexport const X = async () => ({})\n"
+	if err := os.WriteFile(path, []byte(mine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(tg, "/usr/bin/delegations"); !errors.Is(err, ErrNotOurs) {
+		t.Fatalf("install over a foreign file: %v, want ErrNotOurs", err)
+	}
+	if _, err := Uninstall(tg); !errors.Is(err, ErrNotOurs) {
+		t.Fatalf("uninstall of a foreign file: %v, want ErrNotOurs", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != mine {
+		t.Fatalf("the foreign file changed:\n%s", b)
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	tg := target(t)
+	if r, err := Uninstall(tg); err != nil || r.Outcome != Absent {
+		t.Fatalf("uninstall of nothing: %+v, %v", r, err)
+	}
+	if _, err := Install(tg, "/usr/bin/delegations"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Uninstall(tg)
+	if err != nil || r.Outcome != Removed {
+		t.Fatalf("uninstall: %+v, %v", r, err)
+	}
+	if _, err := os.Stat(r.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the plugin is still there: %v", err)
+	}
+}
+
+func TestConflictsWithTheOldPlugin(t *testing.T) {
+	tg := target(t)
+	old := filepath.Join(tg.Project, ".opencode", "plugin", "background-agents.ts")
+	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte(`export const P = async () => ({ tool: { delegation_read: {} } })`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unrelated := filepath.Join(tg.Project, ".opencode", "plugin", "other.ts")
+	if err := os.WriteFile(unrelated, []byte(`export const Q = async () => ({})`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(tg.Config, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(tg.Config, "opencode.json")
+	if err := os.WriteFile(cfg, []byte("{\n  \"plugin\": [\"@chenxuan520/opencode-background-agents\"]\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Install(tg, "/usr/bin/delegations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(r.Conflicts, "\n")
+	if len(r.Conflicts) != 2 || !strings.Contains(got, old) || !strings.Contains(got, cfg+": \"plugin\"") || strings.Contains(got, "other.ts") {
+		t.Fatalf("conflicts:\n%s", got)
+	}
+}
