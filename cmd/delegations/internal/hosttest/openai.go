@@ -162,6 +162,16 @@ func (r *ChatRequest) IsTitle() bool {
 	return strings.Contains(r.System(), titlePrompt)
 }
 
+// compactionPrompt starts the system prompt of OpenCode's compaction agent
+// (POST /session/:id/summarize, and auto-compaction); its user message
+// starts "Here is the conversation so far:" and no tools are offered.
+const compactionPrompt = "You are a context summarization agent"
+
+// IsCompaction reports whether this is OpenCode's compaction (summary) request.
+func (r *ChatRequest) IsCompaction() bool {
+	return strings.Contains(r.System(), compactionPrompt)
+}
+
 // NewOpenAI starts a fake model answering from script, stopped at the end
 // of the test. The script runs for every request but title requests, which
 // the server answers itself with "Test session" (they are recorded all the

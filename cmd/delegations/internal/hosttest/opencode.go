@@ -55,6 +55,8 @@ type OpenCodeOptions struct {
 	// package-lock.json that SeedPluginDeps writes, so OpenCode tries (and,
 	// offline, fails) to npm-install @opencode-ai/plugin into them.
 	NoSeed bool
+	// StartTimeout bounds start-up; DefaultStartTimeout when zero.
+	StartTimeout time.Duration
 }
 
 // OpenCode is a running `opencode serve` on 127.0.0.1, its logs captured
@@ -67,8 +69,9 @@ type OpenCode struct {
 	Model   *OpenAI
 	Bin     string
 
-	tb       testing.TB
-	logLevel string
+	tb           testing.TB
+	logLevel     string
+	startTimeout time.Duration
 	client   *http.Client
 
 	mu      sync.Mutex
@@ -183,6 +186,9 @@ func StartOpenCode(tb testing.TB, opts OpenCodeOptions) *OpenCode {
 	if opts.LogLevel == "" {
 		opts.LogLevel = "INFO"
 	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = DefaultStartTimeout
+	}
 	cfg := map[string]any{
 		"$schema": "https://opencode.ai/config.json",
 		"provider": map[string]any{
@@ -231,7 +237,7 @@ func StartOpenCode(tb testing.TB, opts OpenCodeOptions) *OpenCode {
 	}
 	oc := &OpenCode{
 		Project: opts.Project, Env: opts.Env, Model: opts.Model, Bin: bin,
-		tb: tb, logLevel: opts.LogLevel,
+		tb: tb, logLevel: opts.LogLevel, startTimeout: opts.StartTimeout,
 		client:    &http.Client{},
 		evChanged: make(chan struct{}),
 		marks:     map[string]int{},
@@ -308,7 +314,7 @@ func (oc *OpenCode) start(port int) {
 	oc.mu.Lock()
 	oc.cmd, oc.exited = cmd, exited
 	oc.mu.Unlock()
-	timer := time.NewTimer(DefaultStartTimeout)
+	timer := time.NewTimer(oc.startTimeout)
 	defer timer.Stop()
 	select {
 	case url := <-listening:
@@ -316,7 +322,7 @@ func (oc *OpenCode) start(port int) {
 	case <-exited:
 		tb.Fatalf("hosttest: opencode exited before listening: %v", cmd.ProcessState)
 	case <-timer.C:
-		tb.Fatalf("hosttest: opencode not listening after %v", DefaultStartTimeout)
+		tb.Fatalf("hosttest: opencode not listening after %v", oc.startTimeout)
 	}
 	oc.subscribe(timer.C)
 }
@@ -357,7 +363,7 @@ func (oc *OpenCode) subscribe(deadline <-chan time.Time) {
 	case <-exited:
 		tb.Fatalf("hosttest: opencode exited during start-up")
 	case <-deadline:
-		tb.Fatalf("hosttest: opencode: no event after %v", DefaultStartTimeout)
+		tb.Fatalf("hosttest: opencode: no event after %v", oc.startTimeout)
 	}
 }
 
@@ -558,11 +564,17 @@ func (s *Session) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// CreateSession creates a session and returns its id.
+// CreateSession creates a session and returns its id. With a title
+// OpenCode sends no title request for it; with "" it does, beside the
+// first turn.
 func (oc *OpenCode) CreateSession(title string) string {
 	oc.tb.Helper()
+	body := map[string]any{}
+	if title != "" {
+		body["title"] = title
+	}
 	var s Session
-	oc.must(oc.Do("POST", "/session", map[string]any{"title": title}, &s), "create session")
+	oc.must(oc.Do("POST", "/session", body, &s), "create session")
 	if s.ID == "" {
 		oc.tb.Fatalf("hosttest: opencode create session: no id")
 	}

@@ -27,10 +27,13 @@ func TestOpenCodePromptText(t *testing.T) {
 		return hosttest.Say("pong: " + r.LastUser())
 	})
 	oc := hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{Model: model})
-	ses := oc.CreateSession("smoke")
+	ses := oc.CreateSession("") // untitled: OpenCode asks the model for a title
 	oc.PromptAsync(ses, "ping", hosttest.PromptOptions{})
 	if err := oc.AwaitIdle(ctx, ses); err != nil {
 		t.Fatal(err)
+	}
+	if title := model.Await(ctx, (*hosttest.ChatRequest).IsTitle); title == nil {
+		t.Error("no title request for an untitled session")
 	}
 	req := model.Await(ctx, hosttest.NotTitle)
 	if req == nil || req.LastUser() != "ping" {
