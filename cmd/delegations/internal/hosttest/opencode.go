@@ -72,7 +72,7 @@ type OpenCode struct {
 	tb           testing.TB
 	logLevel     string
 	startTimeout time.Duration
-	client   *http.Client
+	client       *http.Client
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd

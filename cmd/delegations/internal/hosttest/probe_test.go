@@ -81,7 +81,6 @@ func startWithProbe(t *testing.T, model *hosttest.OpenAI, cfg map[string]any) (*
 	return oc, startProbe(t, oc)
 }
 
-
 // notify is the plugin's notification call: a synthetic text part
 // appended to session, with or without a reply.
 func (p *probe) notify(ctx context.Context, session, text string, noReply bool) probeResult {
