@@ -130,3 +130,37 @@ func TestOpenCodePluginTool(t *testing.T) {
 		t.Errorf("last message %q", last.Text())
 	}
 }
+
+// Sessions outlive the server: after Kill and Restart (same directories,
+// same port) the messages are there and the event log goes on.
+func TestOpenCodeRestart(t *testing.T) {
+	ctx := testContext(t)
+	oc := hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{})
+	ses := oc.CreateSession("restart")
+	oc.Prompt(ses, "before")
+	port := oc.Port
+	t0 := time.Now()
+	oc.Kill()
+	t.Logf("killed after %v", time.Since(t0))
+	oc.Restart()
+	t.Logf("restarted after %v", time.Since(t0))
+	if oc.Port != port {
+		t.Errorf("port %d after restart, was %d", oc.Port, port)
+	}
+	events := oc.Events(ctx)
+	if e := <-events; e.Type != "server.connected" {
+		t.Errorf("first event of a new subscription: %q", e.Type)
+	}
+	oc.PromptAsync(ses, "after", hosttest.PromptOptions{})
+	if err := oc.AwaitIdle(ctx, ses); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("idle after %v", time.Since(t0))
+	var got []string
+	for _, m := range oc.Messages(ses) {
+		got = append(got, m.Info.Role+": "+m.Text())
+	}
+	if want := []string{"user: before", "assistant: ok", "user: after", "assistant: ok"}; !slices.Equal(got, want) {
+		t.Errorf("messages = %q, want %q", got, want)
+	}
+}
