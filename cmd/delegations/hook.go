@@ -34,12 +34,12 @@ const hookTimeout = 5 * time.Second
 // would block the host's action.
 func runHook(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
-	rest, err := parse(e, fs, args, 1)
+	host, err := parseHost(e, fs, args)
 	if errors.Is(err, errHelp) {
 		return err
 	}
-	if err == nil && rest[0] != "claude-code" {
-		err = fmt.Errorf("unknown host %q; the hosts are: claude-code", rest[0])
+	if err == nil && host != "claude-code" {
+		err = fmt.Errorf("unknown host %q; the hosts are: claude-code", host)
 	}
 	var out []byte
 	var diag bytes.Buffer
