@@ -96,8 +96,12 @@ func TestInstallVerb(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	settings := readFile(t, filepath.Join(proj, ".claude", "settings.json"))
-	if !strings.Contains(settings, binary(t)+" hook claude-code") || !strings.Contains(settings, `"mcp__delegations"`) {
+	if !strings.Contains(settings, binary(t)+" hook claude-code") {
 		t.Fatalf("settings:\n%s", settings)
+	}
+	// Claude Code honours a project's allow rules in -p mode only there.
+	if local := readFile(t, filepath.Join(proj, ".claude", "settings.local.json")); !strings.Contains(local, `"mcp__delegations"`) {
+		t.Fatalf("settings.local.json:\n%s", local)
 	}
 	if mcp := readFile(t, filepath.Join(proj, ".mcp.json")); !strings.Contains(mcp, `"command": "`+binary(t)+`"`) {
 		t.Fatalf(".mcp.json:\n%s", mcp)

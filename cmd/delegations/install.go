@@ -65,6 +65,7 @@ func runInstall(ctx context.Context, e *env, args []string) error {
 			return usagef("--project %s is not a directory", *project)
 		}
 		o.Settings = filepath.Join(dir, ".claude", "settings.json")
+		o.Permissions = filepath.Join(dir, ".claude", "settings.local.json")
 		o.MCPFile = filepath.Join(dir, ".mcp.json")
 		o.EnableProjectServer = true
 		undo = append(undo, "--project", dir)

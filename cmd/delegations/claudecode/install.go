@@ -35,11 +35,16 @@ var hookEvents = []struct{ event, matcher string }{
 
 // InstallOptions says what to install where.
 type InstallOptions struct {
-	Settings string   // the settings file that gets the hooks and the allow rule
-	MCPFile  string   // the file whose mcpServers gets the server (with MCP)
-	Binary   string   // absolute path of the delegations binary
-	Global   []string // global flags for the binary (e.g. --data DIR), before the verb
-	MCP      bool     // also the MCP server and its allow rule
+	Settings string // the settings file that gets the hooks
+	// Permissions is the settings file that gets the allow rule (and the
+	// approval) with MCP: Claude Code ignores a project's
+	// .claude/settings.json permissions in -p mode but honours its
+	// .claude/settings.local.json. Empty means Settings.
+	Permissions string
+	MCPFile     string   // the file whose mcpServers gets the server (with MCP)
+	Binary      string   // absolute path of the delegations binary
+	Global      []string // global flags for the binary (e.g. --data DIR), before the verb
+	MCP         bool     // also the MCP server and its allow rule
 	// EnableProjectServer also lists the server in the settings'
 	// enabledMcpjsonServers: a project's .mcp.json servers run only once
 	// approved.
@@ -67,27 +72,46 @@ func Install(o InstallOptions) ([]string, error) {
 	if !filepath.IsAbs(o.Binary) {
 		return nil, fmt.Errorf("binary path %q is not absolute", o.Binary)
 	}
+	if o.Permissions == "" {
+		o.Permissions = o.Settings
+	}
 	var report []string
-	settings, err := readObject(o.Settings)
+	// Read and edit every file in memory first: a refusal leaves them all
+	// untouched.
+	files := map[string]*file{}
+	open := func(path string) (*file, error) {
+		if f, ok := files[path]; ok {
+			return f, nil
+		}
+		f, err := readObject(path)
+		if err != nil {
+			return nil, err
+		}
+		files[path] = f
+		return f, nil
+	}
+	settings, err := open(o.Settings)
 	if err != nil {
 		return nil, err
 	}
-	var mcp *file
-	if o.MCP {
-		if mcp, err = readObject(o.MCPFile); err != nil {
-			return nil, err
-		}
-	}
-	// Edit both in memory first: a refusal leaves both files untouched.
 	lines, err := o.editHooks(settings.obj)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Settings, err)
 	}
 	report = append(report, lines...)
+	order := []*file{settings}
 	if o.MCP {
-		lines, err := o.editPermissions(settings.obj)
+		perms, err := open(o.Permissions)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", o.Settings, err)
+			return nil, err
+		}
+		mcp, err := open(o.MCPFile)
+		if err != nil {
+			return nil, err
+		}
+		lines, err := o.editPermissions(perms.obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Permissions, err)
 		}
 		report = append(report, lines...)
 		lines, err = o.editServer(mcp.obj)
@@ -95,12 +119,10 @@ func Install(o InstallOptions) ([]string, error) {
 			return nil, fmt.Errorf("%s: %w", o.MCPFile, err)
 		}
 		report = append(report, lines...)
+		order = append(order, perms, mcp)
 	}
-	if err := settings.write(); err != nil {
-		return nil, err
-	}
-	if o.MCP {
-		if err := mcp.write(); err != nil {
+	for _, f := range order {
+		if err := f.write(); err != nil {
 			return nil, err
 		}
 	}
@@ -360,7 +382,7 @@ func (o InstallOptions) editPermissions(settings *object) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: permissions: %v", ErrNotJSON, err)
 	}
-	report = append(report, listReport(changed, o.Uninstall, "the allow rule "+AllowRule, o.Settings))
+	report = append(report, listReport(changed, o.Uninstall, "the allow rule "+AllowRule, o.Permissions))
 	if perms.len() == 0 {
 		settings.del("permissions")
 	} else if err := settings.set("permissions", perms); err != nil {
@@ -371,7 +393,7 @@ func (o InstallOptions) editPermissions(settings *object) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
 		}
-		report = append(report, listReport(changed, o.Uninstall, "the approval of the "+ServerName+" MCP server", o.Settings))
+		report = append(report, listReport(changed, o.Uninstall, "the approval of the "+ServerName+" MCP server", o.Permissions))
 	}
 	return report, nil
 }

@@ -163,8 +163,12 @@ func TestInstallFresh(t *testing.T) {
 	dir := t.TempDir()
 	o := options(dir)
 	o.Global = nil
+	o.Permissions = filepath.Join(dir, ".claude", "settings.local.json")
 	if _, err := Install(o); err != nil {
 		t.Fatal(err)
+	}
+	if local := read(t, o.Permissions); !strings.Contains(local, `"mcp__delegations"`) || strings.Contains(read(t, o.Settings), "mcp__") {
+		t.Fatalf("the allow rule is not (only) in %s:\n%s", o.Permissions, local)
 	}
 	if fi, err := os.Stat(o.Settings); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("settings: %v %v", fi, err)
@@ -178,6 +182,9 @@ func TestInstallFresh(t *testing.T) {
 	}
 	if got := normalise(t, read(t, o.Settings)); got != "{}" {
 		t.Errorf("settings after uninstall: %s", got)
+	}
+	if got := normalise(t, read(t, o.Permissions)); got != "{}" {
+		t.Errorf("local settings after uninstall: %s", got)
 	}
 	if got := normalise(t, read(t, o.MCPFile)); got != "{}" {
 		t.Errorf("mcp after uninstall: %s", got)
