@@ -99,15 +99,39 @@ func delegations(t *testing.T, c *hosttest.Claude, args ...string) string {
 // life with the hooks and the MCP server installed by `delegations install
 // claude-code --project DIR --mcp`, and checks what the store recorded,
 // what a compacted and a resumed session get, and what the MCP tools say.
+//
+// Two set-ups: installed for the project with no daemon (every hook and
+// tool call opens the log), and installed for the user (settings.json and
+// .claude.json in $CLAUDE_CONFIG_DIR) with a daemon serving (a hook that
+// opened the log itself would find it locked and log an error).
 func TestClaudeCode(t *testing.T) {
+	if !hosttest.Offline() {
+		t.Logf("not offline-proven: %s", hosttest.OfflineReason())
+	}
+	for _, tc := range []struct {
+		name   string
+		scope  []string
+		daemon bool
+	}{
+		{"project", []string{"--project", ""}, false},
+		{"user with a daemon", []string{"--user"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testClaudeCode(t, tc.scope, tc.daemon) })
+	}
+}
+
+func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	m := &model{mcpResults: map[string]string{}}
 	api := hosttest.StartAnthropic(t, m.reply)
 	data := filepath.Join(t.TempDir(), "data")
 	c := hosttest.StartClaude(t, api, "DELEGATIONS_DATA="+data, "ENABLE_TOOL_SEARCH=false")
-	if !hosttest.Offline() {
-		t.Logf("not offline-proven: %s", hosttest.OfflineReason())
+	if daemon {
+		hosttest.Serve(t, c.Environ())
 	}
-	delegations(t, c, "install", "claude-code", "--project", c.Project, "--mcp")
+	if scope[0] == "--project" {
+		scope = []string{"--project", c.Project}
+	}
+	delegations(t, c, append([]string{"install", "claude-code", "--mcp"}, scope...)...)
 
 	// 1. Launch a background agent; -p waits for it to finish.
 	out := c.Run(t, "please launch", "--session-id", sessionID)
