@@ -42,6 +42,9 @@ func runInstall(ctx context.Context, e *env, args []string) error {
 	if resolved, err := filepath.EvalSymlinks(bin); err == nil {
 		bin = resolved
 	}
+	if strings.Contains(bin, string(filepath.Separator)+"go-build") && !*uninstall {
+		return fmt.Errorf("%s is a temporary build of `go run`, gone once it exits; install the binary first (go install ./cmd/delegations) and run its install", bin)
+	}
 	o := claudecode.InstallOptions{Binary: bin, MCP: *mcp, Uninstall: *uninstall}
 	undo := []string{"delegations"}
 	for _, g := range []struct{ flag, value string }{{"--data", e.data}, {"--socket", e.socket}} {
