@@ -254,14 +254,17 @@ func (r *MessagesRequest) LastText() string {
 	return Message{Content: u.Content[len(u.Content)-1:]}.Text()
 }
 
-// LastToolResult returns the tool_use_id of the last user message's last
-// block when it is a tool result.
+// LastToolResult returns the tool_use_id of the last tool result in the
+// last user message, if it holds one (Claude Code may add text blocks
+// after the results, e.g. when ToolSearch loaded a tool).
 func (r *MessagesRequest) LastToolResult() (string, bool) {
 	u, ok := r.LastUser()
-	if !ok || len(u.Content) == 0 || u.Content[len(u.Content)-1].Type != "tool_result" {
-		return "", false
+	for i := len(u.Content) - 1; ok && i >= 0; i-- {
+		if u.Content[i].Type == "tool_result" {
+			return u.Content[i].ToolUseID, true
+		}
 	}
-	return u.Content[len(u.Content)-1].ToolUseID, true
+	return "", false
 }
 
 // ToolResult returns the result of the tool call id in the request, if

@@ -48,11 +48,14 @@ func StartClaude(tb testing.TB, api *Anthropic, extra ...string) *Claude {
 
 // Environ is the environment Claude Code runs with (and so its hooks and
 // MCP servers, plus what it adds).
+// An empty ConfigDir leaves CLAUDE_CONFIG_DIR unset: Claude Code then
+// uses ~/.claude and ~/.claude.json, as for a user who never set it.
 func (c *Claude) Environ(extra ...string) []string {
-	env := append([]string{
-		"CLAUDE_CONFIG_DIR=" + c.ConfigDir,
-		"CLAUDE_CODE_TMPDIR=" + c.Env.TmpDir,
-	}, c.Extra...)
+	env := []string{"CLAUDE_CODE_TMPDIR=" + c.Env.TmpDir}
+	if c.ConfigDir != "" {
+		env = append(env, "CLAUDE_CONFIG_DIR="+c.ConfigDir)
+	}
+	env = append(env, c.Extra...)
 	return c.Env.Environ(append(env, extra...)...)
 }
 
