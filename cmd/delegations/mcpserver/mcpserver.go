@@ -85,7 +85,8 @@ func New(o Options) *mcp.Server {
 	}, h.status)
 	mcp.AddTool(s, &mcp.Tool{
 		Name:        "delegation_cancel",
-		Description: "Cancel a running delegation of this session. Its record ends as cancelled; a cancelled delegation cannot be resumed.",
+		Description: "Cancel a running delegation of this session: its record ends as cancelled, and a later result is ignored. " +
+			"It does not stop a Claude Code background agent itself (TaskStop does).",
 		Annotations: &mcp.ToolAnnotations{IdempotentHint: true, OpenWorldHint: &closed},
 	}, h.cancel)
 	return s
