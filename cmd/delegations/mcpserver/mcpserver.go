@@ -84,7 +84,7 @@ func New(o Options) *mcp.Server {
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &closed},
 	}, h.status)
 	mcp.AddTool(s, &mcp.Tool{
-		Name:        "delegation_cancel",
+		Name: "delegation_cancel",
 		Description: "Cancel a running delegation of this session: its record ends as cancelled, and a later result is ignored. " +
 			"It does not stop a Claude Code background agent itself (TaskStop does).",
 		Annotations: &mcp.ToolAnnotations{IdempotentHint: true, OpenWorldHint: &closed},
