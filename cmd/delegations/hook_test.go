@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/delegations/delegations/projection"
 )
 
 // TestHookNeverFailsTheHost: whatever goes wrong, `hook claude-code`
@@ -114,5 +116,24 @@ func TestInstallVerb(t *testing.T) {
 	}
 	if r := runBin(t, "", "install", "claude-code", "--project", proj, "--user"); r.code != 2 {
 		t.Fatalf("--project with --user: %+v", r)
+	}
+}
+
+// TestHookLockedLog: another process holds the log and no daemon runs
+// (a second CLI, a replay): the hook gives up after the lock timeout,
+// exits 0 and logs why, rather than holding Claude Code up.
+func TestHookLockedLog(t *testing.T) {
+	data := t.TempDir()
+	s, err := projection.Open(data, projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := runBin(t, `{"hook_event_name":"SessionStart","source":"resume","session_id":"s1"}`, "--data", data, "hook", "claude-code")
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("%+v", r)
+	}
+	if log := readFile(t, filepath.Join(data, hookLogName)); !strings.Contains(log, "locked") || !strings.Contains(log, `"source":"resume"`) {
+		t.Fatalf("log:\n%s", log)
 	}
 }
