@@ -40,7 +40,7 @@ type model struct {
 	statusCalls int
 }
 
-func (m *model) reply(r *hosttest.MessagesRequest) hosttest.Reply {
+func (m *model) reply(r *hosttest.MessagesRequest) hosttest.AnthropicReply {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	last := r.LastText()
@@ -52,17 +52,17 @@ func (m *model) reply(r *hosttest.MessagesRequest) hosttest.Reply {
 				m.mcpResults[strings.TrimPrefix(b.ToolUseID, "toolu_mcp_")] = text
 			}
 		}
-		return hosttest.Reply{Text: "Done."}
+		return hosttest.AnthropicReply{Text: "Done."}
 	}
 	switch {
 	case r.Subagent():
-		return hosttest.Reply{Text: answer}
+		return hosttest.AnthropicReply{Text: answer}
 	case strings.HasPrefix(last, "CRITICAL: Respond with TEXT ONLY"):
-		return hosttest.Reply{Text: "Summary: we started a background investigation of the flaky test."}
+		return hosttest.AnthropicReply{Text: "Summary: we started a background investigation of the flaky test."}
 	case strings.Contains(last, "<task-notification>"):
-		return hosttest.Reply{Text: "Noted the result."}
+		return hosttest.AnthropicReply{Text: "Noted the result."}
 	case strings.HasSuffix(last, "launch"):
-		return hosttest.Reply{Tools: []hosttest.ToolUse{{Name: "Agent", Input: map[string]any{
+		return hosttest.AnthropicReply{Tools: []hosttest.ToolUse{{Name: "Agent", Input: map[string]any{
 			"description": "investigate flaky test", "prompt": prompt, "subagent_type": "general-purpose", "run_in_background": true,
 		}}}}
 	case strings.HasSuffix(last, "use the tools"):
@@ -73,9 +73,9 @@ func (m *model) reply(r *hosttest.MessagesRequest) hosttest.Reply {
 				hosttest.ToolUse{ID: "toolu_mcp_delegation_status", Name: "mcp__delegations__delegation_status", Input: map[string]any{"id": m.readID}},
 				hosttest.ToolUse{ID: "toolu_mcp_delegation_read", Name: "mcp__delegations__delegation_read", Input: map[string]any{"id": m.readID}})
 		}
-		return hosttest.Reply{Tools: calls}
+		return hosttest.AnthropicReply{Tools: calls}
 	}
-	return hosttest.Reply{Text: "ok"}
+	return hosttest.AnthropicReply{Text: "ok"}
 }
 
 // delegations runs the delegations CLI on the test's data directory.

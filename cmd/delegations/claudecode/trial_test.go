@@ -18,29 +18,29 @@ import (
 // is; delegation_list, found through ToolSearch, shows it.
 func TestClaudeCodeAsNewUser(t *testing.T) {
 	var listed string
-	api := hosttest.StartAnthropic(t, func(r *hosttest.MessagesRequest) hosttest.Reply {
+	api := hosttest.StartAnthropic(t, func(r *hosttest.MessagesRequest) hosttest.AnthropicReply {
 		if id, ok := r.LastToolResult(); ok {
 			switch id {
 			case "toolu_search":
-				return hosttest.Reply{Tools: []hosttest.ToolUse{{ID: "toolu_list", Name: "mcp__delegations__delegation_list", Input: map[string]any{}}}}
+				return hosttest.AnthropicReply{Tools: []hosttest.ToolUse{{ID: "toolu_list", Name: "mcp__delegations__delegation_list", Input: map[string]any{}}}}
 			case "toolu_list":
 				listed, _ = r.ToolResult(id)
 			}
-			return hosttest.Reply{Text: "Done."}
+			return hosttest.AnthropicReply{Text: "Done."}
 		}
 		last := r.LastText()
 		switch {
 		case r.Subagent():
-			return hosttest.Reply{Text: answer}
+			return hosttest.AnthropicReply{Text: answer}
 		case strings.HasPrefix(last, "CRITICAL: Respond with TEXT ONLY"):
-			return hosttest.Reply{Text: "Summary."}
+			return hosttest.AnthropicReply{Text: "Summary."}
 		case strings.HasSuffix(last, "launch"):
 			// No run_in_background: Claude Code's default is the background.
-			return hosttest.Reply{Tools: []hosttest.ToolUse{{Name: "Agent", Input: map[string]any{"description": "investigate", "prompt": prompt, "subagent_type": "Explore"}}}}
+			return hosttest.AnthropicReply{Tools: []hosttest.ToolUse{{Name: "Agent", Input: map[string]any{"description": "investigate", "prompt": prompt, "subagent_type": "Explore"}}}}
 		case strings.HasSuffix(last, "list them"):
-			return hosttest.Reply{Tools: []hosttest.ToolUse{{ID: "toolu_search", Name: "ToolSearch", Input: map[string]any{"query": "select:mcp__delegations__delegation_list"}}}}
+			return hosttest.AnthropicReply{Tools: []hosttest.ToolUse{{ID: "toolu_search", Name: "ToolSearch", Input: map[string]any{"query": "select:mcp__delegations__delegation_list"}}}}
 		}
-		return hosttest.Reply{Text: "ok"}
+		return hosttest.AnthropicReply{Text: "ok"}
 	})
 	c := hosttest.StartClaude(t, api)
 	c.ConfigDir = ""

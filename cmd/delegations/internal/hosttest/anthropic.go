@@ -21,7 +21,7 @@ import (
 type Anthropic struct {
 	URL string
 
-	script func(*MessagesRequest) Reply
+	script func(*MessagesRequest) AnthropicReply
 
 	mu       sync.Mutex
 	requests []*MessagesRequest
@@ -29,14 +29,14 @@ type Anthropic struct {
 	n        int           // message ids
 }
 
-// Reply is what the fake model answers: text, then tool calls (a reply
+// AnthropicReply is what the fake model answers: text, then tool calls (a reply
 // with tool calls stops with "tool_use", else "end_turn").
-type Reply struct {
+type AnthropicReply struct {
 	Text  string
 	Tools []ToolUse
 }
 
-// ToolUse is one tool call in a Reply. An empty ID gets a fresh one.
+// ToolUse is one tool call in a AnthropicReply. An empty ID gets a fresh one.
 type ToolUse struct {
 	ID    string
 	Name  string
@@ -50,13 +50,13 @@ type MessagesRequest struct {
 	Model    string
 	Stream   bool
 	System   []string // the system blocks' texts
-	Messages []Message
+	Messages []AnthropicMessage
 	Tools    []string // the tools offered, by name
 }
 
-// Message is one entry of a request's messages. Content blocks are kept
+// AnthropicMessage is one entry of a request's messages. Content blocks are kept
 // raw; Text joins the text (and tool_result) blocks.
-type Message struct {
+type AnthropicMessage struct {
 	Role    string
 	Content []ContentBlock
 }
@@ -75,7 +75,7 @@ type ContentBlock struct {
 // StartAnthropic starts a fake Messages API answering with script, which
 // sees each request in turn (calls are serialised). It stops at the end of
 // the test.
-func StartAnthropic(tb testing.TB, script func(*MessagesRequest) Reply) *Anthropic {
+func StartAnthropic(tb testing.TB, script func(*MessagesRequest) AnthropicReply) *Anthropic {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,7 +182,7 @@ func (r *MessagesRequest) decode() error {
 		if err != nil {
 			return fmt.Errorf("messages[%d]: %v", i, err)
 		}
-		r.Messages = append(r.Messages, Message{Role: m.Role, Content: c})
+		r.Messages = append(r.Messages, AnthropicMessage{Role: m.Role, Content: c})
 	}
 	for _, t := range body.Tools {
 		r.Tools = append(r.Tools, t.Name)
@@ -215,7 +215,7 @@ func (r *MessagesRequest) Subagent() bool {
 }
 
 // Text joins a message's text and tool results.
-func (m Message) Text() string {
+func (m AnthropicMessage) Text() string {
 	var b strings.Builder
 	for _, c := range m.Content {
 		switch c.Type {
@@ -234,13 +234,13 @@ func (m Message) Text() string {
 
 // LastUser returns the last user message (entries with role "system",
 // which carry the environment and hook contexts, are not users).
-func (r *MessagesRequest) LastUser() (Message, bool) {
+func (r *MessagesRequest) LastUser() (AnthropicMessage, bool) {
 	for i := len(r.Messages) - 1; i >= 0; i-- {
 		if r.Messages[i].Role == "user" {
 			return r.Messages[i], true
 		}
 	}
-	return Message{}, false
+	return AnthropicMessage{}, false
 }
 
 // LastText is the text of the last block of the last user message: the
@@ -251,7 +251,7 @@ func (r *MessagesRequest) LastText() string {
 	if !ok || len(u.Content) == 0 {
 		return ""
 	}
-	return Message{Content: u.Content[len(u.Content)-1:]}.Text()
+	return AnthropicMessage{Content: u.Content[len(u.Content)-1:]}.Text()
 }
 
 // LastToolResult returns the tool_use_id of the last tool result in the
@@ -273,7 +273,7 @@ func (r *MessagesRequest) ToolResult(id string) (string, bool) {
 	for _, m := range r.Messages {
 		for _, c := range m.Content {
 			if c.Type == "tool_result" && c.ToolUseID == id {
-				return Message{Content: []ContentBlock{c}}.Text(), true
+				return AnthropicMessage{Content: []ContentBlock{c}}.Text(), true
 			}
 		}
 	}
@@ -311,7 +311,7 @@ func (r *MessagesRequest) HasTool(name string) bool {
 	return false
 }
 
-func (r Reply) stopReason() string {
+func (r AnthropicReply) stopReason() string {
 	if len(r.Tools) > 0 {
 		return "tool_use"
 	}
@@ -325,10 +325,10 @@ func toolID(msgID string, i int, t ToolUse) string {
 	return fmt.Sprintf("toolu_%s_%d", strings.TrimPrefix(msgID, "msg_"), i)
 }
 
-func usage() map[string]int { return map[string]int{"input_tokens": 10, "output_tokens": 10} }
+func anthropicUsage() map[string]int { return map[string]int{"input_tokens": 10, "output_tokens": 10} }
 
 // message is a non-streamed answer.
-func message(id, model string, r Reply) map[string]any {
+func message(id, model string, r AnthropicReply) map[string]any {
 	var content []map[string]any
 	if r.Text != "" {
 		content = append(content, map[string]any{"type": "text", "text": r.Text})
@@ -338,12 +338,12 @@ func message(id, model string, r Reply) map[string]any {
 	}
 	return map[string]any{
 		"id": id, "type": "message", "role": "assistant", "model": model, "content": content,
-		"stop_reason": r.stopReason(), "stop_sequence": nil, "usage": usage(),
+		"stop_reason": r.stopReason(), "stop_sequence": nil, "usage": anthropicUsage(),
 	}
 }
 
 // writeStream answers with the Messages streaming events.
-func writeStream(w http.ResponseWriter, id, model string, r Reply) {
+func writeStream(w http.ResponseWriter, id, model string, r AnthropicReply) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	event := func(name string, data map[string]any) {
