@@ -26,7 +26,8 @@
 //   - Stop: an active agent of the session that background_tasks no longer
 //     lists has ended; it completes with the last text the store has.
 //   - SessionStart (startup, resume, compact): the <delegation-context>
-//     block of the session, printed as additionalContext.
+//     block of the session, and the agent id of each delegation it names,
+//     printed as additionalContext.
 //
 // # Caveats
 //

@@ -176,7 +176,8 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 
 	artifactPath := filepath.Join(data, d.ArtifactPath)
 	carries := func(text string) bool {
-		return strings.Contains(text, "<delegation-context>") && strings.Contains(text, "`"+d.ID+"`") && strings.Contains(text, artifactPath)
+		return strings.Contains(text, "<delegation-context>") && strings.Contains(text, "`"+d.ID+"`") && strings.Contains(text, artifactPath) &&
+			strings.Contains(text, "- `"+d.ID+"`: agent "+d.SessionID)
 	}
 
 	// 2. Compact: the SessionStart hook gives Claude Code the block.

@@ -368,7 +368,36 @@ func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
 	if res.Block == "" {
 		return nil, nil
 	}
-	return SessionStartOutput(res.Block)
+	agents, err := h.agents(ctx, session, res.Block)
+	if err != nil {
+		return nil, err
+	}
+	return SessionStartOutput(res.Block + agents)
+}
+
+// agents lists the Claude Code agent ids of the delegations the block
+// names, which the block itself does not show: the model needs one to
+// continue an agent (SendMessage) or to find its output.
+func (h *hook) agents(ctx context.Context, session, block string) (string, error) {
+	var active, unread api.Delegations
+	if err := h.call(ctx, "active", api.ActiveRequest{RootSessionID: session}, &active); err != nil {
+		return "", err
+	}
+	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: session, Unread: true, Order: "time"}, &unread); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, d := range append(active.Delegations, unread.Delegations...) {
+		// Session ids passed their grammar: no markup can hide in them.
+		if d.SessionID == "" || !strings.Contains(block, "`"+d.ID+"`") {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n\nClaude Code agent ids of these delegations (for SendMessage):\n")
+		}
+		fmt.Fprintf(&b, "- `%s`: agent %s\n", d.ID, d.SessionID)
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 // SessionStartOutput is the JSON a SessionStart hook prints to add text

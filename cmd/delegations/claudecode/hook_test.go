@@ -153,7 +153,8 @@ func TestHookLifecycle(t *testing.T) {
 		}
 		ctx := got.HookSpecificOutput.AdditionalContext
 		if got.HookSpecificOutput.HookEventName != "SessionStart" || !strings.HasPrefix(ctx, "<delegation-context>") ||
-			!strings.Contains(ctx, d.ID) || !strings.Contains(ctx, filepath.Join(e.store.Dir(), d.ArtifactPath)) {
+			!strings.Contains(ctx, d.ID) || !strings.Contains(ctx, filepath.Join(e.store.Dir(), d.ArtifactPath)) ||
+			!strings.HasSuffix(ctx, "</delegation-context>\n\nClaude Code agent ids of these delegations (for SendMessage):\n- `"+d.ID+"`: agent "+agentID) {
 			t.Fatalf("%s: %s", source, out)
 		}
 	}
