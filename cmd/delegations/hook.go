@@ -25,6 +25,10 @@ var hookVerb = verb{
 // errors: a hook must not fail its host, so nobody else would see them.
 const hookLogName = "hook-errors.log"
 
+// hookLogMax is the size past which the hook log is moved to
+// hook-errors.log.1 and started afresh.
+const hookLogMax = 1 << 20
+
 // hookTimeout bounds a hook's work, well within the 10 s Claude Code is
 // told to wait (install writes "timeout": 10).
 const hookTimeout = 5 * time.Second
@@ -84,7 +88,11 @@ func (e *env) logHookError(err error, diag string, input []byte) {
 	if os.MkdirAll(dir, 0o700) != nil {
 		return
 	}
-	f, ferr := os.OpenFile(filepath.Join(dir, hookLogName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	path := filepath.Join(dir, hookLogName)
+	if fi, err := os.Stat(path); err == nil && fi.Size() > hookLogMax {
+		os.Rename(path, path+".1") // keep one older log; a failing hook fires often
+	}
+	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if ferr != nil {
 		return
 	}
