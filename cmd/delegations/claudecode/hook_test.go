@@ -333,3 +333,36 @@ func FuzzParseNotifications(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHook: any input, as Claude Code might send it one day, is handled
+// or refused with an error, never a panic, against a real store.
+func FuzzHook(f *testing.F) {
+	entries, err := os.ReadDir("testdata")
+	if err != nil || len(entries) == 0 {
+		f.Fatalf("no fixtures: %v", err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") {
+			b, err := os.ReadFile(filepath.Join("testdata", e.Name()))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	s, err := projection.Open(f.TempDir(), projection.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	local := api.Local{Service: api.NewService(s)}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := Hook(context.Background(), in, func(context.Context) (Caller, error) { return local, nil })
+		if err != nil && out != nil {
+			t.Fatalf("output %q with error %v", out, err)
+		}
+		if len(out) > 0 && !json.Valid(out) {
+			t.Fatalf("output is not JSON: %q", out)
+		}
+	})
+}
