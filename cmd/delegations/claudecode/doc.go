@@ -40,6 +40,9 @@
 //     notifications for the session are acknowledged by the hook as soon as
 //     they are due: the delegations become unread, and a compaction carries
 //     them until delegation_read reads them.
+//   - Stop sees only the background tasks of its own Claude Code process:
+//     two processes resuming one session at once would end each other's
+//     agents early (with their last text).
 //   - A hook must never block or break the host: the caller (the
 //     `hook claude-code` verb) exits 0 whatever happens and logs errors.
 package claudecode

@@ -232,6 +232,9 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "show", d.ID)), &after); err != nil || after.ReadAt.IsZero() {
 		t.Errorf("after delegation_read the delegation is not read: %+v %v", after, err)
 	}
+	if got := delegations(t, c, "read", "--root-session", sessionID, d.ID); got != string(artifact)+"\n" {
+		t.Errorf("read: %q, want the artifact", got)
+	}
 	if log := readLog(data); log != "" {
 		t.Errorf("the hooks logged errors:\n%s", log)
 	}
