@@ -10,7 +10,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http/httptrace"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -222,4 +225,68 @@ func BenchmarkCLIThroughDaemon(b *testing.B) {
 	b.ReportMetric(micros(viaDaemon, b.N)/1000, "ms/daemon")
 	b.ReportMetric(micros(alone, b.N)/1000, "ms/embedded")
 	b.ReportMetric(float64(viaDaemon)/float64(alone), "daemon/embedded")
+}
+
+// BenchmarkHook measures `hook claude-code` as Claude Code runs it (a
+// process per event, the event's JSON on stdin), through a daemon and
+// opening the log itself, beside a trivial start of the same binary
+// (`help`) and the CLI's `show` in the same set-up. SubagentStop of a
+// known agent is the hot path (it fires after every agent turn: one
+// active listing, one progress); SessionStart prints the block.
+func BenchmarkHook(b *testing.B) {
+	embedded, served, proj := b.TempDir(), b.TempDir(), b.TempDir()
+	const session = "0b5e8a2c-6f0e-4c1a-9d55-6a3f2e1c7b90"
+	launch := `{"hook_event_name":"PostToolUse","tool_name":"Agent","session_id":"` + session + `","tool_use_id":"toolu_1","cwd":"` + proj +
+		`","tool_input":{"prompt":"benchmark","subagent_type":"Explore"},"tool_response":{"status":"async_launched","agentId":"a1"}}`
+	stop := `{"hook_event_name":"SubagentStop","session_id":"` + session + `","agent_id":"a1","agent_type":"Explore","last_assistant_message":"still working"}`
+	start := `{"hook_event_name":"SessionStart","source":"compact","session_id":"` + session + `"}`
+	startDaemon(b, served)
+	ids := map[string]string{}
+	for _, data := range []string{embedded, served} {
+		if r := runBin(b, launch, "--data", data, "hook", "claude-code"); r.code != 0 {
+			b.Fatalf("PostToolUse: %+v", r)
+		}
+		r := runBin(b, "", "--data", data, "--json", "active", "--root-session", session)
+		var res struct{ Delegations []struct{ ID string } }
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Delegations) != 1 {
+			b.Fatalf("active: %+v %v", r, err)
+		}
+		ids[data] = res.Delegations[0].ID
+	}
+	timed := func(stdin string, args ...string) time.Duration {
+		t0 := time.Now()
+		r := runBin(b, stdin, args...)
+		d := time.Since(t0)
+		if r.code != 0 || (args[len(args)-1] == "claude-code" && stdin == start && !strings.Contains(r.stdout, "additionalContext")) {
+			b.Fatalf("%v: %+v", args, r)
+		}
+		return d
+	}
+	var help, showD, showE, stopD, stopE, startD, startE time.Duration
+	b.ResetTimer()
+	for range b.N {
+		help += timed("", "help")
+		showD += timed("", "--data", served, "show", ids[served])
+		showE += timed("", "--data", embedded, "show", ids[embedded])
+		stopD += timed(stop, "--data", served, "hook", "claude-code")
+		stopE += timed(stop, "--data", embedded, "hook", "claude-code")
+		startD += timed(start, "--data", served, "hook", "claude-code")
+		startE += timed(start, "--data", embedded, "hook", "claude-code")
+	}
+	b.StopTimer()
+	for _, data := range []string{embedded, served} {
+		if _, err := os.Stat(filepath.Join(data, hookLogName)); err == nil {
+			b.Fatalf("the hooks logged errors in %s", data)
+		}
+	}
+	ms := func(d time.Duration) float64 { return micros(d, b.N) / 1000 }
+	b.ReportMetric(ms(help), "ms/help")
+	b.ReportMetric(ms(stopD), "ms/SubagentStop-daemon")
+	b.ReportMetric(ms(stopE), "ms/SubagentStop-embedded")
+	b.ReportMetric(ms(startD), "ms/SessionStart-daemon")
+	b.ReportMetric(ms(startE), "ms/SessionStart-embedded")
+	b.ReportMetric(float64(stopD)/float64(help), "SubagentStop-daemon/help")
+	b.ReportMetric(float64(stopD)/float64(showD), "SubagentStop-daemon/show-daemon")
+	b.ReportMetric(float64(stopE)/float64(showE), "SubagentStop-embedded/show-embedded")
+	b.ReportMetric(float64(startD)/float64(showD), "SessionStart-daemon/show-daemon")
 }

@@ -8,15 +8,17 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/cmd/delegations/opencode"
 )
 
 var installVerb = verb{
-	name:     "install",
-	synopsis: "opencode (--project DIR | --global) [--uninstall] [--bin PATH]",
-	summary:  "install the bridge into a host: the OpenCode plugin",
-	example:  "delegations install opencode --project .",
-	run:      runInstall,
+	name: "install",
+	synopsis: "opencode (--project DIR | --global) [--uninstall] [--bin PATH]\n" +
+		"         claude-code [--project DIR | --user] [--uninstall] [--mcp]",
+	summary: "install a host's bridge: the OpenCode plugin, or Claude Code's hooks (and MCP server)",
+	example: "delegations install opencode --project .   # or: delegations install claude-code --user --mcp",
+	run:     runInstall,
 }
 
 func runInstall(ctx context.Context, e *env, args []string) error {
@@ -31,8 +33,27 @@ func runInstall(ctx context.Context, e *env, args []string) error {
 	switch host {
 	case "opencode":
 		return installOpenCode(e, args)
+	case "claude-code":
+		return installClaudeCode(e, args)
 	}
-	return usagef("unknown host %q; the hosts are: opencode", host)
+	return usagef("unknown host %q; the hosts are: opencode, claude-code", host)
+}
+
+// thisBinary is the absolute path of the running binary, which an
+// installed bridge records. A `go run` build is refused when it would be
+// recorded: it is deleted once the command exits.
+func thisBinary(recorded bool) (string, error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find this binary's path: %w", err)
+	}
+	if resolved, err := filepath.EvalSymlinks(bin); err == nil {
+		bin = resolved
+	}
+	if recorded && strings.Contains(bin, string(filepath.Separator)+"go-build") {
+		return "", fmt.Errorf("%s is a temporary build of `go run`, gone once it exits; build the binary first (go build -o ~/.local/bin/delegations ./cmd/delegations) and run its install", bin)
+	}
+	return bin, nil
 }
 
 func installOpenCode(e *env, args []string) error {
@@ -81,11 +102,8 @@ func installOpenCode(e *env, args []string) error {
 		return err
 	}
 	if *bin == "" {
-		if *bin, err = os.Executable(); err != nil {
-			return fmt.Errorf("find this binary: %w; give --bin PATH", err)
-		}
-		if strings.Contains(*bin, string(filepath.Separator)+"go-build") {
-			return fmt.Errorf("this binary (%s) is a temporary `go run` build that will disappear; build it first (go build -o ~/.local/bin/delegations ./cmd/delegations) and run that, or give --bin PATH", *bin)
+		if *bin, err = thisBinary(true); err != nil {
+			return err
 		}
 	}
 	if *bin, err = filepath.Abs(*bin); err != nil {
@@ -124,4 +142,108 @@ func installOpenCode(e *env, args []string) error {
 	}
 	_, err = fmt.Fprint(e.stdout, b.String())
 	return err
+}
+
+func installClaudeCode(e *env, args []string) error {
+	fs := newFlags(e)
+	project := fs.String("project", "", "install for the project in DIR: DIR/.claude/settings.json (and DIR/.mcp.json)")
+	user := fs.Bool("user", false, "install for the user: $CLAUDE_CONFIG_DIR/settings.json, else ~/.claude/settings.json (the default)")
+	uninstall := fs.Bool("uninstall", false, "remove what install added")
+	mcp := fs.Bool("mcp", false, "also add the delegations MCP server and its allow rule ("+claudecode.AllowRule+")")
+	if _, err := parse(e, fs, args, 0); err != nil {
+		return err
+	}
+	if *project != "" && *user {
+		return usagef("give --project DIR or --user, not both")
+	}
+	bin, err := thisBinary(!*uninstall)
+	if err != nil {
+		return err
+	}
+	o := claudecode.InstallOptions{Binary: bin, MCP: *mcp, Uninstall: *uninstall}
+	undo := []string{"delegations"}
+	for _, g := range []struct{ flag, value string }{{"--data", e.data}, {"--socket", e.socket}} {
+		if g.value == "" {
+			continue
+		}
+		abs, err := filepath.Abs(g.value)
+		if err != nil {
+			return err
+		}
+		o.Global = append(o.Global, g.flag, abs)
+		undo = append(undo, g.flag, abs)
+	}
+	undo = append(undo, "install", "claude-code")
+	if *project != "" {
+		dir, err := filepath.Abs(*project)
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return usagef("--project %s is not a directory", *project)
+		}
+		o.Settings = filepath.Join(dir, ".claude", "settings.json")
+		o.Permissions = filepath.Join(dir, ".claude", "settings.local.json")
+		o.MCPFile = filepath.Join(dir, ".mcp.json")
+		o.EnableProjectServer = true
+		undo = append(undo, "--project", dir)
+	} else {
+		settingsDir, mcpFile, err := claudeUserFiles()
+		if err != nil {
+			return err
+		}
+		o.Settings = filepath.Join(settingsDir, "settings.json")
+		o.MCPFile = mcpFile
+		undo = append(undo, "--user")
+	}
+	if *mcp {
+		undo = append(undo, "--mcp")
+	}
+	if !*uninstall {
+		undo = append(undo, "--uninstall")
+	}
+	report, err := claudecode.Install(o)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		out := map[string]any{"changes": report, "hookCommand": o.HookCommand()}
+		if !*uninstall {
+			out["undo"] = strings.Join(undo, " ")
+		}
+		return writeJSON(e.stdout, out)
+	}
+	for _, line := range report {
+		fmt.Fprintln(e.stdout, line)
+	}
+	if !*uninstall {
+		fmt.Fprintf(e.stdout, "hooks run: %s\nundo with: %s\n", o.HookCommand(), shellJoinArgs(undo))
+	}
+	return nil
+}
+
+// claudeUserFiles returns Claude Code's user configuration directory
+// ($CLAUDE_CONFIG_DIR, else ~/.claude) and the file where `claude mcp add
+// --scope user` keeps user MCP servers ($CLAUDE_CONFIG_DIR/.claude.json,
+// else ~/.claude.json).
+func claudeUserFiles() (string, string, error) {
+	if d := os.Getenv("CLAUDE_CONFIG_DIR"); d != "" {
+		return d, filepath.Join(d, ".claude.json"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", "", fmt.Errorf("no home directory for Claude Code's settings: set $CLAUDE_CONFIG_DIR or use --project (%v)", err)
+	}
+	return filepath.Join(home, ".claude"), filepath.Join(home, ".claude.json"), nil
+}
+
+func shellJoinArgs(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		if w == "" || strings.ContainsAny(w, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			w = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+		q[i] = w
+	}
+	return strings.Join(q, " ")
 }

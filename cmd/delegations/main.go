@@ -75,7 +75,7 @@ func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
 		showVerb, readVerb, listVerb, activeVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
-		replayVerb, timelineVerb, verifyVerb, importVerb, serveVerb, installVerb,
+		replayVerb, timelineVerb, verifyVerb, importVerb, serveVerb, hookVerb, installVerb, mcpVerb,
 	}
 }
 
@@ -279,13 +279,23 @@ func (e *env) connect(ctx context.Context) (backend, error) {
 	if e.be != nil {
 		return e.be, nil
 	}
+	be, err := e.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.be = be
+	return be, nil
+}
+
+// open connects a new backend: the daemon, else the log opened here. The
+// caller closes it (a long-running verb, mcp, opens one per call).
+func (e *env) open(ctx context.Context) (backend, error) {
 	dir, err := dataDir(e.data)
 	if err != nil {
 		return nil, err
 	}
 	c, err := api.Dial(ctx, socketPath(e.socket, dir))
 	if err == nil {
-		e.be = c
 		return c, nil
 	}
 	if !errors.Is(err, api.ErrNoDaemon) {
@@ -305,8 +315,7 @@ func (e *env) connect(ctx context.Context) (backend, error) {
 	}
 	svc := api.NewService(s)
 	svc.OnProgress = e.progress()
-	e.be = local{api.Local{Service: svc}}
-	return e.be, nil
+	return local{api.Local{Service: svc}}, nil
 }
 
 // local is the in-process backend; closing it closes the log.

@@ -1,0 +1,48 @@
+// Package claudecode brings Claude Code's background agents to the store
+// through Claude Code's hooks, without a plugin API: Hook handles one hook
+// event (its JSON on stdin), and Install writes the hooks (and, if asked,
+// the MCP server) into Claude Code's settings.
+//
+// Claude Code's ids map onto the store's model as follows:
+//
+//   - root session and parent session: the Claude Code session_id. A
+//     compaction keeps the session id; --resume and --continue keep it too;
+//     --fork-session starts a new id, so a forked session does not see the
+//     delegations of the session it was forked from.
+//   - child session: the agent id (tool_response.agentId of the Agent tool,
+//     agent_id of the Subagent hooks, <task-id> of the task notification).
+//   - idempotency key: the Agent tool call's tool_use_id, so a hook that
+//     runs twice registers once.
+//   - agent: subagent_type; project: the hook's cwd.
+//
+// An agent's lifecycle, hook by hook:
+//
+//   - PostToolUse on Agent (or Task) with tool_response.status
+//     "async_launched": register, then start with the agent id.
+//   - SubagentStart and SubagentStop: a heartbeat; SubagentStop carries the
+//     agent's latest text (last_assistant_message), kept as progress.
+//   - UserPromptSubmit whose prompt holds a <task-notification>: the end,
+//     with its status and result.
+//   - Stop: an active agent of the session that background_tasks no longer
+//     lists has ended; it completes with the last text the store has.
+//   - SessionStart (startup, resume, compact): the <delegation-context>
+//     block of the session, and the agent id of each delegation it names,
+//     printed as additionalContext.
+//
+// # Caveats
+//
+//   - Agents are found by agent id among the session's active delegations
+//     (the active view, not history): an agent id the store does not know,
+//     like the one a compaction's own SubagentStop carries, is ignored and
+//     never creates a record. SubagentStart may come before PostToolUse;
+//     it is then ignored, and PostToolUse registers and starts the agent.
+//   - Claude Code delivers its own task notifications, so the store's
+//     notifications for the session are acknowledged by the hook as soon as
+//     they are due: the delegations become unread, and a compaction carries
+//     them until delegation_read reads them.
+//   - Stop sees only the background tasks of its own Claude Code process:
+//     two processes resuming one session at once would end each other's
+//     agents early (with their last text).
+//   - A hook must never block or break the host: the caller (the
+//     `hook claude-code` verb) exits 0 whatever happens and logs errors.
+package claudecode

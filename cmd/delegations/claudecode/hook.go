@@ -1,0 +1,436 @@
+package claudecode
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+// Caller runs the API's verbs: an api.Client (a daemon runs) or an
+// api.Local (the log opened in process).
+type Caller interface {
+	Call(ctx context.Context, verb string, req, resp any) error
+}
+
+// Connect returns the Caller, on first use: events that need nothing from
+// the store never pay for a connection.
+type Connect func(ctx context.Context) (Caller, error)
+
+// MaxInput bounds the hook input read from stdin. Claude Code's largest
+// fields are a prompt and an agent's last message; the store refuses more
+// than 4 MiB of result anyway.
+const MaxInput = 16 << 20
+
+// DefaultAgent is the agent recorded when the Agent tool names none
+// (Claude Code then runs general-purpose).
+const DefaultAgent = "general-purpose"
+
+// Input is a hook's JSON on stdin: the fields this package reads, from
+// every event it handles. Unknown fields are ignored: Claude Code adds
+// fields between versions.
+type Input struct {
+	SessionID     string `json:"session_id"`
+	Cwd           string `json:"cwd"`
+	HookEventName string `json:"hook_event_name"`
+
+	// PostToolUse
+	ToolName     string          `json:"tool_name"`
+	ToolUseID    string          `json:"tool_use_id"`
+	ToolInput    json.RawMessage `json:"tool_input"`
+	ToolResponse json.RawMessage `json:"tool_response"`
+
+	// SubagentStart, SubagentStop
+	AgentID             string `json:"agent_id"`
+	AgentType           string `json:"agent_type"`
+	AgentTranscriptPath string `json:"agent_transcript_path"`
+
+	// SubagentStop, Stop
+	LastAssistantMessage string           `json:"last_assistant_message"`
+	BackgroundTasks      []BackgroundTask `json:"background_tasks"`
+
+	// UserPromptSubmit
+	Prompt string `json:"prompt"`
+
+	// SessionStart
+	Source string `json:"source"`
+}
+
+// BackgroundTask is one entry of a Stop hook's background_tasks.
+type BackgroundTask struct {
+	ID     string `json:"id"`
+	Type   string `json:"type"`
+	Status string `json:"status"`
+}
+
+// agentInput is the Agent tool's input.
+type agentInput struct {
+	Description  string `json:"description"`
+	Prompt       string `json:"prompt"`
+	SubagentType string `json:"subagent_type"`
+	Model        string `json:"model"`
+}
+
+// agentResponse is the Agent tool's response when it launched an agent in
+// the background.
+type agentResponse struct {
+	Status        string `json:"status"`
+	AgentID       string `json:"agentId"`
+	ResolvedModel string `json:"resolvedModel"`
+	OutputFile    string `json:"outputFile"`
+}
+
+// Hook handles one hook event, input being the hook's JSON. It returns
+// what to print on stdout (nil for nothing). Errors are for the caller to
+// log: a hook must exit 0 whatever happens.
+func Hook(ctx context.Context, input []byte, connect Connect) ([]byte, error) {
+	if !utf8.Valid(input) {
+		return nil, errors.New("hook input is not valid UTF-8")
+	}
+	var in Input
+	dec := json.NewDecoder(bytes.NewReader(input))
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("decode the hook input: %w", err)
+	}
+	h := &hook{in: in, connect: connect}
+	switch in.HookEventName {
+	case "PostToolUse":
+		return nil, h.postToolUse(ctx)
+	case "SubagentStart", "SubagentStop":
+		return nil, h.subagent(ctx)
+	case "Stop":
+		return nil, h.stop(ctx)
+	case "UserPromptSubmit":
+		return nil, h.userPromptSubmit(ctx)
+	case "SessionStart":
+		return h.sessionStart(ctx)
+	case "":
+		return nil, errors.New("hook input has no hook_event_name")
+	}
+	return nil, nil // an event we do not follow (installed by hand, or new)
+}
+
+type hook struct {
+	in      Input
+	connect Connect
+	c       Caller
+}
+
+func (h *hook) call(ctx context.Context, verb string, req, resp any) error {
+	if h.c == nil {
+		c, err := h.connect(ctx)
+		if err != nil {
+			return err
+		}
+		h.c = c
+	}
+	if err := h.c.Call(ctx, verb, req, resp); err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	return nil
+}
+
+// session returns the hook's session id, checked.
+func (h *hook) session() (string, error) {
+	if err := fsm.ValidateSessionID("session_id", h.in.SessionID); err != nil {
+		return "", fmt.Errorf("%s hook: %w", h.in.HookEventName, err)
+	}
+	return h.in.SessionID, nil
+}
+
+// postToolUse registers and starts an agent the Agent tool launched in the
+// background. Foreground agents (their response is their result) are not
+// delegations.
+func (h *hook) postToolUse(ctx context.Context) error {
+	if h.in.ToolName != "Agent" && h.in.ToolName != "Task" {
+		return nil
+	}
+	var resp agentResponse
+	if len(h.in.ToolResponse) == 0 || h.in.ToolResponse[0] != '{' {
+		return nil
+	}
+	if err := json.Unmarshal(h.in.ToolResponse, &resp); err != nil {
+		return fmt.Errorf("PostToolUse: tool_response: %w", err)
+	}
+	if resp.Status != "async_launched" {
+		return nil
+	}
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	var ti agentInput
+	if len(h.in.ToolInput) > 0 {
+		if err := json.Unmarshal(h.in.ToolInput, &ti); err != nil {
+			return fmt.Errorf("PostToolUse: tool_input: %w", err)
+		}
+	}
+	if err := fsm.ValidateSessionID("agentId", resp.AgentID); err != nil {
+		return fmt.Errorf("PostToolUse: %w", err)
+	}
+	if h.in.ToolUseID == "" {
+		return errors.New("PostToolUse: no tool_use_id")
+	}
+	if !filepath.IsAbs(h.in.Cwd) {
+		return fmt.Errorf("PostToolUse: cwd %q is not absolute", h.in.Cwd)
+	}
+	agent := oneLine(ti.SubagentType, fsm.MaxNameLen)
+	if agent == "" {
+		agent = DefaultAgent
+	}
+	model := ti.Model
+	if model == "" {
+		model = resp.ResolvedModel
+	}
+	var d fsm.Delegation
+	err = h.call(ctx, "register", api.RegisterRequest{
+		RootSessionID:   session,
+		ParentSessionID: session,
+		Agent:           agent,
+		ProjectDir:      h.in.Cwd,
+		SessionID:       resp.AgentID,
+		Model:           oneLine(model, fsm.MaxNameLen),
+		Prompt:          cut(ti.Prompt, fsm.MaxPromptLen),
+		IdempotencyKey:  h.in.ToolUseID,
+	}, &d)
+	if err != nil {
+		return err
+	}
+	if d.State != fsm.Registered {
+		return nil // a retried hook: already started, or even ended
+	}
+	return h.call(ctx, "start", api.StartRequest{ID: d.ID, SessionID: resp.AgentID}, &d)
+}
+
+// find returns the session's active delegation whose child session is
+// agent, or false. Its cost follows the active delegations, not history.
+func (h *hook) find(ctx context.Context, session, agent string) (fsm.Delegation, bool, error) {
+	ds, err := h.active(ctx, session)
+	if err != nil {
+		return fsm.Delegation{}, false, err
+	}
+	for _, d := range ds {
+		if d.SessionID == agent {
+			return d, true, nil
+		}
+	}
+	return fsm.Delegation{}, false, nil
+}
+
+func (h *hook) active(ctx context.Context, session string) ([]fsm.Delegation, error) {
+	var res api.Delegations
+	err := h.call(ctx, "active", api.ActiveRequest{RootSessionID: session}, &res)
+	return res.Delegations, err
+}
+
+// subagent records a heartbeat of a known agent, with its latest text when
+// the event carries one (SubagentStop fires after every turn of the agent).
+func (h *hook) subagent(ctx context.Context) error {
+	if h.in.AgentID == "" || fsm.ValidateSessionID("agent_id", h.in.AgentID) != nil {
+		return nil // not an agent the store can know
+	}
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	d, ok, err := h.find(ctx, session, h.in.AgentID)
+	if err != nil || !ok {
+		return err // unknown: a compaction's agent, or PostToolUse still to come
+	}
+	msg := d.Progress
+	if h.in.HookEventName == "SubagentStop" && strings.TrimSpace(h.in.LastAssistantMessage) != "" {
+		msg = cut(h.in.LastAssistantMessage, fsm.MaxMessageLen)
+	}
+	return h.call(ctx, "progress", api.ProgressRequest{ID: d.ID, Message: msg}, &d)
+}
+
+// stop ends the session's active agents that Claude Code no longer lists
+// as background tasks, with the last text the store has, then
+// acknowledges the session's due notifications.
+func (h *hook) stop(ctx context.Context) error {
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	ds, err := h.active(ctx, session)
+	if err != nil {
+		return err
+	}
+	listed := make(map[string]bool, len(h.in.BackgroundTasks))
+	for _, t := range h.in.BackgroundTasks {
+		listed[t.ID] = true
+	}
+	var errs []error
+	for _, d := range ds {
+		if d.SessionID == "" || listed[d.SessionID] {
+			continue
+		}
+		var out fsm.Delegation
+		if err := h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(d.Progress, fsm.MaxResultLen)}, &out); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, h.ackDue(ctx, session))
+	return errors.Join(errs...)
+}
+
+// userPromptSubmit ends the agents whose task notifications the prompt
+// carries, with their status and result.
+func (h *hook) userPromptSubmit(ctx context.Context) error {
+	ns := ParseNotifications(h.in.Prompt)
+	if len(ns) == 0 {
+		return nil
+	}
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	ds, err := h.active(ctx, session)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range ns {
+		for _, d := range ds {
+			if d.SessionID == "" || d.SessionID != n.TaskID {
+				continue
+			}
+			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, h.ackDue(ctx, session))
+	return errors.Join(errs...)
+}
+
+// end records a task notification's outcome.
+func (h *hook) end(ctx context.Context, d fsm.Delegation, n Notification) error {
+	var out fsm.Delegation
+	result := n.Result
+	if strings.TrimSpace(result) == "" {
+		result = d.Progress
+	}
+	switch strings.ToLower(n.Status) {
+	case "failed", "error":
+		text := n.Result
+		if strings.TrimSpace(text) == "" {
+			text = n.Summary
+		}
+		return h.call(ctx, "fail", api.FailRequest{ID: d.ID, Error: cut(text, fsm.MaxErrorLen)}, &out)
+	case "killed", "stopped", "cancelled", "canceled":
+		return h.call(ctx, "cancel", api.CancelRequest{ID: d.ID, Reason: cut(n.Summary, fsm.MaxReasonLen)}, &out)
+	}
+	return h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(result, fsm.MaxResultLen)}, &out)
+}
+
+// ackDue acknowledges the session's due notifications: Claude Code
+// delivers its own, and an acknowledged delegation counts as unread until
+// it is read.
+func (h *hook) ackDue(ctx context.Context, session string) error {
+	var res api.Notifications
+	if err := h.call(ctx, "notifications", api.NotificationsRequest{ParentSessionID: session}, &res); err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range res.Notifications {
+		var out projection.AckResult
+		errs = append(errs, h.call(ctx, "ack", api.AckRequest{ID: n.ID}, &out))
+	}
+	return errors.Join(errs...)
+}
+
+// sessionStart prints the session's <delegation-context> block as
+// additional context, so that a compacted, resumed or restarted session
+// knows its background work. Nothing to carry prints nothing.
+func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
+	switch h.in.Source {
+	case "startup", "resume", "compact":
+	default:
+		return nil, nil // clear starts afresh; fork is a new session id
+	}
+	session, err := h.session()
+	if err != nil {
+		return nil, err
+	}
+	var res api.CompactResponse
+	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session}, &res); err != nil {
+		return nil, err
+	}
+	if res.Block == "" {
+		return nil, nil
+	}
+	agents, err := h.agents(ctx, session, res.Block)
+	if err != nil {
+		return nil, err
+	}
+	return SessionStartOutput(res.Block + agents)
+}
+
+// agents lists the Claude Code agent ids of the delegations the block
+// names, which the block itself does not show: the model needs one to
+// continue an agent (SendMessage) or to find its output.
+func (h *hook) agents(ctx context.Context, session, block string) (string, error) {
+	var active, unread api.Delegations
+	if err := h.call(ctx, "active", api.ActiveRequest{RootSessionID: session}, &active); err != nil {
+		return "", err
+	}
+	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: session, Unread: true, Order: "time"}, &unread); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, d := range append(active.Delegations, unread.Delegations...) {
+		// Session ids passed their grammar: no markup can hide in them.
+		if d.SessionID == "" || !strings.Contains(block, "`"+d.ID+"`") {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n\nClaude Code agent ids of these delegations (for SendMessage):\n")
+		}
+		fmt.Fprintf(&b, "- `%s`: agent %s\n", d.ID, d.SessionID)
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+// SessionStartOutput is the JSON a SessionStart hook prints to add text
+// to the session's context.
+func SessionStartOutput(text string) ([]byte, error) {
+	type specific struct {
+		HookEventName     string `json:"hookEventName"`
+		AdditionalContext string `json:"additionalContext"`
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(struct {
+		HookSpecificOutput specific `json:"hookSpecificOutput"`
+	}{specific{"SessionStart", text}})
+	return b.Bytes(), err
+}
+
+// cut shortens s to at most max bytes, at a rune boundary.
+func cut(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// oneLine makes a name printable on one line (the store refuses control
+// characters in names) and at most max bytes.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }), " ")
+	return strings.TrimSpace(cut(s, max))
+}
