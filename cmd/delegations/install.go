@@ -129,6 +129,12 @@ func installOpenCode(e *env, args []string) error {
 	fmt.Fprintf(&b, "%s the OpenCode plugin: %s\n", r.Outcome, r.Path)
 	fmt.Fprintf(&b, "  it runs %s ($DELEGATIONS_BIN overrides it) and starts the daemon when none runs\n", *bin)
 	fmt.Fprintf(&b, "  OpenCode loads it at its next start: tools delegate, delegation_read, delegation_list, delegation_cancel\n")
+	for _, d := range r.Seeded {
+		fmt.Fprintf(&b, "  wrote empty dependencies into %s, so OpenCode does not download @opencode-ai/plugin there at start (the plugin needs nothing; offline the attempt costs a minute)\n", d)
+	}
+	for _, d := range r.Unseeded {
+		fmt.Fprintf(&b, "  note: %s has dependencies of its own without @opencode-ai/plugin: OpenCode installs it there at start, which needs the network\n", d)
+	}
 	fmt.Fprintf(&b, "  undo: delegations install opencode %s --uninstall\n", where)
 	if len(r.Conflicts) > 0 {
 		fmt.Fprintf(&b, "\nwarning: the background-agents plugin is installed too; its tools have the same names, so remove it:\n")

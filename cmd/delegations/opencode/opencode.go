@@ -92,6 +92,13 @@ const (
 type Report struct {
 	Path    string  `json:"path"`
 	Outcome Outcome `json:"outcome"`
+	// Seeded are the configuration directories where Install wrote (or
+	// Uninstall removed) the dependency stubs; see SeedDeps.
+	Seeded []string `json:"seeded,omitempty"`
+	// Unseeded are configuration directories with dependencies of their
+	// own that lack @opencode-ai/plugin: OpenCode tries to install it
+	// there at start-up, which needs the network.
+	Unseeded []string `json:"unseeded,omitempty"`
 	// Conflicts are other plugins OpenCode would load beside ours that
 	// define the same tools (the background-agents plugin).
 	Conflicts []string `json:"conflicts,omitempty"`
@@ -132,6 +139,16 @@ func Install(t Target, bin string) (Report, error) {
 			return r, err
 		}
 	}
+	for _, d := range t.configDirs() {
+		switch seeded, err := SeedDeps(d); {
+		case err != nil:
+			return r, err
+		case seeded:
+			r.Seeded = append(r.Seeded, d)
+		case !hasPluginDep(d):
+			r.Unseeded = append(r.Unseeded, d)
+		}
+	}
 	r.Conflicts = conflicts(t)
 	return r, nil
 }
@@ -154,7 +171,92 @@ func Uninstall(t Target) (Report, error) {
 		return r, err
 	}
 	r.Outcome = Removed
+	for _, d := range t.configDirs() {
+		if unseedDeps(d) {
+			r.Seeded = append(r.Seeded, d)
+		}
+	}
 	return r, nil
+}
+
+// configDirs are the configuration directories OpenCode reads for t, where
+// it installs its plugin package at start-up.
+func (t Target) configDirs() []string {
+	if t.Project != "" {
+		return []string{filepath.Join(t.Project, ".opencode"), t.Config}
+	}
+	return []string{t.Config}
+}
+
+// OpenCode installs @opencode-ai/plugin from npm into every configuration
+// directory at start-up unless the directory has a node_modules and a
+// package-lock.json that lists it; while that runs it does not load
+// plugins, and without a network it runs for a minute or more before it
+// fails. The plugin imports nothing, so SeedDeps writes what the check
+// looks for, as an install would leave it minus the package itself.
+var seedFiles = map[string]string{
+	"package.json":      `{"dependencies":{"@opencode-ai/plugin":"*"}}` + "\n",
+	"package-lock.json": `{"name":"","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}` + "\n",
+}
+
+// SeedDeps makes OpenCode's start-up skip its npm install in dir, a
+// configuration directory, when dir has no dependencies of its own (no
+// node_modules, package.json or package-lock.json). It reports whether it
+// wrote anything; a directory with dependencies is left alone.
+func SeedDeps(dir string) (bool, error) {
+	for _, name := range []string{"node_modules", "package.json", "package-lock.json"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "node_modules"), 0o755); err != nil {
+		return false, err
+	}
+	for name, text := range seedFiles {
+		if err := writeAtomic(filepath.Join(dir, name), []byte(text)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// unseedDeps removes what SeedDeps wrote in dir, if it is still exactly
+// that (files unchanged, node_modules empty), and reports whether it did.
+func unseedDeps(dir string) bool {
+	for name, text := range seedFiles {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != text {
+			return false
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(dir, "node_modules")); err != nil || len(entries) > 0 {
+		return false
+	}
+	for name := range seedFiles {
+		os.Remove(filepath.Join(dir, name))
+	}
+	os.Remove(filepath.Join(dir, "node_modules"))
+	return true
+}
+
+// hasPluginDep reports whether OpenCode's start-up check passes in dir.
+func hasPluginDep(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		return false
+	}
+	var lock struct {
+		Packages map[string]struct {
+			Dependencies map[string]string `json:"dependencies"`
+		} `json:"packages"`
+	}
+	if json.Unmarshal(b, &lock) != nil {
+		return false
+	}
+	_, ok := lock.Packages[""].Dependencies["@opencode-ai/plugin"]
+	return ok
 }
 
 func ours(b []byte) bool {

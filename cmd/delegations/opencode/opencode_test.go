@@ -162,3 +162,48 @@ func TestConflictsWithTheOldPlugin(t *testing.T) {
 		t.Fatalf("conflicts:\n%s", got)
 	}
 }
+
+// TestSeedDeps: install writes the dependency stubs OpenCode checks into
+// every configuration directory without dependencies of its own, leaves
+// the others alone (and says so), and uninstall removes exactly its stubs.
+func TestSeedDeps(t *testing.T) {
+	tg := target(t)
+	// The user's configuration directory has dependencies of its own.
+	if err := os.MkdirAll(filepath.Join(tg.Config, "node_modules", "left-pad"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	own := `{"dependencies":{"left-pad":"1.3.0"}}`
+	if err := os.WriteFile(filepath.Join(tg.Config, "package.json"), []byte(own), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Install(tg, "/usr/bin/delegations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dot := filepath.Join(tg.Project, ".opencode")
+	if strings.Join(r.Seeded, " ") != dot || strings.Join(r.Unseeded, " ") != tg.Config {
+		t.Fatalf("seeded %v, unseeded %v; want [%s] and [%s]", r.Seeded, r.Unseeded, dot, tg.Config)
+	}
+	if !hasPluginDep(dot) {
+		t.Fatalf("%s does not pass OpenCode's check after seeding", dot)
+	}
+	if b, _ := os.ReadFile(filepath.Join(tg.Config, "package.json")); string(b) != own {
+		t.Fatalf("the user's package.json changed: %s", b)
+	}
+	// A second install changes nothing.
+	if r, err := Install(tg, "/usr/bin/delegations"); err != nil || len(r.Seeded) != 0 {
+		t.Fatalf("second install: %+v, %v", r, err)
+	}
+	r, err = Uninstall(tg)
+	if err != nil || strings.Join(r.Seeded, " ") != dot {
+		t.Fatalf("uninstall: %+v, %v", r, err)
+	}
+	for _, name := range []string{"node_modules", "package.json", "package-lock.json"} {
+		if _, err := os.Lstat(filepath.Join(dot, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there after uninstall: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tg.Config, "node_modules", "left-pad")); err != nil {
+		t.Errorf("uninstall touched the user's node_modules: %v", err)
+	}
+}

@@ -1,6 +1,8 @@
 package hosttest
 
 import (
+	"github.com/delegations/delegations/cmd/delegations/opencode"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -142,29 +144,12 @@ func (e Event) IsIdle(session string) bool {
 	return false
 }
 
-// SeedPluginDeps writes an empty node_modules/ and a package-lock.json
-// naming @opencode-ai/plugin into dir (a config directory: .opencode/ or
-// ~/.config/opencode), which is what OpenCode 1.18.33 checks before it
-// npm-installs the plugin package there at start-up. Plugins that import
-// nothing need nothing more.
+// SeedPluginDeps makes OpenCode skip its start-up npm install in dir, a
+// configuration directory, as `delegations install opencode` does (see
+// opencode.SeedDeps).
 func SeedPluginDeps(dir string) error {
-	if err := os.MkdirAll(filepath.Join(dir, "node_modules"), 0o755); err != nil {
-		return err
-	}
-	lock := `{"name":"","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}` + "\n"
-	for name, text := range map[string]string{
-		"package.json":      `{"dependencies":{"@opencode-ai/plugin":"*"}}` + "\n",
-		"package-lock.json": lock,
-	} {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			continue
-		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := opencode.SeedDeps(dir)
+	return err
 }
 
 // StartOpenCode writes <project>/opencode.json (the fake model as model
