@@ -7,6 +7,8 @@ package hosttest_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -240,4 +242,41 @@ func TestOpenCodeSummarize(t *testing.T) {
 		t.Fatal("no request after compaction")
 	}
 	t.Logf("after compaction the model sees: %q", after.Messages[1:])
+}
+
+// "write": "deny" is accepted but inert: the write tool is still offered and
+// writes. "edit": "deny" is what removes both edit and write from the tools
+// the model is offered (a call to write then fails as an unavailable tool).
+func TestOpenCodeWritePermission(t *testing.T) {
+	for _, tc := range []struct {
+		key     string
+		offered bool // write offered to the model, and the file written
+	}{{"write", true}, {"edit", false}} {
+		t.Run(tc.key, func(t *testing.T) {
+			ctx := testContext(t)
+			model := hosttest.NewOpenAI(t, func(r *hosttest.ChatRequest) hosttest.Reply {
+				if _, ok := r.ToolResult("call_w"); ok {
+					return hosttest.Say("done")
+				}
+				return hosttest.Call("call_w", "write", map[string]string{"filePath": "out.txt", "content": "hi"})
+			})
+			oc := hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{Model: model, Config: map[string]any{"permission": map[string]any{tc.key: "deny"}}})
+			ses := oc.CreateSession("write")
+			oc.PromptAsync(ses, "write", hosttest.PromptOptions{})
+			if err := oc.AwaitIdle(ctx, ses); err != nil {
+				t.Fatal(err)
+			}
+			first := model.Await(ctx, nil)
+			if _, ok := first.Tool("write"); ok != tc.offered {
+				t.Errorf("%s deny: write offered = %v, want %v (tools %q)", tc.key, ok, tc.offered, first.ToolNames())
+			}
+			if _, ok := first.Tool("edit"); ok != tc.offered {
+				t.Errorf("%s deny: edit offered = %v, want %v", tc.key, ok, tc.offered)
+			}
+			_, err := os.Stat(filepath.Join(oc.Project, "out.txt"))
+			if written := err == nil; written != tc.offered {
+				t.Errorf("%s deny: file written = %v, want %v", tc.key, written, tc.offered)
+			}
+		})
+	}
 }
