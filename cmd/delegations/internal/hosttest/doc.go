@@ -58,8 +58,11 @@
 //   - Start-up is bounded (DefaultStartTimeout): the server's "listening"
 //     line, then the first event of its event stream. That is the only wait
 //     with a timer; everything else waits on events, requests or exits.
-//   - Unknown HTTP paths are proxied by OpenCode to its web UI host: offline
-//     such a request hangs. Use the documented API paths only.
+//   - The first request for the project's instance waits for its bootstrap
+//     (config, plugins); GET /doc is the OpenAPI description of the API.
+//     With OPENCODE_DISABLE_EMBEDDED_WEB_UI=1 (set here) unknown paths answer
+//     500. /experimental/tool/ids needs no query parameters and lists more
+//     than a given model is offered (websearch, apply_patch).
 //   - OpenCode and plugins' Bun.serve run in the test's network namespace;
 //     127.0.0.1 is all there is.
 package hosttest
