@@ -52,8 +52,9 @@ func TestOpenCodeNotifyIdle(t *testing.T) {
 }
 
 // A notification to a busy session (mid-turn) does not block the caller,
-// with or without noReply; after the turn ends the model gets one more
-// request holding it: mid-turn, noReply does not prevent a reply.
+// with or without noReply, and is stored at once; after the turn ends the
+// model gets one more request holding it: mid-turn, noReply does not
+// prevent a reply.
 func TestOpenCodeNotifyBusy(t *testing.T) {
 	for _, noReply := range []bool{true, false} {
 		t.Run(map[bool]string{true: "noReply", false: "reply"}[noReply], func(t *testing.T) {
@@ -73,7 +74,14 @@ func TestOpenCodeNotifyBusy(t *testing.T) {
 			}
 			// The turn is held open: a call that waited for it would hang
 			// until the test's context ends.
+			mark := len(oc.Log())
 			p.notify(ctx, ses, "NOTE", noReply)
+			// Stored at once, while the turn is still held.
+			if _, err := oc.AwaitEvent(ctx, mark, func(e hosttest.Event) bool {
+				return e.Type == "message.part.updated" && e.SessionID() == ses && strings.Contains(string(e.Properties), `"text":"NOTE"`)
+			}); err != nil {
+				t.Fatalf("no part event for the note while the turn is held: %v", err)
+			}
 			close(hold)
 			next := model.Await(ctx, nil)
 			if next == nil {
