@@ -7,6 +7,8 @@ package hosttest_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -50,8 +52,9 @@ func TestOpenCodeNotifyIdle(t *testing.T) {
 }
 
 // A notification to a busy session (mid-turn) does not block the caller,
-// with or without noReply; after the turn ends the model gets one more
-// request holding it: mid-turn, noReply does not prevent a reply.
+// with or without noReply, and is stored at once; after the turn ends the
+// model gets one more request holding it: mid-turn, noReply does not
+// prevent a reply.
 func TestOpenCodeNotifyBusy(t *testing.T) {
 	for _, noReply := range []bool{true, false} {
 		t.Run(map[bool]string{true: "noReply", false: "reply"}[noReply], func(t *testing.T) {
@@ -71,7 +74,14 @@ func TestOpenCodeNotifyBusy(t *testing.T) {
 			}
 			// The turn is held open: a call that waited for it would hang
 			// until the test's context ends.
+			mark := len(oc.Log())
 			p.notify(ctx, ses, "NOTE", noReply)
+			// Stored at once, while the turn is still held.
+			if _, err := oc.AwaitEvent(ctx, mark, func(e hosttest.Event) bool {
+				return e.Type == "message.part.updated" && e.SessionID() == ses && strings.Contains(string(e.Properties), `"text":"NOTE"`)
+			}); err != nil {
+				t.Fatalf("no part event for the note while the turn is held: %v", err)
+			}
 			close(hold)
 			next := model.Await(ctx, nil)
 			if next == nil {
@@ -240,4 +250,41 @@ func TestOpenCodeSummarize(t *testing.T) {
 		t.Fatal("no request after compaction")
 	}
 	t.Logf("after compaction the model sees: %q", after.Messages[1:])
+}
+
+// "write": "deny" is accepted but inert: the write tool is still offered and
+// writes. "edit": "deny" is what removes both edit and write from the tools
+// the model is offered (a call to write then fails as an unavailable tool).
+func TestOpenCodeWritePermission(t *testing.T) {
+	for _, tc := range []struct {
+		key     string
+		offered bool // write offered to the model, and the file written
+	}{{"write", true}, {"edit", false}} {
+		t.Run(tc.key, func(t *testing.T) {
+			ctx := testContext(t)
+			model := hosttest.NewOpenAI(t, func(r *hosttest.ChatRequest) hosttest.Reply {
+				if _, ok := r.ToolResult("call_w"); ok {
+					return hosttest.Say("done")
+				}
+				return hosttest.Call("call_w", "write", map[string]string{"filePath": "out.txt", "content": "hi"})
+			})
+			oc := hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{Model: model, Config: map[string]any{"permission": map[string]any{tc.key: "deny"}}})
+			ses := oc.CreateSession("write")
+			oc.PromptAsync(ses, "write", hosttest.PromptOptions{})
+			if err := oc.AwaitIdle(ctx, ses); err != nil {
+				t.Fatal(err)
+			}
+			first := model.Await(ctx, nil)
+			if _, ok := first.Tool("write"); ok != tc.offered {
+				t.Errorf("%s deny: write offered = %v, want %v (tools %q)", tc.key, ok, tc.offered, first.ToolNames())
+			}
+			if _, ok := first.Tool("edit"); ok != tc.offered {
+				t.Errorf("%s deny: edit offered = %v, want %v", tc.key, ok, tc.offered)
+			}
+			_, err := os.Stat(filepath.Join(oc.Project, "out.txt"))
+			if written := err == nil; written != tc.offered {
+				t.Errorf("%s deny: file written = %v, want %v", tc.key, written, tc.offered)
+			}
+		})
+	}
 }

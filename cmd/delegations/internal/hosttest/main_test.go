@@ -2,6 +2,8 @@ package hosttest_test
 
 import (
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
@@ -27,8 +29,26 @@ func TestOffline(t *testing.T) {
 	t.Logf("NOT offline-proven: %s", hosttest.OfflineReason())
 }
 
-func TestHostAndBuild(t *testing.T) {
-	bin := hosttest.Host(t, "opencode")
-	t.Log(bin)
-	t.Log(hosttest.Delegations(t))
+// Every installed host answers --version with its pinned version.
+func TestHostVersions(t *testing.T) {
+	for _, p := range hosttest.Pins(t) {
+		t.Run(p.Name, func(t *testing.T) {
+			cmd := exec.Command(hosttest.Host(t, p.Name), "--version")
+			cmd.Env = hosttest.Scratch(t).Environ()
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%s --version: %v", p.Name, err)
+			}
+			if !strings.Contains(string(out), p.Version) {
+				t.Errorf("%s --version = %q, want %s", p.Name, out, p.Version)
+			}
+		})
+	}
+}
+
+func TestDelegationsBinary(t *testing.T) {
+	out, err := exec.Command(hosttest.Delegations(t), "help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "register") {
+		t.Errorf("delegations help: %v\n%s", err, out)
+	}
 }

@@ -59,6 +59,9 @@ type OpenCodeOptions struct {
 	NoSeed bool
 	// StartTimeout bounds start-up; DefaultStartTimeout when zero.
 	StartTimeout time.Duration
+	// ExtraEnv is added to the server's environment ("KEY=value"; it wins
+	// over the defaults), e.g. to point a plugin at a delegations socket.
+	ExtraEnv []string
 }
 
 // OpenCode is a running `opencode serve` on 127.0.0.1, its logs captured
@@ -74,6 +77,7 @@ type OpenCode struct {
 	tb           testing.TB
 	logLevel     string
 	startTimeout time.Duration
+	extraEnv     []string
 	client       *http.Client
 
 	mu      sync.Mutex
@@ -222,7 +226,7 @@ func StartOpenCode(tb testing.TB, opts OpenCodeOptions) *OpenCode {
 	}
 	oc := &OpenCode{
 		Project: opts.Project, Env: opts.Env, Model: opts.Model, Bin: bin,
-		tb: tb, logLevel: opts.LogLevel, startTimeout: opts.StartTimeout,
+		tb: tb, logLevel: opts.LogLevel, startTimeout: opts.StartTimeout, extraEnv: opts.ExtraEnv,
 		client:    &http.Client{},
 		evChanged: make(chan struct{}),
 		marks:     map[string]int{},
@@ -237,10 +241,10 @@ func StartOpenCode(tb testing.TB, opts OpenCodeOptions) *OpenCode {
 	return oc
 }
 
-// Environ is the environment OpenCode runs with: the scratch directories
-// and the switches that keep it off the network.
+// Environ is the environment OpenCode runs with: the scratch directories,
+// the switches that keep it off the network, then ExtraEnv.
 func (oc *OpenCode) Environ() []string {
-	return oc.Env.Environ(
+	return append(oc.Env.Environ(
 		"OPENCODE_DISABLE_MODELS_FETCH=1",
 		"OPENCODE_DISABLE_AUTOUPDATE=1",
 		"OPENCODE_DISABLE_DEFAULT_PLUGINS=1",
@@ -250,7 +254,7 @@ func (oc *OpenCode) Environ() []string {
 		"OPENCODE_DISABLE_EXTERNAL_SKILLS=1",
 		"OPENCODE_DISABLE_EMBEDDED_WEB_UI=1",
 		"OPENCODE_EXPERIMENTAL_DISABLE_FILEWATCHER=1",
-	)
+	), oc.extraEnv...)
 }
 
 var listeningRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:(\d+))`)
@@ -266,7 +270,9 @@ func (oc *OpenCode) start(port int) {
 		"--print-logs", "--log-level", oc.logLevel)
 	cmd.Dir = oc.Project
 	cmd.Env = oc.Environ()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Kill takes its children too
+	// Its own process group, so Kill takes its children too; SIGKILL when
+	// the test process dies (a -timeout panic runs no cleanup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -619,9 +625,15 @@ func (oc *OpenCode) PromptAsync(session, text string, opts PromptOptions) {
 // (POST /session/:id/message); it returns the assistant's message.
 func (oc *OpenCode) Prompt(session, text string) Message {
 	oc.tb.Helper()
+	return oc.PromptWith(session, text, PromptOptions{})
+}
+
+// PromptWith is Prompt with options.
+func (oc *OpenCode) PromptWith(session, text string, opts PromptOptions) Message {
+	oc.tb.Helper()
 	oc.mark(session)
 	var m Message
-	oc.must(oc.Do("POST", "/session/"+session+"/message", oc.promptBody(text, PromptOptions{}), &m), "prompt")
+	oc.must(oc.Do("POST", "/session/"+session+"/message", oc.promptBody(text, opts), &m), "prompt")
 	return m
 }
 

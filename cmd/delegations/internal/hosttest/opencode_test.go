@@ -160,7 +160,13 @@ func TestOpenCodeRestart(t *testing.T) {
 	for _, m := range oc.Messages(ses) {
 		got = append(got, m.Info.Role+": "+m.Text())
 	}
-	if want := []string{"user: before", "assistant: ok", "user: after", "assistant: ok"}; !slices.Equal(got, want) {
+	want := []string{"user: before", "assistant: ok", "user: after", "assistant: ok"}
+	if !slices.Equal(got, want) {
 		t.Errorf("messages = %q, want %q", got, want)
+	}
+	oc.Restart() // graceful this time: SIGTERM
+	t.Logf("stopped and restarted after %v", time.Since(t0))
+	if n := len(oc.Messages(ses)); n != len(want) {
+		t.Errorf("%d messages after a graceful restart, want %d", n, len(want))
 	}
 }
