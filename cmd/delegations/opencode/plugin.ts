@@ -229,17 +229,24 @@ function unwrap<T>(r: Result<T>, what: string): T {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** denied reports whether a permission entry denies everything. */
+/**
+ * denied reports whether a permission denies a tool on every pattern: an
+ * agent's resolved ruleset (app.agents: rules in order, the last match
+ * wins), or a configured entry ("deny", or {"*": "deny", ...}).
+ */
 function denied(p: Permission | undefined, tool: string): boolean {
   if (p === undefined) return false
   if (typeof p === "string") return p === "deny"
   if (Array.isArray(p)) {
-    // A ruleset: the last rule for the tool with pattern "*" decides.
-    let action: string | undefined
-    for (const r of p) if (r.permission === tool && (r.pattern ?? "*") === "*") action = r.action
-    return action === "deny"
+    let state: string | undefined
+    for (const r of p) {
+      if (r.permission !== tool) continue
+      if ((r.pattern ?? "*") === "*") state = r.action
+      else if (r.action !== "deny" && state === "deny") state = "partly"
+    }
+    return state === "deny"
   }
-  return p["*"] === "deny"
+  return p["*"] === "deny" && Object.values(p).every((a) => a === "deny")
 }
 
 // ---------- the plugin ----------
@@ -257,6 +264,8 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   const owned = new Map<string, boolean>() // session → belongs to this OpenCode project
   const finishing = new Set<string>() // delegation ids being completed
   const progress = new Map<string, { text?: string; timer?: ReturnType<typeof setTimeout>; sending?: Promise<void> }>()
+  const streamed = new Map<string, { part?: string; text: string }>() // delegation id → its latest text part
+  const answers = new Set<string>() // ids of the children's assistant messages: their text is progress
   const delivering = new Set<string>() // notification ids being delivered
   const deferred = new Map<string, Map<string, Notification>>() // busy parent → its notifications
   const failures = new Map<string, number>() // notification id → consecutive failed deliveries here
@@ -327,12 +336,21 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
     return { agents: unwrap(agents, "list the agents"), config: config.data ?? {} }
   }
 
+  /**
+   * readOnly: edit, write and bash all denied, as the agent resolves (its
+   * ruleset includes OpenCode's defaults), else as configured. In OpenCode
+   * 1.18 a denied edit also removes the write tool, and a "write" rule alone
+   * changes nothing, so edit and bash decide.
+   */
   const readOnly = (name: string, info: Awaited<ReturnType<typeof agentsInfo>>): boolean => {
-    const configured = info.config.agent?.[name]?.permission
-    if (configured) return ["edit", "write", "bash"].every((t) => denied(configured[t], t))
     const resolved = info.agents.find((a) => a.name === name)?.permission
-    if (Array.isArray(resolved)) return ["edit", "write", "bash"].every((t) => denied(resolved as Permission, t) || (t === "write" && denied(resolved as Permission, "edit")))
-    return false
+    const p = (Array.isArray(resolved) ? resolved : info.config.agent?.[name]?.permission) as
+      | Permission
+      | Record<string, Permission>
+      | undefined
+    if (!p) return false
+    const get = (tool: string): Permission | undefined => (Array.isArray(p) ? (p as Permission) : (p as Record<string, Permission>)[tool])
+    return denied(get("edit"), "edit") && denied(get("bash"), "bash") // write follows edit
   }
 
   // ----- the child's lifecycle -----
@@ -380,6 +398,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   const untrack = (id: string) => {
     const child = childOf.get(id)
     if (child) children.delete(child)
+    streamed.delete(id)
   }
 
   const describe = async (id: string, child: string, text: string): Promise<{ title?: string; description?: string }> => {
@@ -488,8 +507,9 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       const parent = n.parentSessionID
       if (!(await owns(parent))) return
       if (await busy(parent)) {
-        // A message sent into a turn that is running can hold that turn:
-        // deliver when the parent is idle.
+        // A message sent into a running turn makes OpenCode ask the model
+        // again when the turn ends, noReply or not: a terminal notification
+        // would wake the parent. Deliver when it is idle.
         const q = deferred.get(parent) ?? new Map<string, Notification>()
         q.set(n.id, n)
         deferred.set(parent, q)
@@ -498,7 +518,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       }
       const r = await client.session.promptAsync({
         path: { id: parent },
-        body: { noReply: n.kind !== "all-complete", parts: [{ type: "text", text: n.text }] },
+        body: { noReply: n.kind !== "all-complete", parts: [{ type: "text", text: n.text, synthetic: true }] },
       })
       unwrap({ data: true, error: r.error }, `deliver ${n.id}`)
       failures.delete(n.id)
@@ -754,10 +774,30 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
     event: async ({ event }: { event: BusEvent }) => {
       const p = event.properties ?? {}
       switch (event.type) {
+        // Streamed text arrives as deltas; an update carries a part's whole
+        // text (empty when it starts). Progress is the latest text part of
+        // the child's answers (not of its prompt).
+        case "message.updated": {
+          const info = p.info as MessageInfo | undefined
+          if (info?.role === "assistant" && children.has(info.sessionID)) answers.add(info.id)
+          return
+        }
+        case "message.part.delta": {
+          const sid = p.sessionID as string | undefined
+          const id = sid && children.get(sid)
+          if (!id || !answers.has(p.messageID) || p.field !== "text" || typeof p.delta !== "string") return
+          const cur = streamed.get(id)
+          const text = cur?.part === p.partID ? cur.text + p.delta : p.delta
+          streamed.set(id, { part: p.partID, text })
+          onText(id, text)
+          return
+        }
         case "message.part.updated": {
-          const part = p.part as TextPart | undefined
+          const part = p.part as (TextPart & { id?: string }) | undefined
           const id = part?.sessionID && children.get(part.sessionID)
-          if (id && part?.type === "text" && !part.synthetic && part.text) onText(id, part.text)
+          if (!id || !answers.has(part.messageID ?? "") || part?.type !== "text" || part.synthetic || !part.text) return
+          streamed.set(id, { part: part.id, text: part.text })
+          onText(id, part.text)
           return
         }
         case "session.idle":
