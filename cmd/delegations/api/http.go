@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +30,49 @@ type handler struct {
 // Every other verb runs to completion, so an in-flight commit finishes.
 var waiting = map[string]bool{"read": true, "notifications": true}
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves one request. A panic (a bug) is answered with 500
+// internal and a message saying the daemon is still running, and its stack
+// logged, instead of net/http's dropped connection, which a client can only
+// read as a daemon that died.
+func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &trackingWriter{ResponseWriter: rw}
+	defer func() {
+		v := recover()
+		if v == nil || v == http.ErrAbortHandler {
+			if v != nil {
+				panic(v)
+			}
+			return
+		}
+		h.logger.Error("a request panicked (a bug); the daemon goes on serving",
+			"method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if w.wrote {
+			panic(http.ErrAbortHandler) // mid-answer: only closing the connection tells the client
+		}
+		h.fail(w, r, fmt.Errorf("the daemon hit a bug serving %s %s (panic: %v) and is still running; "+
+			"the command may or may not have taken effect: check with show or events, and report the daemon's log", r.Method, r.URL.Path, v))
+	}()
+	h.serve(w, r)
+}
+
+// trackingWriter notes whether the answer has begun.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) { t.wrote = true; t.ResponseWriter.WriteHeader(code) }
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+func (t *trackingWriter) Flush() {
+	t.wrote = true
+	http.NewResponseController(t.ResponseWriter).Flush()
+}
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	if !ok || strings.Contains(name, "/") {
 		h.fail(w, r, fmt.Errorf("%w: %s; the API is under /v1/ (see README)", errNoEndpoint, r.URL.Path))
@@ -210,6 +254,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 		last, err := uintParam(id)
 		if err != nil {
 			h.fail(w, r, fmt.Errorf("%w: Last-Event-ID: %v", fsm.ErrInvalid, err))
+			return
+		}
+		if last == math.MaxUint64 {
+			// last+1 would wrap to 0 and replay the whole log.
+			h.fail(w, r, fmt.Errorf("%w: Last-Event-ID %d is the largest sequence number; no event can follow it (reconnect without Last-Event-ID, or with from=SEQ)", fsm.ErrInvalid, last))
 			return
 		}
 		from = strconv.FormatUint(last+1, 10)

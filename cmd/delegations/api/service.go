@@ -362,6 +362,9 @@ func decode(body []byte, v any, t reflect.Type) error {
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: request body is not valid UTF-8", fsm.ErrInvalid)
 	}
+	if err := checkRaw(body, t); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -384,6 +387,127 @@ func decode(body []byte, v any, t reflect.Type) error {
 		return fmt.Errorf("%w: data after the JSON object; send exactly one", fsm.ErrInvalid)
 	}
 	return nil
+}
+
+// checkRaw refuses what encoding/json would accept silently and change:
+// a field name in another case (it matches case-insensitively), a field
+// given twice (the last one wins), and an escaped lone surrogate such as
+// "\ud800" (stored as U+FFFD, not as sent). Malformed JSON is left to
+// the decoder, which says where it is.
+func checkRaw(body []byte, t reflect.Type) error {
+	if err := checkSurrogates(body); err != nil {
+		return err
+	}
+	fields := jsonFields(t)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	// One frame per open object or array; in an object, a string token is
+	// a key when the frame expects one.
+	type frame struct {
+		object, wantKey bool
+		seen            map[string]bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or malformed JSON for the decoder to report
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
+			key, ok := tok.(string)
+			if !ok {
+				continue // the closing brace
+			}
+			top := &stack[n-1]
+			top.wantKey = false
+			if n == 1 {
+				if !slices.Contains(fields, key) {
+					if i := slices.IndexFunc(fields, func(f string) bool { return strings.EqualFold(f, key) }); i >= 0 {
+						return fmt.Errorf("%w: unknown field %q; field names are case-sensitive: did you mean %q?", fsm.ErrInvalid, key, fields[i])
+					}
+					return fmt.Errorf("%w: unknown field %q; the fields are %s", fsm.ErrInvalid, key, strings.Join(fields, ", "))
+				}
+			}
+			if top.seen[key] {
+				return fmt.Errorf("%w: field %q appears twice; give each field once", fsm.ErrInvalid, key)
+			}
+			top.seen[key] = true
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, wantKey: true, seen: map[string]bool{}})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: an object now expects its next key.
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+}
+
+// checkSurrogates refuses a \uXXXX escape of a UTF-16 surrogate that is not
+// half of a pair (a high one followed by a low one). Bodies are valid
+// UTF-8, so raw bytes never encode a surrogate; only escapes can.
+func checkSurrogates(body []byte) error {
+	inString := false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c == '\\' && i+1 < len(body):
+			i++
+			if body[i] != 'u' {
+				continue
+			}
+			r, ok := hex4(body, i+1)
+			if !ok {
+				continue // malformed: the decoder says so
+			}
+			i += 4
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return fmt.Errorf("%w: the escape \\u%04x at byte %d is a lone low surrogate, which no text can hold; send the character itself, or a surrogate pair", fsm.ErrInvalid, r, i-5)
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+2 < len(body) && body[i+1] == '\\' && body[i+2] == 'u' {
+					if lo, ok := hex4(body, i+3); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+						i += 6
+						continue
+					}
+				}
+				return fmt.Errorf("%w: the escape \\u%04x at byte %d is a lone high surrogate, which no text can hold; send the character itself, or a surrogate pair", fsm.ErrInvalid, r, i-5)
+			}
+		}
+	}
+	return nil
+}
+
+// hex4 parses the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // jsonFields lists the JSON names of a struct's fields.
