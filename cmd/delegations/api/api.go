@@ -218,6 +218,7 @@ var codes = []struct {
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed},
 	{errNoEndpoint, "no_endpoint", http.StatusNotFound},
 	{errUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{ErrNotAnswering, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrConflict, "conflict", http.StatusConflict},
 	{eventlog.ErrClosed, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrLocked, "locked", http.StatusServiceUnavailable},

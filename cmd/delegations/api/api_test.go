@@ -36,12 +36,20 @@ type daemon struct {
 
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
+	return startDaemonWith(t, func(*Config) {})
+}
+
+// startDaemonWith starts a daemon whose Config set changes first.
+func startDaemonWith(t *testing.T, set func(*Config)) *daemon {
+	t.Helper()
 	d := &daemon{dir: t.TempDir(), clock: NewManualClock(t0)}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Status, 1)
 	done := make(chan error, 1)
+	cfg := Config{DataDir: d.dir, Clock: d.clock, Ready: func(st Status) { ready <- st }}
+	set(&cfg)
 	go func() {
-		done <- Serve(ctx, Config{DataDir: d.dir, Clock: d.clock, Ready: func(st Status) { ready <- st }})
+		done <- Serve(ctx, cfg)
 	}()
 	select {
 	case st := <-ready:

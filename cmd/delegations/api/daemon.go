@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,28 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, is called once the socket accepts requests.
 	Ready func(Status)
+
+	// HeaderTimeout bounds the reading of a request's headers, BodyTimeout
+	// that of a POST body, and IdleTimeout how long a kept-alive
+	// connection may wait for its next request; zero means the default.
+	// Streams and blocking waits are not bounded by them: their body is
+	// empty or read before the wait.
+	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
+	// MaxConnections bounds the connections served at once; zero means
+	// DefaultMaxConnections. Further connections wait, unaccepted, in the
+	// socket's backlog until one closes (idle ones close after
+	// IdleTimeout), so that clients never make the daemon run out of
+	// descriptors.
+	MaxConnections int
 }
+
+// Defaults of Config's connection limits.
+const (
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultBodyTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultMaxConnections = 1024
+)
 
 // DefaultSocket returns the socket of a data directory.
 func DefaultSocket(dataDir string) string { return filepath.Join(dataDir, SocketName) }
@@ -62,6 +84,10 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.HeaderTimeout = cmp.Or(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	cfg.BodyTimeout = cmp.Or(cfg.BodyTimeout, DefaultBodyTimeout)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.MaxConnections = cmp.Or(cfg.MaxConnections, DefaultMaxConnections)
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("data directory %q: %w", cfg.DataDir, err)
@@ -112,17 +138,19 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
 	h := &handler{
-		svc:      NewService(store),
-		status:   Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
-		logger:   logger,
-		stopping: stopping,
+		svc:         NewService(store),
+		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
+		logger:      logger,
+		stopping:    stopping,
+		bodyTimeout: cfg.BodyTimeout,
 	}
 	if m, ok := cfg.Clock.(*ManualClock); ok {
 		h.manual = m
 	}
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
@@ -138,7 +166,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 				st.LastSeq = store.Log().Last()
 				cfg.Ready(st)
 			}
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(limitListener(ln, cfg.MaxConnections, logger)); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve %s: %w", socket, err)
 			}
 			return nil

@@ -24,6 +24,8 @@ type handler struct {
 	status   Status
 	logger   *slog.Logger
 	stopping context.Context // done when the daemon stops: waits end
+	// bodyTimeout bounds the reading of a POST body (Config.BodyTimeout).
+	bodyTimeout time.Duration
 }
 
 // waiting are the verbs that may wait; they end when the daemon stops.
@@ -118,7 +120,16 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 				defer context.AfterFunc(h.stopping, cancel)()
 				defer cancel()
 			}
-			out, err := h.svc.call(ctx, name, r.Body)
+			// The body has its deadline. net/http clears it when it reads
+			// the body's end (its watch for a hang-up must not end a wait).
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.bodyTimeout))
+			ep, body, err := readRequest(name, r.Body)
+			if err != nil {
+				w.Header().Set("Connection", "close") // what is left of the body is unread
+				h.fail(w, r, err)
+				return
+			}
+			out, err := ep.serve(ctx, h.svc, body)
 			if err != nil {
 				h.fail(w, r, err)
 				return

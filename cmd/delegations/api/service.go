@@ -339,18 +339,28 @@ func Verbs() []string {
 
 // call runs a verb on a request body read from r.
 func (s *Service) call(ctx context.Context, name string, r io.Reader) (any, error) {
+	ep, body, err := readRequest(name, r)
+	if err != nil {
+		return nil, err
+	}
+	return ep.serve(ctx, s, body)
+}
+
+// readRequest finds a verb's endpoint and reads its request body, within
+// the verb's limit.
+func readRequest(name string, r io.Reader) (endpoint, []byte, error) {
 	ep, ok := endpoints[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: /v1/%s; the verbs are %s", errNoEndpoint, name, strings.Join(Verbs(), ", "))
+		return endpoint{}, nil, fmt.Errorf("%w: /v1/%s; the verbs are %s", errNoEndpoint, name, strings.Join(Verbs(), ", "))
 	}
 	body, err := io.ReadAll(io.LimitReader(r, ep.limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read request body: %v", fsm.ErrInvalid, err)
+		return endpoint{}, nil, fmt.Errorf("%w: read request body: %v", fsm.ErrInvalid, err)
 	}
 	if int64(len(body)) > ep.limit {
-		return nil, fmt.Errorf("%w: the body of %s is limited to %d bytes; send long texts within the limits in README", errTooLarge, name, ep.limit)
+		return endpoint{}, nil, fmt.Errorf("%w: the body of %s is limited to %d bytes; send long texts within the limits in README", errTooLarge, name, ep.limit)
 	}
-	return ep.serve(ctx, s, body)
+	return ep, body, nil
 }
 
 // decode decodes one JSON object strictly: valid UTF-8, no unknown fields,
