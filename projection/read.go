@@ -62,9 +62,64 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
 		}
 	}
+	return s.finishRead(ctx, d)
+}
+
+// readBatch is the end of the reads of one terminal delegation that run
+// together: one of them (the leader) persists the delegation if needed,
+// reads the artifact once, and records one read event for all of them;
+// the others wait for its result. Without it, the readers a completion
+// wakes would each take the delegation's lock and commit their own read
+// event, one after the other: the last of 1,000 would wait for 1,000
+// commits.
+type readBatch struct {
+	closed bool // the leader holds the lock: new readers start a new batch
+	done   chan struct{}
+	res    ReadResult
+	err    error
+}
+
+// finishRead returns the artifact of terminal delegation d and records a
+// read, or returns the pending text when the artifact cannot be written.
+// Concurrent reads of one delegation share the work (see readBatch).
+func (s *Store) finishRead(ctx context.Context, d fsm.Delegation) (ReadResult, error) {
+	s.readMu.Lock()
+	if b := s.reads[d.ID]; b != nil && !b.closed {
+		s.readMu.Unlock()
+		<-b.done // the leader's work is durable state: it finishes
+		return b.res, b.err
+	}
+	if s.reads == nil {
+		s.reads = map[string]*readBatch{}
+	}
+	b := &readBatch{done: make(chan struct{})}
+	s.reads[d.ID] = b
+	s.readMu.Unlock()
+	// The others' reads must not fail because this caller left, and the
+	// work is durable state: finish it regardless.
+	b.res, b.err = s.leadRead(context.WithoutCancel(ctx), d, b)
+	s.closeBatch(d.ID, b)
+	close(b.done)
+	return b.res, b.err
+}
+
+// closeBatch stops b taking readers.
+func (s *Store) closeBatch(id string, b *readBatch) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if !b.closed {
+		b.closed = true
+		if s.reads[id] == b {
+			delete(s.reads, id)
+		}
+	}
+}
+
+// leadRead does the work of a batch of reads.
+func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (ReadResult, error) {
+	id := d.ID
 	if d.PersistedAt.IsZero() {
-		// Durable state: finish it even if the caller has gone.
-		p, err := s.Persist(context.WithoutCancel(ctx), id)
+		p, err := s.Persist(ctx, id)
 		if err != nil {
 			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
 			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
@@ -76,6 +131,9 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 		return ReadResult{}, err
 	}
 	d, err = s.update(ctx, id, "", func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		// Under the delegation's lock: a reader who comes now would wait
+		// for this append anyway, and joins the next batch.
+		s.closeBatch(id, b)
 		if cur == nil {
 			return nil, &ReadNotFoundError{ID: id}
 		}

@@ -60,6 +60,10 @@ type Store struct {
 	// cycleMu serialises acknowledgements of all-complete notifications,
 	// which append to parent session streams.
 	cycleMu sync.Mutex
+	// reads holds, per delegation, the batch of reads that new readers
+	// join (see finishRead).
+	readMu sync.Mutex
+	reads  map[string]*readBatch
 }
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
