@@ -101,4 +101,3 @@ func parkedReads(buf []byte) int {
 	}
 	return count
 }
-
