@@ -163,12 +163,20 @@ type EventsRequest struct {
 	Follow     bool   // keep the stream open for new events
 }
 
-// Status is the answer of GET /v1/status.
+// Status is the answer of GET /v1/status. State is "ok", or "broken"
+// after a failed write until the daemon has reopened the log; while
+// broken, the other fields say since when, why, and how the reopening goes.
 type Status struct {
-	DataDir string `json:"dataDir"`
-	Socket  string `json:"socket"`
-	PID     int    `json:"pid"`
-	LastSeq uint64 `json:"lastSeq"`
+	DataDir          string `json:"dataDir"`
+	Socket           string `json:"socket"`
+	PID              int    `json:"pid"`
+	LastSeq          uint64 `json:"lastSeq"`
+	State            string `json:"state"`
+	Error            string `json:"error,omitempty"`
+	BrokenSince      string `json:"brokenSince,omitempty"`
+	Attempts         int    `json:"attempts,omitempty"`
+	LastAttemptError string `json:"lastAttemptError,omitempty"`
+	NextAttempt      string `json:"nextAttempt,omitempty"`
 }
 
 // Error is an error as the API reports it. It unwraps to the sentinel of

@@ -229,16 +229,18 @@ func TestArtifactRetry(t *testing.T) {
 	if len(ns.Notifications) != 0 {
 		t.Fatalf("a notification is due before the artifact: %+v", ns.Notifications)
 	}
-	if err := os.Remove(blocker); err != nil {
-		t.Fatal(err)
-	}
-	// The writer's attempt after the command's event failed; its retry
-	// waits on the clock. Moving the clock before that timer is set would
-	// leave the retry a second after the new time, so wait for it.
+	// The writer's attempt after the command's event fails; its retry
+	// waits on the clock. Wait for that timer while the write still
+	// fails (the writer may be slow to try; removing the blocker first
+	// would let it succeed at once, and set no timer), and before moving
+	// the clock (which would leave the retry a second after the new time).
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	if err := d.clock.AwaitTimer(ctx, t0.Add(retryFirst)); err != nil {
 		t.Fatalf("the artifact writer set no retry timer: %v", err)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
 	}
 	d.clock.Advance(retryMax)
 	d.awaitEvent(t, 1, rec.ID, "persisted")

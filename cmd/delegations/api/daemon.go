@@ -108,13 +108,16 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if st, ok := probe(ctx, socket); ok {
 		return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
 	}
-	store, err := projection.Open(dir, projection.Options{
-		DefaultTimeout: cfg.DefaultTimeout,
-		LockTimeout:    cfg.LockTimeout,
-		Now:            cfg.Clock.Now,
-		AfterFunc:      cfg.Clock.AfterFunc,
-		Logger:         logger,
-	})
+	open := func() (*projection.Store, error) {
+		return projection.Open(dir, projection.Options{
+			DefaultTimeout: cfg.DefaultTimeout,
+			LockTimeout:    cfg.LockTimeout,
+			Now:            cfg.Clock.Now,
+			AfterFunc:      cfg.Clock.AfterFunc,
+			Logger:         logger,
+		})
+	}
+	store, err := open()
 	if errors.Is(err, eventlog.ErrLocked) {
 		if st, ok := probe(ctx, socket); ok {
 			return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
@@ -124,11 +127,14 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	svc := NewService(store)
 	defer func() {
-		if cerr := store.Close(); cerr != nil && err == nil {
+		// The store the daemon ends with: the keeper may have replaced it.
+		if cerr := svc.Store().Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
+	keep := newKeeper(svc, open, cfg.Clock, logger)
 	ln, err := listen(ctx, socket, logger)
 	if err != nil {
 		return err
@@ -138,7 +144,8 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
 	h := &handler{
-		svc:         NewService(store),
+		svc:         svc,
+		keeper:      keep,
 		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
 		logger:      logger,
 		stopping:    stopping,
@@ -160,10 +167,11 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	{
 		g.Add(func() error {
-			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", store.Log().Last())
+			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", svc.Store().Log().Last())
 			if cfg.Ready != nil {
 				st := h.status
-				st.LastSeq = store.Log().Last()
+				st.LastSeq = svc.Store().Log().Last()
+				keep.state(&st)
 				cfg.Ready(st)
 			}
 			if err := srv.Serve(limitListener(ln, cfg.MaxConnections, logger)); !errors.Is(err, http.ErrServerClosed) {
@@ -184,16 +192,20 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	{
 		actx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return sweepDeadlines(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+		g.Add(func() error { return sweepDeadlines(actx, keep, cfg.Clock, logger) }, func(error) { cancel() })
 	}
 	{
 		actx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return persistPending(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+		g.Add(func() error { return persistPending(actx, keep, cfg.Clock, logger) }, func(error) { cancel() })
+	}
+	{
+		actx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return keep.run(actx) }, func(error) { cancel() })
 	}
 	err = g.Run()
 	var sig run.SignalError
 	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
-		logger.Info("stopping", "reason", err.Error(), "lastSeq", store.Log().Last())
+		logger.Info("stopping", "reason", err.Error(), "lastSeq", svc.Store().Log().Last())
 		err = nil
 	}
 	return err
@@ -260,24 +272,36 @@ const (
 // for a new record or the time pass returned (none when zero); after one
 // that fails it waits on the clock alone, doubling up to retryMax, so that
 // new events cannot turn a failing disk into a busy loop. pass learns
-// whether it is retrying a failure.
-func background(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger, what string,
-	pass func(retrying bool) (next time.Time, err error)) error {
+// whether it is retrying a failure. A failed write is the keeper's to
+// mend; a wait the keeper ends by replacing the store goes on on the new
+// one.
+func background(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger, what string,
+	pass func(store *projection.Store, retrying bool) (next time.Time, err error)) error {
 	backoff := retryFirst
 	retrying := false
 	for {
+		store := k.svc.Store()
+		replaced := k.replaced()
 		last := store.Log().Last()
-		next, err := pass(retrying)
+		next, err := pass(store, retrying)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
+			err = k.failed(err)
 			logger.Warn(what+" failed; retrying", "in", backoff, "err", err)
 			err = sleep(ctx, clock, backoff)
 			backoff, retrying = min(2*backoff, retryMax), true
 		} else {
 			backoff, retrying = retryFirst, false
 			err = store.Wait(ctx, last, next)
+			if errors.Is(err, eventlog.ErrClosed) && ctx.Err() == nil {
+				select { // the keeper is reopening the log
+				case <-replaced:
+					err = nil
+				case <-ctx.Done():
+				}
+			}
 		}
 		if err != nil {
 			return nil // stopping
@@ -289,8 +313,8 @@ func background(ctx context.Context, store *projection.Store, clock Clock, logge
 // past its deadline (at once for those that passed while no daemon ran),
 // then waits for the next deadline or a new event, which may bring an
 // earlier one.
-func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
-	return background(ctx, store, clock, logger, "timing out overdue delegations", func(bool) (time.Time, error) {
+func sweepDeadlines(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+	return background(ctx, k, clock, logger, "timing out overdue delegations", func(store *projection.Store, _ bool) (time.Time, error) {
 		n, next, err := store.TimeoutOverdue(ctx)
 		if n > 0 {
 			logger.Info("timed out delegations past their deadline", "count", n)
@@ -304,8 +328,8 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 // is persisted once, under its lock); this retries the ones that failed
 // (a full disk, an unwritable directory) until they succeed, and the
 // terminal notification becomes due with each.
-func persistPending(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
-	return background(ctx, store, clock, logger, "writing artifacts", func(retrying bool) (time.Time, error) {
+func persistPending(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+	return background(ctx, k, clock, logger, "writing artifacts", func(store *projection.Store, retrying bool) (time.Time, error) {
 		n, err := store.PersistPending(ctx)
 		if n > 0 && retrying {
 			logger.Info("wrote the artifacts that had failed", "count", n)

@@ -24,6 +24,7 @@ type handler struct {
 	status   Status
 	logger   *slog.Logger
 	stopping context.Context // done when the daemon stops: waits end
+	keeper   *keeper         // reopens the log after a failed write
 	// bodyTimeout bounds the reading of a POST body (Config.BodyTimeout).
 	bodyTimeout time.Duration
 }
@@ -88,7 +89,8 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	case "status":
 		h.get(w, r, func(w http.ResponseWriter, r *http.Request) {
 			st := h.status
-			st.LastSeq = h.svc.store.Log().Last()
+			st.LastSeq = h.svc.Store().Log().Last()
+			h.keeper.state(&st)
 			h.reply(w, r, st)
 		})
 	case "clock":
@@ -187,6 +189,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.logger.Debug("client hung up", "method", r.Method, "path", r.URL.Path)
 		return // nobody reads the answer
 	}
+	err = h.keeper.failed(err)
 	code := Code(err)
 	status := statusOf(code)
 	if status >= 500 {
@@ -258,7 +261,7 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 // until acknowledged. Without from, the stream starts at the next record.
 func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	log := h.svc.store.Log()
+	log := h.svc.Store().Log()
 	next := log.Last() + 1
 	from := q.Get("from")
 	if id := r.Header.Get("Last-Event-ID"); id != "" && from == "" {
@@ -283,7 +286,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 		next = max(n, 1)
 	}
 	parent := q.Get("parentSessionID")
-	if _, _, err := h.svc.store.Due(parent); err != nil {
+	if _, _, err := h.svc.Store().Due(parent); err != nil {
 		h.fail(w, r, err) // an invalid parent session id
 		return
 	}
@@ -318,7 +321,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		due, nextDue, err := h.svc.store.Due(parent)
+		due, nextDue, err := h.svc.Store().Due(parent)
 		if err != nil {
 			h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
 			return
@@ -340,7 +343,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		flusher.Flush()
-		if err := h.svc.store.Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
+		if err := h.svc.Store().Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
 			return // the client left or the daemon stops
 		}
 	}

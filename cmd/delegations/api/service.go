@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -27,17 +29,26 @@ const MaxWait = 24 * time.Hour
 // use; the daemon serves it on a socket and the CLI runs it in process
 // (Local) when no daemon runs.
 type Service struct {
-	store *projection.Store
+	// store is the store the service runs on; the daemon replaces it when
+	// it reopens the log after a failed write.
+	store atomic.Pointer[projection.Store]
+	// reopening is held while the daemon closes the store and opens it
+	// again, so that a wait the closing ended learns the outcome.
+	reopening sync.RWMutex
 	// OnProgress, if set, sees the progress of long verbs (replay, verify,
 	// import). The CLI sets it to draw on a terminal; the daemon does not.
 	OnProgress func(done, total int)
 }
 
 // NewService returns the service of store s.
-func NewService(s *projection.Store) *Service { return &Service{store: s} }
+func NewService(s *projection.Store) *Service {
+	svc := &Service{}
+	svc.store.Store(s)
+	return svc
+}
 
 // Store returns the store the service runs on.
-func (s *Service) Store() *projection.Store { return s.store }
+func (s *Service) Store() *projection.Store { return s.store.Load() }
 
 // Register records a new delegation.
 func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegation, error) {
@@ -62,7 +73,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 	if r.TimeoutMs > fsm.MaxTimeout.Milliseconds() { // before it overflows a Duration
 		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d: want between 1s and 7 days", fsm.ErrInvalid, r.TimeoutMs)
 	}
-	return s.store.Register(ctx, projection.Registration{
+	return s.Store().Register(ctx, projection.Registration{
 		ProjectID:       r.ProjectID,
 		RootSessionID:   r.RootSessionID,
 		ParentSessionID: r.ParentSessionID,
@@ -79,32 +90,32 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 
 // Start marks a delegation running.
 func (s *Service) Start(ctx context.Context, r StartRequest) (fsm.Delegation, error) {
-	return s.store.Start(ctx, strings.TrimSpace(r.ID), r.SessionID)
+	return s.Store().Start(ctx, strings.TrimSpace(r.ID), r.SessionID)
 }
 
 // Progress records a heartbeat with the child's latest text.
 func (s *Service) Progress(ctx context.Context, r ProgressRequest) (fsm.Delegation, error) {
-	return s.store.Progress(ctx, strings.TrimSpace(r.ID), r.Message)
+	return s.Store().Progress(ctx, strings.TrimSpace(r.ID), r.Message)
 }
 
 // Complete ends a delegation with its result.
 func (s *Service) Complete(ctx context.Context, r CompleteRequest) (fsm.Delegation, error) {
-	return s.store.Complete(ctx, strings.TrimSpace(r.ID), r.Result, r.Title, r.Description)
+	return s.Store().Complete(ctx, strings.TrimSpace(r.ID), r.Result, r.Title, r.Description)
 }
 
 // Fail ends a delegation with an error.
 func (s *Service) Fail(ctx context.Context, r FailRequest) (fsm.Delegation, error) {
-	return s.store.Fail(ctx, strings.TrimSpace(r.ID), r.Error)
+	return s.Store().Fail(ctx, strings.TrimSpace(r.ID), r.Error)
 }
 
 // Cancel ends a delegation before completion.
 func (s *Service) Cancel(ctx context.Context, r CancelRequest) (fsm.Delegation, error) {
-	return s.store.Cancel(ctx, strings.TrimSpace(r.ID), r.Reason)
+	return s.Store().Cancel(ctx, strings.TrimSpace(r.ID), r.Reason)
 }
 
 // Show returns a delegation's record.
 func (s *Service) Show(_ context.Context, r IDRequest) (fsm.Delegation, error) {
-	return s.store.Get(strings.TrimSpace(r.ID))
+	return s.Store().Get(strings.TrimSpace(r.ID))
 }
 
 // Read returns a delegation's result as delegation_read does.
@@ -113,7 +124,25 @@ func (s *Service) Read(ctx context.Context, r ReadRequest) (projection.ReadResul
 	if err != nil {
 		return projection.ReadResult{}, err
 	}
-	return s.store.Read(ctx, strings.TrimSpace(r.RootSessionID), r.ID, wait)
+	for {
+		st := s.Store()
+		res, err := st.Read(ctx, strings.TrimSpace(r.RootSessionID), r.ID, wait)
+		if s.replaced(st, err) {
+			continue // the daemon reopened the log: wait on the new one
+		}
+		return res, err
+	}
+}
+
+// replaced reports whether err came from store st closing because the
+// daemon reopened the log, so that a wait can go on on the new one.
+func (s *Service) replaced(st *projection.Store, err error) bool {
+	if !errors.Is(err, eventlog.ErrClosed) {
+		return false
+	}
+	s.reopening.RLock()
+	defer s.reopening.RUnlock()
+	return s.Store() != st
 }
 
 // List returns a root session's delegations.
@@ -134,14 +163,14 @@ func (s *Service) List(_ context.Context, r ListRequest) (Delegations, error) {
 		}
 		o.Status = st
 	}
-	ds, err := s.store.List(strings.TrimSpace(r.RootSessionID), o)
+	ds, err := s.Store().List(strings.TrimSpace(r.RootSessionID), o)
 	return delegations(ds), err
 }
 
 // Active lists the active delegations, earliest deadline first: what a
 // bridge that restarted reconciles against its host.
 func (s *Service) Active(_ context.Context, r ActiveRequest) (Delegations, error) {
-	ds, err := s.store.Active(projection.ActiveFilter{
+	ds, err := s.Store().Active(projection.ActiveFilter{
 		RootSessionID: strings.TrimSpace(r.RootSessionID), ParentSessionID: strings.TrimSpace(r.ParentSessionID),
 	})
 	return delegations(ds), err
@@ -161,7 +190,12 @@ func (s *Service) Notifications(ctx context.Context, r NotificationsRequest) (No
 	if err != nil {
 		return Notifications{}, err
 	}
-	ns, err := s.store.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	st := s.Store()
+	ns, err := st.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	for s.replaced(st, err) {
+		st = s.Store()
+		ns, err = st.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	}
 	if ns == nil {
 		ns = []projection.Notification{}
 	}
@@ -171,9 +205,9 @@ func (s *Service) Notifications(ctx context.Context, r NotificationsRequest) (No
 // Ack records the delivery of a notification, or with Failed its failure.
 func (s *Service) Ack(ctx context.Context, r AckRequest) (projection.AckResult, error) {
 	if r.Failed != "" {
-		return s.store.AckFailed(ctx, r.ID, r.Failed)
+		return s.Store().AckFailed(ctx, r.ID, r.Failed)
 	}
-	return s.store.Ack(ctx, r.ID)
+	return s.Store().Ack(ctx, r.ID)
 }
 
 // Compact renders the <delegation-context> block of a root session.
@@ -184,12 +218,12 @@ func (s *Service) Compact(_ context.Context, r CompactRequest) (CompactResponse,
 	if r.MaxUnread == 0 {
 		r.MaxUnread = compaction.DefaultMaxUnread
 	}
-	running, unread, err := s.store.Carried(strings.TrimSpace(r.RootSessionID), r.MaxUnread)
+	running, unread, err := s.Store().Carried(strings.TrimSpace(r.RootSessionID), r.MaxUnread)
 	if err != nil {
 		return CompactResponse{}, err
 	}
 	res := compaction.Render(running, unread, compaction.Options{
-		MaxUnread: r.MaxUnread, MaxBytes: r.MaxBytes, DataDir: s.store.Dir(), Brief: r.Brief,
+		MaxUnread: r.MaxUnread, MaxBytes: r.MaxBytes, DataDir: s.Store().Dir(), Brief: r.Brief,
 	})
 	return CompactResponse{Block: res.Text, Running: res.Running, Unread: res.Unread, Omitted: res.Omitted}, nil
 }
@@ -210,11 +244,11 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 			return s.streamEvents(id, r.From, emit)
 		}
 		// Ids come from register, so one without events never gets any.
-		if _, err := s.store.Get(id); err != nil {
+		if _, err := s.Store().Get(id); err != nil {
 			return err
 		}
 	}
-	log := s.store.Log()
+	log := s.Store().Log()
 	next := r.From
 	for {
 		for rec, err := range log.Records(next) {
@@ -243,12 +277,12 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 
 // streamEvents emits one delegation's events through its stream index.
 func (s *Service) streamEvents(id string, from uint64, emit func(Event) error) error {
-	recs, err := s.store.Log().Stream(id)
+	recs, err := s.Store().Log().Stream(id)
 	if err != nil {
 		return err
 	}
 	if len(recs) == 0 {
-		return fmt.Errorf("%w: delegation %q has no events in %s", fsm.ErrNotFound, id, s.store.Dir())
+		return fmt.Errorf("%w: delegation %q has no events in %s", fsm.ErrNotFound, id, s.Store().Dir())
 	}
 	for _, rec := range recs {
 		if rec.Seq < from {
