@@ -165,7 +165,7 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 	limit := s.now().Add(wait)
 	for {
 		// Take the log position before reading the record: a completion
-		// committed in between is then after it, and Wait returns at once.
+		// committed in between is then after it, and the watch sees it.
 		last := s.log.Last()
 		var err error
 		if d, err = s.Get(d.ID); err != nil || !d.State.Active() {
@@ -182,10 +182,93 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 		if !now.Before(until) {
 			return d, nil
 		}
-		if err := s.Wait(ctx, last, until); err != nil {
+		if end, err := s.awaitWatch(ctx, d.ID, last, until); err != nil || end != nil {
+			if end != nil {
+				return *end, nil
+			}
 			return d, err
 		}
 	}
+}
+
+// watch is the wait of every blocking read of one delegation: a single
+// goroutine reads the record again after each commit and tells all the
+// waiters when it has ended. Without it, each of 1,000 waiters would
+// read the record in its own transaction after every commit.
+type watch struct {
+	waiters int           // guarded by Store.readMu
+	stop    func()        // ends the goroutine once no one waits
+	done    chan struct{} // closed when d is terminal or err is set
+	d       fsm.Delegation
+	err     error
+}
+
+// awaitWatch waits until the delegation id ends (its record), the clock
+// reaches until (nil, nil), or ctx ends (its error). last is a log
+// position at which the caller saw it active.
+func (s *Store) awaitWatch(ctx context.Context, id string, last uint64, until time.Time) (*fsm.Delegation, error) {
+	s.readMu.Lock()
+	if s.watches == nil {
+		s.watches = map[string]*watch{}
+	}
+	w := s.watches[id]
+	if w == nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		w = &watch{stop: cancel, done: make(chan struct{})}
+		s.watches[id] = w
+		go s.runWatch(wctx, id, w, last)
+	}
+	w.waiters++
+	s.readMu.Unlock()
+	defer func() {
+		s.readMu.Lock()
+		if w.waiters--; w.waiters == 0 {
+			w.stop()
+			if s.watches[id] == w {
+				delete(s.watches, id)
+			}
+		}
+		s.readMu.Unlock()
+	}()
+	reached := make(chan struct{})
+	defer s.after(until.Sub(s.now()), func() { close(reached) })()
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return nil, w.err
+		}
+		return &w.d, nil
+	case <-reached:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// runWatch reads the record of id after every commit past last until it
+// has ended, the log closes, or ctx (the last waiter leaving) ends.
+func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) {
+	for {
+		if _, err := s.log.Wait(ctx, last); err != nil {
+			if ctx.Err() != nil {
+				return // no one waits
+			}
+			w.err = err // the log closed
+			break
+		}
+		last = s.log.Last()
+		d, err := s.Get(id)
+		if err != nil || !d.State.Active() {
+			w.d, w.err = d, err
+			break
+		}
+	}
+	s.readMu.Lock()
+	if s.watches[id] == w {
+		delete(s.watches, id) // later waiters start afresh
+	}
+	s.readMu.Unlock()
+	close(w.done)
 }
 
 // artifact returns the artifact's bytes. A file that is missing or differs

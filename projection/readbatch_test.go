@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -74,6 +75,88 @@ func blockedReads(buf []byte) int {
 		head, _, _ := bytes.Cut(g, []byte("\n"))
 		if bytes.Contains(g, []byte("projection.(*Store).Read(")) &&
 			(bytes.Contains(head, []byte("[sync.Mutex.Lock")) || bytes.Contains(head, []byte("[chan receive"))) {
+			count++
+		}
+	}
+	return count
+}
+
+// Blocking reads of one delegation share one wait on the log: one
+// goroutine reads the record after each commit, however many readers
+// wait (each used to read it in its own transaction after every commit).
+// When the delegation completes, every reader gets the artifact.
+func TestBlockingReadsShareOneWatch(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	d := register(t, s)
+	const readers = 50
+	results := make(chan ReadResult, readers)
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			res, err := s.Read(ctx, d.RootSessionID, d.ID, time.Hour)
+			if err != nil {
+				errs <- err
+				return
+			}
+			results <- res
+		}()
+	}
+	buf := make([]byte, 1<<20)
+	for waitingReads(buf) < readers {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	if n := goroutinesIn(buf, "eventlog.(*Log).Wait("); n != 1 {
+		t.Fatalf("%d goroutines wait on the log for %d blocking reads of one delegation, want 1", n, readers)
+	}
+	// Another delegation's commits wake the watch, not the readers.
+	other := register(t, s)
+	if _, err := s.Progress(ctx, d.ID, "half way"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Complete(ctx, other.ID, "other", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Complete(ctx, d.ID, "the result", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	for range readers {
+		select {
+		case res := <-results:
+			if !res.Artifact || !strings.HasSuffix(res.Text, "the result") {
+				t.Fatalf("read: %+v", res)
+			}
+		case err := <-errs:
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitingReads counts the goroutines waiting in a select inside
+// Store.Read.
+func waitingReads(buf []byte) int {
+	n := runtime.Stack(buf, true)
+	count := 0
+	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
+		head, _, _ := bytes.Cut(g, []byte("\n"))
+		if bytes.Contains(g, []byte("projection.(*Store).Read(")) && bytes.Contains(head, []byte("[select")) {
+			count++
+		}
+	}
+	return count
+}
+
+// goroutinesIn counts the goroutines whose stack holds fn.
+func goroutinesIn(buf []byte, fn string) int {
+	n := runtime.Stack(buf, true)
+	count := 0
+	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
+		if bytes.Contains(g, []byte(fn)) {
 			count++
 		}
 	}

@@ -175,12 +175,12 @@ func BenchmarkReadWakeup(b *testing.B) {
 	b.ReportMetric(float64(early)/float64(b.N), "early/op")
 }
 
-// parkedInRead reports whether a goroutine of this process is waiting on
-// the log inside a blocking read.
+// parkedInRead reports whether a goroutine of this process is waiting
+// inside a blocking read (for its delegation's watch, or the clock).
 func parkedInRead(buf []byte) bool {
 	n := runtime.Stack(buf, true)
 	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
-		if bytes.Contains(g, []byte("projection.(*Store).awaitTerminal")) && bytes.Contains(g, []byte("eventlog.(*Log).Wait")) {
+		if bytes.Contains(g, []byte("projection.(*Store).awaitWatch(")) && bytes.Contains(g, []byte("[select")) {
 			return true
 		}
 	}
@@ -294,13 +294,13 @@ func BenchmarkReadWakeup1000Socket(b *testing.B) {
 	b.ReportMetric(float64(p99)/float64(single), "p99/single")
 }
 
-// parkedReads counts the goroutines of this process waiting on the log
-// inside a blocking read.
+// parkedReads counts the goroutines of this process waiting inside a
+// blocking read (for its delegation's watch, or the clock).
 func parkedReads(buf []byte) int {
 	n := runtime.Stack(buf, true)
 	count := 0
 	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
-		if bytes.Contains(g, []byte("projection.(*Store).awaitTerminal")) && bytes.Contains(g, []byte("eventlog.(*Log).Wait")) {
+		if bytes.Contains(g, []byte("projection.(*Store).awaitWatch(")) && bytes.Contains(g, []byte("[select")) {
 			count++
 		}
 	}

@@ -89,13 +89,13 @@ func BenchmarkReadWakeup1000(b *testing.B) {
 	b.ReportMetric(float64(p99)/float64(max(single, time.Microsecond)), "p99/single")
 }
 
-// parkedReads counts the goroutines waiting on the log inside a blocking
-// read.
+// parkedReads counts the goroutines waiting inside a blocking read (for
+// its delegation's watch, or the clock).
 func parkedReads(buf []byte) int {
 	n := runtime.Stack(buf, true)
 	count := 0
 	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
-		if bytes.Contains(g, []byte("projection.(*Store).awaitTerminal")) && bytes.Contains(g, []byte("eventlog.(*Log).Wait")) {
+		if bytes.Contains(g, []byte("projection.(*Store).awaitWatch(")) && bytes.Contains(g, []byte("[select")) {
 			count++
 		}
 	}
