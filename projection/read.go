@@ -221,6 +221,11 @@ func (s *Store) awaitWatch(ctx context.Context, id string, last uint64, until ti
 	w.waiters++
 	s.readMu.Unlock()
 	defer func() {
+		select {
+		case <-w.done:
+			return // the watch has ended, and left the map: nothing to stop
+		default:
+		}
 		s.readMu.Lock()
 		if w.waiters--; w.waiters == 0 {
 			w.stop()
@@ -268,6 +273,7 @@ func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) 
 		delete(s.watches, id) // later waiters start afresh
 	}
 	s.readMu.Unlock()
+	w.stop()
 	close(w.done)
 }
 
