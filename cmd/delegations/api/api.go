@@ -23,7 +23,15 @@
 //     replaces bad bytes before the request leaves (the CLI checks its
 //     arguments and stdin first).
 //   - Unknown fields are refused, not ignored: a misspelt field would
-//     otherwise be a silently lost value.
+//     otherwise be a silently lost value. For the same reason field names
+//     are case-sensitive (encoding/json is not), a field may come once, and
+//     an escaped lone surrogate ("\ud800", which would be stored as U+FFFD)
+//     is refused.
+//   - Client calls have deadlines (ClientOptions); a daemon that does not
+//     answer is an error naming its pid (NotAnsweringError). The daemon
+//     bounds headers, bodies, idle connections and the number of
+//     connections (Config), and reopens its log by itself after a failed
+//     write (GET /v1/status shows it).
 package api
 
 import (
