@@ -20,13 +20,18 @@ type limited struct {
 	done   chan struct{} // closed by Close: a waiting Accept returns
 	once   sync.Once
 	logger *slog.Logger
+	full   bool // the limit was reached; only Accept, called by one goroutine, uses it
 }
 
 func (l *limited) Accept() (net.Conn, error) {
 	select {
 	case l.slots <- struct{}{}:
+		l.full = false
 	default:
-		l.logger.Warn("connection limit reached; new connections wait until one closes", "limit", cap(l.slots))
+		if !l.full { // once per spell at the limit, not per connection
+			l.full = true
+			l.logger.Warn("connection limit reached; new connections wait until one closes", "limit", cap(l.slots))
+		}
 		select {
 		case l.slots <- struct{}{}:
 		case <-l.done:
