@@ -62,9 +62,64 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
 		}
 	}
+	return s.finishRead(ctx, d)
+}
+
+// readBatch is the end of the reads of one terminal delegation that run
+// together: one of them (the leader) persists the delegation if needed,
+// reads the artifact once, and records one read event for all of them;
+// the others wait for its result. Without it, the readers a completion
+// wakes would each take the delegation's lock and commit their own read
+// event, one after the other: the last of 1,000 would wait for 1,000
+// commits.
+type readBatch struct {
+	closed bool // the leader holds the lock: new readers start a new batch
+	done   chan struct{}
+	res    ReadResult
+	err    error
+}
+
+// finishRead returns the artifact of terminal delegation d and records a
+// read, or returns the pending text when the artifact cannot be written.
+// Concurrent reads of one delegation share the work (see readBatch).
+func (s *Store) finishRead(ctx context.Context, d fsm.Delegation) (ReadResult, error) {
+	s.readMu.Lock()
+	if b := s.reads[d.ID]; b != nil && !b.closed {
+		s.readMu.Unlock()
+		<-b.done // the leader's work is durable state: it finishes
+		return b.res, b.err
+	}
+	if s.reads == nil {
+		s.reads = map[string]*readBatch{}
+	}
+	b := &readBatch{done: make(chan struct{})}
+	s.reads[d.ID] = b
+	s.readMu.Unlock()
+	// The others' reads must not fail because this caller left, and the
+	// work is durable state: finish it regardless.
+	b.res, b.err = s.leadRead(context.WithoutCancel(ctx), d, b)
+	s.closeBatch(d.ID, b)
+	close(b.done)
+	return b.res, b.err
+}
+
+// closeBatch stops b taking readers.
+func (s *Store) closeBatch(id string, b *readBatch) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if !b.closed {
+		b.closed = true
+		if s.reads[id] == b {
+			delete(s.reads, id)
+		}
+	}
+}
+
+// leadRead does the work of a batch of reads.
+func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (ReadResult, error) {
+	id := d.ID
 	if d.PersistedAt.IsZero() {
-		// Durable state: finish it even if the caller has gone.
-		p, err := s.Persist(context.WithoutCancel(ctx), id)
+		p, err := s.Persist(ctx, id)
 		if err != nil {
 			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
 			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
@@ -76,6 +131,9 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 		return ReadResult{}, err
 	}
 	d, err = s.update(ctx, id, "", func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		// Under the delegation's lock: a reader who comes now would wait
+		// for this append anyway, and joins the next batch.
+		s.closeBatch(id, b)
 		if cur == nil {
 			return nil, &ReadNotFoundError{ID: id}
 		}
@@ -107,7 +165,7 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 	limit := s.now().Add(wait)
 	for {
 		// Take the log position before reading the record: a completion
-		// committed in between is then after it, and Wait returns at once.
+		// committed in between is then after it, and the watch sees it.
 		last := s.log.Last()
 		var err error
 		if d, err = s.Get(d.ID); err != nil || !d.State.Active() {
@@ -124,10 +182,99 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 		if !now.Before(until) {
 			return d, nil
 		}
-		if err := s.Wait(ctx, last, until); err != nil {
+		if end, err := s.awaitWatch(ctx, d.ID, last, until); err != nil || end != nil {
+			if end != nil {
+				return *end, nil
+			}
 			return d, err
 		}
 	}
+}
+
+// watch is the wait of every blocking read of one delegation: a single
+// goroutine reads the record again after each commit and tells all the
+// waiters when it has ended. Without it, each of 1,000 waiters would
+// read the record in its own transaction after every commit.
+type watch struct {
+	waiters int           // guarded by Store.readMu
+	stop    func()        // ends the goroutine once no one waits
+	done    chan struct{} // closed when d is terminal or err is set
+	d       fsm.Delegation
+	err     error
+}
+
+// awaitWatch waits until the delegation id ends (its record), the clock
+// reaches until (nil, nil), or ctx ends (its error). last is a log
+// position at which the caller saw it active.
+func (s *Store) awaitWatch(ctx context.Context, id string, last uint64, until time.Time) (*fsm.Delegation, error) {
+	s.readMu.Lock()
+	if s.watches == nil {
+		s.watches = map[string]*watch{}
+	}
+	w := s.watches[id]
+	if w == nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		w = &watch{stop: cancel, done: make(chan struct{})}
+		s.watches[id] = w
+		go s.runWatch(wctx, id, w, last)
+	}
+	w.waiters++
+	s.readMu.Unlock()
+	defer func() {
+		select {
+		case <-w.done:
+			return // the watch has ended, and left the map: nothing to stop
+		default:
+		}
+		s.readMu.Lock()
+		if w.waiters--; w.waiters == 0 {
+			w.stop()
+			if s.watches[id] == w {
+				delete(s.watches, id)
+			}
+		}
+		s.readMu.Unlock()
+	}()
+	reached := make(chan struct{})
+	defer s.after(until.Sub(s.now()), func() { close(reached) })()
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return nil, w.err
+		}
+		return &w.d, nil
+	case <-reached:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// runWatch reads the record of id after every commit past last until it
+// has ended, the log closes, or ctx (the last waiter leaving) ends.
+func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) {
+	for {
+		if _, err := s.log.Wait(ctx, last); err != nil {
+			if ctx.Err() != nil {
+				return // no one waits
+			}
+			w.err = err // the log closed
+			break
+		}
+		last = s.log.Last()
+		d, err := s.Get(id)
+		if err != nil || !d.State.Active() {
+			w.d, w.err = d, err
+			break
+		}
+	}
+	s.readMu.Lock()
+	if s.watches[id] == w {
+		delete(s.watches, id) // later waiters start afresh
+	}
+	s.readMu.Unlock()
+	w.stop()
+	close(w.done)
 }
 
 // artifact returns the artifact's bytes. A file that is missing or differs

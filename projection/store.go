@@ -60,6 +60,12 @@ type Store struct {
 	// cycleMu serialises acknowledgements of all-complete notifications,
 	// which append to parent session streams.
 	cycleMu sync.Mutex
+	// reads holds, per delegation, the batch of reads that new readers
+	// join (see finishRead); watches the wait of its blocking reads (see
+	// watch).
+	readMu  sync.Mutex
+	reads   map[string]*readBatch
+	watches map[string]*watch
 }
 
 // Open opens the store in data directory dir, creating it (mode 0700) if

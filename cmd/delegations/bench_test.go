@@ -11,10 +11,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,12 +178,12 @@ func BenchmarkReadWakeup(b *testing.B) {
 	b.ReportMetric(float64(early)/float64(b.N), "early/op")
 }
 
-// parkedInRead reports whether a goroutine of this process is waiting on
-// the log inside a blocking read.
+// parkedInRead reports whether a goroutine of this process is waiting
+// inside a blocking read (for its delegation's watch, or the clock).
 func parkedInRead(buf []byte) bool {
 	n := runtime.Stack(buf, true)
 	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
-		if bytes.Contains(g, []byte("projection.(*Store).awaitTerminal")) && bytes.Contains(g, []byte("eventlog.(*Log).Wait")) {
+		if bytes.Contains(g, []byte("projection.(*Store).awaitWatch(")) && bytes.Contains(g, []byte("[select")) {
 			return true
 		}
 	}
@@ -289,4 +291,85 @@ func BenchmarkHook(b *testing.B) {
 	b.ReportMetric(float64(stopD)/float64(showD), "SubagentStop-daemon/show-daemon")
 	b.ReportMetric(float64(stopE)/float64(showE), "SubagentStop-embedded/show-embedded")
 	b.ReportMetric(float64(startD)/float64(showD), "SessionStart-daemon/show-daemon")
+}
+
+// BenchmarkReadWakeup1000Socket: 1,000 blocking reads over the socket
+// wait on one running delegation; another client completes it. Measured:
+// for each read, from the complete call returning to the read's answer
+// decoded by its client, as p50 and p99 (us/p50, us/p99). Baseline: the
+// same with a single waiting read (us/single). Here the 1,000 answers
+// (HTTP, JSON both ways, in this one process) dominate: see the api
+// package's BenchmarkReadWakeup1000 for the wake-up itself.
+func BenchmarkReadWakeup1000Socket(b *testing.B) {
+	c := serveInProcess(b)
+	ctx := context.Background()
+	buf := make([]byte, 64<<20)
+	// wake starts n blocking reads of a fresh running delegation, waits
+	// until all are parked, completes it, and returns each read's delay.
+	wake := func(n int) []time.Duration {
+		var d fsm.Delegation
+		mustCall(b, c, "register", registration("ses_root", "ses_parent", "wake us"), &d)
+		mustCall(b, c, "start", api.StartRequest{ID: d.ID}, &d)
+		at := make(chan time.Time, n)
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				var res projection.ReadResult
+				err := c.Call(ctx, "read", api.ReadRequest{RootSessionID: "ses_root", ID: d.ID, WaitMs: 600_000}, &res)
+				if err == nil && !res.Artifact {
+					err = fmt.Errorf("blocking read returned no artifact: %+v", res)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				at <- time.Now()
+			}()
+		}
+		for parkedReads(buf) < n {
+			runtime.Gosched()
+		}
+		var fin fsm.Delegation
+		mustCall(b, c, "complete", api.CompleteRequest{ID: d.ID, Result: "the awaited result"}, &fin)
+		completed := time.Now()
+		delays := make([]time.Duration, 0, n)
+		for range n {
+			select {
+			case t := <-at:
+				delays = append(delays, max(0, t.Sub(completed)))
+			case err := <-errs:
+				b.Fatal(err)
+			}
+		}
+		slices.Sort(delays)
+		return delays
+	}
+	const waiters = 1000
+	var p50, p99, single time.Duration
+	b.ResetTimer()
+	for range b.N {
+		one := wake(1)
+		many := wake(waiters)
+		single += one[0]
+		p50 += many[waiters/2]
+		p99 += many[waiters*99/100]
+	}
+	b.StopTimer()
+	b.ReportMetric(micros(p50, b.N), "us/p50")
+	b.ReportMetric(micros(p99, b.N), "us/p99")
+	b.ReportMetric(micros(single, b.N), "us/single")
+	b.ReportMetric(float64(p99)/float64(single), "p99/single")
+}
+
+// parkedReads counts the goroutines of this process waiting inside a
+// blocking read (for its delegation's watch, or the clock).
+func parkedReads(buf []byte) int {
+	n := runtime.Stack(buf, true)
+	count := 0
+	for g := range bytes.SplitSeq(buf[:n], []byte("\n\n")) {
+		if bytes.Contains(g, []byte("projection.(*Store).awaitWatch(")) && bytes.Contains(g, []byte("[select")) {
+			count++
+		}
+	}
+	return count
 }

@@ -123,8 +123,13 @@ func runBin(tb testing.TB, stdin string, args ...string) cliRun {
 
 // execBin is runBin for goroutines other than the test's.
 func execBin(bin, stdin string, args ...string) (cliRun, error) {
+	return execBinEnv(bin, nil, stdin, args...)
+}
+
+// execBinEnv is execBin with variables added to the environment.
+func execBinEnv(bin string, env []string, stdin string, args ...string) (cliRun, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = childEnv(env...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}

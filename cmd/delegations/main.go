@@ -294,7 +294,11 @@ func (e *env) open(ctx context.Context) (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := api.Dial(ctx, socketPath(e.socket, dir))
+	opts, err := clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := api.DialWith(ctx, socketPath(e.socket, dir), opts)
 	if err == nil {
 		return c, nil
 	}
@@ -333,6 +337,22 @@ func socketPath(flagValue, dataDir string) string {
 		return s
 	}
 	return api.DefaultSocket(dataDir)
+}
+
+// clientOptions are the deadlines of calls to the daemon:
+// $DELEGATIONS_DAEMON_TIMEOUT (a Go duration) bounds connecting and each
+// answer (a blocking wait gets its own wait plus this), else the API's
+// defaults.
+func clientOptions() (api.ClientOptions, error) {
+	v := os.Getenv("DELEGATIONS_DAEMON_TIMEOUT")
+	if v == "" {
+		return api.ClientOptions{}, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return api.ClientOptions{}, fmt.Errorf("$DELEGATIONS_DAEMON_TIMEOUT=%q: %w: want a positive duration such as 10s", v, fsm.ErrInvalid)
+	}
+	return api.ClientOptions{ConnectTimeout: min(d, api.DefaultConnectTimeout), ResponseTimeout: d}, nil
 }
 
 // defaultTimeout is the deadline of delegations registered without one:

@@ -23,7 +23,15 @@
 //     replaces bad bytes before the request leaves (the CLI checks its
 //     arguments and stdin first).
 //   - Unknown fields are refused, not ignored: a misspelt field would
-//     otherwise be a silently lost value.
+//     otherwise be a silently lost value. For the same reason field names
+//     are case-sensitive (encoding/json is not), a field may come once, and
+//     an escaped lone surrogate ("\ud800", which would be stored as U+FFFD)
+//     is refused.
+//   - Client calls have deadlines (ClientOptions); a daemon that does not
+//     answer is an error naming its pid (NotAnsweringError). The daemon
+//     bounds headers, bodies, idle connections and the number of
+//     connections (Config), and reopens its log by itself after a failed
+//     write (GET /v1/status shows it).
 package api
 
 import (
@@ -174,12 +182,20 @@ type EventsRequest struct {
 	Follow     bool   // keep the stream open for new events
 }
 
-// Status is the answer of GET /v1/status.
+// Status is the answer of GET /v1/status. State is "ok", or "broken"
+// after a failed write until the daemon has reopened the log; while
+// broken, the other fields say since when, why, and how the reopening goes.
 type Status struct {
-	DataDir string `json:"dataDir"`
-	Socket  string `json:"socket"`
-	PID     int    `json:"pid"`
-	LastSeq uint64 `json:"lastSeq"`
+	DataDir          string `json:"dataDir"`
+	Socket           string `json:"socket"`
+	PID              int    `json:"pid"`
+	LastSeq          uint64 `json:"lastSeq"`
+	State            string `json:"state"`
+	Error            string `json:"error,omitempty"`
+	BrokenSince      string `json:"brokenSince,omitempty"`
+	Attempts         int    `json:"attempts,omitempty"`
+	LastAttemptError string `json:"lastAttemptError,omitempty"`
+	NextAttempt      string `json:"nextAttempt,omitempty"`
 }
 
 // Error is an error as the API reports it. It unwraps to the sentinel of
@@ -229,6 +245,7 @@ var codes = []struct {
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed},
 	{errNoEndpoint, "no_endpoint", http.StatusNotFound},
 	{errUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{ErrNotAnswering, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrConflict, "conflict", http.StatusConflict},
 	{eventlog.ErrClosed, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrLocked, "locked", http.StatusServiceUnavailable},

@@ -36,12 +36,20 @@ type daemon struct {
 
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
+	return startDaemonWith(t, func(*Config) {})
+}
+
+// startDaemonWith starts a daemon whose Config set changes first.
+func startDaemonWith(t *testing.T, set func(*Config)) *daemon {
+	t.Helper()
 	d := &daemon{dir: t.TempDir(), clock: NewManualClock(t0)}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Status, 1)
 	done := make(chan error, 1)
+	cfg := Config{DataDir: d.dir, Clock: d.clock, Ready: func(st Status) { ready <- st }}
+	set(&cfg)
 	go func() {
-		done <- Serve(ctx, Config{DataDir: d.dir, Clock: d.clock, Ready: func(st Status) { ready <- st }})
+		done <- Serve(ctx, cfg)
 	}()
 	select {
 	case st := <-ready:
@@ -221,16 +229,18 @@ func TestArtifactRetry(t *testing.T) {
 	if len(ns.Notifications) != 0 {
 		t.Fatalf("a notification is due before the artifact: %+v", ns.Notifications)
 	}
-	if err := os.Remove(blocker); err != nil {
-		t.Fatal(err)
-	}
-	// The writer's attempt after the command's event failed; its retry
-	// waits on the clock. Moving the clock before that timer is set would
-	// leave the retry a second after the new time, so wait for it.
+	// The writer's attempt after the command's event fails; its retry
+	// waits on the clock. Wait for that timer while the write still
+	// fails (the writer may be slow to try; removing the blocker first
+	// would let it succeed at once, and set no timer), and before moving
+	// the clock (which would leave the retry a second after the new time).
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	if err := d.clock.AwaitTimer(ctx, t0.Add(retryFirst)); err != nil {
 		t.Fatalf("the artifact writer set no retry timer: %v", err)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
 	}
 	d.clock.Advance(retryMax)
 	d.awaitEvent(t, 1, rec.ID, "persisted")
@@ -424,6 +434,15 @@ func TestDecodeErrors(t *testing.T) {
 		{"import", `{"dir": "/nonexistent/dir"}`, "invalid", "is not a directory"},
 		{"start", `{"id": "` + strings.Repeat("x", small) + `"}`, "too_large", "limited to 65536 bytes"},
 		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, cancel"},
+		// encoding/json would match these case-insensitively, keep the last
+		// of two, or store U+FFFD: each would change what was sent.
+		{"show", `{"ID": "quiet-blue-fox"}`, "invalid", `unknown field "ID"; field names are case-sensitive: did you mean "id"?`},
+		{"register", `{"rootsessionid": "r"}`, "invalid", `did you mean "rootSessionID"?`},
+		{"show", `{"id": "quiet-blue-fox", "id": "other-red-cat"}`, "invalid", `field "id" appears twice`},
+		{"progress", `{"id": "quiet-blue-fox", "message": "a\ud800b"}`, "invalid", `\ud800 at byte 38 is a lone high surrogate`},
+		{"progress", `{"id": "quiet-blue-fox", "message": "\udc00"}`, "invalid", `\udc00 at byte 37 is a lone low surrogate`},
+		{"progress", `{"id": "quiet-blue-fox", "message": "\ud800\u0041"}`, "invalid", "lone high surrogate"},
+		{"progress", `{"id": "quiet-blue-fox", "message": "end\ud800"}`, "invalid", "lone high surrogate"},
 	} {
 		t.Run(c.verb+"/"+c.code, func(t *testing.T) {
 			_, err := svc.call(context.Background(), c.verb, strings.NewReader(c.body))
@@ -434,6 +453,52 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	if n := s.Log().Last(); n != 0 {
 		t.Fatalf("refused requests appended %d records", n)
+	}
+}
+
+// What encoding/json accepts and the checks must not refuse: a surrogate
+// pair, an escaped backslash before "ud800" (no escape at all), and
+// nested objects whose keys are not fields. Stored text equals what was
+// sent.
+func TestDecodeKeepsText(t *testing.T) {
+	s, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	svc := NewService(s)
+	out, err := svc.call(context.Background(), "register", strings.NewReader(
+		`{"rootSessionID":"r","parentSessionID":"p","agent":"a","projectId":"p","prompt":"\ud83d\ude00 \\ud800 \u00e9"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.(fsm.Delegation).Prompt, "\U0001F600 \\ud800 \u00e9"; got != want {
+		t.Fatalf("prompt %q, want %q", got, want)
+	}
+	if _, err := svc.call(context.Background(), "show", strings.NewReader(`{"id": {"ID": 1, "id": 2}}`)); Code(err) != "invalid" || !strings.Contains(err.Error(), `field "id": want a JSON string`) {
+		t.Fatalf("nested object: %v", err)
+	}
+}
+
+// A Last-Event-ID of the largest sequence number is refused: last+1 would
+// wrap to 0 and replay the log from record 1.
+func TestStreamLastEventIDOverflow(t *testing.T) {
+	d := startDaemon(t)
+	d.register(t, "ses_root", 0)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", DefaultSocket(d.dir))
+	}}}
+	defer hc.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://d/v1/stream", nil)
+	req.Header.Set("Last-Event-ID", "18446744073709551615")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"code":"invalid"`) || !strings.Contains(string(b), "no event can follow it") {
+		t.Fatalf("stream after the largest id: %s %s", resp.Status, b)
 	}
 }
 
@@ -505,4 +570,23 @@ func TestDialLongPath(t *testing.T) {
 	if _, err := Dial(context.Background(), long); !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("dial %d bytes: %v", len(long), err)
 	}
+}
+
+// A request that panics (a bug) gets 500 internal with a message saying
+// the daemon is still running, through the client as the CLI shows it,
+// and the daemon goes on serving.
+func TestPanicIsAnswered(t *testing.T) {
+	endpoints["panic"] = endpoint{limit: small, serve: func(context.Context, *Service, []byte) (any, error) {
+		panic("boom")
+	}}
+	t.Cleanup(func() { delete(endpoints, "panic") }) // after the daemon stops
+	d := startDaemon(t)
+	var out struct{}
+	err := d.client.Call(context.Background(), "panic", struct{}{}, &out)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != "internal" || !strings.Contains(ae.Message, "hit a bug serving POST /v1/panic (panic: boom) and is still running") {
+		t.Fatalf("panicking request: %v", err)
+	}
+	rec := d.register(t, "ses_root", 0)
+	d.call(t, "show", IDRequest{ID: rec.ID}, &rec)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,38 +12,78 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"syscall"
+	"time"
 )
 
-// ErrNoDaemon means no daemon listens on the socket: it does not exist, or
+// ErrNoDaemon means no daemon is running: it does not exist, or
 // it was left by a daemon that died.
 var ErrNoDaemon = errors.New("no daemon is running")
 
-// Client calls a daemon over its unix socket.
+// ErrNotAnswering means a daemon holds the socket but does not answer
+// within the client's deadlines: it is stopped (SIGSTOP), or stuck.
+var ErrNotAnswering = errors.New("the daemon does not answer")
+
+// Defaults of ClientOptions.
+const (
+	// DefaultConnectTimeout bounds connecting to the socket.
+	DefaultConnectTimeout = 2 * time.Second
+	// DefaultResponseTimeout bounds the wait for an answer to a call that
+	// does not wait by design; a blocking call (read or notifications with
+	// waitMs) gets its own wait plus this.
+	DefaultResponseTimeout = 10 * time.Second
+)
+
+// ClientOptions tune a Client; zero fields take the defaults.
+type ClientOptions struct {
+	ConnectTimeout  time.Duration
+	ResponseTimeout time.Duration
+}
+
+// Client calls a daemon over its unix socket. Every call has deadlines:
+// connecting, and answering (see ClientOptions). When an answer is late,
+// the client asks the daemon for its status on a new connection: a daemon
+// that answers that is busy (a long verify), and the call goes on waiting;
+// one that does not fails the call with an error wrapping ErrNotAnswering
+// that names its pid and what to do.
 type Client struct {
 	socket string
 	hc     *http.Client
+	pid    int // the daemon's, from the socket's peer credentials; 0 when unknown
+	opts   ClientOptions
 }
 
-// Dial connects to the daemon on socket. It returns an error wrapping
+// Dial connects to the daemon on socket with the default deadlines; see
+// DialWith.
+func Dial(ctx context.Context, socket string) (*Client, error) {
+	return DialWith(ctx, socket, ClientOptions{})
+}
+
+// DialWith connects to the daemon on socket. It returns an error wrapping
 // ErrNoDaemon when nothing listens there, so the caller can work on the
 // log itself.
-func Dial(ctx context.Context, socket string) (*Client, error) {
+func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, error) {
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, DefaultConnectTimeout)
+	o.ResponseTimeout = cmp.Or(o.ResponseTimeout, DefaultResponseTimeout)
 	if len(socket) > maxSocketPath {
 		// Serve refuses such a path, so no daemon listens there.
 		return nil, fmt.Errorf("%w: %s is too long for a socket", ErrNoDaemon, socket)
 	}
-	var d net.Dialer
+	d := net.Dialer{Timeout: o.ConnectTimeout}
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR) {
 			return nil, fmt.Errorf("%w on %s", ErrNoDaemon, socket)
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("connect to the daemon on %s: %w (its connection backlog is full: it serves too many clients, or is stopped)", socket, ErrNotAnswering)
+		}
 		return nil, fmt.Errorf("connect to the daemon on %s: %w", socket, err)
 	}
+	c := &Client{socket: socket, pid: peerPID(conn), opts: o}
 	conn.Close()
-	c := &Client{socket: socket}
 	c.hc = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", socket)
@@ -68,27 +109,127 @@ func (c *Client) Call(ctx context.Context, verb string, req, resp any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s request: %w", verb, err)
 	}
+	ctx, done := c.deadline(ctx, c.opts.ResponseTimeout+waitOfRequest(req))
+	defer done()
 	r, err := c.do(ctx, http.MethodPost, "/v1/"+verb, nil, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	defer r.Body.Close()
 	if err := json.NewDecoder(r.Body).Decode(resp); err != nil {
-		return c.lost(fmt.Errorf("decode the answer to %s: %w", verb, err))
+		return c.lost(ctx, fmt.Errorf("decode the answer to %s: %w", verb, err))
 	}
 	return nil
 }
 
+// waitOfRequest is how long a request asks the daemon to wait.
+func waitOfRequest(req any) time.Duration {
+	var ms int64
+	switch r := req.(type) {
+	case ReadRequest:
+		ms = r.WaitMs
+	case *ReadRequest:
+		ms = r.WaitMs
+	case NotificationsRequest:
+		ms = r.WaitMs
+	case *NotificationsRequest:
+		ms = r.WaitMs
+	}
+	return time.Duration(max(0, min(ms, MaxWait.Milliseconds()))) * time.Millisecond
+}
+
 // Status returns what the daemon says about itself.
 func (c *Client) Status(ctx context.Context) (Status, error) {
+	ctx, done := c.deadline(ctx, c.opts.ResponseTimeout)
+	defer done()
 	var st Status
 	r, err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil)
 	if err != nil {
 		return st, err
 	}
 	defer r.Body.Close()
-	return st, json.NewDecoder(r.Body).Decode(&st)
+	if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
+		return st, c.lost(ctx, fmt.Errorf("decode the status: %w", err))
+	}
+	return st, nil
 }
+
+// PID returns the daemon's process id, or 0 when the platform does not
+// tell it.
+func (c *Client) PID() int { return c.pid }
+
+// deadline returns a context that ends, with ErrNotAnswering as its cause,
+// when after d the daemon does not answer a status request on a new
+// connection within the response timeout; while it does, the deadline
+// moves on by d. done releases it.
+func (c *Client) deadline(ctx context.Context, d time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if !c.answers(ctx) {
+				cancel(c.notAnswering())
+				return
+			}
+			t.Reset(d)
+		}
+	}()
+	return ctx, func() { close(stop); cancel(nil) }
+}
+
+// answers reports whether the daemon answers GET /v1/status on a
+// connection of its own within the response timeout.
+func (c *Client) answers(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: c.opts.ConnectTimeout}).DialContext(ctx, "unix", c.socket)
+		},
+		DisableKeepAlives: true,
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://delegations/v1/status", nil)
+	if err != nil {
+		return false
+	}
+	r, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer r.Body.Close()
+	_, err = io.Copy(io.Discard, r.Body)
+	return err == nil && r.StatusCode == http.StatusOK
+}
+
+// notAnswering says which daemon does not answer.
+func (c *Client) notAnswering() error {
+	return &NotAnsweringError{PID: c.pid, Socket: c.socket}
+}
+
+// NotAnsweringError names a daemon that does not answer and says what to
+// do. It wraps ErrNotAnswering.
+type NotAnsweringError struct {
+	PID    int // 0 when unknown
+	Socket string
+}
+
+func (e *NotAnsweringError) Error() string {
+	if e.PID == 0 {
+		return fmt.Sprintf("the daemon on %s does not answer; if it is stopped (SIGSTOP), continue it with `kill -CONT PID`, or stop it and run the command again", e.Socket)
+	}
+	return fmt.Sprintf("the daemon (pid %d) on %s does not answer; if it is stopped (SIGSTOP), continue it with `kill -CONT %d`, or stop it and run the command again", e.PID, e.Socket, e.PID)
+}
+
+func (e *NotAnsweringError) Unwrap() error { return ErrNotAnswering }
 
 // Events calls emit for each event the daemon streams; see
 // Service.Events.
@@ -103,6 +244,13 @@ func (c *Client) Events(ctx context.Context, req EventsRequest, emit func(Event)
 	if req.Follow {
 		q.Set("follow", "1")
 	}
+	// Without follow the answer is due at once; with it the first line
+	// may be a long time coming, and the wait is the caller's to end.
+	if !req.Follow {
+		var done func()
+		ctx, done = c.deadline(ctx, c.opts.ResponseTimeout)
+		defer done()
+	}
 	r, err := c.do(ctx, http.MethodGet, "/v1/events", q, nil)
 	if err != nil {
 		return err
@@ -116,7 +264,7 @@ func (c *Client) Events(ctx context.Context, req EventsRequest, emit func(Event)
 			StreamError *Error `json:"streamError"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			return c.lost(fmt.Errorf("decode event: %w", err))
+			return c.lost(ctx, fmt.Errorf("decode event: %w", err))
 		}
 		if line.StreamError != nil {
 			return line.StreamError
@@ -125,8 +273,13 @@ func (c *Client) Events(ctx context.Context, req EventsRequest, emit func(Event)
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return c.lost(err)
+	if err := sc.Err(); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrNotAnswering) {
+			return cause
+		}
+		if ctx.Err() == nil {
+			return c.lost(ctx, err)
+		}
 	}
 	return nil
 }
@@ -144,10 +297,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	r, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, c.lost(err)
+		return nil, c.lost(ctx, err)
 	}
 	if r.StatusCode == http.StatusOK {
 		return r, nil
@@ -161,7 +311,14 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	return nil, eb.Error
 }
 
-// lost reports a broken exchange with the daemon.
-func (c *Client) lost(err error) error {
+// lost reports a broken exchange with the daemon: one it did not answer
+// in time, one the caller ended, or a lost connection.
+func (c *Client) lost(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNotAnswering) {
+		return cause
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	return fmt.Errorf("daemon on %s: %w (if it stopped, run the command again: without a daemon it opens the log itself)", c.socket, err)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,19 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, is called once the socket accepts requests.
 	Ready func(Status)
+
+	// HeaderTimeout bounds the reading of a request's headers, BodyTimeout
+	// that of a POST body, and IdleTimeout how long a kept-alive
+	// connection may wait for its next request; zero means the default.
+	// Streams and blocking waits are not bounded by them: their body is
+	// empty or read before the wait.
+	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
+	// MaxConnections bounds the connections served at once; zero means
+	// DefaultMaxConnections. Further connections wait, unaccepted, in the
+	// socket's backlog until one closes (idle ones close after
+	// IdleTimeout), so that clients never make the daemon run out of
+	// descriptors.
+	MaxConnections int
 }
 
 // DefaultSocket returns the socket of a data directory: SocketName inside
@@ -67,6 +81,14 @@ func DefaultSocket(dataDir string) string {
 // taken from $TMPDIR so that processes with different environments agree.
 func ShortSocketDir() string { return fmt.Sprintf("/tmp/delegations-%d", os.Getuid()) }
 
+// Defaults of Config's connection limits.
+const (
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultBodyTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultMaxConnections = 1024
+)
+
 // Serve runs the daemon until ctx ends or SIGINT or SIGTERM arrives: it
 // opens the store (finishing what a crash interrupted), listens on the
 // socket, and runs the actors in one run.Group: the API server, the
@@ -80,6 +102,10 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.HeaderTimeout = cmp.Or(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	cfg.BodyTimeout = cmp.Or(cfg.BodyTimeout, DefaultBodyTimeout)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.MaxConnections = cmp.Or(cfg.MaxConnections, DefaultMaxConnections)
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("data directory %q: %w", cfg.DataDir, err)
@@ -100,13 +126,16 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if st, ok := probe(ctx, socket); ok {
 		return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
 	}
-	store, err := projection.Open(dir, projection.Options{
-		DefaultTimeout: cfg.DefaultTimeout,
-		LockTimeout:    cfg.LockTimeout,
-		Now:            cfg.Clock.Now,
-		AfterFunc:      cfg.Clock.AfterFunc,
-		Logger:         logger,
-	})
+	open := func() (*projection.Store, error) {
+		return projection.Open(dir, projection.Options{
+			DefaultTimeout: cfg.DefaultTimeout,
+			LockTimeout:    cfg.LockTimeout,
+			Now:            cfg.Clock.Now,
+			AfterFunc:      cfg.Clock.AfterFunc,
+			Logger:         logger,
+		})
+	}
+	store, err := open()
 	if errors.Is(err, eventlog.ErrLocked) {
 		if st, ok := probe(ctx, socket); ok {
 			return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
@@ -116,11 +145,14 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	svc := NewService(store)
 	defer func() {
-		if cerr := store.Close(); cerr != nil && err == nil {
+		// The store the daemon ends with: the keeper may have replaced it.
+		if cerr := svc.Store().Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
+	keep := newKeeper(svc, open, cfg.Clock, logger)
 	ln, err := listen(ctx, socket, logger)
 	if err != nil {
 		return err
@@ -130,17 +162,20 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
 	h := &handler{
-		svc:      NewService(store),
-		status:   Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
-		logger:   logger,
-		stopping: stopping,
+		svc:         svc,
+		keeper:      keep,
+		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
+		logger:      logger,
+		stopping:    stopping,
+		bodyTimeout: cfg.BodyTimeout,
 	}
 	if m, ok := cfg.Clock.(*ManualClock); ok {
 		h.manual = m
 	}
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
@@ -150,13 +185,14 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	{
 		g.Add(func() error {
-			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", store.Log().Last())
+			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", svc.Store().Log().Last())
 			if cfg.Ready != nil {
 				st := h.status
-				st.LastSeq = store.Log().Last()
+				st.LastSeq = svc.Store().Log().Last()
+				keep.state(&st)
 				cfg.Ready(st)
 			}
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(limitListener(ln, cfg.MaxConnections, logger)); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve %s: %w", socket, err)
 			}
 			return nil
@@ -174,16 +210,20 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	{
 		actx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return sweepDeadlines(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+		g.Add(func() error { return sweepDeadlines(actx, keep, cfg.Clock, logger) }, func(error) { cancel() })
 	}
 	{
 		actx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return persistPending(actx, store, cfg.Clock, logger) }, func(error) { cancel() })
+		g.Add(func() error { return persistPending(actx, keep, cfg.Clock, logger) }, func(error) { cancel() })
+	}
+	{
+		actx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return keep.run(actx) }, func(error) { cancel() })
 	}
 	err = g.Run()
 	var sig run.SignalError
 	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
-		logger.Info("stopping", "reason", err.Error(), "lastSeq", store.Log().Last())
+		logger.Info("stopping", "reason", err.Error(), "lastSeq", svc.Store().Log().Last())
 		err = nil
 	}
 	return err
@@ -275,24 +315,36 @@ const (
 // for a new record or the time pass returned (none when zero); after one
 // that fails it waits on the clock alone, doubling up to retryMax, so that
 // new events cannot turn a failing disk into a busy loop. pass learns
-// whether it is retrying a failure.
-func background(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger, what string,
-	pass func(retrying bool) (next time.Time, err error)) error {
+// whether it is retrying a failure. A failed write is the keeper's to
+// mend; a wait the keeper ends by replacing the store goes on on the new
+// one.
+func background(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger, what string,
+	pass func(store *projection.Store, retrying bool) (next time.Time, err error)) error {
 	backoff := retryFirst
 	retrying := false
 	for {
+		store := k.svc.Store()
+		replaced := k.replaced()
 		last := store.Log().Last()
-		next, err := pass(retrying)
+		next, err := pass(store, retrying)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
+			err = k.failed(err)
 			logger.Warn(what+" failed; retrying", "in", backoff, "err", err)
 			err = sleep(ctx, clock, backoff)
 			backoff, retrying = min(2*backoff, retryMax), true
 		} else {
 			backoff, retrying = retryFirst, false
 			err = store.Wait(ctx, last, next)
+			if errors.Is(err, eventlog.ErrClosed) && ctx.Err() == nil {
+				select { // the keeper is reopening the log
+				case <-replaced:
+					err = nil
+				case <-ctx.Done():
+				}
+			}
 		}
 		if err != nil {
 			return nil // stopping
@@ -304,8 +356,8 @@ func background(ctx context.Context, store *projection.Store, clock Clock, logge
 // past its deadline (at once for those that passed while no daemon ran),
 // then waits for the next deadline or a new event, which may bring an
 // earlier one.
-func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
-	return background(ctx, store, clock, logger, "timing out overdue delegations", func(bool) (time.Time, error) {
+func sweepDeadlines(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+	return background(ctx, k, clock, logger, "timing out overdue delegations", func(store *projection.Store, _ bool) (time.Time, error) {
 		n, next, err := store.TimeoutOverdue(ctx)
 		if n > 0 {
 			logger.Info("timed out delegations past their deadline", "count", n)
@@ -319,8 +371,8 @@ func sweepDeadlines(ctx context.Context, store *projection.Store, clock Clock, l
 // is persisted once, under its lock); this retries the ones that failed
 // (a full disk, an unwritable directory) until they succeed, and the
 // terminal notification becomes due with each.
-func persistPending(ctx context.Context, store *projection.Store, clock Clock, logger *slog.Logger) error {
-	return background(ctx, store, clock, logger, "writing artifacts", func(retrying bool) (time.Time, error) {
+func persistPending(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+	return background(ctx, k, clock, logger, "writing artifacts", func(store *projection.Store, retrying bool) (time.Time, error) {
 		n, err := store.PersistPending(ctx)
 		if n > 0 && retrying {
 			logger.Info("wrote the artifacts that had failed", "count", n)

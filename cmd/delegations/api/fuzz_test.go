@@ -3,9 +3,13 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/projection"
 )
@@ -28,6 +32,10 @@ func FuzzRequest(f *testing.F) {
 		{3, "{\"id\":\"a\xffb\"}"},
 		{0, `{"rootSessionID":"../..","parentSessionID":"p","agent":"a","projectId":"p"}`},
 		{5, `{"id":"quiet-blue-fox"} trailing`},
+		{14, `{"ID":"quiet-blue-fox"}`},
+		{14, `{"id":"quiet-blue-fox","id":"quiet-blue-fox"}`},
+		{10, `{"id":"quiet-blue-fox","message":"\ud800"}`},
+		{10, `{"id":"quiet-blue-fox","message":"\ud83d\ude00 \\ud800"}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.verb, []byte(s.body))
@@ -54,5 +62,43 @@ func FuzzRequest(f *testing.F) {
 		if err != nil && statusOf(Code(err)) >= 500 {
 			t.Fatalf("%s %q: server-side error %v (code %s)", verb, body, err, Code(err))
 		}
+		// Accepted bodies hold exactly the fields, each once, and no text
+		// the decoder would have changed.
+		if err == nil || Code(err) != "invalid" {
+			checkAccepted(t, verb, body)
+		}
 	})
+}
+
+// checkAccepted fails if body, which a verb did not refuse as invalid,
+// holds a field name in another case, a field twice, or an escaped lone
+// surrogate: all accepted silently by encoding/json.
+func checkAccepted(t *testing.T, verb string, body []byte) {
+	t.Helper()
+	fields := endpoints[verb].fields
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return
+		}
+		key := tok.(string)
+		if !slices.Contains(fields, key) || seen[key] {
+			t.Fatalf("%s %q: accepted field %q (known %v, seen %v)", verb, body, key, fields, seen[key])
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return
+		}
+		var str string
+		if json.Unmarshal(v, &str) == nil && strings.ContainsRune(str, utf8.RuneError) && !bytes.ContainsRune(v, utf8.RuneError) &&
+			!bytes.Contains(bytes.ToLower(v), []byte(`\ufffd`)) {
+			t.Fatalf("%s %q: accepted %s, which decodes to U+FFFD", verb, body, v)
+		}
+	}
 }

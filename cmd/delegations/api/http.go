@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -22,13 +24,58 @@ type handler struct {
 	status   Status
 	logger   *slog.Logger
 	stopping context.Context // done when the daemon stops: waits end
+	keeper   *keeper         // reopens the log after a failed write
+	// bodyTimeout bounds the reading of a POST body (Config.BodyTimeout).
+	bodyTimeout time.Duration
 }
 
 // waiting are the verbs that may wait; they end when the daemon stops.
 // Every other verb runs to completion, so an in-flight commit finishes.
 var waiting = map[string]bool{"read": true, "notifications": true}
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves one request. A panic (a bug) is answered with 500
+// internal and a message saying the daemon is still running, and its stack
+// logged, instead of net/http's dropped connection, which a client can only
+// read as a daemon that died.
+func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &trackingWriter{ResponseWriter: rw}
+	defer func() {
+		v := recover()
+		if v == nil || v == http.ErrAbortHandler {
+			if v != nil {
+				panic(v)
+			}
+			return
+		}
+		h.logger.Error("a request panicked (a bug); the daemon goes on serving",
+			"method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if w.wrote {
+			panic(http.ErrAbortHandler) // mid-answer: only closing the connection tells the client
+		}
+		h.fail(w, r, fmt.Errorf("the daemon hit a bug serving %s %s (panic: %v) and is still running; "+
+			"the command may or may not have taken effect: check with show or events, and report the daemon's log", r.Method, r.URL.Path, v))
+	}()
+	h.serve(w, r)
+}
+
+// trackingWriter notes whether the answer has begun.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) { t.wrote = true; t.ResponseWriter.WriteHeader(code) }
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+func (t *trackingWriter) Flush() {
+	t.wrote = true
+	http.NewResponseController(t.ResponseWriter).Flush()
+}
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	if !ok || strings.Contains(name, "/") {
 		h.fail(w, r, fmt.Errorf("%w: %s; the API is under /v1/ (see README)", errNoEndpoint, r.URL.Path))
@@ -42,7 +89,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "status":
 		h.get(w, r, func(w http.ResponseWriter, r *http.Request) {
 			st := h.status
-			st.LastSeq = h.svc.store.Log().Last()
+			st.LastSeq = h.svc.Store().Log().Last()
+			h.keeper.state(&st)
 			h.reply(w, r, st)
 		})
 	case "clock":
@@ -74,7 +122,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				defer context.AfterFunc(h.stopping, cancel)()
 				defer cancel()
 			}
-			out, err := h.svc.call(ctx, name, r.Body)
+			// The body has its deadline. net/http clears it when it reads
+			// the body's end (its watch for a hang-up must not end a wait).
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.bodyTimeout))
+			ep, body, err := readRequest(name, r.Body)
+			if err != nil {
+				w.Header().Set("Connection", "close") // what is left of the body is unread
+				h.fail(w, r, err)
+				return
+			}
+			out, err := ep.serve(ctx, h.svc, body)
 			if err != nil {
 				h.fail(w, r, err)
 				return
@@ -132,6 +189,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.logger.Debug("client hung up", "method", r.Method, "path", r.URL.Path)
 		return // nobody reads the answer
 	}
+	err = h.keeper.failed(err)
 	code := Code(err)
 	status := statusOf(code)
 	if status >= 500 {
@@ -203,13 +261,18 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 // until acknowledged. Without from, the stream starts at the next record.
 func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	log := h.svc.store.Log()
+	log := h.svc.Store().Log()
 	next := log.Last() + 1
 	from := q.Get("from")
 	if id := r.Header.Get("Last-Event-ID"); id != "" && from == "" {
 		last, err := uintParam(id)
 		if err != nil {
 			h.fail(w, r, fmt.Errorf("%w: Last-Event-ID: %v", fsm.ErrInvalid, err))
+			return
+		}
+		if last == math.MaxUint64 {
+			// last+1 would wrap to 0 and replay the whole log.
+			h.fail(w, r, fmt.Errorf("%w: Last-Event-ID %d is the largest sequence number; no event can follow it (reconnect without Last-Event-ID, or with from=SEQ)", fsm.ErrInvalid, last))
 			return
 		}
 		from = strconv.FormatUint(last+1, 10)
@@ -223,7 +286,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 		next = max(n, 1)
 	}
 	parent := q.Get("parentSessionID")
-	if _, _, err := h.svc.store.Due(parent); err != nil {
+	if _, _, err := h.svc.Store().Due(parent); err != nil {
 		h.fail(w, r, err) // an invalid parent session id
 		return
 	}
@@ -258,7 +321,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		due, nextDue, err := h.svc.store.Due(parent)
+		due, nextDue, err := h.svc.Store().Due(parent)
 		if err != nil {
 			h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
 			return
@@ -280,7 +343,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		flusher.Flush()
-		if err := h.svc.store.Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
+		if err := h.svc.Store().Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
 			return // the client left or the daemon stops
 		}
 	}

@@ -87,17 +87,17 @@ func render(v any, text string, failed bool) (Rendered, error) {
 
 // Replay replays the store's log; see the function Replay.
 func (s *Service) Replay(ctx context.Context, r ReplayRequest) (Rendered, error) {
-	return Replay(ctx, s.store.Log(), s.store.Dir(), r, s.OnProgress)
+	return Replay(ctx, s.Store().Log(), s.Store().Dir(), r, s.OnProgress)
 }
 
 // Verify verifies the store; see the function Verify.
 func (s *Service) Verify(ctx context.Context, _ VerifyRequest) (Rendered, error) {
-	return Verify(ctx, s.store.Log(), s.store.Dir(), s.OnProgress)
+	return Verify(ctx, s.Store().Log(), s.Store().Dir(), s.OnProgress)
 }
 
 // Timeline lists one delegation's events; see the function Timeline.
 func (s *Service) Timeline(ctx context.Context, r IDRequest) (Rendered, error) {
-	return Timeline(ctx, s.store.Log(), r.ID)
+	return Timeline(ctx, s.Store().Log(), r.ID)
 }
 
 // Import adopts the plugin's artifact files under r.Dir; see
@@ -109,7 +109,7 @@ func (s *Service) Import(ctx context.Context, r ImportRequest) (Rendered, error)
 	if fi, err := os.Stat(r.Dir); err != nil || !fi.IsDir() {
 		return Rendered{}, fmt.Errorf("%w: dir %q is not a directory (%v)", fsm.ErrInvalid, r.Dir, err)
 	}
-	res, err := s.store.Import(ctx, r.Dir, s.OnProgress)
+	res, err := s.Store().Import(ctx, r.Dir, s.OnProgress)
 	if err != nil {
 		return Rendered{}, err
 	}

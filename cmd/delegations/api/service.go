@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -27,17 +29,26 @@ const MaxWait = 24 * time.Hour
 // use; the daemon serves it on a socket and the CLI runs it in process
 // (Local) when no daemon runs.
 type Service struct {
-	store *projection.Store
+	// store is the store the service runs on; the daemon replaces it when
+	// it reopens the log after a failed write.
+	store atomic.Pointer[projection.Store]
+	// reopening is held while the daemon closes the store and opens it
+	// again, so that a wait the closing ended learns the outcome.
+	reopening sync.RWMutex
 	// OnProgress, if set, sees the progress of long verbs (replay, verify,
 	// import). The CLI sets it to draw on a terminal; the daemon does not.
 	OnProgress func(done, total int)
 }
 
 // NewService returns the service of store s.
-func NewService(s *projection.Store) *Service { return &Service{store: s} }
+func NewService(s *projection.Store) *Service {
+	svc := &Service{}
+	svc.store.Store(s)
+	return svc
+}
 
 // Store returns the store the service runs on.
-func (s *Service) Store() *projection.Store { return s.store }
+func (s *Service) Store() *projection.Store { return s.store.Load() }
 
 // Register records a new delegation.
 func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegation, error) {
@@ -51,7 +62,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (fsm.Delegati
 	if r.TimeoutMs > fsm.MaxTimeout.Milliseconds() { // before it overflows a Duration
 		return fsm.Delegation{}, fmt.Errorf("%w: timeoutMs %d: want between 1s and 7 days", fsm.ErrInvalid, r.TimeoutMs)
 	}
-	return s.store.Register(ctx, projection.Registration{
+	return s.Store().Register(ctx, projection.Registration{
 		ProjectID:       project,
 		RootSessionID:   r.RootSessionID,
 		ParentSessionID: r.ParentSessionID,
@@ -90,32 +101,32 @@ func projectOf(ctx context.Context, id, dir string, required bool) (string, erro
 
 // Start marks a delegation running.
 func (s *Service) Start(ctx context.Context, r StartRequest) (fsm.Delegation, error) {
-	return s.store.Start(ctx, strings.TrimSpace(r.ID), r.SessionID)
+	return s.Store().Start(ctx, strings.TrimSpace(r.ID), r.SessionID)
 }
 
 // Progress records a heartbeat with the child's latest text.
 func (s *Service) Progress(ctx context.Context, r ProgressRequest) (fsm.Delegation, error) {
-	return s.store.Progress(ctx, strings.TrimSpace(r.ID), r.Message)
+	return s.Store().Progress(ctx, strings.TrimSpace(r.ID), r.Message)
 }
 
 // Complete ends a delegation with its result.
 func (s *Service) Complete(ctx context.Context, r CompleteRequest) (fsm.Delegation, error) {
-	return s.store.Complete(ctx, strings.TrimSpace(r.ID), r.Result, r.Title, r.Description)
+	return s.Store().Complete(ctx, strings.TrimSpace(r.ID), r.Result, r.Title, r.Description)
 }
 
 // Fail ends a delegation with an error.
 func (s *Service) Fail(ctx context.Context, r FailRequest) (fsm.Delegation, error) {
-	return s.store.Fail(ctx, strings.TrimSpace(r.ID), r.Error)
+	return s.Store().Fail(ctx, strings.TrimSpace(r.ID), r.Error)
 }
 
 // Cancel ends a delegation before completion.
 func (s *Service) Cancel(ctx context.Context, r CancelRequest) (fsm.Delegation, error) {
-	return s.store.Cancel(ctx, strings.TrimSpace(r.ID), r.Reason)
+	return s.Store().Cancel(ctx, strings.TrimSpace(r.ID), r.Reason)
 }
 
 // Show returns a delegation's record.
 func (s *Service) Show(_ context.Context, r IDRequest) (fsm.Delegation, error) {
-	return s.store.Get(strings.TrimSpace(r.ID))
+	return s.Store().Get(strings.TrimSpace(r.ID))
 }
 
 // Read returns a delegation's result as delegation_read does.
@@ -124,7 +135,25 @@ func (s *Service) Read(ctx context.Context, r ReadRequest) (projection.ReadResul
 	if err != nil {
 		return projection.ReadResult{}, err
 	}
-	return s.store.Read(ctx, strings.TrimSpace(r.RootSessionID), r.ID, wait)
+	for {
+		st := s.Store()
+		res, err := st.Read(ctx, strings.TrimSpace(r.RootSessionID), r.ID, wait)
+		if s.replaced(st, err) {
+			continue // the daemon reopened the log: wait on the new one
+		}
+		return res, err
+	}
+}
+
+// replaced reports whether err came from store st closing because the
+// daemon reopened the log, so that a wait can go on on the new one.
+func (s *Service) replaced(st *projection.Store, err error) bool {
+	if !errors.Is(err, eventlog.ErrClosed) {
+		return false
+	}
+	s.reopening.RLock()
+	defer s.reopening.RUnlock()
+	return s.Store() != st
 }
 
 // List returns a root session's delegations, and delegation_list's text.
@@ -145,7 +174,7 @@ func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 		}
 		o.Status = st
 	}
-	ds, err := s.store.List(strings.TrimSpace(r.RootSessionID), o)
+	ds, err := s.Store().List(strings.TrimSpace(r.RootSessionID), o)
 	if err != nil {
 		return List{}, err
 	}
@@ -159,7 +188,7 @@ func (s *Service) Active(ctx context.Context, r ActiveRequest) (Delegations, err
 	if err != nil {
 		return Delegations{}, err
 	}
-	ds, err := s.store.Active(projection.ActiveFilter{
+	ds, err := s.Store().Active(projection.ActiveFilter{
 		ProjectID:     project,
 		RootSessionID: strings.TrimSpace(r.RootSessionID), ParentSessionID: strings.TrimSpace(r.ParentSessionID),
 	})
@@ -180,7 +209,12 @@ func (s *Service) Notifications(ctx context.Context, r NotificationsRequest) (No
 	if err != nil {
 		return Notifications{}, err
 	}
-	ns, err := s.store.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	st := s.Store()
+	ns, err := st.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	for s.replaced(st, err) {
+		st = s.Store()
+		ns, err = st.WaitNotifications(ctx, strings.TrimSpace(r.ParentSessionID), wait)
+	}
 	if ns == nil {
 		ns = []projection.Notification{}
 	}
@@ -190,9 +224,9 @@ func (s *Service) Notifications(ctx context.Context, r NotificationsRequest) (No
 // Ack records the delivery of a notification, or with Failed its failure.
 func (s *Service) Ack(ctx context.Context, r AckRequest) (projection.AckResult, error) {
 	if r.Failed != "" {
-		return s.store.AckFailed(ctx, r.ID, r.Failed)
+		return s.Store().AckFailed(ctx, r.ID, r.Failed)
 	}
-	return s.store.Ack(ctx, r.ID)
+	return s.Store().Ack(ctx, r.ID)
 }
 
 // Compact renders the <delegation-context> block of a root session.
@@ -203,12 +237,12 @@ func (s *Service) Compact(_ context.Context, r CompactRequest) (CompactResponse,
 	if r.MaxUnread == 0 {
 		r.MaxUnread = compaction.DefaultMaxUnread
 	}
-	running, unread, err := s.store.Carried(strings.TrimSpace(r.RootSessionID), r.MaxUnread)
+	running, unread, err := s.Store().Carried(strings.TrimSpace(r.RootSessionID), r.MaxUnread)
 	if err != nil {
 		return CompactResponse{}, err
 	}
 	res := compaction.Render(running, unread, compaction.Options{
-		MaxUnread: r.MaxUnread, MaxBytes: r.MaxBytes, DataDir: s.store.Dir(), Brief: r.Brief,
+		MaxUnread: r.MaxUnread, MaxBytes: r.MaxBytes, DataDir: s.Store().Dir(), Brief: r.Brief,
 	})
 	return CompactResponse{Block: res.Text, Running: res.Running, Unread: res.Unread, Omitted: res.Omitted}, nil
 }
@@ -229,11 +263,11 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 			return s.streamEvents(id, r.From, emit)
 		}
 		// Ids come from register, so one without events never gets any.
-		if _, err := s.store.Get(id); err != nil {
+		if _, err := s.Store().Get(id); err != nil {
 			return err
 		}
 	}
-	log := s.store.Log()
+	log := s.Store().Log()
 	next := r.From
 	for {
 		for rec, err := range log.Records(next) {
@@ -262,12 +296,12 @@ func (s *Service) Events(ctx context.Context, r EventsRequest, emit func(Event) 
 
 // streamEvents emits one delegation's events through its stream index.
 func (s *Service) streamEvents(id string, from uint64, emit func(Event) error) error {
-	recs, err := s.store.Log().Stream(id)
+	recs, err := s.Store().Log().Stream(id)
 	if err != nil {
 		return err
 	}
 	if len(recs) == 0 {
-		return fmt.Errorf("%w: delegation %q has no events in %s", fsm.ErrNotFound, id, s.store.Dir())
+		return fmt.Errorf("%w: delegation %q has no events in %s", fsm.ErrNotFound, id, s.Store().Dir())
 	}
 	for _, rec := range recs {
 		if rec.Seq < from {
@@ -358,18 +392,28 @@ func Verbs() []string {
 
 // call runs a verb on a request body read from r.
 func (s *Service) call(ctx context.Context, name string, r io.Reader) (any, error) {
+	ep, body, err := readRequest(name, r)
+	if err != nil {
+		return nil, err
+	}
+	return ep.serve(ctx, s, body)
+}
+
+// readRequest finds a verb's endpoint and reads its request body, within
+// the verb's limit.
+func readRequest(name string, r io.Reader) (endpoint, []byte, error) {
 	ep, ok := endpoints[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: /v1/%s; the verbs are %s", errNoEndpoint, name, strings.Join(Verbs(), ", "))
+		return endpoint{}, nil, fmt.Errorf("%w: /v1/%s; the verbs are %s", errNoEndpoint, name, strings.Join(Verbs(), ", "))
 	}
 	body, err := io.ReadAll(io.LimitReader(r, ep.limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read request body: %v", fsm.ErrInvalid, err)
+		return endpoint{}, nil, fmt.Errorf("%w: read request body: %v", fsm.ErrInvalid, err)
 	}
 	if int64(len(body)) > ep.limit {
-		return nil, fmt.Errorf("%w: the body of %s is limited to %d bytes; send long texts within the limits in README", errTooLarge, name, ep.limit)
+		return endpoint{}, nil, fmt.Errorf("%w: the body of %s is limited to %d bytes; send long texts within the limits in README", errTooLarge, name, ep.limit)
 	}
-	return ep.serve(ctx, s, body)
+	return ep, body, nil
 }
 
 // decode decodes one JSON object strictly: valid UTF-8, no unknown fields,
@@ -380,6 +424,9 @@ func decode(body []byte, v any, t reflect.Type) error {
 	}
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: request body is not valid UTF-8", fsm.ErrInvalid)
+	}
+	if err := checkRaw(body, t); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -403,6 +450,127 @@ func decode(body []byte, v any, t reflect.Type) error {
 		return fmt.Errorf("%w: data after the JSON object; send exactly one", fsm.ErrInvalid)
 	}
 	return nil
+}
+
+// checkRaw refuses what encoding/json would accept silently and change:
+// a field name in another case (it matches case-insensitively), a field
+// given twice (the last one wins), and an escaped lone surrogate such as
+// "\ud800" (stored as U+FFFD, not as sent). Malformed JSON is left to
+// the decoder, which says where it is.
+func checkRaw(body []byte, t reflect.Type) error {
+	if err := checkSurrogates(body); err != nil {
+		return err
+	}
+	fields := jsonFields(t)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	// One frame per open object or array; in an object, a string token is
+	// a key when the frame expects one.
+	type frame struct {
+		object, wantKey bool
+		seen            map[string]bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or malformed JSON for the decoder to report
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
+			key, ok := tok.(string)
+			if !ok {
+				continue // the closing brace
+			}
+			top := &stack[n-1]
+			top.wantKey = false
+			if n == 1 {
+				if !slices.Contains(fields, key) {
+					if i := slices.IndexFunc(fields, func(f string) bool { return strings.EqualFold(f, key) }); i >= 0 {
+						return fmt.Errorf("%w: unknown field %q; field names are case-sensitive: did you mean %q?", fsm.ErrInvalid, key, fields[i])
+					}
+					return fmt.Errorf("%w: unknown field %q; the fields are %s", fsm.ErrInvalid, key, strings.Join(fields, ", "))
+				}
+			}
+			if top.seen[key] {
+				return fmt.Errorf("%w: field %q appears twice; give each field once", fsm.ErrInvalid, key)
+			}
+			top.seen[key] = true
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, wantKey: true, seen: map[string]bool{}})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: an object now expects its next key.
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+}
+
+// checkSurrogates refuses a \uXXXX escape of a UTF-16 surrogate that is not
+// half of a pair (a high one followed by a low one). Bodies are valid
+// UTF-8, so raw bytes never encode a surrogate; only escapes can.
+func checkSurrogates(body []byte) error {
+	inString := false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c == '\\' && i+1 < len(body):
+			i++
+			if body[i] != 'u' {
+				continue
+			}
+			r, ok := hex4(body, i+1)
+			if !ok {
+				continue // malformed: the decoder says so
+			}
+			i += 4
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return fmt.Errorf("%w: the escape \\u%04x at byte %d is a lone low surrogate, which no text can hold; send the character itself, or a surrogate pair", fsm.ErrInvalid, r, i-5)
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+2 < len(body) && body[i+1] == '\\' && body[i+2] == 'u' {
+					if lo, ok := hex4(body, i+3); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+						i += 6
+						continue
+					}
+				}
+				return fmt.Errorf("%w: the escape \\u%04x at byte %d is a lone high surrogate, which no text can hold; send the character itself, or a surrogate pair", fsm.ErrInvalid, r, i-5)
+			}
+		}
+	}
+	return nil
+}
+
+// hex4 parses the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // jsonFields lists the JSON names of a struct's fields.
