@@ -27,9 +27,11 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 		for {
 			buf = buf[:0]
 			var bad error
-			err := l.db.View(func(tx *bolt.Tx) error {
-				buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
-				return nil
+			err := guard(fmt.Sprintf("read records from %d", from), func() error {
+				return l.db.View(func(tx *bolt.Tx) error {
+					buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
+					return nil
+				})
 			})
 			if err != nil {
 				yield(Record{}, fmt.Errorf("read log %s: %w", l.path, err))
@@ -120,7 +122,9 @@ func (l *Log) View(fn func(*Tx) error) error {
 	if l.isClosed() {
 		return ErrClosed
 	}
-	return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return guard("read", func() error {
+		return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	})
 }
 
 // Tx is a transaction as seen by readers and projectors: records can be

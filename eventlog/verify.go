@@ -32,23 +32,28 @@ func (l *Log) Verify(ctx context.Context) error {
 			extra++
 		}
 	}
-	err := l.db.View(func(tx *bolt.Tx) error {
-		keyed, err := verifyRecords(ctx, tx, report)
-		if err != nil {
-			return err
-		}
-		last := (&Tx{tx: tx}).Last()
-		if err := verifyStreams(ctx, tx, report); err != nil {
-			return err
-		}
-		verifyIdempotency(tx, last, keyed, report)
-		_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
-			if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
-				report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, k, v, last))
+	for _, err := range l.checkStructure() {
+		report(err)
+	}
+	err := guard("verify", func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			keyed, err := verifyRecords(ctx, tx, report)
+			if err != nil {
+				return err
 			}
+			last := (&Tx{tx: tx}).Last()
+			if err := verifyStreams(ctx, tx, report); err != nil {
+				return err
+			}
+			verifyIdempotency(tx, last, keyed, report)
+			_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
+				if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
+					report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, k, v, last))
+				}
+				return nil
+			})
 			return nil
 		})
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", l.path, err)
@@ -195,4 +200,25 @@ func verifyIdempotency(tx *bolt.Tx, last uint64, keyed int, report func(error)) 
 	if covered != keyed {
 		report(fmt.Errorf("%w: %d records carry an idempotency key but the index covers %d", ErrCorrupt, keyed, covered))
 	}
+}
+
+// checkStructure checks the file's pages (see checkFile) as of a read
+// transaction, so that a writer committing meanwhile cannot make sound
+// pages look damaged.
+func (l *Log) checkStructure() []error {
+	var problems []error
+	err := guard("check", func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			txid := uint64(tx.ID())
+			if l.readOnly {
+				txid = 0 // nobody writes: check both meta pages
+			}
+			problems = checkFile(l.path, txid)
+			return nil
+		})
+	})
+	if err != nil {
+		problems = append(problems, err)
+	}
+	return problems
 }
