@@ -216,13 +216,17 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 		}
 		// bbolt met a damaged page. Before the commit nothing reached the
 		// disk; during it, who knows: either way refuse further writes.
-		if !committing {
-			func() {
-				defer func() { _ = recover() }()
-				_ = tx.Rollback()
-			}()
+		// Roll back even a half-done commit: it releases bbolt's writer
+		// lock, which Close needs.
+		func() {
+			defer func() { _ = recover() }()
+			_ = tx.Rollback()
+		}()
+		where := "append"
+		if committing {
+			where = "commit"
 		}
-		derr := &DamageError{Page: NoPage, Reason: fmt.Sprintf("append: bbolt failed on a damaged page: %v", r)}
+		derr := &DamageError{Page: NoPage, Reason: fmt.Sprintf("%s: bbolt failed on a damaged page: %v", where, r)}
 		berr := fmt.Errorf("%w: %w (reopen the log; if it is damaged, recover it)", ErrBroken, derr)
 		l.broken.Store(&errorBox{berr})
 		l.log.Error("bbolt failed on a damaged page; log refuses writes", "path", l.path, "panic", fmt.Sprint(r))

@@ -87,6 +87,27 @@ func intact(t testing.TB, path string) map[uint64]bool {
 	return out
 }
 
+var damageLogs = map[int][]byte{}
+
+// damageCopy returns a fresh copy of a damageLog of n records, built once
+// per test binary (hundreds of durable appends per case add up).
+func damageCopy(t *testing.T, n int) string {
+	t.Helper()
+	raw, ok := damageLogs[n]
+	if !ok {
+		var err error
+		if raw, err = os.ReadFile(damageLog(t, n)); err != nil {
+			t.Fatal(err)
+		}
+		damageLogs[n] = raw
+	}
+	path := filepath.Join(t.TempDir(), "log.db")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 type damageCase struct {
 	name string
 	// damage changes the file; writable says whether a writer may open it
@@ -175,7 +196,7 @@ func damageCases() []damageCase {
 func TestOpenDamagedFile(t *testing.T) {
 	for _, c := range damageCases() {
 		t.Run(c.name, func(t *testing.T) {
-			path := damageLog(t, 600)
+			path := damageCopy(t, 600)
 			c.damage(t, path)
 			before := intact(t, path)
 			raw, err := os.ReadFile(path)
@@ -269,7 +290,7 @@ func TestSalvageDamagedFile(t *testing.T) {
 			continue // records are gone with their pages; covered above
 		}
 		t.Run(c.name, func(t *testing.T) {
-			path := damageLog(t, n)
+			path := damageCopy(t, n)
 			c.damage(t, path)
 			s, err := Salvage(path)
 			if err != nil {
@@ -361,7 +382,11 @@ func FuzzOpen(f *testing.F) {
 			f.Add(b)
 		}
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(fuzzOpenBody)
+}
+
+func fuzzOpenBody(t *testing.T, data []byte) {
+	{
 		path := filepath.Join(t.TempDir(), "log.db")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
@@ -391,5 +416,5 @@ func FuzzOpen(f *testing.F) {
 				t.Fatalf("Close: %v", err)
 			}
 		}
-	})
+	}
 }

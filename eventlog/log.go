@@ -165,6 +165,9 @@ func Open(path string, opts Options) (*Log, error) {
 			return nil, fmt.Errorf("open log %s: %w", path, err)
 		}
 	}
+	if err := precheck(path, opts.ReadOnly, opts.LockTimeout); err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
 	// bbolt can panic or fault while opening a damaged file, before it
 	// returns a DB to close: keep the file it opened, to release its lock.
 	var file *os.File
@@ -252,14 +255,11 @@ func Open(path string, opts Options) (*Log, error) {
 	return l, nil
 }
 
-// checkWritable refuses a file whose structure is damaged: checkFile first
-// (it reads with pread and trusts nothing), then, once every page is known
-// to be in the file and well-formed, bbolt's own Tx.Check (freelist,
+// checkWritable refuses a file whose structure is damaged. precheck has
+// read every page (with pread, trusting nothing); now that every page is
+// known to be in the file and well-formed, bbolt's own Tx.Check (freelist,
 // reachability), then the log's own invariants at the tail.
 func (l *Log) checkWritable() error {
-	if err := joinDamage(checkFile(l.path, 0)); err != nil {
-		return err
-	}
 	var problems []error
 	err := guard("check", func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
