@@ -14,8 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fixtures"
 	"github.com/delegations/delegations/projection"
@@ -32,7 +32,7 @@ var (
 	damagedErr  error
 )
 
-// damagedStore builds, once, a data directory with enough delegations for
+// damagedStore builds, once, a data directory (TestMain removes it) with enough delegations for
 // the events bucket to have branch pages, and returns a fresh copy of it.
 func damagedStore(t *testing.T) (dir string, ids []string) {
 	t.Helper()
@@ -68,7 +68,6 @@ func damagedStore(t *testing.T) (dir string, ids []string) {
 	if damagedErr != nil {
 		t.Fatal(damagedErr)
 	}
-	t.Cleanup(func() {}) // the template is removed with the process's temp files
 	dir = t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS(damagedDir)); err != nil {
 		t.Fatal(err)
@@ -187,7 +186,7 @@ func TestRecover(t *testing.T) {
 	for _, dmg := range fixtures.Damages() {
 		t.Run(dmg.Name, func(t *testing.T) {
 			t.Parallel()
-			data, ids := damagedStore(t)
+			data, _ := damagedStore(t)
 			path := filepath.Join(data, projection.LogFile)
 			total := len(intactRecords(t, path))
 			if err := dmg.Apply(path); err != nil {
@@ -272,7 +271,6 @@ func TestRecover(t *testing.T) {
 			if sh := runBin(t, "", "--data", data, "register", "--root-session", "ses_root", "--parent-session", "ses_root", "--agent", "a", "--project", "0123456789abcdef", "--prompt", "after"); sh.code != 0 {
 				t.Errorf("register after recover: exit %d\n%s", sh.code, sh.stderr)
 			}
-			_ = ids
 		})
 	}
 }
@@ -326,7 +324,6 @@ func TestInspectionReadOnly(t *testing.T) {
 	if r := runBin(t, "", "--data", copyDir, "events"); r.code != 0 || strings.Count(r.stdout, "\n") != len(intactRecords(t, path)) {
 		t.Errorf("the backup: exit %d, %d events, want %d\n%s", r.code, strings.Count(r.stdout, "\n"), len(intactRecords(t, path)), r.stderr)
 	}
-	_ = time.Second
 }
 
 // TestInspectionReadOnlyDirectory: in a data directory nobody may write
@@ -348,5 +345,49 @@ func TestInspectionReadOnlyDirectory(t *testing.T) {
 		if r := runBin(t, "", append([]string{"--data", data}, args...)...); r.code != 0 {
 			t.Errorf("%s in a read-only data directory: exit %d\n%s", args[0], r.code, r.stderr)
 		}
+	}
+}
+
+// TestBackupThroughDaemon: with a daemon serving, backup asks it for a
+// consistent copy; the copy opens as a log with every record; an existing
+// file is never overwritten; a relative path is the caller's, made
+// absolute before it reaches the daemon.
+func TestBackupThroughDaemon(t *testing.T) {
+	data, _ := damagedStore(t)
+	d := startDaemon(t, data)
+	last := d.lastSeq()
+	out := t.TempDir()
+	r := runBin(t, "", "--data", data, "--json", "backup", filepath.Join(out, "copy.db"))
+	if r.code != 0 {
+		t.Fatalf("backup: exit %d\n%s", r.code, r.stderr)
+	}
+	var res api.BackupResponse
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.LastSeq < last || res.Bytes == 0 {
+		t.Fatalf("backup answer %s (%v), want lastSeq >= %d", r.stdout, err, last)
+	}
+	again := runBin(t, "", "--data", data, "backup", filepath.Join(out, "copy.db"))
+	if again.code != 1 || !strings.Contains(again.stderr, "exists") {
+		t.Fatalf("backup over an existing file: exit %d\n%s", again.code, again.stderr)
+	}
+	var e struct{ Error api.Error }
+	status, _, body := d.do("POST", "/v1/backup", []byte(`{"path":"relative.db"}`))
+	if err := json.Unmarshal(body, &e); err != nil || status != 400 || e.Error.Code != "invalid" {
+		t.Fatalf("relative path: %d %s", status, body)
+	}
+	d.stop(syscall.SIGTERM)
+	l, err := eventlog.Open(filepath.Join(out, "copy.db"), eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := uint64(0)
+	for rec, err := range l.Records(1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n = rec.Seq
+	}
+	if n != res.LastSeq && n < last {
+		t.Fatalf("the copy holds records up to %d, want %d", n, res.LastSeq)
 	}
 }
