@@ -169,7 +169,7 @@ func damageCases() []damageCase {
 		})},
 		{name: "flipped bytes in leaf data", writable: true, damage: edit(func(raw []byte, ps int, _, leaves []uint64) []byte {
 			p := int(leaves[1]) * ps
-			_, es, err := elements(leaves[1], raw[p:p+ps])
+			_, es, err := elements(leaves[1], raw[p:p+ps], nil)
 			if err != nil || len(es) < 3 {
 				panic(fmt.Sprint("leaf elements: ", err))
 			}

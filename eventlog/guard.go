@@ -24,3 +24,12 @@ func guard(what string, fn func() error) (err error) {
 	}()
 	return fn()
 }
+
+// clip shortens a key or value quoted in an error: a damaged page can
+// make bbolt return one of any length.
+func clip(b []byte) []byte {
+	if len(b) > 32 {
+		return b[:32]
+	}
+	return b
+}

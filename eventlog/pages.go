@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"syscall"
 )
 
 // This file reads bbolt's on-disk format directly, with pread and bounds
@@ -102,9 +103,12 @@ func parseMeta(page uint64, b []byte) meta {
 	return out
 }
 
-// pageFile is a bbolt file read with pread.
+// pageFile is a bbolt file read with pread, or through a private read-only
+// map of it (data) when the caller made one: the same bounds checks, no
+// copies.
 type pageFile struct {
 	r        io.ReaderAt
+	data     []byte
 	size     int64
 	pageSize int
 	metas    [2]meta
@@ -162,6 +166,20 @@ func (pf *pageFile) page(id, limit uint64) ([]byte, error) {
 	if id >= limit {
 		return nil, damage(id, "page number is past the end (%d pages)", limit)
 	}
+	if pf.data != nil {
+		if (id+1)*ps > uint64(len(pf.data)) {
+			return nil, damage(id, "page is past the end of the file (%d bytes)", pf.size)
+		}
+		buf := pf.data[id*ps : (id+1)*ps]
+		if got := le.Uint64(buf); got != id {
+			return nil, damage(id, "page says it is page %d", got)
+		}
+		ov := uint64(le.Uint32(buf[12:]))
+		if ov > 0 && (id+ov >= limit || id+ov < id || (id+ov+1)*ps > uint64(len(pf.data))) {
+			return nil, damage(id, "%d overflow pages run past the end (%d pages)", ov, limit)
+		}
+		return pf.data[id*ps : (id+ov+1)*ps], nil
+	}
 	buf := make([]byte, ps)
 	if _, err := pf.r.ReadAt(buf, int64(id*ps)); err != nil {
 		return nil, damage(id, "cannot be read: %v (the file is %d bytes)", err, pf.size)
@@ -191,8 +209,9 @@ type elem struct {
 }
 
 // elements decodes the elements of a branch or leaf page held in b
-// (header included), checking every offset against b.
-func elements(page uint64, b []byte) (isLeaf bool, out []elem, err error) {
+// (header included), checking every offset against b. They are appended to
+// dst[:0], which the walk reuses per level.
+func elements(page uint64, b []byte, dst []elem) (isLeaf bool, out []elem, err error) {
 	if len(b) < pageHeaderLen {
 		return false, nil, damage(page, "page is cut short")
 	}
@@ -207,7 +226,11 @@ func elements(page uint64, b []byte) (isLeaf bool, out []elem, err error) {
 	if pageHeaderLen+count*elemLen > len(b) {
 		return isLeaf, nil, damage(page, "%d elements do not fit in the page", count)
 	}
-	out = make([]elem, count)
+	if cap(dst) >= count {
+		out = dst[:count]
+	} else {
+		out = make([]elem, count)
+	}
 	for i := range out {
 		off := pageHeaderLen + i*elemLen
 		e := b[off : off+elemLen]
@@ -226,6 +249,9 @@ func elements(page uint64, b []byte) (isLeaf bool, out []elem, err error) {
 		out[i].key = b[start : start+ksize]
 		if isLeaf {
 			out[i].value = b[start+ksize : start+ksize+vsize]
+			out[i].child = 0
+		} else {
+			out[i].flags, out[i].value = 0, nil
 		}
 		if i > 0 && bytes.Compare(out[i-1].key, out[i].key) >= 0 {
 			return isLeaf, nil, damage(page, "keys out of order at element %d", i)
@@ -244,6 +270,19 @@ type walker struct {
 	report func(error)
 	visit  func(bucket []string, e elem)               // leaf elements that are not buckets; may be nil
 	onPage func(id uint64, leaf bool, bucket []string) // every sound page; may be nil
+	// shallow stops at the root page of every bucket but the root
+	// bucket and the views bucket, which hold the other buckets' headers.
+	shallow bool
+	// scratch holds each level's elements, reused from page to page: no
+	// frame shares a level with an active ancestor.
+	scratch [][]elem
+}
+
+func (w *walker) scratchAt(depth int) []elem {
+	for len(w.scratch) <= depth {
+		w.scratch = append(w.scratch, nil)
+	}
+	return w.scratch[depth]
 }
 
 func (w *walker) bucket(root uint64, path []string, depth int) {
@@ -272,11 +311,12 @@ func (w *walker) node(id uint64, path []string, lo, hi []byte, depth int) {
 	for i := id; i < id+uint64(len(b)/w.pf.pageSize); i++ {
 		w.seen[i] = true
 	}
-	isLeaf, es, err := elements(id, b)
+	isLeaf, es, err := elements(id, b, w.scratchAt(depth))
 	if err != nil {
 		w.report(err)
 		return
 	}
+	w.scratch[depth] = es[:0]
 	if w.onPage != nil {
 		w.onPage(id, isLeaf, path)
 	}
@@ -291,6 +331,9 @@ func (w *walker) node(id uint64, path []string, lo, hi []byte, depth int) {
 	if !isLeaf {
 		if len(es) == 0 {
 			w.report(damage(id, "branch page has no elements"))
+		}
+		if w.shallow && !(len(path) == 0 || len(path) == 1 && path[0] == string(bucketViews)) {
+			return
 		}
 		for i, e := range es {
 			var next []byte
@@ -325,7 +368,7 @@ func (w *walker) leaf(id uint64, path []string, es []elem, depth int) {
 			continue
 		}
 		// An inline bucket: its one leaf page follows the header.
-		isLeaf, inner, err := elements(id, e.value[bucketHdrLen:])
+		isLeaf, inner, err := elements(id, e.value[bucketHdrLen:], nil)
 		if err == nil && !isLeaf {
 			err = damage(id, "inline bucket %q is not a leaf", sub)
 		}
@@ -360,6 +403,20 @@ func checkFile(path string, txid uint64) []error {
 	if err != nil {
 		return []error{err}
 	}
+	data, unmap := mapFile(f, fi.Size())
+	defer unmap()
+	pf.data = data
+	var problems []error
+	if err := guard("check", func() error {
+		problems = pf.checkAs(txid)
+		return nil
+	}); err != nil {
+		problems = append(problems, err)
+	}
+	return problems
+}
+
+func (pf *pageFile) checkAs(txid uint64) []error {
 	if txid != 0 {
 		for _, m := range pf.metas {
 			if m.err == nil && m.txid == txid {
@@ -379,6 +436,20 @@ func (pf *pageFile) check(visit func(bucket []string, e elem)) []error {
 }
 
 func (pf *pageFile) walk(visit func(bucket []string, e elem), onPage func(id uint64, leaf bool, bucket []string)) []error {
+	return pf.walkAll(visit, onPage, false)
+}
+
+// checkShallow checks what bbolt reads before any record: the meta pages,
+// the length, the freelist, the root bucket and the views bucket (every
+// bucket's header, and every inline bucket), and each bucket's root page.
+// Its cost does not grow with the log. Pages below the buckets' roots are
+// read by bbolt unchecked; a damaged one there is a panic or a fault that
+// guard turns into an error.
+func (pf *pageFile) checkShallow() []error {
+	return pf.walkAll(nil, nil, true)
+}
+
+func (pf *pageFile) walkAll(visit func(bucket []string, e elem), onPage func(id uint64, leaf bool, bucket []string), shallow bool) []error {
 	var problems []error
 	report := func(err error) {
 		if len(problems) < maxProblems {
@@ -404,11 +475,15 @@ func (pf *pageFile) walk(visit func(bucket []string, e elem), onPage func(id uin
 		report(damage(NoPage, "the file is %d bytes but holds %d pages of %d bytes (%d bytes): it was cut short", pf.size, hwm, ps, hwm*ps))
 	}
 	limit := min(hwm, inFile)
-	w := &walker{pf: pf, limit: limit, seen: make([]bool, max(limit, 2)), report: report, visit: visit, onPage: onPage}
+	w := &walker{pf: pf, limit: limit, seen: make([]bool, max(limit, 2)), report: report, visit: visit, onPage: onPage, shallow: shallow}
 	w.seen[0], w.seen[1] = true, true
 	w.bucket(pf.cur.root, nil, 0)
 	if fl := pf.cur.freelist; fl != noFreelist {
-		pf.checkFreelist(fl, limit, w.seen, report)
+		reachable := w.seen
+		if shallow {
+			reachable = make([]bool, len(w.seen)) // not every page was seen
+		}
+		pf.checkFreelist(fl, limit, reachable, report)
 	}
 	return problems
 }
@@ -457,4 +532,43 @@ func joinDamage(problems []error) error {
 		return nil
 	}
 	return errors.Join(problems...)
+}
+
+// mapFile maps f (size bytes) read-only for a pageFile, and returns the
+// unmap. Reading the map faults only if the file shrinks meanwhile, which
+// the lock the callers hold rules out for our own processes; guard turns
+// such a fault into an error anyway. Without a map (size 0, or mmap
+// failing) pages are read with pread.
+func mapFile(f *os.File, size int64) (data []byte, unmap func()) {
+	if size <= 0 || size != int64(int(size)) {
+		return nil, func() {}
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, func() {}
+	}
+	return data, func() { _ = syscall.Munmap(data) }
+}
+
+// walkCounting checks the file and counts the entries of each top-level
+// bucket.
+func (pf *pageFile) walkCounting(counts map[string]int) []error {
+	var cur string
+	n := 0
+	problems := pf.check(func(bucket []string, _ elem) {
+		if len(bucket) != 1 {
+			return
+		}
+		if bucket[0] != cur {
+			if cur != "" {
+				counts[cur] += n
+			}
+			cur, n = bucket[0], 0
+		}
+		n++
+	})
+	if cur != "" {
+		counts[cur] += n
+	}
+	return problems
 }

@@ -78,7 +78,7 @@ func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
 
 func seqKey(k []byte) (uint64, error) {
 	if len(k) != 8 {
-		return 0, corrupt(0, "events key %x is %d bytes, want 8", k, len(k))
+		return 0, corrupt(0, "events key %x is %d bytes, want 8", clip(k), len(k))
 	}
 	return binary.BigEndian.Uint64(k), nil
 }

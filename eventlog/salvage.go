@@ -73,6 +73,16 @@ func Salvage(path string) (*Salvaged, error) {
 		out.Damage = append(out.Damage, err)
 		return out, nil
 	}
+	data, unmap := mapFile(f, fi.Size())
+	defer unmap()
+	pf.data = data
+	if err := guard("salvage", func() error { salvage(pf, fi.Size(), out); return nil }); err != nil {
+		return nil, fmt.Errorf("salvage %s: %w", path, err)
+	}
+	return out, nil
+}
+
+func salvage(pf *pageFile, size int64, out *Salvaged) {
 	found := map[uint64]Record{}
 	take := func(path []string, e elem) (Record, bool) {
 		if len(e.key) != 8 {
@@ -105,7 +115,7 @@ func Salvage(path string) (*Salvaged, error) {
 		pf.pageSize = ps
 		extra := map[uint64]Record{}
 		conflicts := map[uint64]bool{}
-		pages := uint64(fi.Size()) / uint64(ps)
+		pages := uint64(size) / uint64(ps)
 		for id := uint64(2); id < pages; id++ {
 			b, err := pf.page(id, pages)
 			if err != nil {
@@ -113,7 +123,7 @@ func Salvage(path string) (*Salvaged, error) {
 			}
 			var visit func(b []byte, depth int)
 			visit = func(b []byte, depth int) {
-				isLeaf, es, err := elements(id, b)
+				isLeaf, es, err := elements(id, b, nil)
 				if err != nil || !isLeaf {
 					return
 				}
@@ -160,7 +170,6 @@ func Salvage(path string) (*Salvaged, error) {
 		out.Records = append(out.Records, r)
 	}
 	slices.SortFunc(out.Records, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
-	return out, nil
 }
 
 func sameRecord(a, b Record) bool {

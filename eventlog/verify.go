@@ -48,7 +48,7 @@ func (l *Log) Verify(ctx context.Context) error {
 			verifyIdempotency(tx, last, keyed, report)
 			_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
 				if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
-					report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, k, v, last))
+					report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, clip(k), clip(v), last))
 				}
 				return nil
 			})
@@ -106,7 +106,7 @@ func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
 	names := map[uint64]string{}
 	_ = ix.names.ForEach(func(k, v []byte) error {
 		if len(v) != 8 {
-			report(fmt.Errorf("%w: stream %q has a malformed stream number %x", ErrCorrupt, k, v))
+			report(fmt.Errorf("%w: stream %q has a malformed stream number %x", ErrCorrupt, clip(k), clip(v)))
 			return nil
 		}
 		n := binary.BigEndian.Uint64(v)
@@ -127,7 +127,7 @@ func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
 			return ctx.Err()
 		}
 		if len(k) != 16 || len(v) != 8 {
-			report(fmt.Errorf("%w: malformed stream index entry %x", ErrCorrupt, k))
+			report(fmt.Errorf("%w: malformed stream index entry %x", ErrCorrupt, clip(k)))
 			continue
 		}
 		n, ver, seq := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:]), binary.BigEndian.Uint64(v)
@@ -214,6 +214,12 @@ func (l *Log) checkStructure() []error {
 				txid = 0 // nobody writes: check both meta pages
 			}
 			problems = checkFile(l.path, txid)
+			if len(problems) == 0 {
+				// Every page is sound: bbolt's own check is safe to run.
+				for err := range tx.Check() {
+					problems = append(problems, &DamageError{Page: NoPage, Reason: "bbolt check: " + err.Error()})
+				}
+			}
 			return nil
 		})
 	})

@@ -142,12 +142,15 @@ func TestDamagedLogCommands(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := intactRecords(t, path)
-			check := func(what string, r cliRun, opensLog bool) {
+			// Readers check only what bbolt trusts at open, so one that
+			// never reads the damaged page may succeed; when it fails, it
+			// names the damage. A writer checks every page and refuses.
+			check := func(what string, r cliRun, writes bool) {
 				t.Helper()
 				if crashed(r) || (r.code != 0 && r.code != 1) {
 					t.Fatalf("%s crashed or exited %d:\n%s", what, r.code, r.stderr)
 				}
-				if opensLog && !dmg.Records {
+				if !dmg.Records && (writes || r.code != 0 && r.stderr != "") {
 					if r.code != 1 || !(strings.Contains(r.stderr, "damaged") || strings.Contains(r.stderr, "empty")) || !strings.Contains(r.stderr, "delegations recover") {
 						t.Errorf("%s: exit %d, want 1 with a message naming the damage and `delegations recover`:\n%s", what, r.code, r.stderr)
 					}
@@ -168,7 +171,7 @@ func TestDamagedLogCommands(t *testing.T) {
 				{"timeline", ids[7]},
 				{"register", "--root-session", "ses_root", "--parent-session", "ses_root", "--agent", "a", "--project", "0123456789abcdef", "--prompt", "p"},
 			} {
-				check(args[0], runBin(t, "", append([]string{"--data", data}, args...)...), true)
+				check(args[0], runBin(t, "", append([]string{"--data", data}, args...)...), args[0] == "register")
 			}
 			served, r := serveAttempt(t, data)
 			if served && !dmg.Records {

@@ -190,6 +190,9 @@ func withHint(err error) error {
 	case errors.As(err, &de):
 		return fmt.Errorf("%w; nothing was written to it. Stop the daemon if one runs, then run `delegations recover`: "+
 			"it copies every intact record into a new log and keeps the damaged file beside it", err)
+	case errors.Is(err, eventlog.ErrCorrupt):
+		return fmt.Errorf("%w; the log is damaged. `delegations verify` shows the extent; with the daemon stopped, "+
+			"`delegations recover` copies every intact record into a new log and keeps the damaged file beside it", err)
 	}
 	return err
 }
