@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Damaged files: every way of opening and reading them ends in an error
@@ -416,5 +418,35 @@ func fuzzOpenBody(t *testing.T, data []byte) {
 				t.Fatalf("Close: %v", err)
 			}
 		}
+	}
+}
+
+// TestWriterRefusesIndexMismatch: a stream index that lost an entry (the
+// file's structure is sound) is refused by a writer, which would extend
+// the damage, and read by a reader; Verify names it.
+func TestWriterRefusesIndexMismatch(t *testing.T) {
+	path := damageCopy(t, 40)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketVersions).Cursor().First()
+		return tx.Bucket(bucketVersions).Delete(k)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(path, Options{})
+	var de *DamageError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "40 records but its stream index 39 entries") {
+		t.Fatalf("writer Open = %v, want the index mismatch", err)
+	}
+	l := openTest(t, path, Options{ReadOnly: true})
+	if got := len(collect(t, l, 1)); got != 40 {
+		t.Fatalf("read %d records, want 40", got)
+	}
+	if err := l.Verify(context.Background()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify = %v", err)
 	}
 }
