@@ -179,6 +179,18 @@ func damageCases() []damageCase {
 			v[len(v)/2] ^= 0x01
 			return raw
 		})},
+		{name: "flipped bytes in the freelist", damage: edit(func(raw []byte, ps int, _, _ []uint64) []byte {
+			pf, err := readLayout(bytes.NewReader(raw), int64(len(raw)))
+			if err != nil || pf.cur.freelist == noFreelist {
+				panic("no freelist page")
+			}
+			p := int(pf.cur.freelist) * ps
+			for i := p + pageHeaderLen; i < p+pageHeaderLen+24; i++ {
+				raw[i] = 0xFF // page ids far past the end
+			}
+			raw[p+10], raw[p+11] = 0xFF, 0xFF // count: "read it from the first id"
+			return raw
+		})},
 		{name: "meta page 0 zeroed", damage: edit(func(raw []byte, ps int, _, _ []uint64) []byte {
 			clear(raw[:ps])
 			return raw
