@@ -305,7 +305,9 @@ func checkTail(tx *bolt.Tx) error {
 // sequence number.
 func (l *Log) load() error {
 	return l.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketEvents, bucketStreams, bucketVersions, bucketIdempotency, bucketCheckpoints, bucketViews} {
+		// Views and checkpoints are a writer's to create (and drop, in a
+		// rebuild); the records and their indexes must be there.
+		for _, name := range [][]byte{bucketMeta, bucketEvents, bucketStreams, bucketVersions, bucketIdempotency} {
 			if tx.Bucket(name) == nil {
 				return &DamageError{Page: NoPage, Reason: fmt.Sprintf("bucket %q is missing", name)}
 			}

@@ -146,6 +146,9 @@ func (t *Tx) Writable() bool { return t.tx.Writable() }
 func (t *Tx) Bucket(name string) (*bolt.Bucket, error) {
 	views := t.tx.Bucket(bucketViews)
 	if !t.tx.Writable() {
+		if views == nil {
+			return nil, nil // read-only, before a writer created it
+		}
 		return views.Bucket([]byte(name)), nil
 	}
 	b, err := views.CreateBucketIfNotExists([]byte(name))

@@ -46,7 +46,11 @@ func (l *Log) Verify(ctx context.Context) error {
 				return err
 			}
 			verifyIdempotency(tx, last, keyed, report)
-			_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
+			cps := tx.Bucket(bucketCheckpoints)
+			if cps == nil {
+				return nil
+			}
+			_ = cps.ForEach(func(k, v []byte) error {
 				if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
 					report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, clip(k), clip(v), last))
 				}
