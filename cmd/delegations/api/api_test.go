@@ -423,7 +423,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectDir": "/nonexistent/dir"}`, "invalid", "projectDir"},
 		{"import", `{"dir": "/nonexistent/dir"}`, "invalid", "is not a directory"},
 		{"start", `{"id": "` + strings.Repeat("x", small) + `"}`, "too_large", "limited to 65536 bytes"},
-		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, cancel"},
+		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, backup, cancel"},
 	} {
 		t.Run(c.verb+"/"+c.code, func(t *testing.T) {
 			_, err := svc.call(context.Background(), c.verb, strings.NewReader(c.body))
