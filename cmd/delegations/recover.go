@@ -142,12 +142,15 @@ func recoverLog(path string) (*recoverReport, error) {
 			rep.FirstMove = old
 		}
 	}
-	if err := os.Rename(path, rep.Damaged); err != nil {
+	// Link first, then rename over: at every moment path holds a log (the
+	// damaged one, then the recovered one), so a crash meanwhile never
+	// leaves the next command to start an empty store.
+	if err := os.Link(path, rep.Damaged); err != nil {
 		os.Remove(tmp)
 		return nil, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("%w (the damaged log is at %s, the recovered one at %s: rename it to %s)", err, rep.Damaged, tmp, path)
+		return nil, fmt.Errorf("%w (the damaged log is also at %s, the recovered one at %s: rename it to %s)", err, rep.Damaged, tmp, path)
 	}
 	return rep, syncDir(dir)
 }
