@@ -259,7 +259,7 @@ func Open(path string, opts Options) (*Log, error) {
 // precheck has read every page without trusting it (structure, key order,
 // freelist, and that the stream index has one entry per record); bbolt's
 // own Tx.Check, which covers the same ground at twice the cost (200 ms for
-// a million records here), runs in Verify instead.
+// a million records here), runs in Verify of a read-only log instead.
 func (l *Log) checkWritable() error {
 	return guard("check", func() error {
 		return l.db.View(func(tx *bolt.Tx) error { return checkTail(tx) })

@@ -56,7 +56,7 @@ func (s *Salvaged) Lost() []uint64 {
 // are taken only where the tree has nothing for that sequence number.
 //
 // Salvage opens the file read-only and takes no lock: the caller makes sure
-// no process writes to it.
+// no process writes to it. It holds every record it finds in memory.
 func Salvage(path string) (*Salvaged, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -218,8 +218,11 @@ func (l *Log) checkStructure() []error {
 				txid = 0 // nobody writes: check both meta pages
 			}
 			problems = checkFile(l.path, txid)
-			if len(problems) == 0 {
-				// Every page is sound: bbolt's own check is safe to run.
+			if len(problems) == 0 && l.readOnly {
+				// Every page is sound, so bbolt's own check is safe to run;
+				// on a read transaction only when no writer commits
+				// meanwhile (it reads the freelist a commit changes), and
+				// running it in a write transaction would stall writers.
 				for err := range tx.Check() {
 					problems = append(problems, &DamageError{Page: NoPage, Reason: "bbolt check: " + err.Error()})
 				}
