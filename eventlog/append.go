@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,9 @@ func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	if err := validate(a); err != nil {
 		return Result{}, err
 	}
+	if l.readOnly {
+		return Result{}, ErrReadOnly
+	}
 	if b := l.broken.Load(); b != nil {
 		return Result{}, b.err
 	}
@@ -125,6 +129,9 @@ func validate(a Append) error {
 // request queued while the previous commit ran and commits them together.
 func (l *Log) writer() {
 	defer close(l.done)
+	// A fault on a damaged page becomes a panic that write recovers, not
+	// the end of the process.
+	debug.SetPanicOnFault(true)
 	batch := make([]*request, 0, l.maxBatch)
 	for {
 		select {
@@ -201,6 +208,30 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 	if err != nil {
 		return 0, -1, fmt.Errorf("begin commit: %w", err)
 	}
+	committing := false
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		// bbolt met a damaged page. Before the commit nothing reached the
+		// disk; during it, who knows: either way refuse further writes.
+		// Roll back even a half-done commit: it releases bbolt's writer
+		// lock, which Close needs.
+		func() {
+			defer func() { _ = recover() }()
+			_ = tx.Rollback()
+		}()
+		where := "append"
+		if committing {
+			where = "commit"
+		}
+		derr := &DamageError{Page: NoPage, Reason: fmt.Sprintf("%s: bbolt failed on a damaged page: %v", where, r)}
+		berr := fmt.Errorf("%w: %w (reopen the log; if it is damaged, recover it)", ErrBroken, derr)
+		l.broken.Store(&errorBox{berr})
+		l.log.Error("bbolt failed on a damaged page; log refuses writes", "path", l.path, "panic", fmt.Sprint(r))
+		last, bad, err = 0, -1, berr
+	}()
 	w := newWriteTx(tx)
 	last = l.last.Load()
 	for i, r := range rs {
@@ -223,6 +254,7 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 			return 0, i, err
 		}
 	}
+	committing = true
 	if err := tx.Commit(); err != nil {
 		// The commit may or may not have reached the disk. Refuse writes
 		// until the caller reopens and reconciles by idempotency key.

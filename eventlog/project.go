@@ -45,7 +45,11 @@ func (l *Log) project(tx *Tx, recs []Record) error {
 
 // Checkpoint returns the last sequence number projector name has seen.
 func (t *Tx) Checkpoint(name string) uint64 {
-	v := t.tx.Bucket(bucketCheckpoints).Get([]byte(name))
+	cps := t.tx.Bucket(bucketCheckpoints)
+	if cps == nil {
+		return 0 // a read-only open of a file whose writer will create it
+	}
+	v := cps.Get([]byte(name))
 	if len(v) != 8 {
 		return 0
 	}

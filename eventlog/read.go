@@ -27,9 +27,11 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 		for {
 			buf = buf[:0]
 			var bad error
-			err := l.db.View(func(tx *bolt.Tx) error {
-				buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
-				return nil
+			err := guard(fmt.Sprintf("read records from %d", from), func() error {
+				return l.db.View(func(tx *bolt.Tx) error {
+					buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
+					return nil
+				})
 			})
 			if err != nil {
 				yield(Record{}, fmt.Errorf("read log %s: %w", l.path, err))
@@ -76,7 +78,7 @@ func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
 
 func seqKey(k []byte) (uint64, error) {
 	if len(k) != 8 {
-		return 0, corrupt(0, "events key %x is %d bytes, want 8", k, len(k))
+		return 0, corrupt(0, "events key %x is %d bytes, want 8", clip(k), len(k))
 	}
 	return binary.BigEndian.Uint64(k), nil
 }
@@ -120,7 +122,9 @@ func (l *Log) View(fn func(*Tx) error) error {
 	if l.isClosed() {
 		return ErrClosed
 	}
-	return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return guard("read", func() error {
+		return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	})
 }
 
 // Tx is a transaction as seen by readers and projectors: records can be
@@ -142,6 +146,9 @@ func (t *Tx) Writable() bool { return t.tx.Writable() }
 func (t *Tx) Bucket(name string) (*bolt.Bucket, error) {
 	views := t.tx.Bucket(bucketViews)
 	if !t.tx.Writable() {
+		if views == nil {
+			return nil, nil // read-only, before a writer created it
+		}
 		return views.Bucket([]byte(name)), nil
 	}
 	b, err := views.CreateBucketIfNotExists([]byte(name))

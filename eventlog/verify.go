@@ -32,23 +32,32 @@ func (l *Log) Verify(ctx context.Context) error {
 			extra++
 		}
 	}
-	err := l.db.View(func(tx *bolt.Tx) error {
-		keyed, err := verifyRecords(ctx, tx, report)
-		if err != nil {
-			return err
-		}
-		last := (&Tx{tx: tx}).Last()
-		if err := verifyStreams(ctx, tx, report); err != nil {
-			return err
-		}
-		verifyIdempotency(tx, last, keyed, report)
-		_ = tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
-			if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
-				report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, k, v, last))
+	for _, err := range l.checkStructure() {
+		report(err)
+	}
+	err := guard("verify", func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			keyed, err := verifyRecords(ctx, tx, report)
+			if err != nil {
+				return err
 			}
+			last := (&Tx{tx: tx}).Last()
+			if err := verifyStreams(ctx, tx, report); err != nil {
+				return err
+			}
+			verifyIdempotency(tx, last, keyed, report)
+			cps := tx.Bucket(bucketCheckpoints)
+			if cps == nil {
+				return nil
+			}
+			_ = cps.ForEach(func(k, v []byte) error {
+				if len(v) != 8 || binary.BigEndian.Uint64(v) > last {
+					report(fmt.Errorf("%w: projection %q checkpoint %x is past the last record %d", ErrCorrupt, clip(k), clip(v), last))
+				}
+				return nil
+			})
 			return nil
 		})
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", l.path, err)
@@ -101,7 +110,7 @@ func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
 	names := map[uint64]string{}
 	_ = ix.names.ForEach(func(k, v []byte) error {
 		if len(v) != 8 {
-			report(fmt.Errorf("%w: stream %q has a malformed stream number %x", ErrCorrupt, k, v))
+			report(fmt.Errorf("%w: stream %q has a malformed stream number %x", ErrCorrupt, clip(k), clip(v)))
 			return nil
 		}
 		n := binary.BigEndian.Uint64(v)
@@ -122,7 +131,7 @@ func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
 			return ctx.Err()
 		}
 		if len(k) != 16 || len(v) != 8 {
-			report(fmt.Errorf("%w: malformed stream index entry %x", ErrCorrupt, k))
+			report(fmt.Errorf("%w: malformed stream index entry %x", ErrCorrupt, clip(k)))
 			continue
 		}
 		n, ver, seq := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:]), binary.BigEndian.Uint64(v)
@@ -195,4 +204,34 @@ func verifyIdempotency(tx *bolt.Tx, last uint64, keyed int, report func(error)) 
 	if covered != keyed {
 		report(fmt.Errorf("%w: %d records carry an idempotency key but the index covers %d", ErrCorrupt, keyed, covered))
 	}
+}
+
+// checkStructure checks the file's pages (see checkFile) as of a read
+// transaction, so that a writer committing meanwhile cannot make sound
+// pages look damaged.
+func (l *Log) checkStructure() []error {
+	var problems []error
+	err := guard("check", func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			txid := uint64(tx.ID())
+			if l.readOnly {
+				txid = 0 // nobody writes: check both meta pages
+			}
+			problems = checkFile(l.path, txid)
+			if len(problems) == 0 && l.readOnly {
+				// Every page is sound, so bbolt's own check is safe to run;
+				// on a read transaction only when no writer commits
+				// meanwhile (it reads the freelist a commit changes), and
+				// running it in a write transaction would stall writers.
+				for err := range tx.Check() {
+					problems = append(problems, &DamageError{Page: NoPage, Reason: "bbolt check: " + err.Error()})
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		problems = append(problems, err)
+	}
+	return problems
 }

@@ -169,8 +169,14 @@ func artifactSyncDir(root *os.Root, name string) error {
 	return err
 }
 
+// ErrNotRegular reports something other than a regular file where an
+// artifact belongs (a symlink, a FIFO, a directory). WriteArtifact replaces
+// it (the rename replaces a symlink itself, never its target).
+var ErrNotRegular = errors.New("not a regular file")
+
 // ReadArtifact reads rel inside the data directory dir through os.Root,
-// refusing anything but a regular file and anything over MaxArtifactSize.
+// refusing anything but a regular file (a symlink is not followed: the
+// error wraps ErrNotRegular) and anything over MaxArtifactSize.
 // A missing file (or directory) gives an error wrapping fs.ErrNotExist; a
 // bad rel gives one wrapping fsm.ErrInvalid, before anything touches the
 // disk.
@@ -185,13 +191,15 @@ func ReadArtifact(dir, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
 	}
 	defer root.Close()
-	// Check before opening: opening a FIFO planted there would block.
-	info, err := root.Stat(name)
+	// Check before opening: opening a FIFO planted there would block, and
+	// a symlink is never followed (one pointing outside dir would make
+	// os.Root refuse, and one inside would read another file).
+	info, err := root.Lstat(name)
 	if err != nil {
 		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
 	}
 	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("read artifact %s: %w: not a regular file (%s)", rel, fsm.ErrInvalid, info.Mode().Type())
+		return nil, fmt.Errorf("read artifact %s: %w: %w (%s)", rel, fsm.ErrInvalid, ErrNotRegular, info.Mode().Type())
 	}
 	f, err := root.Open(name)
 	if err != nil {

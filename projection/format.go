@@ -84,7 +84,7 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 	if title == "" {
 		title = d.ID
 	}
-	desc := fmtOneLine(d.Description)
+	desc := fmtHeaderSafe(fmtOneLine(d.Description))
 	if desc == "" {
 		desc = noDescriptionText
 	}
@@ -129,7 +129,7 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 // U+2029, as in the plugin's JavaScript multi-line regular expressions.
 //
 // Improvements on the plugin, which agree with it on every file it wrote:
-// the **Agent:**, **Status:**, **Session:**, **Started:** and
+// the title and the **Agent:**, **Status:**, **Session:**, **Started:** and
 // **Completed:** lines are looked for only in the header, the text before
 // the separator (the first line "---" after line index 2), so that a
 // result quoting such a line cannot change them; the whole file is the
@@ -164,7 +164,7 @@ func ParseArtifact(fileName string, content []byte) (ParsedArtifact, error) {
 	header, result, _ := fmtSplitArtifact(text)
 	p.Result = result
 
-	p.Title, _ = fmtFirstMatch(text, "# ")
+	p.Title, _ = fmtFirstMatch(header, "# ")
 	p.Agent, _ = fmtFirstMatch(header, "**Agent:** ")
 	if s, ok := fmtFirstMatch(header, "**Status:** "); ok {
 		if st, err := fsm.ParseState(s); err == nil && st.Terminal() {
@@ -283,6 +283,28 @@ func fmtCutRunes(s string, n int) string {
 			return s[:j]
 		}
 		i++
+	}
+	return s
+}
+
+// fmtHeaderSafe keeps a one-line text written above the header fields
+// (the description, line index 2) from reading as one of them: the
+// plugin's rules take the first line matching ^\*\*Agent:\*\* (or Status,
+// ...) anywhere in the file, and the description comes first. A leading
+// "**" is escaped as "\*\*", which markdown renders as the same two
+// asterisks. The title needs nothing: its line starts with "# ".
+//
+// What this cannot prevent: the result, after the header, may hold any
+// line, "**Status:** cancelled" included. Every reader that takes the
+// first match (the plugin) meets the real header lines first, and our own
+// readers (ParseArtifact) look for fields only in the header; a foreign
+// reader that takes the last match, or searches the whole file for a field
+// the header lacks (**Session:** is absent when there was no child
+// session), can still be fooled, and nothing in the file's format can stop
+// it.
+func fmtHeaderSafe(s string) string {
+	if rest, ok := strings.CutPrefix(s, "**"); ok {
+		return `\*\*` + rest
 	}
 	return s
 }

@@ -277,8 +277,9 @@ func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) 
 	close(w.done)
 }
 
-// artifact returns the artifact's bytes. A file that is missing or differs
-// from what was persisted is written again from the record: it is a
+// artifact returns the artifact's bytes. A file that is missing, differs
+// from what was persisted, or is not a regular file (a symlink is
+// replaced, never followed) is written again from the record: it is a
 // projection, and its bytes depend only on the record. A file with exactly
 // the persisted size and hash is returned as it is, even when the record
 // renders differently: an imported legacy file is the plugin's rendering.
@@ -288,10 +289,10 @@ func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
 	if err == nil && (bytes.Equal(got, want) || persistedContent(d, got)) {
 		return got, nil
 	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNotRegular) {
 		return nil, err
 	}
-	s.logf.Warn("artifact missing or changed on disk; writing it again from the log", "id", d.ID, "path", d.ArtifactPath)
+	s.logf.Warn("artifact missing, changed or replaced on disk; writing it again from the log", "id", d.ID, "path", d.ArtifactPath)
 	if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, want); err != nil {
 		return nil, fmt.Errorf("restore artifact of %s: %w", d.ID, err)
 	}

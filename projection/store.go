@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,59 @@ type Options struct {
 	Logger *slog.Logger
 	// Rebuild regenerates every view and artifact from the log alone.
 	Rebuild bool
+	// ReadOnly opens the log read-only (a shared lock; nothing is written,
+	// so it works in a read-only data directory) and recovers nothing.
+	// Open then fails with ErrNeedsRecovery when the store is not as a
+	// writer would leave it (views behind the log, an artifact pending):
+	// open it for writing instead. Commands on a read-only store fail.
+	ReadOnly bool
+}
+
+// ErrNeedsRecovery reports that a store opened with Options.ReadOnly needs
+// a writer's recovery before its views can be trusted.
+var ErrNeedsRecovery = errors.New("the store needs recovery, which only a writer can do")
+
+// EmptyLogError reports a log file of zero bytes in a data directory that
+// holds artifacts: the log was lost, and opening it for writing would
+// silently start a new, empty store beside them. It wraps
+// eventlog.ErrCorrupt.
+type EmptyLogError struct {
+	Path      string
+	Artifacts int // artifact files found (counting stops at a thousand)
+}
+
+func (e *EmptyLogError) Error() string {
+	return fmt.Sprintf("log %s is empty (0 bytes) but the data directory holds %d artifact file(s): the log was lost; "+
+		"its delegations survive only as artifacts, which an import adopts", e.Path, e.Artifacts)
+}
+
+func (e *EmptyLogError) Unwrap() error { return eventlog.ErrCorrupt }
+
+// CountArtifacts counts the artifact files (<project>/<root>/<id>.md) in
+// data directory dir, up to limit.
+func CountArtifacts(dir string, limit int) int {
+	n := 0
+	projects, _ := os.ReadDir(dir)
+	for _, p := range projects {
+		if !p.IsDir() || strings.HasPrefix(p.Name(), ".") {
+			continue
+		}
+		roots, _ := os.ReadDir(filepath.Join(dir, p.Name()))
+		for _, r := range roots {
+			if !r.IsDir() {
+				continue
+			}
+			files, _ := os.ReadDir(filepath.Join(dir, p.Name(), r.Name()))
+			for _, f := range files {
+				if f.Type().IsRegular() && strings.HasSuffix(f.Name(), ".md") {
+					if n++; n >= limit {
+						return n
+					}
+				}
+			}
+		}
+	}
+	return n
 }
 
 // Store is the durable delegation store: commands are decided by fsm
@@ -93,11 +147,18 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data directory %q: %w", dir, err)
 	}
-	l, err := eventlog.Open(filepath.Join(abs, LogFile), eventlog.Options{
+	path := filepath.Join(abs, LogFile)
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		if n := CountArtifacts(abs, 1000); n > 0 {
+			return nil, &EmptyLogError{Path: path, Artifacts: n}
+		}
+	}
+	l, err := eventlog.Open(path, eventlog.Options{
 		LockTimeout: opts.LockTimeout,
 		Projectors:  []eventlog.Projector{views{}},
 		Logger:      opts.Logger,
 		Rebuild:     opts.Rebuild,
+		ReadOnly:    opts.ReadOnly,
 	})
 	if err != nil {
 		return nil, err
@@ -111,11 +172,41 @@ func Open(dir string, opts Options) (*Store, error) {
 		ids:   opts.IDs,
 		logf:  opts.Logger,
 	}
+	if opts.ReadOnly {
+		if err := s.needsRecovery(); err != nil {
+			l.Close()
+			return nil, err
+		}
+		return s, nil
+	}
 	if err := s.recover(opts.Rebuild); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// needsRecovery says why a read-only store cannot be trusted as it is.
+func (s *Store) needsRecovery() error {
+	behind, err := s.log.Behind(views{}.Name())
+	if err != nil {
+		return err
+	}
+	if behind {
+		return fmt.Errorf("%w: the views are behind the log", ErrNeedsRecovery)
+	}
+	return s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketPending)
+		if err != nil {
+			return err
+		}
+		if b != nil {
+			if k, _ := b.Cursor().First(); k != nil {
+				return fmt.Errorf("%w: the artifact of %s is not written yet", ErrNeedsRecovery, k)
+			}
+		}
+		return nil
+	})
 }
 
 // Close closes the log after in-flight appends commit. Stop issuing

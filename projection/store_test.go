@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,5 +407,56 @@ func TestActiveFilters(t *testing.T) {
 	}
 	if _, err := s.Active(ActiveFilter{ProjectID: "../x"}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Errorf("Active with project ../x: %v, want ErrInvalid", err)
+	}
+}
+
+// TestReadReplacesSymlinkedArtifact: an artifact replaced by a symlink
+// (outside the data directory, or to another file inside it) is written
+// again from the log, replacing the link; the link's target is neither
+// read nor changed.
+func TestReadReplacesSymlinkedArtifact(t *testing.T) {
+	ctx := context.Background()
+	for _, where := range []string{"outside", "inside"} {
+		t.Run(where, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openStore(t, dir)
+			d := register(t, s)
+			d, err := s.Complete(ctx, d.ID, "the real result", "", "")
+			if err != nil || d.PersistedAt.IsZero() {
+				t.Fatalf("complete: %+v %v", d, err)
+			}
+			path := filepath.Join(dir, d.ArtifactPath)
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(t.TempDir(), "secret.md")
+			if where == "inside" {
+				target = filepath.Join(dir, "other.md")
+			}
+			if err := os.WriteFile(target, []byte("not the artifact"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, path); err != nil {
+				t.Skipf("symlinks unavailable: %v", err)
+			}
+			res, err := s.Read(ctx, "ses_root", d.ID, 0)
+			if err != nil || !res.Artifact || res.Text != string(want) {
+				t.Fatalf("read: %+v %v", res, err)
+			}
+			fi, err := os.Lstat(path)
+			if err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("the artifact is still not a regular file: %v %v", fi.Mode(), err)
+			}
+			if got, _ := os.ReadFile(path); string(got) != string(want) {
+				t.Fatalf("artifact now %q", got)
+			}
+			if got, _ := os.ReadFile(target); string(got) != "not the artifact" {
+				t.Fatalf("the link's target was changed: %q", got)
+			}
+		})
 	}
 }

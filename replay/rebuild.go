@@ -48,7 +48,7 @@ func Rebuild(ctx context.Context, dir string, store projection.Options, opts Opt
 	}
 	res := &RebuildResult{Fixed: []Finding{}}
 
-	l, err := eventlog.Open(path, eventlog.Options{LockTimeout: store.LockTimeout, Logger: store.Logger})
+	l, err := eventlog.Open(path, eventlog.Options{LockTimeout: store.LockTimeout, Logger: store.Logger, ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("rebuild %s: %w", dir, err)
 	}

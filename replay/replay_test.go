@@ -406,7 +406,13 @@ func TestVerifyIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = open(t, dir, c)
+	// Read-only, as verify opens it: a writer refuses a damaged log.
+	ro := storeOptions(c)
+	ro.ReadOnly = true
+	s, err = projection.Open(dir, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Close()
 	rep, err := replay.Verify(ctx, s.Log(), s.Dir(), replay.Options{Now: c.Now()})
 	if err != nil {
@@ -650,7 +656,7 @@ func TestMissingRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{})
+	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

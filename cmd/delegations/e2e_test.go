@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	if damagedDir != "" {
+		os.RemoveAll(damagedDir)
+	}
 	os.Exit(code)
 }
 
@@ -1104,6 +1107,7 @@ var verbLimits = map[string]int{
 	"verify":        smallLimit,
 	"timeline":      smallLimit,
 	"import":        smallLimit,
+	"backup":        smallLimit,
 }
 
 // bodyOfSize is a JSON object of exactly n bytes with one unknown field.
@@ -1234,7 +1238,7 @@ func TestBadRequests(t *testing.T) {
 		{"POST events", http.MethodPost, "/v1/events", "{}", http.StatusMethodNotAllowed, "method_not_allowed", "POST /v1/events; use GET"},
 		{"POST stream", http.MethodPost, "/v1/stream", "", http.StatusMethodNotAllowed, "method_not_allowed", "use GET"},
 		{"DELETE status", http.MethodDelete, "/v1/status", "", http.StatusMethodNotAllowed, "method_not_allowed", "use GET"},
-		post("unknown verb", "frobnicate", "{}", notFound, "no_endpoint", "/v1/frobnicate; the verbs are ack, active, cancel"),
+		post("unknown verb", "frobnicate", "{}", notFound, "no_endpoint", "/v1/frobnicate; the verbs are ack, active, backup, cancel"),
 		post("serve is not a verb", "serve", "{}", notFound, "no_endpoint", "the verbs are"),
 		post("clock without --manual-clock", "clock", `{"advanceMs":1}`, notFound, "no_endpoint", "only when the daemon runs with --manual-clock"),
 		{"root path", http.MethodGet, "/", "", notFound, "no_endpoint", "the API is under /v1/"},

@@ -47,8 +47,8 @@ func (e *env) inspect(ctx context.Context, req any, alone func(log *eventlog.Log
 	return e.printRendered(res)
 }
 
-// withLog opens the log of data directory dir alone (no views caught up,
-// nothing recovered or written) for fn.
+// withLog opens the log of data directory dir alone and read-only (no
+// views caught up, nothing recovered or written) for fn.
 func (e *env) withLog(dir string, fn func(l *eventlog.Log, abs string) error) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -58,7 +58,9 @@ func (e *env) withLog(dir string, fn func(l *eventlog.Log, abs string) error) er
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no log at %s: nothing was recorded in this data directory (check --data)", path)
 	}
-	l, err := eventlog.Open(path, eventlog.Options{LockTimeout: 2 * time.Second, Logger: e.logger()})
+	// Read-only: nothing to recover here, and the command works in a
+	// read-only data directory, beside other readers.
+	l, err := eventlog.Open(path, eventlog.Options{LockTimeout: 2 * time.Second, Logger: e.logger(), ReadOnly: true})
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func TestImportTwice(t *testing.T) {
 	if out := mustCLI(t, data, "", "import", legacy); !strings.Contains(out, "0 imported, 1 skipped, 0 refused") {
 		t.Fatalf("second import: %q", out)
 	}
-	if out := mustCLI(t, data, "", "read", "--root-session", "ses_old", "old-red-fox"); out != file+"\n" {
+	if out := mustCLI(t, data, "", "read", "--root-session", "ses_old", "old-red-fox"); out != file {
 		t.Fatalf("read of the imported file: %q", out)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "NOT-AN-ID.md"), []byte(file), 0o600); err != nil {

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -26,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -75,7 +77,7 @@ func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
 		showVerb, readVerb, listVerb, activeVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
-		replayVerb, timelineVerb, verifyVerb, importVerb, serveVerb, hookVerb, installVerb, mcpVerb,
+		replayVerb, timelineVerb, verifyVerb, importVerb, backupVerb, recoverVerb, serveVerb, hookVerb, installVerb, mcpVerb,
 	}
 }
 
@@ -169,10 +171,29 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "usage: delegations %s %s\n", v.name, v.synopsis)
 		return err
 	}
+	err = withHint(err)
 	if e.json {
 		writeJSON(stdout, map[string]any{"error": map[string]string{"code": api.Code(err), "message": err.Error()}})
 	}
 	fmt.Fprintf(stderr, "delegations %s: %v\n", v.name, err)
+	return err
+}
+
+// withHint adds what to do to an error about a damaged or lost log.
+func withHint(err error) error {
+	var de *eventlog.DamageError
+	var el *projection.EmptyLogError
+	switch {
+	case errors.As(err, &el):
+		return fmt.Errorf("%w; nothing was written. Run `delegations recover` to set the empty file aside and start a new log, "+
+			"then `delegations import %s` to adopt the artifacts", err, filepath.Dir(el.Path))
+	case errors.As(err, &de):
+		return fmt.Errorf("%w; nothing was written to it. Stop the daemon if one runs, then run `delegations recover`: "+
+			"it copies every intact record into a new log and keeps the damaged file beside it", err)
+	case errors.Is(err, eventlog.ErrCorrupt):
+		return fmt.Errorf("%w; the log is damaged. `delegations verify` shows the extent; with the daemon stopped, "+
+			"`delegations recover` copies every intact record into a new log and keeps the damaged file beside it", err)
+	}
 	return err
 }
 
@@ -294,11 +315,11 @@ func (e *env) open(ctx context.Context) (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts, err := clientOptions()
+	copts, err := clientOptions()
 	if err != nil {
 		return nil, err
 	}
-	c, err := api.DialWith(ctx, socketPath(e.socket, dir), opts)
+	c, err := api.DialWith(ctx, socketPath(e.socket, dir), copts)
 	if err == nil {
 		return c, nil
 	}
@@ -309,17 +330,40 @@ func (e *env) open(ctx context.Context) (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := projection.Open(dir, projection.Options{
+	opts := projection.Options{
 		DefaultTimeout: timeout,
 		LockTimeout:    2 * time.Second,
 		Logger:         slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		return nil, err
+	}
+	// Verbs that only read open the log read-only: they work in a
+	// read-only data directory and beside each other. Only when the store
+	// needs a writer's recovery (or has no log yet) do they open it for
+	// writing, as every other verb does.
+	var s *projection.Store
+	if readOnlyVerbs[e.verb.name] {
+		opts.ReadOnly = true
+		s, err = projection.Open(dir, opts)
+		if errors.Is(err, projection.ErrNeedsRecovery) || errors.Is(err, fs.ErrNotExist) {
+			opts.ReadOnly = false
+			s, err = nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if s == nil {
+		if s, err = projection.Open(dir, opts); err != nil {
+			return nil, err
+		}
 	}
 	svc := api.NewService(s)
 	svc.OnProgress = e.progress()
 	return local{api.Local{Service: svc}}, nil
+}
+
+// readOnlyVerbs change nothing in the store (waits need the daemon).
+var readOnlyVerbs = map[string]bool{
+	"show": true, "list": true, "active": true, "compact": true, "events": true, "notifications": true,
 }
 
 // local is the in-process backend; closing it closes the log.

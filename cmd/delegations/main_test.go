@@ -246,7 +246,7 @@ func TestReadListNotifyFlow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("artifact not at the plugin's path: %v", err)
 	}
-	if out := mustCLI(t, data, "", "read", "--root-session", "ses_root", id); out != string(want)+"\n" {
+	if out := mustCLI(t, data, "", "read", "--root-session", "ses_root", id); out != string(want) { // verbatim: no newline added
 		t.Fatalf("read:\n%q\nwant the artifact\n%q", out, want)
 	}
 	if out := mustCLI(t, data, "", "list", "--root-session", "ses_root", "--unread"); out != "No delegations found for this session.\n" {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -43,7 +44,9 @@ func runRead(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return writeJSON(e.stdout, res)
 	}
-	_, err = fmt.Fprintln(e.stdout, res.Text)
+	// Verbatim: a bridge reading stdout gets the artifact's bytes, not one
+	// more newline than the file has.
+	_, err = io.WriteString(e.stdout, res.Text)
 	return err
 }
 

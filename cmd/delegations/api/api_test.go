@@ -433,7 +433,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"register", `{"rootSessionID": "r", "parentSessionID": "p", "agent": "a", "projectDir": "/nonexistent/dir"}`, "invalid", "projectDir"},
 		{"import", `{"dir": "/nonexistent/dir"}`, "invalid", "is not a directory"},
 		{"start", `{"id": "` + strings.Repeat("x", small) + `"}`, "too_large", "limited to 65536 bytes"},
-		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, cancel"},
+		{"nosuch", `{}`, "no_endpoint", "the verbs are ack, active, backup, cancel"},
 		// encoding/json would match these case-insensitively, keep the last
 		// of two, or store U+FFFD: each would change what was sent.
 		{"show", `{"ID": "quiet-blue-fox"}`, "invalid", `unknown field "ID"; field names are case-sensitive: did you mean "id"?`},

@@ -52,6 +52,9 @@ func FuzzRequest(f *testing.F) {
 			t.Skip("projectDir runs git in the named directory")
 		}
 		verb := verbs[int(v)%len(verbs)]
+		if verb == "backup" {
+			t.Skip("backup writes a file wherever it is told")
+		}
 		// A wait of up to a day is valid; end it rather than stall.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()

@@ -378,6 +378,7 @@ var endpoints = map[string]endpoint{
 	"verify":        verb(small, (*Service).Verify),
 	"timeline":      verb(small, (*Service).Timeline),
 	"import":        verb(small, (*Service).Import),
+	"backup":        verb(small, (*Service).Backup),
 }
 
 // Verbs returns the names of the POST endpoints, sorted.

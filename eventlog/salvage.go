@@ -1,0 +1,177 @@
+package eventlog
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"slices"
+)
+
+// Salvaged is what Salvage found in a damaged file.
+type Salvaged struct {
+	// Records holds every record that passed its checksum, one per
+	// sequence number, in order. Gaps are records that were not found.
+	Records []Record
+	// Reachable counts the records found through the tree of the newest
+	// valid meta page; the rest were found by scanning leaf pages.
+	Reachable int
+	// Conflicts lists sequence numbers for which two different intact
+	// records were found outside the tree (a commit whose outcome was
+	// unknown may leave one); the first found is in Records.
+	Conflicts []uint64
+	// Damage lists what is wrong with the file's structure.
+	Damage []error
+	// PageSize is the page size used to scan (0 when none fit).
+	PageSize int
+}
+
+// Lost returns the sequence numbers below the last salvaged record that
+// were not salvaged. Records after the last salvaged one cannot be known.
+func (s *Salvaged) Lost() []uint64 {
+	var lost []uint64
+	want := uint64(1)
+	for _, r := range s.Records {
+		for ; want < r.Seq; want++ {
+			lost = append(lost, want)
+		}
+		want = r.Seq + 1
+	}
+	return lost
+}
+
+// Salvage reads every intact record from the bbolt file at path without
+// trusting bbolt's tree: first through the tree of the newest valid meta
+// page, checking every page as it goes and skipping damaged subtrees, then
+// by scanning every page of the file for leaf pages and taking each
+// key/value pair whose key is 8 bytes and whose value decodes as the record
+// of that sequence number with a valid checksum. The checksum covers the
+// sequence number, so a pair from another bucket cannot pass as a record.
+//
+// Caveat: a page freed by a later commit can still hold old copies of
+// records; they are identical to the live ones (records never change), so
+// they are harmless, and they are what brings back records whose branch
+// pages are damaged. Records of a commit whose outcome was unknown (see
+// ErrBroken) and that never became part of the tree can be found too: they
+// are taken only where the tree has nothing for that sequence number.
+//
+// Salvage opens the file read-only and takes no lock: the caller makes sure
+// no process writes to it. It holds every record it finds in memory.
+func Salvage(path string) (*Salvaged, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("salvage %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("salvage %s: %w", path, err)
+	}
+	out := &Salvaged{}
+	pf, err := readLayout(f, fi.Size())
+	if err != nil {
+		out.Damage = append(out.Damage, err)
+		return out, nil
+	}
+	data, unmap := mapFile(f, fi.Size())
+	defer unmap()
+	pf.data = data
+	if err := guard("salvage", func() error { salvage(pf, fi.Size(), out); return nil }); err != nil {
+		return nil, fmt.Errorf("salvage %s: %w", path, err)
+	}
+	return out, nil
+}
+
+func salvage(pf *pageFile, size int64, out *Salvaged) {
+	found := map[uint64]Record{}
+	take := func(path []string, e elem) (Record, bool) {
+		if len(e.key) != 8 {
+			return Record{}, false
+		}
+		seq := binary.BigEndian.Uint64(e.key)
+		r, err := decodeRecord(seq, e.value)
+		return r, err == nil && seq > 0
+	}
+	if pf.cur.err == nil {
+		out.Damage = pf.check(func(path []string, e elem) {
+			if len(path) != 1 || path[0] != string(bucketEvents) {
+				return
+			}
+			if r, ok := take(path, e); ok {
+				found[r.Seq] = r
+			}
+		})
+		out.Reachable = len(found)
+	} else {
+		out.Damage = append(out.Damage, pf.cur.err)
+	}
+	// Scan every page for leaves, at the meta's page size or, with both
+	// metas gone, at each candidate size until one finds records.
+	sizes := candidatePageSizes
+	if pf.cur.err == nil {
+		sizes = []int{pf.pageSize}
+	}
+	for _, ps := range sizes {
+		pf.pageSize = ps
+		extra := map[uint64]Record{}
+		conflicts := map[uint64]bool{}
+		pages := uint64(size) / uint64(ps)
+		for id := uint64(2); id < pages; id++ {
+			b, err := pf.page(id, pages)
+			if err != nil {
+				continue
+			}
+			var visit func(b []byte, depth int)
+			visit = func(b []byte, depth int) {
+				isLeaf, es, err := elements(id, b, nil)
+				if err != nil || !isLeaf {
+					return
+				}
+				for _, e := range es {
+					if e.flags&flagBucket != 0 {
+						// An inline bucket holds its leaf in the value.
+						if depth < 4 && len(e.value) > bucketHdrLen && le.Uint64(e.value) == 0 {
+							visit(e.value[bucketHdrLen:], depth+1)
+						}
+						continue
+					}
+					r, ok := take(nil, e)
+					if !ok {
+						continue
+					}
+					if _, live := found[r.Seq]; live {
+						continue
+					}
+					if prev, dup := extra[r.Seq]; dup {
+						if !sameRecord(prev, r) {
+							conflicts[r.Seq] = true
+						}
+						continue
+					}
+					extra[r.Seq] = r
+				}
+			}
+			visit(b, 0)
+		}
+		if len(extra) == 0 && len(found) == 0 && pf.cur.err != nil {
+			continue
+		}
+		for seq, r := range extra {
+			found[seq] = r
+		}
+		for seq := range conflicts {
+			out.Conflicts = append(out.Conflicts, seq)
+		}
+		slices.Sort(out.Conflicts)
+		out.PageSize = ps
+		break
+	}
+	for _, r := range found {
+		out.Records = append(out.Records, r)
+	}
+	slices.SortFunc(out.Records, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
+}
+
+func sameRecord(a, b Record) bool {
+	return a.Kind == b.Kind && a.Stream == b.Stream && a.Time.Equal(b.Time) && a.Key == b.Key && string(a.Payload) == string(b.Payload)
+}
