@@ -154,7 +154,7 @@ func TestProjectorCatchUp(t *testing.T) {
 	l.Close()
 
 	c = &counter{}
-	l = openTest(t, path, Options{Projectors: []Projector{c}})
+	openTest(t, path, Options{Projectors: []Projector{c}})
 	if c.calls != 0 {
 		t.Fatalf("opening an up-to-date log projected %d times", c.calls)
 	}

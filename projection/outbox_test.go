@@ -318,10 +318,8 @@ func TestRebuildIsByteIdentical(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, clock := openManual(t, dir)
-	var ids []string
 	for i := range 4 {
 		d := register(t, s)
-		ids = append(ids, d.ID)
 		clock.Advance(time.Second)
 		switch i {
 		case 0:

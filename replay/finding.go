@@ -20,16 +20,6 @@ const (
 	SeverityInfo    Severity = "info"
 )
 
-func (s Severity) rank() int {
-	switch s {
-	case SeverityError:
-		return 0
-	case SeverityWarning:
-		return 1
-	}
-	return 2
-}
-
 // Finding codes: stable, for machines. The package documentation lists
 // what each means.
 const (

@@ -34,10 +34,9 @@ const (
 // model is the fake model's script: it launches a background agent on
 // "launch", answers as the sub-agent, and calls the MCP tools on request.
 type model struct {
-	mu          sync.Mutex
-	mcpResults  map[string]string // tool name -> the text it returned
-	readID      string            // the delegation delegation_read is asked for
-	statusCalls int
+	mu         sync.Mutex
+	mcpResults map[string]string // tool name -> the text it returned
+	readID     string            // the delegation delegation_read is asked for
 }
 
 func (m *model) reply(r *hosttest.MessagesRequest) hosttest.AnthropicReply {
@@ -232,7 +231,7 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "show", d.ID)), &after); err != nil || after.ReadAt.IsZero() {
 		t.Errorf("after delegation_read the delegation is not read: %+v %v", after, err)
 	}
-	if got := delegations(t, c, "read", "--root-session", sessionID, d.ID); got != string(artifact)+"\n" {
+	if got := delegations(t, c, "read", "--root-session", sessionID, d.ID); got != string(artifact) {
 		t.Errorf("read: %q, want the artifact", got)
 	}
 	if log := readLog(data); log != "" {
