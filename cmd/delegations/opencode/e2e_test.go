@@ -50,7 +50,7 @@ type model struct {
 	holds map[string]chan struct{} // child name → released by the test
 }
 
-func newModel(t *testing.T) *model {
+func newModel(t testing.TB) *model {
 	m := &model{holds: map[string]chan struct{}{}}
 	m.OpenAI = hosttest.NewOpenAI(t, m.reply)
 	return m
@@ -96,6 +96,12 @@ func (m *model) reply(r *hosttest.ChatRequest) hosttest.Reply {
 			return hosttest.Call("call_read", "delegation_read", map[string]string{"id": id})
 		}
 		return hosttest.Call("call_list", "delegation_list", map[string]string{})
+	case strings.HasPrefix(last, "echo: "):
+		call := "call_echo_" + strings.TrimPrefix(last, "echo: ")
+		if _, ok := r.ToolResult(call); ok {
+			return hosttest.Say("Echoed.")
+		}
+		return hosttest.Call(call, "echo", map[string]string{"text": last})
 	case strings.HasPrefix(last, "write: "):
 		if _, ok := r.ToolResult("call_write"); ok {
 			return hosttest.Say("Refused.")
@@ -108,7 +114,7 @@ func (m *model) reply(r *hosttest.ChatRequest) hosttest.Reply {
 // world is one OpenCode with the plugin installed, its scratch home, and
 // the store the plugin's daemon serves.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	bin     string
 	env     *hosttest.Env
@@ -118,9 +124,15 @@ type world struct {
 	project string
 }
 
-// newWorld installs the plugin into a new project and starts OpenCode on
-// it; before, if set, runs first (with OpenCode not yet started).
-func newWorld(t *testing.T, before func(*world)) *world {
+// worldOptions shape a world: before runs with OpenCode not yet started;
+// plugins are more plugin files for the project.
+type worldOptions struct {
+	before  func(*world)
+	plugins []string
+}
+
+// newWorld installs the plugin into a new project and starts OpenCode on it.
+func newWorld(t testing.TB, o worldOptions) *world {
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	t.Cleanup(cancel)
 	w := &world{t: t, ctx: ctx, bin: hosttest.Delegations(t), env: hosttest.Scratch(t), model: newModel(t), project: hosttest.NewProject(t)}
@@ -132,12 +144,13 @@ func newWorld(t *testing.T, before func(*world)) *world {
 		}
 	}
 	t.Cleanup(w.stopDaemon)
-	if before != nil {
-		before(w)
+	if o.before != nil {
+		o.before(w)
 	}
 	w.oc = hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{
 		Project: w.project, Env: w.env, Model: w.model.OpenAI,
-		NoSeed: true, // install seeded the configuration directories
+		NoSeed:  true, // install seeded the configuration directories
+		Plugins: o.plugins,
 		Config: map[string]any{"agent": map[string]any{
 			"researcher": map[string]any{"mode": "subagent", "description": "Reads and reports.", "permission": map[string]any{"edit": "deny", "write": "deny", "bash": "deny"}},
 			"coder":      map[string]any{"mode": "subagent", "description": "Writes code."},
@@ -269,7 +282,7 @@ func TestOpenCodePlugin(t *testing.T) {
 	if !hosttest.Offline() {
 		t.Logf("not offline-proven: %s", hosttest.OfflineReason())
 	}
-	w := newWorld(t, nil)
+	w := newWorld(t, worldOptions{})
 	ids := strings.Join(w.oc.ToolIDs(), " ")
 	for _, tool := range []string{"delegate", "delegation_read", "delegation_list", "delegation_cancel"} {
 		if !strings.Contains(" "+ids+" ", " "+tool+" ") {
@@ -421,10 +434,10 @@ func TestOpenCodeTimeout(t *testing.T) {
 	// The daemon runs before OpenCode starts, with a short default
 	// deadline; the plugin uses it rather than starting one.
 	var progressed <-chan api.Event
-	w := newWorld(t, func(w *world) {
+	w := newWorld(t, worldOptions{before: func(w *world) {
 		w.cli(0, "serve", "--detach", "--default-timeout", "10s")
 		progressed = w.follow("progressed")
-	})
+	}})
 	parent := w.oc.CreateSession("parent")
 	w.model.hold("four") // never released
 	id := w.delegate(parent, "four")
