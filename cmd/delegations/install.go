@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/delegations/delegations/cmd/delegations/claudecode"
@@ -112,7 +114,18 @@ func installOpenCode(e *env, args []string) error {
 	if fi, err := os.Stat(*bin); err != nil || fi.IsDir() {
 		return fmt.Errorf("--bin %s is not a file", *bin)
 	}
-	r, err := opencode.Install(t, *bin)
+	// --data and --socket given to install are what the plugin runs with
+	// (OpenCode's environment may still set its own).
+	vars := map[string]string{}
+	for name, v := range map[string]string{"DELEGATIONS_DATA": e.data, "DELEGATIONS_SOCKET": e.socket} {
+		if v == "" {
+			continue
+		}
+		if vars[name], err = filepath.Abs(v); err != nil {
+			return err
+		}
+	}
+	r, err := opencode.Install(t, *bin, vars)
 	if errors.Is(err, opencode.ErrNotOurs) {
 		return fmt.Errorf("%w; move it away to install the plugin there", err)
 	}
@@ -128,6 +141,9 @@ func installOpenCode(e *env, args []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s the OpenCode plugin: %s\n", r.Outcome, r.Path)
 	fmt.Fprintf(&b, "  it runs %s ($DELEGATIONS_BIN overrides it) and starts the daemon when none runs\n", *bin)
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		fmt.Fprintf(&b, "  with %s=%s (unless OpenCode's environment sets it)\n", name, vars[name])
+	}
 	fmt.Fprintf(&b, "  OpenCode loads it at its next start: tools delegate, delegation_read, delegation_list, delegation_cancel\n")
 	for _, d := range r.Seeded {
 		fmt.Fprintf(&b, "  wrote empty dependencies into %s, so OpenCode does not download @opencode-ai/plugin there at start (the plugin needs nothing; offline the attempt costs a minute)\n", d)

@@ -87,9 +87,6 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *readyFD > 0 {
 		ready := os.NewFile(uintptr(*readyFD), "ready-fd")
-		if ready == nil {
-			return usagef("--ready-fd %d is not an open file descriptor", *readyFD)
-		}
 		defer ready.Close()
 		cfg.Ready = func(st api.Status) {
 			writeJSON(ready, st)
@@ -150,22 +147,36 @@ func runDetached(ctx context.Context, e *env, dir, socket string, flags []string
 	}()
 	wctx, cancel := context.WithTimeout(ctx, detachWait)
 	defer cancel()
-	var st api.Status
 	select {
 	case b := <-line:
+		var st api.Status
 		if json.Unmarshal(b, &st) == nil && st.PID != 0 {
 			return printStatus(e, st, "started")
 		}
-		// It closed the pipe without answering: it exited. Another caller's
-		// daemon may have won the race for the log.
-		<-exited
-		if st, err := daemonStatus(ctx, socket); err == nil {
-			return printStatus(e, st, "already running")
-		}
-		return fmt.Errorf("the daemon did not start; its log %s ends with:\n%s", logPath, logTail(logPath, 10))
 	case <-wctx.Done():
 		return fmt.Errorf("the daemon (pid %d) did not answer within %s; see its log %s", cmd.Process.Pid, detachWait, logPath)
 	}
+	// It closed the pipe without answering: it is exiting. Another caller's
+	// daemon may have won the race for the log, and may still be opening a
+	// large one: ask it until it answers, or until this daemon turns out to
+	// have failed alone.
+	select {
+	case <-exited:
+	case <-wctx.Done():
+	}
+	for wctx.Err() == nil {
+		if st, err := daemonStatus(wctx, socket); err == nil {
+			return printStatus(e, st, "already running")
+		}
+		if !strings.Contains(logTail(logPath, 3), "locked") {
+			break // it failed for a reason of its own
+		}
+		select {
+		case <-wctx.Done():
+		case <-time.After(100 * time.Millisecond): // the winner is opening the log
+		}
+	}
+	return fmt.Errorf("the daemon did not start; its log %s ends with:\n%s", logPath, logTail(logPath, 10))
 }
 
 // daemonStatus asks the daemon on socket who it is.

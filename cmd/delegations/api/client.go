@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -71,6 +72,11 @@ func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, err
 		// Serve refuses such a path, so no daemon listens there.
 		return nil, fmt.Errorf("%w: %s is too long for a socket", ErrNoDaemon, socket)
 	}
+	if filepath.Dir(socket) == ShortSocketDir() {
+		if err := checkPrivateDir(filepath.Dir(socket)); err != nil {
+			return nil, err
+		}
+	}
 	d := net.Dialer{Timeout: o.ConnectTimeout}
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -82,8 +88,14 @@ func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, err
 		}
 		return nil, fmt.Errorf("connect to the daemon on %s: %w", socket, err)
 	}
-	c := &Client{socket: socket, pid: peerPID(conn), opts: o}
+	pid, uid, known := peer(conn)
 	conn.Close()
+	if known && uid != os.Getuid() {
+		// Whoever listens there would read every prompt and result, and
+		// could forge notifications: only our own daemon is trusted.
+		return nil, fmt.Errorf("the daemon on %s runs as uid %d, not as this user (uid %d); refusing to talk to it: choose another socket with --socket or $DELEGATIONS_SOCKET", socket, uid, os.Getuid())
+	}
+	c := &Client{socket: socket, pid: pid, opts: o}
 	c.hc = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", socket)

@@ -73,7 +73,23 @@ func DefaultSocket(dataDir string) string {
 	if p := filepath.Join(dir, SocketName); len(p) <= maxSocketPath {
 		return p
 	}
-	return filepath.Join(ShortSocketDir(), fmt.Sprintf("%016x.sock", xxhash.Sum64String(dir)))
+	return filepath.Join(ShortSocketDir(), fmt.Sprintf("%016x.sock", xxhash.Sum64String(resolve(dir))))
+}
+
+// resolve returns dir with the symlinks of its longest existing prefix
+// resolved, so that one directory named through a link and directly (or
+// before and after it is made) hashes to one socket.
+func resolve(dir string) string {
+	rest := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			return filepath.Join(real, rest)
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+		rest = filepath.Join(filepath.Base(d), rest)
+	}
 }
 
 // ShortSocketDir holds the sockets of data directories whose own path is too
@@ -296,9 +312,9 @@ func checkPrivateDir(dir string) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !fi.IsDir():
-		return fmt.Errorf("socket directory %s is not a directory (a symlink?); remove it", dir)
+		return fmt.Errorf("socket directory %s is not a directory (a symlink?); remove it, or choose a socket with --socket or $DELEGATIONS_SOCKET", dir)
 	case !ok || int(st.Uid) != os.Getuid():
-		return fmt.Errorf("socket directory %s belongs to another user; remove it, or choose a socket with --socket", dir)
+		return fmt.Errorf("socket directory %s belongs to another user (someone may be trying to intercept the daemon's traffic); use a shorter data directory, or choose a socket with --socket or $DELEGATIONS_SOCKET", dir)
 	case fi.Mode().Perm()&0o077 != 0:
 		return fmt.Errorf("socket directory %s is open to other users (mode %v); run chmod 700 %s", dir, fi.Mode().Perm(), dir)
 	}

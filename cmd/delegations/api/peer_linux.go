@@ -5,23 +5,23 @@ import (
 	"syscall"
 )
 
-// peerPID returns the pid of the process that listens on the other end of
-// a unix socket connection (SO_PEERCRED), or 0. It works even when that
-// process is stopped, when asking it is no use.
-func peerPID(c net.Conn) int {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return 0
+// peer returns the pid and uid of the process that listens on the other
+// end of a unix socket connection (SO_PEERCRED); ok is false when they
+// cannot be read. It works even when that process is stopped, when asking
+// it is no use.
+func peer(c net.Conn) (pid, uid int, ok bool) {
+	uc, isUnix := c.(*net.UnixConn)
+	if !isUnix {
+		return 0, 0, false
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return 0
+		return 0, 0, false
 	}
-	pid := 0
 	raw.Control(func(fd uintptr) {
 		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
+			pid, uid, ok = int(cred.Pid), int(cred.Uid), true
 		}
 	})
-	return pid
+	return pid, uid, ok
 }

@@ -102,6 +102,16 @@ func (m *model) reply(r *hosttest.ChatRequest) hosttest.Reply {
 			return hosttest.Say("Echoed.")
 		}
 		return hosttest.Call(call, "echo", map[string]string{"text": last})
+	case strings.HasPrefix(last, "cancel: "):
+		if _, ok := r.ToolResult("call_cancel"); ok {
+			return hosttest.Say("Cancelled.")
+		}
+		return hosttest.Call("call_cancel", "delegation_cancel", map[string]string{"id": strings.TrimPrefix(last, "cancel: ")})
+	case strings.HasPrefix(last, "busy: "):
+		m.mu.Lock()
+		h := m.holds[last]
+		m.mu.Unlock()
+		return hosttest.Reply{Partial: "Thinking.", Hold: h, Text: " Done thinking."}
 	case strings.HasPrefix(last, "write: "):
 		if _, ok := r.ToolResult("call_write"); ok {
 			return hosttest.Say("Refused.")
@@ -485,4 +495,69 @@ func (w *world) follow(kind string) <-chan api.Event {
 		})
 	}()
 	return ch
+}
+
+// TestOpenCodeBusyParent: a delegation ends while its parent is in a turn;
+// the notification waits for the turn's end (delivered then, it would make
+// OpenCode ask the model again), is delivered once, and the all-complete
+// wakes the parent once.
+func TestOpenCodeBusyParent(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	parent := w.oc.CreateSession("parent")
+	releaseChild := w.model.hold("six")
+	six := w.delegate(parent, "six")
+	persisted := w.follow("persisted")
+	releaseParent := w.model.hold("busy: x")
+	w.oc.PromptAsync(parent, "busy: x", hosttest.PromptOptions{})
+	if w.model.Await(w.ctx, func(r *hosttest.ChatRequest) bool { return r.LastUser() == "busy: x" }) == nil {
+		t.Fatal("the parent's turn never asked the model")
+	}
+	releaseChild()
+	select {
+	case ev := <-persisted:
+		if ev.ID != six {
+			t.Fatalf("persisted %s, want %s", ev.ID, six)
+		}
+	case <-w.ctx.Done():
+		t.Fatal("the child's result was never persisted")
+	}
+	// The notification is due now, and the parent is still in its turn.
+	releaseParent()
+	wake := w.awaitWake(parent)
+	if term, all := w.notifications(parent, six); term != 1 || all != 1 {
+		t.Errorf("%d terminal and %d all-complete notifications, want 1 and 1", term, all)
+	}
+	for _, r := range w.model.Requests() {
+		if r.Seq < wake.Seq && strings.Contains(strings.Join(r.Users(), "\n"), "<task-id>"+six+"</task-id>") {
+			t.Errorf("request %d, before the all-complete's turn, already holds the notification: it was delivered into the busy turn", r.Seq)
+		}
+	}
+}
+
+// TestOpenCodeCancel: delegation_cancel ends a running delegation, stops
+// its child, and the parent is notified.
+func TestOpenCodeCancel(t *testing.T) {
+	w := newWorld(t, worldOptions{})
+	parent := w.oc.CreateSession("parent")
+	w.model.hold("seven") // never released: only the cancel ends it
+	seven := w.delegate(parent, "seven")
+	w.oc.PromptAsync(parent, "cancel: "+seven, hosttest.PromptOptions{})
+	r := w.model.Await(w.ctx, func(r *hosttest.ChatRequest) bool { _, ok := r.ToolResult("call_cancel"); return ok })
+	if r == nil {
+		t.Fatal("no request after delegation_cancel")
+	}
+	if got, _ := r.ToolResult("call_cancel"); got != "Delegation cancelled: "+seven {
+		t.Errorf("delegation_cancel answered %q", got)
+	}
+	w.awaitWake(parent)
+	if art := w.artifact(parent, seven); !strings.Contains(art, "**Status:** cancelled\n") || !strings.HasSuffix(art, "---\n\nDelegation was cancelled before completion.") {
+		t.Errorf("artifact of the cancelled delegation:\n%s", art)
+	}
+	if term, all := w.notifications(parent, seven); term != 1 || all != 1 {
+		t.Errorf("%d terminal and %d all-complete notifications, want 1 and 1", term, all)
+	}
+	child := w.show(seven).SessionID
+	if _, err := w.oc.AwaitEvent(w.ctx, 0, func(e hosttest.Event) bool { return e.Type == "session.idle" && e.SessionID() == child }); err != nil {
+		t.Errorf("the cancelled child %s was not stopped: %v", child, err)
+	}
 }

@@ -39,14 +39,26 @@ const Marker = "delegations-opencode-plugin"
 // PluginFile is the plugin's file name in a plugins directory.
 const PluginFile = "delegations.ts"
 
-// binLine is the line of plugin.ts that Render fills in.
-const binLine = `const INSTALLED_BIN: string = ""`
+// The lines of plugin.ts that Render fills in.
+const (
+	binLine = `const INSTALLED_BIN: string = ""`
+	envLine = `const INSTALLED_ENV: Record<string, string> = {}`
+)
 
 // Render returns the plugin's source with bin recorded as the binary to run
-// when $DELEGATIONS_BIN is not set.
-func Render(bin string) []byte {
-	quoted, _ := json.Marshal(bin) // a JSON string is a JavaScript string literal
-	return []byte(strings.Replace(pluginSource, binLine, `const INSTALLED_BIN: string = `+string(quoted), 1))
+// when $DELEGATIONS_BIN is not set, and env (DELEGATIONS_DATA,
+// DELEGATIONS_SOCKET) as the environment it runs with unless OpenCode's
+// own sets them.
+func Render(bin string, env map[string]string) []byte {
+	// JSON is a JavaScript literal (U+2028 and U+2029 included, since
+	// ES2019), and json.Marshal sorts a map's keys.
+	quoted, _ := json.Marshal(bin)
+	vars, _ := json.Marshal(env)
+	if env == nil {
+		vars = []byte("{}")
+	}
+	src := strings.Replace(pluginSource, binLine, `const INSTALLED_BIN: string = `+string(quoted), 1)
+	return []byte(strings.Replace(src, envLine, `const INSTALLED_ENV: Record<string, string> = `+string(vars), 1))
 }
 
 // Target says where to install: a project's .opencode/plugins, or the
@@ -108,16 +120,16 @@ type Report struct {
 // installer; it is left alone.
 var ErrNotOurs = errors.New("not written by delegations")
 
-// Install writes the plugin for bin into t's plugins directory, atomically,
-// and reports other plugins that would collide with it. Installing the same
-// plugin twice changes nothing.
-func Install(t Target, bin string) (Report, error) {
+// Install writes the plugin for bin (and env, see Render) into t's plugins
+// directory, atomically, and reports other plugins that would collide with
+// it. Installing the same plugin twice changes nothing.
+func Install(t Target, bin string, env map[string]string) (Report, error) {
 	if !filepath.IsAbs(bin) {
 		return Report{}, fmt.Errorf("the binary path %q is not absolute", bin)
 	}
 	dir := t.PluginsDir()
 	r := Report{Path: filepath.Join(dir, PluginFile)}
-	want := Render(bin)
+	want := Render(bin, env)
 	old, err := os.ReadFile(r.Path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -171,7 +183,13 @@ func Uninstall(t Target) (Report, error) {
 		return r, err
 	}
 	r.Outcome = Removed
-	for _, d := range t.configDirs() {
+	// The user's configuration directory is seeded for every install: it
+	// is unseeded only with the last plugin of ours it serves.
+	dirs := []string{t.Config}
+	if t.Project != "" {
+		dirs = []string{filepath.Join(t.Project, ".opencode")}
+	}
+	for _, d := range dirs {
 		if unseedDeps(d) {
 			r.Seeded = append(r.Seeded, d)
 		}

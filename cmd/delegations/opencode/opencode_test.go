@@ -38,7 +38,7 @@ func installedBin(t *testing.T, src []byte) string {
 
 func TestRenderRecordsTheBinary(t *testing.T) {
 	for _, bin := range []string{"/usr/local/bin/delegations", `/opt/we"ird\path/dé légations`, "/tmp/a\u2028b"} {
-		src := Render(bin)
+		src := Render(bin, nil)
 		if got := installedBin(t, src); got != bin {
 			t.Errorf("Render(%q) records %q", bin, got)
 		}
@@ -46,8 +46,14 @@ func TestRenderRecordsTheBinary(t *testing.T) {
 			t.Errorf("Render(%q) changed more than the recorded path", bin)
 		}
 	}
-	if !strings.Contains(pluginSource, binLine) {
-		t.Fatalf("plugin.ts lacks the line %q that Render fills in", binLine)
+	for _, line := range []string{binLine, envLine} {
+		if !strings.Contains(pluginSource, line) {
+			t.Fatalf("plugin.ts lacks the line %q that Render fills in", line)
+		}
+	}
+	src := string(Render("/b", map[string]string{"DELEGATIONS_DATA": `/data/"x"`}))
+	if !strings.Contains(src, `const INSTALLED_ENV: Record<string, string> = {"DELEGATIONS_DATA":"/data/\"x\""}`) {
+		t.Errorf("Render did not record the environment:\n%s", src)
 	}
 	if first, _, _ := strings.Cut(pluginSource, "\n"); !strings.Contains(first, Marker) {
 		t.Fatalf("plugin.ts's first line %q lacks the marker %q", first, Marker)
@@ -56,7 +62,7 @@ func TestRenderRecordsTheBinary(t *testing.T) {
 
 func TestInstallIdempotentAndUpdates(t *testing.T) {
 	tg := target(t)
-	r, err := Install(tg, "/usr/bin/delegations")
+	r, err := Install(tg, "/usr/bin/delegations", nil)
 	if err != nil || r.Outcome != Installed {
 		t.Fatalf("first install: %+v, %v", r, err)
 	}
@@ -68,10 +74,10 @@ func TestInstallIdempotentAndUpdates(t *testing.T) {
 	if err != nil || installedBin(t, b) != "/usr/bin/delegations" {
 		t.Fatalf("installed file: %v", err)
 	}
-	if r, err := Install(tg, "/usr/bin/delegations"); err != nil || r.Outcome != Unchanged {
+	if r, err := Install(tg, "/usr/bin/delegations", nil); err != nil || r.Outcome != Unchanged {
 		t.Fatalf("second install: %+v, %v", r, err)
 	}
-	if r, err := Install(tg, "/opt/delegations"); err != nil || r.Outcome != Updated {
+	if r, err := Install(tg, "/opt/delegations", nil); err != nil || r.Outcome != Updated {
 		t.Fatalf("install with another binary: %+v, %v", r, err)
 	}
 	if b, _ := os.ReadFile(want); installedBin(t, b) != "/opt/delegations" {
@@ -81,7 +87,7 @@ func TestInstallIdempotentAndUpdates(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("the plugins directory holds %d entries, want only the plugin (no temp files)", len(entries))
 	}
-	if _, err := Install(tg, "relative/delegations"); err == nil {
+	if _, err := Install(tg, "relative/delegations", nil); err == nil {
 		t.Fatal("a relative binary path was accepted")
 	}
 }
@@ -89,7 +95,7 @@ func TestInstallIdempotentAndUpdates(t *testing.T) {
 func TestGlobalTarget(t *testing.T) {
 	tg := target(t)
 	tg.Project = ""
-	r, err := Install(tg, "/usr/bin/delegations")
+	r, err := Install(tg, "/usr/bin/delegations", nil)
 	if err != nil || r.Path != filepath.Join(tg.Config, "plugins", PluginFile) {
 		t.Fatalf("global install: %+v, %v", r, err)
 	}
@@ -105,7 +111,7 @@ func TestNeverTouchesForeignFiles(t *testing.T) {
 	if err := os.WriteFile(path, []byte(mine), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Install(tg, "/usr/bin/delegations"); !errors.Is(err, ErrNotOurs) {
+	if _, err := Install(tg, "/usr/bin/delegations", nil); !errors.Is(err, ErrNotOurs) {
 		t.Fatalf("install over a foreign file: %v, want ErrNotOurs", err)
 	}
 	if _, err := Uninstall(tg); !errors.Is(err, ErrNotOurs) {
@@ -121,7 +127,7 @@ func TestUninstall(t *testing.T) {
 	if r, err := Uninstall(tg); err != nil || r.Outcome != Absent {
 		t.Fatalf("uninstall of nothing: %+v, %v", r, err)
 	}
-	if _, err := Install(tg, "/usr/bin/delegations"); err != nil {
+	if _, err := Install(tg, "/usr/bin/delegations", nil); err != nil {
 		t.Fatal(err)
 	}
 	r, err := Uninstall(tg)
@@ -153,7 +159,7 @@ func TestConflictsWithTheOldPlugin(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("{\n  \"plugin\": [\"@chenxuan520/opencode-background-agents\"]\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Install(tg, "/usr/bin/delegations")
+	r, err := Install(tg, "/usr/bin/delegations", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +182,7 @@ func TestSeedDeps(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tg.Config, "package.json"), []byte(own), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Install(tg, "/usr/bin/delegations")
+	r, err := Install(tg, "/usr/bin/delegations", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,19 +197,32 @@ func TestSeedDeps(t *testing.T) {
 		t.Fatalf("the user's package.json changed: %s", b)
 	}
 	// A second install changes nothing.
-	if r, err := Install(tg, "/usr/bin/delegations"); err != nil || len(r.Seeded) != 0 {
+	if r, err := Install(tg, "/usr/bin/delegations", nil); err != nil || len(r.Seeded) != 0 {
 		t.Fatalf("second install: %+v, %v", r, err)
 	}
+	// A global install seeds the user's directory (empty here, now).
+	if err := os.RemoveAll(tg.Config); err != nil {
+		t.Fatal(err)
+	}
+	global := Target{Config: tg.Config}
+	if r, err := Install(global, "/usr/bin/delegations", nil); err != nil || strings.Join(r.Seeded, " ") != tg.Config {
+		t.Fatalf("global install: %+v, %v", r, err)
+	}
+	// Uninstalling the project leaves the user's directory seeded: the
+	// global plugin still needs it.
 	r, err = Uninstall(tg)
 	if err != nil || strings.Join(r.Seeded, " ") != dot {
 		t.Fatalf("uninstall: %+v, %v", r, err)
+	}
+	if !hasPluginDep(tg.Config) {
+		t.Errorf("uninstalling the project unseeded the user's directory")
 	}
 	for _, name := range []string{"node_modules", "package.json", "package-lock.json"} {
 		if _, err := os.Lstat(filepath.Join(dot, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s still there after uninstall: %v", name, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(tg.Config, "node_modules", "left-pad")); err != nil {
-		t.Errorf("uninstall touched the user's node_modules: %v", err)
+	if r, err := Uninstall(global); err != nil || strings.Join(r.Seeded, " ") != tg.Config || hasPluginDep(tg.Config) {
+		t.Errorf("global uninstall: %+v, %v", r, err)
 	}
 }

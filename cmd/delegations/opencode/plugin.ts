@@ -15,6 +15,8 @@
 
 /** The path of the delegations binary, recorded by `delegations install`. */
 const INSTALLED_BIN: string = ""
+/** The data directory and socket given to `delegations install`, if any. */
+const INSTALLED_ENV: Record<string, string> = {}
 
 const SERVICE = "delegations"
 const TOOL_OFF = { task: false, delegate: false, todowrite: false, plan_save: false }
@@ -22,6 +24,10 @@ const PROGRESS_EVERY_MS = 1000
 const TITLE_TIMEOUT_MS = 30_000
 const RETRY_FIRST_MS = 500
 const RETRY_MAX_MS = 30_000
+const MAX_DELIVERY_FAILURES = 10 // then the notification waits for the next start
+const CALL_TIMEOUT_MS = 10_000 // a daemon call that may not wait (read may)
+const CONTEXT_TIMEOUT_MS = 2_000 // the per-request context: a model request must not wait on us
+const START_AGAIN_MS = 5_000 // after a failed start, calls fail at once for this long
 
 const RULES = `<delegation-rules>
 Background delegations: \`delegate(prompt, agent)\` starts a read-only sub-agent in the background and returns its id at once; keep working meanwhile. You WILL be notified with a <task-notification> when each one ends, and once more when all have: do not poll \`delegation_list\` and do not wait idle. \`delegation_read(id)\` returns a result (it waits for a running one); \`delegation_cancel(id)\` stops one. Agents that can edit, write or run commands go through the native \`task\` tool instead.
@@ -67,6 +73,7 @@ type Client = {
     log(o: { body: { service: string; level: string; message: string } }): Promise<unknown>
   }
   config: { get(o?: unknown): Promise<Result<Config>> }
+  tool: { ids(o?: unknown): Promise<Result<string[]>> }
 }
 type PluginInput = { client: Client; project: { id: string }; directory: string; worktree?: string }
 type ToolContext = { sessionID: string; messageID: string; agent: string; callID?: string; abort?: AbortSignal }
@@ -95,7 +102,7 @@ type Delegation = {
   parentSessionID: string
   lastMessage?: string
 }
-type Notification = { id: string; kind: string; parentSessionID: string; delegationId?: string; text: string; failures?: number }
+type Notification = { id: string; kind: string; parentSessionID: string; delegationId?: string; text: string; dueAt: string }
 type StoreEvent = { seq: number; kind: string; id: string; sessionID?: string }
 
 /** StoreError is an error the daemon answered, with its stable code. */
@@ -112,11 +119,14 @@ class StoreError extends Error {
  */
 class Store {
   private socket?: Promise<string>
+  private failed?: { at: number; err: unknown }
 
   /** The daemon's socket, starting the daemon if needed. */
   connect(): Promise<string> {
+    if (this.failed && Date.now() - this.failed.at < START_AGAIN_MS) return Promise.reject(this.failed.err)
     this.socket ??= this.start().catch((e) => {
       this.socket = undefined
+      this.failed = { at: Date.now(), err: e }
       throw e
     })
     return this.socket
@@ -129,21 +139,31 @@ class Store {
 
   private async start(): Promise<string> {
     const bin = await binary()
-    const child = Bun.spawn([bin, "--json", "serve", "--detach"], { stdout: "pipe", stderr: "pipe", stdin: "ignore", env: process.env })
+    const child = Bun.spawn([bin, "--json", "serve", "--detach"], {
+      stdout: "pipe",
+      stderr: "pipe",
+      stdin: "ignore",
+      env: { ...INSTALLED_ENV, ...process.env },
+    })
     const [code, out, err] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()])
     if (code !== 0) throw new Error(`could not start the delegations daemon (${bin} serve --detach, exit ${code}): ${err.trim()}`)
     const st = JSON.parse(out) as { socket?: string }
     if (!st.socket) throw new Error(`${bin} serve --detach printed no socket: ${out}`)
+    this.failed = undefined
     return st.socket
   }
 
   /**
-   * call runs one verb. A daemon that is gone (killed, restarted) is started
-   * again and the call repeated once: every verb the plugin uses is safe to
-   * repeat (register has an idempotency key, a repeated terminal command or
-   * ack changes nothing, progress and read are idempotent in effect).
+   * call runs one verb, bounded by timeoutMs (0: only by signal). A daemon
+   * that is gone (killed, restarted) is started again and the call
+   * repeated once: every verb the plugin uses is safe to repeat (register
+   * has an idempotency key, a repeated terminal command or ack changes
+   * nothing, progress and read are idempotent in effect).
    */
-  async call<T>(verb: string, body: object, signal?: AbortSignal): Promise<T> {
+  async call<T>(verb: string, body: object, o: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
+    const timeoutMs = o.timeoutMs ?? CALL_TIMEOUT_MS
+    const signals = [o.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined].filter((x): x is AbortSignal => !!x)
+    const signal = signals.length ? AbortSignal.any(signals) : undefined
     for (let attempt = 0; ; attempt++) {
       const socket = await this.connect()
       let res: Response
@@ -171,7 +191,13 @@ class Store {
     const socket = await this.connect()
     const headers: Record<string, string> = {}
     if (after > 0) headers["Last-Event-ID"] = String(after)
-    const res = await fetch("http://delegations/v1/stream", { headers, unix: socket, signal } as RequestInit)
+    let res: Response
+    try {
+      res = await fetch("http://delegations/v1/stream", { headers, unix: socket, signal } as RequestInit)
+    } catch (e) {
+      this.forget() // no daemon there: the next attempt starts one
+      throw e
+    }
     if (!res.ok || !res.body) throw new Error(`stream: HTTP ${res.status}`)
     return res
   }
@@ -229,10 +255,17 @@ function unwrap<T>(r: Result<T>, what: string): T {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** wildcard reports whether name matches a permission pattern ("*" any run). */
+function wildcard(pattern: string, name: string): boolean {
+  const re = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")
+  return new RegExp(`^${re}$`).test(name)
+}
+
 /**
  * denied reports whether a permission denies a tool on every pattern: an
  * agent's resolved ruleset (app.agents: rules in order, the last match
- * wins), or a configured entry ("deny", or {"*": "deny", ...}).
+ * wins, permission names may be wildcards), or a configured entry ("deny",
+ * or {"*": "deny", ...}).
  */
 function denied(p: Permission | undefined, tool: string): boolean {
   if (p === undefined) return false
@@ -240,7 +273,7 @@ function denied(p: Permission | undefined, tool: string): boolean {
   if (Array.isArray(p)) {
     let state: string | undefined
     for (const r of p) {
-      if (r.permission !== tool) continue
+      if (!wildcard(r.permission ?? "", tool)) continue
       if ((r.pattern ?? "*") === "*") state = r.action
       else if (r.action !== "deny" && state === "deny") state = "partly"
     }
@@ -265,8 +298,12 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   const finishing = new Set<string>() // delegation ids being completed
   const progress = new Map<string, { text?: string; timer?: ReturnType<typeof setTimeout>; sending?: Promise<void> }>()
   const streamed = new Map<string, { part?: string; text: string }>() // delegation id → its latest text part
-  const answers = new Set<string>() // ids of the children's assistant messages: their text is progress
+  const answers = new Map<string, string>() // a child's assistant message → its delegation: its text is progress
   const delivering = new Set<string>() // notification ids being delivered
+  const redo = new Map<string, Notification>() // asked for again while being delivered
+  const delivered = new Set<string>() // notification ids delivered here, not yet acknowledged
+  const acked = new Set<string>() // notification ids acknowledged here: never delivered again
+  const startedAt = Date.now()
   const deferred = new Map<string, Map<string, Notification>>() // busy parent → its notifications
   const failures = new Map<string, number>() // notification id → consecutive failed deliveries here
 
@@ -275,9 +312,14 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
     childOf.set(id, child)
   }
 
+  /** session returns a session, undefined when OpenCode has none by that
+   * id; other failures throw. */
   const session = async (id: string): Promise<SessionInfo | undefined> => {
     const r = await client.session.get({ path: { id } })
-    return r.error === undefined ? r.data : undefined
+    if (r.error === undefined) return r.data
+    const status = (r as { response?: { status?: number } }).response?.status
+    if (status === 404 || (r.error as any)?.name === "NotFoundError") return undefined
+    throw new Error(`look up session ${id}: ${JSON.stringify(r.error)}`)
   }
 
   /** rootOf walks up the parents of a session. */
@@ -364,13 +406,17 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       progress.delete(id)
       return
     }
+    // The next text waits for this call and a second: calls never pile up
+    // on a slow daemon.
     p.sending = store
       .call("progress", { id, message: text })
       .then(() => {})
       .catch((e) => {
         if (!(e instanceof StoreError && e.code === "terminal")) log("warn", `progress ${id}: ${messageOf(e)}`)
       })
-    p.timer = setTimeout(() => sendProgress(id), PROGRESS_EVERY_MS)
+      .finally(() => {
+        if (progress.get(id) === p) p.timer = setTimeout(() => sendProgress(id), PROGRESS_EVERY_MS)
+      })
   }
 
   /** onText records a child's latest text, at most once a second per delegation. */
@@ -398,26 +444,35 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   const untrack = (id: string) => {
     const child = childOf.get(id)
     if (child) children.delete(child)
+    childOf.delete(id)
     streamed.delete(id)
+    for (const [m, d] of answers) if (d === id) answers.delete(m)
   }
 
+  /** describe asks OpenCode's small model for a title and a description
+   * of a result; {} (the store's fallback) when it gives none. */
   const describe = async (id: string, child: string, text: string): Promise<{ title?: string; description?: string }> => {
-    const small = (await client.config.get()).data?.small_model
-    if (!small || !text.trim()) return {}
-    const slash = small.indexOf("/")
-    if (slash < 0) return {}
-    const s = unwrap(await client.session.create({ body: { title: `Delegation title: ${id}`, parentID: child } }), "create a title session")
+    let title: SessionInfo | undefined
+    let timer: ReturnType<typeof setTimeout> | undefined
     try {
+      const small = (await client.config.get()).data?.small_model
+      const slash = small?.indexOf("/") ?? -1
+      if (!small || slash < 0 || !text.trim()) return {}
+      // The result is untrusted text (it may quote web pages): the model
+      // that titles it gets no tool at all.
+      const ids = unwrap(await client.tool.ids(), "list the tools")
+      const tools = Object.fromEntries(ids.map((t) => [t, false]))
+      title = unwrap(await client.session.create({ body: { title: `Delegation title: ${id}`, parentID: child } }), "create a title session")
       const answer = await Promise.race([
         client.session.prompt({
-          path: { id: s.id },
+          path: { id: title.id },
           body: {
             model: { providerID: small.slice(0, slash), modelID: small.slice(slash + 1) },
             parts: [{ type: "text", text: TITLE_PROMPT + text.slice(0, 2000) }],
-            tools: TOOL_OFF,
+            tools,
           },
         }),
-        delay(TITLE_TIMEOUT_MS).then(() => undefined),
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TITLE_TIMEOUT_MS))),
       ])
       const reply = (answer?.data?.parts ?? []).filter((p) => p.type === "text").map((p) => p.text ?? "").join("\n")
       const json = reply.match(/\{[\s\S]*\}/)
@@ -429,15 +484,21 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       log("info", `title for ${id}: ${messageOf(e)}; the store's fallback applies`)
       return {}
     } finally {
-      client.session.delete({ path: { id: s.id } }).catch(() => {})
+      clearTimeout(timer)
+      if (title) client.session.delete({ path: { id: title.id } }).catch(() => {})
     }
   }
 
-  /** lastAnswer is a child's last assistant message after its last prompt. */
+  /** lastAnswer is a child's last message if it is an assistant's. */
   const lastAnswer = (msgs: Message[]): Message | undefined => {
     const last = msgs[msgs.length - 1]
     return last?.info.role === "assistant" ? last : undefined
   }
+
+  /** done reports whether a child's turn ended with a final answer (or an
+   * error): not cut off mid-step, not stopped after a tool call. */
+  const done = (m: Message | undefined): m is Message =>
+    !!m && !!m.info.time?.completed && (!!m.info.error || (m.info.finish !== undefined && m.info.finish !== "tool-calls"))
 
   const textOf = (m: Message) =>
     m.parts
@@ -447,14 +508,16 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
 
   const errorOf = (m: Message) => m.info.error?.data?.message ?? m.info.error?.name ?? "the agent failed"
 
-  /** finish ends a delegation whose child went idle, with its last answer. */
-  const finish = async (child: string, id: string) => {
+  /** finish ends a delegation whose child went idle, with its last answer.
+   * A failure to record it is tried again (the result must not be lost to
+   * a daemon restart); attempt counts the tries. */
+  const finish = async (child: string, id: string, attempt = 0) => {
     if (finishing.has(id)) return
     finishing.add(id)
     try {
       const msgs = unwrap(await client.session.messages({ path: { id: child } }), "read the child session")
       const answer = lastAnswer(msgs)
-      if (!answer || !answer.info.time?.completed) return // not done yet: a later idle finishes it
+      if (!done(answer)) return // not done yet: a later idle finishes it
       await stopProgress(id)
       if (answer.info.error) {
         await store.call("fail", { id, error: errorOf(answer) })
@@ -466,7 +529,10 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       untrack(id)
     } catch (e) {
       if (e instanceof StoreError && e.code === "terminal") untrack(id)
-      else log("error", `complete ${id}: ${messageOf(e)}`)
+      else if (attempt < MAX_DELIVERY_FAILURES) {
+        log("warn", `complete ${id}: ${messageOf(e)}; trying again`)
+        setTimeout(() => void finish(child, id, attempt + 1), Math.min(RETRY_FIRST_MS * 2 ** (attempt + 1), RETRY_MAX_MS))
+      } else log("error", `complete ${id}: ${messageOf(e)}; it ends at its deadline`)
     } finally {
       finishing.delete(id)
     }
@@ -500,38 +566,71 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
 
   // ----- notifications -----
 
+  /** inSession reports whether a parent already holds a notification's
+   * text: delivered by an OpenCode that stopped before acknowledging it. */
+  const inSession = async (parent: string, text: string): Promise<boolean> => {
+    const msgs = unwrap(await client.session.messages({ path: { id: parent } }), "read the parent session")
+    return msgs.some((m) => m.info.role === "user" && m.parts.some((p) => p.type === "text" && p.text === text))
+  }
+
   const deliver = async (n: Notification): Promise<void> => {
-    if (delivering.has(n.id)) return
+    let recheck: string | undefined
+    if (acked.has(n.id) || (failures.get(n.id) ?? 0) >= MAX_DELIVERY_FAILURES) return
+    if (delivering.has(n.id)) {
+      redo.set(n.id, n) // once the delivery in flight ends, look again
+      return
+    }
     delivering.add(n.id)
     try {
       const parent = n.parentSessionID
       if (!(await owns(parent))) return
-      if (await busy(parent)) {
-        // A message sent into a running turn makes OpenCode ask the model
-        // again when the turn ends, noReply or not: a terminal notification
-        // would wake the parent. Deliver when it is idle.
-        const q = deferred.get(parent) ?? new Map<string, Notification>()
-        q.set(n.id, n)
-        deferred.set(parent, q)
-        if (!(await busy(parent))) flush(parent)
-        return
+      const carried = Date.parse(n.dueAt) < startedAt // due before this OpenCode started
+      if (!delivered.has(n.id) && !(carried && (await inSession(parent, n.text)))) {
+        if (await busy(parent)) {
+          // A message sent into a running turn makes OpenCode ask the model
+          // again when the turn ends, noReply or not: a terminal
+          // notification would wake the parent. Deliver when it is idle.
+          const q = deferred.get(parent) ?? new Map<string, Notification>()
+          q.set(n.id, n)
+          deferred.set(parent, q)
+          recheck = parent // it may have gone idle meanwhile: look again below
+          return
+        }
+        try {
+          const r = await client.session.promptAsync({
+            path: { id: parent },
+            body: { noReply: n.kind !== "all-complete", parts: [{ type: "text", text: n.text, synthetic: true }] },
+          })
+          unwrap({ data: true, error: r.error }, `deliver ${n.id}`)
+        } catch (e) {
+          const k = (failures.get(n.id) ?? 0) + 1
+          failures.set(n.id, k)
+          log(k >= MAX_DELIVERY_FAILURES ? "error" : "warn", `delivery of ${n.id} failed (${k} times): ${messageOf(e)}`)
+          // The failed ack makes the stream send it again: wait before.
+          await delay(Math.min(RETRY_FIRST_MS * 2 ** k, RETRY_MAX_MS))
+          await store.call("ack", { id: n.id, failed: messageOf(e).slice(0, 1000) }).catch(() => {})
+          return
+        }
+        failures.delete(n.id)
+        delivered.add(n.id)
       }
-      const r = await client.session.promptAsync({
-        path: { id: parent },
-        body: { noReply: n.kind !== "all-complete", parts: [{ type: "text", text: n.text, synthetic: true }] },
-      })
-      unwrap({ data: true, error: r.error }, `deliver ${n.id}`)
-      failures.delete(n.id)
+      // Delivered (now, or before): acknowledge. If that fails the stream
+      // sends it again, and it is acknowledged then, not delivered twice.
       await store.call("ack", { id: n.id })
+      delivered.delete(n.id)
+      failures.delete(n.id)
+      acked.add(n.id)
     } catch (e) {
-      const k = (failures.get(n.id) ?? 0) + 1
-      failures.set(n.id, k)
-      log("warn", `delivery of ${n.id} failed (${k}): ${messageOf(e)}`)
-      // The failed ack makes the stream send it again; wait before that.
-      await delay(Math.min(RETRY_FIRST_MS * 2 ** k, RETRY_MAX_MS))
-      await store.call("ack", { id: n.id, failed: messageOf(e).slice(0, 1000) }).catch(() => {})
+      // OpenCode or the daemon failed to answer: try again in a while (the
+      // stream would not send it again by itself).
+      log("warn", `notification ${n.id}: ${messageOf(e)}; trying again`)
+      setTimeout(() => void deliver(n), RETRY_MAX_MS / 6)
     } finally {
       delivering.delete(n.id)
+      const again = redo.get(n.id)
+      redo.delete(n.id)
+      if (again) void deliver(again)
+      else if (recheck && !(await busy(recheck).catch(() => true))) flush(recheck)
     }
   }
 
@@ -543,12 +642,17 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   }
 
   const onStoreEvent = (ev: StoreEvent) => {
-    if (ev.kind === "timed_out") void stopChild(ev.id, true)
-    else if (ev.kind === "cancelled") void stopChild(ev.id, false)
+    const stop = (remove: boolean) => stopChild(ev.id, remove).catch((e) => log("warn", `stop the child of ${ev.id}: ${messageOf(e)}`))
+    if (ev.kind === "timed_out") void stop(true)
+    else if (ev.kind === "cancelled") void stop(false)
   }
 
   /** follow reads the daemon's stream for the plugin's lifetime, starting
-   * the daemon again when it goes away. */
+   * the daemon again when it goes away. After each connection it
+   * reconciles the active delegations with OpenCode: after a start, and
+   * after a daemon that was gone (whatever could not be recorded meanwhile
+   * is recorded then). The stream is open first, so that nothing that
+   * happens during the reconciliation is missed. */
   const follow = async () => {
     let last = 0
     let wait = RETRY_FIRST_MS
@@ -557,6 +661,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       try {
         const res = await store.stream(last, abort.signal)
         wait = RETRY_FIRST_MS
+        reconcile().catch((e) => log("error", `reconcile: ${messageOf(e)}`))
         for await (const m of sse(res.body!)) {
           if (m.id) last = Number(m.id)
           if (m.event === "notification") void deliver(JSON.parse(m.data) as Notification)
@@ -568,7 +673,6 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         log("warn", `the daemon's stream failed: ${messageOf(e)}; reconnecting in ${wait} ms`)
       }
       abort.abort()
-      store.forget()
       await delay(wait)
       wait = Math.min(2 * wait, RETRY_MAX_MS)
     }
@@ -596,7 +700,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         if (await busy(d.sessionID)) continue // running here already
         const msgs = unwrap(await client.session.messages({ path: { id: d.sessionID } }), "read the child session")
         const answer = lastAnswer(msgs)
-        if (answer?.info.time?.completed) {
+        if (done(answer)) {
           await finish(d.sessionID, d.id) // it finished while OpenCode was down
         } else {
           // Stopped mid-turn (or before its first answer): resume it. If
@@ -615,14 +719,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
     }
   }
 
-  void (async () => {
-    try {
-      await reconcile()
-    } catch (e) {
-      log("error", `reconcile after start: ${messageOf(e)}`)
-    }
-    await follow()
-  })()
+  void follow()
 
   // ----- tools and hooks -----
 
@@ -675,9 +772,18 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
               idempotencyKey: ctx.callID ? `opencode:${ctx.callID}` : undefined,
             })
             if (d.sessionID) track(d.sessionID, d.id)
-            else await startChild(d, ctx.sessionID)
-            const { delegations } = await store.call<{ delegations: Delegation[] }>("active", { parentSessionID: ctx.sessionID })
-            const n = delegations.length
+            else {
+              try {
+                await startChild(d, ctx.sessionID)
+              } catch (e) {
+                await failChild(d.id, `the child session could not start: ${messageOf(e)}`)
+                throw e
+              }
+            }
+            const n = await store
+              .call<{ delegations: Delegation[] }>("active", { parentSessionID: ctx.sessionID })
+              .then((r) => r.delegations.length)
+              .catch(() => 1)
             let text = `Delegation started: ${d.id}\nAgent: ${agent}`
             if (n > 1) text += `\n\n${n} delegations now active.`
             return text + `\nYou WILL be notified when ${n > 1 ? "ALL complete" : "complete"}. Do NOT poll.`
@@ -695,7 +801,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
           const id = typeof args.id === "string" ? args.id.trim() : ""
           if (!id) throw new Error("Delegation ID is required")
           const root = await rootOf(ctx.sessionID)
-          const r = await store.call<{ text: string }>("read", { rootSessionID: root, id, waitMs: 86_400_000 }, ctx.abort)
+          const r = await store.call<{ text: string }>("read", { rootSessionID: root, id, waitMs: 86_400_000 }, { signal: ctx.abort, timeoutMs: 0 })
           return r.text
         },
       },
@@ -755,7 +861,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       output.system.push(RULES)
       if (!id) return
       try {
-        const r = await store.call<{ block: string }>("compact", { rootSessionID: await rootOf(id), brief: true })
+        const r = await store.call<{ block: string }>("compact", { rootSessionID: await rootOf(id), brief: true }, { timeoutMs: CONTEXT_TIMEOUT_MS })
         if (r.block) output.system.push(r.block)
       } catch (e) {
         log("warn", `brief context: ${messageOf(e)}`)
@@ -779,13 +885,14 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         // the child's answers (not of its prompt).
         case "message.updated": {
           const info = p.info as MessageInfo | undefined
-          if (info?.role === "assistant" && children.has(info.sessionID)) answers.add(info.id)
+          const id = info && children.get(info.sessionID)
+          if (id && info.role === "assistant") answers.set(info.id, id)
           return
         }
         case "message.part.delta": {
           const sid = p.sessionID as string | undefined
           const id = sid && children.get(sid)
-          if (!id || !answers.has(p.messageID) || p.field !== "text" || typeof p.delta !== "string") return
+          if (!id || answers.get(p.messageID) !== id || p.field !== "text" || typeof p.delta !== "string") return
           const cur = streamed.get(id)
           const text = cur?.part === p.partID ? cur.text + p.delta : p.delta
           streamed.set(id, { part: p.partID, text })
@@ -795,7 +902,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         case "message.part.updated": {
           const part = p.part as (TextPart & { id?: string }) | undefined
           const id = part?.sessionID && children.get(part.sessionID)
-          if (!id || !answers.has(part.messageID ?? "") || part?.type !== "text" || part.synthetic || !part.text) return
+          if (!id || answers.get(part.messageID ?? "") !== id || part?.type !== "text" || part.synthetic || !part.text) return
           streamed.set(id, { part: part.id, text: part.text })
           onText(id, part.text)
           return
@@ -819,6 +926,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         }
         case "session.deleted": {
           const sid = (p.info as SessionInfo | undefined)?.id
+          if (sid) deferred.delete(sid)
           const id = sid && children.get(sid)
           if (!id) return
           store.call("cancel", { id, reason: "the child session was deleted" }).catch(() => {})
