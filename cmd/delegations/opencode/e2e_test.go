@@ -135,10 +135,12 @@ type world struct {
 }
 
 // worldOptions shape a world: before runs with OpenCode not yet started;
-// plugins are more plugin files for the project.
+// plugins are more plugin files for the project; env is added to
+// OpenCode's environment.
 type worldOptions struct {
 	before  func(*world)
 	plugins []string
+	env     []string
 }
 
 // newWorld installs the plugin into a new project and starts OpenCode on it.
@@ -159,8 +161,9 @@ func newWorld(t testing.TB, o worldOptions) *world {
 	}
 	w.oc = hosttest.StartOpenCode(t, hosttest.OpenCodeOptions{
 		Project: w.project, Env: w.env, Model: w.model.OpenAI,
-		NoSeed:  true, // install seeded the configuration directories
-		Plugins: o.plugins,
+		NoSeed:   true, // install seeded the configuration directories
+		Plugins:  o.plugins,
+		ExtraEnv: o.env,
 		Config: map[string]any{"agent": map[string]any{
 			"researcher": map[string]any{"mode": "subagent", "description": "Reads and reports.", "permission": map[string]any{"edit": "deny", "write": "deny", "bash": "deny"}},
 			"coder":      map[string]any{"mode": "subagent", "description": "Writes code."},
@@ -559,5 +562,25 @@ func TestOpenCodeCancel(t *testing.T) {
 	child := w.show(seven).SessionID
 	if _, err := w.oc.AwaitEvent(w.ctx, 0, func(e hosttest.Event) bool { return e.Type == "session.idle" && e.SessionID() == child }); err != nil {
 		t.Errorf("the cancelled child %s was not stopped: %v", child, err)
+	}
+}
+
+// TestOpenCodeNoBinary: without the delegations binary, delegate says what
+// is wrong and what to do, and OpenCode goes on working.
+func TestOpenCodeNoBinary(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-delegations")
+	w := newWorld(t, worldOptions{env: []string{"DELEGATIONS_BIN=" + missing}})
+	parent := w.oc.CreateSession("parent")
+	w.oc.PromptAsync(parent, askDelegate+"eight", hosttest.PromptOptions{})
+	r := w.model.Await(w.ctx, func(r *hosttest.ChatRequest) bool { _, ok := r.ToolResult("call_delegate_eight"); return ok })
+	if r == nil {
+		t.Fatal("no request after delegate")
+	}
+	want := "❌ Delegation failed:\n\nDELEGATIONS_BIN is " + missing + ", which does not exist. Point it at the delegations binary, or unset it."
+	if got, _ := r.ToolResult("call_delegate_eight"); got != want {
+		t.Errorf("delegate answered:\n%s\nwant:\n%s", got, want)
+	}
+	if err := w.oc.AwaitIdle(w.ctx, parent); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -206,7 +206,10 @@ class Store {
 /** binary finds the delegations binary: $DELEGATIONS_BIN, the installed path, PATH. */
 async function binary(): Promise<string> {
   const env = process.env.DELEGATIONS_BIN
-  if (env) return env
+  if (env) {
+    if (await Bun.file(env).exists()) return env
+    throw new Error(`DELEGATIONS_BIN is ${env}, which does not exist. Point it at the delegations binary, or unset it.`)
+  }
   if (INSTALLED_BIN && (await Bun.file(INSTALLED_BIN).exists())) return INSTALLED_BIN
   const found = Bun.which("delegations")
   if (found) return found
