@@ -20,6 +20,7 @@ import (
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
+	"github.com/delegations/delegations/cmd/delegations/opencode"
 )
 
 func TestMain(m *testing.M) {
@@ -582,5 +583,22 @@ func TestOpenCodeNoBinary(t *testing.T) {
 	}
 	if err := w.oc.AwaitIdle(w.ctx, parent); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPluginTypeChecks: plugin.ts passes TypeScript's strict checks. It
+// runs inside OpenCode as plain Bun-transpiled TypeScript, which checks no
+// types: a type error would surface only as a broken plugin.
+func TestPluginTypeChecks(t *testing.T) {
+	tsc := hosttest.Host(t, "typescript")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "plugin.ts"), opencode.Render("/usr/bin/delegations", map[string]string{"DELEGATIONS_DATA": "/data"}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(tsc, "--strict", "--noEmit", "--noUnusedLocals", "--noUnusedParameters",
+		"--lib", "es2022,dom,dom.iterable", "--target", "es2022", "--module", "esnext", "plugin.ts")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tsc: %v\n%s", err, out)
 	}
 }

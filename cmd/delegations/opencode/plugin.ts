@@ -897,7 +897,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
           const id = sid && children.get(sid)
           if (!id || answers.get(p.messageID) !== id || p.field !== "text" || typeof p.delta !== "string") return
           const cur = streamed.get(id)
-          const text = cur?.part === p.partID ? cur.text + p.delta : p.delta
+          const text = cur && cur.part === p.partID ? cur.text + p.delta : p.delta
           streamed.set(id, { part: p.partID, text })
           onText(id, text)
           return
