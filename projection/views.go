@@ -3,11 +3,13 @@ package projection
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
@@ -127,11 +129,22 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 			continue
 		}
 		if err := v.apply(w, r.Seq, e); err != nil {
+			if errors.Is(err, berrors.ErrKeyRequired) || errors.Is(err, berrors.ErrKeyTooLarge) {
+				// A record that passed its checksum but names nothing the
+				// views can key on: say which, not bbolt's bare words.
+				return &eventlog.CorruptError{Seq: r.Seq, Reason: fmt.Sprintf(
+					"the views cannot index this %s event of delegation %q (%v): the log holds events no build writes; run `delegations replay`", e.Kind, r.Stream, err)}
+			}
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
 	}
 	return nil
 }
+
+// Unregistered reports whether d was never registered (nor imported): its
+// events survived a recovery that lost its first one. Registration and
+// import always set CreatedAt.
+func Unregistered(d *fsm.Delegation) bool { return d.Version > 0 && d.CreatedAt.IsZero() }
 
 // viewTx holds the view buckets of one transaction.
 type viewTx struct {
@@ -164,6 +177,16 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	// A fresh slice per Put: bbolt keeps the value until the commit.
 	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
 		return err
+	}
+	if Unregistered(&next) {
+		// Events of a delegation whose registration is not in the log:
+		// `delegations recover` keeps every intact record of a damaged
+		// log, and the damage may have taken a delegation's registered
+		// event but not the later ones. Its record is kept (show,
+		// timeline), but it names no root, parent, project or deadline:
+		// it is in no index and no cycle, no artifact is written for it
+		// and no notification is sent. Replay's rules say the same.
+		return nil
 	}
 	id := e.ID
 	switch {

@@ -3,9 +3,11 @@ package projection
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,5 +210,72 @@ func TestRecordsViewIsBinary(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeLog writes a log of the given events (one append each, no
+// projectors) into a new data directory, as `delegations recover` does.
+func writeLog(t *testing.T, events []fsm.Event) string {
+	t.Helper()
+	dir := t.TempDir()
+	l, err := eventlog.Open(filepath.Join(dir, LogFile), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, e := range events {
+		if _, err := l.Append(context.Background(), eventlog.Append{Stream: e.ID, Entries: []eventlog.Entry{{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestViewsUnregisteredDelegation: a recovered log may hold a delegation's
+// later events without its registered event (the damage took it). The
+// views keep its record and index nothing else (its parent is unknown:
+// the projector once put the cycle of parent "" and failed with bbolt's
+// bare "key required"), and replay's rules agree with them.
+func TestViewsUnregisteredDelegation(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	dir := writeLog(t, []fsm.Event{
+		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, SessionID: "ses_child"},
+		{Kind: fsm.KindCompleted, ID: "elegant-blue-tiger", At: at.Add(time.Second), Result: "done"},
+		{Kind: fsm.KindNotified, ID: "elegant-blue-tiger", At: at.Add(2 * time.Second)},
+	})
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open a log with an unregistered delegation: %v", err)
+	}
+	defer s.Close()
+	d, err := s.Get("elegant-blue-tiger")
+	if err != nil || d.State != fsm.Complete || d.Result != "done" {
+		t.Fatalf("its record: %+v, %v", d, err)
+	}
+	for k := range dumpViews(t, s) {
+		if b, _, _ := strings.Cut(k, "\x00"); b != bucketRecords {
+			t.Errorf("view entry for an unregistered delegation: %q", k)
+		}
+	}
+}
+
+// TestViewsUnindexableRecord: an intact record the views cannot key on
+// (here a registration naming no parent session, which no build writes)
+// stops the catch-up with a CorruptError naming its sequence number, not
+// bbolt's bare "key required".
+func TestViewsUnindexableRecord(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	dir := writeLog(t, []fsm.Event{
+		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
+		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
+	})
+	s, err := Open(dir, Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("a registration with no parent session was projected")
+	}
+	var ce *eventlog.CorruptError
+	if !errors.As(err, &ce) || ce.Seq != 2 || !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Fatalf("got %v (%T), want a CorruptError for record 2", err, err)
 	}
 }

@@ -69,6 +69,10 @@
 //     goes on after it, so the delegation it belonged to replays without
 //     that event and may show further findings. Rebuild cannot get past a
 //     damaged record: restore the log file from a backup.
+//   - A delegation whose registered event is not in the log (a recovery
+//     of a damaged log kept its later, intact events) replays from its
+//     first surviving event; the views keep only its record, since it
+//     names no root, parent or deadline to index it under.
 //   - Rebuild needs the data directory to itself: close the store (stop
 //     the daemon) first; it opens the log twice, with the lock timeout given.
 //   - The library never prints; progress goes to an optional callback.

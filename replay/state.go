@@ -174,6 +174,9 @@ func (s *state) apply(r *eventlog.Record) {
 
 	// The views' transitions: exactly one per event, in the store's order.
 	switch {
+	case projection.Unregistered(next):
+		// Its registration is not in the log (a recovery lost it): the
+		// views keep its record and index nothing else.
 	case prevVersion == 0 && e.Kind == fsm.KindRegistered:
 		d.indexed = true
 		c := s.cycle(next.ParentSessionID)

@@ -98,7 +98,7 @@ var viewRules = map[string]viewRule{
 	},
 	projection.ViewUnread: {
 		want: func(d *delegation) (bool, string) {
-			return d.rec.Unread(), "it was notified and not read since it completed"
+			return d.rec.Unread() && !projection.Unregistered(&d.rec), "it was notified and not read since it completed"
 		},
 		check: func(d *delegation, e *projection.ViewEntry) string {
 			return sessionTime(e.Session, e.Time, d.rec.RootSessionID, d.rec.CompletedAt)
