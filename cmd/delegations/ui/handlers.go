@@ -276,8 +276,20 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	case "cancel":
 		_, err = s.svc.Cancel(r.Context(), api.CancelRequest{ID: id, Reason: "cancelled from the status page"})
 	case "redeliver":
-		if err = fsm.ValidateID(id); err == nil {
-			_, err = s.svc.Ack(r.Context(), api.AckRequest{ID: projection.TerminalNotificationID(id), Failed: RedeliverReason})
+		// Only a notification still due can be delivered again; an
+		// acknowledged one would take the failure as a no-op.
+		var d fsm.Delegation
+		if d, err = s.svc.Show(r.Context(), api.IDRequest{ID: id}); err == nil {
+			err = fmt.Errorf("%w: its terminal notification is not due (not written yet, or already delivered and acknowledged)", fsm.ErrNotFound)
+			due, _, derr := s.svc.Store().Due(d.ParentSessionID)
+			for _, n := range due {
+				if n.ID == projection.TerminalNotificationID(id) {
+					_, err = s.svc.Ack(r.Context(), api.AckRequest{ID: n.ID, Failed: RedeliverReason})
+				}
+			}
+			if derr != nil {
+				err = derr
+			}
 		}
 	default:
 		http.NotFound(w, r)
