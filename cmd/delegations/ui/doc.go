@@ -18,7 +18,8 @@
 //     (/?token=...), which sets an HttpOnly SameSite=Strict cookie and
 //     redirects to the URL without it;
 //   - no CORS headers; a strict Content-Security-Policy (no inline
-//     script, nothing from elsewhere), no framing, no referrer;
+//     script, nothing from elsewhere), no framing, no referrer to
+//     other sites;
 //   - reading never writes: the artifact is read from its file, not by the
 //     read verb, so looking at a result does not mark it read. The two
 //     actions (cancel, deliver again) are POSTs that need, besides the

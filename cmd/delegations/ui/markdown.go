@@ -20,7 +20,12 @@ func Markdown(src string) template.HTML {
 	flush := func() {
 		if len(para) > 0 {
 			b.WriteString("<p>")
-			b.WriteString(inline(strings.Join(para, "\n")))
+			for i, l := range para {
+				if i > 0 {
+					b.WriteString("<br>\n") // the artifact's header lines are one per line
+				}
+				b.WriteString(inline(l))
+			}
 			b.WriteString("</p>\n")
 			para = nil
 		}

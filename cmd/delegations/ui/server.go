@@ -163,13 +163,15 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) cookieName() string { return "delegations-" + s.port }
 
 // securityHeaders go on every answer: nothing from elsewhere, no inline
-// script, no framing, no referrer, no caching, no sniffing. No CORS header
+// script, no framing, no referrer to other sites, no caching, no sniffing. No CORS header
 // is ever sent.
 func securityHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer a form's POST carries
+	// Origin: null, which checkPost refuses.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 }
 

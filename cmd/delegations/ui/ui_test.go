@@ -409,4 +409,3 @@ func TestRawIsPlainText(t *testing.T) {
 		t.Errorf("raw is not the artifact as it is:\n%s", b)
 	}
 }
-
