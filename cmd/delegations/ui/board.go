@@ -113,16 +113,23 @@ const ringSize = 1024
 type board struct {
 	mu       sync.RWMutex
 	all      map[string]*Summary
+	byRoot   map[string]map[string]*Summary // root session → id → summary
 	seq      uint64   // the last record applied
 	ring     []Change // the changes after ringFrom, oldest first
 	ringFrom uint64
 	changed  chan struct{}
 	loaded   chan struct{} // closed once the first load is done
 	loadOnce sync.Once
+
+	facetMu                   sync.Mutex // guards the facets' cache
+	facetOK                   bool
+	facetSeq                  uint64
+	facetProject              string
+	facetProjects, facetRoots []string
 }
 
 func newBoard() *board {
-	return &board{all: map[string]*Summary{}, changed: make(chan struct{}), loaded: make(chan struct{})}
+	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]*Summary{}, changed: make(chan struct{}), loaded: make(chan struct{})}
 }
 
 // load reads every record and the failed deliveries from the views, as of
@@ -157,8 +164,15 @@ func (b *board) load(store *projection.Store) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	byRoot := map[string]map[string]*Summary{}
+	for id, s := range all {
+		if byRoot[s.Root] == nil {
+			byRoot[s.Root] = map[string]*Summary{}
+		}
+		byRoot[s.Root][id] = s
+	}
 	b.mu.Lock()
-	b.all, b.seq, b.ring, b.ringFrom = all, seq, nil, seq
+	b.all, b.byRoot, b.seq, b.ring, b.ringFrom = all, byRoot, seq, nil, seq
 	b.broadcast()
 	b.mu.Unlock()
 	return seq, nil
@@ -197,6 +211,10 @@ func (b *board) apply(svc *api.Service, ev api.Event) {
 		sum.Failures++
 	}
 	b.all[id] = sum
+	if b.byRoot[sum.Root] == nil {
+		b.byRoot[sum.Root] = map[string]*Summary{}
+	}
+	b.byRoot[sum.Root][id] = sum // a delegation's root never changes
 	b.ring = append(b.ring, Change{Seq: ev.Seq, ID: id, Kind: ev.Kind})
 	if len(b.ring) > ringSize {
 		n := len(b.ring) - ringSize
@@ -286,23 +304,19 @@ type Board struct {
 const maxRoots = 200
 
 // page returns the board page f selects at now. Its cost is one pass over
-// the summaries and a partial sort of each group's page.
+// the summaries and a partial sort of each group's page (the filter's
+// choices are cached until the log grows).
 func (b *board) page(f Filter, now time.Time) Board {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out := Board{Seq: b.seq, Filter: f}
 	groups := map[string][]*Summary{}
-	projects := map[string]bool{}
-	roots := map[string]time.Time{}
-	for _, s := range b.all {
-		projects[s.Project] = true
-		if f.Project != "" && s.Project != f.Project {
-			continue
-		}
-		if t, ok := roots[s.Root]; !ok || s.CreatedAt.After(t) {
-			roots[s.Root] = s.CreatedAt
-		}
-		if f.Root != "" && s.Root != f.Root {
+	from := b.all
+	if f.Root != "" {
+		from = b.byRoot[f.Root]
+	}
+	for _, s := range from {
+		if (f.Project != "" && s.Project != f.Project) || (f.Root != "" && s.Root != f.Root) {
 			continue
 		}
 		g := s.group(now)
@@ -327,23 +341,41 @@ func (b *board) page(f Filter, now time.Time) Board {
 		}
 		out.Groups = append(out.Groups, g)
 	}
-	for p := range projects {
-		out.Projects = append(out.Projects, p)
-	}
-	slices.Sort(out.Projects)
-	type rt struct {
-		root string
-		at   time.Time
-	}
-	rs := make([]rt, 0, len(roots))
-	for r, at := range roots {
-		rs = append(rs, rt{r, at})
-	}
-	slices.SortFunc(rs, func(a, b rt) int { return cmp.Or(b.at.Compare(a.at), cmp.Compare(a.root, b.root)) })
-	for _, r := range rs[:min(len(rs), maxRoots)] {
-		out.Roots = append(out.Roots, r.root)
-	}
+	out.Projects, out.Roots = b.facets(f.Project)
 	return out
+}
+
+// facets returns the filter's choices: every project, and the most recent
+// root sessions of project ("" for all). They change only with the log,
+// so they are kept until it grows. b.mu must be held for reading.
+func (b *board) facets(project string) (projects, roots []string) {
+	b.facetMu.Lock()
+	defer b.facetMu.Unlock()
+	if b.facetOK && b.facetSeq == b.seq && b.facetProject == project {
+		return b.facetProjects, b.facetRoots
+	}
+	seen := map[string]bool{}
+	latest := map[string]time.Time{}
+	for _, s := range b.all {
+		if !seen[s.Project] {
+			seen[s.Project] = true
+			projects = append(projects, s.Project)
+		}
+		if project != "" && s.Project != project {
+			continue
+		}
+		if t, ok := latest[s.Root]; !ok || s.CreatedAt.After(t) {
+			latest[s.Root] = s.CreatedAt
+		}
+	}
+	slices.Sort(projects)
+	for r := range latest {
+		roots = append(roots, r)
+	}
+	slices.SortFunc(roots, func(x, y string) int { return cmp.Or(latest[y].Compare(latest[x]), cmp.Compare(x, y)) })
+	roots = roots[:min(len(roots), maxRoots)]
+	b.facetOK, b.facetSeq, b.facetProject, b.facetProjects, b.facetRoots = true, b.seq, project, projects, roots
+	return projects, roots
 }
 
 // order is the order within a group: deliveries that failed and results

@@ -19,14 +19,14 @@ import (
 
 // page is a status page on a real store, served on loopback.
 type page struct {
-	t    *testing.T
+	t    testing.TB
 	svc  *api.Service
 	srv  *Server
 	base string // http://127.0.0.1:PORT
 	c    *http.Client
 }
 
-func newPage(t *testing.T) *page {
+func newPage(t testing.TB) *page {
 	t.Helper()
 	store, err := projection.Open(t.TempDir(), projection.Options{})
 	if err != nil {
