@@ -114,8 +114,8 @@ type board struct {
 	mu       sync.RWMutex
 	all      map[string]*Summary
 	byRoot   map[string]map[string]*Summary // root session → id → summary
-	seq      uint64   // the last record applied
-	ring     []Change // the changes after ringFrom, oldest first
+	seq      uint64                         // the last record applied
+	ring     []Change                       // the changes after ringFrom, oldest first
 	ringFrom uint64
 	changed  chan struct{}
 	loaded   chan struct{} // closed once the first load is done
