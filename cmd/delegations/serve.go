@@ -209,7 +209,11 @@ func printStatus(e *env, st api.Status, what string) error {
 	if e.json {
 		return writeJSON(e.stdout, st)
 	}
-	_, err := fmt.Fprintf(e.stdout, "daemon %s: pid %d serves %s on %s\n", what, st.PID, st.DataDir, st.Socket)
+	page := ""
+	if st.UI != "" {
+		page = "; status page " + st.UI
+	}
+	_, err := fmt.Fprintf(e.stdout, "daemon %s: pid %d serves %s on %s%s\n", what, st.PID, st.DataDir, st.Socket, page)
 	return err
 }
 

@@ -321,7 +321,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	_, seq, _, _ := s.board.since(^uint64(0))
+	s.board.mu.RLock()
+	seq := s.board.seq
+	s.board.mu.RUnlock()
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		if n, err := strconv.ParseUint(id, 10, 64); err == nil && n <= seq {
 			seq = n
