@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +48,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if st.UI == "" {
-		return fmt.Errorf("the daemon (pid %d) on %s serves no status page: it was started without --http. Stop it (kill %d) and run `delegations ui` again, which starts one that does (bridges start their calls again by themselves), or start it yourself with `delegations serve --detach --http %s`", st.PID, st.Socket, st.PID, *addr)
+		return fmt.Errorf("the daemon (pid %d) on %s serves no status page: it was started without --http. Stop it (kill %d) and run `delegations ui` again, which starts one that does (bridges use it as they used the old one), or start it yourself with `delegations serve --detach --http %s`", st.PID, st.Socket, st.PID, *addr)
 	}
 	if e.json {
 		if err := writeJSON(e.stdout, map[string]any{"url": st.UI, "pid": st.PID, "socket": st.Socket}); err != nil {
@@ -58,7 +59,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	}
 	if *open {
 		if out, err := exec.CommandContext(ctx, "xdg-open", st.UI).CombinedOutput(); err != nil {
-			return fmt.Errorf("xdg-open: %v %s; open the address above in a browser yourself", err, out)
+			return fmt.Errorf("xdg-open could not open the page (%v); open the address above in a browser yourself\n%s", err, bytes.TrimSpace(out))
 		}
 	}
 	return nil
