@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -67,6 +66,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if *socket == "" {
 		*socket = socketPath(e.socket, dir)
 	}
+	if *httpAddr != "" {
+		if _, err := ui.CheckAddr(*httpAddr); err != nil {
+			return usagef("--http %v (it has no TLS and trusts its token alone)", err)
+		}
+	}
 	if *detach {
 		var child []string
 		fs.Visit(func(f *flag.Flag) {
@@ -104,9 +108,6 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *httpAddr != "" {
 		ln, err := ui.Listen(*httpAddr)
-		if errors.Is(err, ui.ErrNotLoopback) {
-			return usagef("--http %v (it has no TLS and trusts its token alone)", err)
-		}
 		if err != nil {
 			return fmt.Errorf("status page: %w", err)
 		}

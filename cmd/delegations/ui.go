@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -30,10 +29,8 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
 	}
-	if ln, err := ui.Listen(*addr); errors.Is(err, ui.ErrNotLoopback) {
+	if _, err := ui.CheckAddr(*addr); err != nil {
 		return usagef("--http %v", err)
-	} else if err == nil {
-		ln.Close() // only checked here; the daemon listens
 	}
 	dir, err := dataDir(e.data)
 	if err != nil {

@@ -23,23 +23,32 @@ import (
 // loopback.
 var ErrNotLoopback = errors.New("not a loopback address")
 
-// Listen listens on addr (host:port; port 0 picks a free one), which must
-// be a loopback address: 127.0.0.1 (or any 127.x), ::1 or localhost. The
-// page has no TLS and trusts its token alone, so it is never offered to
-// the network.
-func Listen(addr string) (net.Listener, error) {
+// CheckAddr checks that addr (host:port) is a loopback address the page
+// may listen on: 127.0.0.1 (or any 127.x), ::1 or localhost. The page has
+// no TLS and trusts its token alone, so it is never offered to the
+// network. It returns the address to listen on.
+func CheckAddr(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w (give host:port, e.g. 127.0.0.1:7777)", addr, err)
+		return "", fmt.Errorf("%s: %w (give host:port, e.g. 127.0.0.1:7777)", addr, err)
 	}
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("%s: %w: the status page listens on 127.0.0.1, [::1] or localhost only", addr, ErrNotLoopback)
+		return "", fmt.Errorf("%s: %w: the status page listens on 127.0.0.1, [::1] or localhost only", addr, ErrNotLoopback)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+// Listen listens on addr (port 0 picks a free one) after CheckAddr.
+func Listen(addr string) (net.Listener, error) {
+	a, err := CheckAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", a)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
