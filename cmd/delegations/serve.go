@@ -16,11 +16,12 @@ import (
 	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/cmd/delegations/ui"
 )
 
 var serveVerb = verb{
 	name:     "serve",
-	synopsis: "[--detach] [--socket PATH] [--default-timeout 15m] [--log-level info] [--ready-fd N]",
+	synopsis: "[--detach] [--socket PATH] [--http 127.0.0.1:PORT] [--default-timeout 15m] [--log-level info] [--ready-fd N]",
 	summary:  "run the daemon: the API on a unix socket, deadlines, artifact retries",
 	example:  "delegations serve --detach  # then every other verb goes through it",
 	run:      runServe,
@@ -40,6 +41,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	detach := fs.Bool("detach", false, "run in the background (logs in "+LogName+" in the data directory) unless a daemon already serves the data directory; print its status once it answers")
 	readyFD := fs.Int("ready-fd", 0, "once listening, write the status as one JSON line to this file descriptor and close it (for supervisors)")
+	httpAddr := fs.String("http", "", "also serve the status page on this loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT; port 0 picks one); `delegations ui` prints its address with its token")
 	manual := fs.Bool("manual-clock", false, "for tests: the clock stands still until POST /v1/clock moves it")
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
@@ -63,6 +65,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if *socket == "" {
 		*socket = socketPath(e.socket, dir)
+	}
+	if *httpAddr != "" {
+		if _, err := ui.CheckAddr(*httpAddr); err != nil {
+			return usagef("--http %v (it has no TLS and trusts its token alone)", err)
+		}
 	}
 	if *detach {
 		var child []string
@@ -96,6 +103,17 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if *manual {
 		cfg.Clock = api.NewManualClock(time.Now())
 	}
+	if *httpAddr != "" {
+		ln, err := ui.Listen(*httpAddr)
+		if err != nil {
+			return fmt.Errorf("status page: %w", err)
+		}
+		defer ln.Close()
+		// The token is made here so that the status can carry the URL.
+		o := ui.Options{Token: ui.NewToken(), Logger: cfg.Logger}
+		cfg.UI = ui.PageURL(ln, o.Token)
+		cfg.Actors = append(cfg.Actors, ui.Actor(ln, o))
+	}
 	return api.Serve(ctx, cfg)
 }
 
@@ -105,26 +123,36 @@ func runServe(ctx context.Context, e *env, args []string) error {
 // callers race, the daemon that loses the lock exits and the winner's
 // status is printed.
 func runDetached(ctx context.Context, e *env, dir, socket string, flags []string) error {
+	st, what, err := startDetached(ctx, dir, socket, flags)
+	if err != nil {
+		return err
+	}
+	return printStatus(e, st, what)
+}
+
+// startDetached is runDetached without the printing: the daemon's status
+// and whether it was "started" or "already running".
+func startDetached(ctx context.Context, dir, socket string, flags []string) (api.Status, string, error) {
 	if st, err := daemonStatus(ctx, socket); err == nil {
-		return printStatus(e, st, "already running")
+		return st, "already running", nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find this program to start the daemon: %w", err)
+		return api.Status{}, "", fmt.Errorf("find this program to start the daemon: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+		return api.Status{}, "", fmt.Errorf("data directory: %w", err)
 	}
 	logPath := filepath.Join(dir, LogName)
 	rotateLog(logPath)
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("daemon log: %w", err)
+		return api.Status{}, "", fmt.Errorf("daemon log: %w", err)
 	}
 	defer logFile.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return api.Status{}, "", err
 	}
 	defer r.Close()
 	args := append([]string{"--data", dir, "serve", "--socket", socket, "--ready-fd", "3"}, flags...)
@@ -135,7 +163,7 @@ func runDetached(ctx context.Context, e *env, dir, socket string, flags []string
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
-		return fmt.Errorf("start the daemon: %w", err)
+		return api.Status{}, "", fmt.Errorf("start the daemon: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }() // reap it if it fails
@@ -151,10 +179,10 @@ func runDetached(ctx context.Context, e *env, dir, socket string, flags []string
 	case b := <-line:
 		var st api.Status
 		if json.Unmarshal(b, &st) == nil && st.PID != 0 {
-			return printStatus(e, st, "started")
+			return st, "started", nil
 		}
 	case <-wctx.Done():
-		return fmt.Errorf("the daemon (pid %d) did not answer within %s; see its log %s", cmd.Process.Pid, detachWait, logPath)
+		return api.Status{}, "", fmt.Errorf("the daemon (pid %d) did not answer within %s; see its log %s", cmd.Process.Pid, detachWait, logPath)
 	}
 	// It closed the pipe without answering: it is exiting. Another caller's
 	// daemon may have won the race for the log, and may still be opening a
@@ -166,7 +194,7 @@ func runDetached(ctx context.Context, e *env, dir, socket string, flags []string
 	}
 	for wctx.Err() == nil {
 		if st, err := daemonStatus(wctx, socket); err == nil {
-			return printStatus(e, st, "already running")
+			return st, "already running", nil
 		}
 		if !strings.Contains(logTail(logPath, 3), "locked") {
 			break // it failed for a reason of its own
@@ -176,7 +204,7 @@ func runDetached(ctx context.Context, e *env, dir, socket string, flags []string
 		case <-time.After(100 * time.Millisecond): // the winner is opening the log
 		}
 	}
-	return fmt.Errorf("the daemon did not start; its log %s ends with:\n%s", logPath, logTail(logPath, 10))
+	return api.Status{}, "", fmt.Errorf("the daemon did not start; its log %s ends with:\n%s", logPath, logTail(logPath, 10))
 }
 
 // daemonStatus asks the daemon on socket who it is.
@@ -193,7 +221,11 @@ func printStatus(e *env, st api.Status, what string) error {
 	if e.json {
 		return writeJSON(e.stdout, st)
 	}
-	_, err := fmt.Fprintf(e.stdout, "daemon %s: pid %d serves %s on %s\n", what, st.PID, st.DataDir, st.Socket)
+	page := ""
+	if st.UI != "" {
+		page = "; status page " + st.UI
+	}
+	_, err := fmt.Fprintf(e.stdout, "daemon %s: pid %d serves %s on %s%s\n", what, st.PID, st.DataDir, st.Socket, page)
 	return err
 }
 

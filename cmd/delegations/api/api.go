@@ -196,6 +196,9 @@ type Status struct {
 	Attempts         int    `json:"attempts,omitempty"`
 	LastAttemptError string `json:"lastAttemptError,omitempty"`
 	NextAttempt      string `json:"nextAttempt,omitempty"`
+	// UI is the status page's URL with its token (serve --http), for
+	// `delegations ui`; the socket is the user's alone, so is the token.
+	UI string `json:"ui,omitempty"`
 }
 
 // Error is an error as the API reports it. It unwraps to the sentinel of

@@ -59,6 +59,14 @@ type Config struct {
 	// IdleTimeout), so that clients never make the daemon run out of
 	// descriptors.
 	MaxConnections int
+
+	// UI is the status page's address with its token, reported in Status
+	// (cmd/delegations/ui serves it as one of Actors); "" when none.
+	UI string
+	// Actors run beside the API in the daemon's run.Group (the status
+	// page). Each is made once the store is open; its interrupt must make
+	// its execute return.
+	Actors []func(svc *Service) (execute func() error, interrupt func(error))
 }
 
 // DefaultSocket returns the socket of a data directory: SocketName inside
@@ -180,7 +188,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	h := &handler{
 		svc:         svc,
 		keeper:      keep,
-		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
+		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid(), UI: cfg.UI},
 		logger:      logger,
 		stopping:    stopping,
 		bodyTimeout: cfg.BodyTimeout,
@@ -235,6 +243,9 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	{
 		actx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return keep.run(actx) }, func(error) { cancel() })
+	}
+	for _, actor := range cfg.Actors {
+		g.Add(actor(svc))
 	}
 	err = g.Run()
 	var sig run.SignalError

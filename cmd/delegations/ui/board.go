@@ -1,0 +1,432 @@
+package ui
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+// Groups of the board, in the order shown: what needs attention first.
+const (
+	GroupFailed  = "failed-delivery" // a terminal notification whose delivery failed
+	GroupOverdue = "overdue"         // active past its deadline (the sweeper is behind or down)
+	GroupUnread  = "unread"          // terminal, result not read since completion
+	GroupRunning = "running"         // registered or running
+	GroupRecent  = "recent"          // terminal and read
+)
+
+// groupOrder and groupTitles describe the groups for the page.
+var (
+	groupOrder  = []string{GroupFailed, GroupOverdue, GroupUnread, GroupRunning, GroupRecent}
+	groupTitles = map[string]string{
+		GroupFailed:  "Failed delivery",
+		GroupOverdue: "Overdue",
+		GroupUnread:  "Unread results",
+		GroupRunning: "Running",
+		GroupRecent:  "Recent",
+	}
+)
+
+// Summary is what the board shows of one delegation.
+type Summary struct {
+	ID            string    `json:"id"`
+	Title         string    `json:"title"`
+	Agent         string    `json:"agent"`
+	Model         string    `json:"model,omitempty"`
+	Project       string    `json:"projectId"`
+	Root          string    `json:"rootSessionID"`
+	Parent        string    `json:"parentSessionID"`
+	Status        fsm.State `json:"status"`
+	CreatedAt     time.Time `json:"createdAt"`
+	StartedAt     time.Time `json:"startedAt"`
+	CompletedAt   time.Time `json:"completedAt"`
+	LastHeartbeat time.Time `json:"lastHeartbeatAt"`
+	TimeoutAt     time.Time `json:"timeoutAt"`
+	NotifiedAt    time.Time `json:"notifiedAt"`
+	ReadAt        time.Time `json:"readAt"`
+	Rejected      int       `json:"rejected,omitempty"`
+	// DeliveryError is the last failed delivery of its terminal
+	// notification while that notification is still due; Failures counts
+	// them.
+	DeliveryError string `json:"deliveryError,omitempty"`
+	Failures      int    `json:"failures,omitempty"`
+}
+
+// maxTitle bounds a title made from a prompt.
+const maxTitle = 80
+
+func summarize(d *fsm.Delegation) Summary {
+	title := strings.TrimSpace(d.Title)
+	if title == "" {
+		title = strings.Join(strings.Fields(d.Prompt), " ")
+		if r := []rune(title); len(r) > maxTitle {
+			title = string(r[:maxTitle-1]) + "…"
+		}
+	}
+	return Summary{
+		ID: d.ID, Title: title, Agent: d.Agent, Model: d.Model, Project: d.ProjectID,
+		Root: d.RootSessionID, Parent: d.ParentSessionID, Status: d.State,
+		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, CompletedAt: d.CompletedAt,
+		LastHeartbeat: d.LastHeartbeatAt, TimeoutAt: d.TimeoutAt, NotifiedAt: d.NotifiedAt,
+		ReadAt: d.ReadAt, Rejected: d.Rejected,
+	}
+}
+
+// group is the board group of s at now.
+func (s *Summary) group(now time.Time) string {
+	switch {
+	case s.DeliveryError != "":
+		return GroupFailed
+	case s.Status.Active() && !s.TimeoutAt.IsZero() && now.After(s.TimeoutAt):
+		return GroupOverdue
+	case s.Status.Active():
+		return GroupRunning
+	case s.ReadAt.IsZero() || s.ReadAt.Before(s.CompletedAt):
+		return GroupUnread
+	default:
+		return GroupRecent
+	}
+}
+
+// Change is one event the board applied, as the page's event stream sends
+// it.
+type Change struct {
+	Seq  uint64 `json:"seq"`
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+}
+
+// ringSize is how many changes the board remembers for event streams that
+// fall behind; one further behind reloads the page.
+const ringSize = 1024
+
+// board is every delegation's summary, kept current from the log.
+type board struct {
+	mu       sync.RWMutex
+	all      map[string]*Summary
+	byRoot   map[string]map[string]*Summary // root session → id → summary
+	seq      uint64                         // the last record applied
+	ring     []Change                       // the changes after ringFrom, oldest first
+	ringFrom uint64
+	changed  chan struct{}
+	loaded   chan struct{} // closed once the first load is done
+	loadOnce sync.Once
+
+	facetMu                   sync.Mutex // guards the facets' cache
+	facetOK                   bool
+	facetSeq                  uint64
+	facetProject              string
+	facetProjects, facetRoots []string
+}
+
+func newBoard() *board {
+	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]*Summary{}, changed: make(chan struct{}), loaded: make(chan struct{})}
+}
+
+// load reads every record and the failed deliveries from the views, as of
+// one transaction, and returns the sequence number they reflect.
+func (b *board) load(store *projection.Store) (uint64, error) {
+	all := map[string]*Summary{}
+	var seq uint64
+	err := store.Log().View(func(tx *eventlog.Tx) error {
+		seq = projection.ViewsCheckpoint(tx)
+		return projection.InspectViews(tx, func(e projection.ViewEntry) error {
+			switch e.View {
+			case projection.ViewRecords:
+				if e.Err != nil {
+					return nil // verify reports it
+				}
+				d, err := fsm.UnmarshalDelegation(e.Record)
+				if err != nil {
+					return nil
+				}
+				s := summarize(&d)
+				all[s.ID] = &s
+			case projection.ViewOutbox:
+				if n := e.Notification; n != nil && n.Kind == projection.KindTerminal && n.Failures > 0 {
+					if s := all[n.Delegation]; s != nil {
+						s.DeliveryError, s.Failures = cmp.Or(n.LastError, "delivery failed"), n.Failures
+					}
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	byRoot := map[string]map[string]*Summary{}
+	for id, s := range all {
+		if byRoot[s.Root] == nil {
+			byRoot[s.Root] = map[string]*Summary{}
+		}
+		byRoot[s.Root][id] = s
+	}
+	b.mu.Lock()
+	b.all, b.byRoot, b.seq, b.ring, b.ringFrom = all, byRoot, seq, nil, seq
+	b.broadcast()
+	b.mu.Unlock()
+	return seq, nil
+}
+
+// broadcast wakes the event streams; b.mu must be held.
+func (b *board) broadcast() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// apply brings the summary of ev's delegation up to date.
+func (b *board) apply(svc *api.Service, ev api.Event) {
+	id := ev.ID
+	if strings.HasPrefix(ev.NotificationID, projection.KindTerminal+":") {
+		id = strings.TrimPrefix(ev.NotificationID, projection.KindTerminal+":")
+	}
+	var sum *Summary
+	if fsm.ValidateID(id) == nil {
+		if d, err := svc.Store().Get(id); err == nil {
+			s := summarize(&d)
+			sum = &s
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seq = ev.Seq
+	if sum == nil {
+		return // a parent's cycle event, or an id without a record
+	}
+	if old := b.all[id]; old != nil && sum.State().Terminal() && sum.NotifiedAt.IsZero() {
+		sum.DeliveryError, sum.Failures = old.DeliveryError, old.Failures
+	}
+	if ev.Kind == fsm.KindNotificationFailed.String() {
+		sum.DeliveryError = cmp.Or(ev.Error, ev.Reason, "delivery failed")
+		sum.Failures++
+	}
+	b.all[id] = sum
+	if b.byRoot[sum.Root] == nil {
+		b.byRoot[sum.Root] = map[string]*Summary{}
+	}
+	b.byRoot[sum.Root][id] = sum // a delegation's root never changes
+	b.ring = append(b.ring, Change{Seq: ev.Seq, ID: id, Kind: ev.Kind})
+	if len(b.ring) > ringSize {
+		n := len(b.ring) - ringSize
+		b.ringFrom = b.ring[n-1].Seq
+		b.ring = slices.Delete(b.ring, 0, n)
+	}
+	b.broadcast()
+}
+
+// State returns s's status (a method so that summaries read like records).
+func (s *Summary) State() fsm.State { return s.Status }
+
+// follow keeps the board current until ctx ends: a load, then the event
+// tail from there. When the tail fails (the daemon reopening its log
+// after a failed write), it waits a little and loads again.
+func (b *board) follow(ctx context.Context, svc *api.Service, logger *slog.Logger) {
+	for {
+		from, err := b.load(svc.Store())
+		if err == nil {
+			b.loadOnce.Do(func() { close(b.loaded) })
+			err = svc.Events(ctx, api.EventsRequest{From: from + 1, Follow: true}, func(ev api.Event) error {
+				b.apply(svc, ev)
+				return nil
+			})
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Warn("status page: following the log failed; loading it again", "in", retryFollow, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retryFollow):
+		}
+	}
+}
+
+// retryFollow is the wait before the board loads again after its tail
+// failed.
+const retryFollow = time.Second
+
+// since returns the changes after seq and the sequence number they reach,
+// or ok false when the ring no longer holds them all (the stream fell
+// behind: the page reloads), with the channel closed at the next change.
+func (b *board) since(seq uint64) (changes []Change, last uint64, ok bool, next <-chan struct{}) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if seq < b.ringFrom {
+		return nil, b.seq, false, b.changed
+	}
+	i, _ := slices.BinarySearchFunc(b.ring, seq+1, func(c Change, s uint64) int { return cmp.Compare(c.Seq, s) })
+	return slices.Clone(b.ring[i:]), b.seq, true, b.changed
+}
+
+// Filter selects the board's delegations.
+type Filter struct {
+	Project string // "" for every project
+	Root    string // "" for every root session
+	Group   string // "" for every group, each cut to one page
+	Page    int    // from 1, within Group
+}
+
+// PageSize is how many delegations a group shows per page.
+const PageSize = 50
+
+// Group is one group of a board page.
+type Group struct {
+	Name  string    `json:"name"`
+	Title string    `json:"title"`
+	Total int       `json:"total"`
+	Page  int       `json:"page"`
+	Pages int       `json:"pages"`
+	Items []Summary `json:"items"`
+}
+
+// Board is a board page.
+type Board struct {
+	Seq      uint64   `json:"seq"`
+	Total    int      `json:"total"` // delegations matching the filter
+	Groups   []Group  `json:"groups"`
+	Projects []string `json:"projects"` // every project, for the filter
+	Roots    []string `json:"roots"`    // the most recent root sessions (of the project), for the filter
+	Filter   Filter   `json:"filter"`
+}
+
+// maxRoots bounds the root sessions offered in the filter.
+const maxRoots = 200
+
+// page returns the board page f selects at now. Its cost is one pass over
+// the summaries and a partial sort of each group's page (the filter's
+// choices are cached until the log grows).
+func (b *board) page(f Filter, now time.Time) Board {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := Board{Seq: b.seq, Filter: f}
+	groups := map[string][]*Summary{}
+	from := b.all
+	if f.Root != "" {
+		from = b.byRoot[f.Root]
+	}
+	for _, s := range from {
+		if (f.Project != "" && s.Project != f.Project) || (f.Root != "" && s.Root != f.Root) {
+			continue
+		}
+		g := s.group(now)
+		if f.Group != "" && g != f.Group {
+			continue
+		}
+		groups[g] = append(groups[g], s)
+		out.Total++
+	}
+	for _, name := range groupOrder {
+		if f.Group != "" && name != f.Group {
+			continue
+		}
+		ss := groups[name]
+		g := Group{Name: name, Title: groupTitles[name], Total: len(ss), Page: max(f.Page, 1), Items: []Summary{}}
+		g.Pages = max(1, (len(ss)+PageSize-1)/PageSize)
+		g.Page = min(g.Page, g.Pages)
+		lo := (g.Page - 1) * PageSize
+		hi := min(lo+PageSize, len(ss))
+		for _, s := range topK(ss, hi, order(name))[lo:hi] {
+			g.Items = append(g.Items, *s)
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	out.Projects, out.Roots = b.facets(f.Project)
+	return out
+}
+
+// facets returns the filter's choices: every project, and the most recent
+// root sessions of project ("" for all). They change only with the log,
+// so they are kept until it grows. b.mu must be held for reading.
+func (b *board) facets(project string) (projects, roots []string) {
+	b.facetMu.Lock()
+	defer b.facetMu.Unlock()
+	if b.facetOK && b.facetSeq == b.seq && b.facetProject == project {
+		return b.facetProjects, b.facetRoots
+	}
+	seen := map[string]bool{}
+	latest := map[string]time.Time{}
+	for _, s := range b.all {
+		if !seen[s.Project] {
+			seen[s.Project] = true
+			projects = append(projects, s.Project)
+		}
+		if project != "" && s.Project != project {
+			continue
+		}
+		if t, ok := latest[s.Root]; !ok || s.CreatedAt.After(t) {
+			latest[s.Root] = s.CreatedAt
+		}
+	}
+	slices.Sort(projects)
+	for r := range latest {
+		roots = append(roots, r)
+	}
+	slices.SortFunc(roots, func(x, y string) int { return cmp.Or(latest[y].Compare(latest[x]), cmp.Compare(x, y)) })
+	roots = roots[:min(len(roots), maxRoots)]
+	b.facetOK, b.facetSeq, b.facetProject, b.facetProjects, b.facetRoots = true, b.seq, project, projects, roots
+	return projects, roots
+}
+
+// order is the order within a group: deliveries that failed and results
+// by completion, newest first; overdue by deadline, earliest first;
+// running by registration, newest first. Ties go by id.
+func order(group string) func(a, b *Summary) int {
+	return func(a, b *Summary) int {
+		var c int
+		switch group {
+		case GroupOverdue:
+			c = a.TimeoutAt.Compare(b.TimeoutAt)
+		case GroupRunning:
+			c = b.CreatedAt.Compare(a.CreatedAt)
+		default:
+			c = b.CompletedAt.Compare(a.CompletedAt)
+		}
+		return cmp.Or(c, cmp.Compare(a.ID, b.ID))
+	}
+}
+
+// topK orders the first k of ss (in place) and returns ss: a full sort
+// only when the page is deep.
+func topK(ss []*Summary, k int, less func(a, b *Summary) int) []*Summary {
+	if k >= len(ss)/4 {
+		slices.SortFunc(ss, less)
+		return ss
+	}
+	// Selection by a bounded max-heap of the k best would be faster for
+	// large groups; a partial quickselect keeps it simple: sort a copy of
+	// the candidates no worse than the k-th.
+	best := slices.Clone(ss[:k])
+	slices.SortFunc(best, less)
+	for _, s := range ss[k:] {
+		if k == 0 || less(s, best[k-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(best, s, less)
+		copy(best[i+1:], best[i:k-1])
+		best[i] = s
+	}
+	copy(ss, best)
+	return ss
+}
+
+// get returns the summary of id.
+func (b *board) get(id string) (Summary, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	s, ok := b.all[id]
+	if !ok {
+		return Summary{}, false
+	}
+	return *s, true
+}
