@@ -114,6 +114,21 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		cfg.UI = ui.PageURL(ln, o.Token)
 		cfg.Actors = append(cfg.Actors, ui.Actor(ln, o))
 	}
+	// Without --http the page starts when `delegations ui` asks for it (a
+	// bridge starts its daemon without one), on a free loopback port.
+	cfg.Page = func(ctx context.Context, svc *api.Service) (string, error) {
+		ln, err := ui.Listen(DefaultUIAddr)
+		if err != nil {
+			return "", err
+		}
+		o := ui.Options{Token: ui.NewToken(), Logger: cfg.Logger}
+		go func() {
+			if err := ui.New(svc, ln, o).Run(ctx, ln); err != nil {
+				cfg.Logger.Warn("status page stopped", "err", err)
+			}
+		}()
+		return ui.PageURL(ln, o.Token), nil
+	}
 	return api.Serve(ctx, cfg)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/cmd/delegations/ui"
 )
 
@@ -45,7 +46,15 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if st.UI == "" {
-		return fmt.Errorf("the daemon (pid %d) on %s serves no status page: it was started without --http. Stop it (kill %d) and run `delegations ui` again, which starts one that does (bridges use it as they used the old one), or start it yourself with `delegations serve --detach --http %s`", st.PID, st.Socket, st.PID, *addr)
+		// A daemon started without the page (a bridge's): ask it to serve one.
+		c, err := api.Dial(ctx, st.Socket)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Call(ctx, "page", struct{}{}, &st); err != nil {
+			return fmt.Errorf("the daemon (pid %d) on %s could not start its status page: %w", st.PID, st.Socket, err)
+		}
 	}
 	if e.json {
 		if err := writeJSON(e.stdout, map[string]any{"url": st.UI, "pid": st.PID, "socket": st.Socket}); err != nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -21,5 +23,41 @@ func TestStatusPageRefusesNetworkAddresses(t *testing.T) {
 		if r.code != 2 || !strings.Contains(r.stderr, "not a loopback address") {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and 'not a loopback address'", args, r.code, r.stderr)
 		}
+	}
+}
+
+// TestUIOnABridgesDaemon: `ui` on a daemon started without --http (as a
+// bridge starts it) asks it for its page, which then answers; asking
+// again gives the same page.
+func TestUIOnABridgesDaemon(t *testing.T) {
+	data := t.TempDir()
+	d := startDaemon(t, data)
+	r := runBin(t, "", "--data", data, "--json", "ui")
+	if r.code != 0 {
+		t.Fatalf("ui: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var out struct {
+		URL string `json:"url"`
+		PID int    `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !strings.HasPrefix(out.URL, "http://127.0.0.1:") || !strings.Contains(out.URL, "token=") {
+		t.Fatalf("ui printed %q: %v", r.stdout, err)
+	}
+	if out.PID != d.cmd.Process.Pid {
+		t.Errorf("ui names pid %d, the daemon is %d", out.PID, d.cmd.Process.Pid)
+	}
+	// The token logs in (a redirect setting the cookie), and the board answers.
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(out.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		t.Fatalf("GET %s: %s, cookies %v", out.URL, resp.Status, resp.Cookies())
+	}
+	again := runBin(t, "", "--data", data, "--json", "ui")
+	if again.code != 0 || !strings.Contains(again.stdout, out.URL) {
+		t.Errorf("a second ui: exit %d, %q; want the same page %s", again.code, again.stdout, out.URL)
 	}
 }

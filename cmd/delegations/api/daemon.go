@@ -67,6 +67,11 @@ type Config struct {
 	// page). Each is made once the store is open; its interrupt must make
 	// its execute return.
 	Actors []func(svc *Service) (execute func() error, interrupt func(error))
+	// Page, if set, starts the status page in the running daemon when a
+	// client asks (POST /v1/page) and it serves none yet: it returns the
+	// page's address with its token, and serves until ctx ends (the
+	// daemon stopping).
+	Page func(ctx context.Context, svc *Service) (url string, err error)
 }
 
 // DefaultSocket returns the socket of a data directory: SocketName inside
@@ -188,7 +193,9 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	h := &handler{
 		svc:         svc,
 		keeper:      keep,
-		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid(), UI: cfg.UI},
+		status:      Status{DataDir: dir, Socket: socket, PID: os.Getpid()},
+		page:        cfg.Page,
+		pageURL:     cfg.UI,
 		logger:      logger,
 		stopping:    stopping,
 		bodyTimeout: cfg.BodyTimeout,
@@ -211,10 +218,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		g.Add(func() error {
 			logger.Info("serving", "socket", socket, "data", dir, "pid", os.Getpid(), "lastSeq", svc.Store().Log().Last())
 			if cfg.Ready != nil {
-				st := h.status
-				st.LastSeq = svc.Store().Log().Last()
-				keep.state(&st)
-				cfg.Ready(st)
+				cfg.Ready(h.currentStatus())
 			}
 			if err := srv.Serve(limitListener(ln, cfg.MaxConnections, logger)); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve %s: %w", socket, err)

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/delegations/delegations/fsm"
@@ -27,6 +28,39 @@ type handler struct {
 	keeper   *keeper         // reopens the log after a failed write
 	// bodyTimeout bounds the reading of a POST body (Config.BodyTimeout).
 	bodyTimeout time.Duration
+
+	page    func(context.Context, *Service) (string, error) // Config.Page
+	pageMu  sync.Mutex
+	pageURL string // the status page's address, once it serves
+}
+
+// currentStatus is the answer of GET /v1/status.
+func (h *handler) currentStatus() Status {
+	st := h.status
+	st.LastSeq = h.svc.Store().Log().Last()
+	h.keeper.state(&st)
+	h.pageMu.Lock()
+	st.UI = h.pageURL
+	h.pageMu.Unlock()
+	return st
+}
+
+// startPage starts the status page unless it serves already.
+func (h *handler) startPage() error {
+	h.pageMu.Lock()
+	defer h.pageMu.Unlock()
+	switch {
+	case h.pageURL != "":
+		return nil
+	case h.page == nil:
+		return fmt.Errorf("%w: this daemon cannot serve a status page", errNoEndpoint)
+	}
+	url, err := h.page(h.stopping, h.svc)
+	if err != nil {
+		return fmt.Errorf("start the status page: %w", err)
+	}
+	h.pageURL = url
+	return nil
 }
 
 // waiting are the verbs that may wait; they end when the daemon stops.
@@ -88,10 +122,15 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		h.get(w, r, h.stream)
 	case "status":
 		h.get(w, r, func(w http.ResponseWriter, r *http.Request) {
-			st := h.status
-			st.LastSeq = h.svc.Store().Log().Last()
-			h.keeper.state(&st)
-			h.reply(w, r, st)
+			h.reply(w, r, h.currentStatus())
+		})
+	case "page":
+		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {
+			if err := h.startPage(); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			h.reply(w, r, h.currentStatus())
 		})
 	case "clock":
 		if h.manual == nil {
