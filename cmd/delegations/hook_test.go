@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/projection"
 )
 
@@ -135,5 +137,22 @@ func TestHookLockedLog(t *testing.T) {
 	}
 	if log := readFile(t, filepath.Join(data, hookLogName)); !strings.Contains(log, "locked") || !strings.Contains(log, `"source":"resume"`) {
 		t.Fatalf("log:\n%s", log)
+	}
+}
+
+// TestHookPanics: a panic in a hook is logged and the hook exits 0 with
+// nothing on stdout (a crash would exit 2 and block Claude Code).
+func TestHookPanics(t *testing.T) {
+	data := t.TempDir()
+	old := hookFunc
+	defer func() { hookFunc = old }()
+	hookFunc = func(context.Context, []byte, claudecode.Connect) ([]byte, error) { panic("boom") }
+	r := cli(t, data, `{"hook_event_name":"Stop","session_id":"s1"}`, "hook", "claude-code")
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("%+v", r)
+	}
+	log, err := os.ReadFile(filepath.Join(data, hookLogName))
+	if err != nil || !strings.Contains(string(log), "panic: boom") {
+		t.Fatalf("log: %v\n%s", err, log)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/cmd/delegations/internal/textcut"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -30,6 +32,14 @@ type Connect func(ctx context.Context) (Caller, error)
 // than 4 MiB of result anyway.
 const MaxInput = 16 << 20
 
+// GitBudget bounds the git lookup of a project id in a hook, past which
+// the id falls back to the hash of the directory's path.
+const GitBudget = time.Second
+
+// MaxContextBytes bounds the block SessionStart prints: Claude Code cuts
+// a longer additionalContext, possibly inside a tag.
+const MaxContextBytes = 8 << 10
+
 // DefaultAgent is the agent recorded when the Agent tool names none
 // (Claude Code then runs general-purpose).
 const DefaultAgent = "general-purpose"
@@ -38,9 +48,10 @@ const DefaultAgent = "general-purpose"
 // every event it handles. Unknown fields are ignored: Claude Code adds
 // fields between versions.
 type Input struct {
-	SessionID     string `json:"session_id"`
-	Cwd           string `json:"cwd"`
-	HookEventName string `json:"hook_event_name"`
+	SessionID      string `json:"session_id"`
+	Cwd            string `json:"cwd"`
+	HookEventName  string `json:"hook_event_name"`
+	TranscriptPath string `json:"transcript_path"`
 
 	// PostToolUse
 	ToolName     string          `json:"tool_name"`
@@ -54,14 +65,19 @@ type Input struct {
 	AgentTranscriptPath string `json:"agent_transcript_path"`
 
 	// SubagentStop, Stop
-	LastAssistantMessage string           `json:"last_assistant_message"`
-	BackgroundTasks      []BackgroundTask `json:"background_tasks"`
+	LastAssistantMessage string `json:"last_assistant_message"`
+	// BackgroundTasks is nil when the field is missing (a Claude Code
+	// version without it): then nobody knows which agents still run.
+	BackgroundTasks *[]BackgroundTask `json:"background_tasks"`
 
 	// UserPromptSubmit
 	Prompt string `json:"prompt"`
 
 	// SessionStart
 	Source string `json:"source"`
+
+	// SessionEnd
+	Reason string `json:"reason"`
 }
 
 // BackgroundTask is one entry of a Stop hook's background_tasks.
@@ -112,6 +128,8 @@ func Hook(ctx context.Context, input []byte, connect Connect) ([]byte, error) {
 		return nil, h.userPromptSubmit(ctx)
 	case "SessionStart":
 		return h.sessionStart(ctx)
+	case "SessionEnd":
+		return nil, h.sessionEnd(ctx)
 	case "":
 		return nil, errors.New("hook input has no hook_event_name")
 	}
@@ -190,16 +208,28 @@ func (h *hook) postToolUse(ctx context.Context) error {
 	if model == "" {
 		model = resp.ResolvedModel
 	}
+	// The project id is derived here, with a short git budget, rather than
+	// by the store with the plugin's 5 s: the hook has 5 s in all.
+	project, err := projection.ProjectIDWithin(ctx, h.in.Cwd, GitBudget)
+	if err != nil {
+		return fmt.Errorf("PostToolUse: %w", err)
+	}
 	var d fsm.Delegation
 	err = h.call(ctx, "register", api.RegisterRequest{
 		RootSessionID:   session,
 		ParentSessionID: session,
+		// The Agent tool call launched it: its tool_use_id is the
+		// <tool-use-id> of the agent's notifications.
+		ParentMessageID: h.in.ToolUseID,
 		Agent:           agent,
-		ProjectDir:      h.in.Cwd,
+		ProjectID:       project,
 		SessionID:       resp.AgentID,
 		Model:           oneLine(model, fsm.MaxNameLen),
 		Prompt:          cut(ti.Prompt, fsm.MaxPromptLen),
-		IdempotencyKey:  h.in.ToolUseID,
+		// Claude Code has no agent timeout: the hooks end the record
+		// (notification, Stop, SessionEnd), never a deadline.
+		TimeoutMs:      fsm.MaxTimeout.Milliseconds(),
+		IdempotencyKey: h.in.ToolUseID,
 	}, &d)
 	if err != nil {
 		return err
@@ -249,37 +279,85 @@ func (h *hook) subagent(ctx context.Context) error {
 	if h.in.HookEventName == "SubagentStop" && strings.TrimSpace(h.in.LastAssistantMessage) != "" {
 		msg = cut(h.in.LastAssistantMessage, fsm.MaxMessageLen)
 	}
-	return h.call(ctx, "progress", api.ProgressRequest{ID: d.ID, Message: msg}, &d)
+	// It may have ended since find (a concurrent hook): nothing to record.
+	if err := h.call(ctx, "progress", api.ProgressRequest{ID: d.ID, Message: msg}, &d); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+		return err
+	}
+	return nil
 }
 
 // stop ends the session's active agents that Claude Code no longer lists
-// as background tasks, with the last text the store has, then
-// acknowledges the session's due notifications.
+// as background tasks, then acknowledges the session's due notifications.
+// An agent that ended while the parent worked has its notification in the
+// transcript, not yet in a prompt: its status and result come from there;
+// only without one does it complete with the last text the store has. A
+// Stop without background_tasks (another Claude Code version) ends nothing.
 func (h *hook) stop(ctx context.Context) error {
 	session, err := h.session()
 	if err != nil {
 		return err
 	}
+	var errs []error
+	if h.in.BackgroundTasks != nil {
+		errs = append(errs, h.endUnlisted(ctx, session, *h.in.BackgroundTasks))
+	}
+	errs = append(errs, h.ackDue(ctx, session))
+	return errors.Join(errs...)
+}
+
+func (h *hook) endUnlisted(ctx context.Context, session string, tasks []BackgroundTask) error {
 	ds, err := h.active(ctx, session)
 	if err != nil {
 		return err
 	}
-	listed := make(map[string]bool, len(h.in.BackgroundTasks))
-	for _, t := range h.in.BackgroundTasks {
+	listed := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
 		listed[t.ID] = true
 	}
+	var ns []Notification
+	read := false
 	var errs []error
 	for _, d := range ds {
 		if d.SessionID == "" || listed[d.SessionID] {
 			continue
 		}
+		if !read {
+			ns, err = TranscriptNotifications(h.in.TranscriptPath)
+			errs = append(errs, err) // logged; Stop still ends the agent
+			read = true
+		}
 		var out fsm.Delegation
-		if err := h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(d.Progress, fsm.MaxResultLen)}, &out); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+		if n, ok := lastFor(ns, d); ok {
+			err = h.end(ctx, d, n)
+		} else {
+			err = h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(d.Progress, fsm.MaxResultLen)}, &out)
+		}
+		if err != nil && !errors.Is(err, fsm.ErrTerminal) {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, h.ackDue(ctx, session))
 	return errors.Join(errs...)
+}
+
+// matches reports whether notification n is about delegation d: the same
+// agent id, launched by the same Agent tool call. A record registered
+// before the tool call was kept (ParentMessageID empty) matches by agent
+// id alone.
+func matches(n Notification, d fsm.Delegation) bool {
+	if d.SessionID == "" || n.TaskID != d.SessionID {
+		return false
+	}
+	return d.ParentMessageID == "" || n.ToolUseID == d.ParentMessageID
+}
+
+// lastFor returns the last notification of ns about d.
+func lastFor(ns []Notification, d fsm.Delegation) (Notification, bool) {
+	for i := len(ns) - 1; i >= 0; i-- {
+		if matches(ns[i], d) {
+			return ns[i], true
+		}
+	}
+	return Notification{}, false
 }
 
 // userPromptSubmit ends the agents whose task notifications the prompt
@@ -300,7 +378,7 @@ func (h *hook) userPromptSubmit(ctx context.Context) error {
 	var errs []error
 	for _, n := range ns {
 		for _, d := range ds {
-			if d.SessionID == "" || d.SessionID != n.TaskID {
+			if !matches(n, d) {
 				continue
 			}
 			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
@@ -361,18 +439,67 @@ func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	var errs []error
+	if h.in.Source == "startup" {
+		// A session id starting afresh with agents recorded as running:
+		// the process that ran them is gone (it crashed, or was killed
+		// before its SessionEnd hook), and its agents with it.
+		errs = append(errs, h.endAll(ctx, session, "fail", "Claude Code restarted this session while the agent was recorded as running: the process that ran it crashed or was killed, and the agent with it"))
+		errs = append(errs, h.ackDue(ctx, session))
+	}
 	var res api.CompactResponse
-	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session}, &res); err != nil {
+	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session, MaxBytes: MaxContextBytes}, &res); err != nil {
 		return nil, err
 	}
 	if res.Block == "" {
-		return nil, nil
+		return nil, errors.Join(errs...)
 	}
 	agents, err := h.agents(ctx, session, res.Block)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(append(errs, err)...)
 	}
-	return SessionStartOutput(res.Block + agents)
+	out, err := SessionStartOutput(res.Block + agents)
+	return out, errors.Join(append(errs, err)...)
+}
+
+// sessionEnd cancels the session's active agents: Claude Code ends them
+// with its process (in -p mode it waits for them first, so none is left).
+func (h *hook) sessionEnd(ctx context.Context) error {
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	reason := "Claude Code session ended"
+	if r := oneLine(h.in.Reason, 64); r != "" {
+		reason += " (" + r + ")"
+	}
+	return errors.Join(h.endAll(ctx, session, "cancel", reason), h.ackDue(ctx, session))
+}
+
+// endAll ends every active delegation of the session: verb "cancel" with
+// why as the reason, or "fail" with why and the agent's last text as the
+// error, so that its partial output is kept.
+func (h *hook) endAll(ctx context.Context, session, verb, why string) error {
+	ds, err := h.active(ctx, session)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range ds {
+		var out fsm.Delegation
+		var req any = api.CancelRequest{ID: d.ID, Reason: cut(why, fsm.MaxReasonLen)}
+		if verb == "fail" {
+			text := why + "."
+			if strings.TrimSpace(d.Progress) != "" {
+				text += " Its last output:\n\n" + d.Progress
+			}
+			req = api.FailRequest{ID: d.ID, Error: cut(text, fsm.MaxErrorLen)}
+		}
+		if err := h.call(ctx, verb, req, &out); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // agents lists the Claude Code agent ids of the delegations the block
@@ -417,16 +544,7 @@ func SessionStartOutput(text string) ([]byte, error) {
 }
 
 // cut shortens s to at most max bytes, at a rune boundary.
-func cut(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	s = s[:max]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func cut(s string, max int) string { return textcut.Cut(s, max) }
 
 // oneLine makes a name printable on one line (the store refuses control
 // characters in names) and at most max bytes.

@@ -28,6 +28,9 @@ type env struct {
 	store *projection.Store
 	local api.Local
 	proj  string
+	cfg   string // $CLAUDE_CONFIG_DIR
+	// caller, if set, is what the hooks reach instead of local.
+	caller Caller
 }
 
 func newEnv(t *testing.T) *env {
@@ -37,7 +40,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return &env{t: t, store: s, local: api.Local{Service: api.NewService(s)}, proj: t.TempDir()}
+	cfg := t.TempDir()
+	t.Setenv("CLAUDE_CONFIG_DIR", cfg)
+	return &env{t: t, store: s, local: api.Local{Service: api.NewService(s)}, proj: t.TempDir(), cfg: cfg}
 }
 
 func fixture(t *testing.T, name string) []byte {
@@ -52,17 +57,30 @@ func fixture(t *testing.T, name string) []byte {
 // hook runs one fixture (or raw JSON, when name starts with "{").
 func (e *env) hook(name string) string {
 	e.t.Helper()
-	in := []byte(name)
-	if !strings.HasPrefix(name, "{") {
-		in = fixture(e.t, name)
-	}
-	// The fixtures ran in /home/user/proj; the project must exist here.
-	in = []byte(strings.ReplaceAll(string(in), `"cwd": "/home/user/proj"`, `"cwd": "`+e.proj+`"`))
-	out, err := Hook(context.Background(), in, func(context.Context) (Caller, error) { return e.local, nil })
+	out, err := e.try(name)
 	if err != nil {
 		e.t.Fatalf("hook %s: %v", name, err)
 	}
 	return string(out)
+}
+
+// try is hook, returning the hook's error.
+func (e *env) try(name string) (string, error) {
+	e.t.Helper()
+	in := []byte(name)
+	if !strings.HasPrefix(name, "{") {
+		in = fixture(e.t, name)
+	}
+	// The fixtures ran in /home/user/proj, with the configuration in
+	// /home/user/config: both must exist here.
+	in = []byte(strings.ReplaceAll(string(in), `"cwd": "/home/user/proj"`, `"cwd": "`+e.proj+`"`))
+	in = []byte(strings.ReplaceAll(string(in), `/home/user/config/`, e.cfg+`/`))
+	var c Caller = e.local
+	if e.caller != nil {
+		c = e.caller
+	}
+	out, err := Hook(context.Background(), in, func(context.Context) (Caller, error) { return c, nil })
+	return string(out), err
 }
 
 func (e *env) all() []fsm.Delegation {
@@ -226,7 +244,7 @@ func TestHookNotificationStatuses(t *testing.T) {
 		t.Run(tc.status, func(t *testing.T) {
 			e := newEnv(t)
 			e.hook("PostToolUse")
-			prompt := "<task-notification>\n<task-id>" + agentID + "</task-id>\n<status>" + tc.status +
+			prompt := "<task-notification>\n<task-id>" + agentID + "</task-id>\n<tool-use-id>toolu_fake0001_0</tool-use-id>\n<status>" + tc.status +
 				"</status>\n<summary>Agent stopped</summary>\n<result>done here</result>\n</task-notification>"
 			in, _ := json.Marshal(map[string]string{"hook_event_name": "UserPromptSubmit", "session_id": session, "prompt": prompt})
 			e.hook(string(in))

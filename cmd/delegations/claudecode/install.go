@@ -31,6 +31,7 @@ var hookEvents = []struct{ event, matcher string }{
 	{"Stop", ""},
 	{"UserPromptSubmit", ""},
 	{"SessionStart", "startup|resume|compact"},
+	{"SessionEnd", ""},
 }
 
 // InstallOptions says what to install where.
