@@ -99,7 +99,11 @@ func TestInstallVerb(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "undo with: delegations install claude-code --project "+proj+" --mcp --uninstall") {
 		t.Fatalf("%+v", r)
 	}
-	settings := readFile(t, filepath.Join(proj, ".claude", "settings.json"))
+	// This machine's paths stay out of settings.json, which teams commit.
+	if _, err := os.Stat(filepath.Join(proj, ".claude", "settings.json")); err == nil {
+		t.Fatalf("install wrote settings.json:\n%s", readFile(t, filepath.Join(proj, ".claude", "settings.json")))
+	}
+	settings := readFile(t, filepath.Join(proj, ".claude", "settings.local.json"))
 	if !strings.Contains(settings, binary(t)+" hook claude-code") {
 		t.Fatalf("settings:\n%s", settings)
 	}
@@ -154,5 +158,24 @@ func TestHookPanics(t *testing.T) {
 	log, err := os.ReadFile(filepath.Join(data, hookLogName))
 	if err != nil || !strings.Contains(string(log), "panic: boom") {
 		t.Fatalf("log: %v\n%s", err, log)
+	}
+}
+
+// TestInstallRecordsInvokedPath: installed through a symlink (a package
+// manager's bin directory), the hooks run the symlink, which survives an
+// upgrade, not the versioned file it leads to.
+func TestInstallRecordsInvokedPath(t *testing.T) {
+	proj := t.TempDir()
+	link := filepath.Join(t.TempDir(), "bin", "delegations")
+	os.MkdirAll(filepath.Dir(link), 0o755)
+	if err := os.Symlink(binary(t), link); err != nil {
+		t.Fatal(err)
+	}
+	r, err := execBin(link, "", "install", "claude-code", "--project", proj)
+	if err != nil || r.code != 0 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if settings := readFile(t, filepath.Join(proj, ".claude", "settings.local.json")); !strings.Contains(settings, `"`+link+` hook claude-code"`) {
+		t.Fatalf("settings:\n%s", settings)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
 	"github.com/delegations/delegations/fsm"
 )
@@ -154,6 +155,17 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	if err != nil || !strings.Contains(string(artifact), "**Session:** "+d.SessionID) || !strings.HasSuffix(string(artifact), answer) {
 		t.Fatalf("artifact: %v\n%s", err, artifact)
 	}
+	// The session's transcript holds the agent's notification where Stop
+	// looks for it (an agent ending while the parent works).
+	transcripts, _ := filepath.Glob(filepath.Join(c.ConfigDir, "projects", "*", sessionID+".jsonl"))
+	if len(transcripts) != 1 {
+		t.Fatalf("transcripts of the session: %v", transcripts)
+	}
+	t.Setenv("CLAUDE_CONFIG_DIR", c.ConfigDir)
+	ns, err := claudecode.TranscriptNotifications(transcripts[0])
+	if n := last(ns, d.SessionID); err != nil || n.Result != answer || n.Status != "completed" || n.ToolUseID != d.ParentMessageID {
+		t.Fatalf("the transcript's notifications: %+v %v", ns, err)
+	}
 	timeline := delegations(t, c, "timeline", d.ID)
 	// SubagentStart and SubagentStop run beside PostToolUse: for an agent
 	// this quick they may come before it registered the agent and be
@@ -242,4 +254,14 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 func readLog(data string) string {
 	b, _ := os.ReadFile(filepath.Join(data, "hook-errors.log"))
 	return string(b)
+}
+
+// last returns the last notification of agent in ns.
+func last(ns []claudecode.Notification, agent string) claudecode.Notification {
+	for i := len(ns) - 1; i >= 0; i-- {
+		if ns[i].TaskID == agent {
+			return ns[i]
+		}
+	}
+	return claudecode.Notification{}
 }
