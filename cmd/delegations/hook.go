@@ -24,6 +24,33 @@ var hookVerb = verb{
 	run:      runHook,
 }
 
+// hookDaemonWait bounds how long a hook waits for the daemon it starts,
+// within hookTimeout.
+const hookDaemonWait = 2 * time.Second
+
+// ensureDaemon starts a daemon (serve --detach) when none answers on the
+// socket, so that hooks running at once (PostToolUse beside
+// SubagentStart) do not compete for the log's lock, where the loser's
+// event would be lost. It prints nothing.
+func (e *env) ensureDaemon(ctx context.Context) error {
+	dir, err := dataDir(e.data)
+	if err != nil {
+		return err
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	socket := socketPath(e.socket, dir)
+	if _, err := daemonStatus(ctx, socket); err == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, hookDaemonWait)
+	defer cancel()
+	quiet := *e
+	quiet.stdout, quiet.json, quiet.be = io.Discard, false, nil
+	return runDetached(ctx, &quiet, dir, socket, nil)
+}
+
 // hookFunc handles a hook; tests replace it.
 var hookFunc = claudecode.Hook
 
@@ -77,6 +104,13 @@ func runHook(ctx context.Context, e *env, args []string) (ret error) {
 			err = fmt.Errorf("hook input over %d bytes", claudecode.MaxInput)
 		default:
 			out, err = hookFunc(ctx, input, func(ctx context.Context) (claudecode.Caller, error) {
+				if e.be == nil && os.Getenv("DELEGATIONS_HOOK_DAEMON") != "0" {
+					if err := e.ensureDaemon(ctx); err != nil {
+						// The log opened here still records the event,
+						// unless another hook holds it.
+						fmt.Fprintf(&diag, "start the daemon: %v\n", err)
+					}
+				}
 				return e.connect(ctx)
 			})
 		}

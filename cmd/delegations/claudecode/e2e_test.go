@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/delegations/delegations/cmd/delegations/claudecode"
@@ -127,6 +128,8 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	c := hosttest.StartClaude(t, api, "DELEGATIONS_DATA="+data, "ENABLE_TOOL_SEARCH=false")
 	if daemon {
 		hosttest.Serve(t, c.Environ())
+	} else {
+		stopDaemon(t, c) // the first hook starts one
 	}
 	if scope[0] == "--project" {
 		scope = []string{"--project", c.Project}
@@ -137,6 +140,9 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	out := c.Run(t, "please launch", "--session-id", sessionID)
 	if res, err := out.Result(); err != nil || res["is_error"] == true {
 		t.Fatalf("run 1: %v %v", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, ".delegations.log")); !daemon && err != nil {
+		t.Fatalf("no hook started a daemon: %v\nhook log: %s", err, readLog(data))
 	}
 	var list struct{ Delegations []fsm.Delegation }
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "list", "--root-session", sessionID)), &list); err != nil {
@@ -264,4 +270,17 @@ func last(ns []claudecode.Notification, agent string) claudecode.Notification {
 		}
 	}
 	return claudecode.Notification{}
+}
+
+// stopDaemon stops, when the test ends, the daemon a hook started.
+func stopDaemon(t *testing.T, c *hosttest.Claude) {
+	t.Cleanup(func() {
+		cmd := exec.Command(hosttest.Delegations(t), "--json", "serve", "--detach")
+		cmd.Env = c.Environ()
+		out, _ := cmd.Output()
+		var st struct{ PID int }
+		if json.Unmarshal(out, &st) == nil && st.PID > 0 {
+			syscall.Kill(st.PID, syscall.SIGTERM)
+		}
+	})
 }
