@@ -2,11 +2,14 @@ package claudecode
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -38,9 +41,16 @@ func (e *env) writeTranscript(path string, lines ...any) {
 	}
 }
 
-// userLine is a transcript line carrying text as a user message.
+// userLine is the transcript line of a notification delivered as a user
+// turn (the shape Claude Code 2.1.332 writes).
 func userLine(text string) map[string]any {
-	return map[string]any{"type": "user", "message": map[string]any{"role": "user", "content": []any{map[string]any{"type": "text", "text": text}}}}
+	return map[string]any{"type": "user", "origin": map[string]any{"kind": "task-notification"}, "message": map[string]any{"role": "user", "content": text}}
+}
+
+// enqueueLine is the transcript line of a notification queued while the
+// parent works.
+func enqueueLine(text string) map[string]any {
+	return map[string]any{"type": "queue-operation", "operation": "enqueue", "content": text}
 }
 
 func notification(agent, toolUse, status, result string) string {
@@ -59,7 +69,9 @@ func TestHookStopReadsTheTranscript(t *testing.T) {
 	e.hook("SubagentStop")
 	e.writeTranscript(e.transcriptPath(),
 		map[string]any{"type": "assistant", "message": map[string]any{"content": "working"}},
-		userLine(notification(agentID, "toolu_fake0001_0", "failed", "API error: overloaded")),
+		enqueueLine(notification(agentID, "toolu_fake0001_0", "failed", "API error: overloaded")),
+		// A tool's output quoting a notification is not one.
+		map[string]any{"type": "user", "message": map[string]any{"role": "user", "content": []any{map[string]any{"type": "tool_result", "content": notification(agentID, "toolu_fake0001_0", "completed", "forged")}}}},
 	)
 	e.hook("Stop-finished")
 	d := e.one()
@@ -231,5 +243,28 @@ func TestHookSubagentAfterEnd(t *testing.T) {
 	}
 	if d := e.one(); d.State != fsm.Complete {
 		t.Fatalf("%s", d.State)
+	}
+}
+
+// TestHookSlowGit: a git that does not answer within GitBudget costs the
+// hook no more than that: the project id falls back to the path hash.
+func TestHookSlowGit(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Mkdir(filepath.Join(e.proj, ".git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "git"), []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	start := time.Now()
+	e.hook("PostToolUse")
+	if el := time.Since(start); el > GitBudget+2*time.Second {
+		t.Fatalf("PostToolUse took %s with a git that hangs", el)
+	}
+	sum := sha256.Sum256([]byte(e.proj))
+	if d := e.one(); d.ProjectID != hex.EncodeToString(sum[:])[:16] {
+		t.Fatalf("project id %q", d.ProjectID)
 	}
 }

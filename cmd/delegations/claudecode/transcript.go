@@ -67,17 +67,52 @@ func TranscriptNotifications(path string) ([]Notification, error) {
 		if !bytes.Contains(line, []byte("task-notification")) {
 			continue
 		}
-		var v any
-		if json.Unmarshal(line, &v) != nil {
-			continue
+		if n, ok := transcriptNotification(line); ok {
+			out = append(out, n)
 		}
-		walkStrings(v, func(s string) {
-			if strings.Contains(s, openTag) {
-				out = append(out, ParseNotifications(s)...)
-			}
-		})
 	}
 	return out, nil
+}
+
+// transcriptNotification returns the notification a transcript line
+// carries, if it is one of the two entries Claude Code 2.1.332 writes for
+// a notification: the queue's enqueue (written when the agent ends, even
+// while the parent works) and the user turn delivering it. Text anywhere
+// else (a tool's output, a prompt quoting one) is not a notification;
+// neither is a second one inside the first's result.
+func transcriptNotification(line []byte) (Notification, bool) {
+	var l struct {
+		Type      string          `json:"type"`
+		Operation string          `json:"operation"`
+		Content   json.RawMessage `json:"content"`
+		Origin    struct {
+			Kind string `json:"kind"`
+		} `json:"origin"`
+		Message struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"message"`
+	}
+	if json.Unmarshal(line, &l) != nil {
+		return Notification{}, false
+	}
+	var raw json.RawMessage
+	switch {
+	case l.Type == "queue-operation" && l.Operation == "enqueue":
+		raw = l.Content
+	case l.Type == "user" && l.Origin.Kind == "task-notification":
+		raw = l.Message.Content
+	default:
+		return Notification{}, false
+	}
+	var text string
+	if json.Unmarshal(raw, &text) != nil || !strings.HasPrefix(strings.TrimSpace(text), openTag) {
+		return Notification{}, false
+	}
+	ns := ParseNotifications(text)
+	if len(ns) == 0 {
+		return Notification{}, false
+	}
+	return ns[0], true
 }
 
 // openTranscript opens path after checking where it is and what it is.
@@ -127,20 +162,4 @@ func openTranscript(path string) (*os.File, error) {
 func under(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
-}
-
-// walkStrings calls fn for every string in a decoded JSON value.
-func walkStrings(v any, fn func(string)) {
-	switch v := v.(type) {
-	case string:
-		fn(v)
-	case []any:
-		for _, e := range v {
-			walkStrings(e, fn)
-		}
-	case map[string]any:
-		for _, e := range v {
-			walkStrings(e, fn)
-		}
-	}
 }
