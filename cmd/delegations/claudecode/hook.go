@@ -360,11 +360,12 @@ func lastFor(ns []Notification, d fsm.Delegation) (Notification, bool) {
 	return Notification{}, false
 }
 
-// userPromptSubmit ends the agents whose task notifications the prompt
-// carries, with their status and result.
+// userPromptSubmit ends the agent whose task notification the prompt is
+// (a notification turn's prompt is the notification), with its status and
+// result.
 func (h *hook) userPromptSubmit(ctx context.Context) error {
-	ns := ParseNotifications(h.in.Prompt)
-	if len(ns) == 0 {
+	n, ok := ParseNotification(h.in.Prompt)
+	if !ok {
 		return nil
 	}
 	session, err := h.session()
@@ -376,14 +377,12 @@ func (h *hook) userPromptSubmit(ctx context.Context) error {
 		return err
 	}
 	var errs []error
-	for _, n := range ns {
-		for _, d := range ds {
-			if !matches(n, d) {
-				continue
-			}
-			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
-				errs = append(errs, err)
-			}
+	for _, d := range ds {
+		if !matches(n, d) {
+			continue
+		}
+		if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
 		}
 	}
 	errs = append(errs, h.ackDue(ctx, session))

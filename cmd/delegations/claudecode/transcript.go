@@ -79,7 +79,7 @@ func TranscriptNotifications(path string) ([]Notification, error) {
 // a notification: the queue's enqueue (written when the agent ends, even
 // while the parent works) and the user turn delivering it. Text anywhere
 // else (a tool's output, a prompt quoting one) is not a notification;
-// neither is a second one inside the first's result.
+// neither is one inside another's result (see ParseNotification).
 func transcriptNotification(line []byte) (Notification, bool) {
 	var l struct {
 		Type      string          `json:"type"`
@@ -105,14 +105,10 @@ func transcriptNotification(line []byte) (Notification, bool) {
 		return Notification{}, false
 	}
 	var text string
-	if json.Unmarshal(raw, &text) != nil || !strings.HasPrefix(strings.TrimSpace(text), openTag) {
+	if json.Unmarshal(raw, &text) != nil {
 		return Notification{}, false
 	}
-	ns := ParseNotifications(text)
-	if len(ns) == 0 {
-		return Notification{}, false
-	}
-	return ns[0], true
+	return ParseNotification(text)
 }
 
 // openTranscript opens path after checking where it is and what it is.
