@@ -52,9 +52,10 @@
 //     notifications for the session are acknowledged by the hook as soon as
 //     they are due: the delegations become unread, and a compaction carries
 //     them until delegation_read reads them.
-//   - An agent continued with SendMessage after it ended has a terminal
-//     record: its new notification changes nothing (the first result
-//     stays).
+//   - An agent continued with SendMessage after it ended notifies again;
+//     its record's end is final, so the new outcome is a new delegation of
+//     the same agent, registered and ended at once (not tracked while it
+//     runs).
 //   - Stop sees only the background tasks of its own Claude Code process:
 //     two processes resuming one session at once would end each other's
 //     agents early (with their last text).

@@ -3,6 +3,8 @@ package claudecode
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -377,16 +379,75 @@ func (h *hook) userPromptSubmit(ctx context.Context) error {
 		return err
 	}
 	var errs []error
+	found := false
 	for _, d := range ds {
 		if !matches(n, d) {
 			continue
 		}
+		found = true
 		if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
 			errs = append(errs, err)
 		}
 	}
+	if !found {
+		errs = append(errs, h.continued(ctx, session, n))
+	}
 	errs = append(errs, h.ackDue(ctx, session))
 	return errors.Join(errs...)
+}
+
+// continued records the notification of an agent whose record already
+// ended: the agent was continued (SendMessage) and stopped again. A
+// record's end is final, so the new outcome is a new delegation of the
+// same agent, registered, started and ended at once, and unread until it
+// is read. The same notification delivered twice, or one repeating the
+// record's result, records nothing.
+func (h *hook) continued(ctx context.Context, session string, n Notification) error {
+	var res api.Delegations
+	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: session, Order: "time"}, &res); err != nil {
+		return err
+	}
+	var prev fsm.Delegation
+	for _, d := range res.Delegations {
+		if matches(n, d) {
+			prev = d // the latest
+		}
+	}
+	if prev.ID == "" || prev.State.Active() {
+		return nil // not an agent of the store (or it ends by the active path)
+	}
+	if prev.State == fsm.Complete && strings.TrimSpace(prev.Result) == strings.TrimSpace(n.Result) {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(n.Status + "\x00" + n.Result))
+	var d fsm.Delegation
+	err := h.call(ctx, "register", api.RegisterRequest{
+		RootSessionID:   session,
+		ParentSessionID: session,
+		ParentMessageID: prev.ParentMessageID,
+		Agent:           prev.Agent,
+		ProjectID:       prev.ProjectID,
+		SessionID:       prev.SessionID,
+		Model:           prev.Model,
+		Prompt:          "(" + prev.ID + " continued with SendMessage after it ended)",
+		TimeoutMs:       fsm.MaxTimeout.Milliseconds(),
+		IdempotencyKey:  cut(prev.SessionID, 64) + ":" + hex.EncodeToString(sum[:12]),
+	}, &d)
+	if err != nil {
+		return err
+	}
+	if d.State == fsm.Registered {
+		if err := h.call(ctx, "start", api.StartRequest{ID: d.ID, SessionID: prev.SessionID}, &d); err != nil {
+			return err
+		}
+	}
+	if !d.State.Active() {
+		return nil // recorded before
+	}
+	if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+		return err
+	}
+	return nil
 }
 
 // end records a task notification's outcome.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -266,5 +267,39 @@ func TestHookSlowGit(t *testing.T) {
 	sum := sha256.Sum256([]byte(e.proj))
 	if d := e.one(); d.ProjectID != hex.EncodeToString(sum[:])[:16] {
 		t.Fatalf("project id %q", d.ProjectID)
+	}
+}
+
+// TestHookSendMessageContinuation: an agent continued with SendMessage
+// after its record ended notifies again; the new outcome is a new record
+// of the same agent (unread), once however often it is delivered.
+func TestHookSendMessageContinuation(t *testing.T) {
+	e := newEnv(t)
+	e.hook("PostToolUse")
+	say := func(status, result string) {
+		p, _ := json.Marshal(map[string]string{"hook_event_name": "UserPromptSubmit", "session_id": session,
+			"prompt": notification(agentID, "toolu_fake0001_0", status, result)})
+		e.hook(string(p))
+	}
+	say("completed", "first answer")
+	say("completed", "first answer") // delivered again: nothing new
+	if n := len(e.all()); n != 1 {
+		t.Fatalf("%d records after a repeated notification", n)
+	}
+	say("completed", "second answer")
+	say("completed", "second answer")
+	ds := e.all()
+	if len(ds) != 2 {
+		t.Fatalf("want 2 records, got %+v", ds)
+	}
+	var results []string
+	for _, d := range ds {
+		if d.SessionID != agentID || d.State != fsm.Complete || !d.Unread() {
+			t.Fatalf("record %+v", d)
+		}
+		results = append(results, d.Result)
+	}
+	if !slices.Contains(results, "first answer") || !slices.Contains(results, "second answer") {
+		t.Fatalf("results %q", results)
 	}
 }
