@@ -33,9 +33,10 @@
 //     without background_tasks ends nothing.
 //   - SessionStart (startup, resume, compact): the <delegation-context>
 //     block of the session (at most MaxContextBytes), and the agent id of
-//     each delegation it names, printed as additionalContext. On startup,
-//     agents the session still has running are ended as failed first,
-//     with their last text: their process is gone.
+//     each delegation it names, printed as additionalContext. On startup
+//     and resume (a new process), agents the session still has running
+//     are ended as failed first, with their last text: their process is
+//     gone (a clean exit's SessionEnd cancels them).
 //   - SessionEnd: the session's active agents are cancelled.
 //
 // Records get the longest timeout the store allows (fsm.MaxTimeout):
@@ -58,7 +59,7 @@
 //     runs).
 //   - Stop sees only the background tasks of its own Claude Code process:
 //     two processes resuming one session at once would end each other's
-//     agents early (with their last text).
+//     agents early (so would their SessionStart and SessionEnd hooks).
 //   - A hook must never block or break the host: the caller (the
 //     `hook claude-code` verb) exits 0 whatever happens and logs errors.
 package claudecode

@@ -101,8 +101,8 @@ func delegations(t *testing.T, c *hosttest.Claude, args ...string) string {
 // claude-code --project DIR --mcp`, and checks what the store recorded,
 // what a compacted and a resumed session get, and what the MCP tools say.
 //
-// Two set-ups: installed for the project with no daemon (every hook and
-// tool call opens the log), and installed for the user (settings.json and
+// Two set-ups: installed for the project (settings.local.json) with no
+// daemon running (the first hook starts one), and installed for the user (settings.json and
 // .claude.json in $CLAUDE_CONFIG_DIR) with a daemon serving (a hook that
 // opened the log itself would find it locked and log an error).
 func TestClaudeCode(t *testing.T) {

@@ -500,11 +500,12 @@ func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	var errs []error
-	if h.in.Source == "startup" {
-		// A session id starting afresh with agents recorded as running:
+	if h.in.Source == "startup" || h.in.Source == "resume" {
+		// A session starting in a process with agents recorded as running:
 		// the process that ran them is gone (it crashed, or was killed
-		// before its SessionEnd hook), and its agents with it.
-		errs = append(errs, h.endAll(ctx, session, "fail", "Claude Code restarted this session while the agent was recorded as running: the process that ran it crashed or was killed, and the agent with it"))
+		// before its SessionEnd hook, which cancels them), and its agents
+		// with it.
+		errs = append(errs, h.endAll(ctx, session, "fail", "Claude Code started this session again ("+h.in.Source+") while the agent was recorded as running: the process that ran it crashed or was killed, and the agent with it"))
 		errs = append(errs, h.ackDue(ctx, session))
 	}
 	var res api.CompactResponse

@@ -164,18 +164,25 @@ func TestHookSessionEnd(t *testing.T) {
 	}
 }
 
-// TestHookStartupEndsOrphans: a session id starting afresh with agents
-// recorded as running (Claude Code crashed) ends them as failed, keeping
-// their partial output, and the block then carries them as unread.
+// TestHookStartupEndsOrphans: a session starting in a new process (or
+// resumed) with agents recorded as running (Claude Code crashed) ends them
+// as failed, keeping their partial output, and the block then carries
+// them as unread.
 func TestHookStartupEndsOrphans(t *testing.T) {
+	for _, source := range []string{"startup", "resume"} {
+		t.Run(source, func(t *testing.T) { testStartupEndsOrphans(t, source) })
+	}
+}
+
+func testStartupEndsOrphans(t *testing.T, source string) {
 	e := newEnv(t)
 	e.hook("PostToolUse")
 	e.hook("SubagentStop")
-	e.hook("SessionStart-resume") // a resume leaves them: the process may still run them
+	e.hook("SessionStart-compact") // the same process goes on: its agents run
 	if d := e.one(); d.State != fsm.Running {
-		t.Fatalf("after resume: %s", d.State)
+		t.Fatalf("after compact: %s", d.State)
 	}
-	out := e.hook("SessionStart-startup")
+	out := e.hook("SessionStart-" + source)
 	d := e.one()
 	if d.State != fsm.Error || !strings.Contains(d.Error, "crashed") || !strings.HasSuffix(d.Error, "Its last output:\n\nThe answer is 42.") {
 		t.Fatalf("after startup: %s %q", d.State, d.Error)
@@ -301,5 +308,25 @@ func TestHookSendMessageContinuation(t *testing.T) {
 	}
 	if !slices.Contains(results, "first answer") || !slices.Contains(results, "second answer") {
 		t.Fatalf("results %q", results)
+	}
+}
+
+// TestTranscriptSymlinkedConfig: a configuration directory that is a
+// symlink (kept on another disk) is followed, by either of its paths.
+func TestTranscriptSymlinkedConfig(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "config")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CLAUDE_CONFIG_DIR", link)
+	e := &env{t: t}
+	rel := filepath.Join("projects", "p", session+".jsonl")
+	e.writeTranscript(filepath.Join(real, rel), userLine(notification(agentID, "toolu_1", "completed", "ok")))
+	for _, p := range []string{filepath.Join(real, rel), filepath.Join(link, rel)} {
+		ns, err := TranscriptNotifications(p)
+		if err != nil || len(ns) != 1 || ns[0].Result != "ok" || ns[0].ToolUseID != "toolu_1" {
+			t.Fatalf("%s: %+v %v", p, ns, err)
+		}
 	}
 }

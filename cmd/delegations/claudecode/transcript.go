@@ -118,16 +118,16 @@ func openTranscript(path string) (*os.File, error) {
 		return nil, err
 	}
 	projects := filepath.Join(cfg, "projects")
+	// The folders on the way may be symlinks of the user's (a config
+	// directory on another disk): the path may name either side, and what
+	// it leads to must still be under what projects leads to.
+	realProjects, rerr := filepath.EvalSymlinks(projects)
 	abs := filepath.Clean(path)
-	if !filepath.IsAbs(abs) || !under(abs, projects) {
+	if !filepath.IsAbs(abs) || !under(abs, projects) && (rerr != nil || !under(abs, realProjects)) {
 		return nil, fmt.Errorf("%s is not under %s", path, projects)
 	}
-	// The folders on the way may be symlinks of the user's (a config
-	// directory on another disk): what they lead to must still be under
-	// what projects leads to.
-	realProjects, err := filepath.EvalSymlinks(projects)
-	if err != nil {
-		return nil, err
+	if rerr != nil {
+		return nil, rerr
 	}
 	realDir, err := filepath.EvalSymlinks(filepath.Dir(abs))
 	if err != nil {
