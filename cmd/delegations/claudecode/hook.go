@@ -400,8 +400,8 @@ func (h *hook) userPromptSubmit(ctx context.Context) error {
 // ended: the agent was continued (SendMessage) and stopped again. A
 // record's end is final, so the new outcome is a new delegation of the
 // same agent, registered, started and ended at once, and unread until it
-// is read. The same notification delivered twice, or one repeating the
-// record's result, records nothing.
+// is read. A notification repeating an outcome already recorded for the
+// agent (delivered twice, or late) records nothing.
 func (h *hook) continued(ctx context.Context, session string, n Notification) error {
 	var res api.Delegations
 	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: session, Order: "time"}, &res); err != nil {
@@ -409,15 +409,16 @@ func (h *hook) continued(ctx context.Context, session string, n Notification) er
 	}
 	var prev fsm.Delegation
 	for _, d := range res.Delegations {
-		if matches(n, d) {
-			prev = d // the latest
+		if !matches(n, d) {
+			continue
 		}
+		if d.State.Active() || sameOutcome(d, n) {
+			return nil // it ends by the active path, or this was recorded
+		}
+		prev = d
 	}
-	if prev.ID == "" || prev.State.Active() {
-		return nil // not an agent of the store (or it ends by the active path)
-	}
-	if prev.State == fsm.Complete && strings.TrimSpace(prev.Result) == strings.TrimSpace(n.Result) {
-		return nil
+	if prev.ID == "" {
+		return nil // not an agent of the store
 	}
 	sum := sha256.Sum256([]byte(n.Status + "\x00" + n.Result))
 	var d fsm.Delegation
@@ -450,6 +451,26 @@ func (h *hook) continued(ctx context.Context, session string, n Notification) er
 	return nil
 }
 
+// sameOutcome reports whether terminal delegation d already records
+// notification n's outcome.
+func sameOutcome(d fsm.Delegation, n Notification) bool {
+	switch strings.ToLower(n.Status) {
+	case "failed", "error":
+		return d.State == fsm.Error && strings.TrimSpace(d.Error) == strings.TrimSpace(cut(failureText(n), fsm.MaxErrorLen))
+	case "killed", "stopped", "cancelled", "canceled":
+		return d.State == fsm.Cancelled
+	}
+	return d.State == fsm.Complete && strings.TrimSpace(d.Result) == strings.TrimSpace(cut(n.Result, fsm.MaxResultLen))
+}
+
+// failureText is the error a failed agent's notification records.
+func failureText(n Notification) string {
+	if strings.TrimSpace(n.Result) == "" {
+		return n.Summary
+	}
+	return n.Result
+}
+
 // end records a task notification's outcome.
 func (h *hook) end(ctx context.Context, d fsm.Delegation, n Notification) error {
 	var out fsm.Delegation
@@ -459,11 +480,7 @@ func (h *hook) end(ctx context.Context, d fsm.Delegation, n Notification) error 
 	}
 	switch strings.ToLower(n.Status) {
 	case "failed", "error":
-		text := n.Result
-		if strings.TrimSpace(text) == "" {
-			text = n.Summary
-		}
-		return h.call(ctx, "fail", api.FailRequest{ID: d.ID, Error: cut(text, fsm.MaxErrorLen)}, &out)
+		return h.call(ctx, "fail", api.FailRequest{ID: d.ID, Error: cut(failureText(n), fsm.MaxErrorLen)}, &out)
 	case "killed", "stopped", "cancelled", "canceled":
 		return h.call(ctx, "cancel", api.CancelRequest{ID: d.ID, Reason: cut(n.Summary, fsm.MaxReasonLen)}, &out)
 	}

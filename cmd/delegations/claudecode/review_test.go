@@ -309,6 +309,10 @@ func TestHookSendMessageContinuation(t *testing.T) {
 	if !slices.Contains(results, "first answer") || !slices.Contains(results, "second answer") {
 		t.Fatalf("results %q", results)
 	}
+	say("completed", "first answer") // the first, delivered again late
+	if n := len(e.all()); n != 2 {
+		t.Fatalf("%d records after the first notification came again", n)
+	}
 }
 
 // TestTranscriptSymlinkedConfig: a configuration directory that is a
