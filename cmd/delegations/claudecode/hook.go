@@ -554,16 +554,24 @@ func (h *hook) sessionEnd(ctx context.Context) error {
 	return errors.Join(h.endAll(ctx, session, "cancel", reason), h.ackDue(ctx, session))
 }
 
-// endAll ends every active delegation of the session: verb "cancel" with
-// why as the reason, or "fail" with why and the agent's last text as the
-// error, so that its partial output is kept.
+// endAll ends every active delegation of the session: with its
+// notification when the transcript has one (it ended before its process),
+// else by verb: "cancel" with why as the reason, or "fail" with why and
+// the agent's last text as the error, so that its partial output is kept.
 func (h *hook) endAll(ctx context.Context, session, verb, why string) error {
 	ds, err := h.active(ctx, session)
-	if err != nil {
+	if err != nil || len(ds) == 0 {
 		return err
 	}
-	var errs []error
+	ns, err := TranscriptNotifications(h.in.TranscriptPath)
+	errs := []error{err}
 	for _, d := range ds {
+		if n, ok := lastFor(ns, d); ok {
+			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		var out fsm.Delegation
 		var req any = api.CancelRequest{ID: d.ID, Reason: cut(why, fsm.MaxReasonLen)}
 		if verb == "fail" {

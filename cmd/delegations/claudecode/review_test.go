@@ -334,3 +334,16 @@ func TestTranscriptSymlinkedConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestHookOrphanWithNotification: an agent that ended just before its
+// Claude Code crashed has its notification queued in the transcript; the
+// next start records that outcome rather than a failure.
+func TestHookOrphanWithNotification(t *testing.T) {
+	e := newEnv(t)
+	e.hook("PostToolUse")
+	e.writeTranscript(e.transcriptPath(), enqueueLine(notification(agentID, "toolu_fake0001_0", "completed", "The real answer.")))
+	e.hook("SessionStart-startup")
+	if d := e.one(); d.State != fsm.Complete || d.Result != "The real answer." {
+		t.Fatalf("after startup: %s %q %q", d.State, d.Result, d.Error)
+	}
+}
