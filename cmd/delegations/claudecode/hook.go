@@ -38,8 +38,9 @@ const MaxInput = 16 << 20
 // the id falls back to the hash of the directory's path.
 const GitBudget = time.Second
 
-// MaxContextBytes bounds the block SessionStart prints: Claude Code cuts
-// a longer additionalContext, possibly inside a tag.
+// MaxContextBytes bounds the text SessionStart prints (the block and the
+// agent ids): Claude Code cuts a longer additionalContext, possibly inside
+// a tag.
 const MaxContextBytes = 8 << 10
 
 // DefaultAgent is the agent recorded when the Agent tool names none
@@ -526,7 +527,8 @@ func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
 		errs = append(errs, h.ackDue(ctx, session))
 	}
 	var res api.CompactResponse
-	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session, MaxBytes: MaxContextBytes}, &res); err != nil {
+	// The block gets most of the budget, the agent ids what is left.
+	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session, MaxBytes: MaxContextBytes * 3 / 4}, &res); err != nil {
 		return nil, err
 	}
 	if res.Block == "" {
@@ -605,10 +607,15 @@ func (h *hook) agents(ctx context.Context, session, block string) (string, error
 		if d.SessionID == "" || !strings.Contains(block, "`"+d.ID+"`") {
 			continue
 		}
+		head := ""
 		if b.Len() == 0 {
-			b.WriteString("\n\nClaude Code agent ids of these delegations (for SendMessage):\n")
+			head = "\n\nClaude Code agent ids of these delegations (for SendMessage):\n"
 		}
-		fmt.Fprintf(&b, "- `%s`: agent %s\n", d.ID, d.SessionID)
+		line := fmt.Sprintf("- `%s`: agent %s\n", d.ID, d.SessionID)
+		if len(block)+b.Len()+len(head)+len(line) > MaxContextBytes {
+			break // the budget holds the whole text
+		}
+		b.WriteString(head + line)
 	}
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +346,32 @@ func TestHookOrphanWithNotification(t *testing.T) {
 	e.hook("SessionStart-startup")
 	if d := e.one(); d.State != fsm.Complete || d.Result != "The real answer." {
 		t.Fatalf("after startup: %s %q %q", d.State, d.Result, d.Error)
+	}
+}
+
+// TestHookSessionStartBudget: however many agents run, SessionStart's text
+// stays within MaxContextBytes, a whole block.
+func TestHookSessionStartBudget(t *testing.T) {
+	e := newEnv(t)
+	var in map[string]any
+	json.Unmarshal(fixture(t, "PostToolUse"), &in)
+	in["cwd"] = e.proj
+	for i := range 60 {
+		in["tool_use_id"] = "toolu_" + strconv.Itoa(i)
+		in["tool_input"].(map[string]any)["prompt"] = strings.Repeat("a long prompt ", 40)
+		in["tool_response"].(map[string]any)["agentId"] = "a" + strconv.Itoa(1000+i)
+		b, _ := json.Marshal(in)
+		e.hook(string(b))
+	}
+	out := e.hook("SessionStart-compact")
+	var got struct {
+		HookSpecificOutput struct{ AdditionalContext string } `json:"hookSpecificOutput"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	c := got.HookSpecificOutput.AdditionalContext
+	if len(c) > MaxContextBytes || !strings.HasPrefix(c, "<delegation-context>") || !strings.Contains(c, "</delegation-context>") {
+		t.Fatalf("%d bytes:\n%s", len(c), c)
 	}
 }
