@@ -52,6 +52,14 @@ func ProjectID(ctx context.Context, dir string) (string, error) {
 	return projectID(ctx, dir, "git", projectIDGitTimeout)
 }
 
+// ProjectIDWithin is ProjectID with its own limit on the git lookup,
+// past which it falls back to the path hash: for callers with a short
+// budget of their own (Claude Code's hooks). Once git has answered, the id
+// is cached in the git dir and later calls do not run git.
+func ProjectIDWithin(ctx context.Context, dir string, gitTimeout time.Duration) (string, error) {
+	return projectID(ctx, dir, "git", gitTimeout)
+}
+
 // projectID is ProjectID with the git binary and its time limit injectable for tests.
 func projectID(ctx context.Context, dir, gitBin string, timeout time.Duration) (string, error) {
 	abs, err := filepath.Abs(dir)

@@ -46,6 +46,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	os.Setenv("DELEGATIONS_HOOK_DAEMON", "0") // in-process hooks would start this test binary
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -104,7 +105,9 @@ func childEnv(extra ...string) []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "DELEGATIONS_") || strings.HasPrefix(kv, "XDG_DATA_HOME=") || strings.HasPrefix(kv, "GORACE=")
 	})
-	return append(env, append([]string{"GORACE=atexit_sleep_ms=0"}, extra...)...)
+	// Hooks start no daemon unless a test asks (DELEGATIONS_HOOK_DAEMON=1
+	// in extra): it would outlive the test.
+	return append(env, append([]string{"GORACE=atexit_sleep_ms=0", "DELEGATIONS_HOOK_DAEMON=0"}, extra...)...)
 }
 
 // cliRun is the outcome of one run of the binary.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -22,6 +23,36 @@ var hookVerb = verb{
 	example:  "echo '{\"hook_event_name\":\"SessionStart\",\"session_id\":\"s1\",\"source\":\"compact\"}' | delegations hook claude-code",
 	run:      runHook,
 }
+
+// hookDaemonWait bounds how long a hook waits for the daemon it starts,
+// within hookTimeout.
+const hookDaemonWait = 2 * time.Second
+
+// ensureDaemon starts a daemon (serve --detach) when none answers on the
+// socket, so that hooks running at once (PostToolUse beside
+// SubagentStart) do not compete for the log's lock, where the loser's
+// event would be lost. It prints nothing.
+func (e *env) ensureDaemon(ctx context.Context) error {
+	dir, err := dataDir(e.data)
+	if err != nil {
+		return err
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	socket := socketPath(e.socket, dir)
+	if _, err := daemonStatus(ctx, socket); err == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, hookDaemonWait)
+	defer cancel()
+	quiet := *e
+	quiet.stdout, quiet.json, quiet.be = io.Discard, false, nil
+	return runDetached(ctx, &quiet, dir, socket, nil)
+}
+
+// hookFunc handles a hook; tests replace it.
+var hookFunc = claudecode.Hook
 
 // hookLogName is the file in the data directory where hooks append their
 // errors: a hook must not fail its host, so nobody else would see them.
@@ -38,7 +69,18 @@ const hookTimeout = 5 * time.Second
 // runHook never fails: whatever goes wrong (even a bad argument) is
 // appended to the log, nothing is printed, and the exit code is 0. Exit 2
 // would block the host's action.
-func runHook(ctx context.Context, e *env, args []string) error {
+func runHook(ctx context.Context, e *env, args []string) (ret error) {
+	// A fault (a bad memory access) panics rather than crashing, and any
+	// panic is logged and exits 0: a crash would exit 2, which blocks the
+	// host's action.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var input []byte
+	defer func() {
+		if p := recover(); p != nil {
+			e.logHookError(fmt.Errorf("panic: %v\n%s", p, debug.Stack()), "", input)
+			ret = nil
+		}
+	}()
 	fs := newFlags(e)
 	host, err := parseHost(e, fs, args)
 	if errors.Is(err, errHelp) {
@@ -49,7 +91,6 @@ func runHook(ctx context.Context, e *env, args []string) error {
 	}
 	var out []byte
 	var diag bytes.Buffer
-	var input []byte
 	if err == nil {
 		// The store's warnings (an artifact not written) go to the log too.
 		e.stderr = &diag
@@ -62,7 +103,14 @@ func runHook(ctx context.Context, e *env, args []string) error {
 		case len(input) > claudecode.MaxInput:
 			err = fmt.Errorf("hook input over %d bytes", claudecode.MaxInput)
 		default:
-			out, err = claudecode.Hook(ctx, input, func(ctx context.Context) (claudecode.Caller, error) {
+			out, err = hookFunc(ctx, input, func(ctx context.Context) (claudecode.Caller, error) {
+				if e.be == nil && os.Getenv("DELEGATIONS_HOOK_DAEMON") != "0" {
+					if err := e.ensureDaemon(ctx); err != nil {
+						// The log opened here still records the event,
+						// unless another hook holds it.
+						fmt.Fprintf(&diag, "start the daemon: %v\n", err)
+					}
+				}
 				return e.connect(ctx)
 			})
 		}

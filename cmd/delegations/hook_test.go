@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/projection"
 )
 
@@ -97,7 +101,11 @@ func TestInstallVerb(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "undo with: delegations install claude-code --project "+proj+" --mcp --uninstall") {
 		t.Fatalf("%+v", r)
 	}
-	settings := readFile(t, filepath.Join(proj, ".claude", "settings.json"))
+	// This machine's paths stay out of settings.json, which teams commit.
+	if _, err := os.Stat(filepath.Join(proj, ".claude", "settings.json")); err == nil {
+		t.Fatalf("install wrote settings.json:\n%s", readFile(t, filepath.Join(proj, ".claude", "settings.json")))
+	}
+	settings := readFile(t, filepath.Join(proj, ".claude", "settings.local.json"))
 	if !strings.Contains(settings, binary(t)+" hook claude-code") {
 		t.Fatalf("settings:\n%s", settings)
 	}
@@ -136,4 +144,85 @@ func TestHookLockedLog(t *testing.T) {
 	if log := readFile(t, filepath.Join(data, hookLogName)); !strings.Contains(log, "locked") || !strings.Contains(log, `"source":"resume"`) {
 		t.Fatalf("log:\n%s", log)
 	}
+}
+
+// TestHookPanics: a panic in a hook is logged and the hook exits 0 with
+// nothing on stdout (a crash would exit 2 and block Claude Code).
+func TestHookPanics(t *testing.T) {
+	data := t.TempDir()
+	old := hookFunc
+	defer func() { hookFunc = old }()
+	hookFunc = func(context.Context, []byte, claudecode.Connect) ([]byte, error) { panic("boom") }
+	r := cli(t, data, `{"hook_event_name":"Stop","session_id":"s1"}`, "hook", "claude-code")
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("%+v", r)
+	}
+	log, err := os.ReadFile(filepath.Join(data, hookLogName))
+	if err != nil || !strings.Contains(string(log), "panic: boom") {
+		t.Fatalf("log: %v\n%s", err, log)
+	}
+}
+
+// TestInstallRecordsInvokedPath: installed through a symlink (a package
+// manager's bin directory), the hooks run the symlink, which survives an
+// upgrade, not the versioned file it leads to.
+func TestInstallRecordsInvokedPath(t *testing.T) {
+	proj := t.TempDir()
+	link := filepath.Join(t.TempDir(), "bin", "delegations")
+	os.MkdirAll(filepath.Dir(link), 0o755)
+	if err := os.Symlink(binary(t), link); err != nil {
+		t.Fatal(err)
+	}
+	r, err := execBin(link, "", "install", "claude-code", "--project", proj)
+	if err != nil || r.code != 0 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if settings := readFile(t, filepath.Join(proj, ".claude", "settings.local.json")); !strings.Contains(settings, `"`+link+` hook claude-code"`) {
+		t.Fatalf("settings:\n%s", settings)
+	}
+}
+
+// TestHookStartsDaemon: a hook that finds no daemon starts one and goes
+// through it, so that hooks running at once never compete for the log's
+// lock. Its output stays clean (SessionStart's JSON), and the first hook's
+// extra cost is logged.
+func TestHookStartsDaemon(t *testing.T) {
+	data := t.TempDir()
+	proj := t.TempDir()
+	on := []string{"DELEGATIONS_HOOK_DAEMON=1"}
+	t.Cleanup(func() {
+		r, _ := execBinEnv(binary(t), on, "", "--data", data, "--json", "serve", "--detach")
+		var st struct{ PID int }
+		if json.Unmarshal([]byte(r.stdout), &st) == nil && st.PID > 0 {
+			syscall.Kill(st.PID, syscall.SIGTERM)
+		}
+	})
+	post := `{"hook_event_name":"PostToolUse","tool_name":"Agent","session_id":"s1","tool_use_id":"toolu_1","cwd":"` + proj +
+		`","tool_input":{"prompt":"Find it","subagent_type":"Explore"},"tool_response":{"status":"async_launched","agentId":"a1"}}`
+	bin := binary(t)
+	start := time.Now()
+	r, err := execBinEnv(bin, on, post, "--data", data, "hook", "claude-code")
+	first := time.Since(start)
+	if err != nil || r.code != 0 || r.stdout != "" {
+		t.Fatalf("PostToolUse: %+v %v", r, err)
+	}
+	// A daemon serves now: the log is locked by it, and hooks go through it.
+	r, err = execBinEnv(binary(t), on, "", "--data", data, "--json", "serve", "--detach")
+	if err != nil || r.code != 0 {
+		t.Fatalf("serve --detach: %+v %v", r, err)
+	}
+	var st struct{ PID int }
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.PID == 0 {
+		t.Fatalf("no daemon answers: %q", r.stdout)
+	}
+	start = time.Now()
+	r, err = execBinEnv(bin, on, `{"hook_event_name":"SessionStart","source":"compact","session_id":"s1"}`, "--data", data, "hook", "claude-code")
+	next := time.Since(start)
+	if err != nil || r.code != 0 || !strings.HasPrefix(r.stdout, `{"hookSpecificOutput":`) || !strings.Contains(r.stdout, "Find it") {
+		t.Fatalf("SessionStart through the daemon: %+v %v", r, err)
+	}
+	if log := readFile(t, filepath.Join(data, hookLogName)); log != "" {
+		t.Fatalf("errors logged: %s", log)
+	}
+	t.Logf("first hook (starting the daemon) %s, next hook %s", first, next)
 }

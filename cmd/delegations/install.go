@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,21 +42,47 @@ func runInstall(ctx context.Context, e *env, args []string) error {
 	return usagef("unknown host %q; the hosts are: opencode, claude-code", host)
 }
 
-// thisBinary is the absolute path of the running binary, which an
+// thisBinary is the absolute path of the running binary as it was invoked
+// (a symlink such as /usr/local/bin/delegations stays, rather than the
+// versioned path it leads to, which an upgrade removes), which an
 // installed bridge records. A `go run` build is refused when it would be
 // recorded: it is deleted once the command exits.
 func thisBinary(recorded bool) (string, error) {
-	bin, err := os.Executable()
+	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find this binary's path: %w", err)
 	}
-	if resolved, err := filepath.EvalSymlinks(bin); err == nil {
-		bin = resolved
+	resolved := exe
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		resolved = r
 	}
-	if recorded && strings.Contains(bin, string(filepath.Separator)+"go-build") {
-		return "", fmt.Errorf("%s is a temporary build of `go run`, gone once it exits; build the binary first (go build -o ~/.local/bin/delegations ./cmd/delegations) and run its install", bin)
+	if recorded && strings.Contains(resolved, string(filepath.Separator)+"go-build") {
+		return "", fmt.Errorf("%s is a temporary build of `go run`, gone once it exits; build the binary first (go build -o ~/.local/bin/delegations ./cmd/delegations) and run its install", resolved)
 	}
-	return bin, nil
+	return invokedAs(os.Args[0], resolved), nil
+}
+
+// invokedAs returns the absolute path arg0 names (through $PATH for a bare
+// name) when it leads to the running binary exe, else exe.
+func invokedAs(arg0, exe string) string {
+	p := arg0
+	if !strings.ContainsRune(p, filepath.Separator) {
+		lp, err := exec.LookPath(p)
+		if err != nil {
+			return exe
+		}
+		p = lp
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return exe
+	}
+	a, err1 := os.Stat(abs)
+	b, err2 := os.Stat(exe)
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		return exe
+	}
+	return abs
 }
 
 func installOpenCode(e *env, args []string) error {
@@ -168,7 +195,7 @@ func installOpenCode(e *env, args []string) error {
 
 func installClaudeCode(e *env, args []string) error {
 	fs := newFlags(e)
-	project := fs.String("project", "", "install for the project in DIR: DIR/.claude/settings.json (and DIR/.mcp.json)")
+	project := fs.String("project", "", "install for the project in DIR, on this machine: DIR/.claude/settings.local.json (and DIR/.mcp.json)")
 	user := fs.Bool("user", false, "install for the user: $CLAUDE_CONFIG_DIR/settings.json, else ~/.claude/settings.json (the default)")
 	uninstall := fs.Bool("uninstall", false, "remove what install added")
 	mcp := fs.Bool("mcp", false, "also add the delegations MCP server and its allow rule ("+claudecode.AllowRule+")")
@@ -204,8 +231,13 @@ func installClaudeCode(e *env, args []string) error {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return usagef("--project %s is not a directory", *project)
 		}
-		o.Settings = filepath.Join(dir, ".claude", "settings.json")
-		o.Permissions = filepath.Join(dir, ".claude", "settings.local.json")
+		// The machine's own paths stay out of settings.json, which teams
+		// commit; Claude Code reads settings.local.json beside it (the
+		// hooks fire from there in -p mode too). Earlier versions wrote
+		// the hooks into settings.json: they are moved.
+		o.Settings = filepath.Join(dir, ".claude", "settings.local.json")
+		o.OldSettings = filepath.Join(dir, ".claude", "settings.json")
+		o.Permissions = o.Settings
 		o.MCPFile = filepath.Join(dir, ".mcp.json")
 		o.EnableProjectServer = true
 		undo = append(undo, "--project", dir)

@@ -311,6 +311,11 @@ func (e *env) connect(ctx context.Context) (backend, error) {
 // open connects a new backend: the daemon, else the log opened here. The
 // caller closes it (a long-running verb, mcp, opens one per call).
 func (e *env) open(ctx context.Context) (backend, error) {
+	return e.openMode(ctx, readOnlyVerbs[e.verb.name])
+}
+
+// openMode is open, read-only (when the log allows it) if readOnly.
+func (e *env) openMode(ctx context.Context, readOnly bool) (backend, error) {
 	dir, err := dataDir(e.data)
 	if err != nil {
 		return nil, err
@@ -340,7 +345,7 @@ func (e *env) open(ctx context.Context) (backend, error) {
 	// needs a writer's recovery (or has no log yet) do they open it for
 	// writing, as every other verb does.
 	var s *projection.Store
-	if readOnlyVerbs[e.verb.name] {
+	if readOnly {
 		opts.ReadOnly = true
 		s, err = projection.Open(dir, opts)
 		if errors.Is(err, projection.ErrNeedsRecovery) || errors.Is(err, fs.ErrNotExist) {

@@ -19,12 +19,13 @@ var mcpVerb = verb{
 
 func runMCP(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
-	session := fs.String("session", "", "the default root session (default: $CLAUDE_CODE_SESSION_ID, else $DELEGATIONS_SESSION); a tool's session argument overrides it")
+	session := fs.String("session", "", "the default root session, for hosts that do not set $CLAUDE_CODE_SESSION_ID (default: $DELEGATIONS_SESSION); a tool's session argument overrides it. Under Claude Code the session is $CLAUDE_CODE_SESSION_ID and no argument can change it")
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
 	}
-	if *session == "" {
-		*session = os.Getenv("CLAUDE_CODE_SESSION_ID")
+	claude := os.Getenv("CLAUDE_CODE_SESSION_ID")
+	if claude != "" {
+		*session = claude
 	}
 	if *session == "" {
 		*session = os.Getenv("DELEGATIONS_SESSION")
@@ -38,11 +39,13 @@ func runMCP(ctx context.Context, e *env, args []string) error {
 		version = bi.Main.Version
 	}
 	return mcpserver.Run(ctx, mcpserver.Options{
-		Session: *session,
-		DataDir: dir,
-		Version: version,
-		Connect: func(ctx context.Context) (mcpserver.Backend, bool, error) {
-			b, err := e.open(ctx)
+		Session:      *session,
+		FixedSession: claude != "",
+		ClaudeCode:   claude != "",
+		DataDir:      dir,
+		Version:      version,
+		Connect: func(ctx context.Context, readOnly bool) (mcpserver.Backend, bool, error) {
+			b, err := e.openMode(ctx, readOnly)
 			if err != nil {
 				return nil, false, err
 			}

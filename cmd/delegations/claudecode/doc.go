@@ -22,12 +22,25 @@
 //   - SubagentStart and SubagentStop: a heartbeat; SubagentStop carries the
 //     agent's latest text (last_assistant_message), kept as progress.
 //   - UserPromptSubmit whose prompt holds a <task-notification>: the end,
-//     with its status and result.
+//     with its status and result. A notification counts only for the
+//     record whose agent id is its <task-id> and whose Agent tool call
+//     (ParentMessageID, the tool_use_id) is its <tool-use-id>: a result
+//     quoting a notification cannot end another agent.
 //   - Stop: an active agent of the session that background_tasks no longer
-//     lists has ended; it completes with the last text the store has.
+//     lists has ended; its notification is looked for in the last MiB of
+//     the session's transcript (under Claude Code's projects folder), and
+//     without one it completes with the last text the store has. A Stop
+//     without background_tasks ends nothing.
 //   - SessionStart (startup, resume, compact): the <delegation-context>
-//     block of the session, and the agent id of each delegation it names,
-//     printed as additionalContext.
+//     block of the session (at most MaxContextBytes), and the agent id of
+//     each delegation it names, printed as additionalContext. On startup
+//     and resume (a new process), agents the session still has running
+//     are ended as failed first, with their last text: their process is
+//     gone (a clean exit's SessionEnd cancels them).
+//   - SessionEnd: the session's active agents are cancelled.
+//
+// Records get the longest timeout the store allows (fsm.MaxTimeout):
+// Claude Code has no agent timeout, and the hooks end the records.
 //
 // # Caveats
 //
@@ -40,9 +53,13 @@
 //     notifications for the session are acknowledged by the hook as soon as
 //     they are due: the delegations become unread, and a compaction carries
 //     them until delegation_read reads them.
+//   - An agent continued with SendMessage after it ended notifies again;
+//     its record's end is final, so the new outcome is a new delegation of
+//     the same agent, registered and ended at once (not tracked while it
+//     runs).
 //   - Stop sees only the background tasks of its own Claude Code process:
 //     two processes resuming one session at once would end each other's
-//     agents early (with their last text).
+//     agents early (so would their SessionStart and SessionEnd hooks).
 //   - A hook must never block or break the host: the caller (the
 //     `hook claude-code` verb) exits 0 whatever happens and logs errors.
 package claudecode

@@ -13,8 +13,10 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
+	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
 	"github.com/delegations/delegations/fsm"
 )
@@ -99,8 +101,8 @@ func delegations(t *testing.T, c *hosttest.Claude, args ...string) string {
 // claude-code --project DIR --mcp`, and checks what the store recorded,
 // what a compacted and a resumed session get, and what the MCP tools say.
 //
-// Two set-ups: installed for the project with no daemon (every hook and
-// tool call opens the log), and installed for the user (settings.json and
+// Two set-ups: installed for the project (settings.local.json) with no
+// daemon running (the first hook starts one), and installed for the user (settings.json and
 // .claude.json in $CLAUDE_CONFIG_DIR) with a daemon serving (a hook that
 // opened the log itself would find it locked and log an error).
 func TestClaudeCode(t *testing.T) {
@@ -126,6 +128,8 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	c := hosttest.StartClaude(t, api, "DELEGATIONS_DATA="+data, "ENABLE_TOOL_SEARCH=false")
 	if daemon {
 		hosttest.Serve(t, c.Environ())
+	} else {
+		stopDaemon(t, c) // the first hook starts one
 	}
 	if scope[0] == "--project" {
 		scope = []string{"--project", c.Project}
@@ -136,6 +140,9 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	out := c.Run(t, "please launch", "--session-id", sessionID)
 	if res, err := out.Result(); err != nil || res["is_error"] == true {
 		t.Fatalf("run 1: %v %v", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(data, ".delegations.log")); !daemon && err != nil {
+		t.Fatalf("no hook started a daemon: %v\nhook log: %s", err, readLog(data))
 	}
 	var list struct{ Delegations []fsm.Delegation }
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "list", "--root-session", sessionID)), &list); err != nil {
@@ -153,6 +160,17 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	artifact, err := os.ReadFile(filepath.Join(data, d.ArtifactPath))
 	if err != nil || !strings.Contains(string(artifact), "**Session:** "+d.SessionID) || !strings.HasSuffix(string(artifact), answer) {
 		t.Fatalf("artifact: %v\n%s", err, artifact)
+	}
+	// The session's transcript holds the agent's notification where Stop
+	// looks for it (an agent ending while the parent works).
+	transcripts, _ := filepath.Glob(filepath.Join(c.ConfigDir, "projects", "*", sessionID+".jsonl"))
+	if len(transcripts) != 1 {
+		t.Fatalf("transcripts of the session: %v", transcripts)
+	}
+	t.Setenv("CLAUDE_CONFIG_DIR", c.ConfigDir)
+	ns, err := claudecode.TranscriptNotifications(transcripts[0])
+	if n := last(ns, d.SessionID); err != nil || n.Result != answer || n.Status != "completed" || n.ToolUseID != d.ParentMessageID {
+		t.Fatalf("the transcript's notifications: %+v %v", ns, err)
 	}
 	timeline := delegations(t, c, "timeline", d.ID)
 	// SubagentStart and SubagentStop run beside PostToolUse: for an agent
@@ -242,4 +260,27 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 func readLog(data string) string {
 	b, _ := os.ReadFile(filepath.Join(data, "hook-errors.log"))
 	return string(b)
+}
+
+// last returns the last notification of agent in ns.
+func last(ns []claudecode.Notification, agent string) claudecode.Notification {
+	for i := len(ns) - 1; i >= 0; i-- {
+		if ns[i].TaskID == agent {
+			return ns[i]
+		}
+	}
+	return claudecode.Notification{}
+}
+
+// stopDaemon stops, when the test ends, the daemon a hook started.
+func stopDaemon(t *testing.T, c *hosttest.Claude) {
+	t.Cleanup(func() {
+		cmd := exec.Command(hosttest.Delegations(t), "--json", "serve", "--detach")
+		cmd.Env = c.Environ()
+		out, _ := cmd.Output()
+		var st struct{ PID int }
+		if json.Unmarshal(out, &st) == nil && st.PID > 0 {
+			syscall.Kill(st.PID, syscall.SIGTERM)
+		}
+	})
 }

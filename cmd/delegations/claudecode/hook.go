@@ -3,14 +3,18 @@ package claudecode
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/cmd/delegations/internal/textcut"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -30,6 +34,15 @@ type Connect func(ctx context.Context) (Caller, error)
 // than 4 MiB of result anyway.
 const MaxInput = 16 << 20
 
+// GitBudget bounds the git lookup of a project id in a hook, past which
+// the id falls back to the hash of the directory's path.
+const GitBudget = time.Second
+
+// MaxContextBytes bounds the text SessionStart prints (the block and the
+// agent ids): Claude Code cuts a longer additionalContext, possibly inside
+// a tag.
+const MaxContextBytes = 8 << 10
+
 // DefaultAgent is the agent recorded when the Agent tool names none
 // (Claude Code then runs general-purpose).
 const DefaultAgent = "general-purpose"
@@ -38,9 +51,10 @@ const DefaultAgent = "general-purpose"
 // every event it handles. Unknown fields are ignored: Claude Code adds
 // fields between versions.
 type Input struct {
-	SessionID     string `json:"session_id"`
-	Cwd           string `json:"cwd"`
-	HookEventName string `json:"hook_event_name"`
+	SessionID      string `json:"session_id"`
+	Cwd            string `json:"cwd"`
+	HookEventName  string `json:"hook_event_name"`
+	TranscriptPath string `json:"transcript_path"`
 
 	// PostToolUse
 	ToolName     string          `json:"tool_name"`
@@ -54,14 +68,19 @@ type Input struct {
 	AgentTranscriptPath string `json:"agent_transcript_path"`
 
 	// SubagentStop, Stop
-	LastAssistantMessage string           `json:"last_assistant_message"`
-	BackgroundTasks      []BackgroundTask `json:"background_tasks"`
+	LastAssistantMessage string `json:"last_assistant_message"`
+	// BackgroundTasks is nil when the field is missing (a Claude Code
+	// version without it): then nobody knows which agents still run.
+	BackgroundTasks *[]BackgroundTask `json:"background_tasks"`
 
 	// UserPromptSubmit
 	Prompt string `json:"prompt"`
 
 	// SessionStart
 	Source string `json:"source"`
+
+	// SessionEnd
+	Reason string `json:"reason"`
 }
 
 // BackgroundTask is one entry of a Stop hook's background_tasks.
@@ -112,6 +131,8 @@ func Hook(ctx context.Context, input []byte, connect Connect) ([]byte, error) {
 		return nil, h.userPromptSubmit(ctx)
 	case "SessionStart":
 		return h.sessionStart(ctx)
+	case "SessionEnd":
+		return nil, h.sessionEnd(ctx)
 	case "":
 		return nil, errors.New("hook input has no hook_event_name")
 	}
@@ -190,16 +211,28 @@ func (h *hook) postToolUse(ctx context.Context) error {
 	if model == "" {
 		model = resp.ResolvedModel
 	}
+	// The project id is derived here, with a short git budget, rather than
+	// by the store with the plugin's 5 s: the hook has 5 s in all.
+	project, err := projection.ProjectIDWithin(ctx, h.in.Cwd, GitBudget)
+	if err != nil {
+		return fmt.Errorf("PostToolUse: %w", err)
+	}
 	var d fsm.Delegation
 	err = h.call(ctx, "register", api.RegisterRequest{
 		RootSessionID:   session,
 		ParentSessionID: session,
+		// The Agent tool call launched it: its tool_use_id is the
+		// <tool-use-id> of the agent's notifications.
+		ParentMessageID: h.in.ToolUseID,
 		Agent:           agent,
-		ProjectDir:      h.in.Cwd,
+		ProjectID:       project,
 		SessionID:       resp.AgentID,
 		Model:           oneLine(model, fsm.MaxNameLen),
 		Prompt:          cut(ti.Prompt, fsm.MaxPromptLen),
-		IdempotencyKey:  h.in.ToolUseID,
+		// Claude Code has no agent timeout: the hooks end the record
+		// (notification, Stop, SessionEnd), never a deadline.
+		TimeoutMs:      fsm.MaxTimeout.Milliseconds(),
+		IdempotencyKey: h.in.ToolUseID,
 	}, &d)
 	if err != nil {
 		return err
@@ -249,44 +282,93 @@ func (h *hook) subagent(ctx context.Context) error {
 	if h.in.HookEventName == "SubagentStop" && strings.TrimSpace(h.in.LastAssistantMessage) != "" {
 		msg = cut(h.in.LastAssistantMessage, fsm.MaxMessageLen)
 	}
-	return h.call(ctx, "progress", api.ProgressRequest{ID: d.ID, Message: msg}, &d)
+	// It may have ended since find (a concurrent hook): nothing to record.
+	if err := h.call(ctx, "progress", api.ProgressRequest{ID: d.ID, Message: msg}, &d); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+		return err
+	}
+	return nil
 }
 
 // stop ends the session's active agents that Claude Code no longer lists
-// as background tasks, with the last text the store has, then
-// acknowledges the session's due notifications.
+// as background tasks, then acknowledges the session's due notifications.
+// An agent that ended while the parent worked has its notification in the
+// transcript, not yet in a prompt: its status and result come from there;
+// only without one does it complete with the last text the store has. A
+// Stop without background_tasks (another Claude Code version) ends nothing.
 func (h *hook) stop(ctx context.Context) error {
 	session, err := h.session()
 	if err != nil {
 		return err
 	}
-	ds, err := h.active(ctx, session)
-	if err != nil {
-		return err
-	}
-	listed := make(map[string]bool, len(h.in.BackgroundTasks))
-	for _, t := range h.in.BackgroundTasks {
-		listed[t.ID] = true
-	}
 	var errs []error
-	for _, d := range ds {
-		if d.SessionID == "" || listed[d.SessionID] {
-			continue
-		}
-		var out fsm.Delegation
-		if err := h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(d.Progress, fsm.MaxResultLen)}, &out); err != nil && !errors.Is(err, fsm.ErrTerminal) {
-			errs = append(errs, err)
-		}
+	if h.in.BackgroundTasks != nil {
+		errs = append(errs, h.endUnlisted(ctx, session, *h.in.BackgroundTasks))
 	}
 	errs = append(errs, h.ackDue(ctx, session))
 	return errors.Join(errs...)
 }
 
-// userPromptSubmit ends the agents whose task notifications the prompt
-// carries, with their status and result.
+func (h *hook) endUnlisted(ctx context.Context, session string, tasks []BackgroundTask) error {
+	ds, err := h.active(ctx, session)
+	if err != nil {
+		return err
+	}
+	listed := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		listed[t.ID] = true
+	}
+	var ns []Notification
+	read := false
+	var errs []error
+	for _, d := range ds {
+		if d.SessionID == "" || listed[d.SessionID] {
+			continue
+		}
+		if !read {
+			ns, err = TranscriptNotifications(h.in.TranscriptPath)
+			errs = append(errs, err) // logged; Stop still ends the agent
+			read = true
+		}
+		var out fsm.Delegation
+		if n, ok := lastFor(ns, d); ok {
+			err = h.end(ctx, d, n)
+		} else {
+			err = h.call(ctx, "complete", api.CompleteRequest{ID: d.ID, Result: cut(d.Progress, fsm.MaxResultLen)}, &out)
+		}
+		if err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// matches reports whether notification n is about delegation d: the same
+// agent id, launched by the same Agent tool call. A record registered
+// before the tool call was kept (ParentMessageID empty) matches by agent
+// id alone.
+func matches(n Notification, d fsm.Delegation) bool {
+	if d.SessionID == "" || n.TaskID != d.SessionID {
+		return false
+	}
+	return d.ParentMessageID == "" || n.ToolUseID == d.ParentMessageID
+}
+
+// lastFor returns the last notification of ns about d.
+func lastFor(ns []Notification, d fsm.Delegation) (Notification, bool) {
+	for i := len(ns) - 1; i >= 0; i-- {
+		if matches(ns[i], d) {
+			return ns[i], true
+		}
+	}
+	return Notification{}, false
+}
+
+// userPromptSubmit ends the agent whose task notification the prompt is
+// (a notification turn's prompt is the notification), with its status and
+// result.
 func (h *hook) userPromptSubmit(ctx context.Context) error {
-	ns := ParseNotifications(h.in.Prompt)
-	if len(ns) == 0 {
+	n, ok := ParseNotification(h.in.Prompt)
+	if !ok {
 		return nil
 	}
 	session, err := h.session()
@@ -298,18 +380,96 @@ func (h *hook) userPromptSubmit(ctx context.Context) error {
 		return err
 	}
 	var errs []error
-	for _, n := range ns {
-		for _, d := range ds {
-			if d.SessionID == "" || d.SessionID != n.TaskID {
-				continue
-			}
-			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
-				errs = append(errs, err)
-			}
+	found := false
+	for _, d := range ds {
+		if !matches(n, d) {
+			continue
 		}
+		found = true
+		if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
+		}
+	}
+	if !found {
+		errs = append(errs, h.continued(ctx, session, n))
 	}
 	errs = append(errs, h.ackDue(ctx, session))
 	return errors.Join(errs...)
+}
+
+// continued records the notification of an agent whose record already
+// ended: the agent was continued (SendMessage) and stopped again. A
+// record's end is final, so the new outcome is a new delegation of the
+// same agent, registered, started and ended at once, and unread until it
+// is read. A notification repeating an outcome already recorded for the
+// agent (delivered twice, or late) records nothing.
+func (h *hook) continued(ctx context.Context, session string, n Notification) error {
+	var res api.Delegations
+	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: session, Order: "time"}, &res); err != nil {
+		return err
+	}
+	var prev fsm.Delegation
+	for _, d := range res.Delegations {
+		if !matches(n, d) {
+			continue
+		}
+		if d.State.Active() || sameOutcome(d, n) {
+			return nil // it ends by the active path, or this was recorded
+		}
+		prev = d
+	}
+	if prev.ID == "" {
+		return nil // not an agent of the store
+	}
+	sum := sha256.Sum256([]byte(n.Status + "\x00" + n.Result))
+	var d fsm.Delegation
+	err := h.call(ctx, "register", api.RegisterRequest{
+		RootSessionID:   session,
+		ParentSessionID: session,
+		ParentMessageID: prev.ParentMessageID,
+		Agent:           prev.Agent,
+		ProjectID:       prev.ProjectID,
+		SessionID:       prev.SessionID,
+		Model:           prev.Model,
+		Prompt:          "(" + prev.ID + " continued with SendMessage after it ended)",
+		TimeoutMs:       fsm.MaxTimeout.Milliseconds(),
+		IdempotencyKey:  cut(prev.SessionID, 64) + ":" + hex.EncodeToString(sum[:12]),
+	}, &d)
+	if err != nil {
+		return err
+	}
+	if d.State == fsm.Registered {
+		if err := h.call(ctx, "start", api.StartRequest{ID: d.ID, SessionID: prev.SessionID}, &d); err != nil {
+			return err
+		}
+	}
+	if !d.State.Active() {
+		return nil // recorded before
+	}
+	if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+		return err
+	}
+	return nil
+}
+
+// sameOutcome reports whether terminal delegation d already records
+// notification n's outcome.
+func sameOutcome(d fsm.Delegation, n Notification) bool {
+	switch strings.ToLower(n.Status) {
+	case "failed", "error":
+		return d.State == fsm.Error && strings.TrimSpace(d.Error) == strings.TrimSpace(cut(failureText(n), fsm.MaxErrorLen))
+	case "killed", "stopped", "cancelled", "canceled":
+		return d.State == fsm.Cancelled
+	}
+	return d.State == fsm.Complete && strings.TrimSpace(d.Result) == strings.TrimSpace(cut(n.Result, fsm.MaxResultLen))
+}
+
+// failureText is the error a failed agent's notification records.
+func failureText(n Notification) string {
+	if strings.TrimSpace(n.Result) == "" {
+		return n.Summary
+	}
+	return n.Result
 }
 
 // end records a task notification's outcome.
@@ -321,11 +481,7 @@ func (h *hook) end(ctx context.Context, d fsm.Delegation, n Notification) error 
 	}
 	switch strings.ToLower(n.Status) {
 	case "failed", "error":
-		text := n.Result
-		if strings.TrimSpace(text) == "" {
-			text = n.Summary
-		}
-		return h.call(ctx, "fail", api.FailRequest{ID: d.ID, Error: cut(text, fsm.MaxErrorLen)}, &out)
+		return h.call(ctx, "fail", api.FailRequest{ID: d.ID, Error: cut(failureText(n), fsm.MaxErrorLen)}, &out)
 	case "killed", "stopped", "cancelled", "canceled":
 		return h.call(ctx, "cancel", api.CancelRequest{ID: d.ID, Reason: cut(n.Summary, fsm.MaxReasonLen)}, &out)
 	}
@@ -361,18 +517,77 @@ func (h *hook) sessionStart(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	var errs []error
+	if h.in.Source == "startup" || h.in.Source == "resume" {
+		// A session starting in a process with agents recorded as running:
+		// the process that ran them is gone (it crashed, or was killed
+		// before its SessionEnd hook, which cancels them), and its agents
+		// with it.
+		errs = append(errs, h.endAll(ctx, session, "fail", "Claude Code started this session again ("+h.in.Source+") while the agent was recorded as running: the process that ran it crashed or was killed, and the agent with it"))
+		errs = append(errs, h.ackDue(ctx, session))
+	}
 	var res api.CompactResponse
-	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session}, &res); err != nil {
+	// The block gets most of the budget, the agent ids what is left.
+	if err := h.call(ctx, "compact", api.CompactRequest{RootSessionID: session, MaxBytes: MaxContextBytes * 3 / 4}, &res); err != nil {
 		return nil, err
 	}
 	if res.Block == "" {
-		return nil, nil
+		return nil, errors.Join(errs...)
 	}
 	agents, err := h.agents(ctx, session, res.Block)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(append(errs, err)...)
 	}
-	return SessionStartOutput(res.Block + agents)
+	out, err := SessionStartOutput(res.Block + agents)
+	return out, errors.Join(append(errs, err)...)
+}
+
+// sessionEnd cancels the session's active agents: Claude Code ends them
+// with its process (in -p mode it waits for them first, so none is left).
+func (h *hook) sessionEnd(ctx context.Context) error {
+	session, err := h.session()
+	if err != nil {
+		return err
+	}
+	reason := "Claude Code session ended"
+	if r := oneLine(h.in.Reason, 64); r != "" {
+		reason += " (" + r + ")"
+	}
+	return errors.Join(h.endAll(ctx, session, "cancel", reason), h.ackDue(ctx, session))
+}
+
+// endAll ends every active delegation of the session: with its
+// notification when the transcript has one (it ended before its process),
+// else by verb: "cancel" with why as the reason, or "fail" with why and
+// the agent's last text as the error, so that its partial output is kept.
+func (h *hook) endAll(ctx context.Context, session, verb, why string) error {
+	ds, err := h.active(ctx, session)
+	if err != nil || len(ds) == 0 {
+		return err
+	}
+	ns, err := TranscriptNotifications(h.in.TranscriptPath)
+	errs := []error{err}
+	for _, d := range ds {
+		if n, ok := lastFor(ns, d); ok {
+			if err := h.end(ctx, d, n); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		var out fsm.Delegation
+		var req any = api.CancelRequest{ID: d.ID, Reason: cut(why, fsm.MaxReasonLen)}
+		if verb == "fail" {
+			text := why + "."
+			if strings.TrimSpace(d.Progress) != "" {
+				text += " Its last output:\n\n" + d.Progress
+			}
+			req = api.FailRequest{ID: d.ID, Error: cut(text, fsm.MaxErrorLen)}
+		}
+		if err := h.call(ctx, verb, req, &out); err != nil && !errors.Is(err, fsm.ErrTerminal) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // agents lists the Claude Code agent ids of the delegations the block
@@ -392,10 +607,15 @@ func (h *hook) agents(ctx context.Context, session, block string) (string, error
 		if d.SessionID == "" || !strings.Contains(block, "`"+d.ID+"`") {
 			continue
 		}
+		head := ""
 		if b.Len() == 0 {
-			b.WriteString("\n\nClaude Code agent ids of these delegations (for SendMessage):\n")
+			head = "\n\nClaude Code agent ids of these delegations (for SendMessage):\n"
 		}
-		fmt.Fprintf(&b, "- `%s`: agent %s\n", d.ID, d.SessionID)
+		line := fmt.Sprintf("- `%s`: agent %s\n", d.ID, d.SessionID)
+		if len(block)+b.Len()+len(head)+len(line) > MaxContextBytes {
+			break // the budget holds the whole text
+		}
+		b.WriteString(head + line)
 	}
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
@@ -417,16 +637,7 @@ func SessionStartOutput(text string) ([]byte, error) {
 }
 
 // cut shortens s to at most max bytes, at a rune boundary.
-func cut(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	s = s[:max]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func cut(s string, max int) string { return textcut.Cut(s, max) }
 
 // oneLine makes a name printable on one line (the store refuses control
 // characters in names) and at most max bytes.

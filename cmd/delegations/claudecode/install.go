@@ -31,11 +31,16 @@ var hookEvents = []struct{ event, matcher string }{
 	{"Stop", ""},
 	{"UserPromptSubmit", ""},
 	{"SessionStart", "startup|resume|compact"},
+	{"SessionEnd", ""},
 }
 
 // InstallOptions says what to install where.
 type InstallOptions struct {
 	Settings string // the settings file that gets the hooks
+	// OldSettings, if set, is a settings file where an earlier version
+	// put the hooks: ours are removed from it (a project's
+	// .claude/settings.json, now .claude/settings.local.json).
+	OldSettings string
 	// Permissions is the settings file that gets the allow rule (and the
 	// approval) with MCP: Claude Code ignores a project's
 	// .claude/settings.json permissions in -p mode but honours its
@@ -100,6 +105,20 @@ func Install(o InstallOptions) ([]string, error) {
 	}
 	report = append(report, lines...)
 	order := []*file{settings}
+	if o.OldSettings != "" && o.OldSettings != o.Settings {
+		old, err := open(o.OldSettings)
+		if err != nil {
+			return nil, err
+		}
+		lines, err := o.removeHooks(old.obj, o.OldSettings)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", o.OldSettings, err)
+		}
+		if removed := !strings.HasPrefix(lines[0], "no "); removed || o.Uninstall {
+			report = append(report, lines...)
+		}
+		order = append(order, old)
+	}
 	if o.MCP {
 		perms, err := open(o.Permissions)
 		if err != nil {
@@ -157,6 +176,7 @@ func readObject(path string) (*file, error) {
 
 // write writes the file atomically when its content changed. An empty
 // object replaces a file that did not exist only if something was added.
+// A symlink stays one: the file it leads to is written.
 func (f *file) write() error {
 	if !f.existed && f.obj.len() == 0 {
 		return nil
@@ -168,7 +188,13 @@ func (f *file) write() error {
 	if f.existed && (bytes.Equal(b, f.orig) || sameJSON(b, f.orig)) {
 		return nil
 	}
-	return writeAtomic(f.path, b)
+	path := f.path
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if path, err = filepath.EvalSymlinks(path); err != nil {
+			return fmt.Errorf("%s is a symlink that leads nowhere (%v); nothing was written", f.path, err)
+		}
+	}
+	return writeAtomic(path, b)
 }
 
 // sameJSON reports whether a and b hold the same JSON (ignoring layout).
@@ -221,54 +247,46 @@ func writeAtomic(path string, b []byte) error {
 
 // editHooks adds (or removes) the hook entries in settings["hooks"].
 func (o InstallOptions) editHooks(settings *object) ([]string, error) {
+	if o.Uninstall {
+		return o.removeHooks(settings, o.Settings)
+	}
 	hooks, err := settings.child("hooks")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
 	}
 	cmd := o.HookCommand()
 	var report []string
-	if o.Uninstall {
-		for _, event := range slices.Clone(hooks.keys) {
-			groups, removed, err := o.withoutOurs(hooks.vals[event])
-			if err != nil {
-				return nil, fmt.Errorf("%w: hooks.%s: %v", ErrNotJSON, event, err)
-			}
-			if removed == 0 {
-				continue
-			}
-			if len(groups) == 0 {
-				hooks.del(event)
-			} else if err := hooks.set(event, groups); err != nil {
-				return nil, err
-			}
-			report = append(report, fmt.Sprintf("removed the %s hook from %s", event, o.Settings))
-		}
-		if hooks.len() == 0 {
-			settings.del("hooks")
-		} else if err := settings.set("hooks", hooks); err != nil {
-			return nil, err
-		}
-		if len(report) == 0 {
-			report = append(report, "no delegations hooks in "+o.Settings)
-		}
-		return report, nil
-	}
 	for _, h := range hookEvents {
 		groups, err := rawArray(hooks.vals[h.event])
 		if err != nil {
 			return nil, fmt.Errorf("%w: hooks.%s: %v", ErrNotJSON, h.event, err)
 		}
-		found := false
+		// Ours are the hooks of any delegations binary (another path,
+		// other flags, an older version): exactly this one in place is
+		// kept, anything else of ours is replaced, so that an event is
+		// never recorded twice.
+		var mine []string
 		for _, g := range groups {
 			cmds, err := groupCommands(g)
 			if err != nil {
 				return nil, fmt.Errorf("%w: hooks.%s: %v", ErrNotJSON, h.event, err)
 			}
-			found = found || slices.Contains(cmds, cmd)
+			for _, c := range cmds {
+				if o.ours(c) {
+					mine = append(mine, c)
+				}
+			}
 		}
-		if found {
+		if len(mine) == 1 && mine[0] == cmd {
 			report = append(report, fmt.Sprintf("the %s hook is already in %s", h.event, o.Settings))
 			continue
+		}
+		verb := "added"
+		if len(mine) > 0 {
+			if groups, _, err = o.withoutOurs(hooks.vals[h.event]); err != nil {
+				return nil, fmt.Errorf("%w: hooks.%s: %v", ErrNotJSON, h.event, err)
+			}
+			verb = fmt.Sprintf("replaced %s with", strings.Join(mine, ", "))
 		}
 		group := newObject()
 		if h.matcher != "" {
@@ -283,9 +301,43 @@ func (o InstallOptions) editHooks(settings *object) ([]string, error) {
 		if err := hooks.set(h.event, groups); err != nil {
 			return nil, err
 		}
-		report = append(report, fmt.Sprintf("added the %s hook to %s", h.event, o.Settings))
+		report = append(report, fmt.Sprintf("%s the %s hook in %s", verb, h.event, o.Settings))
 	}
 	return report, settings.set("hooks", hooks)
+}
+
+// removeHooks removes our hook entries (of any delegations binary) from
+// settings["hooks"]; where names the file in the report.
+func (o InstallOptions) removeHooks(settings *object, where string) ([]string, error) {
+	hooks, err := settings.child("hooks")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
+	}
+	var report []string
+	for _, event := range slices.Clone(hooks.keys) {
+		groups, removed, err := o.withoutOurs(hooks.vals[event])
+		if err != nil {
+			return nil, fmt.Errorf("%w: hooks.%s: %v", ErrNotJSON, event, err)
+		}
+		if removed == 0 {
+			continue
+		}
+		if len(groups) == 0 {
+			hooks.del(event)
+		} else if err := hooks.set(event, groups); err != nil {
+			return nil, err
+		}
+		report = append(report, fmt.Sprintf("removed the %s hook from %s", event, where))
+	}
+	if hooks.len() == 0 {
+		settings.del("hooks")
+	} else if err := settings.set("hooks", hooks); err != nil {
+		return nil, err
+	}
+	if len(report) == 0 {
+		report = append(report, "no delegations hooks in "+where)
+	}
+	return report, nil
 }
 
 // withoutOurs returns an event's groups without this binary's hook
@@ -336,11 +388,17 @@ func (o InstallOptions) withoutOurs(raw json.RawMessage) ([]json.RawMessage, int
 	return out, removed, nil
 }
 
-// ours recognises a hook command of this binary: its path first and
-// "hook claude-code" last, whatever global flags lie between.
+// ours recognises a hook command of ours: "hook claude-code" last,
+// whatever global flags lie between, run by this binary or by any program
+// named delegations (another path, an older version).
 func (o InstallOptions) ours(command string) bool {
 	w := shellSplit(command)
-	return len(w) >= 3 && w[0] == o.Binary && w[len(w)-2] == "hook" && w[len(w)-1] == "claude-code"
+	return len(w) >= 3 && o.ourBinary(w[0]) && w[len(w)-2] == "hook" && w[len(w)-1] == "claude-code"
+}
+
+// ourBinary recognises this binary, or any program named delegations.
+func (o InstallOptions) ourBinary(path string) bool {
+	return path == o.Binary || filepath.Base(path) == "delegations"
 }
 
 func rawArray(raw json.RawMessage) ([]json.RawMessage, error) {
@@ -451,7 +509,7 @@ func (o InstallOptions) editServer(f *object) ([]string, error) {
 		json.Unmarshal(raw, &have)
 	}
 	if o.Uninstall {
-		if !exists || have.Command != o.Binary {
+		if !exists || !o.ourBinary(have.Command) {
 			return []string{fmt.Sprintf("no %s MCP server of this binary in %s", ServerName, o.MCPFile)}, nil
 		}
 		servers.del(ServerName)
@@ -469,7 +527,7 @@ func (o InstallOptions) editServer(f *object) ([]string, error) {
 	if exists && sameJSON(raw, wb) {
 		return []string{fmt.Sprintf("the %s MCP server is already in %s", ServerName, o.MCPFile)}, nil
 	}
-	if exists && have.Command != o.Binary {
+	if exists && !o.ourBinary(have.Command) {
 		return nil, fmt.Errorf("an MCP server named %q running %q is already configured; remove it first (claude mcp remove %s)", ServerName, have.Command, ServerName)
 	}
 	if err := servers.set(ServerName, want); err != nil {

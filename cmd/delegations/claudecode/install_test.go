@@ -191,31 +191,107 @@ func TestInstallFresh(t *testing.T) {
 	}
 }
 
-// TestUninstallOnlyOurs: another binary's entries (another path) stay.
-func TestUninstallOnlyOurs(t *testing.T) {
+// TestReinstallReplaces: a reinstall with another binary path or other
+// flags replaces the hooks and the server of the earlier install rather
+// than adding a second set (every event would be recorded twice); an
+// uninstall after an upgrade (the old path gone) removes them; hooks of
+// programs not named delegations stay.
+func TestReinstallReplaces(t *testing.T) {
 	dir := t.TempDir()
+	foreign := `{"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "/usr/bin/other hook claude-code"}]}]}}`
 	o := options(dir)
-	other := o
-	other.Binary = "/usr/local/bin/delegations"
-	if _, err := Install(other); err == nil {
-		// other's server is named delegations too: installing ours must refuse it.
-		if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "already configured") {
-			t.Fatalf("a second binary's server: %v", err)
-		}
-	} else {
+	write(t, o.Settings, foreign)
+	old := o
+	old.Binary = "/usr/local/Cellar/delegations/1.0/bin/delegations"
+	old.Global = []string{"--data", "/old"}
+	if _, err := Install(old); err != nil {
 		t.Fatal(err)
 	}
+	report, err := Install(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(report, "\n"), "replaced") {
+		t.Errorf("report: %q", report)
+	}
+	got := read(t, o.Settings)
+	if strings.Contains(got, "Cellar") || strings.Count(got, "my tools/delegations") != len(hookEvents) || !strings.Contains(got, "/usr/bin/other") {
+		t.Fatalf("after a reinstall:\n%s", got)
+	}
+	if mcp := read(t, o.MCPFile); strings.Contains(mcp, "Cellar") || !strings.Contains(mcp, "my tools") {
+		t.Fatalf("the server after a reinstall:\n%s", mcp)
+	}
+	before := got
+	if _, err := Install(o); err != nil || read(t, o.Settings) != before {
+		t.Fatalf("a third install changed the file: %v", err)
+	}
+	upgraded := o
+	upgraded.Binary = "/usr/local/Cellar/delegations/2.0/bin/delegations"
+	upgraded.Uninstall = true
+	if _, err := Install(upgraded); err != nil {
+		t.Fatal(err)
+	}
+	if got := normalise(t, read(t, o.Settings)); got != normalise(t, foreign) {
+		t.Fatalf("after uninstalling: %s", got)
+	}
+	if got := normalise(t, read(t, o.MCPFile)); got != "{}" {
+		t.Fatalf("the server after uninstalling: %s", got)
+	}
+}
+
+// TestInstallAnotherServerRefused: a server named delegations that runs
+// another program is not ours to replace.
+func TestInstallAnotherServerRefused(t *testing.T) {
+	dir := t.TempDir()
+	o := options(dir)
+	write(t, o.MCPFile, `{"mcpServers": {"delegations": {"type": "stdio", "command": "/usr/bin/someone-else"}}}`)
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "already configured") {
+		t.Fatalf("another program's server: %v", err)
+	}
+}
+
+// TestInstallKeepsSymlinks: a settings file that is a symlink (dotfiles
+// kept in a repository) stays a symlink; the file it leads to is edited.
+func TestInstallKeepsSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	o := options(dir)
+	o.MCP = false
+	target := filepath.Join(t.TempDir(), "dotfiles", "settings.json")
+	write(t, target, userSettings)
+	os.MkdirAll(filepath.Dir(o.Settings), 0o755)
+	if err := os.Symlink(target, o.Settings); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(o.Settings); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was replaced: %v %v", fi, err)
+	}
+	if !strings.Contains(read(t, target), "hook claude-code") {
+		t.Fatalf("the target was not edited:\n%s", read(t, target))
+	}
+}
+
+// TestInstallMovesOldProjectHooks: hooks an earlier version put into the
+// file OldSettings names are moved out of it.
+func TestInstallMovesOldProjectHooks(t *testing.T) {
+	dir := t.TempDir()
+	o := options(dir)
 	o.MCP = false
 	if _, err := Install(o); err != nil {
 		t.Fatal(err)
 	}
-	o.Uninstall = true
+	o.OldSettings = o.Settings
+	o.Settings = filepath.Join(dir, ".claude", "settings.local.json")
 	if _, err := Install(o); err != nil {
 		t.Fatal(err)
 	}
-	got := read(t, o.Settings)
-	if strings.Contains(got, "my tools") || strings.Count(got, "/usr/local/bin/delegations") != len(hookEvents) {
-		t.Fatalf("after uninstalling one binary:\n%s", got)
+	if got := normalise(t, read(t, o.OldSettings)); got != "{}" {
+		t.Fatalf("old settings: %s", got)
+	}
+	if n := strings.Count(read(t, o.Settings), "hook claude-code"); n != len(hookEvents) {
+		t.Fatalf("%d hooks in the new file", n)
 	}
 }
 

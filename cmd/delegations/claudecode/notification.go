@@ -4,11 +4,11 @@ import (
 	"strings"
 )
 
-// Notification is one <task-notification> Claude Code sends the parent
+// Notification is the <task-notification> Claude Code sends the parent
 // session when a background agent stops.
 type Notification struct {
 	TaskID     string // the agent id
-	ToolUseID  string
+	ToolUseID  string // the Agent tool call that launched it
 	OutputFile string
 	Status     string // completed, failed, killed, ...
 	Summary    string
@@ -20,65 +20,44 @@ const (
 	closeTag = "</task-notification>"
 )
 
-// ParseNotifications returns the task notifications in text (a prompt may
-// carry several), skipping any without a task id. Claude Code does not
-// escape the result, so a result ends at "</result>" followed by the
-// <usage> line (else at the first "</result>"), and its notification at
-// the first closing tag after that.
-func ParseNotifications(text string) []Notification {
-	var out []Notification
-	for {
-		i := strings.Index(text, openTag)
-		if i < 0 {
-			return out
-		}
-		text = text[i+len(openTag):]
-		head, res, rest := splitResult(text)
-		if res == nil {
-			j := strings.Index(text, closeTag)
-			if j < 0 {
-				j = len(text)
-			}
-			head, rest = text[:j], text[j:]
-		}
-		end := len(rest)
-		if j := strings.Index(rest, closeTag); j >= 0 {
-			end = j + len(closeTag)
-		}
-		n := Notification{
-			TaskID:     field(head, "task-id"),
-			ToolUseID:  field(head, "tool-use-id"),
-			OutputFile: field(head, "output-file"),
-			Status:     field(head, "status"),
-			Summary:    field(head, "summary"),
-		}
-		if res != nil {
-			n.Result = strings.TrimSpace(*res)
-		}
-		if n.TaskID != "" {
-			out = append(out, n)
-		}
-		text = rest[end:]
+// ParseNotification parses text that is one task notification, as Claude
+// Code sends it (a notification turn's prompt, a transcript entry): text
+// must begin with <task-notification>, and it must have a task id.
+//
+// Only the outermost notification counts. Claude Code does not escape the
+// result, which the agent wrote (and what it read, a web page, a file):
+// a result may quote tags, "</result>", even whole notifications. So the
+// header fields come from the text before <result> only, and the result
+// runs to the last "</result>" followed by the <usage> line (else the last
+// "</result>"): nothing inside it is parsed.
+func ParseNotification(text string) (Notification, bool) {
+	text = strings.TrimSpace(text)
+	if !strings.HasPrefix(text, openTag) {
+		return Notification{}, false
 	}
-}
-
-// splitResult splits a notification's text into the header before
-// <result>, the result (nil when there is none) and what follows it.
-func splitResult(text string) (head string, res *string, rest string) {
-	i := strings.Index(text, "<result>")
-	if c := strings.Index(text, closeTag); i < 0 || c >= 0 && c < i {
-		return text, nil, ""
+	text = text[len(openTag):]
+	head := text
+	var n Notification
+	if i := strings.Index(text, "<result>"); i >= 0 && !strings.Contains(text[:i], closeTag) {
+		head = text[:i]
+		body := text[i+len("<result>"):]
+		j := strings.LastIndex(body, "</result>\n<usage>")
+		if j < 0 {
+			j = strings.LastIndex(body, "</result>")
+		}
+		if j < 0 {
+			j = len(body)
+		}
+		n.Result = strings.TrimSpace(body[:j])
+	} else if c := strings.Index(text, closeTag); c >= 0 {
+		head = text[:c]
 	}
-	body := text[i+len("<result>"):]
-	j := strings.Index(body, "</result>\n<usage>")
-	if j < 0 {
-		j = strings.Index(body, "</result>")
-	}
-	if j < 0 {
-		return text[:i], &body, ""
-	}
-	r := body[:j]
-	return text[:i], &r, body[j+len("</result>"):]
+	n.TaskID = field(head, "task-id")
+	n.ToolUseID = field(head, "tool-use-id")
+	n.OutputFile = field(head, "output-file")
+	n.Status = field(head, "status")
+	n.Summary = field(head, "summary")
+	return n, n.TaskID != ""
 }
 
 // field returns the trimmed text of the first <name>...</name> in head.

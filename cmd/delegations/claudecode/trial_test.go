@@ -44,6 +44,7 @@ func TestClaudeCodeAsNewUser(t *testing.T) {
 	})
 	c := hosttest.StartClaude(t, api)
 	c.ConfigDir = ""
+	stopDaemon(t, c) // the first hook starts one
 	delegations(t, c, "install", "claude-code", "--mcp")
 	for _, f := range []string{".claude/settings.json", ".claude.json"} {
 		if b, err := os.ReadFile(filepath.Join(c.Env.Home, f)); err != nil || !strings.Contains(string(b), hosttest.Delegations(t)) {

@@ -9,12 +9,17 @@
 //     log: each call goes through the daemon when one runs, else opens the
 //     log, answers and closes it, so that the hooks (other processes) can
 //     write between calls. Without a daemon a waiting delegation_read polls
-//     (every PollInterval) instead of blocking on the log.
-//   - The root session is the tool argument "session", else the server's
-//     default (Options.Session: $CLAUDE_CODE_SESSION_ID, which Claude Code
-//     sets for the servers it starts, else $DELEGATIONS_SESSION). A host
-//     that changes sessions under a running server (/clear, /resume in an
-//     interactive Claude Code) keeps the first one: pass "session" then.
+//     read-only (show, every PollInterval) instead of blocking on the log.
+//   - Under Claude Code (Options.ClaudeCode) delegation_read never waits:
+//     a Claude Code agent's record ends only through the parent's next
+//     UserPromptSubmit or Stop hook, which cannot fire while the parent's
+//     turn is blocked in this tool call. A running delegation is answered
+//     at once with its state and "you will be notified" (COMPAT's read
+//     blocks instead).
+//   - The root session is Options.Session. When it is the host's own
+//     session (Options.FixedSession: $CLAUDE_CODE_SESSION_ID), a tool's
+//     "session" argument, which the model controls, may only repeat it;
+//     otherwise the argument chooses the session.
 package mcpserver
 
 import (
@@ -29,6 +34,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
+	"github.com/delegations/delegations/cmd/delegations/internal/textcut"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
@@ -49,10 +55,19 @@ type Backend interface {
 // Options configures the server.
 type Options struct {
 	// Connect reaches the store for one tool call; daemon says whether it
-	// is a daemon (which can wait) rather than the log opened in process.
-	Connect func(ctx context.Context) (b Backend, daemon bool, err error)
+	// is a daemon (which can wait) rather than the log opened in process,
+	// read-only when readOnly (a writer is opened only for calls that
+	// change the store).
+	Connect func(ctx context.Context, readOnly bool) (b Backend, daemon bool, err error)
 	// Session is the root session used when a call gives none.
 	Session string
+	// FixedSession refuses a call's session argument other than Session:
+	// the host set it (Claude Code's $CLAUDE_CODE_SESSION_ID), and the
+	// model must not read or cancel another session's delegations.
+	FixedSession bool
+	// ClaudeCode says the host is Claude Code, whose agents' records end
+	// only through its hooks: delegation_read does not wait.
+	ClaudeCode bool
 	// DataDir is the store's data directory, for artifact paths.
 	DataDir string
 	// Version is reported to the host.
@@ -67,15 +82,20 @@ func New(o Options) *mcp.Server {
 	})
 	h := &handlers{o: o}
 	closed := false
+	readDesc := "Read a delegation's full output by id. If it is still running, waits for it to finish, at most wait_seconds " +
+		fmt.Sprintf("(default %d, at most %d); then returns its current state.", int(DefaultReadWait.Seconds()), int(MaxReadWait.Seconds()))
+	if o.ClaudeCode {
+		readDesc = "Read a delegation's full output by id. A running delegation (a background agent) is answered at once with its state: " +
+			"you will be notified with <task-notification> when it ends; read it then."
+	}
 	mcp.AddTool(s, &mcp.Tool{
 		Name:        "delegation_list",
 		Description: "List this session's delegations (background tasks) with their status, title, description and whether their result is unread.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &closed},
 	}, h.list)
 	mcp.AddTool(s, &mcp.Tool{
-		Name: "delegation_read",
-		Description: "Read a delegation's full output by id. If it is still running, waits for it to finish, at most wait_seconds " +
-			fmt.Sprintf("(default %d, at most %d); then returns its current state.", int(DefaultReadWait.Seconds()), int(MaxReadWait.Seconds())),
+		Name:        "delegation_read",
+		Description: readDesc,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &closed},
 	}, h.read)
 	mcp.AddTool(s, &mcp.Tool{
@@ -134,6 +154,9 @@ type CancelArgs struct {
 
 func (h *handlers) session(a SessionArg) (string, error) {
 	s := strings.TrimSpace(a.Session)
+	if h.o.FixedSession && s != "" && s != h.o.Session {
+		return "", fmt.Errorf("session %q is not this Claude Code session: this server only serves the delegations of its own session (%s); leave \"session\" out", s, h.o.Session)
+	}
 	if s == "" {
 		s = h.o.Session
 	}
@@ -143,9 +166,10 @@ func (h *handlers) session(a SessionArg) (string, error) {
 	return s, fsm.ValidateSessionID("session", s)
 }
 
-// call runs one verb on a fresh connection.
+// call runs one verb on a fresh connection, read-only for verbs that
+// change nothing.
 func (h *handlers) call(ctx context.Context, verb string, req, resp any) error {
-	b, _, err := h.o.Connect(ctx)
+	b, _, err := h.o.Connect(ctx, verb == "show" || verb == "list")
 	if err != nil {
 		return err
 	}
@@ -196,31 +220,56 @@ func (h *handlers) read(ctx context.Context, _ *mcp.CallToolRequest, a ReadArgs)
 		wait = time.Duration(*a.WaitSeconds) * time.Second
 	}
 	wait = min(max(wait, 0), MaxReadWait)
+	if h.o.ClaudeCode {
+		wait = 0 // nothing can end the agent's record while this call blocks
+	}
 	deadline := time.Now().Add(wait)
-	for {
-		var res projection.ReadResult
-		b, daemon, err := h.o.Connect(ctx)
-		if err != nil {
-			return failure(err)
-		}
-		req := api.ReadRequest{RootSessionID: root, ID: a.ID}
-		if daemon {
-			req.WaitMs = time.Until(deadline).Milliseconds()
-			req.WaitMs = max(req.WaitMs, 0)
-		}
+	b, daemon, err := h.o.Connect(ctx, true)
+	if err != nil {
+		return failure(err)
+	}
+	req := api.ReadRequest{RootSessionID: root, ID: a.ID}
+	if !daemon {
 		// The log opened in process must not wait: it would lock out the
-		// hooks that end the delegation. It is polled instead.
-		err = errors.Join(b.Call(ctx, "read", req, &res), b.Close())
-		if err != nil {
+		// hooks that end the delegation. It is polled read-only instead,
+		// then read once (a read marks the delegation read).
+		b.Close()
+		h.poll(ctx, root, a.ID, deadline)
+		if b, _, err = h.o.Connect(ctx, false); err != nil {
 			return failure(err)
 		}
+	} else {
+		req.WaitMs = max(wait.Milliseconds(), 0)
+	}
+	var res projection.ReadResult
+	if err := errors.Join(b.Call(ctx, "read", req, &res), b.Close()); err != nil {
+		return failure(err)
+	}
+	if h.o.ClaudeCode && !res.Artifact && res.Delegation.State.Active() {
+		return text(res.Text + "\n\n" + RunningNote), nil, nil
+	}
+	return text(res.Text), nil, nil
+}
+
+// RunningNote follows the state of a running delegation under Claude
+// Code, whose read does not wait.
+const RunningNote = "Still running. You WILL be notified with <task-notification> when it ends; read it then. Do not poll."
+
+// poll waits, read-only, until the delegation is no longer active or the
+// deadline passes (or it cannot be seen: the read then says why).
+func (h *handlers) poll(ctx context.Context, root, id string, deadline time.Time) {
+	for {
 		left := time.Until(deadline)
-		if daemon || res.Artifact || !res.Delegation.State.Active() || left <= 0 {
-			return text(res.Text), nil, nil
+		if left <= 0 {
+			return
+		}
+		d, err := h.visible(ctx, root, id)
+		if err != nil || !d.State.Active() {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			return text(res.Text), nil, nil
+			return
 		case <-time.After(min(PollInterval, left)):
 		}
 	}
@@ -271,11 +320,13 @@ func (h *handlers) status(ctx context.Context, _ *mcp.CallToolRequest, a IDArgs)
 		ID: d.ID, Status: string(d.State), Agent: d.Agent, Session: d.SessionID,
 		Created: timeText(d.CreatedAt), Started: timeText(d.StartedAt), LastHeartbeat: timeText(d.LastHeartbeatAt),
 		Completed: timeText(d.CompletedAt), Title: d.Title, Description: d.Description, Error: d.Error,
-		Unread: d.State.Terminal() && !d.NotifiedAt.IsZero() && d.ReadAt.Before(d.CompletedAt),
+		Unread: d.Unread(),
 	}
 	if d.State.Active() {
 		st.Deadline = timeText(d.TimeoutAt)
-		st.ProgressPreview = cutRunes(d.Progress, 500)
+		if st.ProgressPreview = textcut.Cut(d.Progress, progressPreview); st.ProgressPreview != d.Progress {
+			st.ProgressPreview += "..."
+		}
 	}
 	if d.ArtifactPath != "" {
 		st.Artifact = filepath.Join(h.o.DataDir, d.ArtifactPath)
@@ -316,10 +367,5 @@ func timeText(t time.Time) string {
 	return fsm.FormatTime(t)
 }
 
-func cutRunes(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "..."
-}
+// progressPreview bounds, in bytes, the progress delegation_status shows.
+const progressPreview = 2000

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -24,6 +25,7 @@ type fixture struct {
 	store   *projection.Store
 	cs      *mcp.ClientSession
 	connect atomic.Int64
+	writers atomic.Int64 // connections that were not read-only
 	// beforeConnect, if set, runs before the n-th connection (1-based).
 	beforeConnect func(n int64)
 }
@@ -32,24 +34,31 @@ type fixture struct {
 // daemon: reads poll), for the default session s1.
 func start(t *testing.T, session string) *fixture {
 	t.Helper()
+	return startWith(t, Options{Session: session})
+}
+
+// startWith is start with options (Connect, DataDir and Version are set
+// here).
+func startWith(t *testing.T, o Options) *fixture {
+	t.Helper()
 	s, err := projection.Open(t.TempDir(), projection.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	f := &fixture{t: t, store: s}
-	srv := New(Options{
-		Session: session,
-		DataDir: s.Dir(),
-		Version: "test",
-		Connect: func(context.Context) (Backend, bool, error) {
-			n := f.connect.Add(1)
-			if f.beforeConnect != nil {
-				f.beforeConnect(n)
-			}
-			return nopClose{api.Local{Service: api.NewService(s)}}, false, nil
-		},
-	})
+	o.DataDir, o.Version = s.Dir(), "test"
+	o.Connect = func(_ context.Context, readOnly bool) (Backend, bool, error) {
+		n := f.connect.Add(1)
+		if !readOnly {
+			f.writers.Add(1)
+		}
+		if f.beforeConnect != nil {
+			f.beforeConnect(n)
+		}
+		return nopClose{api.Local{Service: api.NewService(s)}}, false, nil
+	}
+	srv := New(o)
 	st, ct := mcp.NewInMemoryTransports()
 	ctx := context.Background()
 	ss, err := srv.Connect(ctx, st, nil)
@@ -210,9 +219,57 @@ func TestReadWaits(t *testing.T) {
 			f.complete(d.ID)
 		}
 	}
+	writers := f.writers.Load()
 	text, isErr = f.call("delegation_read", map[string]any{"id": d.ID, "wait_seconds": 600})
 	if isErr || !strings.HasSuffix(text, "The answer.") {
 		t.Fatalf("read while waiting: %q", text)
+	}
+	// Polling never opened the log for writing: only the final read did.
+	if n := f.writers.Load() - writers; n != 1 {
+		t.Fatalf("a waiting read opened the writer %d times, want 1", n)
+	}
+}
+
+// TestReadClaudeCode: under Claude Code a running delegation is answered
+// at once (nothing can end it while the parent's turn waits in the call),
+// with the note that a notification will come.
+func TestReadClaudeCode(t *testing.T) {
+	f := startWith(t, Options{Session: "s1", FixedSession: true, ClaudeCode: true})
+	d := f.register("s1")
+	start := time.Now()
+	text, isErr := f.call("delegation_read", map[string]any{"id": d.ID, "wait_seconds": 600})
+	if isErr || !strings.HasPrefix(text, "Delegation ID: "+d.ID+"\nStatus: running") || !strings.HasSuffix(text, RunningNote) {
+		t.Fatalf("read of a running agent: %q", text)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("the read waited %s", el)
+	}
+	f.complete(d.ID)
+	if text, isErr := f.call("delegation_read", map[string]any{"id": d.ID}); isErr || !strings.HasSuffix(text, "The answer.") {
+		t.Fatalf("read once complete: %q", text)
+	}
+}
+
+// TestFixedSession: under Claude Code the session is the host's; the
+// model cannot name another session's delegations.
+func TestFixedSession(t *testing.T) {
+	f := startWith(t, Options{Session: "s1", FixedSession: true, ClaudeCode: true})
+	other := f.register("s2")
+	for _, tool := range []string{"delegation_list", "delegation_read", "delegation_status", "delegation_cancel"} {
+		args := map[string]any{"session": "s2", "id": other.ID}
+		if tool == "delegation_list" {
+			delete(args, "id")
+		}
+		text, isErr := f.call(tool, args)
+		if !isErr || !strings.Contains(text, "not this Claude Code session") {
+			t.Fatalf("%s with another session: %q %v", tool, text, isErr)
+		}
+	}
+	if d, _ := f.store.Get(other.ID); d.State != fsm.Running {
+		t.Fatalf("the other session's delegation is %s", d.State)
+	}
+	if text, isErr := f.call("delegation_list", map[string]any{"session": "s1"}); isErr {
+		t.Fatalf("own session named: %q", text)
 	}
 }
 
