@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/delegations/delegations/cmd/delegations/internal/hostfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -188,61 +189,13 @@ func (f *file) write() error {
 	if f.existed && (bytes.Equal(b, f.orig) || sameJSON(b, f.orig)) {
 		return nil
 	}
-	path := f.path
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		if path, err = filepath.EvalSymlinks(path); err != nil {
-			return fmt.Errorf("%s is a symlink that leads nowhere (%v); nothing was written", f.path, err)
-		}
-	}
-	return writeAtomic(path, b)
+	return hostfile.Write(f.path, b, 0o600)
 }
 
 // sameJSON reports whether a and b hold the same JSON (ignoring layout).
 func sameJSON(a, b []byte) bool {
 	var x, y bytes.Buffer
 	return json.Compact(&x, a) == nil && json.Compact(&y, b) == nil && bytes.Equal(x.Bytes(), y.Bytes())
-}
-
-// writeAtomic writes a temporary file beside path, syncs it, renames it
-// over path and syncs the directory. The mode of an existing file is kept.
-func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	mode := fs.FileMode(0o600)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // editHooks adds (or removes) the hook entries in settings["hooks"].

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/delegations/delegations/cmd/delegations/internal/hostfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -147,7 +148,7 @@ func Install(t Target, bin string, env map[string]string) (Report, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return r, err
 		}
-		if err := writeAtomic(r.Path, want); err != nil {
+		if err := hostfile.Write(r.Path, want, 0o644); err != nil {
 			return r, err
 		}
 	}
@@ -231,7 +232,7 @@ func SeedDeps(dir string) (bool, error) {
 		return false, err
 	}
 	for name, text := range seedFiles {
-		if err := writeAtomic(filepath.Join(dir, name), []byte(text)); err != nil {
+		if err := hostfile.Write(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			return false, err
 		}
 	}
@@ -280,32 +281,6 @@ func hasPluginDep(dir string) bool {
 func ours(b []byte) bool {
 	first, _, _ := strings.Cut(string(b), "\n")
 	return strings.Contains(first, Marker)
-}
-
-// writeAtomic writes a file through a temporary file in the same directory
-// and a rename, so OpenCode never loads half a plugin.
-func writeAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".delegations-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // conflicts lists the plugins OpenCode would load for t, besides ours, that
