@@ -241,7 +241,16 @@ func UnmarshalSummary(b []byte) (Delegation, error) {
 	return d, nil
 }
 
-// summaryOmits reports whether a summary leaves out the field under tag.
+// Summary returns d without the texts that grow with the work (Prompt,
+// Progress, Result and Error): what UnmarshalSummary decodes, and what a
+// listing shows.
+func (d Delegation) Summary() Delegation {
+	d.Prompt, d.Progress, d.Result, d.Error = "", "", "", ""
+	return d
+}
+
+// summaryOmits reports whether a summary leaves out the field under tag
+// (the fields Summary clears).
 func summaryOmits(tag uint64) bool {
 	switch tag {
 	case recPrompt, recProgress, recResult, recError:

@@ -42,7 +42,7 @@ type CycleView struct {
 // View:
 //
 //	records    ID, Record
-//	roots      Session (root), ID
+//	roots      Session (root), ID, Record (its Summary)
 //	parents    Session (parent), ID
 //	running    Session (root), Time (createdAt), ID
 //	unread     Session (root), Time (completedAt), ID
@@ -62,7 +62,7 @@ type ViewEntry struct {
 	ID           string
 	Session      string
 	Time         time.Time
-	Record       []byte // fsm.UnmarshalDelegation decodes it
+	Record       []byte // fsm.UnmarshalDelegation decodes it (a summary in roots)
 	Notification *Notification
 	Cycle        *CycleView
 	Member       uint64
@@ -122,6 +122,9 @@ func decodeViewEntry(name string, k, v []byte) ViewEntry {
 			return bad("want <session> NUL <id>")
 		}
 		e.Session, e.ID = string(k[:i]), string(k[i+1:])
+		if name == bucketRoots {
+			e.Record = v
+		}
 	case bucketRunning, bucketUnread:
 		i := firstNUL(k)
 		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {

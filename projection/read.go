@@ -323,18 +323,21 @@ type ListOptions struct {
 
 // List returns the records of the delegations of a root session.
 func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, fsm.UnmarshalDelegation)
+	return s.list(root, o, false)
 }
 
 // Summaries is List without the texts that grow with the work: records
 // without their prompt, progress, result and error (fsm.UnmarshalSummary),
-// which Get and Read return. Its cost follows the number of delegations it
-// goes through, not the size of their texts, which it never reads.
+// which Get and Read return. It reads the summaries the roots view holds,
+// in key order: its cost follows the number of delegations it goes
+// through, not the size of their texts.
 func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, fsm.UnmarshalSummary)
+	return s.list(root, o, true)
 }
 
-func (s *Store) list(root string, o ListOptions, decode func([]byte) (fsm.Delegation, error)) ([]fsm.Delegation, error) {
+// list walks the roots view of root: the summaries it holds, or, for
+// whole records, the records view.
+func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegation, error) {
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return nil, err
 	}
@@ -353,7 +356,7 @@ func (s *Store) list(root string, o ListOptions, decode func([]byte) (fsm.Delega
 		}
 		prefix := pairKey(root, "")
 		c := b.Cursor()
-		k, _ := c.Seek(prefix)
+		k, v := c.Seek(prefix)
 		if !paged || o.Limit == 0 {
 			// Count first: growing a slice of thousands of records
 			// by doubling costs more than walking the keys twice.
@@ -362,25 +365,32 @@ func (s *Store) list(root string, o ListOptions, decode func([]byte) (fsm.Delega
 				n++
 			}
 			out = make([]fsm.Delegation, 0, n)
-			k, _ = c.Seek(prefix)
+			k, v = c.Seek(prefix)
 		} else {
 			out = make([]fsm.Delegation, 0, min(o.Limit, 1024))
 		}
 		if paged && o.After != "" {
-			k, _ = c.Seek(pairKey(root, o.After))
+			k, v = c.Seek(pairKey(root, o.After))
 			if k != nil && string(k[len(prefix):]) == o.After {
-				k, _ = c.Next()
+				k, v = c.Next()
 			}
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			id := k[len(prefix):]
-			v := records.Get(id)
-			if v == nil {
-				return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", id)
-			}
-			d, err := decode(v)
-			if err != nil {
-				return fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+			var d fsm.Delegation
+			var err error
+			if summaries {
+				if d, err = fsm.UnmarshalSummary(v); err != nil {
+					return fmt.Errorf("roots view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+				}
+			} else {
+				v := records.Get(id)
+				if v == nil {
+					return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", id)
+				}
+				if d, err = fsm.UnmarshalDelegation(v); err != nil {
+					return fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+				}
 			}
 			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
 				out = append(out, d)

@@ -17,7 +17,7 @@ import (
 // transaction that appends the events, and can be rebuilt from the log.
 const (
 	bucketRecords   = "records"   // id → fsm.Delegation, binary (AppendRecord)
-	bucketRoots     = "roots"     // root \0 id → "": a root session's delegations
+	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
 	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
@@ -88,10 +88,11 @@ type cycle struct {
 //
 // Its name carries the version of the views' layout: a build that changes
 // it renames the projector, so the log replays every record into it when a
-// file written by an older build is opened (v1 kept records as JSON).
+// file written by an older build is opened (v1 kept records as JSON; v2
+// kept no value in the roots view, so a listing read every whole record).
 type views struct{}
 
-func (views) Name() string { return "views/v2" }
+func (views) Name() string { return "views/v3" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 	if len(recs) > 0 && recs[0].Seq == 1 {
@@ -165,14 +166,30 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
 		return err
 	}
+	if err := v.moved(w, seq, e, prev, &next); err != nil {
+		return err
+	}
+	// The roots view holds each indexed delegation's summary, so that a
+	// listing reads one small value per delegation, in key order.
+	root := pairKey(next.RootSessionID, e.ID)
+	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
+	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
+		return nil
+	}
+	sum := next.Summary()
+	return w.b[bucketRoots].Put(root, sum.AppendRecord(nil))
+}
+
+// moved moves a delegation between the views for one event.
+func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegation) error {
 	id := e.ID
 	switch {
 	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
-		return v.registered(w, &next)
+		return v.registered(w, next)
 	case prev.Version == 0 && e.Kind == fsm.KindImported:
-		return v.imported(w, &next)
+		return v.imported(w, next)
 	case prev.State.Active() && next.State.Terminal():
-		return v.terminated(w, prev, &next)
+		return v.terminated(w, prev, next)
 	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
 		if err := w.b[bucketPending].Delete([]byte(id)); err != nil {
 			return err
@@ -191,7 +208,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 			Seq:        seq,
 		})
 	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
-		return v.notified(w, seq, &next)
+		return v.notified(w, seq, next)
 	case e.Kind == fsm.KindNotificationFailed:
 		return w.failed(TerminalNotificationID(id), e.Error)
 	case prev.Unread() && !next.Unread():
@@ -206,7 +223,6 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 		bucket string
 		key    []byte
 	}{
-		{bucketRoots, pairKey(d.RootSessionID, d.ID)},
 		{bucketParents, pairKey(d.ParentSessionID, d.ID)},
 		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID)},
 		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID)},
@@ -235,14 +251,11 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
 }
 
-// imported indexes an adopted legacy delegation under its root and parent
-// sessions. It arrives terminal and persisted, and the plugin delivered its
+// imported indexes an adopted legacy delegation under its parent session
+// (apply files it under its root). It arrives terminal and persisted, and the plugin delivered its
 // notification long ago: it joins no cycle, waits in no outbox and is not
 // unread.
 func (v views) imported(w *viewTx, d *fsm.Delegation) error {
-	if err := w.b[bucketRoots].Put(pairKey(d.RootSessionID, d.ID), nil); err != nil {
-		return err
-	}
 	if d.ParentSessionID == "" {
 		return nil // legacy files do not name the parent
 	}

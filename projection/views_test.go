@@ -100,6 +100,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	current := views{}.Name()
 	err = db.Update(func(tx *bolt.Tx) error {
 		views := tx.Bucket([]byte("views"))
 		recs := views.Bucket([]byte(bucketRecords))
@@ -124,11 +125,11 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 			return err
 		}
 		cps := tx.Bucket([]byte("checkpoints"))
-		cp := slices.Clone(cps.Get([]byte("views/v2")))
+		cp := slices.Clone(cps.Get([]byte(current)))
 		if len(cp) != 8 {
-			t.Errorf("views/v2 checkpoint = %x", cp)
+			t.Errorf("%s checkpoint = %x", current, cp)
 		}
-		if err := cps.Delete([]byte("views/v2")); err != nil {
+		if err := cps.Delete([]byte(current)); err != nil {
 			return err
 		}
 		return cps.Put([]byte("views/v1"), cp)

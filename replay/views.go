@@ -52,13 +52,17 @@ var viewRules = map[string]viewRule{
 			return d.indexed, "it is registered under root " + quote(d.rec.RootSessionID)
 		},
 		check: func(d *delegation, e *projection.ViewEntry) string {
-			if e.Session == d.rec.RootSessionID {
-				return ""
+			if e.Session != d.rec.RootSessionID {
+				return "the view files it under root " + quote(e.Session) + ", the log says " + quote(d.rec.RootSessionID)
 			}
-			return "the view files it under root " + quote(e.Session) + ", the log says " + quote(d.rec.RootSessionID)
+			sum := d.rec.Summary()
+			if want := sum.AppendRecord(nil); !bytes.Equal(e.Record, want) {
+				return "its summary is not what its events replay to: " + recordDiff(e.Record, &sum)
+			}
+			return ""
 		},
 		seq:    func(d *delegation) uint64 { return d.first },
-		effect: "delegation_list and delegation_read of its root session do not see it",
+		effect: "delegation_list and delegation_read of its root session do not see it, or list shows it wrong",
 	},
 	projection.ViewParents: {
 		want: func(d *delegation) (bool, string) {

@@ -84,14 +84,15 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if *limit < 0 {
 		return usagef("--limit %d is negative", *limit)
 	}
-	// The records pass through undecoded: the text is what is printed,
-	// and --json prints the daemon's bytes.
+	// Text alone unless --json asks for the records, which then pass
+	// through undecoded: --json prints the daemon's bytes.
 	var res struct {
 		Delegations json.RawMessage `json:"delegations"`
 		Text        string          `json:"text"`
 		Next        string          `json:"next,omitempty"`
 	}
-	if err := e.call(ctx, api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order, Limit: *limit, After: *after}, &res); err != nil {
+	req := api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order, Limit: *limit, After: *after, TextOnly: !e.json}
+	if err := e.call(ctx, req, &res); err != nil {
 		return err
 	}
 	if e.json {

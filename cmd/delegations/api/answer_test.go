@@ -88,6 +88,9 @@ func TestListPages(t *testing.T) {
 	if !reflect.DeepEqual(got, all.Delegations) {
 		t.Errorf("pages put together:\n got %+v\nwant %+v", got, all.Delegations)
 	}
+	if l, err := svc.List(ctx, ListRequest{RootSessionID: "ses_root", TextOnly: true}); err != nil || l.Text != all.Text || len(l.Delegations) != 0 || l.Delegations == nil {
+		t.Errorf("textOnly: %+v %v", l, err)
+	}
 	if _, err := svc.List(ctx, ListRequest{RootSessionID: "ses_root", Limit: -1}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Errorf("negative limit: %v", err)
 	}

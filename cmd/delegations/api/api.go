@@ -110,7 +110,9 @@ type ReadRequest struct {
 // ListRequest is the body of POST /v1/list. Order is "id" (the plugin's,
 // the default) or "time". Limit (0: all) and After page the listing:
 // After is the Next of the previous answer, with the same filter and
-// order.
+// order. TextOnly asks for the text alone (the answer's delegations are
+// then empty): what a caller that only shows the text needs, without
+// the summaries' JSON, which a large root makes the bulk of the answer.
 type ListRequest struct {
 	RootSessionID string `json:"rootSessionID"`
 	Status        string `json:"status,omitempty"`
@@ -118,6 +120,7 @@ type ListRequest struct {
 	Order         string `json:"order,omitempty"`
 	Limit         int    `json:"limit,omitempty"`
 	After         string `json:"after,omitempty"`
+	TextOnly      bool   `json:"textOnly,omitempty"`
 }
 
 // ActiveRequest is the body of POST /v1/active, the reconciliation

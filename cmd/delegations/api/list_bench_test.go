@@ -32,11 +32,12 @@ const (
 // api.Client decoding the answer), against `status` round trips on the
 // same socket in the same run.
 //
-// Metrics: ms/list (the whole root, by id, decoded as the CLI decodes
-// it: the text, the records left raw), ms/list-time (the same by time),
-// ms/list-decoded (by id, every record decoded into an fsm.Delegation, as
-// a Go client of api.List pays), ms/page (limit 100 from the middle of
-// the root, by id), us/status;
+// Metrics: ms/list (the whole root, by id, as the CLI's text listing asks
+// for it: textOnly), ms/list-time (the same by time), ms/list-records (by
+// id with the summaries, left undecoded as the CLI's --json does),
+// ms/list-decoded (every summary decoded into an fsm.Delegation, as a Go
+// client of api.List pays), ms/page (limit 100 from the middle of the
+// root, by id, with summaries), us/status;
 // MiB-alloc/list, what one whole listing allocates in this process
 // (server and client: an upper bound of the peak it adds);
 // ratio(≤1) = ms/list over the 50 ms goal; list/status.
@@ -95,7 +96,7 @@ func benchList(b *testing.B, c *Client) {
 	}
 	middle := first.Next
 
-	var list, byTime, decode, page, status time.Duration
+	var list, byTime, records, decode, page, status time.Duration
 	var alloc uint64
 	var ms runtime.MemStats
 	b.ResetTimer()
@@ -109,7 +110,7 @@ func benchList(b *testing.B, c *Client) {
 		before := ms.TotalAlloc
 		t2 := time.Now()
 		var all cliList
-		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot}, &all); err != nil {
+		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot, TextOnly: true}, &all); err != nil {
 			b.Fatal(err)
 		}
 		t3 := time.Now()
@@ -120,10 +121,15 @@ func benchList(b *testing.B, c *Client) {
 		}
 		t4 := time.Now()
 		var timed cliList
-		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot, Order: "time"}, &timed); err != nil {
+		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot, Order: "time", TextOnly: true}, &timed); err != nil {
 			b.Fatal(err)
 		}
 		t5 := time.Now()
+		var raw cliList
+		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot}, &raw); err != nil {
+			b.Fatal(err)
+		}
+		t5r := time.Now()
 		var decoded List
 		if err := c.Call(ctx, "list", ListRequest{RootSessionID: listRoot}, &decoded); err != nil {
 			b.Fatal(err)
@@ -143,13 +149,15 @@ func benchList(b *testing.B, c *Client) {
 		status += t1.Sub(t0)
 		list += t3.Sub(t2)
 		byTime += t5.Sub(t4)
-		decode += t5d.Sub(t5)
+		records += t5r.Sub(t5)
+		decode += t5d.Sub(t5r)
 		page += t6.Sub(t5d)
 	}
 	b.StopTimer()
 	msOf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(msOf(list), "ms/list")
 	b.ReportMetric(msOf(byTime), "ms/list-time")
+	b.ReportMetric(msOf(records), "ms/list-records")
 	b.ReportMetric(msOf(decode), "ms/list-decoded")
 	b.ReportMetric(msOf(page), "ms/page")
 	b.ReportMetric(micros(status, b.N), "us/status")

@@ -191,7 +191,11 @@ func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 		ds = ds[:r.Limit]
 		next = ds[len(ds)-1].ID
 	}
-	return List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds), Next: next}, nil
+	l := List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds), Next: next}
+	if r.TextOnly {
+		l.Delegations = []fsm.Delegation{}
+	}
+	return l, nil
 }
 
 // Active lists the active delegations, earliest deadline first: what a
