@@ -120,7 +120,17 @@ type Store struct {
 	readMu  sync.Mutex
 	reads   map[string]*readBatch
 	watches map[string]*watch
+
+	// swept is closed when the sweep of stale temp files that Open
+	// started is over (nil when it started none).
+	swept chan struct{}
 }
+
+// staleTempAge is how much older than the open a temp file must be for
+// the sweep at open to remove it: a margin for file systems whose
+// timestamps are coarse, so that a write of this process is never taken
+// for a crash's. A stale file younger than that goes at the next open.
+const staleTempAge = 2 * time.Second
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
 // needed.
@@ -179,9 +189,25 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return s, nil
 	}
+	opened := time.Now() // the file system's clock, not the store's
 	if err := s.recover(opts.Rebuild); err != nil {
 		l.Close()
 		return nil, err
+	}
+	if !opts.Rebuild { // a rebuild swept everything already
+		// Once, here, rather than a directory listing on every
+		// artifact write: the lock is ours, so a temp file from
+		// before the open is a crash's. In the background, as the
+		// walk follows how many sessions the directory holds.
+		s.swept = make(chan struct{})
+		go func() {
+			defer close(s.swept)
+			if n, err := sweepTempFiles(s.dir, opened.Add(-staleTempAge)); err != nil {
+				s.logf.Warn("temporary files not swept; tried again on the next open", "err", err)
+			} else if n > 0 {
+				s.logf.Info("removed temporary files left by a crash", "count", n)
+			}
+		}()
 	}
 	return s, nil
 }
@@ -212,7 +238,12 @@ func (s *Store) needsRecovery() error {
 // Close closes the log after in-flight appends commit. Stop issuing
 // commands first: one that has appended may still be writing its artifact,
 // which the next Open finishes.
-func (s *Store) Close() error { return s.log.Close() }
+func (s *Store) Close() error {
+	if s.swept != nil {
+		<-s.swept
+	}
+	return s.log.Close()
+}
 
 // Dir returns the data directory.
 func (s *Store) Dir() string { return s.dir }
