@@ -25,6 +25,7 @@ const (
 	ViewCycles    = bucketCycles    // a parent session's current cycle
 	ViewMembers   = bucketMembers   // the cycle each delegation joined
 	ViewOutbox    = bucketOutbox    // notifications waiting for an acknowledgement
+	ViewDue       = bucketDue       // the outbox's entries by parent session
 )
 
 // Views returns the names of every view, in the order InspectViews visits them.
@@ -51,6 +52,7 @@ type CycleView struct {
 //	cycles     Session (parent), Cycle
 //	members    ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
+//	due        Session (parent), ID (the notification)
 //
 // Key, Value and Record alias the transaction's memory: they are valid
 // only during the InspectViews callback. Err is set, with the fields that
@@ -116,7 +118,7 @@ func decodeViewEntry(name string, k, v []byte) ViewEntry {
 		if name == bucketRecords {
 			e.Record = v
 		}
-	case bucketRoots, bucketParents:
+	case bucketRoots, bucketParents, bucketDue:
 		i := firstNUL(k)
 		if i < 0 {
 			return bad("want <session> NUL <id>")

@@ -26,11 +26,12 @@ const (
 	bucketCycles    = "cycles"    // parent → JSON of cycle
 	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
 	bucketOutbox    = "outbox"    // notification id → JSON of Notification
+	bucketDue       = "due"       // parent \0 notification id → "": the outbox by parent session
 )
 
 var viewBuckets = []string{
 	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
-	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox,
+	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue,
 }
 
 // parentStream prefixes the stream of a parent session's cycle events. A
@@ -118,7 +119,7 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 			id := AllCompleteNotificationID(parent, e.Cycle)
 			switch e.Kind {
 			case fsm.KindAllCompleteNotified:
-				err = w.b[bucketOutbox].Delete([]byte(id))
+				err = w.unqueue(id)
 			case fsm.KindNotificationFailed:
 				err = w.failed(id, e.Error)
 			}
@@ -198,7 +199,7 @@ func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegat
 		if err != nil {
 			return err
 		}
-		return putJSON(w.b[bucketOutbox], TerminalNotificationID(id), Notification{
+		return w.queue(Notification{
 			ID:         TerminalNotificationID(id),
 			Kind:       KindTerminal,
 			Delegation: id,
@@ -238,7 +239,7 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	if c.Active == 0 {
 		// A new cycle. An all-complete of the old one that was not
 		// acknowledged yet is never sent (COMPAT).
-		if err := w.b[bucketOutbox].Delete([]byte(AllCompleteNotificationID(d.ParentSessionID, c.Cycle))); err != nil {
+		if err := w.unqueue(AllCompleteNotificationID(d.ParentSessionID, c.Cycle)); err != nil {
 			return err
 		}
 		c = cycle{Cycle: c.Cycle + 1}
@@ -283,7 +284,7 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 // notified retires the terminal notification, marks the delegation unread
 // and, when it was the last of its cycle, makes the all-complete due.
 func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
-	if err := w.b[bucketOutbox].Delete([]byte(TerminalNotificationID(d.ID))); err != nil {
+	if err := w.unqueue(TerminalNotificationID(d.ID)); err != nil {
 		return err
 	}
 	if d.Unread() {
@@ -306,7 +307,7 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		return nil
 	}
 	id := AllCompleteNotificationID(d.ParentSessionID, c.Cycle)
-	return putJSON(w.b[bucketOutbox], id, Notification{
+	return w.queue(Notification{
 		ID:     id,
 		Kind:   KindAllComplete,
 		Parent: d.ParentSessionID,
@@ -314,6 +315,31 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		DueAt:  d.NotifiedAt.Add(AllCompleteQuiet),
 		Seq:    seq,
 	})
+}
+
+// queue puts n in the outbox, indexed under its parent session.
+func (w *viewTx) queue(n Notification) error {
+	if err := w.b[bucketDue].Put(pairKey(n.Parent, n.ID), nil); err != nil {
+		return err
+	}
+	return putJSON(w.b[bucketOutbox], n.ID, n)
+}
+
+// unqueue removes notification id from the outbox and its parent's index,
+// if it is there.
+func (w *viewTx) unqueue(id string) error {
+	raw := w.b[bucketOutbox].Get([]byte(id))
+	if raw == nil {
+		return nil
+	}
+	var n Notification
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return fmt.Errorf("outbox entry %s: %w", id, err)
+	}
+	if err := w.b[bucketDue].Delete(pairKey(n.Parent, id)); err != nil {
+		return err
+	}
+	return w.b[bucketOutbox].Delete([]byte(id))
 }
 
 // failed records a failed delivery on an outbox entry still waiting.

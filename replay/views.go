@@ -209,6 +209,7 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 	seenRecords := make([]bool, len(st.order))
 	seenCycles := map[string]bool{}
 	seenOutbox := map[string]bool{}
+	seenDue := map[string]bool{}
 
 	err = projection.InspectViews(tx, func(e projection.ViewEntry) error {
 		if e.Err != nil {
@@ -243,6 +244,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			if *e.Cycle != cs.CycleView {
 				c.add(e.View, Finding{Parent: e.Session, Diagnosis: fmt.Sprintf("the cycle of parent %s is %s in the view, the log says %s: its all-complete notification comes at the wrong time, or never.",
 					quote(e.Session), cycleText(*e.Cycle), cycleText(cs.CycleView))})
+			}
+		case projection.ViewDue:
+			seenDue[e.Session+"\x00"+e.ID] = true
+			if n := st.outbox[e.ID]; n == nil || n.Parent != e.Session {
+				c.add(e.View, Finding{Parent: e.Session,
+					Diagnosis: "the due view files notification " + e.ID + " under parent " + quote(e.Session) + ", which the log says is not owed it now: notifications of that parent report an entry the outbox lacks."})
 			}
 		case projection.ViewOutbox:
 			nid := string(e.Key)
@@ -324,6 +331,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			n := st.outbox[nid]
 			c.add(projection.ViewOutbox, Finding{Delegation: n.Delegation, Parent: n.Parent, Seqs: []uint64{n.Seq},
 				Diagnosis: "notification " + nid + " is due since " + fmtT(n.DueAt) + " (record " + itoa(n.Seq) + ") but is not in the outbox: the bridge never gets it."})
+		}
+	}
+	for _, nid := range sortedKeys(st.outbox) {
+		if n := st.outbox[nid]; !seenDue[n.Parent+"\x00"+nid] {
+			c.add(projection.ViewDue, Finding{Delegation: n.Delegation, Parent: n.Parent, Seqs: []uint64{n.Seq},
+				Diagnosis: "notification " + nid + " is due but the due view does not file it under parent " + quote(n.Parent) + ": notifications of that parent leave it out."})
 		}
 	}
 	for _, view := range sortedKeys(c.extra) {
