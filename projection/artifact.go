@@ -214,12 +214,13 @@ func ReadArtifact(dir, rel string) ([]byte, error) {
 // returns every error joined. Call it at start-up, before artifacts are
 // written: it cannot tell a stale temp file from one being written now.
 func SweepTempFiles(dir string) (int, error) {
-	return sweepTempFiles(dir, time.Time{})
+	return sweepTempFiles(dir, time.Time{}, func() bool { return false })
 }
 
 // sweepTempFiles is SweepTempFiles, for only the temp files last modified
-// before a time when it is not zero.
-func sweepTempFiles(dir string, before time.Time) (int, error) {
+// before a time when it is not zero, that stops early (without an error)
+// once stopped reports true.
+func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
@@ -249,6 +250,9 @@ func sweepTempFiles(dir string, before time.Time) (int, error) {
 			if err != nil {
 				errs = append(errs, err)
 				continue
+			}
+			if stopped() {
+				return removed, errors.Join(errs...)
 			}
 			for _, f := range files {
 				if !f.Type().IsRegular() || !artifactIsTemp(f.Name()) {

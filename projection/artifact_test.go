@@ -451,9 +451,8 @@ func TestWriteArtifactLeavesNoTempOnFailure(t *testing.T) {
 }
 
 // TestOpenSweepsStaleTempFiles: opening a store removes the temp files a
-// crash left (older than the open), in the background (Close waits for
-// it), and leaves a temp file written since; an artifact write no longer
-// lists its directory.
+// crash left (older than the open), in the background (Close stops it),
+// and leaves a temp file written since.
 func TestOpenSweepsStaleTempFiles(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
@@ -480,6 +479,7 @@ func TestOpenSweepsStaleTempFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-s.swept // Close would stop it
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -122,8 +123,9 @@ type Store struct {
 	watches map[string]*watch
 
 	// swept is closed when the sweep of stale temp files that Open
-	// started is over (nil when it started none).
-	swept chan struct{}
+	// started is over (nil when it started none); stopSweep ends it early.
+	swept     chan struct{}
+	stopSweep atomic.Bool
 }
 
 // staleTempAge is how much older than the open a temp file must be for
@@ -198,11 +200,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		// Once, here, rather than a directory listing on every
 		// artifact write: the lock is ours, so a temp file from
 		// before the open is a crash's. In the background, as the
-		// walk follows how many sessions the directory holds.
+		// walk follows how many sessions the directory holds; Close
+		// stops it (a short-lived command leaves the rest to the
+		// next open, the daemon's).
 		s.swept = make(chan struct{})
 		go func() {
 			defer close(s.swept)
-			if n, err := sweepTempFiles(s.dir, opened.Add(-staleTempAge)); err != nil {
+			if n, err := sweepTempFiles(s.dir, opened.Add(-staleTempAge), s.stopSweep.Load); err != nil {
 				s.logf.Warn("temporary files not swept; tried again on the next open", "err", err)
 			} else if n > 0 {
 				s.logf.Info("removed temporary files left by a crash", "count", n)
@@ -240,6 +244,7 @@ func (s *Store) needsRecovery() error {
 // which the next Open finishes.
 func (s *Store) Close() error {
 	if s.swept != nil {
+		s.stopSweep.Store(true)
 		<-s.swept
 	}
 	return s.log.Close()
