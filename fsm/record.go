@@ -245,8 +245,16 @@ func UnmarshalSummary(b []byte) (Delegation, error) {
 // Progress, Result and Error): what UnmarshalSummary decodes, and what a
 // listing shows.
 func (d Delegation) Summary() Delegation {
-	d.Prompt, d.Progress, d.Result, d.Error = "", "", "", ""
+	for _, t := range d.Texts() {
+		*t = ""
+	}
 	return d
+}
+
+// Texts returns the fields Summary leaves out, in a fixed order (stored:
+// append only): Prompt, Progress, Result, Error.
+func (d *Delegation) Texts() [4]*string {
+	return [4]*string{&d.Prompt, &d.Progress, &d.Result, &d.Error}
 }
 
 // summaryOmits reports whether a summary leaves out the field under tag

@@ -15,7 +15,7 @@ import (
 
 // The views, by the names InspectViews reports in ViewEntry.View.
 const (
-	ViewRecords   = bucketRecords   // id → the record (fsm.Delegation, binary)
+	ViewRecords   = bucketRecords   // id → the record without its texts (fsm.Delegation's Summary, binary)
 	ViewRoots     = bucketRoots     // a root session's delegations
 	ViewParents   = bucketParents   // a parent session's delegations
 	ViewRunning   = bucketRunning   // active delegations, by root and creation time
@@ -26,6 +26,7 @@ const (
 	ViewMembers   = bucketMembers   // the cycle each delegation joined
 	ViewOutbox    = bucketOutbox    // notifications waiting for an acknowledgement
 	ViewDue       = bucketDue       // the outbox's entries by parent session
+	ViewTexts     = bucketTexts     // a record's texts (fsm.Delegation.Texts), apart from it
 )
 
 // Views returns the names of every view, in the order InspectViews visits them.
@@ -53,6 +54,7 @@ type CycleView struct {
 //	members    ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
 //	due        Session (parent), ID (the notification)
+//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text)
 //
 // Key, Value and Record alias the transaction's memory: they are valid
 // only during the InspectViews callback. Err is set, with the fields that
@@ -68,6 +70,7 @@ type ViewEntry struct {
 	Notification *Notification
 	Cycle        *CycleView
 	Member       uint64
+	Text         int // texts: which of fsm.Delegation.Texts
 	Err          error
 }
 
@@ -154,6 +157,12 @@ func decodeViewEntry(name string, k, v []byte) ViewEntry {
 			return bad("cycle number is %d bytes, want 8", len(v))
 		}
 		e.Member = binary.BigEndian.Uint64(v)
+	case bucketTexts:
+		i := firstNUL(k)
+		if i < 0 || len(k) != i+2 || int(k[i+1]) >= len((&fsm.Delegation{}).Texts()) {
+			return bad("want <id> NUL <text number>")
+		}
+		e.ID, e.Text = string(k[:i]), int(k[i+1])
 	case bucketOutbox:
 		var n Notification
 		if err := json.Unmarshal(v, &n); err != nil {

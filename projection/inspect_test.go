@@ -114,7 +114,7 @@ func TestInspectViews(t *testing.T) {
 			t.Errorf("view %s: %d entries, want %d", v, seen[v], n)
 		}
 	}
-	if len(Views()) != 11 {
+	if len(Views()) != 12 {
 		t.Errorf("Views() = %v", Views())
 	}
 }

@@ -169,7 +169,8 @@ func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult
 		if err := fsm.ValidateID(id); err != nil {
 			return res, err
 		}
-		_, err := s.update(ctx, id, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		// The texts play no part: the record is read without them.
+		_, err := s.updateWith(ctx, id, "", loadStored, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 			switch {
 			case d == nil:
 				return nil, &notFoundError{id: id, dir: s.dir}

@@ -384,13 +384,14 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 					return fmt.Errorf("roots view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 				}
 			} else {
-				v := records.Get(id)
-				if v == nil {
+				r, err := loadRecord(tx, string(id))
+				if err != nil {
+					return err
+				}
+				if r == nil {
 					return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", id)
 				}
-				if d, err = fsm.UnmarshalDelegation(v); err != nil {
-					return fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
-				}
+				d = *r
 			}
 			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
 				out = append(out, d)

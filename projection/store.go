@@ -397,13 +397,19 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 // Get returns the current record of a delegation, or an error wrapping
 // fsm.ErrNotFound.
 func (s *Store) Get(id string) (fsm.Delegation, error) {
+	return s.get(id, loadRecord)
+}
+
+// get is Get with the record read by load: loadRecord, or loadStored for
+// the record without its texts.
+func (s *Store) get(id string, load func(*eventlog.Tx, string) (*fsm.Delegation, error)) (fsm.Delegation, error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return fsm.Delegation{}, err
 	}
 	var d *fsm.Delegation
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		var err error
-		d, err = loadRecord(tx, id)
+		d, err = load(tx, id)
 		return err
 	})
 	if err != nil {
@@ -471,6 +477,13 @@ type decideFunc func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error)
 // the newer record. Commands on one delegation hold its lock, and the time
 // is read under it, so one delegation's events never go back in time.
 func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (fsm.Delegation, error) {
+	return s.updateWith(ctx, id, key, loadRecord, decide)
+}
+
+// updateWith is update with the record read by load: a decision that needs
+// no texts, and a caller that needs none back, pass loadStored, so that
+// the command's cost does not follow their size.
+func (s *Store) updateWith(ctx context.Context, id, key string, load func(*eventlog.Tx, string) (*fsm.Delegation, error), decide decideFunc) (fsm.Delegation, error) {
 	mu := &s.locks[xxhash.Sum64String(id)%uint64(len(s.locks))]
 	mu.Lock()
 	defer mu.Unlock()
@@ -478,7 +491,7 @@ func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (
 	// what every rendering shows.
 	at := s.now().UTC().Truncate(time.Millisecond)
 	for range maxConflicts {
-		cur, err := s.Get(id)
+		cur, err := s.get(id, load)
 		var d *fsm.Delegation
 		switch {
 		case err == nil:

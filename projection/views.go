@@ -16,7 +16,8 @@ import (
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
 const (
-	bucketRecords   = "records"   // id → fsm.Delegation, binary (AppendRecord)
+	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord)
+	bucketTexts     = "texts"     // id \0 n → the record's n-th text (fsm.Delegation.Texts), when not empty
 	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
@@ -31,7 +32,7 @@ const (
 
 var viewBuckets = []string{
 	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
-	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue,
+	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue, bucketTexts,
 }
 
 // parentStream prefixes the stream of a parent session's cycle events. A
@@ -153,16 +154,44 @@ func openViews(tx *eventlog.Tx) (*viewTx, error) {
 	return w, nil
 }
 
+// textUnchanged stands for a text the event leaves as it is: invalid
+// UTF-8, so no event's text (decoded payloads are valid UTF-8) equals it.
+const textUnchanged = "\xff"
+
 // apply evolves one delegation's record and moves it between the views.
+//
+// The texts that grow with the work (prompt, progress, result, error) are
+// kept apart from the record, in the texts view, and written only by the
+// event that sets them: a command that changes none of them (start, ack,
+// read, persisted, a late refused command) rewrites a record of a few
+// hundred bytes, whatever its texts weigh.
 func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
-	prev, err := loadRecord(w.tx, e.ID)
+	prev, err := loadStored(w.tx, e.ID)
 	if err != nil {
 		return err
 	}
 	if prev == nil {
 		prev = &fsm.Delegation{}
 	}
-	next := fsm.Evolve(*prev, e)
+	seeded := *prev
+	for _, t := range seeded.Texts() {
+		*t = textUnchanged
+	}
+	next := fsm.Evolve(seeded, e)
+	for i, t := range next.Texts() {
+		if *t != textUnchanged {
+			key := textKey(e.ID, i)
+			if *t == "" {
+				err = w.b[bucketTexts].Delete(key)
+			} else {
+				err = w.b[bucketTexts].Put(key, []byte(*t))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		*t = ""
+	}
 	// A fresh slice per Put: bbolt keeps the value until the commit.
 	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
 		return err
@@ -177,8 +206,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
 		return nil
 	}
-	sum := next.Summary()
-	return w.b[bucketRoots].Put(root, sum.AppendRecord(nil))
+	return w.b[bucketRoots].Put(root, next.AppendRecord(nil)) // its texts are out
 }
 
 // moved moves a delegation between the views for one event.
@@ -378,8 +406,28 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 	return b.Put([]byte(key), raw)
 }
 
-// loadRecord reads a delegation's record; nil when there is none.
+// loadRecord reads a delegation's whole record, its texts included; nil
+// when there is none.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	d, err := loadStored(tx, id)
+	if err != nil || d == nil {
+		return d, err
+	}
+	b, err := tx.Bucket(bucketTexts)
+	if err != nil || b == nil {
+		return d, err
+	}
+	for i, t := range d.Texts() {
+		if v := b.Get(textKey(id, i)); v != nil {
+			*t = string(v)
+		}
+	}
+	return d, nil
+}
+
+// loadStored reads a delegation's record as the records view holds it:
+// without its texts (see views.apply); nil when there is none.
+func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	b, err := tx.Bucket(bucketRecords)
 	if err != nil || b == nil {
 		return nil, err
@@ -393,6 +441,11 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
 	return &d, nil
+}
+
+// textKey is the texts view's key of a delegation's i-th text.
+func textKey(id string, i int) []byte {
+	return append(append([]byte(id), 0), byte(i))
 }
 
 // Keys. Session ids never hold a NUL, so "a\0..." keys of one session sort

@@ -210,6 +210,7 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 	seenCycles := map[string]bool{}
 	seenOutbox := map[string]bool{}
 	seenDue := map[string]bool{}
+	seenTexts := map[string]bool{}
 
 	err = projection.InspectViews(tx, func(e projection.ViewEntry) error {
 		if e.Err != nil {
@@ -225,15 +226,27 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			}
 			seenRecords[i] = true
 			d := st.ds[e.ID]
-			want := d.rec.AppendRecord(nil)
+			sum := d.rec.Summary() // the texts are in the texts view
+			want := sum.AppendRecord(nil)
 			if bytes.Equal(want, e.Record) {
 				return nil
 			}
 			c.add(e.View, Finding{
 				Delegation: e.ID, Seqs: []uint64{d.first, st.lastOf(e.ID)},
-				Diagnosis: "the stored record of " + e.ID + " is not what its events replay to: " + recordDiff(e.Record, &d.rec) +
+				Diagnosis: "the stored record of " + e.ID + " is not what its events replay to: " + recordDiff(e.Record, &sum) +
 					". Every reader (show, list, read, compaction) sees the stored one.",
 			})
+		case projection.ViewTexts:
+			d := st.ds[e.ID]
+			if d == nil {
+				c.add(e.View, Finding{Delegation: e.ID, Diagnosis: "the texts view holds a text of " + quote(e.ID) + ", which has no events in the log."})
+				return nil
+			}
+			seenTexts[e.ID+"\x00"+itoa(uint64(e.Text))] = true
+			if want := *d.rec.Texts()[e.Text]; string(e.Value) != want {
+				c.add(e.View, Finding{Delegation: e.ID, Seqs: []uint64{d.first, st.lastOf(e.ID)},
+					Diagnosis: fmt.Sprintf("text %d of %s in the texts view is %s, the log says %s: show and read return the stored one.", e.Text, e.ID, short(string(e.Value)), short(want))})
+			}
 		case projection.ViewCycles:
 			seenCycles[e.Session] = true
 			cs := st.cycles[e.Session]
@@ -303,6 +316,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 		if !seenRecords[i] {
 			c.add(projection.ViewRecords, Finding{Delegation: id, Seqs: []uint64{d.first, st.lastOf(id)},
 				Diagnosis: "the log holds events of " + id + " but the records view has no record of it: show, list and read do not know it."})
+		}
+		for n, t := range d.rec.Texts() {
+			if *t != "" && !seenTexts[id+"\x00"+itoa(uint64(n))] {
+				c.add(projection.ViewTexts, Finding{Delegation: id, Seqs: []uint64{d.first, st.lastOf(id)},
+					Diagnosis: fmt.Sprintf("the texts view lacks text %d of %s: show and read return it empty.", n, id)})
+			}
 		}
 	}
 	views := make([]string, 0, len(viewRules))
