@@ -405,8 +405,18 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 	if err != nil || paged {
 		return out, err
 	}
-	// Creation time, then id: the roots view's id order breaks ties.
-	slices.SortStableFunc(out, func(a, b fsm.Delegation) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	// Creation time, then id: the roots view's id order breaks ties. The
+	// positions are sorted, not the records (hundreds of bytes each).
+	order := make([]int32, len(out))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return out[a].CreatedAt.Compare(out[b].CreatedAt) })
+	sorted := make([]fsm.Delegation, len(out))
+	for i, j := range order {
+		sorted[i] = out[j]
+	}
+	out = sorted
 	if o.After != "" {
 		// The cursor's place in that order, found from its record even
 		// when the filter no longer lists it.
