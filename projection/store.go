@@ -376,13 +376,59 @@ func (s *Store) Timeout(ctx context.Context, id string) (fsm.Delegation, error) 
 	return s.terminate(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id})
 }
 
-// terminate runs a terminal command, then persists the artifact. A failed
-// artifact write does not undo the terminal event: the delegation stays
-// pending, is logged, and is retried by the next Open or PersistPending.
+// terminate runs a terminal command and persists the artifact in the same
+// append: the artifact of the record the command's events lead to is
+// written (temp, fsync, rename, directory fsync) before the append, which
+// then records the terminal events and the persisted event in one commit.
+// The notification still becomes due only once the file is durable and
+// persisted is recorded. A crash between the two leaves a file beside a
+// delegation the log says is active, which its terminal command, when it
+// comes, writes again. A failed artifact write does not stop the terminal
+// event: it is recorded alone, the delegation stays pending, is logged,
+// and is retried by the next Open or PersistPending.
 func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, error) {
-	d, err := s.execute(ctx, cmd, "")
+	if err := fsm.ValidateID(cmd.ID); err != nil {
+		return fsm.Delegation{}, err
+	}
+	var writeErr error
+	// Once under way, the command finishes even if the caller has gone:
+	// its artifact may already be on disk, and without the append no
+	// notification would become due.
+	d, err := s.update(context.WithoutCancel(ctx), cmd.ID, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if d == nil {
+			return nil, &notFoundError{id: cmd.ID, dir: s.dir}
+		}
+		cmd.At = at
+		events, guard := fsm.Decide(d, cmd, s.cfg)
+		writeErr = nil
+		if guard != nil || len(events) == 0 || d.State.Terminal() {
+			return events, guard
+		}
+		next := *d
+		for _, e := range events {
+			next = fsm.Evolve(next, e)
+		}
+		if !next.State.Terminal() || !next.PersistedAt.IsZero() {
+			return events, nil
+		}
+		rel, err := ArtifactRelPath(next.ProjectID, next.RootSessionID, next.ID)
+		var size int64
+		var sum uint64
+		if err == nil {
+			size, sum, err = WriteArtifact(s.dir, rel, RenderArtifact(&next))
+		}
+		if err != nil {
+			writeErr = fmt.Errorf("write artifact of %s: %w", cmd.ID, err)
+			return events, nil
+		}
+		return append(events, fsm.Event{Kind: fsm.KindPersisted, ID: cmd.ID, At: at, ArtifactPath: rel, ArtifactSize: size, ArtifactHash: sum}), nil
+	})
 	if err != nil || !d.PersistedAt.IsZero() {
 		return d, err
+	}
+	if writeErr != nil {
+		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", writeErr)
+		return d, nil
 	}
 	// The terminal event is durable: finish the job even if the caller
 	// has gone, or no notification would become due until the next open.

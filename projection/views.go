@@ -301,6 +301,11 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 	if err := w.b[bucketPending].Put([]byte(d.ID), nil); err != nil {
 		return err
 	}
+	if d.ParentSessionID == "" {
+		// Its registration is not in the log (a log recovered from a
+		// damaged file): it joined no parent's cycle.
+		return nil
+	}
 	c, err := w.cycle(d.ParentSessionID)
 	if err != nil {
 		return err
