@@ -278,9 +278,11 @@ func newWriteTx(tx *bolt.Tx) *writeTx {
 		idem:   tx.Bucket(bucketIdempotency),
 		index:  indexOf(tx),
 	}
-	// Keys only ever grow at the end: fill pages completely.
+	// Sequence numbers only ever grow at the end: fill pages completely.
+	// The versions index keeps bbolt's default (half): its keys (stream
+	// number, version) land in its middle as lifecycles interleave, and
+	// a full page split there leaves both halves mostly empty.
 	w.events.FillPercent = 1.0
-	w.index.versions.FillPercent = 1.0
 	return w
 }
 

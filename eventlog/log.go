@@ -382,6 +382,14 @@ func (l *Log) dropViews() error {
 // Last returns the sequence number of the last committed record (0 when empty).
 func (l *Log) Last() uint64 { return l.last.Load() }
 
+// Allocated returns how many bytes of pages the write transactions of this
+// Log have allocated since it was opened: what commits wrote to the file,
+// a measure that, unlike the file's size, does not move in steps.
+func (l *Log) Allocated() int64 {
+	st := l.db.Stats()
+	return st.TxStats.GetPageAlloc()
+}
+
 // Close waits for in-flight appends to commit, stops the writer and closes
 // the file. Appends started after Close fail with ErrClosed.
 func (l *Log) Close() error {

@@ -262,29 +262,7 @@ type delegationJSON struct {
 // JSON number would lose bits in JavaScript). Empty optional fields are left
 // out; id, status and version are always present.
 func (d Delegation) MarshalJSON() ([]byte, error) {
-	j := delegationJSON{
-		ID: d.ID, ProjectID: d.ProjectID, RootSessionID: d.RootSessionID,
-		ParentSessionID: d.ParentSessionID, ParentMessageID: d.ParentMessageID,
-		ParentAgent: d.ParentAgent, SessionID: d.SessionID, Agent: d.Agent,
-		Model: d.Model, Prompt: d.Prompt, TimeoutMs: d.Timeout.Milliseconds(),
-		Status:          d.State,
-		CreatedAt:       FormatTime(d.CreatedAt),
-		StartedAt:       FormatTime(d.StartedAt),
-		CompletedAt:     FormatTime(d.CompletedAt),
-		LastUpdateAt:    FormatTime(d.LastUpdateAt),
-		LastHeartbeatAt: FormatTime(d.LastHeartbeatAt),
-		TimeoutAt:       FormatTime(d.TimeoutAt),
-		Progress:        d.Progress, Result: d.Result, Error: d.Error,
-		Title: d.Title, Description: d.Description,
-		PersistedAt:  FormatTime(d.PersistedAt),
-		ArtifactPath: d.ArtifactPath, ArtifactSize: d.ArtifactSize,
-		NotifiedAt: FormatTime(d.NotifiedAt), ReadAt: FormatTime(d.ReadAt),
-		Rejected: d.Rejected, Version: d.Version,
-	}
-	if d.ArtifactHash != 0 || d.ArtifactPath != "" {
-		j.ArtifactHash = fmt.Sprintf("%016x", d.ArtifactHash)
-	}
-	return json.Marshal(j)
+	return d.AppendJSON(nil), nil
 }
 
 // UnmarshalJSON decodes what MarshalJSON writes. Times come back in UTC with

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // RecordVersion is the first byte of every binary record (AppendRecord)
@@ -218,17 +220,65 @@ func (d *Delegation) AppendRecord(b []byte) []byte {
 // alive keeps the whole copy alive, and b may be reused once this returns.
 func UnmarshalDelegation(b []byte) (Delegation, error) {
 	var d Delegation
-	if err := d.unmarshalBinary(b); err != nil {
+	if err := d.unmarshalBinary(b, false); err != nil {
 		return Delegation{}, fmt.Errorf("delegation record: %w", err)
 	}
 	return d, nil
 }
 
-func (d *Delegation) unmarshalBinary(b []byte) error {
+// UnmarshalSummary decodes a record written by AppendRecord without its
+// texts that grow with the work: Prompt, Progress, Result and Error are
+// left empty, and their bytes are neither copied nor read (a large value
+// in a memory-mapped file stays untouched). The other fields are decoded
+// and checked as UnmarshalDelegation does, each string in a copy of its
+// own, so that the summary keeps nothing of b alive. It is what a listing
+// needs: its cost follows the number of records, not their texts.
+func UnmarshalSummary(b []byte) (Delegation, error) {
+	var d Delegation
+	if err := d.unmarshalBinary(b, true); err != nil {
+		return Delegation{}, fmt.Errorf("delegation record: %w", err)
+	}
+	return d, nil
+}
+
+// Summary returns d without the texts that grow with the work (Prompt,
+// Progress, Result and Error): what UnmarshalSummary decodes, and what a
+// listing shows.
+func (d Delegation) Summary() Delegation {
+	for _, t := range d.Texts() {
+		*t = ""
+	}
+	return d
+}
+
+// Texts returns the fields Summary leaves out, in a fixed order (stored:
+// append only): Prompt, Progress, Result, Error.
+func (d *Delegation) Texts() [4]*string {
+	return [4]*string{&d.Prompt, &d.Progress, &d.Result, &d.Error}
+}
+
+// summaryOmits reports whether a summary leaves out the field under tag
+// (the fields Summary clears).
+func summaryOmits(tag uint64) bool {
+	switch tag {
+	case recPrompt, recProgress, recResult, recError:
+		return true
+	}
+	return false
+}
+
+func (d *Delegation) unmarshalBinary(b []byte, summary bool) error {
 	if err := checkVersion(b, RecordVersion); err != nil {
 		return err
 	}
 	var str string // string(b), made on the first string field
+	// A summary's strings, copied together once the record is decoded.
+	type keptString struct {
+		tag        uint64
+		start, end int
+	}
+	var keptArr [lastRecTag]keptString
+	kept, keptLen := keptArr[:0], 0
 	var tag uint64
 	for p := 1; p < len(b); {
 		at := p
@@ -238,13 +288,29 @@ func (d *Delegation) unmarshalBinary(b []byte) error {
 			return err
 		}
 		if sp := d.stringField(tag); sp != nil {
+			if summary {
+				if summaryOmits(tag) {
+					continue
+				}
+				if !utf8.Valid(b[start:p]) {
+					return corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
+				}
+				kept = append(kept, keptString{tag, start, p})
+				keptLen += p - start
+				continue
+			}
 			if *sp, err = stringValue(b, start, p, &str, tag, at); err != nil {
 				return err
 			}
 			continue
 		}
 		if tag == recState {
-			if d.State, err = stateValue(b, start, p, &str, tag, at); err != nil {
+			v, vs, ve, shared := b, start, p, &str
+			if summary { // an unknown state name copies itself alone
+				var own string
+				v, vs, ve, shared = b[start:p], 0, p-start, &own
+			}
+			if d.State, err = stateValue(v, vs, ve, shared, tag, at); err != nil {
 				return err
 			}
 			continue
@@ -275,6 +341,17 @@ func (d *Delegation) unmarshalBinary(b []byte) error {
 			d.Rejected = int(r)
 		case recVersion:
 			d.Version = u
+		}
+	}
+	if len(kept) > 0 {
+		var all strings.Builder
+		all.Grow(keptLen)
+		for _, k := range kept {
+			all.Write(b[k.start:k.end])
+		}
+		str, p := all.String(), 0
+		for _, k := range kept {
+			*d.stringField(k.tag), p = str[p:p+k.end-k.start], p+k.end-k.start
 		}
 	}
 	return nil

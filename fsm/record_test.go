@@ -97,6 +97,20 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRecordSummary: a summary is the record without its four growing
+// texts, whatever the record holds.
+func TestRecordSummary(t *testing.T) {
+	for i, d := range append(sampleRecords(t), everyFieldRecord(t)) {
+		got, err := UnmarshalSummary(d.AppendRecord(nil))
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		want := d
+		want.Prompt, want.Progress, want.Result, want.Error = "", "", "", ""
+		checkSameRecord(t, got, want)
+	}
+}
+
 func TestRecordFullAndZero(t *testing.T) {
 	full := everyFieldRecord(t)
 	b := full.AppendRecord(nil)
@@ -249,11 +263,22 @@ func FuzzUnmarshalDelegation(f *testing.F) {
 	f.Add([]byte(`{"id":"a-b-c"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := UnmarshalDelegation(data)
+		sum, serr := UnmarshalSummary(data)
 		if err != nil {
 			if !errors.Is(err, ErrCorruptPayload) {
 				t.Fatalf("error does not wrap ErrCorruptPayload: %v", err)
 			}
+			if serr != nil && !errors.Is(serr, ErrCorruptPayload) {
+				t.Fatalf("summary error does not wrap ErrCorruptPayload: %v", serr)
+			}
 			return
+		}
+		// A summary of a record that decodes is that record without its
+		// texts (it checks less: the texts it skips).
+		want := d
+		want.Prompt, want.Progress, want.Result, want.Error = "", "", "", ""
+		if serr != nil || !reflect.DeepEqual(sum, want) {
+			t.Fatalf("summary = %+v, %v; want %+v", sum, serr, want)
 		}
 		b := d.AppendRecord(nil)
 		if len(b) != d.binarySize() {

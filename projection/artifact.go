@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -138,17 +139,6 @@ func WriteArtifact(dir, rel string, content []byte) (size int64, sum uint64, err
 			return 0, 0, fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
 		}
 	}
-	// A crash during an earlier write of this artifact left its temp file
-	// here; this write supersedes it. Best effort: SweepTempFiles (on
-	// rebuild) catches the rest.
-	if entries, derr := artifactReadDir(root, relDir); derr == nil {
-		prefix := "." + id + artifactTempInfix
-		for _, e := range entries {
-			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) && artifactIsTemp(e.Name()) {
-				_ = root.Remove(path.Join(relDir, e.Name()))
-			}
-		}
-	}
 	return int64(len(content)), xxhash.Sum64(content), nil
 }
 
@@ -224,6 +214,13 @@ func ReadArtifact(dir, rel string) ([]byte, error) {
 // returns every error joined. Call it at start-up, before artifacts are
 // written: it cannot tell a stale temp file from one being written now.
 func SweepTempFiles(dir string) (int, error) {
+	return sweepTempFiles(dir, time.Time{}, func() bool { return false })
+}
+
+// sweepTempFiles is SweepTempFiles, for only the temp files last modified
+// before a time when it is not zero, that stops early (without an error)
+// once stopped reports true.
+func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
@@ -254,9 +251,17 @@ func SweepTempFiles(dir string) (int, error) {
 				errs = append(errs, err)
 				continue
 			}
+			if stopped() {
+				return removed, errors.Join(errs...)
+			}
 			for _, f := range files {
 				if !f.Type().IsRegular() || !artifactIsTemp(f.Name()) {
 					continue
+				}
+				if !before.IsZero() {
+					if info, err := f.Info(); err != nil || !info.ModTime().Before(before) {
+						continue // gone, or written since
+					}
 				}
 				if err := root.Remove(sdir + "/" + f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					errs = append(errs, err)

@@ -460,6 +460,11 @@ func ListText(ds []fsm.Delegation) string {
 		return ListEmptyText
 	}
 	var b strings.Builder
+	n := 16
+	for i := range ds {
+		n += 32 + 2*len(ds[i].ID) + len(ds[i].Title) + len(ds[i].Description)
+	}
+	b.Grow(n)
 	b.WriteString("## Delegations\n\n")
 	for i := range ds {
 		d := &ds[i]

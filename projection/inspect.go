@@ -15,7 +15,7 @@ import (
 
 // The views, by the names InspectViews reports in ViewEntry.View.
 const (
-	ViewRecords   = bucketRecords   // id → the record (fsm.Delegation, binary)
+	ViewRecords   = bucketRecords   // id → the record without its texts (fsm.Delegation's Summary, binary)
 	ViewRoots     = bucketRoots     // a root session's delegations
 	ViewParents   = bucketParents   // a parent session's delegations
 	ViewRunning   = bucketRunning   // active delegations, by root and creation time
@@ -25,6 +25,8 @@ const (
 	ViewCycles    = bucketCycles    // a parent session's current cycle
 	ViewMembers   = bucketMembers   // the cycle each delegation joined
 	ViewOutbox    = bucketOutbox    // notifications waiting for an acknowledgement
+	ViewDue       = bucketDue       // the outbox's entries by parent session
+	ViewTexts     = bucketTexts     // a record's texts (fsm.Delegation.Texts), apart from it
 )
 
 // Views returns the names of every view, in the order InspectViews visits them.
@@ -42,7 +44,7 @@ type CycleView struct {
 // View:
 //
 //	records    ID, Record
-//	roots      Session (root), ID
+//	roots      Session (root), ID, Record (its Summary)
 //	parents    Session (parent), ID
 //	running    Session (root), Time (createdAt), ID
 //	unread     Session (root), Time (completedAt), ID
@@ -51,6 +53,8 @@ type CycleView struct {
 //	cycles     Session (parent), Cycle
 //	members    ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
+//	due        Session (parent), ID (the notification)
+//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text)
 //
 // Key, Value and Record alias the transaction's memory: they are valid
 // only during the InspectViews callback. Err is set, with the fields that
@@ -62,10 +66,11 @@ type ViewEntry struct {
 	ID           string
 	Session      string
 	Time         time.Time
-	Record       []byte // fsm.UnmarshalDelegation decodes it
+	Record       []byte // fsm.UnmarshalDelegation decodes it (a summary in roots)
 	Notification *Notification
 	Cycle        *CycleView
 	Member       uint64
+	Text         int // texts: which of fsm.Delegation.Texts
 	Err          error
 }
 
@@ -116,12 +121,15 @@ func decodeViewEntry(name string, k, v []byte) ViewEntry {
 		if name == bucketRecords {
 			e.Record = v
 		}
-	case bucketRoots, bucketParents:
+	case bucketRoots, bucketParents, bucketDue:
 		i := firstNUL(k)
 		if i < 0 {
 			return bad("want <session> NUL <id>")
 		}
 		e.Session, e.ID = string(k[:i]), string(k[i+1:])
+		if name == bucketRoots {
+			e.Record = v
+		}
 	case bucketRunning, bucketUnread:
 		i := firstNUL(k)
 		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {
@@ -149,6 +157,12 @@ func decodeViewEntry(name string, k, v []byte) ViewEntry {
 			return bad("cycle number is %d bytes, want 8", len(v))
 		}
 		e.Member = binary.BigEndian.Uint64(v)
+	case bucketTexts:
+		i := firstNUL(k)
+		if i < 0 || len(k) != i+2 || int(k[i+1]) >= len((&fsm.Delegation{}).Texts()) {
+			return bad("want <id> NUL <text number>")
+		}
+		e.ID, e.Text = string(k[:i]), int(k[i+1])
 	case bucketOutbox:
 		var n Notification
 		if err := json.Unmarshal(v, &n); err != nil {

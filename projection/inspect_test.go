@@ -56,6 +56,11 @@ func TestInspectViews(t *testing.T) {
 					t.Errorf("cycles entry %+v", e)
 				}
 				return nil
+			case ViewDue:
+				if e.Session != "ses_parent" || e.ID != TerminalNotificationID(due.ID) {
+					t.Errorf("due entry %+v", e)
+				}
+				return nil
 			case ViewOutbox:
 				if e.Notification == nil || e.Notification.Delegation != e.ID {
 					t.Errorf("outbox entry %+v", e)
@@ -103,13 +108,13 @@ func TestInspectViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]int{ViewRecords: 3, ViewRoots: 3, ViewParents: 3, ViewRunning: 1, ViewDeadlines: 1,
-		ViewUnread: 1, ViewCycles: 1, ViewMembers: 3, ViewOutbox: 1}
+		ViewUnread: 1, ViewCycles: 1, ViewMembers: 3, ViewOutbox: 1, ViewDue: 1}
 	for v, n := range want {
 		if seen[v] != n {
 			t.Errorf("view %s: %d entries, want %d", v, seen[v], n)
 		}
 	}
-	if len(Views()) != 10 {
+	if len(Views()) != 12 {
 		t.Errorf("Views() = %v", Views())
 	}
 }

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -67,7 +68,7 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 		if err != nil || b == nil {
 			return err
 		}
-		return b.ForEach(func(k, v []byte) error {
+		visit := func(k, v []byte) error {
 			var n Notification
 			if err := json.Unmarshal(v, &n); err != nil {
 				return fmt.Errorf("outbox entry %s: %w", k, err)
@@ -83,7 +84,29 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 				next = n.DueAt
 			}
 			return nil
-		})
+		}
+		if parent == "" {
+			return b.ForEach(visit)
+		}
+		// One parent's entries, through their index: the cost follows
+		// what that parent is owed, not the whole outbox.
+		idx, err := tx.Bucket(bucketDue)
+		if err != nil || idx == nil {
+			return err
+		}
+		prefix := pairKey(parent, "")
+		c := idx.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			nid := k[len(prefix):]
+			v := b.Get(nid)
+			if v == nil {
+				return fmt.Errorf("the due view names %q, which is not in the outbox (rebuild the views)", nid)
+			}
+			if err := visit(nid, v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	slices.SortFunc(out, func(a, b Notification) int {
 		if c := a.DueAt.Compare(b.DueAt); c != 0 {
@@ -146,7 +169,8 @@ func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult
 		if err := fsm.ValidateID(id); err != nil {
 			return res, err
 		}
-		_, err := s.update(ctx, id, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		// The texts play no part: the record is read without them.
+		_, err := s.updateWith(ctx, id, "", loadStored, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 			switch {
 			case d == nil:
 				return nil, &notFoundError{id: id, dir: s.dir}

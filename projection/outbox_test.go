@@ -461,16 +461,17 @@ func TestCarried(t *testing.T) {
 	}
 }
 
-// TestPersistOutlivesCallerContext: the caller's context ends between the
-// terminal commit and the persisted event; the artifact is still recorded
-// and the notification due.
+// TestPersistOutlivesCallerContext: the caller's context ends while the
+// terminal command runs (after it read the clock, before its artifact and
+// its append); the terminal and persisted events are still recorded and
+// the notification due.
 func TestPersistOutlivesCallerContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var calls atomic.Int32
 	base := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 	s, err := Open(t.TempDir(), Options{Now: func() time.Time {
-		if calls.Add(1) == 3 { // register, complete, then persist
+		if calls.Add(1) == 2 { // register, then complete
 			cancel()
 		}
 		return base

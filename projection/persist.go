@@ -73,11 +73,10 @@ func (s *Store) PersistPending(ctx context.Context) (int, error) {
 }
 
 // recover finishes what a crash interrupted: pending artifacts are
-// written (each write also removes the temporary files an interrupted
-// write of the same artifact left). With rebuild, every temporary file is
-// swept and every artifact written again from its record (the views were
-// rebuilt by the log). The full sweep walks every session directory, so it
-// is not paid on every open.
+// written (Open then sweeps the temporary files a crash left, in the
+// background). With rebuild, every temporary file is swept first and
+// every artifact written again from its record (the views were rebuilt by
+// the log).
 func (s *Store) recover(rebuild bool) error {
 	ctx := context.Background()
 	if rebuild {

@@ -308,44 +308,149 @@ func (s *Store) artifactPath(d *fsm.Delegation) string {
 	return filepath.Join(s.dir, rel)
 }
 
-// ListOptions filter and order List.
+// ListOptions filter, order and page List.
 type ListOptions struct {
 	Status fsm.State // only this status; "" for all
 	Unread bool      // only unread delegations
 	ByTime bool      // by creation time instead of by id (the plugin's order)
+	// Limit is the most delegations returned; 0 for all.
+	Limit int
+	// After is a cursor: the id of the last delegation of the previous
+	// page, in the same order and filter. The page starts after it; an id
+	// the listing no longer holds starts where it would have been.
+	After string
 }
 
-// List returns the delegations of a root session.
+// List returns the records of the delegations of a root session.
 func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
+	return s.list(root, o, false)
+}
+
+// Summaries is List without the texts that grow with the work: records
+// without their prompt, progress, result and error (fsm.UnmarshalSummary),
+// which Get and Read return. It reads the summaries the roots view holds,
+// in key order: its cost follows the number of delegations it goes
+// through, not the size of their texts.
+func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) {
+	return s.list(root, o, true)
+}
+
+// list walks the roots view of root: the summaries it holds, or, for
+// whole records, the records view.
+func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegation, error) {
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return nil, err
 	}
 	var out []fsm.Delegation
+	// By id, the roots view's order, a page seeks to its cursor and stops
+	// at its limit; by time, every summary is needed to sort.
+	paged := !o.ByTime
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketRoots)
 		if err != nil || b == nil {
 			return err
 		}
+		records, err := tx.Bucket(bucketRecords)
+		if err != nil || records == nil {
+			return err
+		}
 		prefix := pairKey(root, "")
 		c := b.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			d, err := loadRecord(tx, string(k[len(prefix):]))
-			if err != nil {
-				return err
+		k, v := c.Seek(prefix)
+		if !paged || o.Limit == 0 {
+			// Count first: growing a slice of thousands of records
+			// by doubling costs more than walking the keys twice.
+			n := 0
+			for k := k; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				n++
 			}
-			if d == nil {
-				return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", k[len(prefix):])
+			out = make([]fsm.Delegation, 0, n)
+			k, v = c.Seek(prefix)
+		} else {
+			out = make([]fsm.Delegation, 0, min(o.Limit, 1024))
+		}
+		if paged && o.After != "" {
+			k, v = c.Seek(pairKey(root, o.After))
+			if k != nil && string(k[len(prefix):]) == o.After {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			id := k[len(prefix):]
+			var d fsm.Delegation
+			var err error
+			if summaries {
+				if d, err = fsm.UnmarshalSummary(v); err != nil {
+					return fmt.Errorf("roots view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+				}
+			} else {
+				r, err := loadRecord(tx, string(id))
+				if err != nil {
+					return err
+				}
+				if r == nil {
+					return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", id)
+				}
+				d = *r
 			}
 			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
-				out = append(out, *d)
+				out = append(out, d)
+				if paged && o.Limit > 0 && len(out) == o.Limit {
+					break
+				}
 			}
 		}
 		return nil
 	})
-	if o.ByTime {
-		slices.SortStableFunc(out, func(a, b fsm.Delegation) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	if err != nil || paged {
+		return out, err
 	}
-	return out, err
+	// Creation time, then id: the roots view's id order breaks ties. The
+	// positions are sorted, not the records (hundreds of bytes each).
+	order := make([]int32, len(out))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return out[a].CreatedAt.Compare(out[b].CreatedAt) })
+	sorted := make([]fsm.Delegation, len(out))
+	for i, j := range order {
+		sorted[i] = out[j]
+	}
+	out = sorted
+	if o.After != "" {
+		// The cursor's place in that order, found from its record even
+		// when the filter no longer lists it.
+		var at time.Time
+		err := s.log.View(func(tx *eventlog.Tx) error {
+			b, err := tx.Bucket(bucketRecords)
+			if err != nil || b == nil {
+				return err
+			}
+			if v := b.Get([]byte(o.After)); v != nil {
+				d, err := fsm.UnmarshalSummary(v)
+				at = d.CreatedAt
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		i, _ := slices.BinarySearchFunc(out, o.After, func(d fsm.Delegation, id string) int {
+			if c := d.CreatedAt.Compare(at); c != 0 {
+				return c
+			}
+			return strings.Compare(d.ID, id)
+		})
+		if i < len(out) && out[i].ID == o.After {
+			i++
+		}
+		out = out[i:]
+	}
+	if o.Limit > 0 && len(out) > o.Limit {
+		out = out[:o.Limit]
+	}
+	return out, nil
 }
 
 // allRecords returns every record, by id.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -120,7 +121,18 @@ type Store struct {
 	readMu  sync.Mutex
 	reads   map[string]*readBatch
 	watches map[string]*watch
+
+	// swept is closed when the sweep of stale temp files that Open
+	// started is over (nil when it started none); stopSweep ends it early.
+	swept     chan struct{}
+	stopSweep atomic.Bool
 }
+
+// staleTempAge is how much older than the open a temp file must be for
+// the sweep at open to remove it: a margin for file systems whose
+// timestamps are coarse, so that a write of this process is never taken
+// for a crash's. A stale file younger than that goes at the next open.
+const staleTempAge = 2 * time.Second
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
 // needed.
@@ -179,9 +191,27 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return s, nil
 	}
+	opened := time.Now() // the file system's clock, not the store's
 	if err := s.recover(opts.Rebuild); err != nil {
 		l.Close()
 		return nil, err
+	}
+	if !opts.Rebuild { // a rebuild swept everything already
+		// Once, here, rather than a directory listing on every
+		// artifact write: the lock is ours, so a temp file from
+		// before the open is a crash's. In the background, as the
+		// walk follows how many sessions the directory holds; Close
+		// stops it (a short-lived command leaves the rest to the
+		// next open, the daemon's).
+		s.swept = make(chan struct{})
+		go func() {
+			defer close(s.swept)
+			if n, err := sweepTempFiles(s.dir, opened.Add(-staleTempAge), s.stopSweep.Load); err != nil {
+				s.logf.Warn("temporary files not swept; tried again on the next open", "err", err)
+			} else if n > 0 {
+				s.logf.Info("removed temporary files left by a crash", "count", n)
+			}
+		}()
 	}
 	return s, nil
 }
@@ -212,7 +242,13 @@ func (s *Store) needsRecovery() error {
 // Close closes the log after in-flight appends commit. Stop issuing
 // commands first: one that has appended may still be writing its artifact,
 // which the next Open finishes.
-func (s *Store) Close() error { return s.log.Close() }
+func (s *Store) Close() error {
+	if s.swept != nil {
+		s.stopSweep.Store(true)
+		<-s.swept
+	}
+	return s.log.Close()
+}
 
 // Dir returns the data directory.
 func (s *Store) Dir() string { return s.dir }
@@ -340,13 +376,59 @@ func (s *Store) Timeout(ctx context.Context, id string) (fsm.Delegation, error) 
 	return s.terminate(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id})
 }
 
-// terminate runs a terminal command, then persists the artifact. A failed
-// artifact write does not undo the terminal event: the delegation stays
-// pending, is logged, and is retried by the next Open or PersistPending.
+// terminate runs a terminal command and persists the artifact in the same
+// append: the artifact of the record the command's events lead to is
+// written (temp, fsync, rename, directory fsync) before the append, which
+// then records the terminal events and the persisted event in one commit.
+// The notification still becomes due only once the file is durable and
+// persisted is recorded. A crash between the two leaves a file beside a
+// delegation the log says is active, which its terminal command, when it
+// comes, writes again. A failed artifact write does not stop the terminal
+// event: it is recorded alone, the delegation stays pending, is logged,
+// and is retried by the next Open or PersistPending.
 func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, error) {
-	d, err := s.execute(ctx, cmd, "")
+	if err := fsm.ValidateID(cmd.ID); err != nil {
+		return fsm.Delegation{}, err
+	}
+	var writeErr error
+	// Once under way, the command finishes even if the caller has gone:
+	// its artifact may already be on disk, and without the append no
+	// notification would become due.
+	d, err := s.update(context.WithoutCancel(ctx), cmd.ID, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if d == nil {
+			return nil, &notFoundError{id: cmd.ID, dir: s.dir}
+		}
+		cmd.At = at
+		events, guard := fsm.Decide(d, cmd, s.cfg)
+		writeErr = nil
+		if guard != nil || len(events) == 0 || d.State.Terminal() {
+			return events, guard
+		}
+		next := *d
+		for _, e := range events {
+			next = fsm.Evolve(next, e)
+		}
+		if !next.State.Terminal() || !next.PersistedAt.IsZero() {
+			return events, nil
+		}
+		rel, err := ArtifactRelPath(next.ProjectID, next.RootSessionID, next.ID)
+		var size int64
+		var sum uint64
+		if err == nil {
+			size, sum, err = WriteArtifact(s.dir, rel, RenderArtifact(&next))
+		}
+		if err != nil {
+			writeErr = fmt.Errorf("write artifact of %s: %w", cmd.ID, err)
+			return events, nil
+		}
+		return append(events, fsm.Event{Kind: fsm.KindPersisted, ID: cmd.ID, At: at, ArtifactPath: rel, ArtifactSize: size, ArtifactHash: sum}), nil
+	})
 	if err != nil || !d.PersistedAt.IsZero() {
 		return d, err
+	}
+	if writeErr != nil {
+		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", writeErr)
+		return d, nil
 	}
 	// The terminal event is durable: finish the job even if the caller
 	// has gone, or no notification would become due until the next open.
@@ -361,13 +443,19 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 // Get returns the current record of a delegation, or an error wrapping
 // fsm.ErrNotFound.
 func (s *Store) Get(id string) (fsm.Delegation, error) {
+	return s.get(id, loadRecord)
+}
+
+// get is Get with the record read by load: loadRecord, or loadStored for
+// the record without its texts.
+func (s *Store) get(id string, load func(*eventlog.Tx, string) (*fsm.Delegation, error)) (fsm.Delegation, error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return fsm.Delegation{}, err
 	}
 	var d *fsm.Delegation
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		var err error
-		d, err = loadRecord(tx, id)
+		d, err = load(tx, id)
 		return err
 	})
 	if err != nil {
@@ -435,6 +523,13 @@ type decideFunc func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error)
 // the newer record. Commands on one delegation hold its lock, and the time
 // is read under it, so one delegation's events never go back in time.
 func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (fsm.Delegation, error) {
+	return s.updateWith(ctx, id, key, loadRecord, decide)
+}
+
+// updateWith is update with the record read by load: a decision that needs
+// no texts, and a caller that needs none back, pass loadStored, so that
+// the command's cost does not follow their size.
+func (s *Store) updateWith(ctx context.Context, id, key string, load func(*eventlog.Tx, string) (*fsm.Delegation, error), decide decideFunc) (fsm.Delegation, error) {
 	mu := &s.locks[xxhash.Sum64String(id)%uint64(len(s.locks))]
 	mu.Lock()
 	defer mu.Unlock()
@@ -442,7 +537,7 @@ func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (
 	// what every rendering shows.
 	at := s.now().UTC().Truncate(time.Millisecond)
 	for range maxConflicts {
-		cur, err := s.Get(id)
+		cur, err := s.get(id, load)
 		var d *fsm.Delegation
 		switch {
 		case err == nil:

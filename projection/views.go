@@ -18,8 +18,9 @@ import (
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
 const (
-	bucketRecords   = "records"   // id → fsm.Delegation, binary (AppendRecord)
-	bucketRoots     = "roots"     // root \0 id → "": a root session's delegations
+	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord)
+	bucketTexts     = "texts"     // id \0 n → the record's n-th text (fsm.Delegation.Texts), when not empty
+	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
 	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
@@ -28,11 +29,12 @@ const (
 	bucketCycles    = "cycles"    // parent → JSON of cycle
 	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
 	bucketOutbox    = "outbox"    // notification id → JSON of Notification
+	bucketDue       = "due"       // parent \0 notification id → "": the outbox by parent session
 )
 
 var viewBuckets = []string{
 	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
-	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox,
+	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue, bucketTexts,
 }
 
 // parentStream prefixes the stream of a parent session's cycle events. A
@@ -90,10 +92,11 @@ type cycle struct {
 //
 // Its name carries the version of the views' layout: a build that changes
 // it renames the projector, so the log replays every record into it when a
-// file written by an older build is opened (v1 kept records as JSON).
+// file written by an older build is opened (v1 kept records as JSON; v2
+// kept no value in the roots view, so a listing read every whole record).
 type views struct{}
 
-func (views) Name() string { return "views/v2" }
+func (views) Name() string { return "views/v3" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 	if len(recs) > 0 && recs[0].Seq == 1 {
@@ -119,7 +122,7 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 			id := AllCompleteNotificationID(parent, e.Cycle)
 			switch e.Kind {
 			case fsm.KindAllCompleteNotified:
-				err = w.b[bucketOutbox].Delete([]byte(id))
+				err = w.unqueue(id)
 			case fsm.KindNotificationFailed:
 				err = w.failed(id, e.Error)
 			}
@@ -164,16 +167,44 @@ func openViews(tx *eventlog.Tx) (*viewTx, error) {
 	return w, nil
 }
 
+// textUnchanged stands for a text the event leaves as it is: invalid
+// UTF-8, so no event's text (decoded payloads are valid UTF-8) equals it.
+const textUnchanged = "\xff"
+
 // apply evolves one delegation's record and moves it between the views.
+//
+// The texts that grow with the work (prompt, progress, result, error) are
+// kept apart from the record, in the texts view, and written only by the
+// event that sets them: a command that changes none of them (start, ack,
+// read, persisted, a late refused command) rewrites a record of a few
+// hundred bytes, whatever its texts weigh.
 func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
-	prev, err := loadRecord(w.tx, e.ID)
+	prev, err := loadStored(w.tx, e.ID)
 	if err != nil {
 		return err
 	}
 	if prev == nil {
 		prev = &fsm.Delegation{}
 	}
-	next := fsm.Evolve(*prev, e)
+	seeded := *prev
+	for _, t := range seeded.Texts() {
+		*t = textUnchanged
+	}
+	next := fsm.Evolve(seeded, e)
+	for i, t := range next.Texts() {
+		if *t != textUnchanged {
+			key := textKey(e.ID, i)
+			if *t == "" {
+				err = w.b[bucketTexts].Delete(key)
+			} else {
+				err = w.b[bucketTexts].Put(key, []byte(*t))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		*t = ""
+	}
 	// A fresh slice per Put: bbolt keeps the value until the commit.
 	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
 		return err
@@ -188,14 +219,29 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// and no notification is sent. Replay's rules say the same.
 		return nil
 	}
+	if err := v.moved(w, seq, e, prev, &next); err != nil {
+		return err
+	}
+	// The roots view holds each indexed delegation's summary, so that a
+	// listing reads one small value per delegation, in key order.
+	root := pairKey(next.RootSessionID, e.ID)
+	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
+	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
+		return nil
+	}
+	return w.b[bucketRoots].Put(root, next.AppendRecord(nil)) // its texts are out
+}
+
+// moved moves a delegation between the views for one event.
+func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegation) error {
 	id := e.ID
 	switch {
 	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
-		return v.registered(w, &next)
+		return v.registered(w, next)
 	case prev.Version == 0 && e.Kind == fsm.KindImported:
-		return v.imported(w, &next)
+		return v.imported(w, next)
 	case prev.State.Active() && next.State.Terminal():
-		return v.terminated(w, prev, &next)
+		return v.terminated(w, prev, next)
 	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
 		if err := w.b[bucketPending].Delete([]byte(id)); err != nil {
 			return err
@@ -204,7 +250,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		if err != nil {
 			return err
 		}
-		return putJSON(w.b[bucketOutbox], TerminalNotificationID(id), Notification{
+		return w.queue(Notification{
 			ID:         TerminalNotificationID(id),
 			Kind:       KindTerminal,
 			Delegation: id,
@@ -214,7 +260,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 			Seq:        seq,
 		})
 	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
-		return v.notified(w, seq, &next)
+		return v.notified(w, seq, next)
 	case e.Kind == fsm.KindNotificationFailed:
 		return w.failed(TerminalNotificationID(id), e.Error)
 	case prev.Unread() && !next.Unread():
@@ -229,7 +275,6 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 		bucket string
 		key    []byte
 	}{
-		{bucketRoots, pairKey(d.RootSessionID, d.ID)},
 		{bucketParents, pairKey(d.ParentSessionID, d.ID)},
 		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID)},
 		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID)},
@@ -245,7 +290,7 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	if c.Active == 0 {
 		// A new cycle. An all-complete of the old one that was not
 		// acknowledged yet is never sent (COMPAT).
-		if err := w.b[bucketOutbox].Delete([]byte(AllCompleteNotificationID(d.ParentSessionID, c.Cycle))); err != nil {
+		if err := w.unqueue(AllCompleteNotificationID(d.ParentSessionID, c.Cycle)); err != nil {
 			return err
 		}
 		c = cycle{Cycle: c.Cycle + 1}
@@ -258,14 +303,11 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
 }
 
-// imported indexes an adopted legacy delegation under its root and parent
-// sessions. It arrives terminal and persisted, and the plugin delivered its
+// imported indexes an adopted legacy delegation under its parent session
+// (apply files it under its root). It arrives terminal and persisted, and the plugin delivered its
 // notification long ago: it joins no cycle, waits in no outbox and is not
 // unread.
 func (v views) imported(w *viewTx, d *fsm.Delegation) error {
-	if err := w.b[bucketRoots].Put(pairKey(d.RootSessionID, d.ID), nil); err != nil {
-		return err
-	}
 	if d.ParentSessionID == "" {
 		return nil // legacy files do not name the parent
 	}
@@ -282,6 +324,11 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 	if err := w.b[bucketPending].Put([]byte(d.ID), nil); err != nil {
 		return err
 	}
+	if d.ParentSessionID == "" {
+		// Its registration is not in the log (a log recovered from a
+		// damaged file): it joined no parent's cycle.
+		return nil
+	}
 	c, err := w.cycle(d.ParentSessionID)
 	if err != nil {
 		return err
@@ -293,7 +340,7 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 // notified retires the terminal notification, marks the delegation unread
 // and, when it was the last of its cycle, makes the all-complete due.
 func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
-	if err := w.b[bucketOutbox].Delete([]byte(TerminalNotificationID(d.ID))); err != nil {
+	if err := w.unqueue(TerminalNotificationID(d.ID)); err != nil {
 		return err
 	}
 	if d.Unread() {
@@ -316,7 +363,7 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		return nil
 	}
 	id := AllCompleteNotificationID(d.ParentSessionID, c.Cycle)
-	return putJSON(w.b[bucketOutbox], id, Notification{
+	return w.queue(Notification{
 		ID:     id,
 		Kind:   KindAllComplete,
 		Parent: d.ParentSessionID,
@@ -324,6 +371,31 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		DueAt:  d.NotifiedAt.Add(AllCompleteQuiet),
 		Seq:    seq,
 	})
+}
+
+// queue puts n in the outbox, indexed under its parent session.
+func (w *viewTx) queue(n Notification) error {
+	if err := w.b[bucketDue].Put(pairKey(n.Parent, n.ID), nil); err != nil {
+		return err
+	}
+	return putJSON(w.b[bucketOutbox], n.ID, n)
+}
+
+// unqueue removes notification id from the outbox and its parent's index,
+// if it is there.
+func (w *viewTx) unqueue(id string) error {
+	raw := w.b[bucketOutbox].Get([]byte(id))
+	if raw == nil {
+		return nil
+	}
+	var n Notification
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return fmt.Errorf("outbox entry %s: %w", id, err)
+	}
+	if err := w.b[bucketDue].Delete(pairKey(n.Parent, id)); err != nil {
+		return err
+	}
+	return w.b[bucketOutbox].Delete([]byte(id))
 }
 
 // failed records a failed delivery on an outbox entry still waiting.
@@ -362,8 +434,28 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 	return b.Put([]byte(key), raw)
 }
 
-// loadRecord reads a delegation's record; nil when there is none.
+// loadRecord reads a delegation's whole record, its texts included; nil
+// when there is none.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	d, err := loadStored(tx, id)
+	if err != nil || d == nil {
+		return d, err
+	}
+	b, err := tx.Bucket(bucketTexts)
+	if err != nil || b == nil {
+		return d, err
+	}
+	for i, t := range d.Texts() {
+		if v := b.Get(textKey(id, i)); v != nil {
+			*t = string(v)
+		}
+	}
+	return d, nil
+}
+
+// loadStored reads a delegation's record as the records view holds it:
+// without its texts (see views.apply); nil when there is none.
+func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	b, err := tx.Bucket(bucketRecords)
 	if err != nil || b == nil {
 		return nil, err
@@ -377,6 +469,11 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
 	return &d, nil
+}
+
+// textKey is the texts view's key of a delegation's i-th text.
+func textKey(id string, i int) []byte {
+	return append(append([]byte(id), 0), byte(i))
 }
 
 // Keys. Session ids never hold a NUL, so "a\0..." keys of one session sort

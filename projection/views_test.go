@@ -102,6 +102,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	current := views{}.Name()
 	err = db.Update(func(tx *bolt.Tx) error {
 		views := tx.Bucket([]byte("views"))
 		recs := views.Bucket([]byte(bucketRecords))
@@ -126,11 +127,11 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 			return err
 		}
 		cps := tx.Bucket([]byte("checkpoints"))
-		cp := slices.Clone(cps.Get([]byte("views/v2")))
+		cp := slices.Clone(cps.Get([]byte(current)))
 		if len(cp) != 8 {
-			t.Errorf("views/v2 checkpoint = %x", cp)
+			t.Errorf("%s checkpoint = %x", current, cp)
 		}
-		if err := cps.Delete([]byte("views/v2")); err != nil {
+		if err := cps.Delete([]byte(current)); err != nil {
 			return err
 		}
 		return cps.Put([]byte("views/v1"), cp)
@@ -188,8 +189,9 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 	}
 }
 
-// TestRecordsViewIsBinary pins what the records view holds: the record's
-// binary form, which decodes to what Get returns.
+// TestRecordsViewIsBinary pins what the records view holds: the binary
+// form of the record without its texts, which decodes to what Get returns
+// without them; the texts view holds them apart.
 func TestRecordsViewIsBinary(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	d := register(t, s)
@@ -203,8 +205,15 @@ func TestRecordsViewIsBinary(t *testing.T) {
 			t.Errorf("records view holds %q", raw)
 		}
 		got, err := fsm.UnmarshalDelegation(raw)
-		if err != nil || !reflect.DeepEqual(got, d) {
-			t.Errorf("decoded %+v, %v; want %+v", got, err, d)
+		if want := d.Summary(); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("decoded %+v, %v; want %+v", got, err, want)
+		}
+		texts, err := tx.Bucket(bucketTexts)
+		if err != nil {
+			return err
+		}
+		if v := texts.Get(textKey(d.ID, 0)); string(v) != d.Prompt || d.Prompt == "" {
+			t.Errorf("texts view holds prompt %q, want %q", v, d.Prompt)
 		}
 		return nil
 	})

@@ -52,13 +52,17 @@ var viewRules = map[string]viewRule{
 			return d.indexed, "it is registered under root " + quote(d.rec.RootSessionID)
 		},
 		check: func(d *delegation, e *projection.ViewEntry) string {
-			if e.Session == d.rec.RootSessionID {
-				return ""
+			if e.Session != d.rec.RootSessionID {
+				return "the view files it under root " + quote(e.Session) + ", the log says " + quote(d.rec.RootSessionID)
 			}
-			return "the view files it under root " + quote(e.Session) + ", the log says " + quote(d.rec.RootSessionID)
+			sum := d.rec.Summary()
+			if want := sum.AppendRecord(nil); !bytes.Equal(e.Record, want) {
+				return "its summary is not what its events replay to: " + recordDiff(e.Record, &sum)
+			}
+			return ""
 		},
 		seq:    func(d *delegation) uint64 { return d.first },
-		effect: "delegation_list and delegation_read of its root session do not see it",
+		effect: "delegation_list and delegation_read of its root session do not see it, or list shows it wrong",
 	},
 	projection.ViewParents: {
 		want: func(d *delegation) (bool, string) {
@@ -205,6 +209,8 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 	seenRecords := make([]bool, len(st.order))
 	seenCycles := map[string]bool{}
 	seenOutbox := map[string]bool{}
+	seenDue := map[string]bool{}
+	seenTexts := map[string]bool{}
 
 	err = projection.InspectViews(tx, func(e projection.ViewEntry) error {
 		if e.Err != nil {
@@ -220,15 +226,27 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			}
 			seenRecords[i] = true
 			d := st.ds[e.ID]
-			want := d.rec.AppendRecord(nil)
+			sum := d.rec.Summary() // the texts are in the texts view
+			want := sum.AppendRecord(nil)
 			if bytes.Equal(want, e.Record) {
 				return nil
 			}
 			c.add(e.View, Finding{
 				Delegation: e.ID, Seqs: []uint64{d.first, st.lastOf(e.ID)},
-				Diagnosis: "the stored record of " + e.ID + " is not what its events replay to: " + recordDiff(e.Record, &d.rec) +
+				Diagnosis: "the stored record of " + e.ID + " is not what its events replay to: " + recordDiff(e.Record, &sum) +
 					". Every reader (show, list, read, compaction) sees the stored one.",
 			})
+		case projection.ViewTexts:
+			d := st.ds[e.ID]
+			if d == nil {
+				c.add(e.View, Finding{Delegation: e.ID, Diagnosis: "the texts view holds a text of " + quote(e.ID) + ", which has no events in the log."})
+				return nil
+			}
+			seenTexts[e.ID+"\x00"+itoa(uint64(e.Text))] = true
+			if want := *d.rec.Texts()[e.Text]; string(e.Value) != want {
+				c.add(e.View, Finding{Delegation: e.ID, Seqs: []uint64{d.first, st.lastOf(e.ID)},
+					Diagnosis: fmt.Sprintf("text %d of %s in the texts view is %s, the log says %s: show and read return the stored one.", e.Text, e.ID, short(string(e.Value)), short(want))})
+			}
 		case projection.ViewCycles:
 			seenCycles[e.Session] = true
 			cs := st.cycles[e.Session]
@@ -239,6 +257,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			if *e.Cycle != cs.CycleView {
 				c.add(e.View, Finding{Parent: e.Session, Diagnosis: fmt.Sprintf("the cycle of parent %s is %s in the view, the log says %s: its all-complete notification comes at the wrong time, or never.",
 					quote(e.Session), cycleText(*e.Cycle), cycleText(cs.CycleView))})
+			}
+		case projection.ViewDue:
+			seenDue[e.Session+"\x00"+e.ID] = true
+			if n := st.outbox[e.ID]; n == nil || n.Parent != e.Session {
+				c.add(e.View, Finding{Parent: e.Session,
+					Diagnosis: "the due view files notification " + e.ID + " under parent " + quote(e.Session) + ", which the log says is not owed it now: notifications of that parent report an entry the outbox lacks."})
 			}
 		case projection.ViewOutbox:
 			nid := string(e.Key)
@@ -293,6 +317,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			c.add(projection.ViewRecords, Finding{Delegation: id, Seqs: []uint64{d.first, st.lastOf(id)},
 				Diagnosis: "the log holds events of " + id + " but the records view has no record of it: show, list and read do not know it."})
 		}
+		for n, t := range d.rec.Texts() {
+			if *t != "" && !seenTexts[id+"\x00"+itoa(uint64(n))] {
+				c.add(projection.ViewTexts, Finding{Delegation: id, Seqs: []uint64{d.first, st.lastOf(id)},
+					Diagnosis: fmt.Sprintf("the texts view lacks text %d of %s: show and read return it empty.", n, id)})
+			}
+		}
 	}
 	views := make([]string, 0, len(viewRules))
 	for v := range viewRules {
@@ -320,6 +350,12 @@ func compareViews(tx *eventlog.Tx, st *state) (fs []Finding, compared bool, err 
 			n := st.outbox[nid]
 			c.add(projection.ViewOutbox, Finding{Delegation: n.Delegation, Parent: n.Parent, Seqs: []uint64{n.Seq},
 				Diagnosis: "notification " + nid + " is due since " + fmtT(n.DueAt) + " (record " + itoa(n.Seq) + ") but is not in the outbox: the bridge never gets it."})
+		}
+	}
+	for _, nid := range sortedKeys(st.outbox) {
+		if n := st.outbox[nid]; !seenDue[n.Parent+"\x00"+nid] {
+			c.add(projection.ViewDue, Finding{Delegation: n.Delegation, Parent: n.Parent, Seqs: []uint64{n.Seq},
+				Diagnosis: "notification " + nid + " is due but the due view does not file it under parent " + quote(n.Parent) + ": notifications of that parent leave it out."})
 		}
 	}
 	for _, view := range sortedKeys(c.extra) {

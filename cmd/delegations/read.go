@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -52,7 +53,7 @@ func runRead(ctx context.Context, e *env, args []string) error {
 
 var listVerb = verb{
 	name:     "list",
-	synopsis: "--root-session R [--status S] [--unread] [--order id|time]",
+	synopsis: "--root-session R [--status S] [--unread] [--order id|time] [--limit N [--after ID]]",
 	summary:  "list a root session's delegations as delegation_list does",
 	example:  "delegations list --root-session ses_root --unread",
 	run:      runList,
@@ -64,6 +65,8 @@ func runList(ctx context.Context, e *env, args []string) error {
 	status := fs.String("status", "", "only this status: registered, running, complete, error, cancelled, timeout")
 	unread := fs.Bool("unread", false, "only unread delegations")
 	order := fs.String("order", "id", "id (the plugin's order) or time (registration order)")
+	limit := fs.Int("limit", 0, "at most this many delegations (0: all); stderr then names the --after of the next page")
+	after := fs.String("after", "", "start after this delegation id: the cursor a --limit listing printed")
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
 	}
@@ -78,13 +81,28 @@ func runList(ctx context.Context, e *env, args []string) error {
 			return usagef("--status: %v", err)
 		}
 	}
-	var res api.List
-	if err := e.call(ctx, api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order}, &res); err != nil {
+	if *limit < 0 {
+		return usagef("--limit %d is negative", *limit)
+	}
+	// Text alone unless --json asks for the records, which then pass
+	// through undecoded: --json prints the daemon's bytes.
+	var res struct {
+		Delegations json.RawMessage `json:"delegations"`
+		Text        string          `json:"text"`
+		Next        string          `json:"next,omitempty"`
+	}
+	req := api.ListRequest{RootSessionID: *root, Status: *status, Unread: *unread, Order: *order, Limit: *limit, After: *after, TextOnly: !e.json}
+	if err := e.call(ctx, req, &res); err != nil {
 		return err
 	}
 	if e.json {
 		return writeJSON(e.stdout, res)
 	}
-	_, err := fmt.Fprintln(e.stdout, res.Text)
-	return err
+	if _, err := fmt.Fprintln(e.stdout, res.Text); err != nil {
+		return err
+	}
+	if res.Next != "" {
+		fmt.Fprintf(e.stderr, "more: add --after %s for the next page\n", res.Next)
+	}
+	return nil
 }

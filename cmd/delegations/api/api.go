@@ -37,6 +37,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
@@ -107,12 +108,19 @@ type ReadRequest struct {
 }
 
 // ListRequest is the body of POST /v1/list. Order is "id" (the plugin's,
-// the default) or "time".
+// the default) or "time". Limit (0: all) and After page the listing:
+// After is the Next of the previous answer, with the same filter and
+// order. TextOnly asks for the text alone (the answer's delegations are
+// then empty): what a caller that only shows the text needs, without
+// the summaries' JSON, which a large root makes the bulk of the answer.
 type ListRequest struct {
 	RootSessionID string `json:"rootSessionID"`
 	Status        string `json:"status,omitempty"`
 	Unread        bool   `json:"unread,omitempty"`
 	Order         string `json:"order,omitempty"`
+	Limit         int    `json:"limit,omitempty"`
+	After         string `json:"after,omitempty"`
+	TextOnly      bool   `json:"textOnly,omitempty"`
 }
 
 // ActiveRequest is the body of POST /v1/active, the reconciliation
@@ -130,12 +138,63 @@ type Delegations struct {
 	Delegations []fsm.Delegation `json:"delegations"`
 }
 
-// List is the answer of list: the records, and the text delegation_list
-// shows a model, so that a bridge in any language prints the plugin's
-// exact text without a copy of its rules.
+// List is the answer of list: summaries of the records (without prompt,
+// progress, result and error, which show and read return), and the text
+// delegation_list shows a model, so that a bridge in any language prints
+// the plugin's exact text without a copy of its rules. Next, set when a
+// Limit left delegations out, is the After of the next page; the text is
+// that of this page.
 type List struct {
 	Delegations []fsm.Delegation `json:"delegations"`
 	Text        string           `json:"text"`
+	Next        string           `json:"next,omitempty"`
+}
+
+// jsonAppender is an answer that writes its JSON itself: the bytes
+// encoding/json would write (with HTML escaping off, as marshal sets
+// it), without reflection, for answers of thousands of records.
+type jsonAppender interface {
+	appendJSON(b []byte) []byte
+}
+
+func (l List) appendJSON(b []byte) []byte {
+	b = slices.Grow(b, len(l.Text)+len(l.Text)/8+64)
+	b = appendDelegations(append(b, `{"delegations":`...), l.Delegations)
+	b = fsm.AppendJSONString(append(b, `,"text":`...), l.Text, false)
+	if l.Next != "" {
+		b = fsm.AppendJSONString(append(b, `,"next":`...), l.Next, false)
+	}
+	return append(b, '}')
+}
+
+func (d Delegations) appendJSON(b []byte) []byte {
+	return append(appendDelegations(append(b, `{"delegations":`...), d.Delegations), '}')
+}
+
+func appendDelegations(b []byte, ds []fsm.Delegation) []byte {
+	if ds == nil {
+		return append(b, "null"...)
+	}
+	// One allocation for the lot: the fixed part of a record's JSON is
+	// under 512 bytes (names, times, numbers); its strings add their
+	// lengths, and a few escapes.
+	n := 0
+	for i := range ds {
+		d := &ds[i]
+		n += 512 + len(d.ID) + len(d.ProjectID) + len(d.RootSessionID) + len(d.ParentSessionID) +
+			len(d.ParentMessageID) + len(d.ParentAgent) + len(d.SessionID) + len(d.Agent) + len(d.Model) +
+			len(d.Prompt) + len(d.Progress) + len(d.Result) + len(d.Error) + len(d.Title) +
+			len(d.Description) + len(d.ArtifactPath)
+	}
+	b = slices.Grow(b, n)
+	b = append(b, '[')
+	for i := range ds {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = ds[i].AppendJSON(b)
+	}
+	return append(b, ']')
 }
 
 // NotificationsRequest is the body of POST /v1/notifications. With WaitMs,

@@ -128,11 +128,28 @@ func (c *Client) Call(ctx context.Context, verb string, req, resp any) error {
 		return err
 	}
 	defer r.Body.Close()
-	if err := json.NewDecoder(r.Body).Decode(resp); err != nil {
+	if err := decodeAnswer(r, resp); err != nil {
 		return c.lost(ctx, fmt.Errorf("decode the answer to %s: %w", verb, err))
 	}
 	return nil
 }
+
+// decodeAnswer decodes the JSON answer r carries into resp. An answer of a
+// known length (the daemon sends one) is read into one buffer of that
+// size, rather than into one that doubles as it fills.
+func decodeAnswer(r *http.Response, resp any) error {
+	if r.ContentLength <= 0 || r.ContentLength > maxAnswer {
+		return json.NewDecoder(r.Body).Decode(resp)
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, resp)
+}
+
+// maxAnswer bounds the buffer decodeAnswer makes from a length it is told.
+const maxAnswer = 1 << 30
 
 // waitOfRequest is how long a request asks the daemon to wait.
 func waitOfRequest(req any) time.Duration {

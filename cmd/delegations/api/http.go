@@ -216,6 +216,8 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	// A length, not chunks: the client reads a large answer in one piece.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
 }
 

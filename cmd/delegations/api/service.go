@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -174,11 +175,27 @@ func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 		}
 		o.Status = st
 	}
-	ds, err := s.Store().List(strings.TrimSpace(r.RootSessionID), o)
+	if r.Limit < 0 {
+		return List{}, fmt.Errorf("%w: limit %d is negative; leave it out for all", fsm.ErrInvalid, r.Limit)
+	}
+	o.After = strings.TrimSpace(r.After)
+	if r.Limit > 0 {
+		o.Limit = min(r.Limit, math.MaxInt-1) + 1 // one more says whether a next page exists
+	}
+	ds, err := s.Store().Summaries(strings.TrimSpace(r.RootSessionID), o)
 	if err != nil {
 		return List{}, err
 	}
-	return List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds)}, nil
+	var next string
+	if r.Limit > 0 && len(ds) > r.Limit {
+		ds = ds[:r.Limit]
+		next = ds[len(ds)-1].ID
+	}
+	l := List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds), Next: next}
+	if r.TextOnly {
+		l.Delegations = []fsm.Delegation{}
+	}
+	return l, nil
 }
 
 // Active lists the active delegations, earliest deadline first: what a
@@ -616,6 +633,9 @@ func (l Local) Events(ctx context.Context, r EventsRequest, emit func(Event) err
 
 // marshal encodes v as the API does: no HTML escaping, one line.
 func marshal(v any) ([]byte, error) {
+	if a, ok := v.(jsonAppender); ok {
+		return append(a.appendJSON(nil), '\n'), nil
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

@@ -200,11 +200,11 @@ func (h *handlers) list(ctx context.Context, _ *mcp.CallToolRequest, a ListArgs)
 	if err != nil {
 		return failure(err)
 	}
-	var res api.Delegations
-	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: root, Status: a.Status, Unread: a.Unread, Order: a.Order}, &res); err != nil {
+	var res api.List
+	if err := h.call(ctx, "list", api.ListRequest{RootSessionID: root, Status: a.Status, Unread: a.Unread, Order: a.Order, TextOnly: true}, &res); err != nil {
 		return failure(err)
 	}
-	return text(projection.ListText(res.Delegations)), nil, nil
+	return text(res.Text), nil, nil
 }
 
 func (h *handlers) read(ctx context.Context, _ *mcp.CallToolRequest, a ReadArgs) (*mcp.CallToolResult, any, error) {

@@ -813,7 +813,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
         args: {},
         async execute(_args: unknown, ctx: ToolContext): Promise<string> {
           const root = await rootOf(ctx.sessionID)
-          return (await store.call<{ text: string }>("list", { rootSessionID: root })).text
+          return (await store.call<{ text: string }>("list", { rootSessionID: root, textOnly: true })).text
         },
       },
       delegation_cancel: {

@@ -1,0 +1,124 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+// BenchmarkLifecycles: 64 clients, each on its own connection to one
+// daemon (api.Serve in process), run whole lifecycles: register, start, 3
+// progress, complete, notifications of its parent, ack, read (9 requests,
+// 8 events). Baseline: the same 64 clients making as many `status` round
+// trips, in the same run. b.N is lifecycles per client.
+//
+// Metrics: requests/s and status-requests/s; ratio(≥0.5) = requests/s
+// over status-requests/s (the DESIGN's end-to-end target); events/s (set
+// beside the plain-file group commit of eventlog's
+// BenchmarkConcurrentAppenders); ms/complete-p50 and ms/progress-p50 at
+// 64 clients, and complete/progress(≤1.5).
+func BenchmarkLifecycles(b *testing.B) {
+	const clients = 64
+	dir := b.TempDir()
+	serveBench(b, dir)
+	socket := DefaultSocket(dir)
+	ctx := context.Background()
+	conns := make([]*Client, clients)
+	for i := range conns {
+		cl, err := Dial(ctx, socket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		conns[i] = cl
+	}
+	run := func(f func(cl *Client, i int) error) time.Duration {
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		t0 := time.Now()
+		for i, cl := range conns {
+			wg.Go(func() {
+				if err := f(cl, i); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		d := time.Since(t0)
+		close(errs)
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	var mu sync.Mutex
+	var completes, progresses []time.Duration
+	b.ResetTimer()
+	life := run(func(cl *Client, i int) error {
+		parent := fmt.Sprintf("ses_parent%d", i%8)
+		var cs, ps []time.Duration
+		for range b.N {
+			var d fsm.Delegation
+			if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow."}, &d); err != nil {
+				return err
+			}
+			if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
+				return err
+			}
+			for p := range 3 {
+				t := time.Now()
+				if err := cl.Call(ctx, "progress", ProgressRequest{ID: d.ID, Message: fmt.Sprintf("step %d: reading the retry layer", p)}, &d); err != nil {
+					return err
+				}
+				ps = append(ps, time.Since(t))
+			}
+			t := time.Now()
+			if err := cl.Call(ctx, "complete", CompleteRequest{ID: d.ID, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."}, &d); err != nil {
+				return err
+			}
+			cs = append(cs, time.Since(t))
+			var ns Notifications
+			if err := cl.Call(ctx, "notifications", NotificationsRequest{ParentSessionID: parent}, &ns); err != nil {
+				return err
+			}
+			var ack projection.AckResult
+			if err := cl.Call(ctx, "ack", AckRequest{ID: projection.TerminalNotificationID(d.ID)}, &ack); err != nil {
+				return err
+			}
+			var rr projection.ReadResult
+			if err := cl.Call(ctx, "read", ReadRequest{RootSessionID: "ses_root", ID: d.ID}, &rr); err != nil {
+				return err
+			}
+		}
+		mu.Lock()
+		completes, progresses = append(completes, cs...), append(progresses, ps...)
+		mu.Unlock()
+		return nil
+	})
+	status := run(func(cl *Client, _ int) error {
+		for range 9 * b.N {
+			if _, err := cl.Status(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	b.StopTimer()
+	requests := float64(9 * b.N * clients)
+	b.ReportMetric(requests/life.Seconds(), "requests/s")
+	b.ReportMetric(requests/status.Seconds(), "status-requests/s")
+	b.ReportMetric(status.Seconds()/life.Seconds(), "ratio(≥0.5)")
+	b.ReportMetric(float64(8*b.N*clients)/life.Seconds(), "events/s")
+	slices.Sort(completes)
+	slices.Sort(progresses)
+	p50 := func(ds []time.Duration) float64 { return float64(ds[len(ds)/2].Microseconds()) / 1000 }
+	b.ReportMetric(p50(completes), "ms/complete-p50")
+	b.ReportMetric(p50(progresses), "ms/progress-p50")
+	b.ReportMetric(p50(completes)/p50(progresses), "complete/progress(≤1.5)")
+}

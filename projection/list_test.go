@@ -1,0 +1,96 @@
+package projection
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+// TestSummariesPages: Summaries is List without the growing texts, and
+// pages of any size, by id or by time, with or without a filter, put
+// together give the whole listing; a cursor that the filter no longer
+// lists still says where the next page starts.
+func TestSummariesPages(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	var ids []string
+	for i := range 7 {
+		d := register(t, s)
+		ids = append(ids, d.ID)
+		if i%2 == 0 {
+			if _, err := s.Complete(ctx, d.ID, "a long result", "title", "description"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	root := registration().RootSessionID
+	for _, o := range []ListOptions{{}, {ByTime: true}, {Status: fsm.Complete}, {Status: fsm.Registered, ByTime: true}} {
+		full, err := s.List(root, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums, err := s.Summaries(root, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sums) != len(full) {
+			t.Fatalf("%+v: %d summaries, %d records", o, len(sums), len(full))
+		}
+		for i := range full {
+			want := full[i]
+			want.Prompt, want.Progress, want.Result, want.Error = "", "", "", ""
+			if sums[i] != want {
+				t.Errorf("%+v: summary %d = %+v, want %+v", o, i, sums[i], want)
+			}
+		}
+		for _, limit := range []int{1, 2, 3, 10} {
+			var paged []fsm.Delegation
+			p := o
+			p.Limit = limit
+			for {
+				page, err := s.Summaries(root, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				paged = append(paged, page...)
+				if len(page) < limit {
+					break
+				}
+				p.After = page[len(page)-1].ID
+			}
+			if !slices.Equal(idsOf(paged), idsOf(full)) {
+				t.Errorf("%+v, pages of %d: %v, want %v", o, limit, idsOf(paged), idsOf(full))
+			}
+		}
+		// After a delegation the filter leaves out: the ones past it.
+		for _, after := range ids {
+			p := o
+			p.After = after
+			page, err := s.Summaries(root, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all, _ := s.List(root, ListOptions{ByTime: o.ByTime})
+			i := slices.IndexFunc(all, func(d fsm.Delegation) bool { return d.ID == after })
+			var want []string
+			for _, d := range all[i+1:] {
+				if o.Status == "" || d.State == o.Status {
+					want = append(want, d.ID)
+				}
+			}
+			if g := idsOf(page); !slices.Equal(g, want) {
+				t.Errorf("%+v after %s: %v, want %v", o, after, g, want)
+			}
+		}
+	}
+}
+
+func idsOf(ds []fsm.Delegation) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.ID)
+	}
+	return out
+}
