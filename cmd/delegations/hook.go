@@ -62,9 +62,11 @@ const hookLogName = "hook-errors.log"
 // hook-errors.log.1 and started afresh.
 const hookLogMax = 1 << 20
 
-// hookTimeout bounds a hook's work, well within the 10 s Claude Code is
-// told to wait (install writes "timeout": 10).
-const hookTimeout = 5 * time.Second
+// hookTimeout bounds a hook's work within the 10 s Claude Code is told to
+// wait (install writes "timeout": 10), leaving it room to start a daemon
+// on a loaded machine: a first hook that ran out of 5 s between register
+// and start was seen under load.
+const hookTimeout = 8 * time.Second
 
 // runHook never fails: whatever goes wrong (even a bad argument) is
 // appended to the log, nothing is printed, and the exit code is 0. Exit 2

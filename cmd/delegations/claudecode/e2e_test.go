@@ -151,7 +151,11 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	if len(list.Delegations) != 1 {
 		t.Fatalf("want one delegation, got %+v\nhook log: %s", list, readLog(data))
 	}
-	d := list.Delegations[0]
+	// A listing carries summaries; the record's texts come with show.
+	var d fsm.Delegation
+	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "show", list.Delegations[0].ID)), &d); err != nil {
+		t.Fatal(err)
+	}
 	agentID := regexp.MustCompile(`^a[0-9a-f]+$`)
 	if d.State != fsm.Complete || d.Result != answer || d.Prompt != prompt || d.Agent != "general-purpose" ||
 		!agentID.MatchString(d.SessionID) || d.RootSessionID != sessionID || d.NotifiedAt.IsZero() || !d.ReadAt.IsZero() {

@@ -68,7 +68,10 @@ func TestClaudeCodeEarlyStop(t *testing.T) {
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "list", "--root-session", sessionID)), &list); err != nil || len(list.Delegations) != 1 {
 		t.Fatalf("%+v %v\nhook log: %s", list, err, readLog(data))
 	}
-	d := list.Delegations[0]
+	var d fsm.Delegation
+	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "show", list.Delegations[0].ID)), &d); err != nil {
+		t.Fatal(err)
+	}
 	if d.State != fsm.Complete || d.Result != answer {
 		t.Fatalf("recorded: %s %q %q", d.State, d.Result, d.Error)
 	}

@@ -413,8 +413,15 @@ func (h *hook) continued(ctx context.Context, session string, n Notification) er
 		if !matches(n, d) {
 			continue
 		}
-		if d.State.Active() || sameOutcome(d, n) {
-			return nil // it ends by the active path, or this was recorded
+		if d.State.Active() {
+			return nil // it ends by the active path
+		}
+		// A listing carries summaries: the outcome's texts come with show.
+		if err := h.call(ctx, "show", api.IDRequest{ID: d.ID}, &d); err != nil {
+			return err
+		}
+		if sameOutcome(d, n) {
+			return nil // this was recorded
 		}
 		prev = d
 	}

@@ -58,8 +58,12 @@ func TestClaudeCodeAsNewUser(t *testing.T) {
 	c.Run(t, "please list them", "--resume", sessionID)
 	var list struct{ Delegations []fsm.Delegation }
 	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "list", "--root-session", sessionID)), &list); err != nil ||
-		len(list.Delegations) != 1 || list.Delegations[0].State != fsm.Complete || list.Delegations[0].Result != answer {
+		len(list.Delegations) != 1 || list.Delegations[0].State != fsm.Complete {
 		t.Fatalf("the store has %+v (%v)", list, err)
+	}
+	var d fsm.Delegation
+	if err := json.Unmarshal([]byte(delegations(t, c, "--json", "show", list.Delegations[0].ID)), &d); err != nil || d.Result != answer {
+		t.Fatalf("the delegation's result: %q (%v)", d.Result, err)
 	}
 	id := list.Delegations[0].ID
 	data := filepath.Join(c.Env.DataHome, "opencode", "delegations")
