@@ -132,7 +132,7 @@ func Evolve(d Delegation, e Event) Delegation {
 		if final {
 			break
 		}
-		d.State, _ = terminalState(e.Kind)
+		d.State, _ = target(e.Kind)
 		d.CompletedAt = e.At
 		d.Title, d.Description = e.Title, e.Description
 		switch e.Kind {

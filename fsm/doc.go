@@ -15,9 +15,9 @@
 // injected reader. The same events always fold to the same record, which is
 // what makes the log replayable.
 //
-// The lifecycle transition table is a github.com/looplab/fsm table
-// (checked with Can on a fresh FSM); the rest is plain Go so that replay
-// stays at millions of events per second.
+// The lifecycle rules are one github.com/looplab/fsm table (lifecycle in
+// fsm.go, checked with Can on a fresh FSM); the rest is plain Go so that
+// replay stays at millions of events per second.
 //
 // # Caveats
 //
