@@ -210,8 +210,8 @@ func Fold(events ...Event) Delegation {
 	return d
 }
 
-// jsonTime is the plugin's timestamp: RFC 3339, UTC, milliseconds.
-const jsonTime = "2006-01-02T15:04:05.000Z"
+// TimeLayout is the plugin's timestamp: RFC 3339, UTC, milliseconds.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
 
 // FormatTime formats t as the plugin does (e.g. 2026-11-21T10:38:45.282Z);
 // the zero time gives "".
@@ -219,7 +219,7 @@ func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(jsonTime)
+	return t.UTC().Format(TimeLayout)
 }
 
 type delegationJSON struct {
