@@ -289,7 +289,7 @@ func (l *layout) omission(n int, root string) string {
 	return b.String()
 }
 
-// The plugin's fixed texts (COMPAT.md "Compaction block").
+// The plugin's fixed texts (README "Compatibility with the background-agents plugin").
 var fullLayout = layout{
 	open:    "<delegation-context>\n",
 	runHead: "## Running Delegations\n\n",

@@ -22,7 +22,7 @@ func (c Config) defaultTimeout() time.Duration {
 	return c.DefaultTimeout
 }
 
-// Fallback lengths for titles and descriptions (COMPAT.md), in characters.
+// Fallback lengths for titles and descriptions (the plugin's), in characters.
 const (
 	FallbackTitleLen       = 30
 	FallbackDescriptionLen = 150

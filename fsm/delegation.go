@@ -49,7 +49,8 @@ type Delegation struct {
 	Version  uint64 `json:"version"`            // events applied = the stream version in the log
 }
 
-// Result texts fixed by the plugin (COMPAT.md).
+// Result texts fixed by the plugin (README "Compatibility with the
+// background-agents plugin").
 const (
 	failedText    = "Delegation failed."
 	cancelledText = "Delegation was cancelled before completion."
