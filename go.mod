@@ -9,6 +9,7 @@ require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/oklog/run v1.2.0
 	go.etcd.io/bbolt v1.5.0
+	golang.org/x/tools v0.42.0
 )
 
 require (

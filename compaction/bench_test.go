@@ -20,7 +20,7 @@ const (
 	benchProject = "0123456789abcdef"
 	benchHistory = 100_000
 	benchActive  = 20
-	benchTarget  = 200 * time.Microsecond // DESIGN.md: compaction block under 200 µs
+	benchTarget  = 200 * time.Microsecond // README "Benchmarks": compaction block under 200 µs
 )
 
 // BenchmarkCompaction measures what the compaction hook costs: Carried plus
@@ -30,7 +30,7 @@ const (
 //
 // Metrics: big-ns/op and small-ns/op (each one Carried + Block), and the
 // big store's split into big-carried-ns/op and big-block-ns/op;
-// ratio(≤1) = big / 200 µs, the DESIGN.md target; history-cost-ratio =
+// ratio(≤1) = big / 200 µs, the README's target; history-cost-ratio =
 // big / small, ≈1 when the cost follows what is carried and not history.
 // The reported ns/op is the sum of both stores' calls.
 //

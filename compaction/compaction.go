@@ -289,7 +289,7 @@ func (l *layout) omission(n int, root string) string {
 	return b.String()
 }
 
-// The plugin's fixed texts (COMPAT.md "Compaction block").
+// The plugin's fixed texts (README "Compatibility with the background-agents plugin").
 var fullLayout = layout{
 	open:    "<delegation-context>\n",
 	runHead: "## Running Delegations\n\n",
@@ -482,38 +482,11 @@ func writePath(b *strings.Builder, dir, rel string) {
 	writeText(b, rel, 0, false)
 }
 
-// writeTime writes t as fsm.FormatTime does (2026-11-21T10:38:45.282Z)
-// without its allocation and layout parsing: a block holds dozens.
+// writeTime writes t as fsm.FormatTime does (2026-11-21T10:38:45.282Z),
+// the zero time included, without allocating.
 func writeTime(b *strings.Builder, t time.Time) {
-	t = t.UTC()
-	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
-		b.WriteString(fsm.FormatTime(t))
-		return
-	}
-	hour, minute, sec := t.Clock()
-	var buf [24]byte
-	put := func(at, v, width int) {
-		for k := width - 1; k >= 0; k-- {
-			buf[at+k] = byte('0' + v%10)
-			v /= 10
-		}
-	}
-	put(0, year, 4)
-	buf[4] = '-'
-	put(5, int(month), 2)
-	buf[7] = '-'
-	put(8, day, 2)
-	buf[10] = 'T'
-	put(11, hour, 2)
-	buf[13] = ':'
-	put(14, minute, 2)
-	buf[16] = ':'
-	put(17, sec, 2)
-	buf[19] = '.'
-	put(20, t.Nanosecond()/1e6, 3)
-	buf[23] = 'Z'
-	b.Write(buf[:])
+	var buf [32]byte
+	b.Write(t.UTC().AppendFormat(buf[:0], fsm.TimeLayout))
 }
 
 // blank reports whether r is written as (part of) one space: white space,

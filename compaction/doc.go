@@ -1,7 +1,7 @@
 // Package compaction renders what a compacted conversation must carry about
 // its delegations: the <delegation-context> block of the OpenCode
-// background-agents plugin (COMPAT.md "Compaction block"), and a shorter
-// per-turn variant for a system prompt.
+// background-agents plugin (README "Compatibility with the background-agents
+// plugin"), and a shorter per-turn variant for a system prompt.
 //
 // It is pure rendering: no I/O, no clock. Feed it what
 // projection.Store.Carried returns (running delegations in registration
@@ -14,7 +14,7 @@
 // many the size budget left out; Block and Brief are thin wrappers.
 //
 // The block follows the plugin's layout byte for byte, with the
-// improvements COMPAT.md asks for:
+// improvements that README section lists:
 //
 //   - Text from outside (prompts, titles, descriptions, agents, even ids
 //     and statuses) is written on one line: every run of white space or

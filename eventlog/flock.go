@@ -47,8 +47,7 @@ func precheck(path string, readOnly bool, timeout time.Duration) error {
 			return fmt.Errorf("lock: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: is `delegations serve` running for this data directory? "+
-				"Talk to it, stop it, or wait for the other command to finish", ErrLocked)
+			return ErrLocked
 		}
 		time.Sleep(50 * time.Millisecond) // bbolt polls the same way
 	}

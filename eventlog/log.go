@@ -194,8 +194,7 @@ func Open(path string, opts Options) (*Log, error) {
 		file.Close()
 	}
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open log %s: %w: is `delegations serve` running for this data directory? "+
-			"Talk to it, stop it, or wait for the other command to finish", path, ErrLocked)
+		return nil, fmt.Errorf("open log %s: %w", path, ErrLocked)
 	}
 	var pathErr *fs.PathError
 	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.As(err, &pathErr) {

@@ -22,7 +22,7 @@ func (c Config) defaultTimeout() time.Duration {
 	return c.DefaultTimeout
 }
 
-// Fallback lengths for titles and descriptions (COMPAT.md), in characters.
+// Fallback lengths for titles and descriptions (the plugin's), in characters.
 const (
 	FallbackTitleLen       = 30
 	FallbackDescriptionLen = 150
@@ -43,10 +43,10 @@ const (
 //     delegation gives started then progressed), with defaults filled in:
 //     the timeout, the timed-out error text, and a fallback title and
 //     description for terminal events;
-//   - started on a running delegation: no events, no error;
-//   - on a terminal delegation, the same terminal command again (same kind
-//     and fields, ignoring At; a blank title, description or timed-out error
-//     matches whatever was recorded): no events, no error;
+//   - a repeat of the transition that led to the current state (start on
+//     running; the same terminal command again, same fields ignoring At, a
+//     blank title, description or timed-out error matching whatever was
+//     recorded): no events, no error;
 //   - any other command on a terminal delegation: one rejected event, to be
 //     appended, and a *TransitionError wrapping ErrTerminal.
 func Decide(d *Delegation, cmd Event, cfg Config) ([]Event, error) {
@@ -70,30 +70,23 @@ func Decide(d *Delegation, cmd Event, cfg Config) ([]Event, error) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, cmd.ID)
 	}
 
-	if d.State.Terminal() {
-		if sameTerminal(d, &ev) {
+	dst, _ := target(ev.Kind)
+	if !can(d.State, ev.Kind) {
+		if dst == d.State && repeats(d, &ev) {
 			return nil, nil
+		}
+		if !d.State.Terminal() {
+			return nil, fmt.Errorf("delegation %q has unknown state %q; refusing %s", cmd.ID, d.State, ev.Kind)
 		}
 		rej := ev
 		rej.Kind, rej.Refused, rej.RefusedState = KindRejected, ev.Kind, d.State
 		return []Event{rej}, &TransitionError{ID: cmd.ID, State: d.State, Event: cmd.Kind}
 	}
-	if ev.Kind == KindStarted && d.State == Running {
-		return nil, nil // a repeated start changes nothing
+	if d.State == Registered && dst == Running && ev.Kind != KindStarted {
+		start := Event{Kind: KindStarted, ID: ev.ID, At: ev.At}
+		return []Event{start, ev}, nil
 	}
-	if !can(d.State, ev.Kind) {
-		// Only a record with an unknown state gets here: the table allows
-		// every command from both active states except start on running.
-		return nil, fmt.Errorf("delegation %q has unknown state %q; refusing %s", cmd.ID, d.State, ev.Kind)
-	}
-
-	switch ev.Kind {
-	case KindProgressed:
-		if d.State == Registered {
-			start := Event{Kind: KindStarted, ID: ev.ID, At: ev.At}
-			return []Event{start, ev}, nil
-		}
-	case KindCompleted, KindFailed, KindCancelled, KindTimedOut:
+	if dst.Terminal() {
 		if ev.Kind == KindTimedOut && ev.Error == "" {
 			ev.Error = TimedOutText(timeoutOf(d, cfg))
 		}
@@ -149,13 +142,13 @@ func commandEvent(cmd *Event) Event {
 	return ev
 }
 
-// sameTerminal reports whether ev repeats the terminal transition that d
-// already went through. Blank title, description and timed-out error in the
-// retry were defaulted the first time, so they match what was recorded.
-func sameTerminal(d *Delegation, ev *Event) bool {
-	st, ok := terminalState(ev.Kind)
-	if !ok || st != d.State {
-		return false
+// repeats reports whether ev, which leads to d's state, repeats the
+// transition that led there. Any start does; blank title, description and
+// timed-out error in a terminal retry were defaulted the first time, so
+// they match what was recorded.
+func repeats(d *Delegation, ev *Event) bool {
+	if ev.Kind == KindStarted {
+		return true
 	}
 	if ev.Title != "" && ev.Title != d.Title || ev.Description != "" && ev.Description != d.Description {
 		return false
@@ -176,7 +169,7 @@ func sameTerminal(d *Delegation, ev *Event) bool {
 // validateCommand checks the fields cmd's kind carries against the input
 // bounds.
 func validateCommand(cmd *Event) error {
-	if _, ok := transitionName(cmd.Kind); !ok && cmd.Kind != KindRegistered {
+	if _, ok := target(cmd.Kind); !ok && cmd.Kind != KindRegistered {
 		return invalid(FieldKind, cmd.Kind.String(), "not a command; want registered, started, progressed, completed, failed, cancelled or timed_out")
 	}
 	if err := ValidateID(cmd.ID); err != nil {

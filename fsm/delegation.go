@@ -49,7 +49,8 @@ type Delegation struct {
 	Version  uint64 `json:"version"`            // events applied = the stream version in the log
 }
 
-// Result texts fixed by the plugin (COMPAT.md).
+// Result texts fixed by the plugin (README "Compatibility with the
+// background-agents plugin").
 const (
 	failedText    = "Delegation failed."
 	cancelledText = "Delegation was cancelled before completion."
@@ -132,7 +133,7 @@ func Evolve(d Delegation, e Event) Delegation {
 		if final {
 			break
 		}
-		d.State, _ = terminalState(e.Kind)
+		d.State, _ = target(e.Kind)
 		d.CompletedAt = e.At
 		d.Title, d.Description = e.Title, e.Description
 		switch e.Kind {
@@ -210,8 +211,8 @@ func Fold(events ...Event) Delegation {
 	return d
 }
 
-// jsonTime is the plugin's timestamp: RFC 3339, UTC, milliseconds.
-const jsonTime = "2006-01-02T15:04:05.000Z"
+// TimeLayout is the plugin's timestamp: RFC 3339, UTC, milliseconds.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
 
 // FormatTime formats t as the plugin does (e.g. 2026-11-21T10:38:45.282Z);
 // the zero time gives "".
@@ -219,7 +220,7 @@ func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(jsonTime)
+	return t.UTC().Format(TimeLayout)
 }
 
 type delegationJSON struct {

@@ -15,9 +15,9 @@
 // injected reader. The same events always fold to the same record, which is
 // what makes the log replayable.
 //
-// The lifecycle transition table is a github.com/looplab/fsm table
-// (checked with Can on a fresh FSM); the rest is plain Go so that replay
-// stays at millions of events per second.
+// The lifecycle rules are one github.com/looplab/fsm table (lifecycle in
+// fsm.go, checked with Can on a fresh FSM); the rest is plain Go so that
+// replay stays at millions of events per second.
 //
 // # Caveats
 //
@@ -38,8 +38,9 @@
 //   - Strings decoded by UnmarshalPayload share one copy of the payload;
 //     holding any one field keeps that copy alive.
 //   - Decide fills a fallback title and description from the result text
-//     (COMPAT.md) when the caller gives none; titles may still contain
-//     line breaks when a caller supplies them, so renderers must escape.
+//     (as the plugin does) when the caller gives none; titles may still
+//     contain line breaks when a caller supplies them, so renderers must
+//     escape.
 //   - A cancel's reason is kept as the record's Error, as the plugin does.
 //   - Do not call Event on a looplab/fsm FSM: it wedges forever on a
 //     cancelled context, and a repeated terminal event is an error there.

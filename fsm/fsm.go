@@ -123,7 +123,7 @@ const (
 	KindPersisted           Kind = 8
 	KindNotified            Kind = 9
 	KindNotificationFailed  Kind = 10
-	KindAllCompleteDue      Kind = 11
+	KindAllCompleteDue      Kind = 11 // reserved: never appended (the outbox knows when one is due); never reuse 11
 	KindAllCompleteNotified Kind = 12
 	KindRead                Kind = 13
 	KindRejected            Kind = 14
@@ -179,59 +179,41 @@ func ParseKind(s string) (Kind, error) {
 	return 0, &InputError{Field: "kind", Value: s, Problem: "want an event kind such as registered, started, progressed, completed, failed, cancelled or timed_out"}
 }
 
-// Transition names in the looplab/fsm table. One per lifecycle command kind.
-const (
-	evStart    = "start"
-	evProgress = "progress"
-	evComplete = "complete"
-	evFail     = "fail"
-	evCancel   = "cancel"
-	evTimeout  = "timeout"
-)
-
 var active = []string{string(Registered), string(Running)}
 
-// lifecycle is the transition table. It is built once and never mutated:
-// looplab/fsm copies it into each FSM's own maps.
+// lifecycle is the whole lifecycle, as a looplab/fsm table whose event names
+// are the command kinds. It is read by three rules in Decide:
+//
+//   - a command whose transition leaves the current state is allowed; one
+//     that enters running from registered is preceded by a started event
+//     (progress on a registered delegation starts it);
+//   - a command that is not allowed but leads to the current state repeats
+//     the transition that led there (start on running, the same terminal
+//     command again) and changes nothing;
+//   - any other command is refused. Terminal states have no outgoing
+//     transitions, so every other command on them is refused.
+//
+// It is built once and never mutated: looplab/fsm copies it into each FSM's
+// own maps.
 var lifecycle = lfsm.Events{
-	{Name: evStart, Src: []string{string(Registered)}, Dst: string(Running)},
-	{Name: evProgress, Src: active, Dst: string(Running)},
-	{Name: evComplete, Src: active, Dst: string(Complete)},
-	{Name: evFail, Src: active, Dst: string(Error)},
-	{Name: evCancel, Src: active, Dst: string(Cancelled)},
-	{Name: evTimeout, Src: active, Dst: string(Timeout)},
+	{Name: KindStarted.String(), Src: []string{string(Registered)}, Dst: string(Running)},
+	{Name: KindProgressed.String(), Src: active, Dst: string(Running)},
+	{Name: KindCompleted.String(), Src: active, Dst: string(Complete)},
+	{Name: KindFailed.String(), Src: active, Dst: string(Error)},
+	{Name: KindCancelled.String(), Src: active, Dst: string(Cancelled)},
+	{Name: KindTimedOut.String(), Src: active, Dst: string(Timeout)},
 }
 
-// transitionName maps a lifecycle command kind to its name in the table.
-func transitionName(k Kind) (string, bool) {
-	switch k {
-	case KindStarted:
-		return evStart, true
-	case KindProgressed:
-		return evProgress, true
-	case KindCompleted:
-		return evComplete, true
-	case KindFailed:
-		return evFail, true
-	case KindCancelled:
-		return evCancel, true
-	case KindTimedOut:
-		return evTimeout, true
+// target is the state the table's transition for kind k leads to; ok is
+// false when k is not a lifecycle command.
+func target(k Kind) (s State, ok bool) {
+	if !k.Known() {
+		return "", false
 	}
-	return "", false
-}
-
-// terminalState is the state a terminal event kind leads to.
-func terminalState(k Kind) (State, bool) {
-	switch k {
-	case KindCompleted:
-		return Complete, true
-	case KindFailed:
-		return Error, true
-	case KindCancelled:
-		return Cancelled, true
-	case KindTimedOut:
-		return Timeout, true
+	for i := range lifecycle {
+		if lifecycle[i].Name == kindNames[k] {
+			return State(lifecycle[i].Dst), true
+		}
 	}
 	return "", false
 }
@@ -240,11 +222,8 @@ func terminalState(k Kind) (State, bool) {
 // A fresh FSM per check: looplab/fsm instances carry state and locks, and
 // we never call Event (it wedges on a cancelled context).
 func can(s State, k Kind) bool {
-	name, ok := transitionName(k)
-	if !ok {
-		return false
-	}
-	return lfsm.NewFSM(string(s), lifecycle, nil).Can(name)
+	_, ok := target(k)
+	return ok && lfsm.NewFSM(string(s), lifecycle, nil).Can(k.String())
 }
 
 // TransitionError is returned when a command is refused because the

@@ -412,3 +412,18 @@ func TestTableIsNotMutated(t *testing.T) {
 		t.Error("table allows the wrong transitions")
 	}
 }
+
+// TestTableStates checks that State.Terminal and State.Active, kept as
+// switches for replay's speed, agree with the table: the active states are
+// exactly those with an outgoing transition.
+func TestTableStates(t *testing.T) {
+	for _, s := range States() {
+		out := false
+		for k := range tableCmds {
+			out = out || can(s, k)
+		}
+		if out != s.Active() || out == s.Terminal() {
+			t.Errorf("%s: table has outgoing transitions %v; Active %v, Terminal %v", s, out, s.Active(), s.Terminal())
+		}
+	}
+}

@@ -103,8 +103,8 @@ func BenchmarkAPIRoundTrip(b *testing.B) {
 
 // BenchmarkReadWakeup: a blocking read waits on a running delegation;
 // another client completes it. Measured: from the complete call
-// returning to the read returning (the DESIGN's wake-up, here including
-// the read's own durable commit). Baseline: a non-blocking read of a
+// returning to the read returning (README "Benchmarks": the wake-up, here
+// including the read's own durable commit). Baseline: a non-blocking read of a
 // delegation already complete (the same work without the wait). Each
 // iteration starts the clock only once the reader is parked in the
 // store's wait, found in the goroutine dump (the daemon runs in process).

@@ -328,7 +328,10 @@ func TestInspectionReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fi, _ := os.Stat(path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reader, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -352,8 +355,14 @@ func TestInspectionReadOnly(t *testing.T) {
 			t.Errorf("%s beside a reader: exit %d\n%s", args[0], r.code, r.stderr)
 		}
 	}
-	after, _ := os.ReadFile(path)
-	fi2, _ := os.Stat(path)
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi2, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if string(raw) != string(after) || !fi.ModTime().Equal(fi2.ModTime()) {
 		t.Error("an inspection verb changed the log file")
 	}

@@ -117,7 +117,9 @@ func TestInstallVerb(t *testing.T) {
 		t.Fatalf(".mcp.json:\n%s", mcp)
 	}
 	bad := "{\"hooks\": {\n"
-	os.WriteFile(filepath.Join(proj, ".claude", "settings.json"), []byte(bad), 0o644)
+	if err := os.WriteFile(filepath.Join(proj, ".claude", "settings.json"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r = runBin(t, "", "install", "claude-code", "--project", proj)
 	if r.code != 1 || !strings.Contains(r.stderr, "not valid settings JSON") || readFile(t, filepath.Join(proj, ".claude", "settings.json")) != bad {
 		t.Fatalf("invalid settings: %+v", r)
@@ -169,7 +171,9 @@ func TestHookPanics(t *testing.T) {
 func TestInstallRecordsInvokedPath(t *testing.T) {
 	proj := t.TempDir()
 	link := filepath.Join(t.TempDir(), "bin", "delegations")
-	os.MkdirAll(filepath.Dir(link), 0o755)
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink(binary(t), link); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,9 @@ func TestReplayRebuildVerifyTimeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(artifact)
+	if err := os.Remove(artifact); err != nil {
+		t.Fatal(err)
+	}
 	r := cli(t, data, "", "--json", "replay")
 	var rep struct {
 		Errors   int `json:"errors"`

@@ -179,11 +179,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return err
 }
 
-// withHint adds what to do to an error about a damaged or lost log.
+// withHint adds what to do to an error about a locked, damaged or lost log.
 func withHint(err error) error {
 	var de *eventlog.DamageError
 	var el *projection.EmptyLogError
 	switch {
+	case errors.Is(err, eventlog.ErrLocked):
+		return fmt.Errorf("%w: is `delegations serve` running for this data directory? "+
+			"Talk to it, stop it, or wait for the other command to finish", err)
 	case errors.As(err, &el):
 		return fmt.Errorf("%w; nothing was written. Run `delegations recover` to set the empty file aside and start a new log, "+
 			"then `delegations import %s` to adopt the artifacts", err, filepath.Dir(el.Path))

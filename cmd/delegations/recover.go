@@ -99,7 +99,7 @@ func recoverLog(path string) (*recoverReport, error) {
 	}
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil, fmt.Errorf("%w: another delegations process holds %s; stop it (or let it finish) before recovering", eventlog.ErrLocked, path)
+		return nil, fmt.Errorf("recover %s: %w", path, eventlog.ErrLocked)
 	}
 	fi, err := f.Stat()
 	if err != nil {

@@ -19,8 +19,9 @@ import (
 // artifact, as p50 and p99 (us/p50, us/p99). Baseline: a single waiting
 // read (us/single), in the same run: mostly the durable commit of its read
 // event, which 1,000 reads share too. us/p99-single is what the other 999
-// waiters add (the DESIGN's wake-up excluding fsync); p99/single ≈ 1 says
-// a waiter's wake-up does not depend on how many others wait.
+// waiters add (README "Benchmarks": the wake-up excluding fsync);
+// p99/single ≈ 1 says a waiter's wake-up does not depend on how many
+// others wait.
 func BenchmarkReadWakeup1000(b *testing.B) {
 	s, err := projection.Open(b.TempDir(), projection.Options{})
 	if err != nil {

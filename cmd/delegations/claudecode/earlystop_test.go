@@ -48,19 +48,29 @@ func TestClaudeCodeEarlyStop(t *testing.T) {
 	// the transcripts as they stood, under the projects folder.
 	snap := filepath.Join(c.ConfigDir, "projects", "snapshot")
 	script := filepath.Join(t.TempDir(), "capture.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\n[ -e '"+snap+"/stop.json' ] && exit 0\nmkdir -p '"+snap+"'\ncat > '"+snap+"/stop.json.tmp'\n"+
+	err := os.WriteFile(script, []byte("#!/bin/sh\n[ -e '"+snap+"/stop.json' ] && exit 0\nmkdir -p '"+snap+"'\ncat > '"+snap+"/stop.json.tmp'\n"+
 		"for f in \"$CLAUDE_CONFIG_DIR\"/projects/*/*.jsonl; do case \"$f\" in */snapshot/*) ;; *) cp \"$f\" '"+snap+"/';; esac; done\n"+
 		"mv '"+snap+"/stop.json.tmp' '"+snap+"/stop.json'\n"), 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
 	settingsPath := filepath.Join(c.ConfigDir, "settings.json")
 	var settings map[string]any
-	b, _ := os.ReadFile(settingsPath)
+	b, err := os.ReadFile(settingsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := json.Unmarshal(b, &settings); err != nil {
 		t.Fatal(err)
 	}
 	hooks := settings["hooks"].(map[string]any)
 	hooks["Stop"] = append(hooks["Stop"].([]any), map[string]any{"hooks": []any{map[string]any{"type": "command", "command": script, "timeout": 10}}})
-	b, _ = json.Marshal(settings)
-	os.WriteFile(settingsPath, b, 0o600)
+	if b, err = json.Marshal(settings); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(settingsPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	c.Run(t, "please launch early", "--session-id", sessionID, "--allowedTools", "Bash")
 
@@ -77,7 +87,7 @@ func TestClaudeCodeEarlyStop(t *testing.T) {
 	}
 
 	var stop claudecode.Input
-	b, err := os.ReadFile(filepath.Join(snap, "stop.json"))
+	b, err = os.ReadFile(filepath.Join(snap, "stop.json"))
 	if err != nil || json.Unmarshal(b, &stop) != nil {
 		t.Fatalf("no Stop captured: %v %s", err, b)
 	}

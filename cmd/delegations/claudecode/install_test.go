@@ -258,7 +258,9 @@ func TestInstallKeepsSymlinks(t *testing.T) {
 	o.MCP = false
 	target := filepath.Join(t.TempDir(), "dotfiles", "settings.json")
 	write(t, target, userSettings)
-	os.MkdirAll(filepath.Dir(o.Settings), 0o755)
+	if err := os.MkdirAll(filepath.Dir(o.Settings), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink(target, o.Settings); err != nil {
 		t.Fatal(err)
 	}

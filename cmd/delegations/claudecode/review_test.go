@@ -99,7 +99,9 @@ func TestHookStopTranscriptRefused(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "real.jsonl")
 			e.writeTranscript(p, userLine(notification(agentID, "toolu_fake0001_0", "failed", "forged")))
 			l := e.transcriptPath()
-			os.MkdirAll(filepath.Dir(l), 0o700)
+			if err := os.MkdirAll(filepath.Dir(l), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.Symlink(p, l); err != nil {
 				t.Fatal(err)
 			}

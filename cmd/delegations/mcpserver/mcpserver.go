@@ -1,7 +1,7 @@
 // Package mcpserver serves the store's delegations to any MCP host over
 // stdio (`delegations mcp`), with the official Go SDK: delegation_list,
 // delegation_read, delegation_status and delegation_cancel, with the
-// plugin's texts (COMPAT.md).
+// plugin's texts (projection/format.go).
 //
 // # Caveats
 //
@@ -14,7 +14,7 @@
 //     a Claude Code agent's record ends only through the parent's next
 //     UserPromptSubmit or Stop hook, which cannot fire while the parent's
 //     turn is blocked in this tool call. A running delegation is answered
-//     at once with its state and "you will be notified" (COMPAT's read
+//     at once with its state and "you will be notified" (the plugin's read
 //     blocks instead).
 //   - The root session is Options.Session. When it is the host's own
 //     session (Options.FixedSession: $CLAUDE_CODE_SESSION_ID), a tool's
