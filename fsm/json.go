@@ -73,14 +73,14 @@ func (d *Delegation) AppendJSON(b []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONTime appends t as FormatTime formats it (jsonTime), without
+// appendJSONTime appends t as FormatTime formats it (TimeLayout), without
 // parsing the layout on every call.
 func appendJSONTime(b []byte, t time.Time) []byte {
 	t = t.UTC()
 	year, month, day := t.Date()
 	hour, min, sec := t.Clock()
 	if year < 0 || year > 9999 {
-		return t.AppendFormat(b, jsonTime)
+		return t.AppendFormat(b, TimeLayout)
 	}
 	two := func(b []byte, v int) []byte { return append(b, byte('0'+v/10), byte('0'+v%10)) }
 	b = two(two(b, year/100), year%100)
