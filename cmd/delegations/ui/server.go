@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +72,7 @@ type Server struct {
 	token  string
 	csrf   string
 	port   string
+	origin string          // http://HOST:PORT, the listener's address
 	hosts  map[string]bool // the Host headers accepted
 	board  *board
 	logger *slog.Logger
@@ -96,7 +98,7 @@ func New(svc *api.Service, ln net.Listener, o Options) *Server {
 	addr := ln.Addr().(*net.TCPAddr)
 	port := strconv.Itoa(addr.Port)
 	s := &Server{
-		svc: svc, token: o.Token, csrf: randomToken(), port: port,
+		svc: svc, token: o.Token, csrf: randomToken(), port: port, origin: origin(ln),
 		hosts: map[string]bool{
 			"127.0.0.1:" + port: true, "localhost:" + port: true, "[::1]:" + port: true,
 			net.JoinHostPort(addr.IP.String(), port): true,
@@ -110,20 +112,22 @@ func New(svc *api.Service, ln net.Listener, o Options) *Server {
 // NewToken returns a new random token (192 bits, hex).
 func NewToken() string { return randomToken() }
 
-// PageURL is the address of the page served on ln with token.
+// PageURL is the address of the page served on ln with token: the
+// listener's own address (127.0.0.1, another 127.x or [::1]).
 func PageURL(ln net.Listener, token string) string {
-	return "http://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/?token=" + url.QueryEscape(token)
+	return origin(ln) + "/?token=" + url.QueryEscape(token)
+}
+
+// origin is http://HOST:PORT of ln.
+func origin(ln net.Listener) string {
+	a := ln.Addr().(*net.TCPAddr)
+	return "http://" + net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 }
 
 func randomToken() string {
 	b := make([]byte, 24)
 	rand.Read(b) // never fails (crypto/rand)
 	return hex.EncodeToString(b)
-}
-
-// URL is the page's address with its token: what `delegations ui` prints.
-func (s *Server) URL() string {
-	return "http://127.0.0.1:" + s.port + "/?token=" + url.QueryEscape(s.token)
 }
 
 // Actor returns the page as an actor of the daemon's run.Group
@@ -189,7 +193,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
 	if !s.hosts[r.Host] {
 		// DNS rebinding: a page of another site resolved to 127.0.0.1.
-		http.Error(w, "Host "+strconv.Quote(r.Host)+" is not this page's; open http://127.0.0.1:"+s.port+"/", http.StatusMisdirectedRequest)
+		http.Error(w, "Host "+strconv.Quote(r.Host)+" is not this page's; open "+s.origin+"/", http.StatusMisdirectedRequest)
 		return
 	}
 	if t := r.URL.Query().Get("token"); t != "" && r.Method == http.MethodGet {
@@ -201,17 +205,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Name: s.cookieName(), Value: s.token, Path: "/",
 			HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		})
-		// Drop the token from the address bar and the history.
-		u := *r.URL
-		q := u.Query()
+		// Drop the token from the address bar and the history. The
+		// target is a path: //evil.example/x would be another site.
+		q := r.URL.Query()
 		q.Del("token")
-		u.RawQuery = q.Encode()
-		http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+		target := "/" + strings.TrimLeft(r.URL.EscapedPath(), "/\\")
+		if len(q) > 0 {
+			target += "?" + q.Encode()
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
 		return
 	}
 	c, err := r.Cookie(s.cookieName())
 	if err != nil || !equal(c.Value, s.token) {
-		http.Error(w, "this page needs its token: open the address `delegations ui` prints (http://127.0.0.1:"+s.port+"/?token=...)", http.StatusUnauthorized)
+		http.Error(w, "this page needs its token: open the address `delegations ui` prints ("+s.origin+"/?token=...)", http.StatusUnauthorized)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -23,6 +23,7 @@ type page struct {
 	svc  *api.Service
 	srv  *Server
 	base string // http://127.0.0.1:PORT
+	url  string // the page's address with its token
 	c    *http.Client
 }
 
@@ -49,7 +50,7 @@ func newPage(t testing.TB) *page {
 		store.Close()
 	})
 	jar, _ := cookiejar.New(nil)
-	p := &page{t: t, svc: svc, srv: srv, base: "http://" + ln.Addr().String(), c: &http.Client{
+	p := &page{t: t, svc: svc, srv: srv, base: "http://" + ln.Addr().String(), url: PageURL(ln, srv.token), c: &http.Client{
 		Jar:           jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
@@ -59,7 +60,7 @@ func newPage(t testing.TB) *page {
 // login opens the page's URL with its token, as the browser does.
 func (p *page) login() {
 	p.t.Helper()
-	resp := p.do("GET", p.srv.URL(), nil, nil)
+	resp := p.do("GET", p.url, nil, nil)
 	if resp.StatusCode != http.StatusSeeOther {
 		p.t.Fatalf("GET with the token: %s", resp.Status)
 	}
@@ -131,7 +132,7 @@ func TestTokenAndCookie(t *testing.T) {
 	if r := p.do("GET", p.base+"/api/board", nil, map[string]string{"Cookie": p.srv.cookieName() + "=wrong"}); r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("wrong cookie: %s, want 401", r.Status)
 	}
-	r := p.do("GET", p.srv.URL(), nil, nil)
+	r := p.do("GET", p.url, nil, nil)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {
 		t.Fatalf("with the token: %s to %q, want 303 to /", r.Status, r.Header.Get("Location"))
 	}
@@ -176,7 +177,7 @@ func TestHostHeader(t *testing.T) {
 		}
 	}
 	// Even the token does not get past a wrong Host.
-	r := p.do("GET", p.srv.URL(), nil, map[string]string{"Host": "evil.example:" + port})
+	r := p.do("GET", p.url, nil, map[string]string{"Host": "evil.example:" + port})
 	if r.StatusCode != http.StatusMisdirectedRequest || r.Header.Get("Set-Cookie") != "" {
 		t.Errorf("token with a wrong Host: %s, cookie %q", r.Status, r.Header.Get("Set-Cookie"))
 	}
@@ -407,5 +408,39 @@ func TestRawIsPlainText(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "<script>alert(1)</script>") {
 		t.Errorf("raw is not the artifact as it is:\n%s", b)
+	}
+}
+
+// TestPageURL: the printed address is the listener's, whatever loopback
+// address it is on.
+func TestPageURL(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "127.0.0.2:0", "[::1]:0"} {
+		ln, err := Listen(addr)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", addr, err)
+			continue
+		}
+		want := "http://" + ln.Addr().String() + "/?token=abc"
+		if got := PageURL(ln, "abc"); got != want {
+			t.Errorf("PageURL on %s = %q, want %q", addr, got, want)
+		}
+		ln.Close()
+	}
+}
+
+// TestLoginRedirectStaysHere: the redirect that drops the token goes to a
+// path of this page, never to another host (//evil.example/x).
+func TestLoginRedirectStaysHere(t *testing.T) {
+	p := newPage(t)
+	for path, want := range map[string]string{
+		"//evil.example/x":    "/evil.example/x",
+		"///evil.example/":    "/evil.example/",
+		"/d/x":                "/d/x",
+		"/%5C%5Cevil.example": "/%5C%5Cevil.example",
+	} {
+		r := p.do("GET", p.base+path+"?token="+p.srv.token+"&group=unread", nil, nil)
+		if loc := r.Header.Get("Location"); r.StatusCode != http.StatusSeeOther || loc != want+"?group=unread" {
+			t.Errorf("GET %s with the token: %s to %q, want 303 to %q", path, r.Status, loc, want+"?group=unread")
+		}
 	}
 }
