@@ -196,13 +196,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Host "+strconv.Quote(r.Host)+" is not this page's; open "+s.origin+"/", http.StatusMisdirectedRequest)
 		return
 	}
+	if err := checkFetch(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
 	if t := r.URL.Query().Get("token"); t != "" && r.Method == http.MethodGet {
 		if !equal(t, s.token) {
 			http.Error(w, "wrong token: open the address `delegations ui` prints", http.StatusForbidden)
 			return
 		}
 		http.SetCookie(w, &http.Cookie{
-			Name: s.cookieName(), Value: s.token, Path: "/",
+			Name: s.cookieName(), Value: s.token, Path: "/", MaxAge: cookieMaxAge,
 			HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		})
 		// Drop the token from the address bar and the history. The
@@ -228,6 +232,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// cookieMaxAge is how long the browser keeps the login (seconds): past it,
+// the address `delegations ui` prints logs in again.
+const cookieMaxAge = 7 * 24 * 60 * 60
+
+// checkFetch refuses a read that another site's page makes. Cookies are not
+// isolated by port: a page of any other web server on 127.0.0.1 is
+// same-site, and its scripts, images or event streams would carry this
+// page's cookie (to hold streams open or load the board). Browsers say who
+// asks in Sec-Fetch-Site: only this page (same-origin) or the user (none:
+// the address bar, a bookmark) may read, and anyone may navigate a tab
+// here (a link), which shows a page but changes nothing. Clients without
+// Sec-Fetch-* headers (curl, old browsers) are not browsers' subresource
+// requests and pass.
+func checkFetch(r *http.Request) error {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "same-origin", "none":
+		return nil
+	default:
+		if r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document" {
+			return nil
+		}
+		return fmt.Errorf("refused: a %s %s request (%s)", site, r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest"))
+	}
 }
 
 // checkPost is the CSRF check of an action: the page's CSRF token in the

@@ -137,7 +137,7 @@ func TestTokenAndCookie(t *testing.T) {
 		t.Fatalf("with the token: %s to %q, want 303 to /", r.Status, r.Header.Get("Location"))
 	}
 	sc := r.Header.Get("Set-Cookie")
-	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/"} {
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="} {
 		if !strings.Contains(sc, want) {
 			t.Errorf("Set-Cookie %q lacks %s", sc, want)
 		}
@@ -441,6 +441,37 @@ func TestLoginRedirectStaysHere(t *testing.T) {
 		r := p.do("GET", p.base+path+"?token="+p.srv.token+"&group=unread", nil, nil)
 		if loc := r.Header.Get("Location"); r.StatusCode != http.StatusSeeOther || loc != want+"?group=unread" {
 			t.Errorf("GET %s with the token: %s to %q, want 303 to %q", path, r.Status, loc, want+"?group=unread")
+		}
+	}
+}
+
+// TestCrossSiteReads: another site's page (another port of 127.0.0.1 is
+// the same site, so the cookie goes along) cannot read the page or hold
+// its event stream; a link that navigates a tab here still works.
+func TestCrossSiteReads(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	h := func(site, mode, dest string) map[string]string {
+		return map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+	}
+	for _, tc := range []struct {
+		path string
+		hdr  map[string]string
+		want int
+	}{
+		{"/api/board", h("same-site", "cors", "empty"), http.StatusForbidden},
+		{"/api/board", h("cross-site", "no-cors", "script"), http.StatusForbidden},
+		{"/events", h("same-site", "cors", "empty"), http.StatusForbidden},
+		{"/", h("same-site", "navigate", "iframe"), http.StatusForbidden},
+		{"/static/app.js", h("same-site", "no-cors", "script"), http.StatusForbidden},
+		{"/", h("same-site", "navigate", "document"), http.StatusOK},
+		{"/", h("cross-site", "navigate", "document"), http.StatusOK},
+		{"/api/board", h("same-origin", "cors", "empty"), http.StatusOK},
+		{"/", h("none", "navigate", "document"), http.StatusOK},
+		{"/api/board", nil, http.StatusOK},
+	} {
+		if r := p.do("GET", p.base+tc.path, nil, tc.hdr); r.StatusCode != tc.want {
+			t.Errorf("GET %s %v: %s, want %d", tc.path, tc.hdr, r.Status, tc.want)
 		}
 	}
 }
