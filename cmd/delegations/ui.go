@@ -55,7 +55,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		defer c.Close()
-		if err := c.Call(ctx, "page", struct{}{}, &st); err != nil {
+		if err := c.Call(ctx, "page", api.PageRequest{Addr: *addr}, &st); err != nil {
 			return fmt.Errorf("the daemon (pid %d) on %s could not start its status page: %w", st.PID, st.Socket, err)
 		}
 	}

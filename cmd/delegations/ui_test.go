@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/delegations/delegations/cmd/delegations/api"
 )
 
 // TestStatusPageRefusesNetworkAddresses: serve --http and ui take
@@ -104,5 +107,32 @@ func TestOpenPageHidesTheToken(t *testing.T) {
 		if runtime == "" && err == nil {
 			t.Errorf("outside the runtime directory, %s was left behind", got)
 		}
+	}
+}
+
+// TestUIAddrOnABridgesDaemon: `ui --http ADDR` on a daemon started without
+// a page serves it on ADDR; the daemon itself refuses a network address.
+func TestUIAddrOnABridgesDaemon(t *testing.T) {
+	data := t.TempDir()
+	d := startDaemon(t, data)
+	<-d.ready
+	c, err := api.Dial(context.Background(), d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var st api.Status
+	if err := c.Call(context.Background(), "page", api.PageRequest{Addr: "0.0.0.0:0"}, &st); api.Code(err) != "invalid" {
+		t.Errorf("page on 0.0.0.0: %v, want invalid", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := runBin(t, "", "--data", data, "--json", "ui", "--http", addr)
+	if r.code != 0 || !strings.Contains(r.stdout, `"http://`+addr+`/?token=`) {
+		t.Fatalf("ui --http %s: exit %d, %s%s", addr, r.code, r.stdout, r.stderr)
 	}
 }

@@ -141,9 +141,13 @@ func Actor(ln net.Listener, o Options) func(*api.Service) (func() error, func(er
 	}
 }
 
-// Run serves ln and follows the log until ctx ends; then it closes ln and
-// ends the page's event streams.
+// Run serves ln and follows the log until ctx ends; then it closes ln,
+// ends the page's event streams, and returns once the requests being
+// served have finished (they read the store, which closes next) or the
+// shutdown's 5 s ran out.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -156,14 +160,24 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		defer close(done)
 		s.board.follow(ctx, s.svc, s.logger)
 	}()
+	shut := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(shut)
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			s.logger.Warn("status page: requests still running at shutdown", "err", err)
+			srv.Close()
+		}
 	})
-	defer stop()
 	s.logger.Info("status page", "addr", ln.Addr().String())
 	err := srv.Serve(ln)
+	// Serve returns as soon as Shutdown begins: wait for it to finish. When
+	// Serve failed on its own, stop everything here.
+	cancel()
+	if !stop() {
+		<-shut
+	}
 	<-done
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -473,5 +474,46 @@ func TestCrossSiteReads(t *testing.T) {
 		if r := p.do("GET", p.base+tc.path, nil, tc.hdr); r.StatusCode != tc.want {
 			t.Errorf("GET %s %v: %s, want %d", tc.path, tc.hdr, r.Status, tc.want)
 		}
+	}
+}
+
+// TestRunWaitsForRequests: Run returns only once the requests being served
+// have finished: they read the store, which the daemon closes next.
+func TestRunWaitsForRequests(t *testing.T) {
+	store, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(api.NewService(store), ln, Options{})
+	started, finished := make(chan struct{}), make(chan struct{})
+	srv.mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		close(finished)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/slow", nil)
+		req.AddCookie(&http.Cookie{Name: srv.cookieName(), Value: srv.token})
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-finished:
+	default:
+		t.Fatal("Run returned while a request was being served")
 	}
 }
