@@ -174,11 +174,15 @@ func (s *Server) detail(ctx context.Context, id string) (Detail, error) {
 	if out.Timeline, err = replay.ReadTimeline(ctx, store.Log(), id); err != nil {
 		return Detail{}, err
 	}
-	rep, err := s.report(ctx)
+	var last uint64
+	if n := len(out.Timeline.Steps); n > 0 {
+		last = out.Timeline.Steps[n-1].Seq
+	}
+	fs, err := s.diagnose(ctx, id, last)
 	if err != nil {
 		return Detail{}, err
 	}
-	out.Findings = append(out.Findings, rep.For(id)...)
+	out.Findings = append(out.Findings, fs...)
 	due, _, err := store.Due(d.ParentSessionID)
 	if err == nil {
 		for i := range due {

@@ -79,9 +79,16 @@ type Server struct {
 	now    func() time.Time
 	mux    *http.ServeMux
 
-	replayMu  sync.Mutex
-	replaySeq uint64
-	replayRep *replay.Report
+	findMu   sync.Mutex
+	findings map[string]findingsEntry // by delegation id
+}
+
+// findingsEntry is a delegation's findings as of the last record of its
+// stream, computed at a time.
+type findingsEntry struct {
+	last uint64
+	at   time.Time
+	fs   []replay.Finding
 }
 
 // New returns the status page of svc, to be served on ln.
@@ -296,20 +303,35 @@ func (s *Server) checkPost(r *http.Request) error {
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
-// report returns replay's report of the whole log, cached until the log
-// grows.
-func (s *Server) report(ctx context.Context) (*replay.Report, error) {
-	s.replayMu.Lock()
-	defer s.replayMu.Unlock()
-	store := s.svc.Store()
-	last := store.Log().Last()
-	if s.replayRep != nil && s.replaySeq == last {
-		return s.replayRep, nil
+// Findings are kept while the delegation's stream does not grow, for at
+// most findingsLife (their ages and deadlines move with the clock), and
+// for at most maxFindings delegations.
+const (
+	findingsLife = time.Minute
+	maxFindings  = 1024
+)
+
+// diagnose returns replay's findings about delegation id, whose stream
+// ends at record last: from its own events (replay.Diagnose), not a
+// replay of the whole log.
+func (s *Server) diagnose(ctx context.Context, id string, last uint64) ([]replay.Finding, error) {
+	now := s.now()
+	s.findMu.Lock()
+	e, ok := s.findings[id]
+	s.findMu.Unlock()
+	if ok && e.last == last && now.Sub(e.at) < findingsLife && !now.Before(e.at) {
+		return e.fs, nil
 	}
-	rep, err := replay.Run(ctx, store.Log(), store.Dir(), replay.Options{Now: s.now()})
+	store := s.svc.Store()
+	fs, err := replay.Diagnose(ctx, store.Log(), store.Dir(), id, replay.Options{Now: now})
 	if err != nil {
 		return nil, err
 	}
-	s.replayRep, s.replaySeq = rep, last
-	return rep, nil
+	s.findMu.Lock()
+	if s.findings == nil || len(s.findings) >= maxFindings {
+		s.findings = map[string]findingsEntry{}
+	}
+	s.findings[id] = findingsEntry{last: last, at: now, fs: fs}
+	s.findMu.Unlock()
+	return fs, nil
 }

@@ -10,12 +10,14 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/replay"
 )
 
 // page is a status page on a real store, served on loopback.
@@ -28,7 +30,7 @@ type page struct {
 	c    *http.Client
 }
 
-func newPage(t testing.TB) *page {
+func newPage(t testing.TB, opts ...Options) *page {
 	t.Helper()
 	store, err := projection.Open(t.TempDir(), projection.Options{})
 	if err != nil {
@@ -39,7 +41,11 @@ func newPage(t testing.TB) *page {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(svc, ln, Options{})
+	o := Options{}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	srv := New(svc, ln, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
@@ -515,5 +521,51 @@ func TestRunWaitsForRequests(t *testing.T) {
 	case <-finished:
 	default:
 		t.Fatal("Run returned while a request was being served")
+	}
+}
+
+// TestDetailFindings: a delegation's page diagnoses it from its own
+// events: the findings follow its stream and, with the stream unchanged,
+// the clock.
+func TestDetailFindings(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p := newPage(t, Options{Now: clock})
+	p.login()
+	ctx := context.Background()
+	d := p.register("ses_root")
+	other := p.register("ses_root") // its events must not matter
+	findings := func() []replay.Finding {
+		t.Helper()
+		var det Detail
+		if err := json.NewDecoder(p.do("GET", p.base+"/api/d/"+d.ID, nil, nil).Body).Decode(&det); err != nil {
+			t.Fatal(err)
+		}
+		return det.Findings
+	}
+	if fs := findings(); len(fs) != 0 {
+		t.Errorf("a fresh delegation: %+v", fs)
+	}
+	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.Cancel(ctx, api.CancelRequest{ID: other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	fs := findings()
+	if len(fs) != 1 || fs[0].Code != replay.CodeNotNotified || fs[0].Severity != replay.SeverityInfo || fs[0].Delegation != d.ID {
+		t.Fatalf("completed, not delivered: %+v", fs)
+	}
+	advance(48 * time.Hour) // the stream is the same; the notification is now stale
+	if fs := findings(); len(fs) != 1 || fs[0].Severity != replay.SeverityError {
+		t.Fatalf("two days later: %+v", fs)
+	}
+	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: projection.TerminalNotificationID(d.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	if fs := findings(); len(fs) != 1 || fs[0].Code != replay.CodeUnread {
+		t.Fatalf("delivered: %+v", fs)
 	}
 }
