@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/eventlog"
@@ -61,16 +62,26 @@ type Summary struct {
 	Failures      int    `json:"failures,omitempty"`
 }
 
-// maxTitle bounds a title made from a prompt.
-const maxTitle = 80
+// maxTitle bounds a title made from a prompt; maxText bounds the other
+// texts a summary keeps (a title, a delivery error): the board keeps one
+// summary per delegation in memory.
+const (
+	maxTitle = 80
+	maxText  = 200
+)
+
+// clip returns s cut to n runes, marked with an ellipsis when cut.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
 
 func summarize(d *fsm.Delegation) Summary {
-	title := strings.TrimSpace(d.Title)
+	title := clip(strings.TrimSpace(d.Title), maxText)
 	if title == "" {
-		title = strings.Join(strings.Fields(d.Prompt), " ")
-		if r := []rune(title); len(r) > maxTitle {
-			title = string(r[:maxTitle-1]) + "…"
-		}
+		title = clip(strings.Join(strings.Fields(d.Prompt), " "), maxTitle)
 	}
 	return Summary{
 		ID: d.ID, Title: title, Agent: d.Agent, Model: d.Model, Project: d.ProjectID,
@@ -113,7 +124,7 @@ const ringSize = 1024
 type board struct {
 	mu       sync.RWMutex
 	all      map[string]*Summary
-	byRoot   map[string]map[string]*Summary // root session → id → summary
+	byRoot   map[string]map[string]struct{} // root session → its delegations' ids
 	seq      uint64                         // the last record applied
 	ring     []Change                       // the changes after ringFrom, oldest first
 	ringFrom uint64
@@ -129,7 +140,7 @@ type board struct {
 }
 
 func newBoard() *board {
-	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]*Summary{}, changed: make(chan struct{}), loaded: make(chan struct{})}
+	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]struct{}{}, changed: make(chan struct{}), loaded: make(chan struct{})}
 }
 
 // load reads every record and the failed deliveries from the views, as of
@@ -154,7 +165,7 @@ func (b *board) load(store *projection.Store) (uint64, error) {
 			case projection.ViewOutbox:
 				if n := e.Notification; n != nil && n.Kind == projection.KindTerminal && n.Failures > 0 {
 					if s := all[n.Delegation]; s != nil {
-						s.DeliveryError, s.Failures = cmp.Or(n.LastError, "delivery failed"), n.Failures
+						s.DeliveryError, s.Failures = clip(cmp.Or(n.LastError, "delivery failed"), maxText), n.Failures
 					}
 				}
 			}
@@ -164,12 +175,12 @@ func (b *board) load(store *projection.Store) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	byRoot := map[string]map[string]*Summary{}
+	byRoot := map[string]map[string]struct{}{}
 	for id, s := range all {
 		if byRoot[s.Root] == nil {
-			byRoot[s.Root] = map[string]*Summary{}
+			byRoot[s.Root] = map[string]struct{}{}
 		}
-		byRoot[s.Root][id] = s
+		byRoot[s.Root][id] = struct{}{}
 	}
 	b.mu.Lock()
 	b.all, b.byRoot, b.seq, b.ring, b.ringFrom = all, byRoot, seq, nil, seq
@@ -207,14 +218,14 @@ func (b *board) apply(svc *api.Service, ev api.Event) {
 		sum.DeliveryError, sum.Failures = old.DeliveryError, old.Failures
 	}
 	if ev.Kind == fsm.KindNotificationFailed.String() {
-		sum.DeliveryError = cmp.Or(ev.Error, ev.Reason, "delivery failed")
+		sum.DeliveryError = clip(cmp.Or(ev.Error, ev.Reason, "delivery failed"), maxText)
 		sum.Failures++
 	}
 	b.all[id] = sum
 	if b.byRoot[sum.Root] == nil {
-		b.byRoot[sum.Root] = map[string]*Summary{}
+		b.byRoot[sum.Root] = map[string]struct{}{}
 	}
-	b.byRoot[sum.Root][id] = sum // a delegation's root never changes
+	b.byRoot[sum.Root][id] = struct{}{} // a delegation's root never changes
 	b.ring = append(b.ring, Change{Seq: ev.Seq, ID: id, Kind: ev.Kind})
 	if len(b.ring) > ringSize {
 		n := len(b.ring) - ringSize
@@ -311,11 +322,23 @@ func (b *board) page(f Filter, now time.Time) Board {
 	defer b.mu.RUnlock()
 	out := Board{Seq: b.seq, Filter: f}
 	groups := map[string][]*Summary{}
-	from := b.all
-	if f.Root != "" {
-		from = b.byRoot[f.Root]
+	scan := func(yield func(*Summary) bool) {
+		for _, s := range b.all {
+			if !yield(s) {
+				return
+			}
+		}
 	}
-	for _, s := range from {
+	if f.Root != "" {
+		scan = func(yield func(*Summary) bool) {
+			for id := range b.byRoot[f.Root] {
+				if !yield(b.all[id]) {
+					return
+				}
+			}
+		}
+	}
+	for s := range scan {
 		if (f.Project != "" && s.Project != f.Project) || (f.Root != "" && s.Root != f.Root) {
 			continue
 		}

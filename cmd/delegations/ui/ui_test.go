@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -568,4 +569,32 @@ func TestDetailFindings(t *testing.T) {
 	if fs := findings(); len(fs) != 1 || fs[0].Code != replay.CodeUnread {
 		t.Fatalf("delivered: %+v", fs)
 	}
+}
+
+// TestSummaryBounds: the board keeps at most maxText runes of a title and
+// of a delivery error, whether it loaded them or followed them.
+func TestSummaryBounds(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	ctx := context.Background()
+	long := strings.Repeat("é", 250) // the title's limit is 512 bytes
+	d := p.register("ses_root")
+	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done", Title: long}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: projection.TerminalNotificationID(d.ID), Failed: long}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		p.waitSeq()
+		s, ok := p.srv.board.get(d.ID)
+		if !ok || utf8.RuneCountInString(s.Title) != maxText || utf8.RuneCountInString(s.DeliveryError) != maxText || !strings.HasSuffix(s.Title, "…") {
+			t.Errorf("%s: title %d runes, error %d runes, want %d", when, utf8.RuneCountInString(s.Title), utf8.RuneCountInString(s.DeliveryError), maxText)
+		}
+	}
+	check("followed")
+	if _, err := p.srv.board.load(p.svc.Store()); err != nil {
+		t.Fatal(err)
+	}
+	check("loaded")
 }
