@@ -3,6 +3,8 @@ package ui
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -195,24 +197,30 @@ func (b *board) broadcast() {
 	b.changed = make(chan struct{})
 }
 
-// apply brings the summary of ev's delegation up to date.
-func (b *board) apply(svc *api.Service, ev api.Event) {
+// apply brings the summary of ev's delegation up to date. When its
+// record cannot be read, it applies nothing and returns the error: the
+// tail ends and the board loads again, rather than miss the change.
+func (b *board) apply(svc *api.Service, ev api.Event) error {
 	id := ev.ID
 	if strings.HasPrefix(ev.NotificationID, projection.KindTerminal+":") {
 		id = strings.TrimPrefix(ev.NotificationID, projection.KindTerminal+":")
 	}
 	var sum *Summary
 	if fsm.ValidateID(id) == nil {
-		if d, err := svc.Store().Get(id); err == nil {
+		d, err := svc.Store().Get(id)
+		switch {
+		case err == nil:
 			s := summarize(&d)
 			sum = &s
+		case !errors.Is(err, fsm.ErrNotFound):
+			return fmt.Errorf("record %d: read %s: %w", ev.Seq, id, err)
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq = ev.Seq
 	if sum == nil {
-		return // a parent's cycle event, or an id without a record
+		return nil // a parent's cycle event, or an id without a record
 	}
 	if old := b.all[id]; old != nil && sum.State().Terminal() && sum.NotifiedAt.IsZero() {
 		sum.DeliveryError, sum.Failures = old.DeliveryError, old.Failures
@@ -233,6 +241,7 @@ func (b *board) apply(svc *api.Service, ev api.Event) {
 		b.ring = slices.Delete(b.ring, 0, n)
 	}
 	b.broadcast()
+	return nil
 }
 
 // State returns s's status (a method so that summaries read like records).
@@ -240,32 +249,48 @@ func (s *Summary) State() fsm.State { return s.Status }
 
 // follow keeps the board current until ctx ends: a load, then the event
 // tail from there. When the tail fails (the daemon reopening its log
-// after a failed write), it waits a little and loads again.
+// after a failed write, a record that cannot be read), it waits and loads
+// again, waiting longer each time it fails again soon (nextRetry).
 func (b *board) follow(ctx context.Context, svc *api.Service, logger *slog.Logger) {
+	var wait time.Duration
 	for {
+		start := time.Now()
 		from, err := b.load(svc.Store())
 		if err == nil {
 			b.loadOnce.Do(func() { close(b.loaded) })
 			err = svc.Events(ctx, api.EventsRequest{From: from + 1, Follow: true}, func(ev api.Event) error {
-				b.apply(svc, ev)
-				return nil
+				return b.apply(svc, ev)
 			})
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		logger.Warn("status page: following the log failed; loading it again", "in", retryFollow, "err", err)
+		wait = nextRetry(wait, time.Since(start))
+		logger.Warn("status page: following the log failed; loading it again", "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(retryFollow):
+		case <-time.After(wait):
 		}
 	}
 }
 
-// retryFollow is the wait before the board loads again after its tail
-// failed.
-const retryFollow = time.Second
+// The wait before the board loads again after its tail failed: retryFollow
+// at first, doubled each time the tail fails again within
+// maxRetryFollow, up to maxRetryFollow.
+const (
+	retryFollow    = time.Second
+	maxRetryFollow = time.Minute
+)
+
+// nextRetry is the wait after a load and tail that lasted ran, when the
+// wait before was prev (0: none yet).
+func nextRetry(prev, ran time.Duration) time.Duration {
+	if prev == 0 || ran >= maxRetryFollow {
+		return retryFollow
+	}
+	return min(2*prev, maxRetryFollow)
+}
 
 // since returns the changes after seq and the sequence number they reach,
 // or ok false when the ring no longer holds them all (the stream fell

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -597,4 +598,44 @@ func TestSummaryBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("loaded")
+}
+
+// TestFollowBacksOff: a tail that keeps failing is loaded again less and
+// less often; one that ran a while starts over.
+func TestFollowBacksOff(t *testing.T) {
+	var waits []time.Duration
+	var w time.Duration
+	for range 9 {
+		w = nextRetry(w, 10*time.Millisecond)
+		waits = append(waits, w)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	if w := nextRetry(time.Minute, time.Hour); w != time.Second {
+		t.Errorf("after a tail that ran an hour: %v, want 1s", w)
+	}
+}
+
+// TestApplyUnreadableRecord: an event whose record cannot be read is not
+// dropped: apply fails, so that the board loads again.
+func TestApplyUnreadableRecord(t *testing.T) {
+	store, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := api.NewService(store)
+	d, err := svc.Register(context.Background(), api.RegisterRequest{RootSessionID: "ses_r", ParentSessionID: "ses_r", Agent: "a", ProjectID: "p", Prompt: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close() // every read fails
+	b := newBoard()
+	if err := b.apply(svc, api.Event{Seq: 1, ID: d.ID, Kind: "registered"}); err == nil || b.seq != 0 {
+		t.Errorf("apply with an unreadable record: %v, seq %d; want an error and nothing applied", err, b.seq)
+	}
+	if err := b.apply(svc, api.Event{Seq: 2, ID: "parent/ses_r", Kind: "all_complete_notified"}); err != nil {
+		t.Errorf("a parent's event: %v", err)
+	}
 }
