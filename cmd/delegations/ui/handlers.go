@@ -198,9 +198,20 @@ type detailView struct {
 	Detail
 	Now  time.Time
 	CSRF string
+	Seq  uint64 // the board's record when the page was read: its event stream starts there
 }
 
 func (s *Server) delegationPage(w http.ResponseWriter, r *http.Request) {
+	// The sequence number first: a change after it, even one the page
+	// already shows, refreshes it; none is missed.
+	select {
+	case <-s.board.loaded:
+	case <-r.Context().Done():
+		return
+	}
+	s.board.mu.RLock()
+	seq := s.board.seq
+	s.board.mu.RUnlock()
 	d, err := s.detail(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
@@ -210,7 +221,7 @@ func (s *Server) delegationPage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("fragment") != "" {
 		name = "detail"
 	}
-	s.render(w, name, detailView{Detail: d, Now: s.now(), CSRF: s.csrf})
+	s.render(w, name, detailView{Detail: d, Now: s.now(), CSRF: s.csrf, Seq: seq})
 }
 
 func (s *Server) delegationJSON(w http.ResponseWriter, r *http.Request) {

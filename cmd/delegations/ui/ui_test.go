@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -637,5 +638,20 @@ func TestApplyUnreadableRecord(t *testing.T) {
 	}
 	if err := b.apply(svc, api.Event{Seq: 2, ID: "parent/ses_r", Kind: "all_complete_notified"}); err != nil {
 		t.Errorf("a parent's event: %v", err)
+	}
+}
+
+// TestDetailSeq: a delegation's page names the record it was read at, so
+// that its event stream starts there (no change between the page and the
+// stream is missed).
+func TestDetailSeq(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	d := p.register("ses_root")
+	p.waitSeq()
+	b, _ := io.ReadAll(p.do("GET", p.base+"/d/"+d.ID, nil, nil).Body)
+	want := fmt.Sprintf(`data-seq="%d"`, p.svc.Store().Log().Last())
+	if !strings.Contains(string(b), want) {
+		t.Errorf("the page lacks %s:\n%s", want, b)
 	}
 }
