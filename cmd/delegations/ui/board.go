@@ -104,6 +104,10 @@ func (s *Summary) group(now time.Time) string {
 	case s.Status.Active():
 		return GroupRunning
 	case s.ReadAt.IsZero() || s.ReadAt.Before(s.CompletedAt):
+		// Not read since it ended. Not fsm.Delegation.Unread, which also
+		// asks that the parent was notified: the board shows the results
+		// still waiting for their delivery among the unread ("not
+		// delivered").
 		return GroupUnread
 	default:
 		return GroupRecent
@@ -451,9 +455,9 @@ func topK(ss []*Summary, k int, less func(a, b *Summary) int) []*Summary {
 		slices.SortFunc(ss, less)
 		return ss
 	}
-	// Selection by a bounded max-heap of the k best would be faster for
-	// large groups; a partial quickselect keeps it simple: sort a copy of
-	// the candidates no worse than the k-th.
+	// The k best so far, sorted: each later one better than the k-th is
+	// inserted in place (a bounded heap would be faster for large k; k
+	// is a few pages of PageSize here).
 	best := slices.Clone(ss[:k])
 	slices.SortFunc(best, less)
 	for _, s := range ss[k:] {

@@ -281,8 +281,8 @@ func checkFetch(r *http.Request) error {
 }
 
 // checkPost is the CSRF check of an action: the page's CSRF token in the
-// X-CSRF-Token header or the csrf form field, the Origin (when sent) this
-// page's, and not a cross-site request.
+// csrf form field (the confirmation page's form), the Origin (when sent)
+// this page's, and not a cross-site request.
 func (s *Server) checkPost(r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return fmt.Errorf("refused: a %s request", site)
@@ -290,12 +290,8 @@ func (s *Server) checkPost(r *http.Request) error {
 	if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host {
 		return fmt.Errorf("refused: Origin %q is not this page's", o)
 	}
-	t := r.Header.Get("X-CSRF-Token")
-	if t == "" {
-		r.Body = http.MaxBytesReader(nil, r.Body, 4096)
-		t = r.PostFormValue("csrf")
-	}
-	if !equal(t, s.csrf) {
+	r.Body = http.MaxBytesReader(nil, r.Body, 4096)
+	if !equal(r.PostFormValue("csrf"), s.csrf) {
 		return errors.New("refused: missing or wrong CSRF token (reload the page)")
 	}
 	return nil

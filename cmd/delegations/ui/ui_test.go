@@ -256,8 +256,8 @@ func TestRedeliver(t *testing.T) {
 	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done"}); err != nil {
 		t.Fatal(err)
 	}
-	r := p.do("POST", p.base+"/d/"+d.ID+"/redeliver", nil, map[string]string{"X-CSRF-Token": p.srv.csrf})
-	if r.StatusCode != http.StatusOK {
+	r := p.do("POST", p.base+"/d/"+d.ID+"/redeliver", strings.NewReader("csrf="+p.srv.csrf), map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+	if r.StatusCode != http.StatusSeeOther {
 		b, _ := io.ReadAll(r.Body)
 		t.Fatalf("redeliver: %s %s", r.Status, b)
 	}
@@ -269,7 +269,7 @@ func TestRedeliver(t *testing.T) {
 	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: due.Notifications[0].ID}); err != nil {
 		t.Fatal(err)
 	}
-	r = p.do("POST", p.base+"/d/"+d.ID+"/redeliver", nil, map[string]string{"X-CSRF-Token": p.srv.csrf})
+	r = p.do("POST", p.base+"/d/"+d.ID+"/redeliver", strings.NewReader("csrf="+p.srv.csrf), map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 	if r.StatusCode != http.StatusNotFound {
 		t.Errorf("redeliver after the ack: %s, want 404", r.Status)
 	}
