@@ -9,7 +9,8 @@
 // indexes, views, artifacts). Rebuild regenerates views and artifacts from
 // the log and replays again to show what is left. ReadTimeline lists every
 // event of one delegation, refused ones included, with the gaps between
-// steps.
+// steps. Diagnose gives Run's findings about one delegation from its own
+// events, without the whole log's checks (the status page uses it).
 //
 // A delegation's steps are registered → (started, progressed) → a terminal
 // event → persisted (artifact written) → notified (the bridge acknowledged

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -699,4 +700,45 @@ func FuzzParsePoint(f *testing.F) {
 			t.Fatalf("ParsePoint(%q).String() = %q reads back as %+v, %v", s, p.String(), again, err)
 		}
 	})
+}
+
+// TestDiagnose: the findings about one delegation from its own stream are
+// those of a replay of the whole log.
+func TestDiagnose(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	dir := t.TempDir()
+	s := open(t, dir, c)
+	defer s.Close()
+	ids := populate(t, s, c, 16)
+	c.Advance(48 * time.Hour) // every age past its threshold
+	rep, err := replay.Run(ctx, s.Log(), dir, replay.Options{Now: c.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		got, err := replay.Diagnose(ctx, s.Log(), dir, id, replay.Options{Now: c.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := rep.For(id)
+		if want == nil {
+			want = []replay.Finding{}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", id, got, want)
+		}
+		for _, f := range got {
+			seen[f.Code] = true
+		}
+	}
+	for _, code := range []string{replay.CodeOverdue, replay.CodeNotNotified, replay.CodeUnread, replay.CodeLateResult, replay.CodeLateEvents} {
+		if !seen[code] {
+			t.Errorf("no %s finding: the test covers less than it should", code)
+		}
+	}
+	if fs, err := replay.Diagnose(ctx, s.Log(), dir, "unknown-red-fox", replay.Options{}); err != nil || len(fs) != 0 {
+		t.Errorf("unknown id: %v, %v", fs, err)
+	}
 }

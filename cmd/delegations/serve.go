@@ -17,6 +17,7 @@ import (
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/cmd/delegations/ui"
+	"github.com/delegations/delegations/fsm"
 )
 
 var serveVerb = verb{
@@ -115,19 +116,28 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		cfg.Actors = append(cfg.Actors, ui.Actor(ln, o))
 	}
 	// Without --http the page starts when `delegations ui` asks for it (a
-	// bridge starts its daemon without one), on a free loopback port.
-	cfg.Page = func(ctx context.Context, svc *api.Service) (string, error) {
-		ln, err := ui.Listen(DefaultUIAddr)
+	// bridge starts its daemon without one), on the address ui asks for
+	// (by default a free loopback port).
+	cfg.Page = func(ctx context.Context, svc *api.Service, addr string) (string, <-chan struct{}, error) {
+		if addr == "" {
+			addr = DefaultUIAddr
+		}
+		if _, err := ui.CheckAddr(addr); err != nil {
+			return "", nil, fmt.Errorf("%w: addr %v", fsm.ErrInvalid, err)
+		}
+		ln, err := ui.Listen(addr)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		o := ui.Options{Token: ui.NewToken(), Logger: cfg.Logger}
+		done := make(chan struct{})
 		go func() {
+			defer close(done)
 			if err := ui.New(svc, ln, o).Run(ctx, ln); err != nil {
 				cfg.Logger.Warn("status page stopped", "err", err)
 			}
 		}()
-		return ui.PageURL(ln, o.Token), nil
+		return ui.PageURL(ln, o.Token), done, nil
 	}
 	return api.Serve(ctx, cfg)
 }

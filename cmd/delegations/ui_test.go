@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/delegations/delegations/cmd/delegations/api"
 )
 
 // TestStatusPageRefusesNetworkAddresses: serve --http and ui take
@@ -59,5 +66,73 @@ func TestUIOnABridgesDaemon(t *testing.T) {
 	again := runBin(t, "", "--data", data, "--json", "ui")
 	if again.code != 0 || !strings.Contains(again.stdout, out.URL) {
 		t.Errorf("a second ui: exit %d, %q; want the same page %s", again.code, again.stdout, out.URL)
+	}
+}
+
+// TestOpenPageHidesTheToken: ui --open hands the opener a private file
+// that redirects to the page, never the URL with its token (a command
+// line is readable by every local user).
+func TestOpenPageHidesTheToken(t *testing.T) {
+	for _, runtime := range []string{t.TempDir(), ""} {
+		t.Setenv("XDG_RUNTIME_DIR", runtime)
+		t.Setenv("TMPDIR", t.TempDir())
+		openFileLife = 10 * time.Millisecond
+		const u = "http://127.0.0.1:4242/?token=s3cret&x=<1>"
+		var got string
+		err := openPage(context.Background(), u, func(_ context.Context, path string) error {
+			got = path
+			if strings.Contains(path, "s3cret") || strings.Contains(path, "http") {
+				t.Errorf("the opener got %q", path)
+			}
+			fi, err := os.Stat(path)
+			if err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("the file %s: %v %v, want mode 0600", path, fi.Mode(), err)
+			}
+			if di, err := os.Stat(filepath.Dir(path)); err != nil || di.Mode().Perm() != 0o700 {
+				t.Errorf("its directory: %v %v, want mode 0700", di.Mode(), err)
+			}
+			b, _ := os.ReadFile(path)
+			if !strings.Contains(string(b), `url=http://127.0.0.1:4242/?token=s3cret&amp;x=&lt;1&gt;"`) {
+				t.Errorf("the file does not redirect to the page:\n%s", b)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = os.Stat(got)
+		if runtime != "" && err != nil {
+			t.Errorf("in the runtime directory, the file was removed: %v", err)
+		}
+		if runtime == "" && err == nil {
+			t.Errorf("outside the runtime directory, %s was left behind", got)
+		}
+	}
+}
+
+// TestUIAddrOnABridgesDaemon: `ui --http ADDR` on a daemon started without
+// a page serves it on ADDR; the daemon itself refuses a network address.
+func TestUIAddrOnABridgesDaemon(t *testing.T) {
+	data := t.TempDir()
+	d := startDaemon(t, data)
+	<-d.ready
+	c, err := api.Dial(context.Background(), d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var st api.Status
+	if err := c.Call(context.Background(), "page", api.PageRequest{Addr: "0.0.0.0:0"}, &st); api.Code(err) != "invalid" {
+		t.Errorf("page on 0.0.0.0: %v, want invalid", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := runBin(t, "", "--data", data, "--json", "ui", "--http", addr)
+	if r.code != 0 || !strings.Contains(r.stdout, `"http://`+addr+`/?token=`) {
+		t.Fatalf("ui --http %s: exit %d, %s%s", addr, r.code, r.stdout, r.stderr)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -589,4 +590,85 @@ func TestPanicIsAnswered(t *testing.T) {
 	}
 	rec := d.register(t, "ses_root", 0)
 	d.call(t, "show", IDRequest{ID: rec.ID}, &rec)
+}
+
+// TestPageLifecycle: POST /v1/page hands its address to Config.Page;
+// the status forgets a page that stopped, and a new one can start; the
+// daemon closes its store only after the page stopped; a stopping daemon
+// starts none.
+func TestPageLifecycle(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		addrs   []string
+		kill    = make(chan struct{})
+		readErr = make(chan error, 4)
+	)
+	var id string
+	d := startDaemonWith(t, func(cfg *Config) {
+		cfg.Page = func(ctx context.Context, svc *Service, addr string) (string, <-chan struct{}, error) {
+			mu.Lock()
+			addrs = append(addrs, addr)
+			n := len(addrs)
+			mu.Unlock()
+			done := make(chan struct{})
+			dies := kill // the first page dies when told
+			if n > 1 {
+				dies = nil
+			}
+			go func() {
+				defer close(done)
+				select {
+				case <-dies:
+					return
+				case <-ctx.Done():
+				}
+				time.Sleep(50 * time.Millisecond) // a request still being served
+				_, err := svc.Show(context.Background(), IDRequest{ID: id})
+				readErr <- err
+			}()
+			return fmt.Sprintf("http://page/%d", n), done, nil
+		}
+	})
+	id = d.register(t, "ses_p", 0).ID
+	var st Status
+	d.call(t, "page", PageRequest{Addr: "127.0.0.1:7777"}, &st)
+	if st.UI != "http://page/1" || addrs[0] != "127.0.0.1:7777" {
+		t.Fatalf("page: ui %q, Page got %q", st.UI, addrs)
+	}
+	d.call(t, "page", PageRequest{}, &st)
+	if st.UI != "http://page/1" || len(addrs) != 1 {
+		t.Fatalf("a second page: ui %q, Page called %d times", st.UI, len(addrs))
+	}
+	close(kill) // the page dies
+	for deadline := time.Now().Add(hangGuard); ; {
+		if st, err := d.client.Status(context.Background()); err != nil || st.UI == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the status still names a page that stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.call(t, "page", PageRequest{}, &st)
+	if st.UI != "http://page/2" {
+		t.Fatalf("after the page died: ui %q", st.UI)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-readErr; err != nil {
+		t.Errorf("the page read the store while the daemon stopped: %v (closed under it)", err)
+	}
+
+	// A stopping daemon starts no page.
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	called := false
+	h := &handler{stopping: stopped, page: func(context.Context, *Service, string) (string, <-chan struct{}, error) {
+		called = true
+		return "", nil, nil
+	}}
+	if err := h.startPage(""); Code(err) != "unavailable" || called {
+		t.Errorf("page while stopping: %v (code %s), Page called: %v", err, Code(err), called)
+	}
 }

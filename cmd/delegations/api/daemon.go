@@ -68,10 +68,20 @@ type Config struct {
 	// its execute return.
 	Actors []func(svc *Service) (execute func() error, interrupt func(error))
 	// Page, if set, starts the status page in the running daemon when a
-	// client asks (POST /v1/page) and it serves none yet: it returns the
-	// page's address with its token, and serves until ctx ends (the
-	// daemon stopping).
-	Page func(ctx context.Context, svc *Service) (url string, err error)
+	// client asks (POST /v1/page) and it serves none yet, on addr
+	// (PageRequest.Addr: "" for the default; Page checks it and wraps
+	// fsm.ErrInvalid when it refuses it). It returns the page's address
+	// with its token and a channel closed once the page has stopped; it
+	// serves until ctx ends (the daemon stopping), and Serve waits for
+	// done before it closes the store.
+	Page func(ctx context.Context, svc *Service, addr string) (url string, done <-chan struct{}, err error)
+}
+
+// PageRequest is the body of POST /v1/page.
+type PageRequest struct {
+	// Addr is the loopback address the page listens on (host:port, port 0
+	// for a free one); "" is the daemon's default.
+	Addr string `json:"addr,omitempty"`
 }
 
 // DefaultSocket returns the socket of a data directory: SocketName inside
@@ -252,6 +262,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		g.Add(actor(svc))
 	}
 	err = g.Run()
+	h.waitPage() // the page reads the store: it stops first
 	var sig run.SignalError
 	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
 		logger.Info("stopping", "reason", err.Error(), "lastSeq", svc.Store().Log().Last())

@@ -29,9 +29,11 @@ type handler struct {
 	// bodyTimeout bounds the reading of a POST body (Config.BodyTimeout).
 	bodyTimeout time.Duration
 
-	page    func(context.Context, *Service) (string, error) // Config.Page
-	pageMu  sync.Mutex
-	pageURL string // the status page's address, once it serves
+	page       func(context.Context, *Service, string) (string, <-chan struct{}, error) // Config.Page
+	pageMu     sync.Mutex
+	pageURL    string          // the status page's address, while it serves
+	pageDone   <-chan struct{} // closed when the page Page started has stopped
+	pageClosed bool            // the daemon is stopping: no page starts
 }
 
 // currentStatus is the answer of GET /v1/status.
@@ -45,22 +47,46 @@ func (h *handler) currentStatus() Status {
 	return st
 }
 
-// startPage starts the status page unless it serves already.
-func (h *handler) startPage() error {
+// startPage starts the status page on addr unless it serves already (on
+// whatever address) or the daemon is stopping. The page's address is
+// forgotten when the page stops.
+func (h *handler) startPage(addr string) error {
 	h.pageMu.Lock()
 	defer h.pageMu.Unlock()
 	switch {
+	case h.pageClosed || h.stopping.Err() != nil:
+		return fmt.Errorf("%w: the daemon is stopping; run the command again to start another", errUnavailable)
 	case h.pageURL != "":
 		return nil
 	case h.page == nil:
 		return fmt.Errorf("%w: this daemon cannot serve a status page", errNoEndpoint)
 	}
-	url, err := h.page(h.stopping, h.svc)
+	url, done, err := h.page(h.stopping, h.svc, addr)
 	if err != nil {
 		return fmt.Errorf("start the status page: %w", err)
 	}
-	h.pageURL = url
+	h.pageURL, h.pageDone = url, done
+	go func() {
+		<-done
+		h.pageMu.Lock()
+		defer h.pageMu.Unlock()
+		if h.pageDone == done {
+			h.pageURL = ""
+		}
+	}()
 	return nil
+}
+
+// waitPage refuses new pages and waits until the page startPage started,
+// if any, has stopped: before the store closes.
+func (h *handler) waitPage() {
+	h.pageMu.Lock()
+	h.pageClosed = true
+	done := h.pageDone
+	h.pageMu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // waiting are the verbs that may wait; they end when the daemon stops.
@@ -126,7 +152,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		})
 	case "page":
 		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {
-			if err := h.startPage(); err != nil {
+			var req PageRequest
+			if err := decodeBody(r, &req); err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			if err := h.startPage(req.Addr); err != nil {
 				h.fail(w, r, err)
 				return
 			}

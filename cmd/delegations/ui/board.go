@@ -3,11 +3,14 @@ package ui
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/eventlog"
@@ -61,16 +64,26 @@ type Summary struct {
 	Failures      int    `json:"failures,omitempty"`
 }
 
-// maxTitle bounds a title made from a prompt.
-const maxTitle = 80
+// maxTitle bounds a title made from a prompt; maxText bounds the other
+// texts a summary keeps (a title, a delivery error): the board keeps one
+// summary per delegation in memory.
+const (
+	maxTitle = 80
+	maxText  = 200
+)
+
+// clip returns s cut to n runes, marked with an ellipsis when cut.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
 
 func summarize(d *fsm.Delegation) Summary {
-	title := strings.TrimSpace(d.Title)
+	title := clip(strings.TrimSpace(d.Title), maxText)
 	if title == "" {
-		title = strings.Join(strings.Fields(d.Prompt), " ")
-		if r := []rune(title); len(r) > maxTitle {
-			title = string(r[:maxTitle-1]) + "…"
-		}
+		title = clip(strings.Join(strings.Fields(d.Prompt), " "), maxTitle)
 	}
 	return Summary{
 		ID: d.ID, Title: title, Agent: d.Agent, Model: d.Model, Project: d.ProjectID,
@@ -91,6 +104,10 @@ func (s *Summary) group(now time.Time) string {
 	case s.Status.Active():
 		return GroupRunning
 	case s.ReadAt.IsZero() || s.ReadAt.Before(s.CompletedAt):
+		// Not read since it ended. Not fsm.Delegation.Unread, which also
+		// asks that the parent was notified: the board shows the results
+		// still waiting for their delivery among the unread ("not
+		// delivered").
 		return GroupUnread
 	default:
 		return GroupRecent
@@ -113,7 +130,7 @@ const ringSize = 1024
 type board struct {
 	mu       sync.RWMutex
 	all      map[string]*Summary
-	byRoot   map[string]map[string]*Summary // root session → id → summary
+	byRoot   map[string]map[string]struct{} // root session → its delegations' ids
 	seq      uint64                         // the last record applied
 	ring     []Change                       // the changes after ringFrom, oldest first
 	ringFrom uint64
@@ -129,7 +146,7 @@ type board struct {
 }
 
 func newBoard() *board {
-	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]*Summary{}, changed: make(chan struct{}), loaded: make(chan struct{})}
+	return &board{all: map[string]*Summary{}, byRoot: map[string]map[string]struct{}{}, changed: make(chan struct{}), loaded: make(chan struct{})}
 }
 
 // load reads every record and the failed deliveries from the views, as of
@@ -154,7 +171,7 @@ func (b *board) load(store *projection.Store) (uint64, error) {
 			case projection.ViewOutbox:
 				if n := e.Notification; n != nil && n.Kind == projection.KindTerminal && n.Failures > 0 {
 					if s := all[n.Delegation]; s != nil {
-						s.DeliveryError, s.Failures = cmp.Or(n.LastError, "delivery failed"), n.Failures
+						s.DeliveryError, s.Failures = clip(cmp.Or(n.LastError, "delivery failed"), maxText), n.Failures
 					}
 				}
 			}
@@ -164,12 +181,12 @@ func (b *board) load(store *projection.Store) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	byRoot := map[string]map[string]*Summary{}
+	byRoot := map[string]map[string]struct{}{}
 	for id, s := range all {
 		if byRoot[s.Root] == nil {
-			byRoot[s.Root] = map[string]*Summary{}
+			byRoot[s.Root] = map[string]struct{}{}
 		}
-		byRoot[s.Root][id] = s
+		byRoot[s.Root][id] = struct{}{}
 	}
 	b.mu.Lock()
 	b.all, b.byRoot, b.seq, b.ring, b.ringFrom = all, byRoot, seq, nil, seq
@@ -184,37 +201,43 @@ func (b *board) broadcast() {
 	b.changed = make(chan struct{})
 }
 
-// apply brings the summary of ev's delegation up to date.
-func (b *board) apply(svc *api.Service, ev api.Event) {
+// apply brings the summary of ev's delegation up to date. When its
+// record cannot be read, it applies nothing and returns the error: the
+// tail ends and the board loads again, rather than miss the change.
+func (b *board) apply(svc *api.Service, ev api.Event) error {
 	id := ev.ID
 	if strings.HasPrefix(ev.NotificationID, projection.KindTerminal+":") {
 		id = strings.TrimPrefix(ev.NotificationID, projection.KindTerminal+":")
 	}
 	var sum *Summary
 	if fsm.ValidateID(id) == nil {
-		if d, err := svc.Store().Get(id); err == nil {
+		d, err := svc.Store().Get(id)
+		switch {
+		case err == nil:
 			s := summarize(&d)
 			sum = &s
+		case !errors.Is(err, fsm.ErrNotFound):
+			return fmt.Errorf("record %d: read %s: %w", ev.Seq, id, err)
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq = ev.Seq
 	if sum == nil {
-		return // a parent's cycle event, or an id without a record
+		return nil // a parent's cycle event, or an id without a record
 	}
 	if old := b.all[id]; old != nil && sum.State().Terminal() && sum.NotifiedAt.IsZero() {
 		sum.DeliveryError, sum.Failures = old.DeliveryError, old.Failures
 	}
 	if ev.Kind == fsm.KindNotificationFailed.String() {
-		sum.DeliveryError = cmp.Or(ev.Error, ev.Reason, "delivery failed")
+		sum.DeliveryError = clip(cmp.Or(ev.Error, ev.Reason, "delivery failed"), maxText)
 		sum.Failures++
 	}
 	b.all[id] = sum
 	if b.byRoot[sum.Root] == nil {
-		b.byRoot[sum.Root] = map[string]*Summary{}
+		b.byRoot[sum.Root] = map[string]struct{}{}
 	}
-	b.byRoot[sum.Root][id] = sum // a delegation's root never changes
+	b.byRoot[sum.Root][id] = struct{}{} // a delegation's root never changes
 	b.ring = append(b.ring, Change{Seq: ev.Seq, ID: id, Kind: ev.Kind})
 	if len(b.ring) > ringSize {
 		n := len(b.ring) - ringSize
@@ -222,6 +245,7 @@ func (b *board) apply(svc *api.Service, ev api.Event) {
 		b.ring = slices.Delete(b.ring, 0, n)
 	}
 	b.broadcast()
+	return nil
 }
 
 // State returns s's status (a method so that summaries read like records).
@@ -229,32 +253,48 @@ func (s *Summary) State() fsm.State { return s.Status }
 
 // follow keeps the board current until ctx ends: a load, then the event
 // tail from there. When the tail fails (the daemon reopening its log
-// after a failed write), it waits a little and loads again.
+// after a failed write, a record that cannot be read), it waits and loads
+// again, waiting longer each time it fails again soon (nextRetry).
 func (b *board) follow(ctx context.Context, svc *api.Service, logger *slog.Logger) {
+	var wait time.Duration
 	for {
+		start := time.Now()
 		from, err := b.load(svc.Store())
 		if err == nil {
 			b.loadOnce.Do(func() { close(b.loaded) })
 			err = svc.Events(ctx, api.EventsRequest{From: from + 1, Follow: true}, func(ev api.Event) error {
-				b.apply(svc, ev)
-				return nil
+				return b.apply(svc, ev)
 			})
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		logger.Warn("status page: following the log failed; loading it again", "in", retryFollow, "err", err)
+		wait = nextRetry(wait, time.Since(start))
+		logger.Warn("status page: following the log failed; loading it again", "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(retryFollow):
+		case <-time.After(wait):
 		}
 	}
 }
 
-// retryFollow is the wait before the board loads again after its tail
-// failed.
-const retryFollow = time.Second
+// The wait before the board loads again after its tail failed: retryFollow
+// at first, doubled each time the tail fails again within
+// maxRetryFollow, up to maxRetryFollow.
+const (
+	retryFollow    = time.Second
+	maxRetryFollow = time.Minute
+)
+
+// nextRetry is the wait after a load and tail that lasted ran, when the
+// wait before was prev (0: none yet).
+func nextRetry(prev, ran time.Duration) time.Duration {
+	if prev == 0 || ran >= maxRetryFollow {
+		return retryFollow
+	}
+	return min(2*prev, maxRetryFollow)
+}
 
 // since returns the changes after seq and the sequence number they reach,
 // or ok false when the ring no longer holds them all (the stream fell
@@ -311,11 +351,23 @@ func (b *board) page(f Filter, now time.Time) Board {
 	defer b.mu.RUnlock()
 	out := Board{Seq: b.seq, Filter: f}
 	groups := map[string][]*Summary{}
-	from := b.all
-	if f.Root != "" {
-		from = b.byRoot[f.Root]
+	scan := func(yield func(*Summary) bool) {
+		for _, s := range b.all {
+			if !yield(s) {
+				return
+			}
+		}
 	}
-	for _, s := range from {
+	if f.Root != "" {
+		scan = func(yield func(*Summary) bool) {
+			for id := range b.byRoot[f.Root] {
+				if !yield(b.all[id]) {
+					return
+				}
+			}
+		}
+	}
+	for s := range scan {
 		if (f.Project != "" && s.Project != f.Project) || (f.Root != "" && s.Root != f.Root) {
 			continue
 		}
@@ -403,9 +455,9 @@ func topK(ss []*Summary, k int, less func(a, b *Summary) int) []*Summary {
 		slices.SortFunc(ss, less)
 		return ss
 	}
-	// Selection by a bounded max-heap of the k best would be faster for
-	// large groups; a partial quickselect keeps it simple: sort a copy of
-	// the candidates no worse than the k-th.
+	// The k best so far, sorted: each later one better than the k-th is
+	// inserted in place (a bounded heap would be faster for large k; k
+	// is a few pages of PageSize here).
 	best := slices.Clone(ss[:k])
 	slices.SortFunc(best, less)
 	for _, s := range ss[k:] {

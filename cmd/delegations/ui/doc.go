@@ -15,15 +15,19 @@
 //   - the Host header must name the listener (127.0.0.1:PORT,
 //     localhost:PORT or [::1]:PORT), which defeats DNS rebinding;
 //   - every request needs the daemon's random token: once in the URL
-//     (/?token=...), which sets an HttpOnly SameSite=Strict cookie and
-//     redirects to the URL without it;
+//     (/?token=...), which sets an HttpOnly SameSite=Strict cookie (7
+//     days) and redirects to the path without it;
+//   - cookies are not isolated by port, so other local web servers'
+//     pages are the same site: a read must come from the page itself or
+//     the user (Sec-Fetch-Site same-origin or none, or absent), unless it
+//     is a top-level navigation;
 //   - no CORS headers; a strict Content-Security-Policy (no inline
 //     script, nothing from elsewhere), no framing, no referrer to
 //     other sites;
 //   - reading never writes: the artifact is read from its file, not by the
 //     read verb, so looking at a result does not mark it read. The two
 //     actions (cancel, deliver again) are POSTs that need, besides the
-//     cookie, a CSRF token from the page in a header or form field, a
+//     cookie, a CSRF token from the confirmation page's form field, a
 //     matching Origin, and are refused cross-site (Sec-Fetch-Site).
 //
 // # Caveats
@@ -36,8 +40,8 @@
 //     of a million delegations it takes about a second, during which a
 //     commit that must grow the file waits for it (bbolt remaps only
 //     without readers).
-//   - Findings come from a full replay of the log (replay.Run), cached
-//     until the log grows: on a large log the first delegation page after
-//     a change takes the replay's time (about a second per million
-//     events).
+//   - Findings come from the delegation's own events (replay.Diagnose),
+//     cached until its stream grows and for at most a minute; they leave
+//     out what needs the whole log (the views' comparison, the parent's
+//     all-complete notification).
 package ui

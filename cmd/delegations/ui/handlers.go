@@ -62,8 +62,7 @@ func filterOf(r *http.Request) Filter {
 // boardView is what the board templates get.
 type boardView struct {
 	Board
-	Now  time.Time
-	CSRF string
+	Now time.Time
 }
 
 func (s *Server) board0(r *http.Request) (boardView, error) {
@@ -73,7 +72,7 @@ func (s *Server) board0(r *http.Request) (boardView, error) {
 		return boardView{}, r.Context().Err()
 	}
 	now := s.now()
-	return boardView{Board: s.board.page(filterOf(r), now), Now: now, CSRF: s.csrf}, nil
+	return boardView{Board: s.board.page(filterOf(r), now), Now: now}, nil
 }
 
 func (s *Server) boardPage(w http.ResponseWriter, r *http.Request) {
@@ -174,29 +173,51 @@ func (s *Server) detail(ctx context.Context, id string) (Detail, error) {
 	if out.Timeline, err = replay.ReadTimeline(ctx, store.Log(), id); err != nil {
 		return Detail{}, err
 	}
-	rep, err := s.report(ctx)
+	var last uint64
+	if n := len(out.Timeline.Steps); n > 0 {
+		last = out.Timeline.Steps[n-1].Seq
+	}
+	fs, err := s.diagnose(ctx, id, last)
 	if err != nil {
 		return Detail{}, err
 	}
-	out.Findings = append(out.Findings, rep.For(id)...)
-	due, _, err := store.Due(d.ParentSessionID)
-	if err == nil {
-		for i := range due {
-			if due[i].ID == projection.TerminalNotificationID(id) {
-				out.Due = &due[i]
-			}
+	out.Findings = append(out.Findings, fs...)
+	out.Due, _ = s.due(&d) // the page goes without the action
+	return out, nil
+}
+
+// due returns d's terminal notification while it waits for its delivery,
+// else nil.
+func (s *Server) due(d *fsm.Delegation) (*projection.Notification, error) {
+	due, _, err := s.svc.Store().Due(d.ParentSessionID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range due {
+		if due[i].ID == projection.TerminalNotificationID(d.ID) {
+			return &due[i], nil
 		}
 	}
-	return out, nil
+	return nil, nil
 }
 
 type detailView struct {
 	Detail
-	Now  time.Time
-	CSRF string
+	Now time.Time
+	Seq uint64 // the board's record when the page was read: its event stream starts there
 }
 
 func (s *Server) delegationPage(w http.ResponseWriter, r *http.Request) {
+	// The sequence number first: a change after it, even one the page
+	// already shows, refreshes it; none is missed.
+	select {
+	case <-s.board.loaded:
+	case <-r.Context().Done():
+		return
+	}
+	s.board.mu.RLock()
+	seq := s.board.seq
+	s.board.mu.RUnlock()
 	d, err := s.detail(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
@@ -206,7 +227,7 @@ func (s *Server) delegationPage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("fragment") != "" {
 		name = "detail"
 	}
-	s.render(w, name, detailView{Detail: d, Now: s.now(), CSRF: s.csrf})
+	s.render(w, name, detailView{Detail: d, Now: s.now(), Seq: seq})
 }
 
 func (s *Server) delegationJSON(w http.ResponseWriter, r *http.Request) {
@@ -279,16 +300,14 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		// Only a notification still due can be delivered again; an
 		// acknowledged one would take the failure as a no-op.
 		var d fsm.Delegation
+		var n *projection.Notification
 		if d, err = s.svc.Show(r.Context(), api.IDRequest{ID: id}); err == nil {
-			err = fmt.Errorf("%w: its terminal notification is not due (not written yet, or already delivered and acknowledged)", fsm.ErrNotFound)
-			due, _, derr := s.svc.Store().Due(d.ParentSessionID)
-			for _, n := range due {
-				if n.ID == projection.TerminalNotificationID(id) {
+			if n, err = s.due(&d); err == nil {
+				if n == nil {
+					err = fmt.Errorf("%w: its terminal notification is not due (not written yet, or already delivered and acknowledged)", fsm.ErrNotFound)
+				} else {
 					_, err = s.svc.Ack(r.Context(), api.AckRequest{ID: n.ID, Failed: RedeliverReason})
 				}
-			}
-			if derr != nil {
-				err = derr
 			}
 		}
 	default:
@@ -297,10 +316,6 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.fail(w, fmt.Errorf("%s %s: %w", action, id, err))
-		return
-	}
-	if r.Header.Get("X-CSRF-Token") != "" {
-		writeJSON(w, map[string]string{"ok": action})
 		return
 	}
 	http.Redirect(w, r, "/d/"+url.PathEscape(id), http.StatusSeeOther)

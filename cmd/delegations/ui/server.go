@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,15 +72,23 @@ type Server struct {
 	token  string
 	csrf   string
 	port   string
+	origin string          // http://HOST:PORT, the listener's address
 	hosts  map[string]bool // the Host headers accepted
 	board  *board
 	logger *slog.Logger
 	now    func() time.Time
 	mux    *http.ServeMux
 
-	replayMu  sync.Mutex
-	replaySeq uint64
-	replayRep *replay.Report
+	findMu   sync.Mutex
+	findings map[string]findingsEntry // by delegation id
+}
+
+// findingsEntry is a delegation's findings as of the last record of its
+// stream, computed at a time.
+type findingsEntry struct {
+	last uint64
+	at   time.Time
+	fs   []replay.Finding
 }
 
 // New returns the status page of svc, to be served on ln.
@@ -96,7 +105,7 @@ func New(svc *api.Service, ln net.Listener, o Options) *Server {
 	addr := ln.Addr().(*net.TCPAddr)
 	port := strconv.Itoa(addr.Port)
 	s := &Server{
-		svc: svc, token: o.Token, csrf: randomToken(), port: port,
+		svc: svc, token: o.Token, csrf: randomToken(), port: port, origin: origin(ln),
 		hosts: map[string]bool{
 			"127.0.0.1:" + port: true, "localhost:" + port: true, "[::1]:" + port: true,
 			net.JoinHostPort(addr.IP.String(), port): true,
@@ -110,20 +119,22 @@ func New(svc *api.Service, ln net.Listener, o Options) *Server {
 // NewToken returns a new random token (192 bits, hex).
 func NewToken() string { return randomToken() }
 
-// PageURL is the address of the page served on ln with token.
+// PageURL is the address of the page served on ln with token: the
+// listener's own address (127.0.0.1, another 127.x or [::1]).
 func PageURL(ln net.Listener, token string) string {
-	return "http://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/?token=" + url.QueryEscape(token)
+	return origin(ln) + "/?token=" + url.QueryEscape(token)
+}
+
+// origin is http://HOST:PORT of ln.
+func origin(ln net.Listener) string {
+	a := ln.Addr().(*net.TCPAddr)
+	return "http://" + net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 }
 
 func randomToken() string {
 	b := make([]byte, 24)
 	rand.Read(b) // never fails (crypto/rand)
 	return hex.EncodeToString(b)
-}
-
-// URL is the page's address with its token: what `delegations ui` prints.
-func (s *Server) URL() string {
-	return "http://127.0.0.1:" + s.port + "/?token=" + url.QueryEscape(s.token)
 }
 
 // Actor returns the page as an actor of the daemon's run.Group
@@ -137,9 +148,13 @@ func Actor(ln net.Listener, o Options) func(*api.Service) (func() error, func(er
 	}
 }
 
-// Run serves ln and follows the log until ctx ends; then it closes ln and
-// ends the page's event streams.
+// Run serves ln and follows the log until ctx ends; then it closes ln,
+// ends the page's event streams, and returns once the requests being
+// served have finished (they read the store, which closes next) or the
+// shutdown's 5 s ran out.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -152,14 +167,24 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		defer close(done)
 		s.board.follow(ctx, s.svc, s.logger)
 	}()
+	shut := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(shut)
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			s.logger.Warn("status page: requests still running at shutdown", "err", err)
+			srv.Close()
+		}
 	})
-	defer stop()
 	s.logger.Info("status page", "addr", ln.Addr().String())
 	err := srv.Serve(ln)
+	// Serve returns as soon as Shutdown begins: wait for it to finish. When
+	// Serve failed on its own, stop everything here.
+	cancel()
+	if !stop() {
+		<-shut
+	}
 	<-done
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -189,7 +214,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
 	if !s.hosts[r.Host] {
 		// DNS rebinding: a page of another site resolved to 127.0.0.1.
-		http.Error(w, "Host "+strconv.Quote(r.Host)+" is not this page's; open http://127.0.0.1:"+s.port+"/", http.StatusMisdirectedRequest)
+		http.Error(w, "Host "+strconv.Quote(r.Host)+" is not this page's; open "+s.origin+"/", http.StatusMisdirectedRequest)
+		return
+	}
+	if err := checkFetch(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
 	if t := r.URL.Query().Get("token"); t != "" && r.Method == http.MethodGet {
@@ -198,20 +227,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		http.SetCookie(w, &http.Cookie{
-			Name: s.cookieName(), Value: s.token, Path: "/",
+			Name: s.cookieName(), Value: s.token, Path: "/", MaxAge: cookieMaxAge,
 			HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		})
-		// Drop the token from the address bar and the history.
-		u := *r.URL
-		q := u.Query()
+		// Drop the token from the address bar and the history. The
+		// target is a path: //evil.example/x would be another site.
+		q := r.URL.Query()
 		q.Del("token")
-		u.RawQuery = q.Encode()
-		http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+		target := "/" + strings.TrimLeft(r.URL.EscapedPath(), "/\\")
+		if len(q) > 0 {
+			target += "?" + q.Encode()
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
 		return
 	}
 	c, err := r.Cookie(s.cookieName())
 	if err != nil || !equal(c.Value, s.token) {
-		http.Error(w, "this page needs its token: open the address `delegations ui` prints (http://127.0.0.1:"+s.port+"/?token=...)", http.StatusUnauthorized)
+		http.Error(w, "this page needs its token: open the address `delegations ui` prints ("+s.origin+"/?token=...)", http.StatusUnauthorized)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -223,9 +255,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// cookieMaxAge is how long the browser keeps the login (seconds): past it,
+// the address `delegations ui` prints logs in again.
+const cookieMaxAge = 7 * 24 * 60 * 60
+
+// checkFetch refuses a read that another site's page makes. Cookies are not
+// isolated by port: a page of any other web server on 127.0.0.1 is
+// same-site, and its scripts, images or event streams would carry this
+// page's cookie (to hold streams open or load the board). Browsers say who
+// asks in Sec-Fetch-Site: only this page (same-origin) or the user (none:
+// the address bar, a bookmark) may read, and anyone may navigate a tab
+// here (a link), which shows a page but changes nothing. Clients without
+// Sec-Fetch-* headers (curl, old browsers) are not browsers' subresource
+// requests and pass.
+func checkFetch(r *http.Request) error {
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "same-origin", "none":
+		return nil
+	default:
+		if r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document" {
+			return nil
+		}
+		return fmt.Errorf("refused: a %s %s request (%s)", site, r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest"))
+	}
+}
+
 // checkPost is the CSRF check of an action: the page's CSRF token in the
-// X-CSRF-Token header or the csrf form field, the Origin (when sent) this
-// page's, and not a cross-site request.
+// csrf form field (the confirmation page's form), the Origin (when sent)
+// this page's, and not a cross-site request.
 func (s *Server) checkPost(r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return fmt.Errorf("refused: a %s request", site)
@@ -233,12 +290,8 @@ func (s *Server) checkPost(r *http.Request) error {
 	if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host {
 		return fmt.Errorf("refused: Origin %q is not this page's", o)
 	}
-	t := r.Header.Get("X-CSRF-Token")
-	if t == "" {
-		r.Body = http.MaxBytesReader(nil, r.Body, 4096)
-		t = r.PostFormValue("csrf")
-	}
-	if !equal(t, s.csrf) {
+	r.Body = http.MaxBytesReader(nil, r.Body, 4096)
+	if !equal(r.PostFormValue("csrf"), s.csrf) {
 		return errors.New("refused: missing or wrong CSRF token (reload the page)")
 	}
 	return nil
@@ -246,20 +299,35 @@ func (s *Server) checkPost(r *http.Request) error {
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
-// report returns replay's report of the whole log, cached until the log
-// grows.
-func (s *Server) report(ctx context.Context) (*replay.Report, error) {
-	s.replayMu.Lock()
-	defer s.replayMu.Unlock()
-	store := s.svc.Store()
-	last := store.Log().Last()
-	if s.replayRep != nil && s.replaySeq == last {
-		return s.replayRep, nil
+// Findings are kept while the delegation's stream does not grow, for at
+// most findingsLife (their ages and deadlines move with the clock), and
+// for at most maxFindings delegations.
+const (
+	findingsLife = time.Minute
+	maxFindings  = 1024
+)
+
+// diagnose returns replay's findings about delegation id, whose stream
+// ends at record last: from its own events (replay.Diagnose), not a
+// replay of the whole log.
+func (s *Server) diagnose(ctx context.Context, id string, last uint64) ([]replay.Finding, error) {
+	now := s.now()
+	s.findMu.Lock()
+	e, ok := s.findings[id]
+	s.findMu.Unlock()
+	if ok && e.last == last && now.Sub(e.at) < findingsLife && !now.Before(e.at) {
+		return e.fs, nil
 	}
-	rep, err := replay.Run(ctx, store.Log(), store.Dir(), replay.Options{Now: s.now()})
+	store := s.svc.Store()
+	fs, err := replay.Diagnose(ctx, store.Log(), store.Dir(), id, replay.Options{Now: now})
 	if err != nil {
 		return nil, err
 	}
-	s.replayRep, s.replaySeq = rep, last
-	return rep, nil
+	s.findMu.Lock()
+	if s.findings == nil || len(s.findings) >= maxFindings {
+		s.findings = map[string]findingsEntry{}
+	}
+	s.findings[id] = findingsEntry{last: last, at: now, fs: fs}
+	s.findMu.Unlock()
+	return fs, nil
 }

@@ -5,16 +5,22 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/replay"
 )
 
 // page is a status page on a real store, served on loopback.
@@ -23,10 +29,11 @@ type page struct {
 	svc  *api.Service
 	srv  *Server
 	base string // http://127.0.0.1:PORT
+	url  string // the page's address with its token
 	c    *http.Client
 }
 
-func newPage(t testing.TB) *page {
+func newPage(t testing.TB, opts ...Options) *page {
 	t.Helper()
 	store, err := projection.Open(t.TempDir(), projection.Options{})
 	if err != nil {
@@ -37,7 +44,11 @@ func newPage(t testing.TB) *page {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(svc, ln, Options{})
+	o := Options{}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	srv := New(svc, ln, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
@@ -49,7 +60,7 @@ func newPage(t testing.TB) *page {
 		store.Close()
 	})
 	jar, _ := cookiejar.New(nil)
-	p := &page{t: t, svc: svc, srv: srv, base: "http://" + ln.Addr().String(), c: &http.Client{
+	p := &page{t: t, svc: svc, srv: srv, base: "http://" + ln.Addr().String(), url: PageURL(ln, srv.token), c: &http.Client{
 		Jar:           jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
@@ -59,7 +70,7 @@ func newPage(t testing.TB) *page {
 // login opens the page's URL with its token, as the browser does.
 func (p *page) login() {
 	p.t.Helper()
-	resp := p.do("GET", p.srv.URL(), nil, nil)
+	resp := p.do("GET", p.url, nil, nil)
 	if resp.StatusCode != http.StatusSeeOther {
 		p.t.Fatalf("GET with the token: %s", resp.Status)
 	}
@@ -131,12 +142,12 @@ func TestTokenAndCookie(t *testing.T) {
 	if r := p.do("GET", p.base+"/api/board", nil, map[string]string{"Cookie": p.srv.cookieName() + "=wrong"}); r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("wrong cookie: %s, want 401", r.Status)
 	}
-	r := p.do("GET", p.srv.URL(), nil, nil)
+	r := p.do("GET", p.url, nil, nil)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {
 		t.Fatalf("with the token: %s to %q, want 303 to /", r.Status, r.Header.Get("Location"))
 	}
 	sc := r.Header.Get("Set-Cookie")
-	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/"} {
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="} {
 		if !strings.Contains(sc, want) {
 			t.Errorf("Set-Cookie %q lacks %s", sc, want)
 		}
@@ -176,7 +187,7 @@ func TestHostHeader(t *testing.T) {
 		}
 	}
 	// Even the token does not get past a wrong Host.
-	r := p.do("GET", p.srv.URL(), nil, map[string]string{"Host": "evil.example:" + port})
+	r := p.do("GET", p.url, nil, map[string]string{"Host": "evil.example:" + port})
 	if r.StatusCode != http.StatusMisdirectedRequest || r.Header.Get("Set-Cookie") != "" {
 		t.Errorf("token with a wrong Host: %s, cookie %q", r.Status, r.Header.Get("Set-Cookie"))
 	}
@@ -245,8 +256,8 @@ func TestRedeliver(t *testing.T) {
 	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done"}); err != nil {
 		t.Fatal(err)
 	}
-	r := p.do("POST", p.base+"/d/"+d.ID+"/redeliver", nil, map[string]string{"X-CSRF-Token": p.srv.csrf})
-	if r.StatusCode != http.StatusOK {
+	r := p.do("POST", p.base+"/d/"+d.ID+"/redeliver", strings.NewReader("csrf="+p.srv.csrf), map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+	if r.StatusCode != http.StatusSeeOther {
 		b, _ := io.ReadAll(r.Body)
 		t.Fatalf("redeliver: %s %s", r.Status, b)
 	}
@@ -258,7 +269,7 @@ func TestRedeliver(t *testing.T) {
 	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: due.Notifications[0].ID}); err != nil {
 		t.Fatal(err)
 	}
-	r = p.do("POST", p.base+"/d/"+d.ID+"/redeliver", nil, map[string]string{"X-CSRF-Token": p.srv.csrf})
+	r = p.do("POST", p.base+"/d/"+d.ID+"/redeliver", strings.NewReader("csrf="+p.srv.csrf), map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 	if r.StatusCode != http.StatusNotFound {
 		t.Errorf("redeliver after the ack: %s, want 404", r.Status)
 	}
@@ -407,5 +418,240 @@ func TestRawIsPlainText(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "<script>alert(1)</script>") {
 		t.Errorf("raw is not the artifact as it is:\n%s", b)
+	}
+}
+
+// TestPageURL: the printed address is the listener's, whatever loopback
+// address it is on.
+func TestPageURL(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "127.0.0.2:0", "[::1]:0"} {
+		ln, err := Listen(addr)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", addr, err)
+			continue
+		}
+		want := "http://" + ln.Addr().String() + "/?token=abc"
+		if got := PageURL(ln, "abc"); got != want {
+			t.Errorf("PageURL on %s = %q, want %q", addr, got, want)
+		}
+		ln.Close()
+	}
+}
+
+// TestLoginRedirectStaysHere: the redirect that drops the token goes to a
+// path of this page, never to another host (//evil.example/x).
+func TestLoginRedirectStaysHere(t *testing.T) {
+	p := newPage(t)
+	for path, want := range map[string]string{
+		"//evil.example/x":    "/evil.example/x",
+		"///evil.example/":    "/evil.example/",
+		"/d/x":                "/d/x",
+		"/%5C%5Cevil.example": "/%5C%5Cevil.example",
+	} {
+		r := p.do("GET", p.base+path+"?token="+p.srv.token+"&group=unread", nil, nil)
+		if loc := r.Header.Get("Location"); r.StatusCode != http.StatusSeeOther || loc != want+"?group=unread" {
+			t.Errorf("GET %s with the token: %s to %q, want 303 to %q", path, r.Status, loc, want+"?group=unread")
+		}
+	}
+}
+
+// TestCrossSiteReads: another site's page (another port of 127.0.0.1 is
+// the same site, so the cookie goes along) cannot read the page or hold
+// its event stream; a link that navigates a tab here still works.
+func TestCrossSiteReads(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	h := func(site, mode, dest string) map[string]string {
+		return map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+	}
+	for _, tc := range []struct {
+		path string
+		hdr  map[string]string
+		want int
+	}{
+		{"/api/board", h("same-site", "cors", "empty"), http.StatusForbidden},
+		{"/api/board", h("cross-site", "no-cors", "script"), http.StatusForbidden},
+		{"/events", h("same-site", "cors", "empty"), http.StatusForbidden},
+		{"/", h("same-site", "navigate", "iframe"), http.StatusForbidden},
+		{"/static/app.js", h("same-site", "no-cors", "script"), http.StatusForbidden},
+		{"/", h("same-site", "navigate", "document"), http.StatusOK},
+		{"/", h("cross-site", "navigate", "document"), http.StatusOK},
+		{"/api/board", h("same-origin", "cors", "empty"), http.StatusOK},
+		{"/", h("none", "navigate", "document"), http.StatusOK},
+		{"/api/board", nil, http.StatusOK},
+	} {
+		if r := p.do("GET", p.base+tc.path, nil, tc.hdr); r.StatusCode != tc.want {
+			t.Errorf("GET %s %v: %s, want %d", tc.path, tc.hdr, r.Status, tc.want)
+		}
+	}
+}
+
+// TestRunWaitsForRequests: Run returns only once the requests being served
+// have finished: they read the store, which the daemon closes next.
+func TestRunWaitsForRequests(t *testing.T) {
+	store, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(api.NewService(store), ln, Options{})
+	started, finished := make(chan struct{}), make(chan struct{})
+	srv.mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		close(finished)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/slow", nil)
+		req.AddCookie(&http.Cookie{Name: srv.cookieName(), Value: srv.token})
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-finished:
+	default:
+		t.Fatal("Run returned while a request was being served")
+	}
+}
+
+// TestDetailFindings: a delegation's page diagnoses it from its own
+// events: the findings follow its stream and, with the stream unchanged,
+// the clock.
+func TestDetailFindings(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p := newPage(t, Options{Now: clock})
+	p.login()
+	ctx := context.Background()
+	d := p.register("ses_root")
+	other := p.register("ses_root") // its events must not matter
+	findings := func() []replay.Finding {
+		t.Helper()
+		var det Detail
+		if err := json.NewDecoder(p.do("GET", p.base+"/api/d/"+d.ID, nil, nil).Body).Decode(&det); err != nil {
+			t.Fatal(err)
+		}
+		return det.Findings
+	}
+	if fs := findings(); len(fs) != 0 {
+		t.Errorf("a fresh delegation: %+v", fs)
+	}
+	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.Cancel(ctx, api.CancelRequest{ID: other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	fs := findings()
+	if len(fs) != 1 || fs[0].Code != replay.CodeNotNotified || fs[0].Severity != replay.SeverityInfo || fs[0].Delegation != d.ID {
+		t.Fatalf("completed, not delivered: %+v", fs)
+	}
+	advance(48 * time.Hour) // the stream is the same; the notification is now stale
+	if fs := findings(); len(fs) != 1 || fs[0].Severity != replay.SeverityError {
+		t.Fatalf("two days later: %+v", fs)
+	}
+	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: projection.TerminalNotificationID(d.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	if fs := findings(); len(fs) != 1 || fs[0].Code != replay.CodeUnread {
+		t.Fatalf("delivered: %+v", fs)
+	}
+}
+
+// TestSummaryBounds: the board keeps at most maxText runes of a title and
+// of a delivery error, whether it loaded them or followed them.
+func TestSummaryBounds(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	ctx := context.Background()
+	long := strings.Repeat("é", 250) // the title's limit is 512 bytes
+	d := p.register("ses_root")
+	if _, err := p.svc.Complete(ctx, api.CompleteRequest{ID: d.ID, Result: "done", Title: long}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.Ack(ctx, api.AckRequest{ID: projection.TerminalNotificationID(d.ID), Failed: long}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		p.waitSeq()
+		s, ok := p.srv.board.get(d.ID)
+		if !ok || utf8.RuneCountInString(s.Title) != maxText || utf8.RuneCountInString(s.DeliveryError) != maxText || !strings.HasSuffix(s.Title, "…") {
+			t.Errorf("%s: title %d runes, error %d runes, want %d", when, utf8.RuneCountInString(s.Title), utf8.RuneCountInString(s.DeliveryError), maxText)
+		}
+	}
+	check("followed")
+	if _, err := p.srv.board.load(p.svc.Store()); err != nil {
+		t.Fatal(err)
+	}
+	check("loaded")
+}
+
+// TestFollowBacksOff: a tail that keeps failing is loaded again less and
+// less often; one that ran a while starts over.
+func TestFollowBacksOff(t *testing.T) {
+	var waits []time.Duration
+	var w time.Duration
+	for range 9 {
+		w = nextRetry(w, 10*time.Millisecond)
+		waits = append(waits, w)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	if w := nextRetry(time.Minute, time.Hour); w != time.Second {
+		t.Errorf("after a tail that ran an hour: %v, want 1s", w)
+	}
+}
+
+// TestApplyUnreadableRecord: an event whose record cannot be read is not
+// dropped: apply fails, so that the board loads again.
+func TestApplyUnreadableRecord(t *testing.T) {
+	store, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := api.NewService(store)
+	d, err := svc.Register(context.Background(), api.RegisterRequest{RootSessionID: "ses_r", ParentSessionID: "ses_r", Agent: "a", ProjectID: "p", Prompt: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close() // every read fails
+	b := newBoard()
+	if err := b.apply(svc, api.Event{Seq: 1, ID: d.ID, Kind: "registered"}); err == nil || b.seq != 0 {
+		t.Errorf("apply with an unreadable record: %v, seq %d; want an error and nothing applied", err, b.seq)
+	}
+	if err := b.apply(svc, api.Event{Seq: 2, ID: "parent/ses_r", Kind: "all_complete_notified"}); err != nil {
+		t.Errorf("a parent's event: %v", err)
+	}
+}
+
+// TestDetailSeq: a delegation's page names the record it was read at, so
+// that its event stream starts there (no change between the page and the
+// stream is missed).
+func TestDetailSeq(t *testing.T) {
+	p := newPage(t)
+	p.login()
+	d := p.register("ses_root")
+	p.waitSeq()
+	b, _ := io.ReadAll(p.do("GET", p.base+"/d/"+d.ID, nil, nil).Body)
+	want := fmt.Sprintf(`data-seq="%d"`, p.svc.Store().Log().Last())
+	if !strings.Contains(string(b), want) {
+		t.Errorf("the page lacks %s:\n%s", want, b)
 	}
 }

@@ -1,0 +1,72 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+)
+
+// Diagnose replays the events of delegation id alone (its stream, as
+// ReadTimeline reads it) and returns what Run finds about it as of
+// opts.Now (zero: time.Now()): the step that did not happen, late events,
+// its artifact's state and payloads that do not decode. It leaves out
+// what needs the whole log: the comparison with the views, its parent's
+// all-complete notification and damage outside its stream. Its cost is
+// one stream and one artifact read, whatever the size of the log. An id
+// without events has no findings.
+func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Options) ([]Finding, error) {
+	if err := fsm.ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	opts.defaults()
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	recs, err := log.Stream(id)
+	var ce *eventlog.CorruptError
+	if err != nil && !errors.As(err, &ce) {
+		return nil, fmt.Errorf("diagnose %s: %w", id, err)
+	}
+	st := newState()
+	for i := range recs {
+		st.apply(&recs[i])
+	}
+	st.outbox = map[string]*projection.Notification{} // its parent's cycle is not replayed
+	d := st.ds[id]
+	var fs []Finding
+	if ce != nil {
+		if d != nil {
+			d.damaged = true
+		}
+		fs = append(fs, Finding{Code: CodeCorruptRecord, Severity: SeverityError, Delegation: id, Seqs: []uint64{ce.Seq},
+			Diagnosis: fmt.Sprintf("record %d of %s fails its checks (%s); the replay of %s stops before it, so its steps are not diagnosed.", ce.Seq, id, ce.Reason, id),
+			Missing:   "an intact record",
+			Next:      "delegations verify lists every damaged record; restore the log file from a backup (the store cannot rebuild past a damaged record)",
+		})
+	}
+	fs = append(fs, st.bad...)
+	fs = append(fs, unknownKinds(st)...)
+	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0)
+	if err != nil {
+		return nil, fmt.Errorf("diagnose %s: %w", id, err)
+	}
+	fs = append(fs, af...)
+	fs = append(fs, lifecycle(dir, st, now, &opts)...)
+	rep := Report{Findings: []Finding{}}
+	for i := range fs {
+		if d != nil && fs[i].Status == "" && !d.damaged {
+			fs[i].Status = d.rec.State
+		}
+	}
+	rep.add(fs...)
+	return rep.Findings, nil
+}
