@@ -92,6 +92,13 @@ func TestBrowser(t *testing.T) {
 	defer cancelAlloc()
 	tab, cancel := chromedp.NewContext(actx)
 	defer cancel()
+	// Start the browser now, on the tab's own context: a first Run on a
+	// context with a deadline that expired while Chromium started would
+	// leave it unallocated, and a later Run allocating again makes
+	// chromedp close a channel twice (a panic that hides the cause).
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
 	// A bound for a page that never shows what is waited for: the test
 	// fails with the page's state instead of hanging.
 	ctx, cancelWait := context.WithTimeout(tab, time.Minute)
