@@ -13,9 +13,9 @@ import (
 	"github.com/delegations/delegations/fsm"
 )
 
-// This file renders the texts the plugin shows (COMPAT.md): the artifact
-// file, the notifications, and the delegation_read and delegation_list
-// texts. The functions are pure: the same record gives the same bytes, so
+// This file renders the texts the plugin shows (README, "Compatibility
+// with the background-agents plugin"): the artifact file, the
+// notifications, and the delegation_read and delegation_list texts. The functions are pure: the same record gives the same bytes, so
 // a replay rebuilds every artifact exactly.
 //
 // Titles and descriptions are one-line fields everywhere: every run of
@@ -23,7 +23,7 @@ import (
 // the ends are trimmed. The plugin writes them raw, which lets a title with
 // a line break shift every line of the artifact under the parse-back rules.
 
-// Texts fixed by the plugin (COMPAT.md).
+// Texts fixed by the plugin (the plugin compatibility in README).
 const (
 	// ReadIDRequired is delegation_read's error for a blank id.
 	ReadIDRequired = "Delegation ID is required"
@@ -56,7 +56,7 @@ type ParsedArtifact struct {
 }
 
 // RenderArtifact returns the markdown file of a terminal delegation, in the
-// plugin's layout (COMPAT.md "Artifact file (exact)"):
+// plugin's layout (README, "Compatibility with the background-agents plugin": the artifact):
 //
 //	# <title, or the id when no title>
 //
@@ -121,7 +121,7 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 }
 
 // ParseArtifact reads an artifact file back with the plugin's rules
-// (COMPAT.md): id = fileName (its base name) without ".md"; title = the
+// (the plugin compatibility in README): id = fileName (its base name) without ".md"; title = the
 // first line matching ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status =
 // ^\*\*Status:\*\* (.+)$, where anything but a terminal state, or no line,
 // reads as complete; description = line index 2 (lines split at "\n"), cut
@@ -332,7 +332,7 @@ func fmtAgent(s string) string {
 var fmtEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // TerminalNotification returns the <task-notification> sent to the parent
-// when d becomes terminal (COMPAT.md). remaining is the number of active
+// when d becomes terminal (the plugin compatibility in README). remaining is the number of active
 // delegations of the same parent, not counting d; artifactPath is the
 // artifact's absolute path. The <title>, <description> and <error> lines
 // appear only when the field is not blank and <remaining> only when
@@ -389,7 +389,7 @@ func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int)
 }
 
 // AllCompleteNotification returns the <task-notification> that tells a
-// parent every delegation of its cycle has been notified (COMPAT.md). The
+// parent every delegation of its cycle has been notified (the plugin compatibility in README). The
 // parent session id is escaped. The text ends with "</task-notification>"
 // and no newline.
 func AllCompleteNotification(parentSessionID string, cycle uint64) string {
@@ -406,7 +406,7 @@ func AllCompleteNotification(parentSessionID string, cycle uint64) string {
 }
 
 // PendingReadText is what delegation_read returns for a terminal delegation
-// whose artifact is not written yet (COMPAT.md delegation_read step 6). It
+// whose artifact is not written yet (delegation_read: a result not yet persisted). It
 // is deterministic, so a retry gives the same text. Started falls back to
 // createdAt as in the artifact; the Title, Description and Error lines
 // appear only when not blank (title and description made one line, the
@@ -435,13 +435,13 @@ func PendingReadText(d *fsm.Delegation, artifactPath string) string {
 }
 
 // NotFoundReadText is delegation_read's error for an id with neither a
-// record nor an artifact (COMPAT.md delegation_read step 4). The id is
+// record nor an artifact (delegation_read: an unknown id). The id is
 // shown as given: it is the caller's own input.
 func NotFoundReadText(id string) string {
 	return "Delegation \"" + id + "\" not found.\n\nUse delegation_list() to see available delegations."
 }
 
-// ListText renders delegation_list() (COMPAT.md) for ds in the order given;
+// ListText renders delegation_list() (the plugin compatibility in README) for ds in the order given;
 // the caller sorts (the plugin's order is by id):
 //
 //	## Delegations

@@ -326,7 +326,7 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 	}
 	if p.Status == fsm.Error {
 		// Keep the error where the record has it: the result text is
-		// "Error: <error>" (COMPAT "Result text by terminal status").
+		// "Error: <error>" (the plugin's result text by terminal status).
 		ev.Error = strings.TrimPrefix(p.Result, "Error: ")
 	}
 	res, err := s.log.Append(ctx, eventlog.Append{

@@ -33,7 +33,7 @@ var (
 	errProjectIDTooLarge   = errors.New("file too large")
 )
 
-// ProjectID returns the OpenCode project id of dir (COMPAT "Paths").
+// ProjectID returns the OpenCode project id of dir (as the plugin derives it).
 //
 // It reproduces the plugin's rule exactly because the id names the directory that already holds
 // people's artifacts: any other id would orphan them. So it keeps the plugin's quirks too:

@@ -26,14 +26,14 @@ type ReadResult struct {
 	Delegation fsm.Delegation `json:"delegation"`
 }
 
-// ReadNotFoundError is COMPAT's error for an id the caller cannot see.
+// ReadNotFoundError is the plugin's error for an id the caller cannot see.
 type ReadNotFoundError struct{ ID string }
 
 func (e *ReadNotFoundError) Error() string { return NotFoundReadText(e.ID) }
 func (e *ReadNotFoundError) Unwrap() error { return fsm.ErrNotFound }
 
 // Read implements delegation_read for a caller in root session root
-// (COMPAT "delegation_read(id)"). An active delegation is waited for, at
+// (the plugin's delegation_read). An active delegation is waited for, at
 // most wait and at most until its deadline plus ReadGrace, when it is timed
 // out. A terminal delegation whose artifact is not written yet is persisted
 // first; if that fails, the deterministic terminal text is returned and the

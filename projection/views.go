@@ -76,8 +76,8 @@ func AllCompleteNotificationID(parent string, cycle uint64) string {
 	return fmt.Sprintf("%s:%s:%d", KindAllComplete, parent, cycle)
 }
 
-// cycle is a parent session's current cycle (COMPAT "All-complete
-// notification"): a cycle starts when a delegation is registered while the
+// cycle is a parent session's current cycle (the plugin's all-complete
+// notification): a cycle starts when a delegation is registered while the
 // parent has none active.
 type cycle struct {
 	Cycle    uint64 `json:"cycle"`
@@ -289,7 +289,7 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	}
 	if c.Active == 0 {
 		// A new cycle. An all-complete of the old one that was not
-		// acknowledged yet is never sent (COMPAT).
+		// acknowledged yet is never sent (as the plugin does).
 		if err := w.unqueue(AllCompleteNotificationID(d.ParentSessionID, c.Cycle)); err != nil {
 			return err
 		}
