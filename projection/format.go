@@ -23,7 +23,7 @@ import (
 // the ends are trimmed. The plugin writes them raw, which lets a title with
 // a line break shift every line of the artifact under the parse-back rules.
 
-// Texts fixed by the plugin (the plugin compatibility in README).
+// Texts fixed by the plugin.
 const (
 	// ReadIDRequired is delegation_read's error for a blank id.
 	ReadIDRequired = "Delegation ID is required"
@@ -120,9 +120,8 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 	return out
 }
 
-// ParseArtifact reads an artifact file back with the plugin's rules
-// (the plugin compatibility in README): id = fileName (its base name) without ".md"; title = the
-// first line matching ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status =
+// ParseArtifact reads an artifact file back with the plugin's rules: id =
+// fileName (its base name) without ".md"; title = the first line matching ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status =
 // ^\*\*Status:\*\* (.+)$, where anything but a terminal state, or no line,
 // reads as complete; description = line index 2 (lines split at "\n"), cut
 // to 150 characters. "Line" in the patterns ends at \n, \r, U+2028 or
@@ -332,8 +331,8 @@ func fmtAgent(s string) string {
 var fmtEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // TerminalNotification returns the <task-notification> sent to the parent
-// when d becomes terminal (the plugin compatibility in README). remaining is the number of active
-// delegations of the same parent, not counting d; artifactPath is the
+// when d becomes terminal, as the plugin words it. remaining is the number
+// of active delegations of the same parent, not counting d; artifactPath is the
 // artifact's absolute path. The <title>, <description> and <error> lines
 // appear only when the field is not blank and <remaining> only when
 // remaining > 0, leaving no blank line. Every field value is escaped (&, <
@@ -389,8 +388,8 @@ func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int)
 }
 
 // AllCompleteNotification returns the <task-notification> that tells a
-// parent every delegation of its cycle has been notified (the plugin compatibility in README). The
-// parent session id is escaped. The text ends with "</task-notification>"
+// parent every delegation of its cycle has been notified, as the plugin
+// words it. The parent session id is escaped. The text ends with "</task-notification>"
 // and no newline.
 func AllCompleteNotification(parentSessionID string, cycle uint64) string {
 	p := fmtEscaper.Replace(parentSessionID)
@@ -441,8 +440,8 @@ func NotFoundReadText(id string) string {
 	return "Delegation \"" + id + "\" not found.\n\nUse delegation_list() to see available delegations."
 }
 
-// ListText renders delegation_list() (the plugin compatibility in README) for ds in the order given;
-// the caller sorts (the plugin's order is by id):
+// ListText renders the plugin's delegation_list() for ds in the order
+// given; the caller sorts (the plugin's order is by id):
 //
 //	## Delegations
 //
