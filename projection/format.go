@@ -123,9 +123,10 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 // ParseArtifact reads an artifact file back with the plugin's rules: id =
 // fileName (its base name) without ".md"; title = the first line matching
 // ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status = ^\*\*Status:\*\* (.+)$,
-// where anything but a terminal state, or no line, reads as complete; description = line index 2 (lines split at "\n"), cut
-// to 150 characters. "Line" in the patterns ends at \n, \r, U+2028 or
-// U+2029, as in the plugin's JavaScript multi-line regular expressions.
+// where anything but a terminal state, or no line, reads as complete;
+// description = line index 2 (lines split at "\n"), cut to 150 characters.
+// "Line" in the patterns ends at \n, \r, U+2028 or U+2029, as in the
+// plugin's JavaScript multi-line regular expressions.
 //
 // Improvements on the plugin, which agree with it on every file it wrote:
 // the title and the **Agent:**, **Status:**, **Session:**, **Started:** and
