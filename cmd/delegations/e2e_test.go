@@ -6,6 +6,8 @@ package main
 // HTTP answers and for event streams. Nothing asserts on time.
 
 import (
+	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -23,7 +25,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -36,66 +37,20 @@ import (
 	"github.com/delegations/delegations/projection"
 )
 
-// The binary is built once, on first use (a run of only the unit tests
-// does not pay for it), into a directory TestMain removes.
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
-)
-
 func TestMain(m *testing.M) {
 	os.Setenv("DELEGATIONS_HOOK_DAEMON", "0") // in-process hooks would start this test binary
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	hosttest.Cleanup()
 	if damagedDir != "" {
 		os.RemoveAll(damagedDir)
 	}
 	os.Exit(code)
 }
 
-// binary returns the path of the delegations binary, built with -race
-// when the tests are.
-func binary(tb testing.TB) string {
-	tb.Helper()
-	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "delegations-e2e-"); binErr != nil {
-			return
-		}
-		// go test puts its own GOROOT/bin first in PATH.
-		args := []string{"build", "-o", filepath.Join(binDir, "delegations")}
-		if raceEnabled() {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-			return
-		}
-		binPath = filepath.Join(binDir, "delegations")
-	})
-	if binErr != nil {
-		tb.Fatalf("build the binary: %v", binErr)
-	}
-	return binPath
-}
-
-// raceEnabled reports whether this test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
+// binary returns the path of the delegations binary, built once, on first
+// use (a run of only the unit tests does not pay for it), with -race when
+// the tests are.
+func binary(tb testing.TB) string { return hosttest.Delegations(tb) }
 
 // childEnv is the environment of the subprocesses: ours, without the
 // variables that would point them at another data directory or socket.
