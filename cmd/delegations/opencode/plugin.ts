@@ -258,6 +258,22 @@ function unwrap<T>(r: Result<T>, what: string): T {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+// The store's limits on the texts the plugin forwards (bytes of UTF-8).
+const MAX_MESSAGE = 1 << 20
+const MAX_RESULT = 4 << 20
+const MAX_ERROR = 64 << 10
+
+/** cut keeps at most max bytes of s's UTF-8, on a character boundary,
+ * saying so at the end when it cut. */
+function cut(s: string, max: number): string {
+  const b = new TextEncoder().encode(s)
+  if (b.length <= max) return s
+  const note = "\n\n[cut: the text was longer than the store keeps]"
+  let n = max - note.length
+  while (n > 0 && (b[n] & 0xc0) === 0x80) n-- // not inside a character
+  return new TextDecoder().decode(b.subarray(0, n)) + note
+}
+
 /** wildcard reports whether name matches a permission pattern ("*" any run). */
 function wildcard(pattern: string, name: string): boolean {
   const re = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")
@@ -412,7 +428,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
     // The next text waits for this call and a second: calls never pile up
     // on a slow daemon.
     p.sending = store
-      .call("progress", { id, message: text })
+      .call("progress", { id, message: cut(text, MAX_MESSAGE) })
       .then(() => {})
       .catch((e) => {
         if (!(e instanceof StoreError && e.code === "terminal")) log("warn", `progress ${id}: ${messageOf(e)}`)
@@ -523,11 +539,11 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
       if (!done(answer)) return // not done yet: a later idle finishes it
       await stopProgress(id)
       if (answer.info.error) {
-        await store.call("fail", { id, error: errorOf(answer) })
+        await store.call("fail", { id, error: cut(errorOf(answer), MAX_ERROR) })
       } else {
         const text = textOf(answer)
         const meta = await describe(id, child, text)
-        await store.call("complete", { id, result: text.trim() ? text : "(the agent finished without a text answer)", ...meta })
+        await store.call("complete", { id, result: text.trim() ? cut(text, MAX_RESULT) : "(the agent finished without a text answer)", ...meta })
       }
       untrack(id)
     } catch (e) {
@@ -545,7 +561,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
   const failChild = async (id: string, error: string) => {
     await stopProgress(id)
     try {
-      await store.call("fail", { id, error })
+      await store.call("fail", { id, error: cut(error, MAX_ERROR) })
       untrack(id)
     } catch (e) {
       if (e instanceof StoreError && e.code === "terminal") untrack(id)
