@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bufio"
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -80,5 +84,48 @@ func TestCheckPrivateDir(t *testing.T) {
 	}
 	if err := checkPrivateDir(foreign); err == nil || !strings.Contains(err.Error(), "belongs to another user") {
 		t.Errorf("another user's directory: %v", err)
+	}
+}
+
+// A client refuses a daemon socket that another user listens on: whoever
+// it is would read every prompt and result. The listener is perl's, run
+// as nobody (root only: it needs setuid).
+func TestDialRefusesAnotherUsersDaemon(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a listener as another user")
+	}
+	perl, err := exec.LookPath("perl")
+	if err != nil {
+		t.Skip("needs perl for a listener of another user")
+	}
+	// Not under t.TempDir(), whose parent nobody cannot enter.
+	dir, err := os.MkdirTemp("", "delegations-other-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "other.sock")
+	cmd := exec.Command(perl, "-MIO::Socket::UNIX", "-e",
+		`my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $ARGV[0], Listen => 1) or die $!; $| = 1; print "ready\n"; while (my $c = $s->accept) { close $c }`, socket)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("the listener did not start: %q %v\n%s", line, err, stderr.String())
+	}
+	_, err = Dial(context.Background(), socket)
+	if err == nil || !strings.Contains(err.Error(), "runs as uid 65534") {
+		t.Fatalf("Dial to another user's socket: %v", err)
 	}
 }
