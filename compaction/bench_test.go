@@ -13,6 +13,7 @@ import (
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 const (
@@ -215,7 +216,7 @@ func appendHistory(ctx context.Context, s *projection.Store, id string, at time.
 	if err := decide(fsm.Event{Kind: fsm.KindCompleted, Result: "Done: the answer."}); err != nil {
 		return err
 	}
-	rel, err := projection.ArtifactRelPath(benchProject, benchRoot, id)
+	rel, err := artifact.RelPath(benchProject, benchRoot, id)
 	if err != nil {
 		return err
 	}

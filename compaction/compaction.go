@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // DefaultMaxUnread is the plugin's limit on unread entries in a block.
@@ -466,7 +466,7 @@ func artifactRel(d *fsm.Delegation, dataDir string) string {
 	if dataDir == "" {
 		return ""
 	}
-	rel, err := projection.ArtifactRelPath(d.ProjectID, d.RootSessionID, d.ID)
+	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
 	if err != nil {
 		return ""
 	}

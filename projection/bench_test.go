@@ -11,6 +11,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // BenchmarkCompleteInLargeRoot: Complete (its commit, the artifact's
@@ -30,7 +31,7 @@ func BenchmarkCompleteInLargeRoot(b *testing.B) {
 		}
 		b.Cleanup(func() { s.Close() })
 		r := registration()
-		rel, err := ArtifactRelPath(r.ProjectID, r.RootSessionID, "brave-red-fox")
+		rel, err := artifact.RelPath(r.ProjectID, r.RootSessionID, "brave-red-fox")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -145,7 +146,7 @@ func outboxStore(b *testing.B, parents, each int) *Store {
 				id = ids.Next()
 			}
 			seen[id] = true
-			rel, err := ArtifactRelPath("0123456789abcdef", "ses_root", id)
+			rel, err := artifact.RelPath("0123456789abcdef", "ses_root", id)
 			if err != nil {
 				b.Fatal(err)
 			}

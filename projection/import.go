@@ -18,6 +18,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // Import adopts the plugin's artifact files: the store takes them over as
@@ -27,7 +28,7 @@ import (
 // How an imported delegation relates to the views: it is terminal and
 // persisted from the start, its artifact being the legacy file exactly as
 // it is (the event records the file's size and xxhash; a legacy file is
-// not necessarily what RenderArtifact writes, and nothing rewrites it). It
+// not necessarily what artifact.Render writes, and nothing rewrites it). It
 // is indexed under its root session, so list shows it and read returns the
 // file verbatim (and records the read). It produces no notification, joins
 // no cycle and is not unread: the plugin delivered it long ago, and a
@@ -81,7 +82,7 @@ func (r *ImportResult) add(f ImportFile) {
 
 // Import adopts the artifact files under dir, laid out as the plugin writes
 // them: <dir>/<project id>/<root session id>/<id>.md. Each file is read
-// with ParseArtifact (the plugin's parse-back rules; legacy files without
+// with artifact.Parse (the plugin's parse-back rules; legacy files without
 // **Session:** included) and becomes one imported event (fsm.KindImported)
 // whose time is the file's **Completed:** time (else **Started:**, else its
 // modification time). When dir is not the data directory, the file is first
@@ -95,7 +96,7 @@ func (r *ImportResult) add(f ImportFile) {
 // (never followed, at any level; dir itself is opened as named), names that
 // break the id or session id grammar (fsm.ValidateID,
 // fsm.ValidateSessionID), anything but regular files named <id>.md at the
-// third level, files over MaxArtifactSize, files ParseArtifact refuses,
+// third level, files over artifact.MaxSize, files artifact.Parse refuses,
 // fields over the store's bounds, and a file whose copy would replace a
 // different file in the data directory. Entries whose names start with "."
 // (the store's own log and temporary files) and sockets at the top level
@@ -241,7 +242,7 @@ func importScan(root *os.Root, res *ImportResult) ([]importCandidate, error) {
 // following a symlink in the last element (entry types come from the
 // directory).
 func importReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
-	entries, err := artifactReadDir(root, name)
+	entries, err := artifact.ReadDir(root, name)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +260,7 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 		f.Reason = reason
 		return f, nil
 	}
-	p, err := ParseArtifact(c.rel, content)
+	p, err := artifact.Parse(c.rel, content)
 	if err != nil {
 		f.Reason = err.Error()
 		return f, nil
@@ -268,7 +269,7 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 		f.Reason = err.Error()
 		return f, nil
 	}
-	rel, err := ArtifactRelPath(c.project, c.rootID, id)
+	rel, err := artifact.RelPath(c.project, c.rootID, id)
 	if err != nil {
 		f.Reason = err.Error()
 		return f, nil
@@ -292,14 +293,14 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 	}
 
 	if copyIn {
-		switch have, err := ReadArtifact(s.dir, rel); {
+		switch have, err := artifact.Read(s.dir, rel); {
 		case err == nil && !bytes.Equal(have, content):
 			f.Reason = fmt.Sprintf("the data directory already holds a different %s; import the data directory first, or move that file aside", rel)
 			return f, nil
 		case err == nil:
 			// The same bytes are there already (an earlier, interrupted import).
 		case errors.Is(err, fs.ErrNotExist):
-			if _, _, err := WriteArtifact(s.dir, rel, content); err != nil {
+			if _, _, err := artifact.Write(s.dir, rel, content); err != nil {
 				return f, fmt.Errorf("copy into the data directory: %w", err)
 			}
 		default:
@@ -360,7 +361,7 @@ func importKey(id string, sum uint64) string {
 }
 
 // importRead reads a candidate without following a symlink: the entry must
-// be a regular file no larger than MaxArtifactSize before and after it is
+// be a regular file no larger than artifact.MaxSize before and after it is
 // opened. A non-empty reason means it is refused.
 func importRead(root *os.Root, rel string) (content []byte, mtime time.Time, reason string) {
 	before, err := root.Lstat(rel)
@@ -371,8 +372,8 @@ func importRead(root *os.Root, rel string) (content []byte, mtime time.Time, rea
 		return nil, mtime, "symbolic link; not followed"
 	case !before.Mode().IsRegular():
 		return nil, mtime, fmt.Sprintf("not a regular file (%s)", before.Mode().Type())
-	case before.Size() > MaxArtifactSize:
-		return nil, mtime, fmt.Sprintf("%d bytes, over the artifact limit of %d", before.Size(), MaxArtifactSize)
+	case before.Size() > artifact.MaxSize:
+		return nil, mtime, fmt.Sprintf("%d bytes, over the artifact limit of %d", before.Size(), artifact.MaxSize)
 	}
 	fh, err := root.Open(rel)
 	if err != nil {
@@ -386,19 +387,19 @@ func importRead(root *os.Root, rel string) (content []byte, mtime time.Time, rea
 	if !os.SameFile(before, after) {
 		return nil, mtime, "replaced while being imported; run the import again"
 	}
-	content, err = io.ReadAll(io.LimitReader(fh, MaxArtifactSize+1))
+	content, err = io.ReadAll(io.LimitReader(fh, artifact.MaxSize+1))
 	if err != nil {
 		return nil, mtime, fmt.Sprintf("cannot read: %v", err)
 	}
-	if len(content) > MaxArtifactSize {
-		return nil, mtime, fmt.Sprintf("over the artifact limit of %d bytes", MaxArtifactSize)
+	if len(content) > artifact.MaxSize {
+		return nil, mtime, fmt.Sprintf("over the artifact limit of %d bytes", artifact.MaxSize)
 	}
 	return content, after.ModTime(), ""
 }
 
 // importValidate checks the parsed fields against the bounds the store
 // applies to its own commands.
-func importValidate(p *ParsedArtifact) error {
+func importValidate(p *artifact.Parsed) error {
 	if p.Session != "" {
 		if err := fsm.ValidateSessionID(fsm.FieldSessionID, p.Session); err != nil {
 			return err
@@ -428,7 +429,7 @@ func importValidate(p *ParsedArtifact) error {
 // else its **Started:** time, else the file's modification time, in
 // milliseconds as the store keeps times. Times the log cannot hold (Unix
 // nanoseconds) fall back the same way.
-func importTime(p *ParsedArtifact, mtime time.Time) time.Time {
+func importTime(p *artifact.Parsed, mtime time.Time) time.Time {
 	for _, t := range []time.Time{p.Completed, p.Started, mtime} {
 		if t.Year() >= 1971 && t.Year() < 2260 {
 			return t.UTC().Truncate(time.Millisecond)

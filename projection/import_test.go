@@ -11,6 +11,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // legacyFiles are files as the plugin wrote them: one current, one
@@ -124,7 +125,7 @@ func TestImportTwiceImportsOnce(t *testing.T) {
 	}
 	// Read returns the plugin's file verbatim, though the store renders it
 	// otherwise, and does not rewrite it.
-	if bytes.Equal(RenderArtifact(&d), []byte(content)) {
+	if bytes.Equal(artifact.Render(&d), []byte(content)) {
 		t.Fatal("test needs a legacy file that differs from the store's rendering")
 	}
 	rr, err := s.Read(ctx, "ses_legacy", "quiet-amber-owl", 0)
@@ -208,7 +209,7 @@ func TestImportRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Truncate(MaxArtifactSize + 1); err != nil {
+	if err := f.Truncate(artifact.MaxSize + 1); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // Notifications returns the outbox entries due now, oldest first; with
@@ -122,7 +123,7 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 // gives the text of the moment it became due, with this store's directory.
 func (s *Store) render(tx *eventlog.Tx, n *Notification) error {
 	if n.Kind == KindAllComplete {
-		n.Text = AllCompleteNotification(n.Parent, n.Cycle)
+		n.Text = artifact.AllCompleteNotification(n.Parent, n.Cycle)
 		return nil
 	}
 	d, err := loadRecord(tx, n.Delegation)
@@ -132,7 +133,7 @@ func (s *Store) render(tx *eventlog.Tx, n *Notification) error {
 	if d == nil {
 		return fmt.Errorf("outbox entry %s has no record (rebuild the views)", n.ID)
 	}
-	n.Text = TerminalNotification(d, filepath.Join(s.dir, d.ArtifactPath), n.Remaining)
+	n.Text = artifact.TerminalNotification(d, filepath.Join(s.dir, d.ArtifactPath), n.Remaining)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // manualClock only moves when told to.
@@ -73,11 +74,11 @@ func TestPersistNotifyReadUnread(t *testing.T) {
 		t.Fatalf("complete did not persist: %+v", done)
 	}
 	file, err := os.ReadFile(filepath.Join(dir, done.ArtifactPath))
-	if err != nil || string(file) != string(RenderArtifact(&done)) {
+	if err != nil || string(file) != string(artifact.Render(&done)) {
 		t.Fatalf("artifact on disk %q (%v)", file, err)
 	}
 	ns, _ := s.Notifications("")
-	if len(ns) != 1 || ns[0].ID != "terminal:"+d.ID || ns[0].Text != TerminalNotification(&done, filepath.Join(dir, done.ArtifactPath), 1) {
+	if len(ns) != 1 || ns[0].ID != "terminal:"+d.ID || ns[0].Text != artifact.TerminalNotification(&done, filepath.Join(dir, done.ArtifactPath), 1) {
 		t.Fatalf("outbox after complete: %+v", ns)
 	}
 	if done.Unread() {
@@ -112,10 +113,10 @@ func TestPersistNotifyReadUnread(t *testing.T) {
 	}
 	// Visibility is per root session.
 	var nf *ReadNotFoundError
-	if _, err := s.Read(ctx, "ses_other", d.ID, 0); !errors.As(err, &nf) || err.Error() != NotFoundReadText(d.ID) {
+	if _, err := s.Read(ctx, "ses_other", d.ID, 0); !errors.As(err, &nf) || err.Error() != artifact.NotFoundReadText(d.ID) {
 		t.Fatalf("read from another root: %v", err)
 	}
-	if _, err := s.Read(ctx, "ses_root", " ", 0); err == nil || !strings.Contains(err.Error(), ReadIDRequired) {
+	if _, err := s.Read(ctx, "ses_root", " ", 0); err == nil || !strings.Contains(err.Error(), artifact.ReadIDRequired) {
 		t.Fatalf("blank id: %v", err)
 	}
 	// An active delegation with no wait gives the pending text, unrecorded.
@@ -161,7 +162,7 @@ func TestAllCompleteCycles(t *testing.T) {
 		t.Fatalf("after the quiet period: %q", got)
 	}
 	n := mustNotifications(t, s)[0]
-	if n.Text != AllCompleteNotification("ses_parent", 1) {
+	if n.Text != artifact.AllCompleteNotification("ses_parent", 1) {
 		t.Fatalf("all-complete text %q", n.Text)
 	}
 	if _, err := s.Ack(ctx, n.ID); err != nil {
@@ -262,7 +263,7 @@ func TestCrashBeforeArtifact(t *testing.T) {
 		t.Fatalf("complete with an unwritable artifact dir: %+v %v", got, err)
 	}
 	res, err := s.Read(ctx, "ses_root", d.ID, 0)
-	if err != nil || res.Artifact || res.Text != PendingReadText(&got, filepath.Join(dir, "0123456789abcdef", "ses_root", d.ID+".md")) {
+	if err != nil || res.Artifact || res.Text != artifact.PendingReadText(&got, filepath.Join(dir, "0123456789abcdef", "ses_root", d.ID+".md")) {
 		t.Fatalf("read before persistence: %+v %v", res, err)
 	}
 	if len(mustNotifications(t, s)) != 0 {
@@ -286,8 +287,8 @@ func TestCrashAfterArtifact(t *testing.T) {
 	got, _ := s.Complete(ctx, d.ID, "kept result", "", "")
 	s.Close()
 	unblock()
-	rel, _ := ArtifactRelPath(got.ProjectID, got.RootSessionID, got.ID)
-	if _, _, err := WriteArtifact(dir, rel, RenderArtifact(&got)); err != nil {
+	rel, _ := artifact.RelPath(got.ProjectID, got.RootSessionID, got.ID)
+	if _, _, err := artifact.Write(dir, rel, artifact.Render(&got)); err != nil {
 		t.Fatal(err)
 	}
 	s, _ = openManual(t, dir)
@@ -304,7 +305,7 @@ func checkPersistedOnce(t *testing.T, s *Store, dir, id string) {
 	}
 	d, _ := s.Get(id)
 	file, err := os.ReadFile(filepath.Join(dir, d.ArtifactPath))
-	if err != nil || string(file) != string(RenderArtifact(&d)) {
+	if err != nil || string(file) != string(artifact.Render(&d)) {
 		t.Fatalf("artifact after recovery: %q %v", file, err)
 	}
 	if got := dueIDs(t, s, ""); got != "terminal:"+id {
@@ -351,7 +352,7 @@ func TestRebuildIsByteIdentical(t *testing.T) {
 		}
 		ns := mustNotifications(t, s)
 		var sb strings.Builder
-		sb.WriteString(ListText(list))
+		sb.WriteString(artifact.ListText(list))
 		for _, n := range ns {
 			sb.WriteString(n.ID + n.Text)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // Persist writes the artifact of a terminal delegation and records a
@@ -26,11 +27,11 @@ func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) 
 		if !d.State.Terminal() || !d.PersistedAt.IsZero() {
 			return nil, nil
 		}
-		rel, err := ArtifactRelPath(d.ProjectID, d.RootSessionID, d.ID)
+		rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
 		if err != nil {
 			return nil, err
 		}
-		size, sum, err := WriteArtifact(s.dir, rel, RenderArtifact(d))
+		size, sum, err := artifact.Write(s.dir, rel, artifact.Render(d))
 		if err != nil {
 			return nil, fmt.Errorf("write artifact of %s: %w", id, err)
 		}
@@ -80,7 +81,7 @@ func (s *Store) PersistPending(ctx context.Context) (int, error) {
 func (s *Store) recover(rebuild bool) error {
 	ctx := context.Background()
 	if rebuild {
-		if n, err := SweepTempFiles(s.dir); err != nil {
+		if n, err := artifact.SweepTempFiles(s.dir); err != nil {
 			return fmt.Errorf("sweep temporary files in %s: %w", s.dir, err)
 		} else if n > 0 {
 			s.logf.Info("removed temporary files left by a crash", "count", n)
@@ -120,16 +121,16 @@ func (s *Store) rewriteArtifacts() error {
 		if d.PersistedAt.IsZero() {
 			continue
 		}
-		if got, err := ReadArtifact(s.dir, d.ArtifactPath); err == nil && persistedContent(d, got) {
+		if got, err := artifact.Read(s.dir, d.ArtifactPath); err == nil && persistedContent(d, got) {
 			continue
 		}
-		want := RenderArtifact(d)
+		want := artifact.Render(d)
 		if !persistedContent(d, want) {
 			s.logf.Warn("artifact missing or changed, and the log cannot regenerate it byte for byte; left as it is",
 				"id", d.ID, "path", d.ArtifactPath)
 			continue
 		}
-		if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, want); err != nil {
+		if _, _, err := artifact.Write(s.dir, d.ArtifactPath, want); err != nil {
 			return fmt.Errorf("rebuild artifact of %s: %w", d.ID, err)
 		}
 	}

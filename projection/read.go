@@ -13,6 +13,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // ReadGrace is how long past its deadline a blocking read waits before it
@@ -29,7 +30,7 @@ type ReadResult struct {
 // ReadNotFoundError is the plugin's error for an id the caller cannot see.
 type ReadNotFoundError struct{ ID string }
 
-func (e *ReadNotFoundError) Error() string { return NotFoundReadText(e.ID) }
+func (e *ReadNotFoundError) Error() string { return artifact.NotFoundReadText(e.ID) }
 func (e *ReadNotFoundError) Unwrap() error { return fsm.ErrNotFound }
 
 // Read implements delegation_read for a caller in root session root
@@ -42,7 +43,7 @@ func (e *ReadNotFoundError) Unwrap() error { return fsm.ErrNotFound }
 func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (ReadResult, error) {
 	id = strings.TrimSpace(id)
 	if id == "" {
-		return ReadResult{}, fmt.Errorf("%w: %s", fsm.ErrInvalid, ReadIDRequired)
+		return ReadResult{}, fmt.Errorf("%w: %s", fsm.ErrInvalid, artifact.ReadIDRequired)
 	}
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return ReadResult{}, err
@@ -59,7 +60,7 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 			return ReadResult{}, err
 		}
 		if d.State.Active() {
-			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+			return ReadResult{Text: artifact.PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
 		}
 	}
 	return s.finishRead(ctx, d)
@@ -122,7 +123,7 @@ func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (R
 		p, err := s.Persist(ctx, id)
 		if err != nil {
 			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
-			return ReadResult{Text: PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+			return ReadResult{Text: artifact.PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
 		}
 		d = p
 	}
@@ -284,16 +285,16 @@ func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) 
 // the persisted size and hash is returned as it is, even when the record
 // renders differently: an imported legacy file is the plugin's rendering.
 func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
-	want := RenderArtifact(d)
-	got, err := ReadArtifact(s.dir, d.ArtifactPath)
+	want := artifact.Render(d)
+	got, err := artifact.Read(s.dir, d.ArtifactPath)
 	if err == nil && (bytes.Equal(got, want) || persistedContent(d, got)) {
 		return got, nil
 	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNotRegular) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, artifact.ErrNotRegular) {
 		return nil, err
 	}
 	s.logf.Warn("artifact missing, changed or replaced on disk; writing it again from the log", "id", d.ID, "path", d.ArtifactPath)
-	if _, _, err := WriteArtifact(s.dir, d.ArtifactPath, want); err != nil {
+	if _, _, err := artifact.Write(s.dir, d.ArtifactPath, want); err != nil {
 		return nil, fmt.Errorf("restore artifact of %s: %w", d.ID, err)
 	}
 	return want, nil
@@ -303,7 +304,7 @@ func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
 func (s *Store) artifactPath(d *fsm.Delegation) string {
 	rel := d.ArtifactPath
 	if rel == "" {
-		rel, _ = ArtifactRelPath(d.ProjectID, d.RootSessionID, d.ID)
+		rel, _ = artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
 	}
 	return filepath.Join(s.dir, rel)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // LogFile is the name of the event log inside the data directory. The dot
@@ -206,7 +207,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.swept = make(chan struct{})
 		go func() {
 			defer close(s.swept)
-			if n, err := sweepTempFiles(s.dir, opened.Add(-staleTempAge), s.stopSweep.Load); err != nil {
+			if n, err := artifact.SweepTempFilesBefore(s.dir, opened.Add(-staleTempAge), s.stopSweep.Load); err != nil {
 				s.logf.Warn("temporary files not swept; tried again on the next open", "err", err)
 			} else if n > 0 {
 				s.logf.Info("removed temporary files left by a crash", "count", n)
@@ -411,11 +412,11 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 		if !next.State.Terminal() || !next.PersistedAt.IsZero() {
 			return events, nil
 		}
-		rel, err := ArtifactRelPath(next.ProjectID, next.RootSessionID, next.ID)
+		rel, err := artifact.RelPath(next.ProjectID, next.RootSessionID, next.ID)
 		var size int64
 		var sum uint64
 		if err == nil {
-			size, sum, err = WriteArtifact(s.dir, rel, RenderArtifact(&next))
+			size, sum, err = artifact.Write(s.dir, rel, artifact.Render(&next))
 		}
 		if err != nil {
 			writeErr = fmt.Errorf("write artifact of %s: %w", cmd.ID, err)
@@ -484,7 +485,7 @@ func (s *Store) taken(r Registration, id string) (bool, error) {
 	if err == nil || !errors.Is(err, fsm.ErrNotFound) {
 		return err == nil, err
 	}
-	rel, err := ArtifactRelPath(r.ProjectID, r.RootSessionID, id)
+	rel, err := artifact.RelPath(r.ProjectID, r.RootSessionID, id)
 	if err != nil {
 		return false, err
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/delegations/delegations/projection/artifact"
+
 	"github.com/delegations/delegations/fsm"
 )
 
@@ -18,7 +20,7 @@ import (
 // order.
 //
 // Metrics (per call): us/progress-1MiB, us/progress-1KiB;
-// us/complete-4MiB and us/artifact-4MiB (WriteArtifact of the same 4 MiB
+// us/complete-4MiB and us/artifact-4MiB (artifact.Write of the same 4 MiB
 // rendering alone, in the same iteration); us/ack-big, us/ack-small,
 // us/read-big, us/read-small; complete/artifact(≤2); ack-big/small(≈1);
 // KiB-written/<call>: the pages the call's commits allocated in the file
@@ -31,7 +33,7 @@ func BenchmarkTextSizes(b *testing.B) {
 	defer s.Close()
 	ctx := context.Background()
 	small, progress, result := strings.Repeat("k", 1<<10), strings.Repeat("p", 1<<20), strings.Repeat("r", 4<<20)
-	var progBig, progSmall, complBig, complSmall, artifact, ackBig, ackSmall, readBig, readSmall time.Duration
+	var progBig, progSmall, complBig, complSmall, artifactWrite, ackBig, ackSmall, readBig, readSmall time.Duration
 	// What each timed call allocated in the file, by the same names.
 	written := map[*time.Duration]int64{}
 	timed := func(into *time.Duration, f func() error) {
@@ -60,12 +62,12 @@ func BenchmarkTextSizes(b *testing.B) {
 			return err
 		})
 		if res == result {
-			content := RenderArtifact(&done)
-			rel, err := ArtifactRelPath(r.ProjectID, r.RootSessionID, "plain-white-yak")
+			content := artifact.Render(&done)
+			rel, err := artifact.RelPath(r.ProjectID, r.RootSessionID, "plain-white-yak")
 			if err != nil {
 				b.Fatal(err)
 			}
-			timed(&artifact, func() error { _, _, err := WriteArtifact(s.Dir(), rel, content); return err })
+			timed(&artifactWrite, func() error { _, _, err := artifact.Write(s.Dir(), rel, content); return err })
 		}
 		return d.ID
 	}
@@ -99,7 +101,7 @@ func BenchmarkTextSizes(b *testing.B) {
 	b.ReportMetric(us(progSmall), "us/progress-1KiB")
 	b.ReportMetric(us(complBig), "us/complete-4MiB")
 	b.ReportMetric(us(complSmall), "us/complete-1KiB")
-	b.ReportMetric(us(artifact), "us/artifact-4MiB")
+	b.ReportMetric(us(artifactWrite), "us/artifact-4MiB")
 	b.ReportMetric(us(ackBig), "us/ack-big")
 	b.ReportMetric(us(ackSmall), "us/ack-small")
 	b.ReportMetric(us(readBig), "us/read-big")
@@ -110,6 +112,6 @@ func BenchmarkTextSizes(b *testing.B) {
 	b.ReportMetric(kib(&ackBig), "KiB-written/ack-big")
 	b.ReportMetric(kib(&readBig), "KiB-written/read-big")
 	b.ReportMetric(kib(&ackSmall), "KiB-written/ack-small")
-	b.ReportMetric(float64(complBig)/float64(artifact), "complete/artifact(≤2)")
+	b.ReportMetric(float64(complBig)/float64(artifactWrite), "complete/artifact(≤2)")
 	b.ReportMetric(float64(ackBig)/float64(ackSmall), "ack-big/small(≈1)")
 }

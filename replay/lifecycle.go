@@ -15,6 +15,7 @@ import (
 
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // lifecycle names, for every delegation, the first step that did not
@@ -55,7 +56,7 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 					id, r.State, fmtT(r.CompletedAt), d.terminal),
 				Next: "open the store to retry the write (any delegations command does, e.g. delegations replay --rebuild)",
 			}
-			if rel, err := projection.ArtifactRelPath(r.ProjectID, r.RootSessionID, id); err == nil {
+			if rel, err := artifact.RelPath(r.ProjectID, r.RootSessionID, id); err == nil {
 				f.Path = filepath.Join(dir, rel)
 				f.Next += "; if it fails again, check that " + filepath.Dir(f.Path) + " is writable"
 			}
@@ -230,7 +231,7 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 	r := &d.rec
 	path := filepath.Join(dir, r.ArtifactPath)
 	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
-	render := projection.RenderArtifact(r)
+	render := artifact.Render(r)
 	reproducible := !d.imported && !d.damaged && int64(len(render)) == r.ArtifactSize && xxhash.Sum64(render) == r.ArtifactHash
 	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), d.persisted, path, r.ArtifactSize, r.ArtifactHash)
 	if d.imported {
@@ -243,7 +244,7 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
 		}
 	}
-	got, err := projection.ReadArtifact(dir, r.ArtifactPath)
+	got, err := artifact.Read(dir, r.ArtifactPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		f.Code = CodeArtifactMissing

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/projectid"
 )
 
 type result struct {
@@ -160,7 +161,7 @@ func TestRegisterFromProjectDirAndStdin(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rec); err != nil {
 		t.Fatal(err)
 	}
-	want, err := projection.ProjectID(context.Background(), project)
+	want, err := projectid.Of(context.Background(), project)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // TestAnswersAppendJSON: the answers that write their JSON themselves
@@ -73,7 +74,7 @@ func TestListPages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Text != projection.ListText(l.Delegations) {
+		if l.Text != artifact.ListText(l.Delegations) {
 			t.Errorf("page %d: text of another page: %q", pages, l.Text)
 		}
 		got = append(got, l.Delegations...)

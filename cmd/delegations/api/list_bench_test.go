@@ -16,6 +16,7 @@ import (
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 var listDelegations = flag.Int("list.delegations", 10_000, "delegations in the root BenchmarkList lists")
@@ -255,7 +256,7 @@ func buildListRoot(b *testing.B, dir string, n int) {
 					{Kind: fsm.KindProgressed, Message: text("Progress", i, 1<<10)},
 					{Kind: fsm.KindCompleted, Result: text("Result", i, 8<<10), Title: fmt.Sprintf("Survey %d", i), Description: "Three login paths; the refresh races the logout."},
 				}
-				rel, err := projection.ArtifactRelPath(listProject, listRoot, ids[i])
+				rel, err := artifact.RelPath(listProject, listRoot, ids[i])
 				if err != nil {
 					errs <- err
 					return

@@ -21,6 +21,8 @@ import (
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
+	"github.com/delegations/delegations/projection/projectid"
 )
 
 // MaxWait bounds the wait of a blocking read or notifications call.
@@ -89,7 +91,7 @@ func projectOf(ctx context.Context, id, dir string, required bool) (string, erro
 		if !filepath.IsAbs(dir) {
 			return "", fmt.Errorf("%w: projectDir %q is not absolute: the daemon does not share the caller's working directory", fsm.ErrInvalid, dir)
 		}
-		id, err := projection.ProjectID(ctx, dir)
+		id, err := projectid.Of(ctx, dir)
 		if err != nil {
 			return "", fmt.Errorf("%w: projectDir: %v", fsm.ErrInvalid, err)
 		}
@@ -191,7 +193,7 @@ func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 		ds = ds[:r.Limit]
 		next = ds[len(ds)-1].ID
 	}
-	l := List{Delegations: delegations(ds).Delegations, Text: projection.ListText(ds), Next: next}
+	l := List{Delegations: delegations(ds).Delegations, Text: artifact.ListText(ds), Next: next}
 	if r.TextOnly {
 		l.Delegations = []fsm.Delegation{}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/internal/textcut"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/projectid"
 )
 
 // Caller runs the API's verbs: an api.Client (a daemon runs) or an
@@ -213,7 +214,7 @@ func (h *hook) postToolUse(ctx context.Context) error {
 	}
 	// The project id is derived here, with a short git budget, rather than
 	// by the store with the plugin's 5 s: the hook has 5 s in all.
-	project, err := projection.ProjectIDWithin(ctx, h.in.Cwd, GitBudget)
+	project, err := projectid.OfWithin(ctx, h.in.Cwd, GitBudget)
 	if err != nil {
 		return fmt.Errorf("PostToolUse: %w", err)
 	}

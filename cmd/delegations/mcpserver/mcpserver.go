@@ -37,6 +37,7 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/internal/textcut"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // Defaults of delegation_read's wait.
@@ -186,7 +187,7 @@ func failure(err error) (*mcp.CallToolResult, any, error) {
 	msg := err.Error()
 	var ae *api.Error
 	if errors.As(err, &nf) {
-		msg = projection.NotFoundReadText(nf.ID)
+		msg = artifact.NotFoundReadText(nf.ID)
 	} else if errors.As(err, &ae) && ae.Code == "not_found" && strings.HasPrefix(ae.Message, "Delegation \"") {
 		msg = ae.Message
 	}
@@ -213,7 +214,7 @@ func (h *handlers) read(ctx context.Context, _ *mcp.CallToolRequest, a ReadArgs)
 		return failure(err)
 	}
 	if strings.TrimSpace(a.ID) == "" {
-		return failure(errors.New(projection.ReadIDRequired))
+		return failure(errors.New(artifact.ReadIDRequired))
 	}
 	wait := DefaultReadWait
 	if a.WaitSeconds != nil {
@@ -278,7 +279,7 @@ func (h *handlers) poll(ctx context.Context, root, id string, deadline time.Time
 func (h *handlers) visible(ctx context.Context, root, id string) (fsm.Delegation, error) {
 	id = strings.TrimSpace(id)
 	if id == "" {
-		return fsm.Delegation{}, errors.New(projection.ReadIDRequired)
+		return fsm.Delegation{}, errors.New(artifact.ReadIDRequired)
 	}
 	var d fsm.Delegation
 	err := h.call(ctx, "show", api.IDRequest{ID: id}, &d)

@@ -14,6 +14,7 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 type nopClose struct{ api.Local }
@@ -148,7 +149,7 @@ func TestTools(t *testing.T) {
 	f.complete(d.ID)
 
 	text, _ := f.call("delegation_list", nil)
-	if want := projection.ListText(mustList(t, f.store, "s1")); text != want || !strings.Contains(text, "[unread]") || strings.Contains(text, other.ID) {
+	if want := artifact.ListText(mustList(t, f.store, "s1")); text != want || !strings.Contains(text, "[unread]") || strings.Contains(text, other.ID) {
 		t.Fatalf("list:\n%s\nwant\n%s", text, want)
 	}
 	if text, _ := f.call("delegation_list", map[string]any{"session": "s2"}); !strings.Contains(text, other.ID) || strings.Contains(text, d.ID) {
@@ -167,7 +168,7 @@ func TestTools(t *testing.T) {
 	}
 
 	text, isErr = f.call("delegation_read", map[string]any{"id": d.ID})
-	art, err := projection.ReadArtifact(f.store.Dir(), rec.ArtifactPath)
+	art, err := artifact.Read(f.store.Dir(), rec.ArtifactPath)
 	if err != nil || isErr || text != string(art) {
 		t.Fatalf("read: %q (%v), want the artifact %q", text, err, art)
 	}
@@ -176,10 +177,10 @@ func TestTools(t *testing.T) {
 	}
 
 	for _, tool := range []string{"delegation_read", "delegation_status", "delegation_cancel"} {
-		if text, isErr := f.call(tool, map[string]any{"id": other.ID}); !isErr || text != projection.NotFoundReadText(other.ID) {
+		if text, isErr := f.call(tool, map[string]any{"id": other.ID}); !isErr || text != artifact.NotFoundReadText(other.ID) {
 			t.Errorf("%s of another session's delegation: %q %v", tool, text, isErr)
 		}
-		if text, isErr := f.call(tool, map[string]any{"id": " "}); !isErr || text != projection.ReadIDRequired {
+		if text, isErr := f.call(tool, map[string]any{"id": " "}); !isErr || text != artifact.ReadIDRequired {
 			t.Errorf("%s without an id: %q %v", tool, text, isErr)
 		}
 	}

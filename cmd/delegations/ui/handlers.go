@@ -16,6 +16,7 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 	"github.com/delegations/delegations/replay"
 )
 
@@ -163,7 +164,7 @@ func (s *Server) detail(ctx context.Context, id string) (Detail, error) {
 			out.ArtifactNo = "terminal but not written yet (the daemon retries the write)"
 		}
 	default:
-		b, err := projection.ReadArtifact(store.Dir(), d.ArtifactPath)
+		b, err := artifact.Read(store.Dir(), d.ArtifactPath)
 		if err != nil {
 			out.ArtifactNo = err.Error()
 		} else {
@@ -251,7 +252,7 @@ func (s *Server) raw(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the artifact of "+d.ID+" is not written yet", http.StatusNotFound)
 		return
 	}
-	b, err := projection.ReadArtifact(s.svc.Store().Dir(), d.ArtifactPath)
+	b, err := artifact.Read(s.svc.Store().Dir(), d.ArtifactPath)
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -1,4 +1,8 @@
-package projection
+// Package projectid derives the OpenCode project id of a directory, the
+// name of the folder that holds its artifacts, exactly as the plugin did:
+// the repository's root commit (asked of git, then cached), else a hash
+// of the path.
+package projectid
 
 import (
 	"bytes"
@@ -33,7 +37,7 @@ var (
 	errProjectIDTooLarge   = errors.New("file too large")
 )
 
-// ProjectID returns the OpenCode project id of dir (as the plugin derives it).
+// Of returns the OpenCode project id of dir (as the plugin derives it).
 //
 // It reproduces the plugin's rule exactly because the id names the directory that already holds
 // people's artifacts: any other id would orphan them. So it keeps the plugin's quirks too:
@@ -48,19 +52,19 @@ var (
 // the call: they fall back to the path hash. The only errors are a dir that is not an existing
 // directory and a caller's ctx that ends before git answers (a fallback id would silently file
 // artifacts under the wrong project). ctx only bounds the git call.
-func ProjectID(ctx context.Context, dir string) (string, error) {
+func Of(ctx context.Context, dir string) (string, error) {
 	return projectID(ctx, dir, "git", projectIDGitTimeout)
 }
 
-// ProjectIDWithin is ProjectID with its own limit on the git lookup,
+// OfWithin is Of with its own limit on the git lookup,
 // past which it falls back to the path hash: for callers with a short
 // budget of their own (Claude Code's hooks). Once git has answered, the id
 // is cached in the git dir and later calls do not run git.
-func ProjectIDWithin(ctx context.Context, dir string, gitTimeout time.Duration) (string, error) {
+func OfWithin(ctx context.Context, dir string, gitTimeout time.Duration) (string, error) {
 	return projectID(ctx, dir, "git", gitTimeout)
 }
 
-// projectID is ProjectID with the git binary and its time limit injectable for tests.
+// projectID is Of with the git binary and its time limit injectable for tests.
 func projectID(ctx context.Context, dir, gitBin string, timeout time.Duration) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {

@@ -1,4 +1,4 @@
-package projection
+package artifact
 
 import (
 	"bytes"
@@ -167,7 +167,7 @@ func formatCases() []struct {
 func TestRenderArtifactGolden(t *testing.T) {
 	for _, tc := range formatCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			checkFormatGolden(t, "artifact_"+tc.name, RenderArtifact(&tc.d))
+			checkFormatGolden(t, "artifact_"+tc.name, Render(&tc.d))
 		})
 	}
 }
@@ -346,7 +346,7 @@ func TestFormatGoldensAreUsed(t *testing.T) {
 
 func TestRenderArtifactLayout(t *testing.T) {
 	d := formatCases()[0].d
-	got := string(RenderArtifact(&d))
+	got := string(Render(&d))
 	want := "# Login flow survey\n\n" +
 		"Three login paths; token refresh races with logout.\n\n" +
 		"**ID:** elegant-blue-tiger\n" +
@@ -358,7 +358,7 @@ func TestRenderArtifactLayout(t *testing.T) {
 		"---\n\n" +
 		d.Result
 	if got != want {
-		t.Errorf("RenderArtifact:\n got %q\nwant %q", got, want)
+		t.Errorf("Render:\n got %q\nwant %q", got, want)
 	}
 }
 
@@ -366,7 +366,7 @@ func TestParseArtifactRoundTrip(t *testing.T) {
 	for _, tc := range formatCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			d := tc.d
-			p, err := ParseArtifact(d.ID+".md", RenderArtifact(&d))
+			p, err := Parse(d.ID+".md", Render(&d))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -375,9 +375,9 @@ func TestParseArtifactRoundTrip(t *testing.T) {
 	}
 }
 
-// formatCheckRoundTrip checks what ParseArtifact must read back from
-// RenderArtifact(d) for a d whose text is valid UTF-8.
-func formatCheckRoundTrip(t *testing.T, d *fsm.Delegation, p ParsedArtifact) {
+// formatCheckRoundTrip checks what Parse must read back from
+// Render(d) for a d whose text is valid UTF-8.
+func formatCheckRoundTrip(t *testing.T, d *fsm.Delegation, p Parsed) {
 	t.Helper()
 	wantTitle := strings.Join(strings.Fields(d.Title), " ")
 	if wantTitle == "" {
@@ -429,11 +429,11 @@ func TestParseArtifactLegacy(t *testing.T) {
 		"**ID:** swift-amber-falcon\n**Agent:** explore\n**Status:** timeout\n" +
 		"**Started:** 2025-03-02T08:00:00.000Z\n**Completed:** 2025-03-02T08:15:05.120Z\n\n---\n\n" +
 		"partial\n\n[TIMEOUT REACHED]"
-	p, err := ParseArtifact("swift-amber-falcon.md", []byte(legacy))
+	p, err := Parse("swift-amber-falcon.md", []byte(legacy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ParsedArtifact{
+	want := Parsed{
 		ID: "swift-amber-falcon", Title: "Auth notes", Agent: "explore", Status: fsm.Timeout,
 		Description: "How sessions are stored.",
 		Started:     time.Date(2025, 3, 2, 8, 0, 0, 0, time.UTC),
@@ -445,7 +445,7 @@ func TestParseArtifactLegacy(t *testing.T) {
 	}
 
 	// The same file with CRLF line ends, as an editor on Windows may leave it.
-	p, err = ParseArtifact("swift-amber-falcon.md", []byte(strings.ReplaceAll(legacy, "\n", "\r\n")))
+	p, err = Parse("swift-amber-falcon.md", []byte(strings.ReplaceAll(legacy, "\n", "\r\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,42 +462,42 @@ func TestParseArtifactRules(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
-		want    ParsedArtifact
+		want    Parsed
 	}{
 		{"unknown status", header("**Status:** finished\n"),
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
 		{"active status reads as complete", header("**Status:** running\n"),
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
 		{"missing status", header(""),
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
 		{"status with trailing space is unknown", header("**Status:** error \n"),
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Complete, Description: "D", Result: "R"}},
 		{"cancelled", header("**Status:** cancelled\n"),
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Cancelled, Description: "D", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Cancelled, Description: "D", Result: "R"}},
 		{"not an artifact", "just some notes\nwithout a heading",
-			ParsedArtifact{Status: fsm.Complete}},
+			Parsed{Status: fsm.Complete}},
 		{"empty file", "",
-			ParsedArtifact{Status: fsm.Complete}},
+			Parsed{Status: fsm.Complete}},
 		{"heading later in the file", "intro\n\nthird line\n## sub\n# Late title\n",
-			ParsedArtifact{Title: "Late title", Status: fsm.Complete, Description: "third line"}},
+			Parsed{Title: "Late title", Status: fsm.Complete, Description: "third line"}},
 		{"empty heading does not match", "# \n#\n# Real\n",
-			ParsedArtifact{Title: "Real", Status: fsm.Complete, Description: "# Real"}},
+			Parsed{Title: "Real", Status: fsm.Complete, Description: "# Real"}},
 		{"heading ends at U+2028", "# One\u2028Two\n",
-			ParsedArtifact{Title: "One", Status: fsm.Complete}},
+			Parsed{Title: "One", Status: fsm.Complete}},
 		{"description of dashes is not the separator", "# T\n\n---\n\n**Agent:** a\n\n---\n\nR",
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Complete, Description: "---", Result: "R"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Complete, Description: "---", Result: "R"}},
 		{"header fields come from the header only", "# T\n\nD\n\n**Agent:** \n\n---\n\n**Agent:** evil\n**Status:** error\n**Session:** s",
-			ParsedArtifact{Title: "T", Status: fsm.Complete, Description: "D", Result: "**Agent:** evil\n**Status:** error\n**Session:** s"}},
+			Parsed{Title: "T", Status: fsm.Complete, Description: "D", Result: "**Agent:** evil\n**Status:** error\n**Session:** s"}},
 		{"without a separator the whole file is header", "# T\n\nD\n**Agent:** a\n**Status:** error",
-			ParsedArtifact{Title: "T", Agent: "a", Status: fsm.Error, Description: "D"}},
+			Parsed{Title: "T", Agent: "a", Status: fsm.Error, Description: "D"}},
 		{"separator at the end", "# T\n\nD\n\n---",
-			ParsedArtifact{Title: "T", Status: fsm.Complete, Description: "D"}},
+			Parsed{Title: "T", Status: fsm.Complete, Description: "D"}},
 		{"unparsable times", "# T\n\nD\n\n**Started:** yesterday\n**Completed:** N/A\n\n---\n\n",
-			ParsedArtifact{Title: "T", Status: fsm.Complete, Description: "D"}},
+			Parsed{Title: "T", Status: fsm.Complete, Description: "D"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := ParseArtifact("elegant-blue-tiger.md", []byte(tt.content))
+			p, err := Parse("elegant-blue-tiger.md", []byte(tt.content))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -511,7 +511,7 @@ func TestParseArtifactRules(t *testing.T) {
 
 func TestParseArtifactDescriptionCut(t *testing.T) {
 	long := strings.Repeat("é", 149) + "日本語"
-	p, err := ParseArtifact("elegant-blue-tiger.md", []byte("# T\n\n"+long+"\n"))
+	p, err := Parse("elegant-blue-tiger.md", []byte("# T\n\n"+long+"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,11 +537,11 @@ func TestParseArtifactErrors(t *testing.T) {
 		{"only .md", ".md", ok},
 		{"temp file", ".elegant-blue-tiger.md.tmp-1a2b", ok},
 		{"not UTF-8", "elegant-blue-tiger.md", []byte("# T\n\xff\xfe")},
-		{"too large", "elegant-blue-tiger.md", bytes.Repeat([]byte("a"), MaxArtifactSize+1)},
+		{"too large", "elegant-blue-tiger.md", bytes.Repeat([]byte("a"), MaxSize+1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := ParseArtifact(tt.file, tt.content); err == nil {
+			if _, err := Parse(tt.file, tt.content); err == nil {
 				t.Fatal("no error")
 			} else if !errors.Is(err, fsm.ErrInvalid) {
 				t.Errorf("error %v does not wrap fsm.ErrInvalid", err)
@@ -549,7 +549,7 @@ func TestParseArtifactErrors(t *testing.T) {
 		})
 	}
 	// A path is fine: the id comes from the base name.
-	if p, err := ParseArtifact(filepath.Join("p", "r", "elegant-blue-tiger.md"), ok); err != nil || p.ID != "elegant-blue-tiger" {
+	if p, err := Parse(filepath.Join("p", "r", "elegant-blue-tiger.md"), ok); err != nil || p.ID != "elegant-blue-tiger" {
 		t.Errorf("path: %+v, %v", p, err)
 	}
 }
@@ -559,8 +559,8 @@ func TestParseArtifactErrors(t *testing.T) {
 func TestRenderParseFixedPoint(t *testing.T) {
 	for _, tc := range formatCases() {
 		d := tc.d
-		first := RenderArtifact(&d)
-		p, err := ParseArtifact(d.ID+".md", first)
+		first := Render(&d)
+		p, err := Parse(d.ID+".md", first)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -578,7 +578,7 @@ func TestRenderParseFixedPoint(t *testing.T) {
 		if len([]rune(d.Description)) > 150 {
 			continue // the description was cut
 		}
-		if second := RenderArtifact(&back); !bytes.Equal(first, second) {
+		if second := Render(&back); !bytes.Equal(first, second) {
 			t.Errorf("%s: render(parse(render(d))) differs:\n%q\n%q", tc.name, first, second)
 		}
 	}
@@ -587,13 +587,13 @@ func TestRenderParseFixedPoint(t *testing.T) {
 func FuzzParseArtifact(f *testing.F) {
 	for _, tc := range formatCases() {
 		d := tc.d
-		f.Add(RenderArtifact(&d), d.Title, d.Description, d.Agent, d.Result, uint8(0))
+		f.Add(Render(&d), d.Title, d.Description, d.Agent, d.Result, uint8(0))
 	}
 	f.Add([]byte("# T\r\n\r\nD\r\n---\r\n"), "a\u2028b", "\n\n", "x\ry", "---", uint8(1))
 	f.Add([]byte("\xff# T"), "\xff", "", "", "**Agent:** evil\n", uint8(2))
 	f.Add([]byte(""), "", "", "", "", uint8(3))
 	f.Fuzz(func(t *testing.T, content []byte, title, desc, agent, result string, status uint8) {
-		if p, err := ParseArtifact("elegant-blue-tiger.md", content); err == nil {
+		if p, err := Parse("elegant-blue-tiger.md", content); err == nil {
 			if !p.Status.Terminal() {
 				t.Errorf("status %q is not terminal", p.Status)
 			}
@@ -608,10 +608,10 @@ func FuzzParseArtifact(f *testing.F) {
 		d.CompletedAt = formatT0.Add(time.Minute)
 		d.Title, d.Description, d.Agent = title, desc, agent
 		d.Result, d.Error, d.Progress = result, result, result
-		out := RenderArtifact(&d)
-		p, err := ParseArtifact(d.ID+".md", out)
+		out := Render(&d)
+		p, err := Parse(d.ID+".md", out)
 		if err != nil {
-			t.Fatalf("ParseArtifact(RenderArtifact) = %v", err)
+			t.Fatalf("Parse(Render) = %v", err)
 		}
 		for _, s := range []string{title, desc, agent, result} {
 			if !utf8.ValidString(s) {
@@ -625,7 +625,7 @@ func FuzzParseArtifact(f *testing.F) {
 // TestArtifactHeaderInjection: a description (or the fallback the result
 // gives it) reading "**Agent:** ..." or "**Status:** ...", and a result
 // holding such lines, change neither the agent nor the status that the
-// plugin's rules (first match anywhere) or ParseArtifact read back.
+// plugin's rules (first match anywhere) or Parse read back.
 func TestArtifactHeaderInjection(t *testing.T) {
 	pluginField := func(text, field string) string {
 		m := regexp.MustCompile(`(?m)^\*\*` + field + `:\*\* (.+)$`).FindStringSubmatch(text)
@@ -641,19 +641,19 @@ func TestArtifactHeaderInjection(t *testing.T) {
 		d.Title = "**Status:** cancelled"
 		d.Description = desc
 		d.Result = "**Status:** cancelled\n**Agent:** evil-agent\n**Session:** ses_evil\n# Evil title\n---\n"
-		file := string(RenderArtifact(&d))
+		file := string(Render(&d))
 		if got := pluginField(file, "Agent"); got != "researcher" {
 			t.Errorf("description %q: the plugin reads agent %q\n%s", desc, got, file)
 		}
 		if got := pluginField(file, "Status"); got != "complete" {
 			t.Errorf("description %q: the plugin reads status %q\n%s", desc, got, file)
 		}
-		p, err := ParseArtifact(d.ID+".md", []byte(file))
+		p, err := Parse(d.ID+".md", []byte(file))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if p.Agent != "researcher" || p.Status != fsm.Complete || p.Session != "ses_child01" || p.Title != d.Title {
-			t.Errorf("description %q: ParseArtifact read %+v", desc, p)
+			t.Errorf("description %q: Parse read %+v", desc, p)
 		}
 		if !strings.HasPrefix(p.Result, "**Status:** cancelled\n") {
 			t.Errorf("the result is not kept as it is: %q", p.Result)
@@ -662,11 +662,11 @@ func TestArtifactHeaderInjection(t *testing.T) {
 	// A foreign file whose header lacks a field: ours reads it from the
 	// header only, never from the result.
 	legacy := "# T\n\nD\n\n**ID:** elegant-blue-tiger\n**Status:** error\n\n---\n\n**Agent:** evil-agent\n**Session:** ses_evil\n# Evil\n"
-	p, err := ParseArtifact("elegant-blue-tiger.md", []byte(legacy))
+	p, err := Parse("elegant-blue-tiger.md", []byte(legacy))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Agent != "" || p.Session != "" || p.Status != fsm.Error || p.Title != "T" {
-		t.Errorf("ParseArtifact read fields from the result: %+v", p)
+		t.Errorf("Parse read fields from the result: %+v", p)
 	}
 }

@@ -1,4 +1,4 @@
-package projection
+package projectid
 
 import (
 	"context"
@@ -101,7 +101,7 @@ func TestProjectIDPathHash(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := tt.setup(t)
-			got, err := ProjectID(t.Context(), dir)
+			got, err := Of(t.Context(), dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +121,7 @@ func TestProjectIDRelativeDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Chdir(root)
-	got, err := ProjectID(t.Context(), "sub/../sub/.")
+	got, err := Of(t.Context(), "sub/../sub/.")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestProjectIDRootCommit(t *testing.T) {
 	requireGit(t)
 	t.Parallel()
 	dir, root := newRepo(t)
-	got, err := ProjectID(t.Context(), dir)
+	got, err := Of(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestProjectIDCache(t *testing.T) {
 			} else {
 				writeFile(t, cache, tt.content)
 			}
-			got, err := ProjectID(t.Context(), dir)
+			got, err := Of(t.Context(), dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -234,7 +234,7 @@ func TestProjectIDTwoRoots(t *testing.T) {
 	if len(roots) != 2 {
 		t.Fatalf("setup: want 2 roots, got %q", roots)
 	}
-	got, err := ProjectID(t.Context(), dir)
+	got, err := Of(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestProjectIDWorktree(t *testing.T) {
 	testGit(t, dir, "worktree", "add", "-q", "--detach", wt)
 	mainGitDir := filepath.Join(dir, ".git")
 
-	got, err := ProjectID(t.Context(), wt)
+	got, err := Of(t.Context(), wt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,13 +265,13 @@ func TestProjectIDWorktree(t *testing.T) {
 	if len(private) != 0 {
 		t.Errorf("cache written to the worktree's private git dir: %v", private)
 	}
-	if got, err := ProjectID(t.Context(), dir); err != nil || got != root {
+	if got, err := Of(t.Context(), dir); err != nil || got != root {
 		t.Errorf("main ProjectID = %q, %v; want %q", got, err, root)
 	}
 
 	const fake = "fedcba9876543210"
 	writeFile(t, filepath.Join(mainGitDir, "opencode"), fake)
-	if got, err := ProjectID(t.Context(), wt); err != nil || got != fake {
+	if got, err := Of(t.Context(), wt); err != nil || got != fake {
 		t.Errorf("worktree ProjectID = %q, %v; want %q from the common dir cache", got, err, fake)
 	}
 }
@@ -328,7 +328,7 @@ func TestProjectIDGitFile(t *testing.T) {
 				writeFile(t, filepath.Join(root, name), strings.ReplaceAll(content, "$ROOT", root))
 			}
 			work := filepath.Join(root, "work")
-			got, err := ProjectID(t.Context(), work)
+			got, err := Of(t.Context(), work)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -349,11 +349,11 @@ func TestProjectIDErrors(t *testing.T) {
 	file := filepath.Join(root, "file")
 	writeFile(t, file, "x")
 
-	_, err := ProjectID(t.Context(), filepath.Join(root, "missing"))
+	_, err := Of(t.Context(), filepath.Join(root, "missing"))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing dir: err = %v, want fs.ErrNotExist", err)
 	}
-	_, err = ProjectID(t.Context(), file)
+	_, err = Of(t.Context(), file)
 	if want := fmt.Sprintf("project dir %q: not a directory", file); err == nil || err.Error() != want {
 		t.Errorf("file: err = %v, want %q", err, want)
 	}
@@ -363,7 +363,7 @@ func TestProjectIDNoGitBinary(t *testing.T) {
 	requireGit(t)
 	dir, _ := newRepo(t)
 	t.Setenv("PATH", t.TempDir())
-	got, err := ProjectID(t.Context(), dir)
+	got, err := Of(t.Context(), dir)
 	if err != nil {
 		t.Fatalf("a missing git must not fail: %v", err)
 	}
@@ -378,7 +378,7 @@ func TestProjectIDCallerCancelled(t *testing.T) {
 	dir, _ := newRepo(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := ProjectID(ctx, dir)
+	_, err := Of(ctx, dir)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled: a fallback id would misfile artifacts", err)
 	}

@@ -1,4 +1,4 @@
-package projection
+package artifact
 
 import (
 	"bytes"
@@ -36,14 +36,14 @@ const (
 	notApplicable     = "N/A"
 )
 
-// MaxArtifactSize is the largest artifact file ParseArtifact and
-// ReadArtifact accept, and WriteArtifact writes: the largest result plus
+// MaxSize is the largest artifact file Parse and
+// Read accept, and Write writes: the largest result plus
 // room for the header, so that any artifact the store renders reads back.
-const MaxArtifactSize = fsm.MaxResultLen + 64<<10
+const MaxSize = fsm.MaxResultLen + 64<<10
 
-// ParsedArtifact is what the plugin's parse-back rules read from an
+// Parsed is what the plugin's parse-back rules read from an
 // artifact file. The importer adopts legacy files with it.
-type ParsedArtifact struct {
+type Parsed struct {
 	ID          string    // the file name without ".md"
 	Title       string    // the first "# " heading; "" when there is none
 	Agent       string    // "" when there is no **Agent:** line
@@ -55,7 +55,7 @@ type ParsedArtifact struct {
 	Result      string    // the text after the "---" separator line and its blank line
 }
 
-// RenderArtifact returns the markdown file of a terminal delegation, in the
+// Render returns the markdown file of a terminal delegation, in the
 // plugin's layout (README, "Compatibility with the background-agents plugin": the artifact):
 //
 //	# <title, or the id when no title>
@@ -79,7 +79,7 @@ type ParsedArtifact struct {
 // the **Session:** line is left out when the delegation never had a child
 // session, which reads back as a legacy file does; invalid UTF-8 (never in
 // a record Decide accepted) is replaced by U+FFFD so the file always parses.
-func RenderArtifact(d *fsm.Delegation) []byte {
+func Render(d *fsm.Delegation) []byte {
 	title := fmtOneLine(d.Title)
 	if title == "" {
 		title = d.ID
@@ -120,7 +120,7 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 	return out
 }
 
-// ParseArtifact reads an artifact file back with the plugin's rules: id =
+// Parse reads an artifact file back with the plugin's rules: id =
 // fileName (its base name) without ".md"; title = the first line matching
 // ^# (.+)$; agent = ^\*\*Agent:\*\* (.+)$; status = ^\*\*Status:\*\* (.+)$,
 // where anything but a terminal state, or no line, reads as complete;
@@ -140,9 +140,9 @@ func RenderArtifact(d *fsm.Delegation) []byte {
 // Legacy files without **Session:** parse; so does any text without a
 // heading (its Title is ""). The error cases are only what cannot be an
 // artifact at all: a file name that is not <valid id>.md, content over
-// MaxArtifactSize, or content that is not UTF-8. Errors wrap fsm.ErrInvalid.
-func ParseArtifact(fileName string, content []byte) (ParsedArtifact, error) {
-	var p ParsedArtifact
+// MaxSize, or content that is not UTF-8. Errors wrap fsm.ErrInvalid.
+func Parse(fileName string, content []byte) (Parsed, error) {
+	var p Parsed
 	base := filepath.Base(fileName)
 	id, ok := strings.CutSuffix(base, ".md")
 	if !ok {
@@ -151,8 +151,8 @@ func ParseArtifact(fileName string, content []byte) (ParsedArtifact, error) {
 	if err := fsm.ValidateID(id); err != nil {
 		return p, fmt.Errorf("artifact %q: %w", fileName, err)
 	}
-	if len(content) > MaxArtifactSize {
-		return p, fmt.Errorf("artifact %q: %w: %d bytes, over the limit of %d", fileName, fsm.ErrInvalid, len(content), MaxArtifactSize)
+	if len(content) > MaxSize {
+		return p, fmt.Errorf("artifact %q: %w: %d bytes, over the limit of %d", fileName, fsm.ErrInvalid, len(content), MaxSize)
 	}
 	if !utf8.Valid(content) {
 		return p, fmt.Errorf("artifact %q: %w: not valid UTF-8", fileName, fsm.ErrInvalid)
@@ -297,7 +297,7 @@ func fmtCutRunes(s string, n int) string {
 // What this cannot prevent: the result, after the header, may hold any
 // line, "**Status:** cancelled" included. Every reader that takes the
 // first match (the plugin) meets the real header lines first, and our own
-// readers (ParseArtifact) look for fields only in the header; a foreign
+// readers (Parse) look for fields only in the header; a foreign
 // reader that takes the last match, or searches the whole file for a field
 // the header lacks (**Session:** is absent when there was no child
 // session), can still be fooled, and nothing in the file's format can stop

@@ -1,4 +1,10 @@
-package projection
+// Package artifact holds the texts of the background-agents plugin's format
+// and the files that keep them: the markdown artifact of a finished
+// delegation (Render, and Parse with the plugin's parse-back rules), the
+// notifications and listings that point at it, and the atomic writer and
+// reader of artifact files under a data directory (Write, Read), which no
+// id, symlink or ".." can lead outside it.
+package artifact
 
 import (
 	"crypto/rand"
@@ -33,11 +39,11 @@ const (
 // artifactTempInfix marks a temp file: ".<id>.md.tmp-<random hex>".
 const artifactTempInfix = ".md.tmp-"
 
-// ArtifactRelPath returns <projectID>/<rootSessionID>/<id>.md, the
+// RelPath returns <projectID>/<rootSessionID>/<id>.md, the
 // artifact's path relative to the data directory. Each part is validated
 // (fsm.ValidateSessionID, fsm.ValidateID) because they become path
 // components; an error wraps fsm.ErrInvalid.
-func ArtifactRelPath(projectID, rootSessionID, id string) (string, error) {
+func RelPath(projectID, rootSessionID, id string) (string, error) {
 	if err := fsm.ValidateSessionID(fsm.FieldProjectID, projectID); err != nil {
 		return "", err
 	}
@@ -50,9 +56,9 @@ func ArtifactRelPath(projectID, rootSessionID, id string) (string, error) {
 	return filepath.Join(projectID, rootSessionID, id+".md"), nil
 }
 
-// artifactParseRel checks that rel has exactly the shape ArtifactRelPath
+// artifactParseRel checks that rel has exactly the shape RelPath
 // returns and gives its directory (slash-separated, for os.Root) and id.
-// rel is checked again here because WriteArtifact and ReadArtifact may be
+// rel is checked again here because Write and Read may be
 // handed a path from elsewhere (a record, an import).
 func artifactParseRel(rel string) (dir, id string, err error) {
 	parts := strings.Split(filepath.ToSlash(rel), "/")
@@ -63,30 +69,30 @@ func artifactParseRel(rel string) (dir, id string, err error) {
 	if !ok {
 		return "", "", fmt.Errorf("artifact path %q: %w: want a file named <id>.md", rel, fsm.ErrInvalid)
 	}
-	if _, err := ArtifactRelPath(parts[0], parts[1], id); err != nil {
+	if _, err := RelPath(parts[0], parts[1], id); err != nil {
 		return "", "", fmt.Errorf("artifact path %q: %w", rel, err)
 	}
 	return parts[0] + "/" + parts[1], id, nil
 }
 
-// WriteArtifact writes content to rel inside the data directory dir
+// Write writes content to rel inside the data directory dir
 // atomically: a reader sees the old file or the new one, never half of one,
 // and after a crash the file is either absent, old or new. It creates the
 // directories (mode 0700) as needed, writes ".<id>.md.tmp-<random>" (mode
 // 0600) in the same directory, fsyncs it, renames it over the final name
 // and fsyncs the directory (and its parents when it created them). All of
 // it goes through os.Root on dir, so a symlink or ".." cannot lead outside
-// dir. rel must have the shape ArtifactRelPath returns; a bad rel or
-// content over MaxArtifactSize is refused with an error wrapping
+// dir. rel must have the shape RelPath returns; a bad rel or
+// content over MaxSize is refused with an error wrapping
 // fsm.ErrInvalid before anything touches the disk. It returns the size and
 // the xxhash64 of content, which the persisted event records.
-func WriteArtifact(dir, rel string, content []byte) (size int64, sum uint64, err error) {
+func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) {
 	relDir, id, err := artifactParseRel(rel)
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(content) > MaxArtifactSize {
-		return 0, 0, fmt.Errorf("write artifact %s: %w: %d bytes, over the limit of %d", rel, fsm.ErrInvalid, len(content), MaxArtifactSize)
+	if len(content) > MaxSize {
+		return 0, 0, fmt.Errorf("write artifact %s: %w: %d bytes, over the limit of %d", rel, fsm.ErrInvalid, len(content), MaxSize)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -160,17 +166,17 @@ func artifactSyncDir(root *os.Root, name string) error {
 }
 
 // ErrNotRegular reports something other than a regular file where an
-// artifact belongs (a symlink, a FIFO, a directory). WriteArtifact replaces
+// artifact belongs (a symlink, a FIFO, a directory). Write replaces
 // it (the rename replaces a symlink itself, never its target).
 var ErrNotRegular = errors.New("not a regular file")
 
-// ReadArtifact reads rel inside the data directory dir through os.Root,
+// Read reads rel inside the data directory dir through os.Root,
 // refusing anything but a regular file (a symlink is not followed: the
-// error wraps ErrNotRegular) and anything over MaxArtifactSize.
+// error wraps ErrNotRegular) and anything over MaxSize.
 // A missing file (or directory) gives an error wrapping fs.ErrNotExist; a
 // bad rel gives one wrapping fsm.ErrInvalid, before anything touches the
 // disk.
-func ReadArtifact(dir, rel string) ([]byte, error) {
+func Read(dir, rel string) ([]byte, error) {
 	relDir, id, err := artifactParseRel(rel)
 	if err != nil {
 		return nil, err
@@ -196,12 +202,12 @@ func ReadArtifact(dir, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxArtifactSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
 	}
-	if len(b) > MaxArtifactSize {
-		return nil, fmt.Errorf("read artifact %s: %w: over the limit of %d bytes", rel, fsm.ErrInvalid, MaxArtifactSize)
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("read artifact %s: %w: over the limit of %d bytes", rel, fsm.ErrInvalid, MaxSize)
 	}
 	return b, nil
 }
@@ -214,13 +220,13 @@ func ReadArtifact(dir, rel string) ([]byte, error) {
 // returns every error joined. Call it at start-up, before artifacts are
 // written: it cannot tell a stale temp file from one being written now.
 func SweepTempFiles(dir string) (int, error) {
-	return sweepTempFiles(dir, time.Time{}, func() bool { return false })
+	return SweepTempFilesBefore(dir, time.Time{}, func() bool { return false })
 }
 
-// sweepTempFiles is SweepTempFiles, for only the temp files last modified
+// SweepTempFilesBefore is SweepTempFiles, for only the temp files last modified
 // before a time when it is not zero, that stops early (without an error)
 // once stopped reports true.
-func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, error) {
+func SweepTempFilesBefore(dir string, before time.Time, stopped func() bool) (int, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
@@ -228,7 +234,7 @@ func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, err
 	defer root.Close()
 	var errs []error
 	removed := 0
-	projects, err := artifactReadDir(root, ".")
+	projects, err := ReadDir(root, ".")
 	if err != nil {
 		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
 	}
@@ -236,7 +242,7 @@ func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, err
 		if !p.IsDir() || fsm.ValidateSessionID(fsm.FieldProjectID, p.Name()) != nil {
 			continue
 		}
-		sessions, err := artifactReadDir(root, p.Name())
+		sessions, err := ReadDir(root, p.Name())
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -246,7 +252,7 @@ func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, err
 				continue
 			}
 			sdir := p.Name() + "/" + s.Name()
-			files, err := artifactReadDir(root, sdir)
+			files, err := ReadDir(root, sdir)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -277,10 +283,10 @@ func sweepTempFiles(dir string, before time.Time, stopped func() bool) (int, err
 	return removed, nil
 }
 
-// artifactReadDir lists a directory inside root without following a
+// ReadDir lists a directory inside root without following a
 // symlink in the last element: DirEntry types come from the directory, so
 // a symlink is reported as one and the sweep skips it.
-func artifactReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
+func ReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
 	d, err := root.Open(name)
 	if err != nil {
 		return nil, err
@@ -289,7 +295,7 @@ func artifactReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
 	return d.ReadDir(-1)
 }
 
-// artifactIsTemp reports whether name is a temp file WriteArtifact makes:
+// artifactIsTemp reports whether name is a temp file Write makes:
 // ".<valid id>.md.tmp-<non-empty suffix>".
 func artifactIsTemp(name string) bool {
 	rest, ok := strings.CutPrefix(name, ".")

@@ -1,4 +1,4 @@
-package projection
+package artifact
 
 import (
 	"bytes"
@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -46,12 +45,12 @@ func artifactTestMode(t *testing.T, path string, want fs.FileMode) {
 }
 
 func TestArtifactRelPath(t *testing.T) {
-	got, err := ArtifactRelPath("4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger")
+	got, err := RelPath("4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := filepath.Join("4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger.md"); got != want {
-		t.Errorf("ArtifactRelPath = %q, want %q", got, want)
+		t.Errorf("RelPath = %q, want %q", got, want)
 	}
 
 	bad := []string{"", ".", "..", "a/b", `a\b`, "a\x00b", "../x", "/abs", ".hidden", "a b", "x\n"}
@@ -61,13 +60,13 @@ func TestArtifactRelPath(t *testing.T) {
 			{"4b825dc642cb6eb9", b, "elegant-blue-tiger"},
 			{"4b825dc642cb6eb9", "ses_root01", b},
 		} {
-			if p, err := ArtifactRelPath(args[0], args[1], args[2]); !errors.Is(err, fsm.ErrInvalid) {
-				t.Errorf("ArtifactRelPath(%q, %q, %q) = %q, %v; want ErrInvalid", args[0], args[1], args[2], p, err)
+			if p, err := RelPath(args[0], args[1], args[2]); !errors.Is(err, fsm.ErrInvalid) {
+				t.Errorf("RelPath(%q, %q, %q) = %q, %v; want ErrInvalid", args[0], args[1], args[2], p, err)
 			}
 		}
 	}
 	for _, id := range []string{"Elegant-blue-tiger", "elegant-blue", "elegant-blue-tiger.md", "elegant--tiger"} {
-		if _, err := ArtifactRelPath("p", "r", id); !errors.Is(err, fsm.ErrInvalid) {
+		if _, err := RelPath("p", "r", id); !errors.Is(err, fsm.ErrInvalid) {
 			t.Errorf("id %q: %v, want ErrInvalid", id, err)
 		}
 	}
@@ -76,14 +75,14 @@ func TestArtifactRelPath(t *testing.T) {
 func TestWriteReadArtifact(t *testing.T) {
 	dir := t.TempDir()
 	content := []byte("# T\n\nD\n\n---\n\nresult")
-	size, sum, err := WriteArtifact(dir, artifactTestRel, content)
+	size, sum, err := Write(dir, artifactTestRel, content)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if size != int64(len(content)) || sum != xxhash.Sum64(content) {
 		t.Errorf("size, sum = %d, %016x; want %d, %016x", size, sum, len(content), xxhash.Sum64(content))
 	}
-	got, err := ReadArtifact(dir, artifactTestRel)
+	got, err := Read(dir, artifactTestRel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,15 +98,15 @@ func TestWriteReadArtifact(t *testing.T) {
 		t.Errorf("session directory holds %q, want only the artifact", names)
 	}
 
-	// The OS-specific form from ArtifactRelPath works too.
-	rel, err := ArtifactRelPath("4b825dc642cb6eb9", "ses_root01", "brave-red-fox")
+	// The OS-specific form from RelPath works too.
+	rel, err := RelPath("4b825dc642cb6eb9", "ses_root01", "brave-red-fox")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := WriteArtifact(dir, rel, nil); err != nil {
+	if _, _, err := Write(dir, rel, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadArtifact(dir, rel); err != nil || len(got) != 0 {
+	if got, err := Read(dir, rel); err != nil || len(got) != 0 {
 		t.Errorf("empty artifact: %q, %v", got, err)
 	}
 }
@@ -115,13 +114,13 @@ func TestWriteReadArtifact(t *testing.T) {
 func TestWriteArtifactOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	oldContent, newContent := []byte("old content"), []byte("new content, longer than the old one")
-	if _, _, err := WriteArtifact(dir, artifactTestRel, oldContent); err != nil {
+	if _, _, err := Write(dir, artifactTestRel, oldContent); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := WriteArtifact(dir, artifactTestRel, newContent); err != nil {
+	if _, _, err := Write(dir, artifactTestRel, newContent); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadArtifact(dir, artifactTestRel)
+	got, err := Read(dir, artifactTestRel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +139,7 @@ func TestWriteArtifactReadersSeeWholeFiles(t *testing.T) {
 	dir := t.TempDir()
 	a := bytes.Repeat([]byte("a"), 256<<10)
 	b := bytes.Repeat([]byte("b"), 128<<10)
-	if _, _, err := WriteArtifact(dir, artifactTestRel, a); err != nil {
+	if _, _, err := Write(dir, artifactTestRel, a); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -153,7 +152,7 @@ func TestWriteArtifactReadersSeeWholeFiles(t *testing.T) {
 					return
 				default:
 				}
-				got, err := ReadArtifact(dir, artifactTestRel)
+				got, err := Read(dir, artifactTestRel)
 				if err != nil {
 					t.Error(err)
 					return
@@ -170,7 +169,7 @@ func TestWriteArtifactReadersSeeWholeFiles(t *testing.T) {
 		if i%2 == 0 {
 			content = b
 		}
-		if _, _, err := WriteArtifact(dir, artifactTestRel, content); err != nil {
+		if _, _, err := Write(dir, artifactTestRel, content); err != nil {
 			t.Error(err)
 			break
 		}
@@ -211,11 +210,11 @@ func TestArtifactBadPathsRefusedBeforeDisk(t *testing.T) {
 	present := t.TempDir()
 	for _, rel := range bad {
 		for _, dir := range []string{absent, present} {
-			if _, _, err := WriteArtifact(dir, rel, []byte("x")); !errors.Is(err, fsm.ErrInvalid) {
-				t.Errorf("WriteArtifact(%q) = %v, want ErrInvalid", rel, err)
+			if _, _, err := Write(dir, rel, []byte("x")); !errors.Is(err, fsm.ErrInvalid) {
+				t.Errorf("Write(%q) = %v, want ErrInvalid", rel, err)
 			}
-			if _, err := ReadArtifact(dir, rel); !errors.Is(err, fsm.ErrInvalid) {
-				t.Errorf("ReadArtifact(%q) = %v, want ErrInvalid", rel, err)
+			if _, err := Read(dir, rel); !errors.Is(err, fsm.ErrInvalid) {
+				t.Errorf("Read(%q) = %v, want ErrInvalid", rel, err)
 			}
 		}
 	}
@@ -227,7 +226,7 @@ func TestArtifactBadPathsRefusedBeforeDisk(t *testing.T) {
 	}
 
 	// Content too large to read back is refused too.
-	if _, _, err := WriteArtifact(present, artifactTestRel, make([]byte, MaxArtifactSize+1)); !errors.Is(err, fsm.ErrInvalid) {
+	if _, _, err := Write(present, artifactTestRel, make([]byte, MaxSize+1)); !errors.Is(err, fsm.ErrInvalid) {
 		t.Errorf("oversized write: %v, want ErrInvalid", err)
 	}
 	if names := artifactTestNames(t, present); len(names) != 0 {
@@ -260,13 +259,13 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 			}
 			defer os.Remove(link)
 
-			if _, _, err := WriteArtifact(dir, "proj/ses_root01/elegant-blue-tiger.md", []byte("escaped")); err == nil {
+			if _, _, err := Write(dir, "proj/ses_root01/elegant-blue-tiger.md", []byte("escaped")); err == nil {
 				t.Error("write through a symlink leading outside succeeded")
 			}
-			if _, _, err := WriteArtifact(dir, "proj/ses_new/elegant-blue-tiger.md", []byte("escaped")); err == nil {
+			if _, _, err := Write(dir, "proj/ses_new/elegant-blue-tiger.md", []byte("escaped")); err == nil {
 				t.Error("write creating directories through a symlink leading outside succeeded")
 			}
-			if got, err := ReadArtifact(dir, "proj/ses_root01/elegant-blue-tiger.md"); err == nil {
+			if got, err := Read(dir, "proj/ses_root01/elegant-blue-tiger.md"); err == nil {
 				t.Errorf("read through a symlink leading outside returned %q", got)
 			}
 			if names := artifactTestNames(t, outside); len(names) != 1 || names[0] != "ses_root01" {
@@ -288,7 +287,7 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 	if err := os.Symlink(secret, filepath.Join(dir, "proj2", "ses_root01")); err != nil {
 		t.Skipf("symlinks unavailable: %v", err)
 	}
-	if _, _, err := WriteArtifact(dir, "proj2/ses_root01/elegant-blue-tiger.md", []byte("escaped")); err == nil {
+	if _, _, err := Write(dir, "proj2/ses_root01/elegant-blue-tiger.md", []byte("escaped")); err == nil {
 		t.Error("write through a session-level symlink succeeded")
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "proj3", "ses_root01"), 0o700); err != nil {
@@ -298,11 +297,11 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 	if err := os.Symlink(filepath.Join(secret, "elegant-blue-tiger.md"), fileLink); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadArtifact(dir, "proj3/ses_root01/elegant-blue-tiger.md"); err == nil {
+	if got, err := Read(dir, "proj3/ses_root01/elegant-blue-tiger.md"); err == nil {
 		t.Errorf("read through a file symlink leading outside returned %q", got)
 	}
 	// Writing replaces the link itself (rename does not follow it).
-	if _, _, err := WriteArtifact(dir, "proj3/ses_root01/elegant-blue-tiger.md", []byte("inside")); err != nil {
+	if _, _, err := Write(dir, "proj3/ses_root01/elegant-blue-tiger.md", []byte("inside")); err != nil {
 		t.Fatal(err)
 	}
 	if info, err := os.Lstat(fileLink); err != nil || !info.Mode().IsRegular() {
@@ -315,13 +314,13 @@ func TestArtifactSymlinkEscape(t *testing.T) {
 
 func TestReadArtifactErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ReadArtifact(dir, artifactTestRel); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Read(dir, artifactTestRel); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing directories: %v, want fs.ErrNotExist", err)
 	}
-	if _, _, err := WriteArtifact(dir, "4b825dc642cb6eb9/ses_root01/brave-red-fox.md", []byte("x")); err != nil {
+	if _, _, err := Write(dir, "4b825dc642cb6eb9/ses_root01/brave-red-fox.md", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadArtifact(dir, artifactTestRel); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Read(dir, artifactTestRel); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 
@@ -329,16 +328,16 @@ func TestReadArtifactErrors(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, filepath.FromSlash(artifactTestRel)), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadArtifact(dir, artifactTestRel); !errors.Is(err, fsm.ErrInvalid) {
+	if _, err := Read(dir, artifactTestRel); !errors.Is(err, fsm.ErrInvalid) {
 		t.Errorf("directory: %v, want ErrInvalid", err)
 	}
 
 	// Over the size limit.
 	big := "4b825dc642cb6eb9/ses_root01/calm-green-otter.md"
-	if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(big)), make([]byte, MaxArtifactSize+1), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(big)), make([]byte, MaxSize+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadArtifact(dir, big); !errors.Is(err, fsm.ErrInvalid) {
+	if _, err := Read(dir, big); !errors.Is(err, fsm.ErrInvalid) {
 		t.Errorf("oversized file: %v, want ErrInvalid", err)
 	}
 }
@@ -442,51 +441,10 @@ func TestWriteArtifactLeavesNoTempOnFailure(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(final, "child"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := WriteArtifact(dir, artifactTestRel, []byte("x")); err == nil {
+	if _, _, err := Write(dir, artifactTestRel, []byte("x")); err == nil {
 		t.Fatal("rename over a non-empty directory succeeded")
 	}
 	if names := artifactTestNames(t, filepath.Dir(final)); len(names) != 1 || names[0] != "elegant-blue-tiger.md" {
 		t.Errorf("session directory holds %q, want no temp file", names)
-	}
-}
-
-// TestOpenSweepsStaleTempFiles: opening a store removes the temp files a
-// crash left (older than the open), in the background (Close stops it),
-// and leaves a temp file written since.
-func TestOpenSweepsStaleTempFiles(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	sdir := filepath.Join(dir, "4b825dc642cb6eb9", "ses_root01")
-	if err := os.MkdirAll(sdir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	stale := filepath.Join(sdir, ".brave-red-fox.md.tmp-crash")
-	fresh := filepath.Join(sdir, ".calm-green-otter.md.tmp-now")
-	for _, p := range []string{stale, fresh} {
-		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(stale, old, old); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-s.swept // Close would stop it
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("stale temp file after open: %v", err)
-	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Errorf("a temp file younger than the open was removed: %v", err)
 	}
 }
