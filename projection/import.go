@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -155,99 +154,67 @@ type importCandidate struct {
 }
 
 // importScan walks the three levels of dir and returns the candidate files
-// in name order, recording every refused entry in res.
+// in name order, recording every refused entry in res. Symbolic links are
+// refused, never followed (WalkDir takes entry types from the directory).
 func importScan(root *os.Root, res *ImportResult) ([]importCandidate, error) {
 	const layout = "want <project id>/<root session id>/<id>.md"
 	var out []importCandidate
 	refuse := func(rel, reason string) {
 		res.add(ImportFile{Path: rel, Outcome: ImportRefused, Reason: reason})
 	}
-	projects, err := importReadDir(root, ".")
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range projects {
-		pname := p.Name()
-		switch {
-		case strings.HasPrefix(pname, "."):
-			continue
-		case p.Type()&(fs.ModeSocket|fs.ModeNamedPipe) != 0:
-			continue // a daemon's socket in the data directory
-		case p.Type()&fs.ModeSymlink != 0:
-			refuse(pname, "symbolic link; not followed")
-			continue
-		case !p.IsDir():
-			refuse(pname, "not a directory; "+layout)
-			continue
+	err := fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		if rel == "." {
+			return err // the directory itself cannot be listed: nothing to import
 		}
-		if err := fsm.ValidateSessionID(fsm.FieldProjectID, pname); err != nil {
-			refuse(pname, err.Error())
-			continue
-		}
-		sessions, err := importReadDir(root, pname)
 		if err != nil {
-			refuse(pname, fmt.Sprintf("cannot list: %v", err))
-			continue
+			refuse(rel, fmt.Sprintf("cannot list: %v", err))
+			return nil
 		}
-		for _, r := range sessions {
-			rname := r.Name()
-			rrel := pname + "/" + rname
-			switch {
-			case strings.HasPrefix(rname, "."):
-				continue
-			case r.Type()&fs.ModeSymlink != 0:
-				refuse(rrel, "symbolic link; not followed")
-				continue
-			case !r.IsDir():
-				refuse(rrel, "not a directory; "+layout)
-				continue
+		name, level := d.Name(), strings.Count(rel, "/")+1
+		switch {
+		case strings.HasPrefix(name, "."): // the store's own files and temporary files among them
+			if d.IsDir() {
+				return fs.SkipDir
 			}
-			if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, rname); err != nil {
-				refuse(rrel, err.Error())
-				continue
-			}
-			files, err := importReadDir(root, rrel)
-			if err != nil {
-				refuse(rrel, fmt.Sprintf("cannot list: %v", err))
-				continue
-			}
-			for _, f := range files {
-				fname := f.Name()
-				frel := rrel + "/" + fname
-				switch {
-				case strings.HasPrefix(fname, "."):
-					continue // the store's temporary files among them
-				case f.Type()&fs.ModeSymlink != 0:
-					refuse(frel, "symbolic link; not followed")
-				case f.IsDir():
-					refuse(frel, "a directory where artifact files belong; "+layout)
-				case !f.Type().IsRegular():
-					refuse(frel, fmt.Sprintf("not a regular file (%s)", f.Type()))
-				case !strings.HasSuffix(fname, ".md"):
-					refuse(frel, "not an artifact file; want <id>.md")
-				default:
-					if err := fsm.ValidateID(strings.TrimSuffix(fname, ".md")); err != nil {
-						refuse(frel, err.Error())
-						continue
-					}
-					out = append(out, importCandidate{rel: frel, project: pname, rootID: rname})
-				}
-			}
+			return nil
+		case level == 1 && d.Type()&(fs.ModeSocket|fs.ModeNamedPipe) != 0:
+			return nil // a daemon's socket in the data directory
+		case d.Type()&fs.ModeSymlink != 0:
+			refuse(rel, "symbolic link; not followed")
+			return nil
 		}
-	}
-	return out, nil
-}
-
-// importReadDir lists a directory inside root, sorted by name, without
-// following a symlink in the last element (entry types come from the
-// directory).
-func importReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
-	entries, err := artifact.ReadDir(root, name)
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-	return entries, nil
+		if level < 3 {
+			field := fsm.FieldProjectID
+			if level == 2 {
+				field = fsm.FieldRootSessionID
+			}
+			if !d.IsDir() {
+				refuse(rel, "not a directory; "+layout)
+			} else if err := fsm.ValidateSessionID(field, name); err != nil {
+				refuse(rel, err.Error())
+				return fs.SkipDir
+			}
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			refuse(rel, "a directory where artifact files belong; "+layout)
+			return fs.SkipDir
+		case !d.Type().IsRegular():
+			refuse(rel, fmt.Sprintf("not a regular file (%s)", d.Type()))
+		case !strings.HasSuffix(name, ".md"):
+			refuse(rel, "not an artifact file; want <id>.md")
+		default:
+			if err := fsm.ValidateID(strings.TrimSuffix(name, ".md")); err != nil {
+				refuse(rel, err.Error())
+				return nil
+			}
+			parts := strings.Split(rel, "/")
+			out = append(out, importCandidate{rel: rel, project: parts[0], rootID: parts[1]})
+		}
+		return nil
+	})
+	return out, err
 }
 
 // importFile adopts one candidate. Problems with the file are a refusal in

@@ -234,48 +234,42 @@ func SweepTempFilesBefore(dir string, before time.Time, stopped func() bool) (in
 	defer root.Close()
 	var errs []error
 	removed := 0
-	projects, err := ReadDir(root, ".")
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		level := strings.Count(rel, "/") + 1
+		switch {
+		case rel == ".":
+			return err // the data directory cannot be listed
+		case err != nil:
+			errs = append(errs, err)
+			return nil
+		case stopped():
+			return fs.SkipAll
+		case level < 3: // <project id>/<root session id>, nothing else
+			field := fsm.FieldProjectID
+			if level == 2 {
+				field = fsm.FieldRootSessionID
+			}
+			if !d.IsDir() || fsm.ValidateSessionID(field, d.Name()) != nil {
+				return skip(d)
+			}
+			return nil
+		case !d.Type().IsRegular() || !artifactIsTemp(d.Name()):
+			return skip(d)
+		}
+		if !before.IsZero() {
+			if info, err := d.Info(); err != nil || !info.ModTime().Before(before) {
+				return nil // gone, or written since
+			}
+		}
+		if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			return nil
+		}
+		removed++
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("sweep temp files in %s: %w", dir, err)
-	}
-	for _, p := range projects {
-		if !p.IsDir() || fsm.ValidateSessionID(fsm.FieldProjectID, p.Name()) != nil {
-			continue
-		}
-		sessions, err := ReadDir(root, p.Name())
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, s := range sessions {
-			if !s.IsDir() || fsm.ValidateSessionID(fsm.FieldRootSessionID, s.Name()) != nil {
-				continue
-			}
-			sdir := p.Name() + "/" + s.Name()
-			files, err := ReadDir(root, sdir)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if stopped() {
-				return removed, errors.Join(errs...)
-			}
-			for _, f := range files {
-				if !f.Type().IsRegular() || !artifactIsTemp(f.Name()) {
-					continue
-				}
-				if !before.IsZero() {
-					if info, err := f.Info(); err != nil || !info.ModTime().Before(before) {
-						continue // gone, or written since
-					}
-				}
-				if err := root.Remove(sdir + "/" + f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					errs = append(errs, err)
-					continue
-				}
-				removed++
-			}
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return removed, fmt.Errorf("sweep temp files in %s: %w", dir, err)
@@ -283,16 +277,12 @@ func SweepTempFilesBefore(dir string, before time.Time, stopped func() bool) (in
 	return removed, nil
 }
 
-// ReadDir lists a directory inside root without following a
-// symlink in the last element: DirEntry types come from the directory, so
-// a symlink is reported as one and the sweep skips it.
-func ReadDir(root *os.Root, name string) ([]fs.DirEntry, error) {
-	d, err := root.Open(name)
-	if err != nil {
-		return nil, err
+// skip passes over d in a WalkDir: its whole tree when it is a directory.
+func skip(d fs.DirEntry) error {
+	if d.IsDir() {
+		return fs.SkipDir
 	}
-	defer d.Close()
-	return d.ReadDir(-1)
+	return nil
 }
 
 // artifactIsTemp reports whether name is a temp file Write makes:
