@@ -21,6 +21,11 @@ import (
 // transaction: it is also how a view is rebuilt from the log. An error drops
 // the append that produced recs (the appender receives the error); other
 // appends of the same commit are unaffected.
+//
+// Views are bbolt buckets, and that is the contract: Tx.Bucket hands out
+// *bbolt.Bucket, so a projector uses bbolt's own API (cursors, nested
+// keys, fill percent) instead of a narrower copy of it that would have to
+// grow every time a view needs one more of its operations.
 type Projector interface {
 	Name() string
 	Project(tx *Tx, recs []Record) error
