@@ -15,6 +15,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/clocktest"
 )
 
 // dumpViews copies every view bucket: bucket \0 key → value.
@@ -143,7 +144,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(dir, Options{Now: (&manualClock{t: clock.Now()}).Now})
+	s, err = Open(dir, Options{Now: clocktest.New(clock.Now()).Now})
 	if err != nil {
 		t.Fatalf("open after the upgrade: %v", err)
 	}

@@ -154,14 +154,19 @@ type daemon struct {
 
 // startDaemon runs `delegations --data data serve args...` and returns
 // once it logs that it serves. It is killed at the end of the test if
-// still running.
+// still running. With --manual-clock it runs the test build, the only one
+// that has it.
 func startDaemon(tb testing.TB, data string, args ...string) *daemon {
 	tb.Helper()
 	d := &daemon{
 		tb: tb, data: data, socket: api.DefaultSocket(data), log: newLockedBuffer(),
 		ready: make(chan struct{}), done: make(chan struct{}),
 	}
-	d.cmd = exec.Command(binary(tb), append([]string{"--data", data, "serve"}, args...)...)
+	bin := binary(tb)
+	if slices.Contains(args, "--manual-clock") {
+		bin = hosttest.DelegationsTestBuild(tb)
+	}
+	d.cmd = exec.Command(bin, append([]string{"--data", data, "serve"}, args...)...)
 	d.cmd.Env = childEnv()
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -951,6 +956,35 @@ func TestOverdueAtStartup(t *testing.T) {
 	d.awaitLog(`msg="timed out delegations past their deadline" count=1`)
 }
 
+// TestShippedWithoutTestHooks: the program as it ships has no test hooks:
+// its serve lists no --manual-clock, and neither that flag nor /v1/clock
+// is in the binary (TestBadRequests sees the endpoint answer no_endpoint);
+// the test build has both.
+func TestShippedWithoutTestHooks(t *testing.T) {
+	t.Parallel()
+	for _, b := range []struct {
+		bin   string
+		hooks bool
+	}{{binary(t), false}, {hosttest.DelegationsTestBuild(t), true}} {
+		r, err := execBin(b.bin, "", "serve", "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(r.stdout+r.stderr, "-manual-clock"); got != b.hooks {
+			t.Errorf("%s serve --help lists --manual-clock: %v, want %v\n%s%s", b.bin, got, b.hooks, r.stdout, r.stderr)
+		}
+		prog, err := os.ReadFile(b.bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, hook := range []string{"manual-clock", "/v1/clock"} {
+			if got := bytes.Contains(prog, []byte(hook)); got != b.hooks {
+				t.Errorf("%s holds %q: %v, want %v", b.bin, hook, got, b.hooks)
+			}
+		}
+	}
+}
+
 // TestStaleSocket: a daemon killed with SIGKILL leaves its socket; the CLI
 // then works on the log itself, and the next daemon replaces the socket.
 // A second daemon on a served data directory or socket exits 1 naming the
@@ -1198,7 +1232,7 @@ func TestBadRequests(t *testing.T) {
 		{"DELETE status", http.MethodDelete, "/v1/status", "", http.StatusMethodNotAllowed, "method_not_allowed", "use GET"},
 		post("unknown verb", "frobnicate", "{}", notFound, "no_endpoint", "/v1/frobnicate; the verbs are ack, active, backup, cancel"),
 		post("serve is not a verb", "serve", "{}", notFound, "no_endpoint", "the verbs are"),
-		post("clock without --manual-clock", "clock", `{"advanceMs":1}`, notFound, "no_endpoint", "only when the daemon runs with --manual-clock"),
+		post("clock, a test build's", "clock", `{"advanceMs":1}`, notFound, "no_endpoint", "/v1/clock; the verbs are"),
 		{"root path", http.MethodGet, "/", "", notFound, "no_endpoint", "the API is under /v1/"},
 		{"v2", http.MethodPost, "/v2/show", "{}", notFound, "no_endpoint", "the API is under /v1/"},
 		{"nested path", http.MethodPost, "/v1/show/extra", "{}", notFound, "no_endpoint", "/v1/show/extra"},
