@@ -13,6 +13,7 @@ import (
 
 	"github.com/delegations/delegations/compaction"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output (review the diff!)")
@@ -226,6 +227,24 @@ func TestHostileInputs(t *testing.T) {
 	}
 	if len(lines) != 2+2+len(in)+2 {
 		t.Errorf("brief has %d lines, want %d:\n%s", len(lines), 2+2+len(in)+2, brief)
+	}
+}
+
+// TestTagRuleIsTheNotifications: the block escapes what a task
+// notification escapes (projection.TagEscaper, the rule's one home), and
+// on one line turns backticks into "'": a title of every printable ASCII
+// character, the notification tests' hostile path among them.
+func TestTagRuleIsTheNotifications(t *testing.T) {
+	var ascii strings.Builder
+	for c := byte('!'); c < 0x7f; c++ {
+		ascii.WriteByte(c)
+	}
+	for _, title := range []string{ascii.String(), "/tmp/a&b/<x>/elegant-blue-tiger.md", "ses<&>"} {
+		block := compaction.Block(nil, []fsm.Delegation{unread("calm-green-otter", fsm.Complete, title, "d", time.Minute)}, opts())
+		want := "\n**Title:** " + strings.ReplaceAll(projection.TagEscaper.Replace(title), "`", "'") + "\n"
+		if !strings.Contains(block, want) {
+			t.Errorf("title %q: the block lacks %q:\n%s", title, want, block)
+		}
 	}
 }
 
