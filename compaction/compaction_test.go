@@ -48,10 +48,16 @@ const dataDir = "/home/ada/.local/share/opencode/delegations"
 
 func running(id, agent, prompt string, at time.Duration) fsm.Delegation {
 	return fsm.Delegation{
-		ID: id, ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", ParentSessionID: "ses_root01",
-		Agent: agent, Prompt: prompt, State: fsm.Running,
-		CreatedAt: t0.Add(at), StartedAt: t0.Add(at + 1500*time.Millisecond),
-		LastUpdateAt: t0.Add(at + 40*time.Second), LastHeartbeatAt: t0.Add(at + 40*time.Second),
+		ID: id,
+		Registration: fsm.Registration{
+			ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", ParentSessionID: "ses_root01",
+			Agent: agent, Prompt: prompt,
+		},
+		State:           fsm.Running,
+		CreatedAt:       t0.Add(at),
+		StartedAt:       t0.Add(at + 1500*time.Millisecond),
+		LastUpdateAt:    t0.Add(at + 40*time.Second),
+		LastHeartbeatAt: t0.Add(at + 40*time.Second),
 	}
 }
 
@@ -85,9 +91,14 @@ func unreadSet() []fsm.Delegation {
 
 func TestBlockGolden(t *testing.T) {
 	never := fsm.Delegation{
-		ID: "quiet-white-owl", ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01",
-		Agent: "planner", Prompt: "Plan the migration.", State: fsm.Registered,
-		CreatedAt: t0, LastUpdateAt: t0,
+		ID: "quiet-white-owl",
+		Registration: fsm.Registration{
+			ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", Agent: "planner",
+			Prompt: "Plan the migration.",
+		},
+		State:        fsm.Registered,
+		CreatedAt:    t0,
+		LastUpdateAt: t0,
 	}
 	var twelve []fsm.Delegation
 	for i := range 12 {

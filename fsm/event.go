@@ -37,10 +37,7 @@ type Event struct {
 	ID   string    // delegation id: the log record's stream
 	At   time.Time // the log record's time
 
-	// registered
-	ProjectID, RootSessionID, ParentSessionID, ParentMessageID, ParentAgent string
-	SessionID, Agent, Model, Prompt                                         string
-	Timeout                                                                 time.Duration // 0 in a command: use Config.DefaultTimeout
+	Registration // registered, imported; SessionID on started too
 
 	Message string // progressed: the last assistant text
 

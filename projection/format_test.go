@@ -52,17 +52,15 @@ var formatT0 = time.Date(2026, 11, 21, 10, 38, 45, 282_000_000, time.UTC)
 // fields are set.
 func formatBase() fsm.Delegation {
 	return fsm.Delegation{
-		ID:              "elegant-blue-tiger",
-		ProjectID:       "4b825dc642cb6eb9",
-		RootSessionID:   "ses_root01",
-		ParentSessionID: "ses_parent01",
-		SessionID:       "ses_child01",
-		Agent:           "researcher",
-		Prompt:          "Survey the login flow.",
-		Timeout:         fsm.DefaultTimeout,
-		CreatedAt:       formatT0,
-		StartedAt:       formatT0.Add(1500 * time.Millisecond),
-		TimeoutAt:       formatT0.Add(fsm.DefaultTimeout),
+		ID: "elegant-blue-tiger",
+		Registration: fsm.Registration{
+			ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01",
+			ParentSessionID: "ses_parent01", SessionID: "ses_child01", Agent: "researcher",
+			Prompt: "Survey the login flow.", Timeout: fsm.DefaultTimeout,
+		},
+		CreatedAt: formatT0,
+		StartedAt: formatT0.Add(1500 * time.Millisecond),
+		TimeoutAt: formatT0.Add(fsm.DefaultTimeout),
 	}
 }
 
@@ -587,8 +585,14 @@ func TestRenderParseFixedPoint(t *testing.T) {
 			t.Fatal(err)
 		}
 		back := fsm.Delegation{
-			ID: p.ID, Title: p.Title, Description: p.Description, Agent: p.Agent, State: p.Status,
-			SessionID: p.Session, StartedAt: p.Started, CompletedAt: p.Completed, Result: p.Result,
+			ID:           p.ID,
+			Title:        p.Title,
+			Description:  p.Description,
+			Registration: fsm.Registration{Agent: p.Agent, SessionID: p.Session},
+			State:        p.Status,
+			StartedAt:    p.Started,
+			CompletedAt:  p.Completed,
+			Result:       p.Result,
 		}
 		// The result text is stored per status; put it back where ResultText reads it.
 		switch p.Status {

@@ -272,7 +272,9 @@ func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
 	return err
 }
 
-// Registration is what a delegate call provides.
+// Registration is what a delegate call provides: the fields of
+// fsm.Registration, flat so that a caller's literal names them, and an
+// idempotency key.
 type Registration struct {
 	ProjectID       string
 	RootSessionID   string
@@ -306,19 +308,11 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 	// Timeouts are kept in milliseconds (the record's timeoutMs): a finer
 	// one would make the deadline differ between the event and the record.
 	r.Timeout = r.Timeout.Truncate(time.Millisecond)
-	cmd := fsm.Event{
-		Kind:            fsm.KindRegistered,
-		ProjectID:       r.ProjectID,
-		RootSessionID:   r.RootSessionID,
-		ParentSessionID: r.ParentSessionID,
-		ParentMessageID: r.ParentMessageID,
-		ParentAgent:     r.ParentAgent,
-		SessionID:       r.SessionID,
-		Agent:           r.Agent,
-		Model:           r.Model,
-		Prompt:          r.Prompt,
-		Timeout:         r.Timeout,
-	}
+	cmd := fsm.Event{Kind: fsm.KindRegistered, Registration: fsm.Registration{
+		ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID,
+		ParentMessageID: r.ParentMessageID, ParentAgent: r.ParentAgent, SessionID: r.SessionID,
+		Agent: r.Agent, Model: r.Model, Prompt: r.Prompt, Timeout: r.Timeout,
+	}}
 	var key string
 	if r.IdempotencyKey != "" {
 		key = "register:" + r.IdempotencyKey
@@ -342,7 +336,8 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 
 // Start marks a delegation running; session names the child session.
 func (s *Store) Start(ctx context.Context, id, session string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindStarted, ID: id, SessionID: session}, "")
+	started := fsm.Event{Kind: fsm.KindStarted, ID: id, Registration: fsm.Registration{SessionID: session}}
+	return s.execute(ctx, started, "")
 }
 
 // Progress records a heartbeat with the child's latest text.

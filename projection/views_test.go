@@ -249,7 +249,9 @@ func writeLog(t *testing.T, events []fsm.Event) string {
 func TestViewsUnregisteredDelegation(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, SessionID: "ses_child"},
+		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, Registration: fsm.Registration{
+			SessionID: "ses_child",
+		}},
 		{Kind: fsm.KindCompleted, ID: "elegant-blue-tiger", At: at.Add(time.Second), Result: "done"},
 		{Kind: fsm.KindNotified, ID: "elegant-blue-tiger", At: at.Add(2 * time.Second)},
 	})
@@ -277,8 +279,13 @@ func TestViewsUnregisteredDelegation(t *testing.T) {
 func TestViewsUnindexableRecord(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
-		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
+		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a",
+			Prompt: "p", Timeout: time.Minute,
+		}},
+		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute,
+		}},
 	})
 	s, err := Open(dir, Options{})
 	if err == nil {
