@@ -15,19 +15,19 @@ import (
 	"github.com/delegations/delegations/fsm"
 )
 
-// updateFormat rewrites the format goldens. Its name differs from the usual
-// -update so that it cannot clash with another test file of the package.
-var updateFormat = flag.Bool("update-format", false, "rewrite testdata/format_*.golden from the current output")
+// update rewrites the package's goldens (testdata/format_*.golden), as
+// -update does in every package.
+var update = flag.Bool("update", false, "rewrite testdata/format_*.golden from the current output (review the diff!)")
 
 // formatGoldenPrefix names this file's goldens in testdata/.
 const formatGoldenPrefix = "format_"
 
 // checkFormatGolden compares got with testdata/format_<name>.golden byte for
-// byte. A missing golden fails unless -update-format is given.
+// byte. A missing golden fails unless -update is given.
 func checkFormatGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", formatGoldenPrefix+name+".golden")
-	if *updateFormat {
+	if *update {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -38,10 +38,10 @@ func checkFormatGolden(t *testing.T, name string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("golden %s: %v (run `go test ./projection -run %s -update-format` to create it, then review it)", path, err, t.Name())
+		t.Fatalf("golden %s: %v (run `go test ./projection -run %s -update` to create it, then review it)", path, err, t.Name())
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden (run with -update-format to accept)\n--- got ---\n%s\n--- want ---\n%s\n--- got (quoted) ---\n%q\n--- want (quoted) ---\n%q",
+		t.Errorf("%s differs from the golden (run with -update to accept)\n--- got ---\n%s\n--- want ---\n%s\n--- got (quoted) ---\n%q\n--- want (quoted) ---\n%q",
 			path, got, want, got, want)
 	}
 }
@@ -340,7 +340,7 @@ func TestNotFoundAndRequiredTexts(t *testing.T) {
 // TestFormatGoldensAreUsed fails on a golden no test writes (a renamed or
 // removed case) and when there are none at all.
 func TestFormatGoldensAreUsed(t *testing.T) {
-	if *updateFormat {
+	if *update {
 		t.Skip("goldens are being rewritten")
 	}
 	want := map[string]bool{"all_complete": true, "list_mixed": true, "list_empty": true, "notification_remaining_2": true}
