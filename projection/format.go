@@ -341,7 +341,9 @@ func fmtAgent(s string) string {
 // The block is markdown the model reads line by line, with ids inside code
 // spans: there every text is also made one line (control characters
 // included), and backticks (in ids, double quotes too) become "'" so that
-// nothing leaves its code span.
+// nothing leaves its code span. (The status page shows these texts to a
+// browser, not a model: there html/template and html.EscapeString escape
+// every character HTML treats specially.)
 var TagEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // TerminalNotification returns the <task-notification> sent to the parent

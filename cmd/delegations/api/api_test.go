@@ -158,7 +158,7 @@ func TestDeadlineSweeper(t *testing.T) {
 func TestOverdueAtStartup(t *testing.T) {
 	dir := t.TempDir()
 	clock := clocktest.New(t0)
-	s, err := projection.Open(dir, projection.Options{Now: clock.Now})
+	s, err := projection.Open(dir, projection.Options{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
