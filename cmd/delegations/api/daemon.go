@@ -389,6 +389,18 @@ func background(ctx context.Context, k *keeper, clock projection.Clock, logger *
 	}
 }
 
+// sleep waits until d has passed on the clock or ctx ends.
+func sleep(ctx context.Context, clock projection.Clock, d time.Duration) error {
+	done := make(chan struct{})
+	defer clock.AfterFunc(d, func() { close(done) })()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // sweepDeadlines is the deadline sweeper: it times out every delegation
 // past its deadline (at once for those that passed while no daemon ran),
 // then waits for the next deadline or a new event, which may bring an
