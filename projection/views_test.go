@@ -15,6 +15,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/clocktest"
 )
 
 // dumpViews copies every view bucket: bucket \0 key → value.
@@ -143,7 +144,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(dir, Options{Now: (&manualClock{t: clock.Now()}).Now})
+	s, err = Open(dir, Options{Now: clocktest.New(clock.Now()).Now})
 	if err != nil {
 		t.Fatalf("open after the upgrade: %v", err)
 	}
@@ -248,7 +249,9 @@ func writeLog(t *testing.T, events []fsm.Event) string {
 func TestViewsUnregisteredDelegation(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, SessionID: "ses_child"},
+		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, Registration: fsm.Registration{
+			SessionID: "ses_child",
+		}},
 		{Kind: fsm.KindCompleted, ID: "elegant-blue-tiger", At: at.Add(time.Second), Result: "done"},
 		{Kind: fsm.KindNotified, ID: "elegant-blue-tiger", At: at.Add(2 * time.Second)},
 	})
@@ -276,8 +279,13 @@ func TestViewsUnregisteredDelegation(t *testing.T) {
 func TestViewsUnindexableRecord(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
-		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
+		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a",
+			Prompt: "p", Timeout: time.Minute,
+		}},
+		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute,
+		}},
 	})
 	s, err := Open(dir, Options{})
 	if err == nil {
