@@ -212,8 +212,13 @@ func TestRecordsViewIsBinary(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if v := texts.Get(textKey(d.ID, 0)); string(v) != d.Prompt || d.Prompt == "" {
-			t.Errorf("texts view holds prompt %q, want %q", v, d.Prompt)
+		// The prompt stays in its event; the texts view names that event.
+		v := texts.Get(textKey(d.ID, 0))
+		if len(v) != textRefLen {
+			t.Errorf("texts view holds %q for the prompt, want a reference", v)
+		}
+		if text, err := readText(tx, v, 0); text != d.Prompt || d.Prompt == "" || err != nil {
+			t.Errorf("texts view's prompt reads %q, %v; want %q", text, err, d.Prompt)
 		}
 		return nil
 	})
