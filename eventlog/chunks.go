@@ -14,25 +14,36 @@ import (
 // pages when the value is large, and writes the whole leaf again whenever
 // any key in it changes. The events bucket's last leaf takes every append,
 // so a large payload stored there is written again by the appends that
-// follow it. A payload longer than ChunkLen is therefore cut into chunks
-// of ChunkLen bytes (two fill a 4 KiB page), stored in the chunks bucket
-// under the record's sequence number and the chunk's number, before the
-// record that names them, in the same transaction; the record then holds
-// the payload's length and the chunk length instead of the payload. Each
-// chunk is written once and never touched again: an append costs its own
-// bytes, whatever came before it. No value is ever larger than a page,
-// which is also what a store with a bound on its request size needs.
+// follow it. A payload longer than InlineLen is therefore cut into chunks
+// of ChunkLen bytes, stored in a bucket of their own under the chunks
+// bucket, before the record that names them, in the same transaction; the
+// record then holds the payload's length and the chunk length instead of
+// the payload. No later append adds a key beside a chunk, so a chunk is
+// written once, in one run of pages, and never again: an append costs its
+// own bytes, whatever came before it. No value is larger than ChunkLen plus
+// its checksum, which is also what a store with a bound on its request
+// size needs.
 //
-//	chunks: sequence number (8 bytes) + chunk number (4 bytes) → data + checksum
+//	chunks: sequence number (8 bytes) → bucket:
+//	        sequence number (8 bytes) + chunk number (4 bytes) → data + checksum
 //
-// A chunk's checksum is xxhash64 of its key and its data, so a chunk copied
-// under another key fails it. A chunk that is missing or fails its checksum
-// makes its record a *CorruptError, as a damaged record is.
+// A chunk's key repeats the sequence number so that a chunk found outside
+// the tree (Salvage) says whose it is. Its checksum is xxhash64 of its key
+// and its data, so a chunk copied under another key fails it. A chunk that
+// is missing or fails its checksum makes its record a *CorruptError, as a
+// damaged record is.
 var bucketChunks = []byte("chunks")
 
-// ChunkLen is the most payload bytes one chunk holds, and the longest
-// payload kept inside its record.
-const ChunkLen = 2000
+// InlineLen is the longest payload kept inside its record.
+const InlineLen = 2000
+
+// ChunkLen is the most payload bytes one chunk holds: two chunks, with
+// bbolt's element headers, keys and checksums, fill 64 KiB of pages.
+const ChunkLen = 32<<10 - chunkOverhead
+
+// chunkOverhead is what a chunk costs in a leaf page beside its data:
+// bbolt's element header, the key, the checksum, and half a page header.
+const chunkOverhead = 16 + chunkKeyLen + checksumLen + 16/2
 
 // Record format versions: the first byte of every stored record.
 const (
@@ -51,19 +62,24 @@ func knownFormat(v []byte) error {
 }
 
 // putRecord stores the record seq in events, its payload in chunks first
-// when it is longer than ChunkLen.
+// when it is longer than InlineLen.
 func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream, key string, payload []byte) error {
-	if len(payload) <= ChunkLen {
+	if len(payload) <= InlineLen {
 		// bbolt keeps the value slice until commit: each record needs its own.
 		val := appendRecord(make([]byte, 0, encodedLen(len(stream), len(key), len(payload))),
 			seq, kind, nanos, stream, key, payload)
 		return events.Put(u64(seq), val)
 	}
-	chunks, err := events.Tx().CreateBucketIfNotExists(bucketChunks)
+	all, err := events.Tx().CreateBucketIfNotExists(bucketChunks)
 	if err != nil {
 		return err
 	}
 	// Keys only ever grow at the end: fill pages completely.
+	all.FillPercent = 1.0
+	chunks, err := all.CreateBucket(u64(seq))
+	if err != nil {
+		return fmt.Errorf("chunks of record %d: %w", seq, err)
+	}
 	chunks.FillPercent = 1.0
 	n := chunkCount(len(payload), ChunkLen)
 	// One allocation for every chunk's key and value; bbolt keeps them
@@ -121,8 +137,18 @@ type chunkSource func(seq uint64, i uint32) []byte
 // txChunks reads chunks from tx's chunks bucket (a file without one holds
 // no chunked record).
 func txChunks(tx *bolt.Tx) chunkSource {
-	b := tx.Bucket(bucketChunks)
+	all := tx.Bucket(bucketChunks)
+	var (
+		last uint64
+		b    *bolt.Bucket
+	)
 	return func(seq uint64, i uint32) []byte {
+		if all == nil {
+			return nil
+		}
+		if b == nil || seq != last {
+			last, b = seq, all.Bucket(u64(seq))
+		}
 		if b == nil {
 			return nil
 		}

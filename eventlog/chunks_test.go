@@ -13,9 +13,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// chunkedLog writes a log of five records: small, 1 MiB, small (keyed),
-// one of exactly ChunkLen+1 bytes, small. It returns the path and the
-// payloads by sequence number.
+// chunkedLog writes a log of five records: small, 1 MiB, small and
+// ChunkLen+1 bytes (one keyed append), InlineLen+1 bytes. It returns the
+// path and the payloads by sequence number.
 func chunkedLog(t *testing.T) (string, map[uint64][]byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "log.db")
@@ -23,11 +23,12 @@ func chunkedLog(t *testing.T) (string, map[uint64][]byte) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	big[12345] = 'x' // not periodic in the chunk length
 	edge := bytes.Repeat([]byte("e"), ChunkLen+1)
-	payloads := map[uint64][]byte{1: []byte("first"), 2: big, 3: []byte("third"), 4: edge, 5: []byte("fifth")}
+	over := bytes.Repeat([]byte("o"), InlineLen+1)
+	payloads := map[uint64][]byte{1: []byte("first"), 2: big, 3: []byte("third"), 4: edge, 5: over}
 	mustAppend(t, l, Append{Stream: "a", Entries: []Entry{entry(1, "first")}})
 	mustAppend(t, l, Append{Stream: "b", Entries: []Entry{{Kind: 2, Time: t0, Payload: big}}})
 	mustAppend(t, l, Append{Stream: "a", Key: "k", Entries: []Entry{entry(3, "third"), {Kind: 4, Time: t0, Payload: edge}}})
-	mustAppend(t, l, Append{Stream: "b", Entries: []Entry{entry(5, "fifth")}})
+	mustAppend(t, l, Append{Stream: "b", Entries: []Entry{{Kind: 5, Time: t0, Payload: over}}})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +80,10 @@ func TestChunkedPayloads(t *testing.T) {
 	}
 	defer db.Close()
 	_ = db.View(func(tx *bolt.Tx) error {
-		if n := tx.Bucket(bucketChunks).Stats().KeyN; n != chunkCount(len(want[2]), ChunkLen)+2 {
-			t.Errorf("chunks bucket holds %d chunks", n)
+		for seq, n := range map[uint64]int{2: chunkCount(len(want[2]), ChunkLen), 4: 2, 5: 1} {
+			if got := tx.Bucket(bucketChunks).Bucket(u64(seq)).Stats().KeyN; got != n {
+				t.Errorf("record %d has %d chunks, want %d", seq, got, n)
+			}
 		}
 		if v := tx.Bucket(bucketEvents).Get(u64(2)); len(v) > 64 {
 			t.Errorf("the 1 MiB record is %d bytes in the events bucket", len(v))
@@ -122,7 +125,7 @@ func TestChunkDamage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Update(func(tx *bolt.Tx) error { return damage(tx.Bucket(bucketChunks)) }); err != nil {
+			if err := db.Update(func(tx *bolt.Tx) error { return damage(tx.Bucket(bucketChunks).Bucket(u64(2))) }); err != nil {
 				t.Fatal(err)
 			}
 			db.Close()
@@ -229,7 +232,7 @@ func TestOpenFormat1(t *testing.T) {
 		if v := tx.Bucket(bucketMeta).Get(metaFormat); !bytes.Equal(v, []byte{FormatVersion}) {
 			t.Errorf("format after a writer opened it: %v", v)
 		}
-		if tx.Bucket(bucketChunks).Stats().KeyN == 0 {
+		if tx.Bucket(bucketChunks).Bucket(u64(2)) == nil {
 			t.Error("the new large record is not in chunks")
 		}
 		return nil

@@ -126,7 +126,7 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	var treeLater []elem
 	if pf.cur.err == nil {
 		out.Damage = pf.check(func(path []string, e elem) {
-			if len(path) == 1 && (path[0] == string(bucketEvents) || path[0] == string(bucketChunks)) {
+			if len(path) == 1 && path[0] == string(bucketEvents) || len(path) == 2 && path[0] == string(bucketChunks) {
 				take(e, keepFound, &treeLater)
 			}
 		})

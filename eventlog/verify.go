@@ -73,7 +73,7 @@ func (l *Log) Verify(ctx context.Context) error {
 // many records carry an idempotency key.
 func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed int, err error) {
 	c := tx.Bucket(bucketEvents).Cursor()
-	chunks, named := txChunks(tx), 0
+	chunks, named := txChunks(tx), map[uint64]int{}
 	want := uint64(1)
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if want%4096 == 0 && ctx.Err() != nil {
@@ -90,7 +90,7 @@ func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed 
 		want = seq + 1
 		r, chunked, err := decodeHead(seq, v)
 		if err == nil && chunked.length > 0 {
-			named += chunked.chunks()
+			named[seq] = chunked.chunks()
 			_, err = chunked.assemble(seq, chunks)
 		}
 		if err != nil {
@@ -101,10 +101,19 @@ func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed 
 			keyed++
 		}
 	}
-	if b := tx.Bucket(bucketChunks); b != nil {
-		if n := b.Stats().KeyN; n != named {
-			report(fmt.Errorf("%w: the chunks bucket holds %d payload chunks but the records name %d", ErrCorrupt, n, named))
-		}
+	if all := tx.Bucket(bucketChunks); all != nil {
+		_ = all.ForEach(func(k, v []byte) error {
+			b := all.Bucket(k)
+			if len(k) != 8 || b == nil {
+				report(fmt.Errorf("%w: the chunks bucket holds %x, not a record's bucket of chunks", ErrCorrupt, clip(k)))
+				return nil
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if n := b.Stats().KeyN; n != named[seq] {
+				report(corrupt(seq, "%d payload chunks stored, the record names %d", n, named[seq]))
+			}
+			return nil
+		})
 	}
 	return keyed, nil
 }
