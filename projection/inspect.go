@@ -44,7 +44,8 @@ type CycleView struct {
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
 //
-//	records    ID, Record
+//	records    ID, Record (for a delegation the roots view lists, read there:
+//	           the records entry only points at it)
 //	roots      Session (root), ID, Record (its Summary)
 //	parents    Session (parent), ID
 //	running    Session (root), Time (createdAt), ID
@@ -93,6 +94,11 @@ func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			e := decodeViewEntry(name, k, v)
+			if name == bucketRecords {
+				if e.Record, err = storedSummary(tx, e.ID, v); err != nil {
+					e.Err = err
+				}
+			}
 			if name == bucketTexts && e.Err == nil {
 				text, err := readText(tx, v, e.Text)
 				switch {

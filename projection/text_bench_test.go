@@ -216,7 +216,7 @@ func BenchmarkFileSize(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sizes, err := bucketSizes(path, fi.Size())
+		sizes, fill, err := bucketSizes(path, fi.Size())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -227,7 +227,7 @@ func BenchmarkFileSize(b *testing.B) {
 		b.Logf("%d events, %d payload bytes, file %d bytes (%.2f per payload byte)", events, payload, fi.Size(), float64(fi.Size())/float64(payload))
 		for _, name := range names {
 			b.ReportMetric(float64(sizes[name])/(1<<20), "MiB/"+name)
-			b.Logf("  %-16s %10.1f MiB %6.1f%%", name, float64(sizes[name])/(1<<20), 100*float64(sizes[name])/float64(fi.Size()))
+			b.Logf("  %-16s %10.1f MiB %6.1f%% of the file, leaves %3.0f%% full", name, float64(sizes[name])/(1<<20), 100*float64(sizes[name])/float64(fi.Size()), 100*fill[name])
 		}
 	}
 }
@@ -235,17 +235,24 @@ func BenchmarkFileSize(b *testing.B) {
 // bucketSizes returns the bytes of pages each bucket's tree takes in the
 // bbolt file at path, size bytes long (views: each view apart; the views
 // bucket itself without them), under "free" the other pages below the
-// high water mark and under "unallocated" the rest of the file.
-func bucketSizes(path string, size int64) (map[string]int64, error) {
+// high water mark and under "unallocated" the rest of the file; and the
+// share of each bucket's leaf pages in use.
+func bucketSizes(path string, size int64) (out map[string]int64, fill map[string]float64, err error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer db.Close()
-	out := map[string]int64{}
+	out, fill = map[string]int64{}, map[string]float64{}
 	ps := int64(db.Info().PageSize)
 	pages := func(s bolt.BucketStats) int64 {
 		return ps * int64(s.BranchPageN+s.BranchOverflowN+s.LeafPageN+s.LeafOverflowN)
+	}
+	leafFill := func(s bolt.BucketStats) float64 {
+		if n := s.LeafPageN + s.LeafOverflowN; n > 0 {
+			return float64(s.LeafInuse) / float64(int64(n)*ps)
+		}
+		return 0
 	}
 	err = db.View(func(tx *bolt.Tx) error {
 		out["free"] = tx.Size()
@@ -256,8 +263,10 @@ func bucketSizes(path string, size int64) (map[string]int64, error) {
 			if string(name) == "views" {
 				err := bk.ForEach(func(k, v []byte) error {
 					if sub := bk.Bucket(k); v == nil && sub != nil {
-						n := pages(sub.Stats())
+						st := sub.Stats()
+						n := pages(st)
 						out["views/"+string(k)] = n
+						fill["views/"+string(k)] = leafFill(st)
 						total -= n
 					}
 					return nil
@@ -267,8 +276,9 @@ func bucketSizes(path string, size int64) (map[string]int64, error) {
 				}
 			}
 			out[string(name)] = total
+			fill[string(name)] = leafFill(bk.Stats())
 			return nil
 		})
 	})
-	return out, err
+	return out, fill, err
 }

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -19,7 +20,7 @@ import (
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
 const (
-	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord)
+	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord), or where the roots view holds it: rootPointer
 	bucketTexts     = "texts"     // id \0 n → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef
 	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
@@ -95,7 +96,8 @@ type cycle struct {
 // it renames the projector, so the log replays every record into it when a
 // file written by an older build is opened (v1 kept records as JSON; v2
 // kept no value in the roots view, so a listing read every whole record;
-// v3 kept every text in the texts view, a second copy of its event's).
+// v3 kept every text in the texts view, a second copy of its event's, and
+// every summary in the records view, a second copy of the roots view's).
 type views struct{}
 
 func (views) Name() string { return "views/v4" }
@@ -210,9 +212,6 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		*t = ""
 	}
 	// A fresh slice per Put: bbolt keeps the value until the commit.
-	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
-		return err
-	}
 	if Unregistered(&next) {
 		// Events of a delegation whose registration is not in the log:
 		// `delegations recover` keeps every intact record of a damaged
@@ -221,19 +220,58 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// timeline), but it names no root, parent, project or deadline:
 		// it is in no index and no cycle, no artifact is written for it
 		// and no notification is sent. Replay's rules say the same.
-		return nil
+		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
 	}
 	if err := v.moved(w, seq, e, prev, &next); err != nil {
 		return err
 	}
 	// The roots view holds each indexed delegation's summary, so that a
-	// listing reads one small value per delegation, in key order.
+	// listing reads one small value per delegation, in key order; the
+	// records view then points there instead of holding it again, and
+	// does not change after the registration.
 	root := pairKey(next.RootSessionID, e.ID)
 	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
 	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
+		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
+	}
+	if err := w.b[bucketRoots].Put(root, next.AppendRecord(nil)); err != nil { // its texts are out
+		return err
+	}
+	ptr := rootPointer(next.RootSessionID)
+	if bytes.Equal(w.b[bucketRecords].Get([]byte(e.ID)), ptr) {
 		return nil
 	}
-	return w.b[bucketRoots].Put(root, next.AppendRecord(nil)) // its texts are out
+	return w.b[bucketRecords].Put([]byte(e.ID), ptr)
+}
+
+// rootPointerTag starts a records view value that holds no record but
+// names the root session under which the roots view holds it. A record
+// starts with fsm.RecordVersion, never 0.
+const rootPointerTag = 0
+
+func rootPointer(root string) []byte {
+	return append([]byte{rootPointerTag}, root...)
+}
+
+// storedSummary returns the summary the records view entry v of id stands
+// for: v itself, or the roots view's value v points at.
+func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != rootPointerTag {
+		return v, nil
+	}
+	root := v[1:]
+	roots, err := tx.Bucket(bucketRoots)
+	if err != nil {
+		return nil, err
+	}
+	var sum []byte
+	if roots != nil {
+		sum = roots.Get(pairKey(string(root), id))
+	}
+	if sum == nil {
+		return nil, fmt.Errorf("records view %q: points at root %q, where the roots view does not list it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
+	}
+	return sum, nil
 }
 
 // moved moves a delegation between the views for one event.
@@ -551,6 +589,9 @@ func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	v := b.Get([]byte(id))
 	if v == nil {
 		return nil, nil
+	}
+	if v, err = storedSummary(tx, id, v); err != nil {
+		return nil, err
 	}
 	d, err := fsm.UnmarshalDelegation(v) // copies v: it outlives the transaction
 	if err != nil {
