@@ -51,9 +51,10 @@ const (
 	recordChunked = 2 // the payload's length and the chunk length; the payload is in the chunks bucket
 )
 
-// fileFormats are the values of the meta bucket's format key this build
-// reads: FormatVersion, and the format before chunks (inline payloads only),
-// which a writer upgrades by writing FormatVersion over it.
+// knownFormat accepts the values of the meta bucket's format key this
+// build reads: FormatVersion, and 1, the format before chunks (every
+// payload inline), which a writer upgrades by writing FormatVersion over
+// it. Anything else is a file of a later build.
 func knownFormat(v []byte) error {
 	if len(v) == 1 && (v[0] == FormatVersion || v[0] == 1) {
 		return nil
