@@ -99,7 +99,8 @@ func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream
 			return err
 		}
 	}
-	return events.Put(u64(seq), appendChunkedRecord(nil, seq, kind, nanos, stream, key, len(payload), ChunkLen))
+	chunked := chunkedPayload{length: len(payload), chunkLen: ChunkLen, hash: xxhash.Sum64(payload)}
+	return events.Put(u64(seq), appendChunkedRecord(nil, seq, kind, nanos, stream, key, chunked))
 }
 
 const chunkKeyLen = 8 + 4
@@ -116,8 +117,12 @@ func chunkChecksum(key, data []byte) uint64 {
 
 // appendChunkedRecord appends the encoding of a record whose payload is
 // in chunks: the layout of appendRecord with version recordChunked and, in
-// place of the payload, its length and the chunk length (4 bytes each).
-func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, payloadLen, chunkLen int) []byte {
+// place of the payload, its length and the chunk length (4 bytes each) and
+// the payload's xxhash64 (8 bytes), which a reader checks the chunks put
+// together against: each chunk passing its own checksum does not prove
+// that they all come from the same append (one whose commit failed can
+// leave chunks of its sequence numbers in free pages, found by Salvage).
+func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, p chunkedPayload) []byte {
 	start := len(dst)
 	dst = append(dst, recordChunked)
 	dst = binary.BigEndian.AppendUint16(dst, kind)
@@ -126,8 +131,9 @@ func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, st
 	dst = append(dst, stream...)
 	dst = append(dst, byte(len(key)))
 	dst = append(dst, key...)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(payloadLen))
-	dst = binary.BigEndian.AppendUint32(dst, uint32(chunkLen))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(p.length))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(p.chunkLen))
+	dst = binary.BigEndian.AppendUint64(dst, p.hash)
 	return binary.BigEndian.AppendUint64(dst, checksum(seq, dst[start:]))
 }
 
@@ -173,6 +179,7 @@ func readRecord(tx *bolt.Tx, seq uint64, b []byte) (Record, error) {
 // chunkedPayload is what a chunked record says of its payload.
 type chunkedPayload struct {
 	length, chunkLen int
+	hash             uint64 // xxhash64 of the whole payload
 }
 
 func (p chunkedPayload) chunks() int { return chunkCount(p.length, p.chunkLen) }
@@ -201,6 +208,9 @@ func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
 			return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x", i, n, sum, got)
 		}
 		out = append(out, data...)
+	}
+	if got := xxhash.Sum64(out); got != p.hash {
+		return nil, corrupt(seq, "payload checksum mismatch: stored %016x, computed %016x (every chunk passes its own: they come from different appends)", p.hash, got)
 	}
 	return out, nil
 }

@@ -137,10 +137,10 @@ func decodeHead(seq uint64, b []byte) (r Record, chunked chunkedPayload, err err
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
 	if body[0] == recordChunked {
-		if len(rest) != 4 {
-			return Record{}, chunked, corrupt(seq, "chunked payload: %d bytes after the payload length, want 4", len(rest))
+		if len(rest) != 4+8 {
+			return Record{}, chunked, corrupt(seq, "chunked payload: %d bytes after the payload length, want 12", len(rest))
 		}
-		chunked = chunkedPayload{length: int(n), chunkLen: int(binary.BigEndian.Uint32(rest))}
+		chunked = chunkedPayload{length: int(n), chunkLen: int(binary.BigEndian.Uint32(rest)), hash: binary.BigEndian.Uint64(rest[4:])}
 		rest = nil
 		if chunked.length == 0 || chunked.length > MaxPayloadLen || chunked.chunkLen == 0 {
 			return Record{}, chunkedPayload{}, corrupt(seq, "chunked payload of %d bytes in chunks of %d", chunked.length, chunked.chunkLen)

@@ -88,6 +88,8 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	// are gathered from the tree and from every leaf page (a chunk's
 	// checksum covers its key, so a pair from another bucket cannot pass
 	// as one), and chunked records are decoded once every page was read.
+	// The tree's chunk under a key wins, then the first found; the
+	// record's checksum of its whole payload rejects a mix.
 	chunks := map[[chunkKeyLen]byte][]byte{}
 	src := func(seq uint64, i uint32) []byte {
 		return chunks[[chunkKeyLen]byte(chunkKey(seq, i))]
@@ -97,7 +99,9 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	take := func(e elem, keep func(Record), later *[]elem) {
 		if len(e.key) == chunkKeyLen {
 			if _, _, ok := chunkOf(e.key, e.value); ok {
-				chunks[[chunkKeyLen]byte(e.key)] = e.value
+				if _, have := chunks[[chunkKeyLen]byte(e.key)]; !have {
+					chunks[[chunkKeyLen]byte(e.key)] = e.value
+				}
 			}
 			return
 		}
@@ -141,13 +145,21 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	}
 	for _, ps := range sizes {
 		pf.pageSize = ps
-		var scanned []Record
-		var scanLater []elem
+		extra := map[uint64]Record{}
+		conflicts := map[uint64]bool{}
 		keepScanned := func(r Record) {
-			if _, live := found[r.Seq]; !live {
-				scanned = append(scanned, r)
+			if _, live := found[r.Seq]; live {
+				return
 			}
+			if prev, dup := extra[r.Seq]; dup {
+				if !sameRecord(prev, r) {
+					conflicts[r.Seq] = true
+				}
+				return
+			}
+			extra[r.Seq] = r
 		}
+		var scanLater []elem
 		pages := uint64(size) / uint64(ps)
 		for id := uint64(2); id < pages; id++ {
 			b, err := pf.page(id, pages)
@@ -173,25 +185,16 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 			}
 			visit(b, 0)
 		}
-		// The tree's chunked records, now that every chunk is known.
-		assemble(treeLater, keepFound)
+		// The tree's chunked records, now that every chunk is known: they
+		// are live, whatever the scan found for them.
+		assemble(treeLater, func(r Record) {
+			found[r.Seq] = r
+			delete(extra, r.Seq)
+			delete(conflicts, r.Seq)
+		})
 		treeLater = nil
 		out.Reachable = len(found)
 		assemble(scanLater, keepScanned)
-		extra := map[uint64]Record{}
-		conflicts := map[uint64]bool{}
-		for _, r := range scanned {
-			if _, live := found[r.Seq]; live {
-				continue
-			}
-			if prev, dup := extra[r.Seq]; dup {
-				if !sameRecord(prev, r) {
-					conflicts[r.Seq] = true
-				}
-				continue
-			}
-			extra[r.Seq] = r
-		}
 		if len(extra) == 0 && len(found) == 0 && pf.cur.err != nil {
 			continue
 		}
