@@ -184,7 +184,10 @@ type chunkedPayload struct {
 
 func (p chunkedPayload) chunks() int { return chunkCount(p.length, p.chunkLen) }
 
-// assemble reads and checks the chunks of record seq's payload.
+// assemble reads and checks the chunks of record seq's payload. The
+// payload's own checksum covers every chunk, so it is the one computed on
+// every read; each chunk's checksum is computed only when that one fails,
+// to say which chunk is damaged.
 func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
 	if src == nil {
 		return nil, corrupt(seq, "the payload is in %d chunks, which were not read", p.chunks())
@@ -203,13 +206,16 @@ func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
 		if len(v) != want+checksumLen {
 			return nil, corrupt(seq, "payload chunk %d of %d is %d bytes, want %d", i, n, len(v), want+checksumLen)
 		}
-		data, sum := v[:want], binary.BigEndian.Uint64(v[want:])
-		if got := chunkChecksum(chunkKey(seq, uint32(i)), data); got != sum {
-			return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x", i, n, sum, got)
-		}
-		out = append(out, data...)
+		out = append(out, v[:want]...)
 	}
 	if got := xxhash.Sum64(out); got != p.hash {
+		for i := range n {
+			v := src(seq, uint32(i))
+			data, sum := v[:len(v)-checksumLen], binary.BigEndian.Uint64(v[len(v)-checksumLen:])
+			if got := chunkChecksum(chunkKey(seq, uint32(i)), data); got != sum {
+				return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x", i, n, sum, got)
+			}
+		}
 		return nil, corrupt(seq, "payload checksum mismatch: stored %016x, computed %016x (every chunk passes its own: they come from different appends)", p.hash, got)
 	}
 	return out, nil

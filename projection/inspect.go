@@ -100,7 +100,7 @@ func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 				}
 			}
 			if name == bucketTexts && e.Err == nil {
-				text, err := readText(tx, v, e.Text)
+				text, err := readText(tx, v, e.Text, true)
 				switch {
 				case errors.Is(err, eventlog.ErrCorrupt):
 					e.Value = nil
@@ -132,7 +132,7 @@ func InspectRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	}
 	for i, t := range d.Texts() {
 		if v := b.Get(textKey(id, i)); v != nil {
-			text, err := readText(tx, v, i)
+			text, err := readText(tx, v, i, true)
 			if err != nil && !errors.Is(err, eventlog.ErrCorrupt) {
 				return nil, fmt.Errorf("texts view %q text %d: %w", id, i, err)
 			}

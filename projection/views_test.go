@@ -228,7 +228,7 @@ func TestRecordsViewIsBinary(t *testing.T) {
 		if len(v) != textRefLen {
 			t.Errorf("texts view holds %q for the prompt, want a reference", v)
 		}
-		if text, err := readText(tx, v, 0); text != d.Prompt || d.Prompt == "" || err != nil {
+		if text, err := readText(tx, v, 0, true); text != d.Prompt || d.Prompt == "" || err != nil {
 			t.Errorf("texts view's prompt reads %q, %v; want %q", text, err, d.Prompt)
 		}
 		return nil
