@@ -423,16 +423,11 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		// when the filter no longer lists it.
 		var at time.Time
 		err := s.log.View(func(tx *eventlog.Tx) error {
-			b, err := tx.Bucket(bucketRecords)
-			if err != nil || b == nil {
-				return err
-			}
-			if v := b.Get([]byte(o.After)); v != nil {
-				d, err := fsm.UnmarshalSummary(v)
+			d, err := loadStored(tx, o.After)
+			if d != nil {
 				at = d.CreatedAt
-				return err
 			}
-			return nil
+			return err
 		})
 		if err != nil {
 			return nil, err
