@@ -494,7 +494,10 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		}
 		if *t, err = readText(tx, v, i, false); err != nil {
 			if errors.Is(err, eventlog.ErrCorrupt) {
-				return nil, fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
+				// One damaged event costs its text, not the record, nor
+				// every listing, block and notification that shows it.
+				*t = fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err)
+				continue
 			}
 			return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
 		}
