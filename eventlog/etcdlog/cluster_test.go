@@ -1,0 +1,217 @@
+package etcdlog
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// cluster is an etcd cluster of embedded members in the test process,
+// listening on loopback, with data directories in the test's temp dir.
+type cluster struct {
+	t       testing.TB
+	cfgs    []*embed.Config
+	mu      sync.Mutex
+	members []*embed.Etcd // nil while stopped
+}
+
+// readyTimeout bounds a member's start: past it the test fails rather than
+// hang.
+const readyTimeout = 2 * time.Minute
+
+func startCluster(t testing.TB, n int) *cluster {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	c := &cluster{t: t, members: make([]*embed.Etcd, n)}
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i]))
+	}
+	dir := t.TempDir()
+	for i := range n {
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = filepath.Join(dir, cfg.Name)
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = fmt.Sprintf("etcdlog-test-%d", ports[0])
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		// Elections within a second on a loaded machine, without flapping.
+		cfg.TickMs, cfg.ElectionMs = 50, 1000
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	t.Cleanup(c.stopAll)
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	c.start(all...)
+	return c
+}
+
+// freePorts returns n loopback ports nothing listens on right now.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// start starts the members ids (all at once, since a restarted member is
+// ready only with a quorum) and waits until each has joined.
+func (c *cluster) start(ids ...int) {
+	c.t.Helper()
+	started := make([]*embed.Etcd, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for j, i := range ids {
+		wg.Go(func() {
+			e, err := embed.StartEtcd(c.cfgs[i])
+			if err != nil {
+				errs[j] = err
+				return
+			}
+			started[j] = e
+			select {
+			case <-e.Server.ReadyNotify():
+			case err := <-e.Err():
+				errs[j] = err
+			case <-time.After(readyTimeout):
+				errs[j] = fmt.Errorf("not ready after %s", readyTimeout)
+			}
+		})
+	}
+	wg.Wait()
+	c.mu.Lock()
+	for j, i := range ids {
+		c.members[i] = started[j]
+	}
+	c.mu.Unlock()
+	for j, err := range errs {
+		if err != nil {
+			c.t.Fatalf("start etcd member %d: %v", ids[j], err)
+		}
+	}
+}
+
+// stop stops member i.
+func (c *cluster) stop(i int) {
+	c.mu.Lock()
+	e := c.members[i]
+	c.members[i] = nil
+	c.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+func (c *cluster) stopAll() {
+	var wg sync.WaitGroup
+	for i := range c.members {
+		wg.Go(func() { c.stop(i) })
+	}
+	wg.Wait()
+}
+
+// endpoints returns the client URLs of members ids (all when none given).
+func (c *cluster) endpoints(ids ...int) []string {
+	if len(ids) == 0 {
+		for i := range c.cfgs {
+			ids = append(ids, i)
+		}
+	}
+	var out []string
+	for _, i := range ids {
+		out = append(out, c.cfgs[i].AdvertiseClientUrls[0].String())
+	}
+	return out
+}
+
+// client returns a client of members ids (all when none given), closed
+// when the test ends.
+func (c *cluster) client(ids ...int) *clientv3.Client {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.endpoints(ids...),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// open opens a Log on cli, closed when the test ends.
+func open(t testing.TB, cli *clientv3.Client, opts Options) *Log {
+	t.Helper()
+	l, err := Open(context.Background(), cli, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+var t0 = time.Date(2026, 11, 21, 10, 38, 45, 282_000_000, time.UTC)
+
+func entry(kind uint16, payload string) eventlog.Entry {
+	return eventlog.Entry{Kind: kind, Time: t0, Payload: []byte(payload)}
+}
+
+func mustAppend(t testing.TB, l *Log, a eventlog.Append) eventlog.Result {
+	t.Helper()
+	res, err := l.Append(context.Background(), a)
+	if err != nil {
+		t.Fatalf("Append(%q): %v", a.Stream, err)
+	}
+	return res
+}
+
+func collect(t testing.TB, l *Log, from uint64) []eventlog.Record {
+	t.Helper()
+	var out []eventlog.Record
+	for r, err := range l.Records(from) {
+		if err != nil {
+			t.Fatalf("Records(%d): %v", from, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// checkContiguous checks that recs run from 1 without gaps.
+func checkContiguous(t testing.TB, recs []eventlog.Record) {
+	t.Helper()
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d has sequence number %d", i+1, r.Seq)
+		}
+	}
+}
