@@ -326,7 +326,6 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 		keys:    map[string]*request{},
 	}
 	p.cmps = append(p.cmps, clientv3.Compare(clientv3.ModRevision(l.p.head()), "=", l.headRev))
-	p.els = append(p.els, clientv3.OpGet(l.p.head()))
 	for _, r := range queue {
 		a := r.app
 		_, seen := p.version[a.Stream]
@@ -358,7 +357,6 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 			} else {
 				p.cmps = append(p.cmps, clientv3.Compare(clientv3.Value(key), "=", formatUint(v)))
 			}
-			p.els = append(p.els, clientv3.OpGet(key))
 		}
 		version := p.version[a.Stream]
 		if a.Key != "" {
@@ -380,7 +378,6 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 			p.keys[a.Key] = r
 			p.keyList = append(p.keyList, a.Key)
 			p.cmps = append(p.cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-			p.els = append(p.els, clientv3.OpGet(key))
 		}
 		first := p.last + 1
 		for i, e := range a.Entries {
@@ -404,6 +401,15 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 	}
 	if p.last != l.head {
 		p.then = append(p.then, clientv3.OpPut(l.p.head(), formatUint(p.last)))
+	}
+	// The else branch reads what the comparisons looked at, in the order
+	// reload takes them.
+	p.els = append(p.els, clientv3.OpGet(l.p.head()))
+	for _, s := range p.streams {
+		p.els = append(p.els, clientv3.OpGet(l.p.stream(s)))
+	}
+	for _, k := range p.keyList {
+		p.els = append(p.els, clientv3.OpGet(l.p.key(k)))
 	}
 	return p
 }
