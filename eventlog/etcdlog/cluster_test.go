@@ -24,6 +24,7 @@ type cluster struct {
 	cfgs    []*embed.Config
 	mu      sync.Mutex
 	members []*embed.Etcd // nil while stopped
+	closing []chan struct{} // closed once a stopped member has let go of its ports and files
 }
 
 // readyTimeout bounds a member's start: past it the test fails rather than
@@ -33,7 +34,7 @@ const readyTimeout = 2 * time.Minute
 func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	ports := freePorts(t, 2*n)
-	c := &cluster{t: t, members: make([]*embed.Etcd, n)}
+	c := &cluster{t: t, members: make([]*embed.Etcd, n), closing: make([]chan struct{}, n)}
 	var initial []string
 	for i := range n {
 		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i]))
@@ -90,7 +91,13 @@ func (c *cluster) start(ids ...int) {
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for j, i := range ids {
+		c.mu.Lock()
+		closing := c.closing[i]
+		c.mu.Unlock()
 		wg.Go(func() {
+			if closing != nil {
+				<-closing
+			}
 			e, err := embed.StartEtcd(c.cfgs[i])
 			if err != nil {
 				errs[j] = err
@@ -119,23 +126,38 @@ func (c *cluster) start(ids ...int) {
 	}
 }
 
-// stop stops member i.
+// stop stops member i at once, as a crash would: its Raft node stops
+// without handing over leadership. Closing the rest (client connections,
+// which etcd lets drain for up to its request timeout, 7s here) goes on in
+// the background; start waits for it.
 func (c *cluster) stop(i int) {
 	c.mu.Lock()
 	e := c.members[i]
 	c.members[i] = nil
 	c.mu.Unlock()
-	if e != nil {
-		e.Close()
+	if e == nil {
+		return
 	}
+	e.Server.HardStop()
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.closing[i] = done
+	c.mu.Unlock()
+	go func() {
+		defer close(done)
+		e.Close()
+	}()
 }
 
 func (c *cluster) stopAll() {
-	var wg sync.WaitGroup
 	for i := range c.members {
-		wg.Go(func() { c.stop(i) })
+		c.stop(i)
 	}
-	wg.Wait()
+	for _, ch := range c.closing {
+		if ch != nil {
+			<-ch
+		}
+	}
 }
 
 // endpoints returns the client URLs of members ids (all when none given).

@@ -285,6 +285,9 @@ func (l *Log) ctx(parent context.Context) (context.Context, context.CancelFunc) 
 // etcdErr describes an error from etcd. No answer in time, no leader and no
 // connection are ErrUnavailable, with what to do about it.
 func (l *Log) etcdErr(op string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	if unavailable(err) {
 		return fmt.Errorf("%s: %w: no answer within %s from %s: %v (is etcd running, reachable, and does it have a quorum? `etcdctl endpoint health --cluster` tells)",
 			op, ErrUnavailable, l.timeout, strings.Join(l.cli.Endpoints(), ","), err)
@@ -296,12 +299,15 @@ func unavailable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	code := status.Code(err)
+	st := status.Convert(err)
+	code := st.Code()
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		code = ee.Code()
 	}
-	return code == codes.Unavailable || code == codes.DeadlineExceeded
+	// A member whose Raft node has stopped (it is shutting down) answers
+	// "raft: stopped" with no code until its connections close.
+	return code == codes.Unavailable || code == codes.DeadlineExceeded || st.Message() == "raft: stopped"
 }
 
 // keys builds the log's etcd keys under its prefix.
