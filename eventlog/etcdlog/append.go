@@ -55,9 +55,9 @@ func (l *Log) Append(ctx context.Context, a eventlog.Append) (eventlog.Result, e
 	if err := eventlog.ValidateAppend(a); err != nil {
 		return eventlog.Result{}, err
 	}
-	if max := l.maxOps - 4; len(a.Entries) > max {
+	if limit := l.maxOps - 4; len(a.Entries) > limit {
 		return eventlog.Result{}, fmt.Errorf("%w: an append on etcd holds at most %d entries (etcd's %d operations per transaction, less the log's own 4), got %d",
-			eventlog.ErrInvalid, max, l.maxOps, len(a.Entries))
+			eventlog.ErrInvalid, limit, l.maxOps, len(a.Entries))
 	}
 	if err := ctx.Err(); err != nil {
 		return eventlog.Result{}, err

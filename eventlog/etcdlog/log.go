@@ -143,7 +143,10 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error)
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	l.stopWatch = stop
-	go l.watch(wctx, resp.Header.Revision+1)
+	go func() {
+		defer close(l.watchDone)
+		l.watch(wctx, resp.Header.Revision+1)
+	}()
 	go l.writer()
 	return l, nil
 }
@@ -198,7 +201,6 @@ func (l *Log) Wait(ctx context.Context, after uint64) (uint64, error) {
 // etcd compacted that revision it reads the head instead (Tail reads by
 // sequence number, so nothing between is lost).
 func (l *Log) watch(ctx context.Context, rev int64) {
-	defer close(l.watchDone)
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		// Without a leader the member cannot know of new commits: end the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/delegations/delegations/eventlog"
 )
@@ -71,5 +72,48 @@ func TestAppendRead(t *testing.T) {
 	if recs := collect(t, other, 0); len(recs) != 0 {
 		t.Fatalf("other prefix holds %d records", len(recs))
 	}
-	_ = context.Background
+}
+
+// TestWatchAfterCompaction: a watch that resumes from a revision etcd has
+// compacted reads the head instead, and Wait still learns of the records.
+func TestWatchAfterCompaction(t *testing.T) {
+	c := startCluster(t, 1)
+	cli := c.client()
+	a := open(t, cli, Options{})
+	b := open(t, cli, Options{})
+	// Stop b's watch, as a disconnect would, while a appends.
+	b.stopWatch()
+	<-b.watchDone
+	for range 5 {
+		mustAppend(t, a, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "")}})
+	}
+	resp, err := cli.Get(context.Background(), "/delegations/head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(context.Background(), resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if b.Last() != 0 {
+		t.Fatalf("b saw %d records without a watch", b.Last())
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.watch(ctx, 2) // compacted
+	}()
+	// A liveness bound: without the compaction handled the watch retries
+	// the compacted revision forever.
+	wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if last, err := b.Wait(wctx, 4); err != nil || last != 5 {
+		t.Fatalf("Wait after compaction = %d, %v", last, err)
+	}
+	mustAppend(t, a, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "")}})
+	if last, err := b.Wait(wctx, 5); err != nil || last != 6 {
+		t.Fatalf("Wait after the watch resumed = %d, %v", last, err)
+	}
+	stop()
+	<-done
 }
