@@ -242,3 +242,64 @@ func TestAppendsAnsweredAcrossClose(t *testing.T) {
 		t.Fatalf("log holds %d records, %d appends acknowledged", got, ok)
 	}
 }
+
+// TestCancelledAppend checks the hand-off between an appender whose context
+// ends and the writer: either nothing is written and the caller gets the
+// context error, or the append is written and acknowledged. Never both,
+// never neither. Chunks of the appends not written are deleted.
+func TestCancelledAppend(t *testing.T) {
+	c := startCluster(t, 1)
+	cli := c.client()
+	l := open(t, cli, Options{})
+	var acked int
+	big := pattern(1<<20, 1)
+	for i := range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		var res eventlog.Result
+		var err error
+		payload := []byte(fmt.Sprint(i))
+		if i%5 == 0 {
+			payload = big
+		}
+		go func() {
+			res, err = l.Append(ctx, eventlog.Append{Stream: "s", Key: fmt.Sprint("k", i), Entries: []eventlog.Entry{{Kind: 1, Time: t0, Payload: payload}}})
+			close(done)
+		}()
+		if i%2 == 0 {
+			cancel()
+		} else {
+			// Let the writer take it up first, sometimes.
+			_, _ = l.Wait(ctx, uint64(acked))
+			cancel()
+		}
+		<-done
+		if err == nil {
+			acked++
+			if res.Duplicate {
+				t.Fatalf("append %d reported duplicate", i)
+			}
+		} else if !errors.Is(err, context.Canceled) {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	// A barrier append: every claimed request has committed before it.
+	mustAppend(t, l, eventlog.Append{Stream: "barrier", Entries: []eventlog.Entry{entry(1, "")}})
+	if got := int(l.Last()) - 1; got != acked {
+		t.Fatalf("log holds %d appends, %d were acknowledged", got, acked)
+	}
+	if got := len(collect(t, l, 0)); got != acked+1 {
+		t.Fatalf("Records reads %d, want %d", got, acked+1)
+	}
+	// Every chunk left belongs to a written record.
+	written := int64(0)
+	for _, r := range collect(t, l, 0) {
+		if len(r.Payload) == len(big) {
+			written += 2 // 1 MiB in chunks of 768 KiB
+		}
+	}
+	t.Logf("%d of 100 appends acknowledged, %d chunks", acked, written)
+	if got := countChunks(t, cli); got != written {
+		t.Fatalf("%d chunks stored, the written records hold %d", got, written)
+	}
+}
