@@ -302,6 +302,18 @@ func TestCorruptRecordAndChunk(t *testing.T) {
 	if s, err := l.Stream("s1"); err != nil || len(s) != 3 {
 		t.Fatalf("Stream(s1): %d records, %v", len(s), err)
 	}
+	// A damaged index entry: the stream cannot be read, the log can.
+	for _, bad := range []string{"junk", "2 100000", "1 1"} {
+		if _, err := cli.Put(ctx, "/delegations/x/s1\x000000000000000000", bad); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Stream("s1"); !errors.Is(err, eventlog.ErrCorrupt) {
+			t.Fatalf("Stream(s1) with index entry %q: %v, want a CorruptError", bad, err)
+		}
+	}
+	if recs := collect(t, l, 4); len(recs) != 5 {
+		t.Fatalf("Records(4) after index damage: %d records", len(recs))
+	}
 	// A damaged chunk of record 7, a missing chunk of record 8.
 	chunks, err := cli.Get(ctx, "/delegations/c/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil || len(chunks.Kvs) < 4 {

@@ -184,7 +184,11 @@ func (l *Log) streamRecords(ctx context.Context, stream string, version uint64, 
 		ranges := make([][2]uint64, len(group))
 		for i, kv := range group {
 			first, last, err := parseRange(kv.Value)
-			if err == nil && string(kv.Key) != l.p.indexEntry(stream, version) {
+			switch {
+			case err != nil:
+			case last-first >= eventlog.MaxEntries:
+				err = fmt.Errorf("entry %q names %d records, more than an append holds", kv.Key, last-first+1)
+			case string(kv.Key) != l.p.indexEntry(stream, version):
 				err = fmt.Errorf("entry %q is not version %d's", kv.Key, version)
 			}
 			if err != nil {
