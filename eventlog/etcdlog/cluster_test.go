@@ -23,7 +23,7 @@ type cluster struct {
 	t       testing.TB
 	cfgs    []*embed.Config
 	mu      sync.Mutex
-	members []*embed.Etcd // nil while stopped
+	members []*embed.Etcd   // nil while stopped
 	closing []chan struct{} // closed once a stopped member has let go of its ports and files
 }
 
