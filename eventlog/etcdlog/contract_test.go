@@ -535,3 +535,77 @@ func TestTwoWriters(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestTwoWritersExpectedVersions: appenders on two Logs race on four shared
+// streams, each expecting the version it last learned (from its own result
+// or a conflict). Every acknowledged append's version is the stream's
+// record count at its last record, and the streams hold exactly the
+// acknowledged records.
+func TestTwoWritersExpectedVersions(t *testing.T) {
+	c := startCluster(t, 1)
+	logs := []*Log{open(t, c.client(), Options{}), open(t, c.client(), Options{})}
+	const appenders, each, streams = 16, 15, 4
+	var mu sync.Mutex
+	var acked []eventlog.Result
+	ackedStream := map[uint64]string{}
+	conflicts := 0
+	var wg sync.WaitGroup
+	for w := range appenders {
+		l := logs[w%2]
+		wg.Go(func() {
+			known := map[string]uint64{}
+			for i := 0; i < each; {
+				stream := fmt.Sprintf("s%d", (w+i)%streams)
+				n := 1 + (w+i)%3
+				entries := make([]eventlog.Entry, n)
+				for j := range entries {
+					entries[j] = entry(uint16(w), stream)
+				}
+				res, err := l.Append(context.Background(), eventlog.Append{Stream: stream, CheckVersion: true, Version: known[stream], Entries: entries})
+				var ce *eventlog.ConflictError
+				switch {
+				case errors.As(err, &ce):
+					if ce.Actual == known[stream] {
+						t.Errorf("conflict at the expected version: %v", ce)
+						return
+					}
+					known[stream] = ce.Actual
+					mu.Lock()
+					conflicts++
+					mu.Unlock()
+					continue
+				case err != nil:
+					t.Error(err)
+					return
+				}
+				known[stream] = res.Version
+				mu.Lock()
+				acked = append(acked, res)
+				ackedStream[res.First] = stream
+				mu.Unlock()
+				i++
+			}
+		})
+	}
+	wg.Wait()
+	recs := collect(t, logs[0], 0)
+	checkContiguous(t, recs)
+	total := 0
+	for _, res := range acked {
+		total += int(res.Last - res.First + 1)
+		stream := ackedStream[res.First]
+		count := uint64(0)
+		for _, r := range recs[:res.Last] {
+			if r.Stream == stream {
+				count++
+			}
+		}
+		if count != res.Version {
+			t.Fatalf("append at %d-%d to %s answered version %d; the stream holds %d records there", res.First, res.Last, stream, res.Version, count)
+		}
+	}
+	if total != len(recs) {
+		t.Fatalf("log holds %d records, %d acknowledged", len(recs), total)
+	}
+	t.Logf("%d appends, %d conflicts", len(acked), conflicts)
+}

@@ -73,4 +73,10 @@
 //     the watch reports it. Records and Stream read from etcd (linearizable
 //     reads) and may see further.
 //   - There are no projectors: views over an etcd log are built by tailing.
+//   - The log never deletes a record, and etcd keeps every key in its own
+//     bbolt file, whose size its --quota-backend-bytes caps (2 GiB by
+//     default; past it etcd refuses writes). Each append also rewrites the
+//     head and the stream's version, so etcd needs compaction
+//     (--auto-compaction-retention) to drop their old revisions; the
+//     watch copes with it.
 package etcdlog
