@@ -36,6 +36,7 @@ type Options struct {
 	// MaxRequestBytes is etcd's --max-request-bytes; 1.5 MiB (etcd's
 	// default) when zero. A transaction is kept to two thirds of it, the
 	// rest being room for keys and framing; larger payloads are chunked.
+	// Above 2 MiB the client's MaxCallSendMsgSize must be raised too.
 	MaxRequestBytes int
 	// MaxBatch caps how many appends the writer gathers at once; 1024 when
 	// zero.
