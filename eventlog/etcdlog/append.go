@@ -196,7 +196,7 @@ func (l *Log) dropChunks(ids []uint64) {
 // together.
 func (l *Log) writer() {
 	defer close(l.done)
-	batch := make([]*request, 0, l.maxB)
+	batch := make([]*request, 0, l.maxBatch)
 	for {
 		select {
 		case r := <-l.reqs:
@@ -208,7 +208,7 @@ func (l *Log) writer() {
 		// them run before draining (see eventlog's writer).
 		runtime.Gosched()
 	drain:
-		for len(batch) < l.maxB {
+		for len(batch) < l.maxBatch {
 			select {
 			case r := <-l.reqs:
 				batch = append(batch, r)

@@ -48,14 +48,14 @@ type Options struct {
 // Log is an event log kept in etcd. It is safe for concurrent use, and
 // several Logs (in one process or many) may share one prefix.
 type Log struct {
-	cli     *clientv3.Client
-	p       keys
-	timeout time.Duration
-	maxOps  int
-	maxTxn  int // bytes of one transaction's keys and values
-	chunk   int // bytes of one chunk
-	log     *slog.Logger
-	maxB    int
+	cli      *clientv3.Client
+	p        keys
+	timeout  time.Duration
+	maxOps   int
+	maxTxn   int // bytes of one transaction's keys and values
+	chunk    int // bytes of one chunk
+	log      *slog.Logger
+	maxBatch int
 
 	last atomic.Uint64 // highest sequence number seen committed
 
@@ -74,7 +74,7 @@ type Log struct {
 	// Owned by the writer goroutine.
 	head     uint64            // P/head as of headRev
 	headRev  int64             // ModRevision of P/head; 0 when absent, -1 when unknown
-	versions map[string]uint64 // streams' versions as of headRev
+	versions map[string]uint64 // streams' versions as of headRev, a hint: every stream in a transaction is compared
 }
 
 // maxCachedStreams bounds the writer's cache of stream versions. The cache
@@ -117,7 +117,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error)
 		maxTxn:    opts.MaxRequestBytes * 2 / 3,
 		chunk:     opts.MaxRequestBytes / 2,
 		log:       logger,
-		maxB:      opts.MaxBatch,
+		maxBatch:  opts.MaxBatch,
 		notify:    make(chan struct{}),
 		reqs:      make(chan *request, opts.MaxBatch),
 		quit:      make(chan struct{}),
@@ -131,16 +131,13 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error)
 	if err != nil {
 		return nil, l.etcdErr("open log on etcd", err)
 	}
-	l.headRev = -1
-	if len(resp.Kvs) == 1 {
+	if len(resp.Kvs) == 1 { // else a new log: head 0, absent (revision 0)
 		last, err := parseUint(resp.Kvs[0].Value)
 		if err != nil {
 			return nil, fmt.Errorf("open log on etcd: %w", &eventlog.CorruptError{Reason: fmt.Sprintf("head %q: %v", resp.Kvs[0].Value, err)})
 		}
 		l.last.Store(last)
 		l.head, l.headRev = last, resp.Kvs[0].ModRevision
-	} else {
-		l.headRev = 0
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	l.stopWatch = stop
