@@ -75,31 +75,31 @@ func (l *Log) Append(ctx context.Context, a eventlog.Append) (eventlog.Result, e
 	if err != nil {
 		return eventlog.Result{}, err
 	}
-	res, err, written := l.submit(ctx, r)
-	if !written && len(r.ids) > 0 {
+	res, maybeWritten, err := l.submit(ctx, r)
+	if !maybeWritten && len(r.ids) > 0 {
 		l.dropChunks(r.ids)
 	}
 	return res, err
 }
 
-// submit hands r to the writer and waits for its answer. written is false
-// when r is known not to have been written by this call.
-func (l *Log) submit(ctx context.Context, r *request) (res eventlog.Result, err error, written bool) {
+// submit hands r to the writer and waits for its answer. maybeWritten is
+// false when r is known not to have been written by this call.
+func (l *Log) submit(ctx context.Context, r *request) (res eventlog.Result, maybeWritten bool, err error) {
 	select {
 	case l.reqs <- r:
 	case <-ctx.Done():
-		return eventlog.Result{}, ctx.Err(), false
+		return eventlog.Result{}, false, ctx.Err()
 	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(pending, abandoned) {
-			return eventlog.Result{}, ctx.Err(), false
+			return eventlog.Result{}, false, ctx.Err()
 		}
 		<-r.done
 	}
-	written = errors.Is(r.err, ErrUnavailable) || (r.err == nil && !r.res.Duplicate)
-	return r.res, r.err, written
+	maybeWritten = errors.Is(r.err, ErrUnavailable) || (r.err == nil && !r.res.Duplicate)
+	return r.res, maybeWritten, r.err
 }
 
 // prepare sizes a's transaction and moves payloads into chunks, largest
