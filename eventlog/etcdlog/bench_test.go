@@ -39,7 +39,7 @@ type appender interface {
 
 func openBoth(b *testing.B) (etcd, bbolt appender) {
 	c := startCluster(b, 1)
-	el := open(b, c.client(), Options{})
+	el := open(b, c.Client(), Options{})
 	bl, err := eventlog.Open(filepath.Join(b.TempDir(), "log.db"), eventlog.Options{})
 	if err != nil {
 		b.Fatal(err)

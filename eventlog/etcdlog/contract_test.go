@@ -19,7 +19,7 @@ import (
 // names the record that holds the appender's payload.
 func TestConcurrentAppenders(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	const writers, each = 64, 12
 	acked := make([][]eventlog.Result, writers)
 	var wg sync.WaitGroup
@@ -67,7 +67,7 @@ func TestConcurrentAppenders(t *testing.T) {
 
 func TestIdempotencyKey(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	first := mustAppend(t, l, eventlog.Append{Stream: "s", Key: "k1", Entries: []eventlog.Entry{entry(1, "a"), entry(1, "b")}})
 	mustAppend(t, l, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "c")}})
 	// The same key on another stream: nothing written, the first result,
@@ -116,7 +116,7 @@ func TestIdempotencyKey(t *testing.T) {
 
 func TestExpectedVersion(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	mustAppend(t, l, eventlog.Append{Stream: "s", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}})
 	_, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Key: "kc", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}})
 	var ce *eventlog.ConflictError
@@ -160,7 +160,7 @@ func TestExpectedVersion(t *testing.T) {
 
 func TestAppendRejectsBadInput(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	ok := entry(1, "")
 	many := make([]eventlog.Entry, 125)
 	for i := range many {
@@ -207,7 +207,7 @@ func pattern(n int, seed byte) []byte {
 // an append, read back byte for byte, by Records and Stream.
 func TestChunkedPayloads(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	l := open(t, cli, Options{})
 	sizes := [][]int{{eventlog.MaxPayloadLen}, {3<<20 + 7}, {600 << 10, 600 << 10, 10}, {0}, {1 << 20}}
 	var want [][]byte
@@ -256,7 +256,7 @@ func countChunks(t testing.TB, cli *clientv3.Client) int64 {
 // naming its sequence number; the other records stay readable.
 func TestCorruptRecordAndChunk(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	l := open(t, cli, Options{})
 	for i := range 6 {
 		mustAppend(t, l, eventlog.Append{Stream: fmt.Sprintf("s%d", i%2), Entries: []eventlog.Entry{entry(1, fmt.Sprint(i))}})
@@ -361,7 +361,7 @@ func TestCorruptRecordAndChunk(t *testing.T) {
 
 func TestRecordsFromTheMiddle(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	const n = 2*pageLen + 17
 	entries := make([]eventlog.Entry, 100)
 	for i := range entries {
@@ -399,8 +399,8 @@ func TestRecordsFromTheMiddle(t *testing.T) {
 // TestWaitAndTail: Wait and Tail are woken by another writer's commit.
 func TestWaitAndTail(t *testing.T) {
 	c := startCluster(t, 1)
-	a := open(t, c.client(), Options{})
-	b := open(t, c.client(), Options{})
+	a := open(t, c.Client(), Options{})
+	b := open(t, c.Client(), Options{})
 	got := make(chan uint64)
 	go func() {
 		last, err := a.Wait(context.Background(), 0)
@@ -468,7 +468,7 @@ func TestWaitAndTail(t *testing.T) {
 // contiguous sequence, every answer right, nothing twice.
 func TestTwoWriters(t *testing.T) {
 	c := startCluster(t, 1)
-	logs := []*Log{open(t, c.client(), Options{}), open(t, c.client(), Options{})}
+	logs := []*Log{open(t, c.Client(), Options{}), open(t, c.Client(), Options{})}
 	const appenders, each = 16, 10
 	type ack struct {
 		key string
@@ -543,7 +543,7 @@ func TestTwoWriters(t *testing.T) {
 // acknowledged records.
 func TestTwoWritersExpectedVersions(t *testing.T) {
 	c := startCluster(t, 1)
-	logs := []*Log{open(t, c.client(), Options{}), open(t, c.client(), Options{})}
+	logs := []*Log{open(t, c.Client(), Options{}), open(t, c.Client(), Options{})}
 	const appenders, each, streams = 16, 15, 4
 	var mu sync.Mutex
 	var acked []eventlog.Result
@@ -615,7 +615,7 @@ func TestTwoWritersExpectedVersions(t *testing.T) {
 // by etcd's request size limit, none chunked.
 func TestBatchesSplitBySize(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	l := open(t, cli, Options{})
 	const n = 24
 	payload := pattern(400<<10, 9)

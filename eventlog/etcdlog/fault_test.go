@@ -31,8 +31,8 @@ func TestFaults(t *testing.T) {
 	c := startCluster(t, 3)
 	phase("cluster up")
 	opts := Options{RequestTimeout: 2 * time.Second}
-	w := open(t, c.client(), opts)
-	tl := open(t, c.client(2), opts)
+	w := open(t, c.Client(), opts)
+	tl := open(t, c.Client(2), opts)
 
 	ctx, stopTail := context.WithCancel(context.Background())
 	defer stopTail()
@@ -100,13 +100,13 @@ func TestFaults(t *testing.T) {
 
 	// The tail's member stops; the others go on; it comes back.
 	phase("tail caught up")
-	c.stop(2)
+	c.Stop(2)
 	phase("member 2 stopped")
 	for range 10 {
 		appendOK()
 	}
 	phase("appended")
-	c.start(2)
+	c.Start(2)
 	phase("member 2 started")
 	for range 5 {
 		appendOK()
@@ -115,7 +115,7 @@ func TestFaults(t *testing.T) {
 
 	// One member of three down: appends continue.
 	phase("tail resumed")
-	c.stop(0)
+	c.Stop(0)
 	phase("member 0 stopped")
 	for range 10 {
 		appendOK()
@@ -124,7 +124,7 @@ func TestFaults(t *testing.T) {
 
 	// Two down: appends fail with ErrUnavailable, within their deadline.
 	phase("one member down")
-	c.stop(1)
+	c.Stop(1)
 	phase("member 1 stopped")
 	type failed struct {
 		a   eventlog.Append
@@ -154,13 +154,13 @@ func TestFaults(t *testing.T) {
 			t.Fatal("an append without a quorum got no answer")
 		}
 	}
-	if _, err := Open(context.Background(), c.client(2), Options{RequestTimeout: time.Second}); !errors.Is(err, ErrUnavailable) {
+	if _, err := Open(context.Background(), c.Client(2), Options{RequestTimeout: time.Second}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Open without a quorum: %v, want ErrUnavailable", err)
 	} else {
 		t.Logf("Open without a quorum: %v", err)
 	}
 
-	c.start(0, 1)
+	c.Start(0, 1)
 	phase("two members down")
 	// The failed appends, retried with their keys: each is written once.
 	for _, a := range lost {
@@ -216,7 +216,7 @@ func TestFaults(t *testing.T) {
 // TestAppendsAnsweredAcrossClose: Close answers every append in flight.
 func TestAppendsAnsweredAcrossClose(t *testing.T) {
 	c := startCluster(t, 1)
-	l := open(t, c.client(), Options{})
+	l := open(t, c.Client(), Options{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok := 0
@@ -242,7 +242,7 @@ func TestAppendsAnsweredAcrossClose(t *testing.T) {
 	}
 	l.Close()
 	wg.Wait()
-	l2 := open(t, c.client(), Options{})
+	l2 := open(t, c.Client(), Options{})
 	if got := len(collect(t, l2, 0)); got != ok {
 		t.Fatalf("log holds %d records, %d appends acknowledged", got, ok)
 	}
@@ -254,7 +254,7 @@ func TestAppendsAnsweredAcrossClose(t *testing.T) {
 // never neither. Chunks of the appends not written are deleted.
 func TestCancelledAppend(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	l := open(t, cli, Options{})
 	var acked int
 	big := pattern(1<<20, 1)

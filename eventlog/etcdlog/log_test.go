@@ -11,7 +11,7 @@ import (
 
 func TestAppendRead(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	l := open(t, cli, Options{})
 	res := mustAppend(t, l, eventlog.Append{Stream: "a", Entries: []eventlog.Entry{entry(1, "one"), entry(2, "two")}})
 	if res != (eventlog.Result{First: 1, Last: 2, Version: 2}) {
@@ -78,7 +78,7 @@ func TestAppendRead(t *testing.T) {
 // compacted reads the head instead, and Wait still learns of the records.
 func TestWatchAfterCompaction(t *testing.T) {
 	c := startCluster(t, 1)
-	cli := c.client()
+	cli := c.Client()
 	a := open(t, cli, Options{})
 	b := open(t, cli, Options{})
 	// Stop b's watch, as a disconnect would, while a appends.

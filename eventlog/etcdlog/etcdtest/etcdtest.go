@@ -1,7 +1,10 @@
-package etcdlog
+// Package etcdtest starts an etcd cluster of embedded members inside a
+// test process, listening on loopback ports, with data directories in the
+// test's temporary directory: one member for most tests, three for the
+// fault tests (stop one: service goes on; stop two: writes are refused).
+package etcdtest
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,15 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/delegations/delegations/eventlog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
 
-// cluster is an etcd cluster of embedded members in the test process,
-// listening on loopback, with data directories in the test's temp dir.
-type cluster struct {
+// Cluster is an etcd cluster of embedded members in the test process.
+type Cluster struct {
 	t       testing.TB
 	cfgs    []*embed.Config
 	mu      sync.Mutex
@@ -31,10 +32,12 @@ type cluster struct {
 // hang.
 const readyTimeout = 2 * time.Minute
 
-func startCluster(t testing.TB, n int) *cluster {
+// Start starts a cluster of n members and waits until every one has
+// joined; the test's cleanup stops them.
+func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	ports := freePorts(t, 2*n)
-	c := &cluster{t: t, members: make([]*embed.Etcd, n), closing: make([]chan struct{}, n)}
+	c := &Cluster{t: t, members: make([]*embed.Etcd, n), closing: make([]chan struct{}, n)}
 	var initial []string
 	for i := range n {
 		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i]))
@@ -60,7 +63,7 @@ func startCluster(t testing.TB, n int) *cluster {
 	for i := range all {
 		all[i] = i
 	}
-	c.start(all...)
+	c.Start(all...)
 	return c
 }
 
@@ -83,9 +86,9 @@ func freePorts(t testing.TB, n int) []int {
 	return ports
 }
 
-// start starts the members ids (all at once, since a restarted member is
-// ready only with a quorum) and waits until each has joined.
-func (c *cluster) start(ids ...int) {
+// Start starts the stopped members ids (all at once, since a restarted
+// member is ready only with a quorum) and waits until each has joined.
+func (c *Cluster) Start(ids ...int) {
 	c.t.Helper()
 	started := make([]*embed.Etcd, len(ids))
 	errs := make([]error, len(ids))
@@ -126,11 +129,11 @@ func (c *cluster) start(ids ...int) {
 	}
 }
 
-// stop stops member i at once, as a crash would: its Raft node stops
+// Stop stops member i at once, as a crash would: its Raft node stops
 // without handing over leadership. Closing the rest (client connections,
 // which etcd lets drain for up to its request timeout, 7s here) goes on in
 // the background; start waits for it.
-func (c *cluster) stop(i int) {
+func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	e := c.members[i]
 	c.members[i] = nil
@@ -149,9 +152,9 @@ func (c *cluster) stop(i int) {
 	}()
 }
 
-func (c *cluster) stopAll() {
+func (c *Cluster) stopAll() {
 	for i := range c.members {
-		c.stop(i)
+		c.Stop(i)
 	}
 	for _, ch := range c.closing {
 		if ch != nil {
@@ -160,8 +163,8 @@ func (c *cluster) stopAll() {
 	}
 }
 
-// endpoints returns the client URLs of members ids (all when none given).
-func (c *cluster) endpoints(ids ...int) []string {
+// Endpoints returns the client URLs of members ids (all when none given).
+func (c *Cluster) Endpoints(ids ...int) []string {
 	if len(ids) == 0 {
 		for i := range c.cfgs {
 			ids = append(ids, i)
@@ -174,12 +177,12 @@ func (c *cluster) endpoints(ids ...int) []string {
 	return out
 }
 
-// client returns a client of members ids (all when none given), closed
+// Client returns a client of members ids (all when none given), closed
 // when the test ends.
-func (c *cluster) client(ids ...int) *clientv3.Client {
+func (c *Cluster) Client(ids ...int) *clientv3.Client {
 	c.t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   c.endpoints(ids...),
+		Endpoints:   c.Endpoints(ids...),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
@@ -188,52 +191,4 @@ func (c *cluster) client(ids ...int) *clientv3.Client {
 	}
 	c.t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// open opens a Log on cli, closed when the test ends.
-func open(t testing.TB, cli *clientv3.Client, opts Options) *Log {
-	t.Helper()
-	l, err := Open(context.Background(), cli, opts)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
-var t0 = time.Date(2026, 11, 21, 10, 38, 45, 282_000_000, time.UTC)
-
-func entry(kind uint16, payload string) eventlog.Entry {
-	return eventlog.Entry{Kind: kind, Time: t0, Payload: []byte(payload)}
-}
-
-func mustAppend(t testing.TB, l *Log, a eventlog.Append) eventlog.Result {
-	t.Helper()
-	res, err := l.Append(context.Background(), a)
-	if err != nil {
-		t.Fatalf("Append(%q): %v", a.Stream, err)
-	}
-	return res
-}
-
-func collect(t testing.TB, l *Log, from uint64) []eventlog.Record {
-	t.Helper()
-	var out []eventlog.Record
-	for r, err := range l.Records(from) {
-		if err != nil {
-			t.Fatalf("Records(%d): %v", from, err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-// checkContiguous checks that recs run from 1 without gaps.
-func checkContiguous(t testing.TB, recs []eventlog.Record) {
-	t.Helper()
-	for i, r := range recs {
-		if r.Seq != uint64(i+1) {
-			t.Fatalf("record %d has sequence number %d", i+1, r.Seq)
-		}
-	}
 }
