@@ -2,6 +2,7 @@ package etcdlog
 
 import (
 	"context"
+	"iter"
 	"testing"
 	"time"
 
@@ -60,3 +61,17 @@ func checkContiguous(t testing.TB, recs []eventlog.Record) {
 		}
 	}
 }
+
+// sharedLog is the method set both logs offer, the one the seam in
+// eventlog will be an interface over; this fails to compile when either
+// drifts.
+type sharedLog interface {
+	Append(context.Context, eventlog.Append) (eventlog.Result, error)
+	Records(from uint64) iter.Seq2[eventlog.Record, error]
+	Stream(stream string) ([]eventlog.Record, error)
+	Last() uint64
+	Wait(ctx context.Context, after uint64) (uint64, error)
+	Close() error
+}
+
+var _ = []sharedLog{(*Log)(nil), (*eventlog.Log)(nil)}
