@@ -206,11 +206,18 @@ func appendHistory(ctx context.Context, s *projection.Store, id string, at time.
 		d = &cur
 		return nil
 	}
-	if err := decide(fsm.Event{Kind: fsm.KindRegistered, ProjectID: benchProject, RootSessionID: benchRoot,
-		ParentSessionID: benchRoot, Agent: "researcher", Prompt: "A finished task"}); err != nil {
+	if err := decide(fsm.Event{
+		Kind: fsm.KindRegistered,
+		Registration: fsm.Registration{
+			ProjectID: benchProject, RootSessionID: benchRoot, ParentSessionID: benchRoot,
+			Agent: "researcher", Prompt: "A finished task",
+		},
+	}); err != nil {
 		return err
 	}
-	if err := decide(fsm.Event{Kind: fsm.KindStarted, SessionID: "ses_child"}); err != nil {
+	if err := decide(fsm.Event{Kind: fsm.KindStarted, Registration: fsm.Registration{
+		SessionID: "ses_child",
+	}}); err != nil {
 		return err
 	}
 	if err := decide(fsm.Event{Kind: fsm.KindCompleted, Result: "Done: the answer."}); err != nil {

@@ -508,10 +508,11 @@ func hasText(s string) bool {
 	return false
 }
 
-// writeText writes s as one line of inert text: runs of blank runes become
-// one space and the ends are trimmed; "&", "<" and ">" are HTML-escaped; a
-// backtick becomes "'" (and, with code, a double quote too); invalid UTF-8
-// becomes U+FFFD. With max > 0 at most max characters of the one-line text
+// writeText writes s as one line of inert text (artifact.TagEscaper says
+// why the rule is the notifications' and more): runs of blank runes become
+// one space and the ends are trimmed; "&", "<" and ">" are escaped by
+// artifact.TagEscaper; a backtick becomes "'" (and, with code, a double
+// quote too); invalid UTF-8 becomes U+FFFD. With max > 0 at most max characters of the one-line text
 // are written, followed by "..." when there were more. It reports whether
 // it wrote anything. Runs of plain ASCII are copied whole: the common case
 // costs a byte scan and one copy.
@@ -565,21 +566,11 @@ func writeText(b *strings.Builder, s string, max int, code bool) bool {
 			b.WriteString("...")
 			return true
 		}
-		switch r {
-		case '&':
-			b.WriteString("&amp;")
-		case '<':
-			b.WriteString("&lt;")
-		case '>':
-			b.WriteString("&gt;")
-		case '`':
+		switch {
+		case r == '`' || r == '"' && code:
 			b.WriteByte('\'')
-		case '"':
-			if code {
-				b.WriteByte('\'')
-			} else {
-				b.WriteByte('"')
-			}
+		case r < utf8.RuneSelf:
+			artifact.TagEscaper.WriteString(b, s[i-size:i])
 		default:
 			b.WriteRune(r)
 		}
@@ -589,12 +580,13 @@ func writeText(b *strings.Builder, s string, max int, code bool) bool {
 }
 
 // plain reports whether c is printable ASCII that writeText copies as it
-// is: not a space and not one of & < > ` ".
+// is: not a space, not a backtick or double quote, and not escaped by
+// artifact.TagEscaper.
 func plain(c byte) bool { return plainBytes[c] }
 
 var plainBytes = func() (t [256]bool) {
-	for c := '!'; c < 0x7f; c++ {
-		t[c] = !strings.ContainsRune("&<>`\"", c)
+	for c := byte('!'); c < 0x7f; c++ {
+		t[c] = c != '`' && c != '"' && artifact.TagEscaper.Replace(string(c)) == string(c)
 	}
 	return t
 }()

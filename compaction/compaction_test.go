@@ -13,6 +13,7 @@ import (
 
 	"github.com/delegations/delegations/compaction"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output (review the diff!)")
@@ -47,10 +48,16 @@ const dataDir = "/home/ada/.local/share/opencode/delegations"
 
 func running(id, agent, prompt string, at time.Duration) fsm.Delegation {
 	return fsm.Delegation{
-		ID: id, ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", ParentSessionID: "ses_root01",
-		Agent: agent, Prompt: prompt, State: fsm.Running,
-		CreatedAt: t0.Add(at), StartedAt: t0.Add(at + 1500*time.Millisecond),
-		LastUpdateAt: t0.Add(at + 40*time.Second), LastHeartbeatAt: t0.Add(at + 40*time.Second),
+		ID: id,
+		Registration: fsm.Registration{
+			ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", ParentSessionID: "ses_root01",
+			Agent: agent, Prompt: prompt,
+		},
+		State:           fsm.Running,
+		CreatedAt:       t0.Add(at),
+		StartedAt:       t0.Add(at + 1500*time.Millisecond),
+		LastUpdateAt:    t0.Add(at + 40*time.Second),
+		LastHeartbeatAt: t0.Add(at + 40*time.Second),
 	}
 }
 
@@ -84,9 +91,14 @@ func unreadSet() []fsm.Delegation {
 
 func TestBlockGolden(t *testing.T) {
 	never := fsm.Delegation{
-		ID: "quiet-white-owl", ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01",
-		Agent: "planner", Prompt: "Plan the migration.", State: fsm.Registered,
-		CreatedAt: t0, LastUpdateAt: t0,
+		ID: "quiet-white-owl",
+		Registration: fsm.Registration{
+			ProjectID: "4b825dc642cb6eb9", RootSessionID: "ses_root01", Agent: "planner",
+			Prompt: "Plan the migration.",
+		},
+		State:        fsm.Registered,
+		CreatedAt:    t0,
+		LastUpdateAt: t0,
 	}
 	var twelve []fsm.Delegation
 	for i := range 12 {
@@ -226,6 +238,24 @@ func TestHostileInputs(t *testing.T) {
 	}
 	if len(lines) != 2+2+len(in)+2 {
 		t.Errorf("brief has %d lines, want %d:\n%s", len(lines), 2+2+len(in)+2, brief)
+	}
+}
+
+// TestTagRuleIsTheNotifications: the block escapes what a task
+// notification escapes (artifact.TagEscaper, the rule's one home), and
+// on one line turns backticks into "'": a title of every printable ASCII
+// character, the notification tests' hostile path among them.
+func TestTagRuleIsTheNotifications(t *testing.T) {
+	var ascii strings.Builder
+	for c := byte('!'); c < 0x7f; c++ {
+		ascii.WriteByte(c)
+	}
+	for _, title := range []string{ascii.String(), "/tmp/a&b/<x>/elegant-blue-tiger.md", "ses<&>"} {
+		block := compaction.Block(nil, []fsm.Delegation{unread("calm-green-otter", fsm.Complete, title, "d", time.Minute)}, opts())
+		want := "\n**Title:** " + strings.ReplaceAll(artifact.TagEscaper.Replace(title), "`", "'") + "\n"
+		if !strings.Contains(block, want) {
+			t.Errorf("title %q: the block lacks %q:\n%s", title, want, block)
+		}
 	}
 }
 

@@ -22,9 +22,9 @@
 //     prompt holding "\n## Retrieval\n" cannot start a line, let alone a
 //     section.
 //   - "&", "<" and ">" in that text are HTML-escaped ("&amp;", "&lt;",
-//     "&gt;"), as the plugin's task notifications do, so no text can close
-//     the block or forge a tag. Backticks become "'" so that nothing breaks
-//     out of a code span, and in ids (which sit inside
+//     "&gt;") by artifact.TagEscaper, as in the task notifications, so
+//     no text can close the block or forge a tag. Backticks become "'" so
+//     that nothing breaks out of a code span, and in ids (which sit inside
 //     `delegation_read("<id>")`) double quotes become "'" too. Invalid
 //     UTF-8 becomes U+FFFD.
 //   - Each unread entry names its artifact file, <DataDir>/<projectId>/

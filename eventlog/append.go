@@ -314,10 +314,7 @@ func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	for i, e := range a.Entries {
 		seq := last + 1 + uint64(i)
 		nanos := e.Time.UnixNano()
-		// bbolt keeps the value slice until commit: each record needs its own.
-		val := appendRecord(make([]byte, 0, encodedLen(len(a.Stream), len(a.Key), len(e.Payload))),
-			seq, e.Kind, nanos, a.Stream, a.Key, e.Payload)
-		if err := w.events.Put(u64(seq), val); err != nil {
+		if err := putRecord(w.events, seq, e.Kind, nanos, a.Stream, a.Key, e.Payload); err != nil {
 			return nil, err
 		}
 		var err error

@@ -17,6 +17,14 @@
 // sequence number and contents, checked on every read; Verify checks the
 // whole file and its indexes.
 //
+// A payload longer than InlineLen is stored in chunks of at most ChunkLen
+// bytes, in a bucket of its own, written in the same commit as its record
+// and each with its own checksum (chunks.go): bbolt writes a whole leaf
+// again whenever a key in it changes, so a large payload kept in the
+// events bucket's last leaf would be written again by every append after
+// it. A record costs its own bytes once, whatever its size, and no stored
+// value is larger than a chunk.
+//
 // # Caveats
 //
 //   - Nothing is ever updated or deleted: the package has no way to do it.
@@ -46,7 +54,9 @@
 //     Writer opens therefore cost a read of the whole file (about 170 ms
 //     per million records); reader opens do not.
 //   - Salvage and Restore are the recovery: every record that passes its
-//     checksum, found without trusting the tree, written into a new log.
+//     checksum (and whose chunks all pass theirs), found without trusting
+//     the tree, written into a new log. A chunk that is missing or damaged
+//     loses its record, as damage to the record itself would.
 //     Sequence numbers have no gaps, so records after a lost one are
 //     renumbered.
 //   - Values read through a Tx's view buckets are valid only inside the

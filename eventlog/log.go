@@ -279,7 +279,7 @@ func checkTail(tx *bolt.Tx) error {
 		if err != nil {
 			return err
 		}
-		if _, err := decodeRecord(seq, v); err != nil {
+		if _, err := readRecord(tx, seq, v); err != nil {
 			return err
 		}
 		last = seq
@@ -311,8 +311,8 @@ func (l *Log) load() error {
 				return &DamageError{Page: NoPage, Reason: fmt.Sprintf("bucket %q is missing", name)}
 			}
 		}
-		if v := tx.Bucket(bucketMeta).Get(metaFormat); len(v) != 1 || v[0] != FormatVersion {
-			return fmt.Errorf("%w: file format %v is not %d; this build cannot read it", ErrCorrupt, v, FormatVersion)
+		if err := knownFormat(tx.Bucket(bucketMeta).Get(metaFormat)); err != nil {
+			return err
 		}
 		l.last.Store((&Tx{tx: tx}).Last())
 		return nil
@@ -343,13 +343,16 @@ func (l *Log) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(metaFormat); {
-		case v == nil:
+		if v := meta.Get(metaFormat); v != nil {
+			if err := knownFormat(v); err != nil {
+				return err
+			}
+		}
+		if v := meta.Get(metaFormat); len(v) != 1 || v[0] != FormatVersion {
+			// A new file, or one of the format before chunks.
 			if err := meta.Put(metaFormat, []byte{FormatVersion}); err != nil {
 				return err
 			}
-		case len(v) != 1 || v[0] != FormatVersion:
-			return fmt.Errorf("%w: file format %v is not %d; this build cannot read it", ErrCorrupt, v, FormatVersion)
 		}
 		k, _ := tx.Bucket(bucketEvents).Cursor().Last()
 		if k != nil {

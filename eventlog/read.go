@@ -57,6 +57,7 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 // readChunk appends up to cap(buf)-len(buf) records starting at from.
 func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
 	c := b.Cursor()
+	chunks := txChunks(b.Tx())
 	want := from
 	for k, v := c.Seek(u64(from)); k != nil && len(buf) < cap(buf); k, v = c.Next() {
 		seq, err := seqKey(k)
@@ -66,7 +67,7 @@ func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
 		if seq != want {
 			return buf, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
 		}
-		r, err := decodeRecord(seq, v)
+		r, err := decodeWith(seq, v, chunks)
 		if err != nil {
 			return buf, err
 		}
@@ -183,7 +184,7 @@ func (t *Tx) Record(seq uint64) (Record, error) {
 	if v == nil {
 		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
 	}
-	return decodeRecord(seq, v)
+	return readRecord(t.tx, seq, v)
 }
 
 // StreamVersion returns how many records stream holds.
@@ -204,7 +205,7 @@ func (t *Tx) Stream(stream string) ([]Record, error) {
 		if raw == nil {
 			return out, corrupt(seq, "stream %q index points at a record that does not exist", stream)
 		}
-		r, err := decodeRecord(seq, raw)
+		r, err := readRecord(t.tx, seq, raw)
 		if err != nil {
 			return out, err
 		}

@@ -9,9 +9,13 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// FormatVersion is the version byte every stored record starts with. A record
-// with another version is refused rather than guessed at.
-const FormatVersion = 1
+// FormatVersion is the version of the file's layout, kept in its meta
+// bucket. Version 2 added payloads stored in chunks (chunks.go); a file of
+// version 1 (every payload inside its record) is read as it is, and a
+// writer marks it version 2 when it opens it. Records carry their own
+// version byte (recordInline or recordChunked); one with another version
+// is refused rather than guessed at.
+const FormatVersion = 2
 
 // Limits on what one record may hold. They keep a single append from
 // producing a transaction bbolt handles badly and make hostile sizes fail
@@ -35,7 +39,7 @@ type Record struct {
 
 // Layout of an encoded record (all integers big-endian):
 //
-//	version  1 byte  (FormatVersion)
+//	version  1 byte  (recordInline; recordChunked: see appendChunkedRecord)
 //	kind     2 bytes
 //	time     8 bytes (Unix nanoseconds, signed)
 //	stream   1 byte length + bytes
@@ -59,7 +63,7 @@ func encodedLen(streamLen, keyLen, payloadLen int) int {
 // The caller has validated the field sizes.
 func appendRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, payload []byte) []byte {
 	start := len(dst)
-	dst = append(dst, FormatVersion)
+	dst = append(dst, recordInline)
 	dst = binary.BigEndian.AppendUint16(dst, kind)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano))
 	dst = append(dst, byte(len(stream)))
@@ -81,18 +85,39 @@ func checksum(seq uint64, body []byte) uint64 {
 	return d.Sum64()
 }
 
-// decodeRecord decodes the record stored under seq. The returned record owns
-// its memory: nothing in it aliases b, which may be bbolt's mmap.
+// decodeRecord decodes the record stored under seq, which must hold its
+// payload (a chunked one is a *CorruptError: use decodeWith). The returned
+// record owns its memory: nothing in it aliases b, which may be bbolt's mmap.
 func decodeRecord(seq uint64, b []byte) (Record, error) {
+	return decodeWith(seq, b, nil)
+}
+
+// decodeWith decodes the record stored under seq, reading a chunked
+// payload from src.
+func decodeWith(seq uint64, b []byte, src chunkSource) (Record, error) {
+	r, chunked, err := decodeHead(seq, b)
+	if err != nil || chunked.length == 0 {
+		return r, err
+	}
+	if r.Payload, err = chunked.assemble(seq, src); err != nil {
+		return Record{}, err
+	}
+	return r, nil
+}
+
+// decodeHead decodes and checks the record stored under seq without
+// reading chunks: for a chunked record the payload is left nil and
+// chunked says where it is (chunked.length is 0 for an inline payload).
+func decodeHead(seq uint64, b []byte) (r Record, chunked chunkedPayload, err error) {
 	if len(b) < minRecord {
-		return Record{}, corrupt(seq, "record is %d bytes, shorter than the smallest record (%d)", len(b), minRecord)
+		return Record{}, chunked, corrupt(seq, "record is %d bytes, shorter than the smallest record (%d)", len(b), minRecord)
 	}
 	body, sum := b[:len(b)-checksumLen], binary.BigEndian.Uint64(b[len(b)-checksumLen:])
 	if got := checksum(seq, body); got != sum {
-		return Record{}, corrupt(seq, "checksum mismatch: stored %016x, computed %016x", sum, got)
+		return Record{}, chunked, corrupt(seq, "checksum mismatch: stored %016x, computed %016x", sum, got)
 	}
-	if body[0] != FormatVersion {
-		return Record{}, corrupt(seq, "unknown record format version %d (this build reads %d)", body[0], FormatVersion)
+	if body[0] != recordInline && body[0] != recordChunked {
+		return Record{}, chunked, corrupt(seq, "unknown record format version %d (this build reads %d and %d)", body[0], recordInline, recordChunked)
 	}
 	kind := binary.BigEndian.Uint16(body[1:3])
 	nanos := int64(binary.BigEndian.Uint64(body[3:11]))
@@ -100,24 +125,33 @@ func decodeRecord(seq uint64, b []byte) (Record, error) {
 
 	stream, rest, ok := cutShort(rest)
 	if !ok {
-		return Record{}, corrupt(seq, "stream length runs past the record")
+		return Record{}, chunked, corrupt(seq, "stream length runs past the record")
 	}
 	key, rest, ok := cutShort(rest)
 	if !ok {
-		return Record{}, corrupt(seq, "idempotency key length runs past the record")
+		return Record{}, chunked, corrupt(seq, "idempotency key length runs past the record")
 	}
 	if len(rest) < 4 {
-		return Record{}, corrupt(seq, "payload length missing")
+		return Record{}, chunked, corrupt(seq, "payload length missing")
 	}
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
-	if uint64(n) != uint64(len(rest)) {
-		return Record{}, corrupt(seq, "payload length %d does not match the %d bytes stored", n, len(rest))
+	if body[0] == recordChunked {
+		if len(rest) != 4+8 {
+			return Record{}, chunked, corrupt(seq, "chunked payload: %d bytes after the payload length, want 12", len(rest))
+		}
+		chunked = chunkedPayload{length: int(n), chunkLen: int(binary.BigEndian.Uint32(rest)), hash: binary.BigEndian.Uint64(rest[4:])}
+		rest = nil
+		if chunked.length == 0 || chunked.length > MaxPayloadLen || chunked.chunkLen == 0 {
+			return Record{}, chunkedPayload{}, corrupt(seq, "chunked payload of %d bytes in chunks of %d", chunked.length, chunked.chunkLen)
+		}
+	} else if uint64(n) != uint64(len(rest)) {
+		return Record{}, chunked, corrupt(seq, "payload length %d does not match the %d bytes stored", n, len(rest))
 	}
 	if len(stream) == 0 {
-		return Record{}, corrupt(seq, "empty stream id")
+		return Record{}, chunkedPayload{}, corrupt(seq, "empty stream id")
 	}
-	r := Record{
+	r = Record{
 		Seq:    seq,
 		Kind:   kind,
 		Stream: string(stream),
@@ -127,7 +161,7 @@ func decodeRecord(seq uint64, b []byte) (Record, error) {
 	if len(rest) > 0 {
 		r.Payload = append([]byte(nil), rest...)
 	}
-	return r, nil
+	return r, chunked, nil
 }
 
 // cutShort splits a one-byte-length-prefixed field off b.

@@ -84,24 +84,56 @@ func Salvage(path string) (*Salvaged, error) {
 
 func salvage(pf *pageFile, size int64, out *Salvaged) {
 	found := map[uint64]Record{}
-	take := func(path []string, e elem) (Record, bool) {
+	// A chunked record's payload is in the chunks bucket: intact chunks
+	// are gathered from the tree and from every leaf page (a chunk's
+	// checksum covers its key, so a pair from another bucket cannot pass
+	// as one), and chunked records are decoded once every page was read.
+	// The tree's chunk under a key wins, then the first found; the
+	// record's checksum of its whole payload rejects a mix.
+	chunks := map[[chunkKeyLen]byte][]byte{}
+	src := func(seq uint64, i uint32) []byte {
+		return chunks[[chunkKeyLen]byte(chunkKey(seq, i))]
+	}
+	// take passes the record of e to keep now, or later when its payload
+	// is in chunks.
+	take := func(e elem, keep func(Record), later *[]elem) {
+		if len(e.key) == chunkKeyLen {
+			if _, _, ok := chunkOf(e.key, e.value); ok {
+				if _, have := chunks[[chunkKeyLen]byte(e.key)]; !have {
+					chunks[[chunkKeyLen]byte(e.key)] = e.value
+				}
+			}
+			return
+		}
 		if len(e.key) != 8 {
-			return Record{}, false
+			return
 		}
 		seq := binary.BigEndian.Uint64(e.key)
-		r, err := decodeRecord(seq, e.value)
-		return r, err == nil && seq > 0
+		r, chunked, err := decodeHead(seq, e.value)
+		switch {
+		case err != nil || seq == 0:
+		case chunked.length > 0:
+			*later = append(*later, e)
+		default:
+			keep(r)
+		}
 	}
+	assemble := func(later []elem, keep func(Record)) {
+		for _, e := range later {
+			seq := binary.BigEndian.Uint64(e.key)
+			if r, err := decodeWith(seq, e.value, src); err == nil {
+				keep(r)
+			}
+		}
+	}
+	keepFound := func(r Record) { found[r.Seq] = r }
+	var treeLater []elem
 	if pf.cur.err == nil {
 		out.Damage = pf.check(func(path []string, e elem) {
-			if len(path) != 1 || path[0] != string(bucketEvents) {
-				return
-			}
-			if r, ok := take(path, e); ok {
-				found[r.Seq] = r
+			if len(path) == 1 && path[0] == string(bucketEvents) || len(path) == 2 && path[0] == string(bucketChunks) {
+				take(e, keepFound, &treeLater)
 			}
 		})
-		out.Reachable = len(found)
 	} else {
 		out.Damage = append(out.Damage, pf.cur.err)
 	}
@@ -115,6 +147,19 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 		pf.pageSize = ps
 		extra := map[uint64]Record{}
 		conflicts := map[uint64]bool{}
+		keepScanned := func(r Record) {
+			if _, live := found[r.Seq]; live {
+				return
+			}
+			if prev, dup := extra[r.Seq]; dup {
+				if !sameRecord(prev, r) {
+					conflicts[r.Seq] = true
+				}
+				return
+			}
+			extra[r.Seq] = r
+		}
+		var scanLater []elem
 		pages := uint64(size) / uint64(ps)
 		for id := uint64(2); id < pages; id++ {
 			b, err := pf.page(id, pages)
@@ -135,24 +180,21 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 						}
 						continue
 					}
-					r, ok := take(nil, e)
-					if !ok {
-						continue
-					}
-					if _, live := found[r.Seq]; live {
-						continue
-					}
-					if prev, dup := extra[r.Seq]; dup {
-						if !sameRecord(prev, r) {
-							conflicts[r.Seq] = true
-						}
-						continue
-					}
-					extra[r.Seq] = r
+					take(e, keepScanned, &scanLater)
 				}
 			}
 			visit(b, 0)
 		}
+		// The tree's chunked records, now that every chunk is known: they
+		// are live, whatever the scan found for them.
+		assemble(treeLater, func(r Record) {
+			found[r.Seq] = r
+			delete(extra, r.Seq)
+			delete(conflicts, r.Seq)
+		})
+		treeLater = nil
+		out.Reachable = len(found)
+		assemble(scanLater, keepScanned)
 		if len(extra) == 0 && len(found) == 0 && pf.cur.err != nil {
 			continue
 		}

@@ -68,10 +68,12 @@ func (l *Log) Verify(ctx context.Context) error {
 	return errors.Join(problems...)
 }
 
-// verifyRecords checks every record and returns how many carry an
-// idempotency key.
+// verifyRecords checks every record, its payload's chunks included, and
+// that the chunks bucket holds no chunk no record names. It returns how
+// many records carry an idempotency key.
 func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed int, err error) {
 	c := tx.Bucket(bucketEvents).Cursor()
+	chunks, named := txChunks(tx), map[uint64]int{}
 	want := uint64(1)
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if want%4096 == 0 && ctx.Err() != nil {
@@ -86,7 +88,11 @@ func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed 
 			report(corrupt(want, "missing: the log jumps from %d to %d", want-1, seq))
 		}
 		want = seq + 1
-		r, err := decodeRecord(seq, v)
+		r, chunked, err := decodeHead(seq, v)
+		if err == nil && chunked.length > 0 {
+			named[seq] = chunked.chunks()
+			_, err = chunked.assemble(seq, chunks)
+		}
 		if err != nil {
 			report(err)
 			continue
@@ -94,6 +100,20 @@ func verifyRecords(ctx context.Context, tx *bolt.Tx, report func(error)) (keyed 
 		if r.Key != "" {
 			keyed++
 		}
+	}
+	if all := tx.Bucket(bucketChunks); all != nil {
+		_ = all.ForEach(func(k, v []byte) error {
+			b := all.Bucket(k)
+			if len(k) != 8 || b == nil {
+				report(fmt.Errorf("%w: the chunks bucket holds %x, not a record's bucket of chunks", ErrCorrupt, clip(k)))
+				return nil
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if n := b.Stats().KeyN; n != named[seq] {
+				report(corrupt(seq, "%d payload chunks stored, the record names %d", n, named[seq]))
+			}
+			return nil
+		})
 	}
 	return keyed, nil
 }
@@ -158,7 +178,7 @@ func verifyStreams(ctx context.Context, tx *bolt.Tx, report func(error)) error {
 			report(corrupt(seq, "stream %q version %d points at a record that does not exist", stream, ver))
 			continue
 		}
-		r, err := decodeRecord(seq, raw)
+		r, _, err := decodeHead(seq, raw)
 		if err != nil {
 			continue // reported by verifyRecords
 		}
@@ -193,7 +213,7 @@ func verifyIdempotency(tx *bolt.Tx, last uint64, keyed int, report func(error)) 
 			return nil
 		}
 		for seq := first; seq <= end; seq++ {
-			r, err := decodeRecord(seq, events.Get(u64(seq)))
+			r, _, err := decodeHead(seq, events.Get(u64(seq)))
 			if err == nil && r.Key != string(k) {
 				report(corrupt(seq, "idempotency key %q covers a record written with key %q", k, r.Key))
 			}

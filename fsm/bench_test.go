@@ -18,7 +18,7 @@ func benchStream() []rec {
 	reg := regCmd()
 	reg.Timeout = 15 * time.Minute
 	reg.Prompt = strings.Repeat("Investigate the failing test and report. ", 10)
-	evs := []Event{reg, {Kind: KindStarted, At: at(1), SessionID: "ses_child_0123456789"}}
+	evs := []Event{reg, {Kind: KindStarted, At: at(1), Registration: Registration{SessionID: "ses_child_0123456789"}}}
 	for i := range 20 {
 		evs = append(evs, Event{Kind: KindProgressed, At: at(2 + i), Message: strings.Repeat("progress ", 10+i)})
 	}

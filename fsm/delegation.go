@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Delegation is the state of one delegation: the fold of its events (see
-// Evolve). Its JSON form uses the plugin's camelCase names; see MarshalJSON.
-type Delegation struct {
-	ID              string        `json:"id"`
+// Registration is what a delegation is registered with: the fields of a
+// registered event, which the record keeps. Event and Delegation embed it;
+// its JSON form is RegistrationJSON's.
+type Registration struct {
 	ProjectID       string        `json:"projectId,omitempty"`
 	RootSessionID   string        `json:"rootSessionID,omitempty"`
 	ParentSessionID string        `json:"parentSessionID,omitempty"`
@@ -21,8 +21,49 @@ type Delegation struct {
 	Agent           string        `json:"agent,omitempty"`
 	Model           string        `json:"model,omitempty"`
 	Prompt          string        `json:"prompt,omitempty"`
-	Timeout         time.Duration `json:"-"` // JSON: timeoutMs
-	State           State         `json:"status"`
+	Timeout         time.Duration `json:"-"` // JSON: timeoutMs; 0 in a command: use Config.DefaultTimeout
+}
+
+// texts returns r's string fields, in their order.
+func (r *Registration) texts() [9]*string {
+	return [9]*string{&r.ProjectID, &r.RootSessionID, &r.ParentSessionID, &r.ParentMessageID, &r.ParentAgent,
+		&r.SessionID, &r.Agent, &r.Model, &r.Prompt}
+}
+
+// RegistrationJSON is a registration's JSON form, with the plugin's names
+// and the timeout in milliseconds: a record's (Delegation.MarshalJSON) and
+// an event's (the events verb).
+type RegistrationJSON struct {
+	ProjectID       string `json:"projectId,omitempty"`
+	RootSessionID   string `json:"rootSessionID,omitempty"`
+	ParentSessionID string `json:"parentSessionID,omitempty"`
+	ParentMessageID string `json:"parentMessageID,omitempty"`
+	ParentAgent     string `json:"parentAgent,omitempty"`
+	SessionID       string `json:"sessionID,omitempty"`
+	Agent           string `json:"agent,omitempty"`
+	Model           string `json:"model,omitempty"`
+	Prompt          string `json:"prompt,omitempty"`
+	TimeoutMs       int64  `json:"timeoutMs,omitempty"`
+}
+
+// JSON returns r's JSON form.
+func (r *Registration) JSON() RegistrationJSON {
+	return RegistrationJSON{r.ProjectID, r.RootSessionID, r.ParentSessionID, r.ParentMessageID, r.ParentAgent,
+		r.SessionID, r.Agent, r.Model, r.Prompt, r.Timeout.Milliseconds()}
+}
+
+// Registration returns the registration j is the JSON form of.
+func (j *RegistrationJSON) Registration() Registration {
+	return Registration{j.ProjectID, j.RootSessionID, j.ParentSessionID, j.ParentMessageID, j.ParentAgent,
+		j.SessionID, j.Agent, j.Model, j.Prompt, time.Duration(j.TimeoutMs) * time.Millisecond}
+}
+
+// Delegation is the state of one delegation: the fold of its events (see
+// Evolve). Its JSON form uses the plugin's camelCase names; see MarshalJSON.
+type Delegation struct {
+	ID string `json:"id"`
+	Registration
+	State State `json:"status"`
 
 	CreatedAt       time.Time `json:"createdAt"`
 	StartedAt       time.Time `json:"startedAt"`
@@ -102,9 +143,7 @@ func Evolve(d Delegation, e Event) Delegation {
 		if d.State != "" {
 			break // registered twice: the first wins
 		}
-		d.ProjectID, d.RootSessionID, d.ParentSessionID = e.ProjectID, e.RootSessionID, e.ParentSessionID
-		d.ParentMessageID, d.ParentAgent, d.SessionID = e.ParentMessageID, e.ParentAgent, e.SessionID
-		d.Agent, d.Model, d.Prompt, d.Timeout = e.Agent, e.Model, e.Prompt, e.Timeout
+		d.Registration = e.Registration
 		d.State = Registered
 		d.CreatedAt, d.LastUpdateAt = e.At, e.At
 		d.TimeoutAt = e.At.Add(e.Timeout)
@@ -169,21 +208,15 @@ func Evolve(d Delegation, e Event) Delegation {
 // event. The adopted file is the artifact as it is (size and hash from the
 // event): a legacy file is not necessarily what RenderArtifact would write.
 func evolveImported(d *Delegation, e *Event) {
-	set := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
+	have := d.Registration.texts()
+	for i, v := range e.Registration.texts() {
+		if *v != "" {
+			*have[i] = *v
 		}
 	}
-	set(&d.ProjectID, e.ProjectID)
-	set(&d.RootSessionID, e.RootSessionID)
-	set(&d.ParentSessionID, e.ParentSessionID)
-	set(&d.ParentMessageID, e.ParentMessageID)
-	set(&d.ParentAgent, e.ParentAgent)
-	set(&d.SessionID, e.SessionID)
-	set(&d.Agent, e.Agent)
-	set(&d.Model, e.Model)
-	set(&d.Prompt, e.Prompt)
-	set(&d.ArtifactPath, e.ArtifactPath)
+	if e.ArtifactPath != "" {
+		d.ArtifactPath = e.ArtifactPath
+	}
 	d.State = e.Status
 	if !d.State.Terminal() {
 		d.State = Complete // the plugin reads an unknown or missing status as complete
@@ -224,17 +257,8 @@ func FormatTime(t time.Time) string {
 }
 
 type delegationJSON struct {
-	ID              string `json:"id"`
-	ProjectID       string `json:"projectId,omitempty"`
-	RootSessionID   string `json:"rootSessionID,omitempty"`
-	ParentSessionID string `json:"parentSessionID,omitempty"`
-	ParentMessageID string `json:"parentMessageID,omitempty"`
-	ParentAgent     string `json:"parentAgent,omitempty"`
-	SessionID       string `json:"sessionID,omitempty"`
-	Agent           string `json:"agent,omitempty"`
-	Model           string `json:"model,omitempty"`
-	Prompt          string `json:"prompt,omitempty"`
-	TimeoutMs       int64  `json:"timeoutMs,omitempty"`
+	ID string `json:"id"`
+	RegistrationJSON
 	Status          State  `json:"status"`
 	CreatedAt       string `json:"createdAt,omitempty"`
 	StartedAt       string `json:"startedAt,omitempty"`
@@ -274,10 +298,7 @@ func (d *Delegation) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	out := Delegation{
-		ID: j.ID, ProjectID: j.ProjectID, RootSessionID: j.RootSessionID,
-		ParentSessionID: j.ParentSessionID, ParentMessageID: j.ParentMessageID,
-		ParentAgent: j.ParentAgent, SessionID: j.SessionID, Agent: j.Agent,
-		Model: j.Model, Prompt: j.Prompt, Timeout: time.Duration(j.TimeoutMs) * time.Millisecond,
+		ID: j.ID, Registration: j.Registration(),
 		State:    j.Status,
 		Progress: j.Progress, Result: j.Result, Error: j.Error,
 		Title: j.Title, Description: j.Description,

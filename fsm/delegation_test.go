@@ -24,8 +24,12 @@ func history() []Event {
 		{Kind: KindNotificationFailed, ID: testID, At: at(7), NotificationID: "n1", Error: "socket closed"},
 		{Kind: KindNotified, ID: testID, At: at(8), NotificationID: "n1"},
 		{Kind: KindNotified, ID: testID, At: at(9), NotificationID: "n1"},
-		{Kind: KindAllCompleteDue, ID: testID, At: at(10), ParentSessionID: "ses_parent", Cycle: 1},
-		{Kind: KindAllCompleteNotified, ID: testID, At: at(11), ParentSessionID: "ses_parent", Cycle: 1},
+		{Kind: KindAllCompleteDue, ID: testID, At: at(10), Registration: Registration{
+			ParentSessionID: "ses_parent",
+		}, Cycle: 1},
+		{Kind: KindAllCompleteNotified, ID: testID, At: at(11), Registration: Registration{
+			ParentSessionID: "ses_parent",
+		}, Cycle: 1},
 		{Kind: KindRead, ID: testID, At: at(12)},
 		{Kind: Kind(999), ID: testID, At: at(13)}, // from a later version
 	}
@@ -35,16 +39,32 @@ func TestEvolveFullHistory(t *testing.T) {
 	evs := history()
 	d := Fold(evs...)
 	want := Delegation{
-		ID: testID, ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: "ses_parent",
-		ParentMessageID: "msg_01", ParentAgent: "build", SessionID: "ses_child", Agent: "explore",
-		Model: "anthropic/claude-haiku", Prompt: "find where the results go", Timeout: 10 * time.Minute,
-		State:     Complete,
-		CreatedAt: t0, StartedAt: at(1), CompletedAt: at(4), LastUpdateAt: at(3), LastHeartbeatAt: at(3),
-		TimeoutAt: t0.Add(10 * time.Minute),
-		Progress:  "almost", Result: "# Found it\nin eventlog", Title: "Found it", Description: "The results go to the event log.",
-		PersistedAt: at(6), ArtifactPath: "/data/p/ses_root/elegant-blue-tiger.md", ArtifactSize: 321, ArtifactHash: 0xfeedfacecafebeef,
-		NotifiedAt: at(8), ReadAt: at(12),
-		Rejected: 1, Version: uint64(len(evs)),
+		ID: testID,
+		Registration: Registration{
+			ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: "ses_parent",
+			ParentMessageID: "msg_01", ParentAgent: "build", SessionID: "ses_child", Agent: "explore",
+			Model: "anthropic/claude-haiku", Prompt: "find where the results go",
+			Timeout: 10 * time.Minute,
+		},
+		State:           Complete,
+		CreatedAt:       t0,
+		StartedAt:       at(1),
+		CompletedAt:     at(4),
+		LastUpdateAt:    at(3),
+		LastHeartbeatAt: at(3),
+		TimeoutAt:       t0.Add(10 * time.Minute),
+		Progress:        "almost",
+		Result:          "# Found it\nin eventlog",
+		Title:           "Found it",
+		Description:     "The results go to the event log.",
+		PersistedAt:     at(6),
+		ArtifactPath:    "/data/p/ses_root/elegant-blue-tiger.md",
+		ArtifactSize:    321,
+		ArtifactHash:    0xfeedfacecafebeef,
+		NotifiedAt:      at(8),
+		ReadAt:          at(12),
+		Rejected:        1,
+		Version:         uint64(len(evs)),
 	}
 	if d != want {
 		t.Errorf("fold:\n got %+v\nwant %+v", d, want)
@@ -80,7 +100,7 @@ func TestEvolveTerminalIsFinal(t *testing.T) {
 	d := Fold(history()[:5]...) // completed
 	before := d
 	for _, e := range []Event{
-		{Kind: KindStarted, ID: testID, At: at(20), SessionID: "ses_other"},
+		{Kind: KindStarted, ID: testID, At: at(20), Registration: Registration{SessionID: "ses_other"}},
 		{Kind: KindProgressed, ID: testID, At: at(20), Message: "late"},
 		{Kind: KindFailed, ID: testID, At: at(20), Error: "late"},
 		{Kind: KindCancelled, ID: testID, At: at(20), Reason: "late"},
@@ -126,8 +146,17 @@ func TestEvolveCancelledAndTimedOut(t *testing.T) {
 }
 
 func TestEvolveImported(t *testing.T) {
-	imp := Event{Kind: KindImported, ID: "old-red-fox", At: t0, RootSessionID: "ses_root", Agent: "explore",
-		Status: Timeout, Title: "Old", Description: "from disk", Result: "text", ArtifactPath: "/x/old-red-fox.md"}
+	imp := Event{
+		Kind:         KindImported,
+		ID:           "old-red-fox",
+		At:           t0,
+		Registration: Registration{RootSessionID: "ses_root", Agent: "explore"},
+		Status:       Timeout,
+		Title:        "Old",
+		Description:  "from disk",
+		Result:       "text",
+		ArtifactPath: "/x/old-red-fox.md",
+	}
 	d := Fold(imp)
 	if d.ID != "old-red-fox" || d.State != Timeout || d.Title != "Old" || d.Result != "text" || d.Agent != "explore" ||
 		!d.CompletedAt.Equal(t0) || !d.CreatedAt.Equal(t0) || d.ArtifactPath != "/x/old-red-fox.md" || d.Version != 1 {

@@ -1,10 +1,7 @@
 package fsm
 
 import (
-	"encoding/binary"
-	"fmt"
 	"time"
-	"unicode/utf8"
 )
 
 // Event is one fact about a delegation: a decided command (registered …
@@ -37,10 +34,7 @@ type Event struct {
 	ID   string    // delegation id: the log record's stream
 	At   time.Time // the log record's time
 
-	// registered
-	ProjectID, RootSessionID, ParentSessionID, ParentMessageID, ParentAgent string
-	SessionID, Agent, Model, Prompt                                         string
-	Timeout                                                                 time.Duration // 0 in a command: use Config.DefaultTimeout
+	Registration // registered, imported; SessionID on started too
 
 	Message string // progressed: the last assistant text
 
@@ -97,241 +91,55 @@ const (
 	lastTag            = tagStatus
 )
 
-// stringField returns the string field stored under tag, or nil.
-func (e *Event) stringField(tag uint64) *string {
-	switch tag {
-	case tagProjectID:
-		return &e.ProjectID
-	case tagRootSessionID:
-		return &e.RootSessionID
-	case tagParentSessionID:
-		return &e.ParentSessionID
-	case tagParentMessageID:
-		return &e.ParentMessageID
-	case tagParentAgent:
-		return &e.ParentAgent
-	case tagSessionID:
-		return &e.SessionID
-	case tagAgent:
-		return &e.Agent
-	case tagModel:
-		return &e.Model
-	case tagPrompt:
-		return &e.Prompt
-	case tagMessage:
-		return &e.Message
-	case tagResult:
-		return &e.Result
-	case tagTitle:
-		return &e.Title
-	case tagDescription:
-		return &e.Description
-	case tagError:
-		return &e.Error
-	case tagReason:
-		return &e.Reason
-	case tagArtifactPath:
-		return &e.ArtifactPath
-	case tagNotificationID:
-		return &e.NotificationID
+// fields is the payload's field table (see tlv.go): e's fields by tag.
+func (e *Event) fields() [lastTag + 1]any {
+	return [...]any{
+		tagProjectID:       &e.ProjectID,
+		tagRootSessionID:   &e.RootSessionID,
+		tagParentSessionID: &e.ParentSessionID,
+		tagParentMessageID: &e.ParentMessageID,
+		tagParentAgent:     &e.ParentAgent,
+		tagSessionID:       &e.SessionID,
+		tagAgent:           &e.Agent,
+		tagModel:           &e.Model,
+		tagPrompt:          &e.Prompt,
+		tagTimeout:         &e.Timeout,
+		tagMessage:         &e.Message,
+		tagResult:          &e.Result,
+		tagTitle:           &e.Title,
+		tagDescription:     &e.Description,
+		tagError:           &e.Error,
+		tagReason:          &e.Reason,
+		tagArtifactPath:    &e.ArtifactPath,
+		tagArtifactSize:    &e.ArtifactSize,
+		tagArtifactHash:    &e.ArtifactHash,
+		tagNotificationID:  &e.NotificationID,
+		tagCycle:           &e.Cycle,
+		tagRefused:         &e.Refused,
+		tagRefusedState:    &e.RefusedState,
+		tagStatus:          &e.Status,
 	}
-	return nil
-}
-
-// stateField returns the State field stored under tag, or nil.
-func (e *Event) stateField(tag uint64) *State {
-	switch tag {
-	case tagRefusedState:
-		return &e.RefusedState
-	case tagStatus:
-		return &e.Status
-	}
-	return nil
-}
-
-// uintField returns the unsigned value stored under tag; ok is false for
-// tags that do not hold one. Signed values are zig-zag encoded like
-// encoding/binary's varint.
-func (e *Event) uintField(tag uint64) (v uint64, ok bool) {
-	switch tag {
-	case tagTimeout:
-		return zigzag(int64(e.Timeout)), true
-	case tagArtifactSize:
-		return zigzag(e.ArtifactSize), true
-	case tagArtifactHash:
-		return e.ArtifactHash, true
-	case tagCycle:
-		return e.Cycle, true
-	case tagRefused:
-		return uint64(e.Refused), true
-	}
-	return 0, false
-}
-
-func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
-func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 // PayloadSize returns len(e.MarshalPayload()) without encoding.
 func (e *Event) PayloadSize() int {
-	n := 1
-	for tag := uint64(1); tag <= lastTag; tag++ {
-		if l := e.valueLen(tag); l > 0 {
-			n += fieldLen(tag, l)
-		}
-	}
-	return n
-}
-
-// valueLen is the encoded length of the value under tag; 0 when the field
-// is zero and is not written.
-func (e *Event) valueLen(tag uint64) int {
-	if s := e.stringField(tag); s != nil {
-		return len(*s)
-	}
-	if s := e.stateField(tag); s != nil {
-		return len(*s)
-	}
-	if v, ok := e.uintField(tag); ok && v != 0 {
-		return uvarintLen(v)
-	}
-	return 0
+	f := e.fields()
+	return tlvSize(f[:])
 }
 
 // MarshalPayload encodes every field except Kind, ID and At. The encoding is
 // deterministic: the same event always gives the same bytes.
 //
 // Format: one version byte (PayloadVersion), then for each non-zero field in
-// ascending tag order: tag (uvarint), length (uvarint), value. Strings are
-// their bytes; integers are a uvarint (signed ones zig-zag encoded) filling
-// the value exactly.
+// ascending tag order: tag (uvarint), length (uvarint), value (see tlv.go).
 func (e Event) MarshalPayload() []byte {
 	return e.AppendPayload(make([]byte, 0, e.PayloadSize()))
 }
 
 // AppendPayload appends the payload of e (see MarshalPayload) to b.
 func (e *Event) AppendPayload(b []byte) []byte {
-	b = append(b, PayloadVersion)
-	for tag := uint64(1); tag <= lastTag; tag++ {
-		if p := e.stringField(tag); p != nil {
-			b = appendStringField(b, tag, *p)
-		} else if p := e.stateField(tag); p != nil {
-			b = appendStringField(b, tag, string(*p))
-		} else if v, ok := e.uintField(tag); ok && v != 0 {
-			b = appendUintField(b, tag, v)
-		}
-	}
-	return b
-}
-
-// The TLV layout below is shared by the event payload and the delegation
-// record (record.go): a version byte, then fields of tag (uvarint), length
-// (uvarint) and value, in strictly ascending tag order.
-
-// fieldLen is the encoded length of a field whose value is l bytes long.
-func fieldLen(tag uint64, l int) int {
-	return uvarintLen(tag) + uvarintLen(uint64(l)) + l
-}
-
-// appendStringField appends a string field; nothing when s is empty.
-func appendStringField(b []byte, tag uint64, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = binary.AppendUvarint(b, tag)
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-// appendUintField appends an integer field: a value that is exactly one
-// uvarint. The caller leaves out zero values it does not want written.
-func appendUintField(b []byte, tag, v uint64) []byte {
-	b = binary.AppendUvarint(b, tag)
-	b = binary.AppendUvarint(b, uint64(uvarintLen(v)))
-	return binary.AppendUvarint(b, v)
-}
-
-// checkVersion checks the version byte that starts b.
-func checkVersion(b []byte, version byte) error {
-	if len(b) == 0 {
-		return corrupt("empty (want at least the version byte)")
-	}
-	if b[0] != version {
-		return corrupt("unsupported format version %d (this build reads %d; upgrade it)", b[0], version)
-	}
-	return nil
-}
-
-// nextField reads the tag and length of the field at b[p:], which follows
-// a field tagged prev (0 before the first), and returns the tag and the
-// bounds of the value: b[start:end]. The next field starts at end.
-func nextField(b []byte, p int, prev uint64) (tag uint64, start, end int, err error) {
-	at := p
-	tag, n := binary.Uvarint(b[p:])
-	if n <= 0 {
-		return 0, 0, 0, corrupt("bad tag varint at byte %d", at)
-	}
-	p += n
-	if tag <= prev {
-		return 0, 0, 0, corrupt("tag %d at byte %d after tag %d (want strictly ascending tags)", tag, at, prev)
-	}
-	l, n := binary.Uvarint(b[p:])
-	if n <= 0 {
-		return 0, 0, 0, corrupt("bad length varint of tag %d at byte %d", tag, p)
-	}
-	p += n
-	if l > uint64(len(b)-p) {
-		return 0, 0, 0, corrupt("tag %d at byte %d: length %d exceeds the %d bytes left", tag, at, l, len(b)-p)
-	}
-	return tag, p, p + int(l), nil
-}
-
-// stringValue returns the value b[start:end] of the field tagged tag at
-// byte at as a string. The strings of one input share one copy of it,
-// *shared, made for the first non-empty one.
-func stringValue(b []byte, start, end int, shared *string, tag uint64, at int) (string, error) {
-	if !utf8.Valid(b[start:end]) {
-		return "", corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
-	}
-	if start == end {
-		return "", nil
-	}
-	if *shared == "" {
-		*shared = string(b)
-	}
-	return (*shared)[start:end], nil
-}
-
-// stateValue is stringValue for a State: a known state name does not
-// touch the shared copy.
-func stateValue(b []byte, start, end int, shared *string, tag uint64, at int) (State, error) {
-	if s, ok := internStateBytes(b[start:end]); ok {
-		return s, nil
-	}
-	s, err := stringValue(b, start, end, shared, tag, at)
-	return State(s), err
-}
-
-// uintValue decodes the value v of an integer field: one uvarint filling
-// it exactly.
-func uintValue(v []byte, tag uint64, at int) (uint64, error) {
-	u, n := binary.Uvarint(v)
-	if n <= 0 || n != len(v) {
-		return 0, corrupt("tag %d at byte %d: value is not one uvarint", tag, at)
-	}
-	return u, nil
-}
-
-func corrupt(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrCorruptPayload}, args...)...)
+	f := e.fields()
+	return appendTLV(b, PayloadVersion, f[:])
 }
 
 // UnmarshalPayload decodes a payload written by MarshalPayload (of this or a
@@ -347,52 +155,7 @@ func corrupt(format string, args ...any) error {
 // field alive keeps the whole copy alive.
 func UnmarshalPayload(kind Kind, id string, at time.Time, payload []byte) (Event, error) {
 	e := Event{Kind: kind, ID: id, At: at}
-	if err := checkVersion(payload, PayloadVersion); err != nil {
-		return e, err
-	}
-	var str string // string(payload), made on the first string field
-	var tag uint64
-	for p := 1; p < len(payload); {
-		at := p
-		var start int
-		var err error
-		if tag, start, p, err = nextField(payload, p, tag); err != nil {
-			return e, err
-		}
-		if sp := e.stringField(tag); sp != nil {
-			if *sp, err = stringValue(payload, start, p, &str, tag, at); err != nil {
-				return e, err
-			}
-			continue
-		}
-		if st := e.stateField(tag); st != nil {
-			if *st, err = stateValue(payload, start, p, &str, tag, at); err != nil {
-				return e, err
-			}
-			continue
-		}
-		if _, ok := e.uintField(tag); !ok {
-			continue // a tag from a later version
-		}
-		u, err := uintValue(payload[start:p], tag, at)
-		if err != nil {
-			return e, err
-		}
-		switch tag {
-		case tagTimeout:
-			e.Timeout = time.Duration(unzigzag(u))
-		case tagArtifactSize:
-			e.ArtifactSize = unzigzag(u)
-		case tagArtifactHash:
-			e.ArtifactHash = u
-		case tagCycle:
-			e.Cycle = u
-		case tagRefused:
-			if u > 0xffff {
-				return e, corrupt("tag %d at byte %d: kind %d does not fit 16 bits", tag, at, u)
-			}
-			e.Refused = Kind(u)
-		}
-	}
-	return e, nil
+	f := e.fields()
+	err := decodeTLV(payload, PayloadVersion, f[:], nil)
+	return e, err
 }

@@ -17,12 +17,23 @@ func sampleEvents() []Event {
 		Event{Kind: KindFailed, ID: testID, At: t0, Error: "boom", Title: "T", Description: "D"},
 		Event{Kind: KindCancelled, ID: testID, At: t0, Reason: "user asked", Title: "T", Description: "D"},
 		Event{Kind: KindTimedOut, ID: testID, At: t0, Error: "Delegation timed out after 900s"},
-		Event{Kind: KindImported, ID: testID, At: t0, RootSessionID: "r", Agent: "a", Status: Cancelled,
-			Result: "r", Title: "t", Description: "d", ArtifactPath: "/p.md"},
+		Event{
+			Kind:         KindImported,
+			ID:           testID,
+			At:           t0,
+			Registration: Registration{RootSessionID: "r", Agent: "a"},
+			Status:       Cancelled,
+			Result:       "r",
+			Title:        "t",
+			Description:  "d",
+			ArtifactPath: "/p.md",
+		},
 		Event{Kind: KindRejected, ID: testID, At: t0, Refused: Kind(math.MaxUint16), RefusedState: "future-state"},
 		Event{Kind: KindPersisted, ID: testID, At: t0, ArtifactSize: -1, ArtifactHash: math.MaxUint64},
-		Event{Kind: KindRegistered, ID: testID, At: t0, Timeout: -time.Nanosecond, Prompt: "ünïcødé 🙂"},
-		Event{Kind: KindRegistered, ID: testID, At: t0, Timeout: math.MaxInt64},
+		Event{Kind: KindRegistered, ID: testID, At: t0, Registration: Registration{
+			Timeout: -time.Nanosecond, Prompt: "ünïcødé 🙂",
+		}},
+		Event{Kind: KindRegistered, ID: testID, At: t0, Registration: Registration{Timeout: math.MaxInt64}},
 		Event{Kind: KindRead, ID: testID, At: t0},
 	)
 	return evs
@@ -66,7 +77,7 @@ func TestPayloadLeavesOutKindIDAndTime(t *testing.T) {
 		t.Errorf("read payload = %x, want just the version byte", b)
 	}
 	// pin the wire format of one event: a change here breaks stored logs
-	e = Event{Kind: KindProgressed, Message: "hi", Timeout: -2, Cycle: 300}
+	e = Event{Kind: KindProgressed, Message: "hi", Registration: Registration{Timeout: -2}, Cycle: 300}
 	want := []byte{1, tagTimeout, 1, 3, tagMessage, 2, 'h', 'i', tagCycle, 2, 0xac, 0x02}
 	if b := e.MarshalPayload(); !bytes.Equal(b, want) {
 		t.Errorf("wire format = %x, want %x", b, want)

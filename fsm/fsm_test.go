@@ -16,10 +16,14 @@ func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 
 func regCmd() Event {
 	return Event{
-		Kind: KindRegistered, ID: testID, At: t0,
-		ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: "ses_parent",
-		ParentMessageID: "msg_01", ParentAgent: "build", Agent: "explore", Model: "anthropic/claude-haiku",
-		Prompt: "find where the results go",
+		Kind: KindRegistered,
+		ID:   testID,
+		At:   t0,
+		Registration: Registration{
+			ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: "ses_parent",
+			ParentMessageID: "msg_01", ParentAgent: "build", Agent: "explore",
+			Model: "anthropic/claude-haiku", Prompt: "find where the results go",
+		},
 	}
 }
 
@@ -27,7 +31,7 @@ func regCmd() Event {
 // states below are reached with these same commands, so the same command on
 // its own terminal state is an idempotent retry.
 var tableCmds = map[Kind]Event{
-	KindStarted:    {Kind: KindStarted, SessionID: "ses_child"},
+	KindStarted:    {Kind: KindStarted, Registration: Registration{SessionID: "ses_child"}},
 	KindProgressed: {Kind: KindProgressed, Message: "working on it"},
 	KindCompleted:  {Kind: KindCompleted, Result: "done\nall of it"},
 	KindFailed:     {Kind: KindFailed, Error: "boom"},
@@ -324,12 +328,14 @@ func TestStartedKeepsFirstStartAndSession(t *testing.T) {
 		t.Fatalf("after start: %+v", d)
 	}
 	// a second start with a session is a no-op by design
-	evs, err := Decide(&d, Event{Kind: KindStarted, ID: testID, At: at(2), SessionID: "ses_x"}, Config{})
+	evs, err := Decide(&d, Event{Kind: KindStarted, ID: testID, At: at(2), Registration: Registration{
+		SessionID: "ses_x",
+	}}, Config{})
 	if evs != nil || err != nil {
 		t.Errorf("start on running: %v, %v", evs, err)
 	}
 	// Evolve itself: StartedAt only the first time, session when given
-	d = Evolve(d, Event{Kind: KindStarted, ID: testID, At: at(3), SessionID: "ses_y"})
+	d = Evolve(d, Event{Kind: KindStarted, ID: testID, At: at(3), Registration: Registration{SessionID: "ses_y"}})
 	if !d.StartedAt.Equal(at(1)) || d.SessionID != "ses_y" {
 		t.Errorf("evolve started twice: %+v", d)
 	}

@@ -12,10 +12,12 @@ import (
 // AppendJSON is tested against.
 func (d Delegation) marshalJSONReflect() ([]byte, error) {
 	j := delegationJSON{
-		ID: d.ID, ProjectID: d.ProjectID, RootSessionID: d.RootSessionID,
-		ParentSessionID: d.ParentSessionID, ParentMessageID: d.ParentMessageID,
-		ParentAgent: d.ParentAgent, SessionID: d.SessionID, Agent: d.Agent,
-		Model: d.Model, Prompt: d.Prompt, TimeoutMs: d.Timeout.Milliseconds(),
+		ID: d.ID, RegistrationJSON: RegistrationJSON{
+			ProjectID: d.ProjectID, RootSessionID: d.RootSessionID,
+			ParentSessionID: d.ParentSessionID, ParentMessageID: d.ParentMessageID,
+			ParentAgent: d.ParentAgent, SessionID: d.SessionID, Agent: d.Agent,
+			Model: d.Model, Prompt: d.Prompt, TimeoutMs: d.Timeout.Milliseconds(),
+		},
 		Status:          d.State,
 		CreatedAt:       FormatTime(d.CreatedAt),
 		StartedAt:       FormatTime(d.StartedAt),

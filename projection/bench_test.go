@@ -152,8 +152,14 @@ func outboxStore(b *testing.B, parents, each int) *Store {
 			}
 			var entries []eventlog.Entry
 			for _, e := range []fsm.Event{
-				{Kind: fsm.KindRegistered, ProjectID: "0123456789abcdef", RootSessionID: "ses_root",
-					ParentSessionID: fmt.Sprintf("ses_parent_%d", p), Agent: "researcher", Prompt: "a task", Timeout: time.Hour},
+				{
+					Kind: fsm.KindRegistered,
+					Registration: fsm.Registration{
+						ProjectID: "0123456789abcdef", RootSessionID: "ses_root",
+						ParentSessionID: fmt.Sprintf("ses_parent_%d", p), Agent: "researcher", Prompt: "a task",
+						Timeout: time.Hour,
+					},
+				},
 				{Kind: fsm.KindCompleted, Result: "the result"},
 				{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 100, ArtifactHash: 1},
 			} {

@@ -19,7 +19,7 @@ import (
 // that ended meanwhile is skipped without a trace; an error on one does
 // not stop the others.
 func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err error) {
-	now := s.now()
+	now := s.clock.Now()
 	var overdue []string
 	err = s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketDeadlines)

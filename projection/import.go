@@ -277,20 +277,19 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 	}
 
 	ev := fsm.Event{
-		Kind:          fsm.KindImported,
-		ID:            id,
-		At:            importTime(&p, mtime),
-		ProjectID:     c.project,
-		RootSessionID: c.rootID,
-		SessionID:     p.Session,
-		Agent:         p.Agent,
-		Status:        p.Status,
-		Title:         p.Title,
-		Description:   p.Description,
-		Result:        p.Result,
-		ArtifactPath:  rel,
-		ArtifactSize:  int64(len(content)),
-		ArtifactHash:  sum,
+		Kind: fsm.KindImported,
+		ID:   id,
+		At:   importTime(&p, mtime),
+		Registration: fsm.Registration{
+			ProjectID: c.project, RootSessionID: c.rootID, SessionID: p.Session, Agent: p.Agent,
+		},
+		Status:       p.Status,
+		Title:        p.Title,
+		Description:  p.Description,
+		Result:       p.Result,
+		ArtifactPath: rel,
+		ArtifactSize: int64(len(content)),
+		ArtifactHash: sum,
 	}
 	if p.Status == fsm.Error {
 		// Keep the error where the record has it: the result text is

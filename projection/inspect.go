@@ -3,6 +3,7 @@ package projection
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,7 +44,8 @@ type CycleView struct {
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
 //
-//	records    ID, Record
+//	records    ID, Record (for a delegation the roots view lists, read there:
+//	           the records entry only points at it)
 //	roots      Session (root), ID, Record (its Summary)
 //	parents    Session (parent), ID
 //	running    Session (root), Time (createdAt), ID
@@ -54,7 +56,10 @@ type CycleView struct {
 //	members    ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
 //	due        Session (parent), ID (the notification)
-//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text)
+//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text,
+//	           read from the event the entry names: the one Value that is
+//	           not the stored bytes; nil when that event fails the log's
+//	           checks, a damage reading the log reports)
 //
 // Key, Value and Record alias the transaction's memory: they are valid
 // only during the InspectViews callback. Err is set, with the fields that
@@ -88,7 +93,24 @@ func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 		}
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if err := fn(decodeViewEntry(name, k, v)); err != nil {
+			e := decodeViewEntry(name, k, v)
+			if name == bucketRecords {
+				if e.Record, err = storedSummary(tx, e.ID, v); err != nil {
+					e.Err = err
+				}
+			}
+			if name == bucketTexts && e.Err == nil {
+				text, err := readText(tx, v, e.Text, true)
+				switch {
+				case errors.Is(err, eventlog.ErrCorrupt):
+					e.Value = nil
+				case err != nil:
+					e.Err = fmt.Errorf("view %s key %q: %w", name, k, err)
+				default:
+					e.Value = []byte(text)
+				}
+			}
+			if err := fn(e); err != nil {
 				return err
 			}
 		}
@@ -97,9 +119,27 @@ func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 }
 
 // InspectRecord returns the record of delegation id as the records view
-// holds it in tx, or nil when it holds none.
+// holds it in tx, or nil when it holds none. A text whose event fails the
+// log's checks is left empty: reading the log reports that damage.
 func InspectRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadRecord(tx, id)
+	d, err := loadStored(tx, id)
+	if err != nil || d == nil {
+		return d, err
+	}
+	b, err := tx.Bucket(bucketTexts)
+	if err != nil || b == nil {
+		return d, err
+	}
+	for i, t := range d.Texts() {
+		if v := b.Get(textKey(id, i)); v != nil {
+			text, err := readText(tx, v, i, true)
+			if err != nil && !errors.Is(err, eventlog.ErrCorrupt) {
+				return nil, fmt.Errorf("texts view %q text %d: %w", id, i, err)
+			}
+			*t = text
+		}
+	}
+	return d, nil
 }
 
 // ViewsCheckpoint returns the sequence number of the last record the views

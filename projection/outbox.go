@@ -29,11 +29,11 @@ func (s *Store) Notifications(parent string) ([]Notification, error) {
 // wait for something to become due: a pending entry's time (an all-complete
 // after its quiet period) or a new event.
 func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.Duration) ([]Notification, error) {
-	deadline := s.now().Add(wait)
+	deadline := s.clock.Now().Add(wait)
 	for {
 		last := s.log.Last()
 		due, next, err := s.outbox(parent)
-		now := s.now()
+		now := s.clock.Now()
 		if err != nil || len(due) > 0 || !now.Before(deadline) {
 			return due, err
 		}
@@ -62,7 +62,7 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 			return nil, next, err
 		}
 	}
-	now := s.now()
+	now := s.clock.Now()
 	var out []Notification
 	err = s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketOutbox)
@@ -237,7 +237,7 @@ func (s *Store) ackAllComplete(ctx context.Context, parent string, cycle uint64,
 		res.Already = true
 		return res, nil
 	}
-	ev := fsm.Event{Kind: fsm.KindAllCompleteNotified, ID: stream, At: s.now().UTC().Truncate(time.Millisecond), NotificationID: nid, Cycle: cycle}
+	ev := fsm.Event{Kind: fsm.KindAllCompleteNotified, ID: stream, At: s.clock.Now().UTC().Truncate(time.Millisecond), NotificationID: nid, Cycle: cycle}
 	if failure != "" {
 		ev.Kind, ev.Error = fsm.KindNotificationFailed, failure
 	}

@@ -7,37 +7,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection/artifact"
+	"github.com/delegations/delegations/projection/clocktest"
 )
 
-// manualClock only moves when told to.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func openManual(t *testing.T, dir string) (*Store, *manualClock) {
+func openManual(t *testing.T, dir string) (*Store, *clocktest.Clock) {
 	t.Helper()
-	c := &manualClock{t: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}
+	c := clocktest.New(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))
 	s, err := Open(dir, Options{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +349,7 @@ func TestRebuildIsByteIdentical(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dir, "0123456789abcdef")); err != nil {
 		t.Fatal(err)
 	}
-	c := &manualClock{t: clock.Now()}
+	c := clocktest.New(clock.Now())
 	s, err := Open(dir, Options{Now: c.Now, Rebuild: true})
 	if err != nil {
 		t.Fatal(err)
@@ -384,12 +367,14 @@ func TestRebuildIsByteIdentical(t *testing.T) {
 }
 
 // TestWaitNotifications waits for an all-complete through its quiet period
-// on the real clock, and for a terminal notification made due by another
-// goroutine's command.
-func TestWaitNotifications(t *testing.T) {
+// on the wall clock (a synctest bubble's), and for a terminal notification
+// made due by another goroutine's command.
+func TestWaitNotifications(t *testing.T) { synctest.Test(t, testWaitNotifications) }
+
+func testWaitNotifications(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, t.TempDir())
-	s.now = time.Now // the quiet period is waited for on the real clock
+	s.clock = WallClock{} // the quiet period is waited for
 	d := register(t, s)
 	s.Complete(ctx, d.ID, "x", "", "")
 	if _, err := s.Ack(ctx, TerminalNotificationID(d.ID)); err != nil {

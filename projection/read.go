@@ -163,7 +163,7 @@ func (s *Store) visible(root, id string) (fsm.Delegation, error) {
 // awaitTerminal waits for d to become terminal, for at most wait, and times
 // it out once its deadline plus ReadGrace has passed.
 func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.Duration) (fsm.Delegation, error) {
-	limit := s.now().Add(wait)
+	limit := s.clock.Now().Add(wait)
 	for {
 		// Take the log position before reading the record: a completion
 		// committed in between is then after it, and the watch sees it.
@@ -172,7 +172,7 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 		if d, err = s.Get(d.ID); err != nil || !d.State.Active() {
 			return d, err
 		}
-		now := s.now()
+		now := s.clock.Now()
 		if !now.Before(d.TimeoutAt.Add(ReadGrace)) {
 			return s.Timeout(ctx, d.ID)
 		}
@@ -237,7 +237,7 @@ func (s *Store) awaitWatch(ctx context.Context, id string, last uint64, until ti
 		s.readMu.Unlock()
 	}()
 	reached := make(chan struct{})
-	defer s.after(until.Sub(s.now()), func() { close(reached) })()
+	defer s.clock.AfterFunc(until.Sub(s.clock.Now()), func() { close(reached) })()
 	select {
 	case <-w.done:
 		if w.err != nil {
@@ -423,16 +423,11 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		// when the filter no longer lists it.
 		var at time.Time
 		err := s.log.View(func(tx *eventlog.Tx) error {
-			b, err := tx.Bucket(bucketRecords)
-			if err != nil || b == nil {
-				return err
-			}
-			if v := b.Get([]byte(o.After)); v != nil {
-				d, err := fsm.UnmarshalSummary(v)
+			d, err := loadStored(tx, o.After)
+			if d != nil {
 				at = d.CreatedAt
-				return err
 			}
-			return nil
+			return err
 		})
 		if err != nil {
 			return nil, err

@@ -30,12 +30,11 @@ type Options struct {
 	DefaultTimeout time.Duration
 	// LockTimeout bounds the wait for another process holding the log.
 	LockTimeout time.Duration
-	// Now is the clock; nil means time.Now. Tests inject one.
+	// Clock is the store's time; nil means WallClock.
+	Clock Clock
+	// Now, when set, reads the time instead of Clock, whose timers stay:
+	// for tests that choose the times events are stamped with.
 	Now func() time.Time
-	// AfterFunc runs f once d has passed on the clock Now reads, unless
-	// stop is called first; nil means time.AfterFunc. An injected clock
-	// must inject both, so that waits end when that clock says so.
-	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// IDs draws new delegation ids; nil means crypto/rand.
 	IDs *fsm.IDGenerator
 	// Logger receives diagnostics; nil discards them.
@@ -104,8 +103,7 @@ type Store struct {
 	dir   string
 	log   *eventlog.Log
 	cfg   fsm.Config
-	now   func() time.Time
-	after func(d time.Duration, f func()) (stop func() bool)
+	clock Clock
 	ids   *fsm.IDGenerator
 	logf  *slog.Logger
 
@@ -138,11 +136,11 @@ const staleTempAge = 2 * time.Second
 // Open opens the store in data directory dir, creating it (mode 0700) if
 // needed.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = WallClock{}
 	}
-	if opts.AfterFunc == nil {
-		opts.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	if opts.Now != nil {
+		opts.Clock = stamped{opts.Clock, opts.Now}
 	}
 	if opts.IDs == nil {
 		opts.IDs = fsm.NewIDGenerator(nil)
@@ -180,8 +178,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		dir:   abs,
 		log:   l,
 		cfg:   fsm.Config{DefaultTimeout: opts.DefaultTimeout},
-		now:   opts.Now,
-		after: opts.AfterFunc,
+		clock: opts.Clock,
 		ids:   opts.IDs,
 		logf:  opts.Logger,
 	}
@@ -264,7 +261,7 @@ func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !until.IsZero() {
-		defer s.after(until.Sub(s.now()), cancel)()
+		defer s.clock.AfterFunc(until.Sub(s.clock.Now()), cancel)()
 	}
 	_, err := s.log.Wait(wctx, seq)
 	switch {
@@ -276,7 +273,9 @@ func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
 	return err
 }
 
-// Registration is what a delegate call provides.
+// Registration is what a delegate call provides: the fields of
+// fsm.Registration, flat so that a caller's literal names them, and an
+// idempotency key.
 type Registration struct {
 	ProjectID       string
 	RootSessionID   string
@@ -310,19 +309,11 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 	// Timeouts are kept in milliseconds (the record's timeoutMs): a finer
 	// one would make the deadline differ between the event and the record.
 	r.Timeout = r.Timeout.Truncate(time.Millisecond)
-	cmd := fsm.Event{
-		Kind:            fsm.KindRegistered,
-		ProjectID:       r.ProjectID,
-		RootSessionID:   r.RootSessionID,
-		ParentSessionID: r.ParentSessionID,
-		ParentMessageID: r.ParentMessageID,
-		ParentAgent:     r.ParentAgent,
-		SessionID:       r.SessionID,
-		Agent:           r.Agent,
-		Model:           r.Model,
-		Prompt:          r.Prompt,
-		Timeout:         r.Timeout,
-	}
+	cmd := fsm.Event{Kind: fsm.KindRegistered, Registration: fsm.Registration{
+		ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID,
+		ParentMessageID: r.ParentMessageID, ParentAgent: r.ParentAgent, SessionID: r.SessionID,
+		Agent: r.Agent, Model: r.Model, Prompt: r.Prompt, Timeout: r.Timeout,
+	}}
 	var key string
 	if r.IdempotencyKey != "" {
 		key = "register:" + r.IdempotencyKey
@@ -346,7 +337,8 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 
 // Start marks a delegation running; session names the child session.
 func (s *Store) Start(ctx context.Context, id, session string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindStarted, ID: id, SessionID: session}, "")
+	started := fsm.Event{Kind: fsm.KindStarted, ID: id, Registration: fsm.Registration{SessionID: session}}
+	return s.execute(ctx, started, "")
 }
 
 // Progress records a heartbeat with the child's latest text.
@@ -536,7 +528,7 @@ func (s *Store) updateWith(ctx context.Context, id, key string, load func(*event
 	defer mu.Unlock()
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
-	at := s.now().UTC().Truncate(time.Millisecond)
+	at := s.clock.Now().UTC().Truncate(time.Millisecond)
 	for range maxConflicts {
 		cur, err := s.get(id, load)
 		var d *fsm.Delegation

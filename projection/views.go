@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
@@ -18,8 +20,8 @@ import (
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
 const (
-	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord)
-	bucketTexts     = "texts"     // id \0 n → the record's n-th text (fsm.Delegation.Texts), when not empty
+	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord), or where the roots view holds it: rootPointer
+	bucketTexts     = "texts"     // id \0 n → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef
 	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
 	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
@@ -93,10 +95,12 @@ type cycle struct {
 // Its name carries the version of the views' layout: a build that changes
 // it renames the projector, so the log replays every record into it when a
 // file written by an older build is opened (v1 kept records as JSON; v2
-// kept no value in the roots view, so a listing read every whole record).
+// kept no value in the roots view, so a listing read every whole record;
+// v3 kept every text in the texts view, a second copy of its event's, and
+// every summary in the records view, a second copy of the roots view's).
 type views struct{}
 
-func (views) Name() string { return "views/v3" }
+func (views) Name() string { return "views/v4" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 	if len(recs) > 0 && recs[0].Seq == 1 {
@@ -174,10 +178,12 @@ const textUnchanged = "\xff"
 // apply evolves one delegation's record and moves it between the views.
 //
 // The texts that grow with the work (prompt, progress, result, error) are
-// kept apart from the record, in the texts view, and written only by the
-// event that sets them: a command that changes none of them (start, ack,
-// read, persisted, a late refused command) rewrites a record of a few
-// hundred bytes, whatever its texts weigh.
+// kept apart from the record: the texts view names the event that set each
+// one (textRef), written only by that event. The text itself stays in the
+// event alone, so a text costs its bytes in the file once, and a command
+// that changes none of them (start, ack, read, persisted, a late refused
+// command) rewrites a record of a few hundred bytes, whatever its texts
+// weigh.
 func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	prev, err := loadStored(w.tx, e.ID)
 	if err != nil {
@@ -197,7 +203,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 			if *t == "" {
 				err = w.b[bucketTexts].Delete(key)
 			} else {
-				err = w.b[bucketTexts].Put(key, []byte(*t))
+				err = w.b[bucketTexts].Put(key, newTextRef(seq, *t).encode())
 			}
 			if err != nil {
 				return err
@@ -206,9 +212,6 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		*t = ""
 	}
 	// A fresh slice per Put: bbolt keeps the value until the commit.
-	if err := w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil)); err != nil {
-		return err
-	}
 	if Unregistered(&next) {
 		// Events of a delegation whose registration is not in the log:
 		// `delegations recover` keeps every intact record of a damaged
@@ -217,19 +220,58 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// timeline), but it names no root, parent, project or deadline:
 		// it is in no index and no cycle, no artifact is written for it
 		// and no notification is sent. Replay's rules say the same.
-		return nil
+		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
 	}
 	if err := v.moved(w, seq, e, prev, &next); err != nil {
 		return err
 	}
 	// The roots view holds each indexed delegation's summary, so that a
-	// listing reads one small value per delegation, in key order.
+	// listing reads one small value per delegation, in key order; the
+	// records view then points there instead of holding it again, and
+	// does not change after the registration.
 	root := pairKey(next.RootSessionID, e.ID)
 	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
 	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
+		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
+	}
+	if err := w.b[bucketRoots].Put(root, next.AppendRecord(nil)); err != nil { // its texts are out
+		return err
+	}
+	ptr := rootPointer(next.RootSessionID)
+	if bytes.Equal(w.b[bucketRecords].Get([]byte(e.ID)), ptr) {
 		return nil
 	}
-	return w.b[bucketRoots].Put(root, next.AppendRecord(nil)) // its texts are out
+	return w.b[bucketRecords].Put([]byte(e.ID), ptr)
+}
+
+// rootPointerTag starts a records view value that holds no record but
+// names the root session under which the roots view holds it. A record
+// starts with fsm.RecordVersion, never 0.
+const rootPointerTag = 0
+
+func rootPointer(root string) []byte {
+	return append([]byte{rootPointerTag}, root...)
+}
+
+// storedSummary returns the summary the records view entry v of id stands
+// for: v itself, or the roots view's value v points at.
+func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != rootPointerTag {
+		return v, nil
+	}
+	root := v[1:]
+	roots, err := tx.Bucket(bucketRoots)
+	if err != nil {
+		return nil, err
+	}
+	var sum []byte
+	if roots != nil {
+		sum = roots.Get(pairKey(string(root), id))
+	}
+	if sum == nil {
+		return nil, fmt.Errorf("records view %q: points at root %q, where the roots view does not list it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
+	}
+	return sum, nil
 }
 
 // moved moves a delegation between the views for one event.
@@ -434,8 +476,8 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 	return b.Put([]byte(key), raw)
 }
 
-// loadRecord reads a delegation's whole record, its texts included; nil
-// when there is none.
+// loadRecord reads a delegation's whole record, its texts included (each
+// read from the event that set it); nil when there is none.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	d, err := loadStored(tx, id)
 	if err != nil || d == nil {
@@ -446,11 +488,100 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		return d, err
 	}
 	for i, t := range d.Texts() {
-		if v := b.Get(textKey(id, i)); v != nil {
-			*t = string(v)
+		v := b.Get(textKey(id, i))
+		if v == nil {
+			continue
+		}
+		if *t, err = readText(tx, v, i, false); err != nil {
+			if errors.Is(err, eventlog.ErrCorrupt) {
+				// One damaged event costs its text, not the record, nor
+				// every listing, block and notification that shows it.
+				*t = fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err)
+				continue
+			}
+			return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
 		}
 	}
 	return d, nil
+}
+
+// textRef is a texts view entry: the event that set the text, and the
+// text's length and xxhash64, which a reader checks the text against.
+//
+//	version 1 byte (textRefVersion), seq 8 bytes, length 4 bytes, xxhash64 8 bytes (big-endian)
+type textRef struct {
+	seq  uint64
+	len  int
+	hash uint64
+}
+
+const (
+	textRefVersion = 1
+	textRefLen     = 1 + 8 + 4 + 8
+)
+
+func newTextRef(seq uint64, text string) textRef {
+	return textRef{seq: seq, len: len(text), hash: xxhash.Sum64String(text)}
+}
+
+func (r textRef) encode() []byte {
+	b := make([]byte, 1, textRefLen) // a fresh slice per Put
+	b[0] = textRefVersion
+	b = binary.BigEndian.AppendUint64(b, r.seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(r.len))
+	return binary.BigEndian.AppendUint64(b, r.hash)
+}
+
+func decodeTextRef(v []byte) (textRef, error) {
+	if len(v) != textRefLen || v[0] != textRefVersion {
+		return textRef{}, fmt.Errorf("entry of %d bytes (version %d) is not a text reference (%d bytes, version %d)", len(v), first(v), textRefLen, textRefVersion)
+	}
+	return textRef{
+		seq:  binary.BigEndian.Uint64(v[1:]),
+		len:  int(binary.BigEndian.Uint32(v[9:])),
+		hash: binary.BigEndian.Uint64(v[13:]),
+	}, nil
+}
+
+func first(v []byte) int {
+	if len(v) == 0 {
+		return -1
+	}
+	return int(v[0])
+}
+
+// readText reads text i of a delegation from the event the texts view
+// entry v names: the text that event sets, as views.apply found it, checked
+// against the length the entry holds, and against its hash too when
+// hashed is set (replay's inspection sets it; a command's read trusts the
+// event's own checksums, which the log checks). An event that fails the
+// log's checks is an error wrapping eventlog.ErrCorrupt.
+func readText(tx *eventlog.Tx, v []byte, i int, hashed bool) (string, error) {
+	ref, err := decodeTextRef(v)
+	if err != nil {
+		return "", err
+	}
+	r, err := tx.Record(ref.seq)
+	if err != nil {
+		return "", err
+	}
+	e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+	if err != nil {
+		return "", fmt.Errorf("record %d: %w", r.Seq, err)
+	}
+	var seeded fsm.Delegation
+	for _, t := range seeded.Texts() {
+		*t = textUnchanged
+	}
+	next := fsm.Evolve(seeded, e)
+	text := *next.Texts()[i]
+	switch {
+	case text == textUnchanged:
+		return "", fmt.Errorf("record %d (%s of %q) does not set this text", r.Seq, e.Kind, r.Stream)
+	case len(text) != ref.len || hashed && xxhash.Sum64String(text) != ref.hash:
+		return "", fmt.Errorf("record %d sets a text of %d bytes, hash %016x; the view expects %d bytes, hash %016x", r.Seq, len(text), xxhash.Sum64String(text), ref.len, ref.hash)
+	}
+	return text, nil
 }
 
 // loadStored reads a delegation's record as the records view holds it:
@@ -463,6 +594,9 @@ func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	v := b.Get([]byte(id))
 	if v == nil {
 		return nil, nil
+	}
+	if v, err = storedSummary(tx, id, v); err != nil {
+		return nil, err
 	}
 	d, err := fsm.UnmarshalDelegation(v) // copies v: it outlives the transaction
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/clocktest"
 )
 
 // dumpViews copies every view bucket: bucket \0 key → value.
@@ -108,6 +109,9 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		recs := views.Bucket([]byte(bucketRecords))
 		old := map[string][]byte{}
 		if err := recs.ForEach(func(k, v []byte) error {
+			if len(v) > 0 && v[0] == rootPointerTag {
+				v = views.Bucket([]byte(bucketRoots)).Get(pairKey(string(v[1:]), string(k)))
+			}
 			d, err := fsm.UnmarshalDelegation(v)
 			if err != nil {
 				return err
@@ -143,7 +147,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(dir, Options{Now: (&manualClock{t: clock.Now()}).Now})
+	s, err = Open(dir, Options{Now: clocktest.New(clock.Now()).Now})
 	if err != nil {
 		t.Fatalf("open after the upgrade: %v", err)
 	}
@@ -189,9 +193,10 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 	}
 }
 
-// TestRecordsViewIsBinary pins what the records view holds: the binary
-// form of the record without its texts, which decodes to what Get returns
-// without them; the texts view holds them apart.
+// TestRecordsViewIsBinary pins what the views hold of a record: the roots
+// view the binary form of the record without its texts, which decodes to
+// what Get returns without them, and the records view a pointer to it; the
+// texts view names the events that hold the texts.
 func TestRecordsViewIsBinary(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	d := register(t, s)
@@ -200,9 +205,16 @@ func TestRecordsViewIsBinary(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		raw := b.Get([]byte(d.ID))
+		if ptr := b.Get([]byte(d.ID)); string(ptr) != "\x00"+d.RootSessionID {
+			t.Errorf("records view holds %q, want a pointer to root %q", ptr, d.RootSessionID)
+		}
+		roots, err := tx.Bucket(bucketRoots)
+		if err != nil {
+			return err
+		}
+		raw := roots.Get(pairKey(d.RootSessionID, d.ID))
 		if len(raw) == 0 || raw[0] != fsm.RecordVersion {
-			t.Errorf("records view holds %q", raw)
+			t.Errorf("roots view holds %q", raw)
 		}
 		got, err := fsm.UnmarshalDelegation(raw)
 		if want := d.Summary(); err != nil || !reflect.DeepEqual(got, want) {
@@ -212,8 +224,13 @@ func TestRecordsViewIsBinary(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if v := texts.Get(textKey(d.ID, 0)); string(v) != d.Prompt || d.Prompt == "" {
-			t.Errorf("texts view holds prompt %q, want %q", v, d.Prompt)
+		// The prompt stays in its event; the texts view names that event.
+		v := texts.Get(textKey(d.ID, 0))
+		if len(v) != textRefLen {
+			t.Errorf("texts view holds %q for the prompt, want a reference", v)
+		}
+		if text, err := readText(tx, v, 0, true); text != d.Prompt || d.Prompt == "" || err != nil {
+			t.Errorf("texts view's prompt reads %q, %v; want %q", text, err, d.Prompt)
 		}
 		return nil
 	})
@@ -248,7 +265,9 @@ func writeLog(t *testing.T, events []fsm.Event) string {
 func TestViewsUnregisteredDelegation(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, SessionID: "ses_child"},
+		{Kind: fsm.KindStarted, ID: "elegant-blue-tiger", At: at, Registration: fsm.Registration{
+			SessionID: "ses_child",
+		}},
 		{Kind: fsm.KindCompleted, ID: "elegant-blue-tiger", At: at.Add(time.Second), Result: "done"},
 		{Kind: fsm.KindNotified, ID: "elegant-blue-tiger", At: at.Add(2 * time.Second)},
 	})
@@ -276,8 +295,13 @@ func TestViewsUnregisteredDelegation(t *testing.T) {
 func TestViewsUnindexableRecord(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	dir := writeLog(t, []fsm.Event{
-		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
-		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute},
+		{Kind: fsm.KindRegistered, ID: "happy-green-frog", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a",
+			Prompt: "p", Timeout: time.Minute,
+		}},
+		{Kind: fsm.KindRegistered, ID: "sleepy-red-fox", At: at, Registration: fsm.Registration{
+			ProjectID: "p", RootSessionID: "ses_root", Agent: "a", Prompt: "p", Timeout: time.Minute,
+		}},
 	})
 	s, err := Open(dir, Options{})
 	if err == nil {
@@ -287,5 +311,44 @@ func TestViewsUnindexableRecord(t *testing.T) {
 	var ce *eventlog.CorruptError
 	if !errors.As(err, &ce) || ce.Seq != 2 || !errors.Is(err, eventlog.ErrCorrupt) {
 		t.Fatalf("got %v (%T), want a CorruptError for record 2", err, err)
+	}
+}
+
+// TestRecordPointerDangling: a records view entry pointing at a roots
+// entry that is not there is an error naming the delegation and the way
+// out, for Get and for replay's inspection, never a record made up.
+func TestRecordPointerDangling(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	d := register(t, s)
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("views")).Bucket([]byte(bucketRoots)).Delete(pairKey(d.RootSessionID, d.ID))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	if _, err := s.Get(d.ID); err == nil || !strings.Contains(err.Error(), d.ID) || !strings.Contains(err.Error(), "replay") {
+		t.Fatalf("Get of a dangling pointer: %v", err)
+	}
+	var bad error
+	err = s.log.View(func(tx *eventlog.Tx) error {
+		return InspectViews(tx, func(e ViewEntry) error {
+			if e.View == ViewRecords && e.ID == d.ID {
+				bad = e.Err
+			}
+			return nil
+		})
+	})
+	if err != nil || bad == nil {
+		t.Fatalf("InspectViews: entry error %v, %v", bad, err)
 	}
 }

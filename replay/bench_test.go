@@ -27,9 +27,15 @@ var benchEvents = flag.Int("replay.events", 1_000_000, "events in BenchmarkRepla
 func benchHistory(id string, n int, at time.Time) []eventlog.Entry {
 	parent := fmt.Sprintf("ses_parent%04d", n%1000)
 	evs := []fsm.Event{
-		{Kind: fsm.KindRegistered, ProjectID: "0123456789abcdef", RootSessionID: fmt.Sprintf("ses_root%03d", n%100),
-			ParentSessionID: parent, Agent: "researcher", Prompt: fmt.Sprintf("task %d: find the flaky test", n), Timeout: fsm.DefaultTimeout},
-		{Kind: fsm.KindStarted, SessionID: fmt.Sprintf("ses_child%07d", n)},
+		{
+			Kind: fsm.KindRegistered,
+			Registration: fsm.Registration{
+				ProjectID: "0123456789abcdef", RootSessionID: fmt.Sprintf("ses_root%03d", n%100),
+				ParentSessionID: parent, Agent: "researcher",
+				Prompt: fmt.Sprintf("task %d: find the flaky test", n), Timeout: fsm.DefaultTimeout,
+			},
+		},
+		{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: fmt.Sprintf("ses_child%07d", n)}},
 		{Kind: fsm.KindProgressed, Message: "reading the test"},
 		{Kind: fsm.KindProgressed, Message: "bisecting"},
 		{Kind: fsm.KindProgressed, Message: "found it"},

@@ -373,7 +373,10 @@ func TestViewsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	ev := fsm.Event{Kind: fsm.KindRegistered, At: c.Now(), RootSessionID: "r", ParentSessionID: "p", ProjectID: "p", Agent: "a", Timeout: time.Minute}
+	ev := fsm.Event{Kind: fsm.KindRegistered, At: c.Now(), Registration: fsm.Registration{
+		RootSessionID: "r", ParentSessionID: "p", ProjectID: "p", Agent: "a",
+		Timeout: time.Minute,
+	}}
 	if _, err := l.Append(ctx, eventlog.Append{Stream: "extra-blue-whale", Entries: []eventlog.Entry{{Kind: uint16(ev.Kind), Time: ev.At, Payload: ev.MarshalPayload()}}}); err != nil {
 		t.Fatal(err)
 	}

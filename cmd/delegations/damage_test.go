@@ -70,7 +70,7 @@ func damagedStore(t *testing.T) (dir string, ids []string) {
 // delegation between its registered and started events (the page numbers
 // still vary: bbolt spills buckets in map order). The clock starts in 2100
 // so that no delegation is overdue for the commands later run on the real
-// clock; the store's timers never fire.
+// clock; nothing here waits on the store's timers.
 func buildDamagedStore(seed byte) (dir string, ids []string, err error) {
 	if dir, err = os.MkdirTemp("", "delegations-damage-"); err != nil {
 		return "", nil, err
@@ -85,7 +85,6 @@ func buildDamagedStore(seed byte) (dir string, ids []string, err error) {
 			now = now.Add(1234567 * time.Nanosecond)
 			return now
 		},
-		AfterFunc: func(time.Duration, func()) func() bool { return func() bool { return true } },
 	})
 	if err != nil {
 		return dir, nil, err

@@ -35,6 +35,10 @@ const LogName = ".delegations.log"
 // started to answer.
 const detachWait = 30 * time.Second
 
+// serveTestFlags adds the flags of a test build (-tags delegationstest)
+// to serve's and returns what applies them; the program has none.
+var serveTestFlags = func(*flag.FlagSet) func(*api.Config) { return func(*api.Config) {} }
+
 func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e)
 	socket := fs.String("socket", "", "listen here (default: --socket before the verb, $DELEGATIONS_SOCKET, else .delegations.sock in the data directory)")
@@ -43,7 +47,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	detach := fs.Bool("detach", false, "run in the background (logs in "+LogName+" in the data directory) unless a daemon already serves the data directory; print its status once it answers")
 	readyFD := fs.Int("ready-fd", 0, "once listening, write the status as one JSON line to this file descriptor and close it (for supervisors)")
 	httpAddr := fs.String("http", "", "also serve the status page on this loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT; port 0 picks one); `delegations ui` prints its address with its token")
-	manual := fs.Bool("manual-clock", false, "for tests: the clock stands still until POST /v1/clock moves it")
+	testFlags := serveTestFlags(fs)
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
 	}
@@ -101,9 +105,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			ready.Close()
 		}
 	}
-	if *manual {
-		cfg.Clock = api.NewManualClock(time.Now())
-	}
+	testFlags(&cfg)
 	if *httpAddr != "" {
 		ln, err := ui.Listen(*httpAddr)
 		if err != nil {

@@ -327,9 +327,24 @@ func fmtAgent(s string) string {
 	return fmtOneLine(s)
 }
 
-// fmtEscaper escapes notification field values. A Replacer substitutes in
-// one pass, which is the same as replacing & first and then < and >.
-var fmtEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+// TagEscaper makes text from outside (a title, an error, a path, a
+// session id) inert between the tags of a text a model reads: "&", "<" and
+// ">" become "&amp;", "&lt;" and "&gt;", so that no text can close the tag
+// it sits in or forge another. It is the one home of that rule, for the
+// task notifications here and for the compaction block (package
+// compaction). A Replacer substitutes in one pass, which is the same as
+// replacing & first and then < and >.
+//
+// The two contexts add different rules to it, on purpose. A notification
+// is the plugin's, byte for byte: it escapes these three and nothing more,
+// keeps an error's lines, and makes the title and description one line.
+// The block is markdown the model reads line by line, with ids inside code
+// spans: there every text is also made one line (control characters
+// included), and backticks (in ids, double quotes too) become "'" so that
+// nothing leaves its code span. (The status page shows these texts to a
+// browser, not a model: there html/template and html.EscapeString escape
+// every character HTML treats specially.)
+var TagEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // TerminalNotification returns the <task-notification> sent to the parent
 // when d becomes terminal, as the plugin words it. remaining is the number
@@ -347,7 +362,7 @@ func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int)
 	if name == "" {
 		name = d.ID
 	}
-	id, status := fmtEscaper.Replace(d.ID), fmtEscaper.Replace(string(d.State))
+	id, status := TagEscaper.Replace(d.ID), TagEscaper.Replace(string(d.State))
 
 	var b strings.Builder
 	b.WriteString("<task-notification>\n<task-id>")
@@ -357,25 +372,25 @@ func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int)
 	b.WriteString("</status>\n<summary>Background agent ")
 	b.WriteString(status)
 	b.WriteString(": ")
-	b.WriteString(fmtEscaper.Replace(name))
+	b.WriteString(TagEscaper.Replace(name))
 	b.WriteString("</summary>\n")
 	if title != "" {
 		b.WriteString("<title>")
-		b.WriteString(fmtEscaper.Replace(title))
+		b.WriteString(TagEscaper.Replace(title))
 		b.WriteString("</title>\n")
 	}
 	if desc != "" {
 		b.WriteString("<description>")
-		b.WriteString(fmtEscaper.Replace(desc))
+		b.WriteString(TagEscaper.Replace(desc))
 		b.WriteString("</description>\n")
 	}
 	if strings.TrimSpace(d.Error) != "" {
 		b.WriteString("<error>")
-		b.WriteString(fmtEscaper.Replace(d.Error))
+		b.WriteString(TagEscaper.Replace(d.Error))
 		b.WriteString("</error>\n")
 	}
 	b.WriteString("<artifact>")
-	b.WriteString(fmtEscaper.Replace(artifactPath))
+	b.WriteString(TagEscaper.Replace(artifactPath))
 	b.WriteString("</artifact>\n<retrieval>Use delegation_read(\"")
 	b.WriteString(id)
 	b.WriteString("\") for full output.</retrieval>\n")
@@ -393,7 +408,7 @@ func TerminalNotification(d *fsm.Delegation, artifactPath string, remaining int)
 // words it. The parent session id is escaped. The text ends with "</task-notification>"
 // and no newline.
 func AllCompleteNotification(parentSessionID string, cycle uint64) string {
-	p := fmtEscaper.Replace(parentSessionID)
+	p := TagEscaper.Replace(parentSessionID)
 	n := strconv.FormatUint(cycle, 10)
 	return "<task-notification>\n" +
 		"<type>all-complete</type>\n" +

@@ -20,7 +20,9 @@ func TestAnswersAppendJSON(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
 	ds := []fsm.Delegation{
 		{ID: "calm-green-otter", State: fsm.Complete, Title: "a <b> & c", Description: "d\n\"e\"", CreatedAt: at, Version: 3, ArtifactPath: "p/q.md"},
-		{ID: "bold-blue-tiger", State: fsm.Running, Prompt: "\u2028\xff", Timeout: time.Minute, StartedAt: at},
+		{ID: "bold-blue-tiger", State: fsm.Running, Registration: fsm.Registration{
+			Prompt: "\u2028\xff", Timeout: time.Minute,
+		}, StartedAt: at},
 	}
 	for _, v := range []jsonAppender{
 		List{Delegations: ds, Text: "## Delegations <x> & \"y\"\n", Next: "bold-blue-tiger"},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/clocktest"
 )
 
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -30,7 +31,7 @@ const hangGuard = time.Minute
 // directory, with a manual clock.
 type daemon struct {
 	dir    string
-	clock  *ManualClock
+	clock  *clocktest.Clock
 	client *Client
 	stop   func() error // stops the daemon and returns what Serve returned
 }
@@ -43,7 +44,7 @@ func startDaemon(t *testing.T) *daemon {
 // startDaemonWith starts a daemon whose Config set changes first.
 func startDaemonWith(t *testing.T, set func(*Config)) *daemon {
 	t.Helper()
-	d := &daemon{dir: t.TempDir(), clock: NewManualClock(t0)}
+	d := &daemon{dir: t.TempDir(), clock: clocktest.New(t0)}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Status, 1)
 	done := make(chan error, 1)
@@ -123,28 +124,6 @@ func (d *daemon) awaitEvent(t *testing.T, from uint64, id, kind string) Event {
 	return found
 }
 
-func TestManualClock(t *testing.T) {
-	c := NewManualClock(t0)
-	fired := make(chan string, 3)
-	c.AfterFunc(time.Minute, func() { fired <- "minute" })
-	stop := c.AfterFunc(time.Second, func() { fired <- "second" })
-	c.AfterFunc(time.Hour, func() { fired <- "hour" })
-	if !stop() || stop() {
-		t.Fatal("stop: want true once, then false")
-	}
-	if now := c.Advance(time.Minute); !now.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("now %v", now)
-	}
-	if got := <-fired; got != "minute" {
-		t.Fatalf("fired %s", got)
-	}
-	select {
-	case got := <-fired:
-		t.Fatalf("%s fired early or after stop", got)
-	default:
-	}
-}
-
 // The sweeper times a delegation out when the clock passes its deadline,
 // keeping the last progress text, and leaves the others alone.
 func TestDeadlineSweeper(t *testing.T) {
@@ -178,8 +157,8 @@ func TestDeadlineSweeper(t *testing.T) {
 // Deadlines that passed while no daemon ran are enforced at start-up.
 func TestOverdueAtStartup(t *testing.T) {
 	dir := t.TempDir()
-	clock := NewManualClock(t0)
-	s, err := projection.Open(dir, projection.Options{Now: clock.Now})
+	clock := clocktest.New(t0)
+	s, err := projection.Open(dir, projection.Options{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

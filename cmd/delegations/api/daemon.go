@@ -37,9 +37,8 @@ type Config struct {
 	// DefaultTimeout applies to delegations registered without one;
 	// zero means 15 minutes.
 	DefaultTimeout time.Duration
-	// Clock is the daemon's time; nil means the wall clock. A
-	// *ManualClock also serves POST /v1/clock.
-	Clock Clock
+	// Clock is the daemon's time, its store's; nil means the wall clock.
+	Clock projection.Clock
 	// LockTimeout bounds the wait for another process holding the log.
 	LockTimeout time.Duration
 	// Logger receives the daemon's structured logs; nil discards them.
@@ -136,7 +135,7 @@ const (
 // and closes the log. A signal is a clean stop (nil).
 func Serve(ctx context.Context, cfg Config) (err error) {
 	if cfg.Clock == nil {
-		cfg.Clock = RealClock{}
+		cfg.Clock = projection.WallClock{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -169,8 +168,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		return projection.Open(dir, projection.Options{
 			DefaultTimeout: cfg.DefaultTimeout,
 			LockTimeout:    cfg.LockTimeout,
-			Now:            cfg.Clock.Now,
-			AfterFunc:      cfg.Clock.AfterFunc,
+			Clock:          cfg.Clock,
 			Logger:         logger,
 		})
 	}
@@ -209,9 +207,6 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		logger:      logger,
 		stopping:    stopping,
 		bodyTimeout: cfg.BodyTimeout,
-	}
-	if m, ok := cfg.Clock.(*ManualClock); ok {
-		h.manual = m
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -360,7 +355,7 @@ const (
 // whether it is retrying a failure. A failed write is the keeper's to
 // mend; a wait the keeper ends by replacing the store goes on on the new
 // one.
-func background(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger, what string,
+func background(ctx context.Context, k *keeper, clock projection.Clock, logger *slog.Logger, what string,
 	pass func(store *projection.Store, retrying bool) (next time.Time, err error)) error {
 	backoff := retryFirst
 	retrying := false
@@ -394,11 +389,23 @@ func background(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger
 	}
 }
 
+// sleep waits until d has passed on the clock or ctx ends.
+func sleep(ctx context.Context, clock projection.Clock, d time.Duration) error {
+	done := make(chan struct{})
+	defer clock.AfterFunc(d, func() { close(done) })()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // sweepDeadlines is the deadline sweeper: it times out every delegation
 // past its deadline (at once for those that passed while no daemon ran),
 // then waits for the next deadline or a new event, which may bring an
 // earlier one.
-func sweepDeadlines(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+func sweepDeadlines(ctx context.Context, k *keeper, clock projection.Clock, logger *slog.Logger) error {
 	return background(ctx, k, clock, logger, "timing out overdue delegations", func(store *projection.Store, _ bool) (time.Time, error) {
 		n, next, err := store.TimeoutOverdue(ctx)
 		if n > 0 {
@@ -413,7 +420,7 @@ func sweepDeadlines(ctx context.Context, k *keeper, clock Clock, logger *slog.Lo
 // is persisted once, under its lock); this retries the ones that failed
 // (a full disk, an unwritable directory) until they succeed, and the
 // terminal notification becomes due with each.
-func persistPending(ctx context.Context, k *keeper, clock Clock, logger *slog.Logger) error {
+func persistPending(ctx context.Context, k *keeper, clock projection.Clock, logger *slog.Logger) error {
 	return background(ctx, k, clock, logger, "writing artifacts", func(store *projection.Store, retrying bool) (time.Time, error) {
 		n, err := store.PersistPending(ctx)
 		if n > 0 && retrying {

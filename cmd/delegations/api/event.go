@@ -13,35 +13,26 @@ import (
 // Event is one record of the log as the events verb shows it: the
 // record's envelope and the event's non-empty fields.
 type Event struct {
-	Seq             uint64 `json:"seq"`
-	Time            string `json:"time"`
-	Kind            string `json:"kind"`
-	ID              string `json:"id"` // the stream: a delegation id, or parent/<session>
-	Key             string `json:"idempotencyKey,omitempty"`
-	ProjectID       string `json:"projectId,omitempty"`
-	RootSessionID   string `json:"rootSessionID,omitempty"`
-	ParentSessionID string `json:"parentSessionID,omitempty"`
-	ParentMessageID string `json:"parentMessageID,omitempty"`
-	ParentAgent     string `json:"parentAgent,omitempty"`
-	SessionID       string `json:"sessionID,omitempty"`
-	Agent           string `json:"agent,omitempty"`
-	Model           string `json:"model,omitempty"`
-	Prompt          string `json:"prompt,omitempty"`
-	TimeoutMs       int64  `json:"timeoutMs,omitempty"`
-	Message         string `json:"message,omitempty"`
-	Result          string `json:"result,omitempty"`
-	Title           string `json:"title,omitempty"`
-	Description     string `json:"description,omitempty"`
-	Error           string `json:"error,omitempty"`
-	Reason          string `json:"reason,omitempty"`
-	ArtifactPath    string `json:"artifactPath,omitempty"`
-	ArtifactSize    int64  `json:"artifactSize,omitempty"`
-	ArtifactHash    string `json:"artifactHash,omitempty"`
-	NotificationID  string `json:"notificationId,omitempty"`
-	Cycle           uint64 `json:"cycle,omitempty"`
-	Status          string `json:"status,omitempty"`
-	Refused         string `json:"refused,omitempty"`
-	RefusedState    string `json:"refusedState,omitempty"`
+	Seq  uint64 `json:"seq"`
+	Time string `json:"time"`
+	Kind string `json:"kind"`
+	ID   string `json:"id"` // the stream: a delegation id, or parent/<session>
+	Key  string `json:"idempotencyKey,omitempty"`
+	fsm.RegistrationJSON
+	Message        string `json:"message,omitempty"`
+	Result         string `json:"result,omitempty"`
+	Title          string `json:"title,omitempty"`
+	Description    string `json:"description,omitempty"`
+	Error          string `json:"error,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	ArtifactPath   string `json:"artifactPath,omitempty"`
+	ArtifactSize   int64  `json:"artifactSize,omitempty"`
+	ArtifactHash   string `json:"artifactHash,omitempty"`
+	NotificationID string `json:"notificationId,omitempty"`
+	Cycle          uint64 `json:"cycle,omitempty"`
+	Status         string `json:"status,omitempty"`
+	Refused        string `json:"refused,omitempty"`
+	RefusedState   string `json:"refusedState,omitempty"`
 }
 
 // NewEvent decodes a record of the log.
@@ -52,10 +43,8 @@ func NewEvent(r eventlog.Record) (Event, error) {
 	}
 	e := Event{
 		Seq: r.Seq, Time: fsm.FormatTime(r.Time), Kind: ev.Kind.String(), ID: r.Stream, Key: r.Key,
-		ProjectID: ev.ProjectID, RootSessionID: ev.RootSessionID, ParentSessionID: ev.ParentSessionID,
-		ParentMessageID: ev.ParentMessageID, ParentAgent: ev.ParentAgent, SessionID: ev.SessionID,
-		Agent: ev.Agent, Model: ev.Model, Prompt: ev.Prompt, TimeoutMs: ev.Timeout.Milliseconds(),
-		Message: ev.Message, Result: ev.Result, Title: ev.Title, Description: ev.Description,
+		RegistrationJSON: ev.Registration.JSON(), Message: ev.Message,
+		Result: ev.Result, Title: ev.Title, Description: ev.Description,
 		Error: ev.Error, Reason: ev.Reason, ArtifactPath: ev.ArtifactPath, ArtifactSize: ev.ArtifactSize,
 		NotificationID: ev.NotificationID, Cycle: ev.Cycle, Status: string(ev.Status),
 		RefusedState: string(ev.RefusedState),

@@ -23,7 +23,7 @@ import (
 type keeper struct {
 	svc    *Service
 	open   func() (*projection.Store, error)
-	clock  Clock
+	clock  projection.Clock
 	logger *slog.Logger
 	kick   chan struct{} // a write failed; 1-buffered
 
@@ -40,7 +40,7 @@ type keeper struct {
 	swapped    chan struct{} // closed and replaced at every swap
 }
 
-func newKeeper(svc *Service, open func() (*projection.Store, error), clock Clock, logger *slog.Logger) *keeper {
+func newKeeper(svc *Service, open func() (*projection.Store, error), clock projection.Clock, logger *slog.Logger) *keeper {
 	return &keeper{svc: svc, open: open, clock: clock, logger: logger, kick: make(chan struct{}, 1),
 		backoff: retryFirst, reopenedAt: svc.Store().Log().Last(), swapped: make(chan struct{})}
 }

@@ -21,7 +21,6 @@ import (
 // handler serves the API over HTTP.
 type handler struct {
 	svc      *Service
-	manual   *ManualClock // non-nil: POST /v1/clock moves it (tests)
 	status   Status
 	logger   *slog.Logger
 	stopping context.Context // done when the daemon stops: waits end
@@ -162,26 +161,6 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			h.reply(w, r, h.currentStatus())
-		})
-	case "clock":
-		if h.manual == nil {
-			h.fail(w, r, fmt.Errorf("%w: /v1/clock exists only when the daemon runs with --manual-clock", errNoEndpoint))
-			return
-		}
-		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				AdvanceMs int64 `json:"advanceMs"`
-			}
-			if err := decodeBody(r, &req); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			if req.AdvanceMs < 0 {
-				h.fail(w, r, fmt.Errorf("%w: advanceMs must not be negative: the clock only moves forward", fsm.ErrInvalid))
-				return
-			}
-			now := h.manual.Advance(time.Duration(req.AdvanceMs) * time.Millisecond)
-			h.reply(w, r, map[string]string{"now": fsm.FormatTime(now)})
 		})
 	default:
 		h.post(w, r, func(w http.ResponseWriter, r *http.Request) {

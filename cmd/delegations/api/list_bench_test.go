@@ -250,9 +250,14 @@ func buildListRoot(b *testing.B, dir string, n int) {
 				}
 				at := t0.Add(time.Duration(i) * time.Second)
 				events := []fsm.Event{
-					{Kind: fsm.KindRegistered, ProjectID: listProject, RootSessionID: listRoot, ParentSessionID: listRoot,
-						Agent: "researcher", Prompt: text("Prompt", i, 1<<10), Timeout: time.Hour},
-					{Kind: fsm.KindStarted, SessionID: "ses_child"},
+					{
+						Kind: fsm.KindRegistered,
+						Registration: fsm.Registration{
+							ProjectID: listProject, RootSessionID: listRoot, ParentSessionID: listRoot,
+							Agent: "researcher", Prompt: text("Prompt", i, 1<<10), Timeout: time.Hour,
+						},
+					},
+					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
 					{Kind: fsm.KindProgressed, Message: text("Progress", i, 1<<10)},
 					{Kind: fsm.KindCompleted, Result: text("Result", i, 8<<10), Title: fmt.Sprintf("Survey %d", i), Description: "Three login paths; the refresh races the logout."},
 				}

@@ -11,43 +11,65 @@ import (
 	"testing"
 )
 
-// The delegations binary is built once per test process, on first use, into
-// a directory Cleanup removes.
+// The delegations binaries are built once per test process each, on first
+// use, into a directory Cleanup removes.
 var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
+	binDir string
+	builds = map[string]*binary{"": {}, TestTags: {}} // by build tags
 )
 
+type binary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// TestTags are the build tags of a test build: the program with its test
+// hooks (serve --manual-clock and POST /v1/clock), which the shipped one
+// does not contain.
+const TestTags = "delegationstest"
+
 // Delegations returns the path of the delegations binary built from
-// ./cmd/delegations, with -race when the test binary is race-built.
-func Delegations(tb testing.TB) string {
+// ./cmd/delegations as it ships, with -race when the test binary is
+// race-built.
+func Delegations(tb testing.TB) string { return build(tb, "") }
+
+// DelegationsTestBuild is Delegations built with TestTags.
+func DelegationsTestBuild(tb testing.TB) string { return build(tb, TestTags) }
+
+var (
+	dirOnce sync.Once
+	dirErr  error
+)
+
+func build(tb testing.TB, tags string) string {
 	tb.Helper()
 	root := RepoRoot(tb)
-	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "delegations-hosttest-"); binErr != nil {
+	b := builds[tags]
+	b.once.Do(func() {
+		dirOnce.Do(func() { binDir, dirErr = os.MkdirTemp("", "delegations-hosttest-") })
+		if b.err = dirErr; b.err != nil {
 			return
 		}
-		out := filepath.Join(binDir, "delegations")
+		out := filepath.Join(binDir, tags, "delegations") // the program's name stays
 		// go test puts its own GOROOT/bin first in PATH.
-		args := []string{"build", "-o", out}
+		args := []string{"build", "-o", out, "-tags", tags}
 		if RaceEnabled() {
 			args = append(args, "-race")
 		}
 		args = append(args, "./cmd/delegations")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
-		binPath = out
+		b.path = out
 	})
-	if binErr != nil {
-		tb.Fatalf("hosttest: build delegations: %v", binErr)
+	if b.err != nil {
+		tb.Fatalf("hosttest: build delegations: %v", b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // Cleanup removes what the package made for the whole test process (the

@@ -11,6 +11,10 @@
 // network namespace holding only loopback, when the machine allows it; then
 // [Offline] reports true and nothing the hosts do can reach the network.
 //
+// [Delegations] builds the delegations binary as it ships, once per test
+// process; [DelegationsTestBuild] builds it with [TestTags], which add the
+// test hooks (serve --manual-clock, POST /v1/clock).
+//
 // [NewOpenAI] is the fake model; [StartOpenCode] runs `opencode serve` on
 // 127.0.0.1 with the fake as its only provider, in a scratch home ([Scratch])
 // and a project with a fixed root commit ([NewProject], [ProjectID]).

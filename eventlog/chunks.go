@@ -1,0 +1,236 @@
+package eventlog
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Large payloads are stored in chunks, apart from their record.
+//
+// bbolt keeps a value inside its leaf page, spilling the leaf into overflow
+// pages when the value is large, and writes the whole leaf again whenever
+// any key in it changes. The events bucket's last leaf takes every append,
+// so a large payload stored there is written again by the appends that
+// follow it. A payload longer than InlineLen is therefore cut into chunks
+// of ChunkLen bytes, stored in a bucket of their own under the chunks
+// bucket, before the record that names them, in the same transaction; the
+// record then holds the payload's length and the chunk length instead of
+// the payload. No later append adds a key beside a chunk, so a chunk is
+// written once, in one run of pages, and never again: an append costs its
+// own bytes, whatever came before it. No value is larger than ChunkLen plus
+// its checksum, which is also what a store with a bound on its request
+// size needs.
+//
+//	chunks: sequence number (8 bytes) → bucket:
+//	        sequence number (8 bytes) + chunk number (4 bytes) → data + checksum
+//
+// A chunk's key repeats the sequence number so that a chunk found outside
+// the tree (Salvage) says whose it is. Its checksum is xxhash64 of its key
+// and its data, so a chunk copied under another key fails it. A chunk that
+// is missing or fails its checksum makes its record a *CorruptError, as a
+// damaged record is.
+var bucketChunks = []byte("chunks")
+
+// InlineLen is the longest payload kept inside its record.
+const InlineLen = 2000
+
+// ChunkLen is the most payload bytes one chunk holds: two chunks, with
+// bbolt's element headers, keys and checksums, fill 64 KiB of pages.
+const ChunkLen = 32<<10 - chunkOverhead
+
+// chunkOverhead is what a chunk costs in a leaf page beside its data:
+// bbolt's element header, the key, the checksum, and half a page header.
+const chunkOverhead = 16 + chunkKeyLen + checksumLen + 16/2
+
+// Record format versions: the first byte of every stored record.
+const (
+	recordInline  = 1 // the payload follows its length
+	recordChunked = 2 // the payload's length and the chunk length; the payload is in the chunks bucket
+)
+
+// knownFormat accepts the values of the meta bucket's format key this
+// build reads: FormatVersion, and 1, the format before chunks (every
+// payload inline), which a writer upgrades by writing FormatVersion over
+// it. Anything else is a file of a later build.
+func knownFormat(v []byte) error {
+	if len(v) == 1 && (v[0] == FormatVersion || v[0] == 1) {
+		return nil
+	}
+	return fmt.Errorf("%w: file format %v is not %d; this build cannot read it", ErrCorrupt, v, FormatVersion)
+}
+
+// putRecord stores the record seq in events, its payload in chunks first
+// when it is longer than InlineLen.
+func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream, key string, payload []byte) error {
+	if len(payload) <= InlineLen {
+		// bbolt keeps the value slice until commit: each record needs its own.
+		val := appendRecord(make([]byte, 0, encodedLen(len(stream), len(key), len(payload))),
+			seq, kind, nanos, stream, key, payload)
+		return events.Put(u64(seq), val)
+	}
+	all, err := events.Tx().CreateBucketIfNotExists(bucketChunks)
+	if err != nil {
+		return err
+	}
+	// Keys only ever grow at the end: fill pages completely.
+	all.FillPercent = 1.0
+	chunks, err := all.CreateBucket(u64(seq))
+	if err != nil {
+		return fmt.Errorf("chunks of record %d: %w", seq, err)
+	}
+	chunks.FillPercent = 1.0
+	n := chunkCount(len(payload), ChunkLen)
+	// One allocation for every chunk's key and value; bbolt keeps them
+	// until the commit.
+	buf := make([]byte, 0, n*(chunkKeyLen+checksumLen)+len(payload))
+	for i := range n {
+		data := payload[i*ChunkLen : min(len(payload), (i+1)*ChunkLen)]
+		start := len(buf)
+		buf = binary.BigEndian.AppendUint64(buf, seq)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(i))
+		k := buf[start:len(buf):len(buf)]
+		vstart := len(buf)
+		buf = append(buf, data...)
+		buf = binary.BigEndian.AppendUint64(buf, chunkChecksum(k, data))
+		if err := chunks.Put(k, buf[vstart:len(buf):len(buf)]); err != nil {
+			return err
+		}
+	}
+	chunked := chunkedPayload{length: len(payload), chunkLen: ChunkLen, hash: xxhash.Sum64(payload)}
+	return events.Put(u64(seq), appendChunkedRecord(nil, seq, kind, nanos, stream, key, chunked))
+}
+
+const chunkKeyLen = 8 + 4
+
+func chunkCount(payloadLen, chunkLen int) int { return (payloadLen + chunkLen - 1) / chunkLen }
+
+func chunkChecksum(key, data []byte) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write(key)
+	_, _ = d.Write(data)
+	return d.Sum64()
+}
+
+// appendChunkedRecord appends the encoding of a record whose payload is
+// in chunks: the layout of appendRecord with version recordChunked and, in
+// place of the payload, its length and the chunk length (4 bytes each) and
+// the payload's xxhash64 (8 bytes), which a reader checks the chunks put
+// together against: each chunk passing its own checksum does not prove
+// that they all come from the same append (one whose commit failed can
+// leave chunks of its sequence numbers in free pages, found by Salvage).
+func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, p chunkedPayload) []byte {
+	start := len(dst)
+	dst = append(dst, recordChunked)
+	dst = binary.BigEndian.AppendUint16(dst, kind)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano))
+	dst = append(dst, byte(len(stream)))
+	dst = append(dst, stream...)
+	dst = append(dst, byte(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(p.length))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(p.chunkLen))
+	dst = binary.BigEndian.AppendUint64(dst, p.hash)
+	return binary.BigEndian.AppendUint64(dst, checksum(seq, dst[start:]))
+}
+
+// chunkSource returns the stored value (data and checksum) of chunk i of
+// record seq's payload, or nil when there is none.
+type chunkSource func(seq uint64, i uint32) []byte
+
+// txChunks reads chunks from tx's chunks bucket (a file without one holds
+// no chunked record).
+func txChunks(tx *bolt.Tx) chunkSource {
+	all := tx.Bucket(bucketChunks)
+	var (
+		last uint64
+		b    *bolt.Bucket
+	)
+	return func(seq uint64, i uint32) []byte {
+		if all == nil {
+			return nil
+		}
+		if b == nil || seq != last {
+			last, b = seq, all.Bucket(u64(seq))
+		}
+		if b == nil {
+			return nil
+		}
+		return b.Get(chunkKey(seq, i))
+	}
+}
+
+func chunkKey(seq uint64, i uint32) []byte {
+	k := make([]byte, chunkKeyLen)
+	binary.BigEndian.PutUint64(k, seq)
+	binary.BigEndian.PutUint32(k[8:], i)
+	return k
+}
+
+// readRecord decodes the record stored under seq in tx, its payload read
+// from its chunks when it has them.
+func readRecord(tx *bolt.Tx, seq uint64, b []byte) (Record, error) {
+	return decodeWith(seq, b, txChunks(tx))
+}
+
+// chunkedPayload is what a chunked record says of its payload.
+type chunkedPayload struct {
+	length, chunkLen int
+	hash             uint64 // xxhash64 of the whole payload
+}
+
+func (p chunkedPayload) chunks() int { return chunkCount(p.length, p.chunkLen) }
+
+// assemble reads and checks the chunks of record seq's payload. The
+// payload's own checksum covers every chunk, so it is the one computed on
+// every read; each chunk's checksum is computed only when that one fails,
+// to say which chunk is damaged.
+func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
+	if src == nil {
+		return nil, corrupt(seq, "the payload is in %d chunks, which were not read", p.chunks())
+	}
+	out := make([]byte, 0, p.length)
+	n := p.chunks()
+	for i := range n {
+		v := src(seq, uint32(i))
+		want := p.chunkLen
+		if i == n-1 {
+			want = p.length - i*p.chunkLen
+		}
+		if v == nil {
+			return nil, corrupt(seq, "payload chunk %d of %d is missing", i, n)
+		}
+		if len(v) != want+checksumLen {
+			return nil, corrupt(seq, "payload chunk %d of %d is %d bytes, want %d", i, n, len(v), want+checksumLen)
+		}
+		out = append(out, v[:want]...)
+	}
+	if got := xxhash.Sum64(out); got != p.hash {
+		for i := range n {
+			v := src(seq, uint32(i))
+			data, sum := v[:len(v)-checksumLen], binary.BigEndian.Uint64(v[len(v)-checksumLen:])
+			if got := chunkChecksum(chunkKey(seq, uint32(i)), data); got != sum {
+				return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x", i, n, sum, got)
+			}
+		}
+		return nil, corrupt(seq, "payload checksum mismatch: stored %016x, computed %016x (every chunk passes its own: they come from different appends)", p.hash, got)
+	}
+	return out, nil
+}
+
+// chunkOf returns the sequence number and chunk number of a chunk found
+// outside the tree (Salvage), when key and value have a chunk's shape and
+// the value passes its checksum.
+func chunkOf(key, value []byte) (seq uint64, i uint32, ok bool) {
+	if len(key) != chunkKeyLen || len(value) < checksumLen {
+		return 0, 0, false
+	}
+	data := value[:len(value)-checksumLen]
+	if chunkChecksum(key, data) != binary.BigEndian.Uint64(value[len(data):]) {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(key), binary.BigEndian.Uint32(key[8:]), true
+}

@@ -1,0 +1,92 @@
+package projection
+
+import (
+	"context"
+	"encoding/binary"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestDamagedTextCostsOnlyItself: a record of the log that fails its
+// checksum holds a delegation's progress text. The delegation is still
+// read, listed and carried into a compacted context (its text says it is
+// lost and what to run), and its neighbours lose nothing.
+func TestDamagedTextCostsOnlyItself(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: "ses_root", Agent: "a", Prompt: "the prompt"}
+	hit, err := s.Register(ctx, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Progress(ctx, hit.ID, "half way through the files"); err != nil {
+		t.Fatal(err)
+	}
+	damaged := s.Log().Last() // the progressed event
+	other, err := s.Register(ctx, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Progress(ctx, other.ID, "reading the tests"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	db, err := bolt.Open(filepath.Join(dir, LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("events"))
+		k := binary.BigEndian.AppendUint64(nil, damaged)
+		v := append([]byte(nil), b.Get(k)...)
+		if i := strings.Index(string(v), "half way"); i < 0 {
+			t.Fatalf("record %d does not hold the progress text", damaged)
+		} else {
+			v[i] ^= 0x20
+		}
+		return b.Put(k, v)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lost := func(text string) bool {
+		return strings.HasPrefix(text, "[text lost: ") && strings.Contains(text, "delegations recover")
+	}
+	got, err := s.Get(hit.ID)
+	if err != nil || !lost(got.Progress) || got.Prompt != "the prompt" {
+		t.Fatalf("Get of the damaged delegation: progress %q prompt %q, %v", got.Progress, got.Prompt, err)
+	}
+	running, _, err := s.Carried("ses_root", 0)
+	if err != nil || len(running) != 2 {
+		t.Fatalf("Carried: %d running, %v; want both", len(running), err)
+	}
+	if running[1].ID != other.ID || running[1].Progress != "reading the tests" {
+		t.Errorf("the intact neighbour: %+v", running[1])
+	}
+	active, err := s.Active(ActiveFilter{RootSessionID: "ses_root"})
+	if err != nil || len(active) != 2 {
+		t.Fatalf("Active: %d, %v; want both", len(active), err)
+	}
+	// The delegation still takes commands.
+	if d, err := s.Complete(ctx, hit.ID, "done anyway", "", ""); err != nil || d.Result != "done anyway" {
+		t.Fatalf("Complete after the damage: %+v %v", d, err)
+	}
+}
