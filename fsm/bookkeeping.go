@@ -101,15 +101,16 @@ func (c *Cycle) Join() (ended uint64, started bool) {
 func (c *Cycle) Leave() { c.Active-- }
 
 // Notify counts the acknowledged terminal notification of a delegation
-// that joined cycle member (0: it joined none, as an imported one), and
-// reports whether the current cycle's all-complete is now due. A
-// delegation of an older cycle counts for nothing: that cycle is over.
-func (c *Cycle) Notify(member uint64) (allComplete bool) {
+// that joined cycle member (0: it joined none, as an imported one).
+// counted is false for a delegation of an older cycle, which counts for
+// nothing (that cycle is over); allComplete reports that the current
+// cycle's all-complete is now due.
+func (c *Cycle) Notify(member uint64) (counted, allComplete bool) {
 	if member == 0 || member != c.Cycle {
-		return false
+		return false, false
 	}
 	c.Notified++
-	return c.Active <= 0 && c.Notified >= c.Members
+	return true, c.Active <= 0 && c.Notified >= c.Members
 }
 
 // Parent is the aggregate of a parent session's stream: the cycles whose

@@ -87,17 +87,20 @@ func TestCycle(t *testing.T) {
 		t.Fatalf("second join: %+v", c)
 	}
 	c.Leave()
-	if c.Notify(1) {
+	if counted, all := c.Notify(1); !counted || all {
 		t.Fatal("all-complete with a member still active")
 	}
 	c.Leave()
-	if !c.Notify(1) {
+	if counted, all := c.Notify(1); !counted || !all {
 		t.Fatalf("all-complete not due after every member ended and was notified: %+v", c)
 	}
 	if ended, started := c.Join(); !started || ended != 1 || c.Cycle != 2 || c.Members != 1 || c.Notified != 0 {
 		t.Fatalf("a registration after the cycle ended: ended %d started %v, %+v", ended, started, c)
 	}
-	if c.Notify(1) || c.Notify(0) || c.Notified != 0 {
+	if counted, _ := c.Notify(1); counted || c.Notified != 0 {
+		t.Fatalf("an older cycle's notification counted: %+v", c)
+	}
+	if counted, _ := c.Notify(0); counted || c.Notified != 0 {
 		t.Fatalf("an older cycle's or no cycle's notification counted: %+v", c)
 	}
 }

@@ -60,21 +60,13 @@ func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err 
 // stale view entry) appends nothing: a refused timeout here would be noise
 // in its timeline, and an append would wake the sweeper again at once.
 func (s *Store) timeoutIfOverdue(ctx context.Context, id string) (bool, error) {
-	timedOut := false
-	d, err := s.update(ctx, id, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+	_, ended, err := s.end(ctx, id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if d == nil || !d.State.Active() || d.TimeoutAt.After(at) {
 			return nil, nil
 		}
-		timedOut = true
 		return fsm.Decide(d, fsm.Event{Kind: fsm.KindTimedOut, ID: id, At: at}, s.cfg)
 	})
-	if err != nil || !timedOut || !d.PersistedAt.IsZero() {
-		return timedOut, err
-	}
-	if _, err := s.Persist(context.WithoutCancel(ctx), id); err != nil {
-		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", id, "err", err)
-	}
-	return true, nil
+	return ended, err
 }
 
 // deadlineOfKey decodes the time of a deadlines view key (see timeKey).

@@ -296,12 +296,7 @@ func (s *Store) importFile(ctx context.Context, root *os.Root, c importCandidate
 		// "Error: <error>" (the plugin's result text by terminal status).
 		ev.Error = strings.TrimPrefix(p.Result, "Error: ")
 	}
-	res, err := s.log.Append(ctx, eventlog.Append{
-		Stream:       id,
-		Key:          importKey(id, sum),
-		CheckVersion: true,
-		Entries:      []eventlog.Entry{{Kind: uint16(ev.Kind), Time: ev.At, Payload: ev.MarshalPayload()}},
-	})
+	res, err := s.record(ctx, id, importKey(id, sum), 0, []fsm.Event{ev})
 	switch {
 	case errors.Is(err, eventlog.ErrConflict):
 		// Registered or imported between the check and the append.

@@ -171,20 +171,14 @@ func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult
 			return res, err
 		}
 		// The texts play no part: the record is read without them.
-		_, err := s.updateWith(ctx, id, "", loadStored, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
-			switch {
-			case d == nil:
+		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+			if d == nil {
 				return nil, &notFoundError{id: id, dir: s.dir}
-			case d.PersistedAt.IsZero():
-				return nil, fmt.Errorf("%w: notification %s is not due: the delegation is %s and its artifact is not written yet", fsm.ErrInvalid, nid, d.State)
-			case !d.NotifiedAt.IsZero():
-				res.Already = true
-				return nil, nil
-			case failure != "":
-				return []fsm.Event{{Kind: fsm.KindNotificationFailed, ID: id, At: at, NotificationID: nid, Error: failure}}, nil
 			}
-			return []fsm.Event{{Kind: fsm.KindNotified, ID: id, At: at, NotificationID: nid}}, nil
-		})
+			events, already, err := fsm.DecideAck(d, nid, failure, at)
+			res.Already = already
+			return events, err
+		}})
 		return res, err
 	case ok && kind == KindAllComplete:
 		i := strings.LastIndexByte(rest, ':')
@@ -205,69 +199,54 @@ func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult
 }
 
 // ackAllComplete records the delivery (or failed delivery) of a cycle's
-// all-complete notification in the parent session's stream.
+// all-complete notification in the parent session's stream. The parent's
+// aggregate (fsm.Parent) is read from its stream only when the decision
+// needs it: to tell an acknowledgement repeated from one never due.
 func (s *Store) ackAllComplete(ctx context.Context, parent string, cycle uint64, failure string) (AckResult, error) {
 	nid := AllCompleteNotificationID(parent, cycle)
 	res := AckResult{ID: nid}
-	stream := parentStream + parent
+	stream := fsm.ParentStream(parent)
 	s.cycleMu.Lock()
 	defer s.cycleMu.Unlock()
 	var due bool
-	var version uint64
+	var p fsm.Parent
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketOutbox)
 		if err != nil {
 			return err
 		}
 		due = b != nil && b.Get([]byte(nid)) != nil
-		version = tx.StreamVersion(stream)
+		p.Version = tx.StreamVersion(stream)
 		return nil
 	})
+	if err == nil && !due {
+		p, err = s.loadParent(stream)
+	}
 	if err != nil {
 		return res, err
 	}
-	if !due {
-		acked, err := s.allCompleteAcked(stream, cycle)
-		if err != nil {
-			return res, err
-		}
-		if !acked {
-			return res, &notDueError{fmt.Sprintf("notification %s is not in the outbox: it was never due, or a newer cycle of %s suppressed it", nid, parent)}
-		}
-		res.Already = true
-		return res, nil
+	events, already, err := fsm.DecideAllCompleteAck(&p, parent, nid, cycle, due, failure, s.clock.Now().UTC().Truncate(time.Millisecond))
+	res.Already = already
+	if err != nil || len(events) == 0 {
+		return res, err
 	}
-	ev := fsm.Event{Kind: fsm.KindAllCompleteNotified, ID: stream, At: s.clock.Now().UTC().Truncate(time.Millisecond), NotificationID: nid, Cycle: cycle}
-	if failure != "" {
-		ev.Kind, ev.Error = fsm.KindNotificationFailed, failure
-	}
-	_, err = s.log.Append(ctx, eventlog.Append{
-		Stream: stream, CheckVersion: true, Version: version,
-		Entries: []eventlog.Entry{{Kind: uint16(ev.Kind), Time: ev.At, Payload: ev.MarshalPayload()}},
-	})
+	_, err = s.record(ctx, stream, "", p.Version, events)
 	return res, err
 }
 
-func (s *Store) allCompleteAcked(stream string, cycle uint64) (bool, error) {
+// loadParent folds a parent session's stream into its aggregate.
+func (s *Store) loadParent(stream string) (fsm.Parent, error) {
+	var p fsm.Parent
 	recs, err := s.log.Stream(stream)
 	if err != nil {
-		return false, err
+		return p, err
 	}
 	for _, r := range recs {
 		e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
 		if err != nil {
-			return false, fmt.Errorf("record %d: %w", r.Seq, err)
+			return p, fmt.Errorf("record %d: %w", r.Seq, err)
 		}
-		if e.Kind == fsm.KindAllCompleteNotified && e.Cycle == cycle {
-			return true, nil
-		}
+		p = fsm.EvolveParent(p, e)
 	}
-	return false, nil
+	return p, nil
 }
-
-// notDueError reports an acknowledgement of a notification that is not in
-// the outbox. It wraps fsm.ErrNotFound.
-type notDueError struct{ msg string }
-
-func (e *notDueError) Error() string { return e.msg }
-func (e *notDueError) Unwrap() error { return fsm.ErrNotFound }

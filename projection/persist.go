@@ -15,27 +15,23 @@ import (
 // persisted event with its path, size and hash; the terminal notification
 // enters the outbox with that event, never before. It does nothing for a
 // delegation already persisted. The artifact's bytes depend only on the
-// record, so writing it again after a crash gives the same file.
+// terminal record, which no later event changes, so the file is written
+// outside the delegation's lock, and writing it again (a concurrent
+// Persist, a retry after a crash) gives the same file.
 func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) {
-	if err := fsm.ValidateID(id); err != nil {
-		return fsm.Delegation{}, err
+	d, err := s.Get(id)
+	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() {
+		return d, err
+	}
+	a, err := s.writeArtifact(&d)
+	if err != nil {
+		return d, err
 	}
 	return s.update(ctx, id, "persisted:"+id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if d == nil {
 			return nil, &notFoundError{id: id, dir: s.dir}
 		}
-		if !d.State.Terminal() || !d.PersistedAt.IsZero() {
-			return nil, nil
-		}
-		rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
-		if err != nil {
-			return nil, err
-		}
-		size, sum, err := artifact.Write(s.dir, rel, artifact.Render(d))
-		if err != nil {
-			return nil, fmt.Errorf("write artifact of %s: %w", id, err)
-		}
-		return []fsm.Event{{Kind: fsm.KindPersisted, ID: id, At: at, ArtifactPath: rel, ArtifactSize: size, ArtifactHash: sum}}, nil
+		return fsm.DecidePersisted(d, a, at), nil
 	})
 }
 

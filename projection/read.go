@@ -131,19 +131,20 @@ func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (R
 	if err != nil {
 		return ReadResult{}, err
 	}
-	d, err = s.update(ctx, id, "", func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+	d, err = s.run(ctx, command{
+		id: id,
+		decide: func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+			if cur == nil {
+				return nil, &ReadNotFoundError{ID: id}
+			}
+			return fsm.DecideRead(cur, at), nil
+		},
 		// Under the delegation's lock: a reader who comes now would wait
 		// for this append anyway, and joins the next batch.
-		s.closeBatch(id, b)
-		if cur == nil {
-			return nil, &ReadNotFoundError{ID: id}
-		}
-		// A clock that went back (a restart, an NTP step) must not make a
-		// read count as "before completion" and leave the result unread.
-		if at.Before(cur.CompletedAt) {
-			at = cur.CompletedAt
-		}
-		return []fsm.Event{{Kind: fsm.KindRead, ID: id, At: at}}, nil
+		before: func(_, _ *fsm.Delegation, _ time.Time) []fsm.Event {
+			s.closeBatch(id, b)
+			return nil
+		},
 	})
 	if err != nil {
 		return ReadResult{}, err

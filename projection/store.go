@@ -369,68 +369,80 @@ func (s *Store) Timeout(ctx context.Context, id string) (fsm.Delegation, error) 
 	return s.terminate(ctx, fsm.Event{Kind: fsm.KindTimedOut, ID: id})
 }
 
-// terminate runs a terminal command and persists the artifact in the same
-// append: the artifact of the record the command's events lead to is
-// written (temp, fsync, rename, directory fsync) before the append, which
-// then records the terminal events and the persisted event in one commit.
-// The notification still becomes due only once the file is durable and
-// persisted is recorded. A crash between the two leaves a file beside a
-// delegation the log says is active, which its terminal command, when it
-// comes, writes again. A failed artifact write does not stop the terminal
-// event: it is recorded alone, the delegation stays pending, is logged,
-// and is retried by the next Open or PersistPending.
+// terminate runs a terminal command (see end).
 func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, error) {
 	if err := fsm.ValidateID(cmd.ID); err != nil {
 		return fsm.Delegation{}, err
 	}
-	var writeErr error
-	// Once under way, the command finishes even if the caller has gone:
-	// its artifact may already be on disk, and without the append no
-	// notification would become due.
-	d, err := s.update(context.WithoutCancel(ctx), cmd.ID, "", func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+	d, _, err := s.end(ctx, cmd.ID, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if d == nil {
 			return nil, &notFoundError{id: cmd.ID, dir: s.dir}
 		}
 		cmd.At = at
-		events, guard := fsm.Decide(d, cmd, s.cfg)
-		writeErr = nil
-		if guard != nil || len(events) == 0 || d.State.Terminal() {
-			return events, guard
-		}
-		next := *d
-		for _, e := range events {
-			next = fsm.Evolve(next, e)
-		}
-		if !next.State.Terminal() || !next.PersistedAt.IsZero() {
-			return events, nil
-		}
-		rel, err := artifact.RelPath(next.ProjectID, next.RootSessionID, next.ID)
-		var size int64
-		var sum uint64
-		if err == nil {
-			size, sum, err = artifact.Write(s.dir, rel, artifact.Render(&next))
-		}
-		if err != nil {
-			writeErr = fmt.Errorf("write artifact of %s: %w", cmd.ID, err)
-			return events, nil
-		}
-		return append(events, fsm.Event{Kind: fsm.KindPersisted, ID: cmd.ID, At: at, ArtifactPath: rel, ArtifactSize: size, ArtifactHash: sum}), nil
+		return fsm.Decide(d, cmd, s.cfg)
 	})
-	if err != nil || !d.PersistedAt.IsZero() {
-		return d, err
+	return d, err
+}
+
+// end runs a command that may end a delegation, and persists its artifact
+// in the same append: the artifact of the record the decided events lead
+// to is written (temp, fsync, rename, directory fsync) before the append,
+// which then records the terminal events and the persisted event in one
+// commit. The notification becomes due only once the file is durable and
+// persisted is recorded. A crash between the two leaves a file beside a
+// delegation the log says is active, which its terminal command, when it
+// comes, writes again. A failed artifact write does not stop the terminal
+// event: it is recorded alone, the delegation stays pending, is logged,
+// and is retried by a repeat of the command, the next Open or
+// PersistPending.
+// ended reports whether the command's events ended the delegation.
+func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.Delegation, ended bool, err error) {
+	var writeErr error
+	// Once under way, the command finishes even if the caller has gone:
+	// its artifact may already be on disk, and without the append no
+	// notification would become due.
+	d, err = s.run(context.WithoutCancel(ctx), command{
+		id:     id,
+		decide: decide,
+		before: func(prev, next *fsm.Delegation, at time.Time) []fsm.Event {
+			writeErr, ended = nil, !prev.State.Terminal() && next.State.Terminal()
+			if !ended || !next.PersistedAt.IsZero() {
+				return nil
+			}
+			a, err := s.writeArtifact(next)
+			if writeErr = err; err != nil {
+				return nil
+			}
+			return fsm.DecidePersisted(next, a, at)
+		},
+	})
+	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() {
+		return d, ended, err
 	}
-	if writeErr != nil {
-		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", writeErr)
-		return d, nil
+	if writeErr == nil {
+		// A repeat of the command that ended it, whose artifact an earlier
+		// attempt failed to write: the terminal event is durable, so
+		// finish the job now, even if the caller has gone.
+		var p fsm.Delegation
+		if p, writeErr = s.Persist(context.WithoutCancel(ctx), d.ID); writeErr == nil {
+			return p, ended, nil
+		}
 	}
-	// The terminal event is durable: finish the job even if the caller
-	// has gone, or no notification would become due until the next open.
-	p, perr := s.Persist(context.WithoutCancel(ctx), d.ID)
-	if perr != nil {
-		s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", perr)
-		return d, nil
+	s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", writeErr)
+	return d, ended, nil
+}
+
+// writeArtifact writes the artifact of terminal delegation d.
+func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
+	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
+	if err != nil {
+		return fsm.Artifact{}, err
 	}
-	return p, nil
+	size, sum, err := artifact.Write(s.dir, rel, artifact.Render(d))
+	if err != nil {
+		return fsm.Artifact{}, fmt.Errorf("write artifact of %s: %w", d.ID, err)
+	}
+	return fsm.Artifact{Path: rel, Size: size, Hash: sum}, nil
 }
 
 // Get returns the current record of a delegation, or an error wrapping
@@ -507,30 +519,49 @@ func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Del
 
 // decideFunc turns the current record (nil when the id is unknown) and the
 // time into events to append, and an error to return after appending them
-// (a guard's refusal) or instead (no events).
+// (a guard's refusal) or instead (no events). It does no I/O: the fsm
+// package decides.
 type decideFunc func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error)
 
-// update is the one way events reach the log. Guards run in decide, before
-// the append; the log only checks that the record did not change since it
-// was read (expected version), and a conflict means deciding again against
-// the newer record. Commands on one delegation hold its lock, and the time
-// is read under it, so one delegation's events never go back in time.
-func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (fsm.Delegation, error) {
-	return s.updateWith(ctx, id, key, loadRecord, decide)
+// command is one command on one delegation, as run carries it out.
+type command struct {
+	id  string
+	key string // if not empty, makes the append idempotent
+	// load reads the record to decide on; nil is loadRecord. A decision
+	// that needs no texts, for a caller that needs none back, passes
+	// loadStored, so that the command's cost does not follow their size.
+	load   func(*eventlog.Tx, string) (*fsm.Delegation, error)
+	decide decideFunc
+	// before, if set, does the work the decided events lead to (prev is
+	// the record decided on, next the record they make), under the
+	// delegation's lock and before they are appended, and returns events
+	// recording it. It is called again when the append conflicts.
+	before func(prev, next *fsm.Delegation, at time.Time) []fsm.Event
 }
 
-// updateWith is update with the record read by load: a decision that needs
-// no texts, and a caller that needs none back, pass loadStored, so that
-// the command's cost does not follow their size.
-func (s *Store) updateWith(ctx context.Context, id, key string, load func(*eventlog.Tx, string) (*fsm.Delegation, error), decide decideFunc) (fsm.Delegation, error) {
-	mu := &s.locks[xxhash.Sum64String(id)%uint64(len(s.locks))]
+// update runs a command that needs only a decision.
+func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (fsm.Delegation, error) {
+	return s.run(ctx, command{id: id, key: key, decide: decide})
+}
+
+// run carries out a command. Guards run in decide, before the append; the
+// log only checks that the record did not change since it was read
+// (expected version), and a conflict means deciding again against the
+// newer record. Commands on one delegation hold its lock, and the time is
+// read under it, so one delegation's events never go back in time.
+func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
+	load := c.load
+	if load == nil {
+		load = loadRecord
+	}
+	mu := &s.locks[xxhash.Sum64String(c.id)%uint64(len(s.locks))]
 	mu.Lock()
 	defer mu.Unlock()
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.clock.Now().UTC().Truncate(time.Millisecond)
 	for range maxConflicts {
-		cur, err := s.get(id, load)
+		cur, err := s.get(c.id, load)
 		var d *fsm.Delegation
 		switch {
 		case err == nil:
@@ -538,43 +569,56 @@ func (s *Store) updateWith(ctx context.Context, id, key string, load func(*event
 		case !errors.Is(err, fsm.ErrNotFound):
 			return fsm.Delegation{}, err
 		}
-		events, guard := decide(d, at)
+		events, guard := c.decide(d, at)
 		if len(events) == 0 {
 			if guard != nil {
 				return cur, guard
 			}
 			return cur, nil // idempotent: nothing to record
 		}
-		entries := make([]eventlog.Entry, len(events))
-		for i := range events {
-			entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
+		next := cur
+		for _, e := range events {
+			next = fsm.Evolve(next, e)
+		}
+		if c.before != nil && guard == nil {
+			more := c.before(&cur, &next, at)
+			for _, e := range more {
+				next = fsm.Evolve(next, e)
+			}
+			events = append(events, more...)
 		}
 		var version uint64
 		if d != nil {
 			version = d.Version
 		}
-		res, err := s.log.Append(ctx, eventlog.Append{
-			Stream: id, Entries: entries, Key: key, CheckVersion: true, Version: version,
-		})
+		res, err := s.record(ctx, c.id, c.key, version, events)
 		if errors.Is(err, eventlog.ErrConflict) {
 			if d == nil && events[0].Kind == fsm.KindRegistered {
-				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, id)
+				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, c.id)
 			}
 			continue
 		}
 		if err != nil {
-			return fsm.Delegation{}, fmt.Errorf("%s %s: %w", events[0].Kind, id, err)
+			return fsm.Delegation{}, fmt.Errorf("%s %s: %w", events[0].Kind, c.id, err)
 		}
 		if res.Duplicate {
 			return s.duplicate(res)
 		}
-		next := cur
-		for _, e := range events {
-			next = fsm.Evolve(next, e)
-		}
 		return next, guard
 	}
-	return fsm.Delegation{}, fmt.Errorf("%s: %w: the delegation kept changing over %d attempts; retry", id, eventlog.ErrConflict, maxConflicts)
+	return fsm.Delegation{}, fmt.Errorf("%s: %w: the delegation kept changing over %d attempts; retry", c.id, eventlog.ErrConflict, maxConflicts)
+}
+
+// record appends events decided against version of stream (0: a new
+// stream). It is the one way events reach the log: a delegation's
+// commands (run), the all-complete bookkeeping of a parent session
+// (ackAllComplete) and legacy imports all come through it.
+func (s *Store) record(ctx context.Context, stream, key string, version uint64, events []fsm.Event) (eventlog.Result, error) {
+	entries := make([]eventlog.Entry, len(events))
+	for i := range events {
+		entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
+	}
+	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version})
 }
 
 // duplicate returns the delegation an earlier append with the same

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -28,7 +27,7 @@ const (
 	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
 	bucketDeadlines = "deadlines" // timeoutAt \0 id → "": active, by deadline
 	bucketPending   = "pending"   // id → "": terminal, artifact not yet persisted
-	bucketCycles    = "cycles"    // parent → JSON of cycle
+	bucketCycles    = "cycles"    // parent → JSON of fsm.Cycle
 	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
 	bucketOutbox    = "outbox"    // notification id → JSON of Notification
 	bucketDue       = "due"       // parent \0 notification id → "": the outbox by parent session
@@ -38,10 +37,6 @@ var viewBuckets = []string{
 	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
 	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue, bucketTexts,
 }
-
-// parentStream prefixes the stream of a parent session's cycle events. A
-// slash can be neither in a delegation id nor in a session id.
-const parentStream = "parent/"
 
 // AllCompleteQuiet is the quiet period between the last notification of a
 // cycle and its all-complete notification (the plugin's 50 ms).
@@ -78,16 +73,6 @@ func AllCompleteNotificationID(parent string, cycle uint64) string {
 	return fmt.Sprintf("%s:%s:%d", KindAllComplete, parent, cycle)
 }
 
-// cycle is a parent session's current cycle (the plugin's all-complete
-// notification): a cycle starts when a delegation is registered while the
-// parent has none active.
-type cycle struct {
-	Cycle    uint64 `json:"cycle"`
-	Active   int    `json:"active"`   // active delegations of the parent
-	Members  int    `json:"members"`  // delegations registered in this cycle
-	Notified int    `json:"notified"` // of those, acknowledged terminal notifications
-}
-
 // views is the projector that keeps every view bucket. Views depend on the
 // events alone: texts that name the data directory (notifications) are
 // rendered when read.
@@ -122,7 +107,7 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
-		if parent, ok := strings.CutPrefix(r.Stream, parentStream); ok {
+		if parent, ok := fsm.ParentOfStream(r.Stream); ok {
 			id := AllCompleteNotificationID(parent, e.Cycle)
 			switch e.Kind {
 			case fsm.KindAllCompleteNotified:
@@ -329,16 +314,13 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 	if err != nil {
 		return err
 	}
-	if c.Active == 0 {
-		// A new cycle. An all-complete of the old one that was not
-		// acknowledged yet is never sent (as the plugin does).
-		if err := w.unqueue(AllCompleteNotificationID(d.ParentSessionID, c.Cycle)); err != nil {
+	if ended, started := c.Join(); started {
+		// An all-complete of the cycle that ended, not acknowledged yet, is
+		// never sent (as the plugin does).
+		if err := w.unqueue(AllCompleteNotificationID(d.ParentSessionID, ended)); err != nil {
 			return err
 		}
-		c = cycle{Cycle: c.Cycle + 1}
 	}
-	c.Active++
-	c.Members++
 	if err := w.b[bucketMembers].Put(id, be64(c.Cycle)); err != nil {
 		return err
 	}
@@ -375,7 +357,7 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 	if err != nil {
 		return err
 	}
-	c.Active--
+	c.Leave()
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
 }
 
@@ -394,14 +376,18 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 	if err != nil {
 		return err
 	}
-	if m := w.b[bucketMembers].Get([]byte(d.ID)); len(m) != 8 || binary.BigEndian.Uint64(m) != c.Cycle {
-		return nil // an older cycle's delegation: that cycle is over
+	var member uint64
+	if m := w.b[bucketMembers].Get([]byte(d.ID)); len(m) == 8 {
+		member = binary.BigEndian.Uint64(m)
 	}
-	c.Notified++
+	counted, allComplete := c.Notify(member)
+	if !counted {
+		return nil
+	}
 	if err := putJSON(w.b[bucketCycles], d.ParentSessionID, c); err != nil {
 		return err
 	}
-	if c.Active > 0 || c.Notified < c.Members {
+	if !allComplete {
 		return nil
 	}
 	id := AllCompleteNotificationID(d.ParentSessionID, c.Cycle)
@@ -456,8 +442,8 @@ func (w *viewTx) failed(id, reason string) error {
 	return putJSON(b, id, n)
 }
 
-func (w *viewTx) cycle(parent string) (cycle, error) {
-	var c cycle
+func (w *viewTx) cycle(parent string) (fsm.Cycle, error) {
+	var c fsm.Cycle
 	raw := w.b[bucketCycles].Get([]byte(parent))
 	if raw == nil {
 		return c, nil
