@@ -29,9 +29,6 @@ const (
 	ViewTexts     = bucketTexts     // a record's texts (fsm.Delegation.Texts), apart from it
 )
 
-// Views returns the names of every view, in the order InspectViews visits them.
-func Views() []string { return append([]string(nil), viewBuckets...) }
-
 // CycleView is a parent session's current cycle as the cycles view holds it.
 type CycleView struct {
 	Cycle    uint64 `json:"cycle"`
@@ -79,18 +76,23 @@ type ViewEntry struct {
 // and is returned. Views that do not exist yet have no entries.
 func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 	for _, name := range viewBuckets {
-		b, err := tx.Bucket(name)
-		if err != nil {
+		if err := InspectView(tx, name, fn); err != nil {
 			return err
 		}
-		if b == nil {
-			continue
-		}
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if err := fn(decodeViewEntry(name, k, v)); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// InspectView calls fn for every entry of view name in tx, key by key.
+func InspectView(tx *eventlog.Tx, name string, fn func(ViewEntry) error) error {
+	b, err := tx.Bucket(name)
+	if err != nil || b == nil {
+		return err
+	}
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if err := fn(DecodeViewEntry(name, k, v)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -109,7 +111,10 @@ func ViewsCheckpoint(tx *eventlog.Tx) uint64 {
 	return tx.Checkpoint(views{}.Name())
 }
 
-func decodeViewEntry(name string, k, v []byte) ViewEntry {
+// DecodeViewEntry decodes the entry of view name under key k with value v
+// (replay names what differs between two copies of a view with it). A
+// view it does not know is returned with Key and Value only.
+func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 	e := ViewEntry{View: name, Key: k, Value: v}
 	bad := func(format string, args ...any) ViewEntry {
 		e.Err = fmt.Errorf("view %s key %q: "+format, append([]any{name, k}, args...)...)

@@ -160,10 +160,16 @@ func BenchmarkReplay(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				st := newState()
-				sc := scanner{log: l, opts: &Options{}, st: st}
-				if err := sc.scan(context.Background()); err != nil {
+				rb, err := newRebuild(b.TempDir())
+				if err != nil {
 					b.Fatal(err)
 				}
+				sc := scanner{ctx: context.Background(), log: l, opts: &Options{}, st: st, rb: rb}
+				if err := sc.scan(1); err != nil {
+					b.Fatal(err)
+				}
+				rb.wait()
+				rb.close()
 				if st.applied != uint64(events) || len(sc.corrupt) != 0 || len(st.bad) != 0 {
 					b.Fatalf("replayed %d of %d events, %d corrupt, %d undecodable", st.applied, events, len(sc.corrupt), len(st.bad))
 				}

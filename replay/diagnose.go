@@ -8,7 +8,6 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 // Diagnose replays the events of delegation id alone (its stream, as
@@ -40,7 +39,6 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	for i := range recs {
 		st.apply(&recs[i])
 	}
-	st.outbox = map[string]*projection.Notification{} // its parent's cycle is not replayed
 	d := st.ds[id]
 	var fs []Finding
 	if ce != nil {

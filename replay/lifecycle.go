@@ -71,7 +71,7 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 					id, r.State, fmtT(r.CompletedAt), fmtT(r.PersistedAt), d.persisted, nid, fmtDur(age)),
 				Next: "delegations notifications --parent-session " + r.ParentSessionID + " shows it; the bridge acknowledges it with delegations ack " + nid + " (is the plugin bridge running?)",
 			}
-			if n := len(d.failures); n > 0 {
+			if n := d.nfailures; n > 0 {
 				f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n), strconv.Quote(cut(d.lastError, 120)))
 			}
 			if age < o.Stale {
@@ -93,17 +93,18 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		}
 		out = append(out, late(id, d)...)
 	}
-	for _, nid := range sortedKeys(st.outbox) {
-		n := st.outbox[nid]
-		if n.Kind != projection.KindAllComplete || now.Before(n.DueAt) {
+	owners := st.notifiedBy()
+	for i := range st.allComplete {
+		n := &st.allComplete[i]
+		if now.Before(n.DueAt) {
 			continue
 		}
 		age := since(now, n.DueAt)
 		f := Finding{Code: CodeAllCompleteNotNotified, Severity: SeverityInfo, Parent: n.Parent, Seqs: []uint64{n.Seq}, Missing: "all_complete_notified",
 			Diagnosis: fmt.Sprintf("every delegation of cycle %d of parent session %s was notified (the last at record %d), and the all-complete notification is due since %s, but the bridge has not acknowledged it for %s",
 				n.Cycle, n.Parent, n.Seq, fmtT(n.DueAt), fmtDur(age)),
-			Next:  "delegations notifications --parent-session " + n.Parent + " shows it; the bridge acknowledges it with delegations ack " + nid,
-			group: st.group(st.outboxOwner(n)),
+			Next:  "delegations notifications --parent-session " + n.Parent + " shows it; the bridge acknowledges it with delegations ack " + n.ID,
+			group: st.group(owners[n.Seq]),
 		}
 		if n.Failures > 0 {
 			f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n.Failures), strconv.Quote(cut(n.LastError, 120)))
@@ -119,15 +120,24 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 	return out
 }
 
-// outboxOwner returns a delegation of n's parent: all-complete findings
-// sort with the delegation whose notification made it due.
-func (st *state) outboxOwner(n *projection.Notification) string {
+// notifiedBy maps the seqs that made the all-complete notifications due to
+// the delegation notified there: an all-complete finding sorts with it.
+func (st *state) notifiedBy() map[uint64]string {
+	if len(st.allComplete) == 0 {
+		return nil
+	}
+	want := make(map[uint64]string, len(st.allComplete))
+	for _, n := range st.allComplete {
+		want[n.Seq] = ""
+	}
 	for _, id := range st.order {
-		if d := st.ds[id]; d.notified == n.Seq {
-			return id
+		if s := st.ds[id].notified; s != 0 {
+			if _, ok := want[s]; ok {
+				want[s] = id
+			}
 		}
 	}
-	return ""
+	return want
 }
 
 // late reports commands refused after the terminal state: a refused
@@ -230,8 +240,7 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 	r := &d.rec
 	path := filepath.Join(dir, r.ArtifactPath)
 	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
-	render := projection.RenderArtifact(r)
-	reproducible := !d.imported && !d.damaged && int64(len(render)) == r.ArtifactSize && xxhash.Sum64(render) == r.ArtifactHash
+	reproducible := !d.imported && !d.damaged && d.renderSize == r.ArtifactSize && d.renderHash == r.ArtifactHash
 	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), d.persisted, path, r.ArtifactSize, r.ArtifactHash)
 	if d.imported {
 		written = fmt.Sprintf("%s was imported at record %d from the plugin's file %s, %d bytes, xxhash %016x", r.ID, d.persisted, path, r.ArtifactSize, r.ArtifactHash)

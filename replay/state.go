@@ -4,37 +4,39 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
 
 // parentStream prefixes the stream of a parent session's cycle events
-// (all-complete acknowledgements), as the store writes them.
+// (all-complete acknowledgements), as the store writes them. Their effect
+// is on the outbox, which the rebuilt views hold.
 const parentStream = "parent/"
 
 // delegation is one delegation's replayed state and the sequence numbers
-// of its steps.
+// of its steps: what the lifecycle diagnoses need, without the texts once
+// its artifact is written (they are what would make replay's memory grow
+// with the log's payloads).
 type delegation struct {
+	// rec is its record. Its prompt is dropped, and its other texts once
+	// it is persisted: the artifact's rendering, the one use of them, is
+	// checked then (a terminal record no longer changes what it renders).
 	rec fsm.Delegation
 
 	first, last                         uint64 // seqs of its first and last events
 	terminal, persisted, notified, read uint64 // seqs of the steps; 0: did not happen
-	indexed                             bool   // registered or imported first: the views index it
 	imported                            bool   // adopted from a legacy file
-	pending                             bool   // went terminal from active, not persisted since
-	cycle                               uint64 // the cycle it joined (registered)
-	joined                              bool
-	damaged                             bool // the log lost some of its records: its replayed state is incomplete
+	renderSize                          int64  // the size and hash of its artifact as this build renders it (when persisted, not imported)
+	renderHash                          uint64
+	damaged                             bool   // the log lost some of its records: its replayed state is incomplete
 
-	parent *cycleState // its parent's cycle, once registered (the parent never changes)
+	failures  []uint64 // notification_failed seqs while its notification waited, the first maxSeqs
+	nfailures int
+	lastError string
 
-	// note is its terminal notification while the outbox must hold it.
-	note    projection.Notification
-	noteDue bool
-
-	failures   []uint64 // notification_failed seqs while the notification waited
-	lastError  string
 	rejections []rejection // refused commands, at most maxRejections
 }
 
@@ -44,28 +46,15 @@ type rejection struct {
 	at     time.Time
 	kind   fsm.Kind
 	state  fsm.State
-	result string // a refused completion's result
+	result string // a refused completion's result, its first line cut for the report
 }
 
 const maxRejections = 64
 
-// cycleState is a parent session's current cycle, and its all-complete
-// notification while the outbox must hold it. The outbox holds at most one
-// per parent: a new cycle drops the older one's.
-type cycleState struct {
-	projection.CycleView
-	written bool // the cycles view holds it (the store writes it on registration, termination and notification)
-
-	all    projection.Notification
-	allDue bool
-}
-
-// state is the fold of the log: every delegation, the parents' cycles and
-// the notifications the outbox must hold.
+// state is the fold of the log: every delegation's steps.
 type state struct {
 	ds      map[string]*delegation
 	order   []string // ids in order of their first event
-	cycles  map[string]*cycleState
 	unknown map[fsm.Kind][]uint64 // kinds this build does not know
 	slab    []delegation          // delegations are allocated in chunks
 
@@ -75,13 +64,14 @@ type state struct {
 
 	bad []Finding // bad payloads
 
-	outbox map[string]*projection.Notification // filled by finish
+	// allComplete are the all-complete notifications the outbox holds at
+	// the end of the replay, from the rebuilt views (none without them).
+	allComplete []projection.Notification
 }
 
 func newState() *state {
 	return &state{
 		ds:      make(map[string]*delegation),
-		cycles:  make(map[string]*cycleState),
 		unknown: make(map[fsm.Kind][]uint64),
 	}
 }
@@ -97,9 +87,7 @@ func (s *state) newDelegation(seq uint64) *delegation {
 	return &s.slab[len(s.slab)-1]
 }
 
-// apply folds one record into the state. The bookkeeping of views and
-// outbox follows the store's rules (projection's views), step by step, so
-// that what they should hold after the whole log can be compared.
+// apply folds one record into the state.
 func (s *state) apply(r *eventlog.Record) {
 	s.applied++
 	s.through = r.Seq
@@ -121,18 +109,7 @@ func (s *state) apply(r *eventlog.Record) {
 	if !kind.Known() {
 		s.unknown[kind] = append(s.unknown[kind], r.Seq)
 	}
-	if parent, ok := strings.CutPrefix(r.Stream, parentStream); ok {
-		c := s.cycles[parent]
-		if c == nil || !c.allDue || c.all.Cycle != e.Cycle {
-			return // not in the outbox: nothing to change
-		}
-		switch e.Kind {
-		case fsm.KindAllCompleteNotified:
-			c.allDue = false
-		case fsm.KindNotificationFailed:
-			c.all.Failures++
-			c.all.LastError = e.Error
-		}
+	if strings.HasPrefix(r.Stream, parentStream) {
 		return
 	}
 
@@ -143,20 +120,29 @@ func (s *state) apply(r *eventlog.Record) {
 		s.order = append(s.order, r.Stream)
 	}
 	d.last = r.Seq
-	// What the transitions below need of the record before the event.
-	prevVersion, prevState := d.rec.Version, d.rec.State
-	prevPersisted, prevNotified := !d.rec.PersistedAt.IsZero(), !d.rec.NotifiedAt.IsZero()
+	prevVersion, prev := d.rec.Version, d.rec
 	d.rec = fsm.Evolve(d.rec, e)
 	next := &d.rec
-	persisted, notified := !next.PersistedAt.IsZero(), !next.NotifiedAt.IsZero()
+	next.Prompt = ""
 
-	if !prevState.Terminal() && next.State.Terminal() {
+	if prevVersion == 0 && e.Kind == fsm.KindImported {
+		d.imported = true
+	}
+	if !prev.State.Terminal() && next.State.Terminal() {
 		d.terminal = r.Seq
 	}
-	if !prevPersisted && persisted {
+	if prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero() {
 		d.persisted = r.Seq
+		d.nfailures, d.failures, d.lastError = 0, nil, ""
+		if !d.imported {
+			render := projection.RenderArtifact(next)
+			d.renderSize, d.renderHash = int64(len(render)), xxhash.Sum64(render)
+		}
 	}
-	if !prevNotified && notified {
+	if !next.PersistedAt.IsZero() {
+		next.Progress, next.Result, next.Error = "", "", ""
+	}
+	if prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero() {
 		d.notified = r.Seq
 	}
 	switch e.Kind {
@@ -166,102 +152,20 @@ func (s *state) apply(r *eventlog.Record) {
 		if len(d.rejections) < maxRejections {
 			rj := rejection{seq: r.Seq, at: r.Time, kind: e.Refused, state: e.RefusedState}
 			if e.Refused == fsm.KindCompleted {
-				rj.result = e.Result
+				rj.result = cut(firstLine(e.Result), 80)
 			}
 			d.rejections = append(d.rejections, rj)
 		}
-	}
-
-	// The views' transitions: exactly one per event, in the store's order.
-	switch {
-	case projection.Unregistered(next):
-		// Its registration is not in the log (a recovery lost it): the
-		// views keep its record and index nothing else.
-	case prevVersion == 0 && e.Kind == fsm.KindRegistered:
-		d.indexed = true
-		c := s.cycle(next.ParentSessionID)
-		d.parent = c
-		if c.Active == 0 {
-			c.allDue = false // a new cycle: the older one's all-complete is never sent
-			c.CycleView = projection.CycleView{Cycle: c.Cycle + 1}
-		}
-		c.Active++
-		c.Members++
-		c.written = true
-		d.cycle, d.joined = c.Cycle, true
-	case prevVersion == 0 && e.Kind == fsm.KindImported:
-		d.indexed, d.imported = true, true
-	case prevState.Active() && next.State.Terminal():
-		d.pending = true
-		c := s.parentOf(d)
-		c.Active--
-		c.written = true
-	case !prevPersisted && persisted:
-		d.pending = false
-		d.note = projection.Notification{
-			Kind: projection.KindTerminal, Parent: next.ParentSessionID,
-			Remaining: s.parentOf(d).Active, DueAt: e.At, Seq: r.Seq,
-		}
-		d.noteDue = true
-		d.failures, d.lastError = nil, ""
-	case !prevNotified && notified:
-		d.noteDue = false
-		c := s.parentOf(d)
-		if !d.joined || d.cycle != c.Cycle {
-			break // an older cycle's delegation: that cycle is over
-		}
-		c.Notified++
-		c.written = true
-		if c.Active > 0 || c.Notified < c.Members {
-			break
-		}
-		c.all = projection.Notification{
-			Kind: projection.KindAllComplete, Parent: next.ParentSessionID, Cycle: c.Cycle,
-			DueAt: next.NotifiedAt.Add(projection.AllCompleteQuiet), Seq: r.Seq,
-		}
-		c.allDue = true
-	case e.Kind == fsm.KindNotificationFailed:
-		if d.noteDue {
-			d.failures = append(d.failures, r.Seq)
-			d.lastError = e.Error
-			d.note.Failures++
-			d.note.LastError = e.Error
-		}
-	}
-}
-
-// parentOf returns the cycle of d's parent session.
-func (s *state) parentOf(d *delegation) *cycleState {
-	if d.parent == nil {
-		d.parent = s.cycle(d.rec.ParentSessionID)
-	}
-	return d.parent
-}
-
-func (s *state) cycle(parent string) *cycleState {
-	c := s.cycles[parent]
-	if c == nil {
-		c = &cycleState{}
-		s.cycles[parent] = c
-	}
-	return c
-}
-
-// finish builds the outbox the views must hold, by notification id.
-func (s *state) finish() {
-	s.outbox = map[string]*projection.Notification{}
-	for _, id := range s.order {
-		if d := s.ds[id]; d.noteDue {
-			n := d.note
-			n.ID, n.Delegation = projection.TerminalNotificationID(id), id
-			s.outbox[n.ID] = &n
-		}
-	}
-	for parent, c := range s.cycles {
-		if c.allDue {
-			n := c.all
-			n.ID = projection.AllCompleteNotificationID(parent, c.all.Cycle)
-			s.outbox[n.ID] = &n
+	case fsm.KindNotificationFailed:
+		// The terminal notification waits from its persisted event to its
+		// acknowledgement; a registered delegation's only (an imported or
+		// unregistered one is never notified).
+		if d.persisted != 0 && d.notified == 0 && !d.imported && !next.CreatedAt.IsZero() {
+			d.nfailures++
+			if len(d.failures) < maxSeqs {
+				d.failures = append(d.failures, r.Seq)
+			}
+			d.lastError = cut(e.Error, 120)
 		}
 	}
 }
