@@ -31,7 +31,7 @@ type delegation struct {
 	imported                            bool   // adopted from a legacy file
 	renderSize                          int64  // the size and hash of its artifact as this build renders it (when persisted, not imported)
 	renderHash                          uint64
-	damaged                             bool   // the log lost some of its records: its replayed state is incomplete
+	damaged                             bool // the log lost some of its records: its replayed state is incomplete
 
 	failures  []uint64 // notification_failed seqs while its notification waited, the first maxSeqs
 	nfailures int
@@ -54,7 +54,7 @@ const maxRejections = 64
 // state is the fold of the log: every delegation's steps.
 type state struct {
 	ds      map[string]*delegation
-	order   []string // ids in order of their first event
+	order   []string              // ids in order of their first event
 	unknown map[fsm.Kind][]uint64 // kinds this build does not know
 	slab    []delegation          // delegations are allocated in chunks
 
