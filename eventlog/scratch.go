@@ -20,6 +20,9 @@ type Scratch struct {
 	last uint64
 }
 
+// scratchMmap is the scratch file's initial mapping.
+const scratchMmap = 16 << 30
+
 // OpenScratch creates a scratch file in dir (os.TempDir() when empty).
 func OpenScratch(dir string) (*Scratch, error) {
 	if dir == "" {
@@ -33,6 +36,10 @@ func OpenScratch(dir string) (*Scratch, error) {
 	f.Close()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		// Address space, not memory: growing the file then never remaps
+		// it, and a remap in a write transaction copies every key and
+		// value the transaction touched to the heap.
+		InitialMmapSize: scratchMmap,
 	})
 	if err != nil {
 		os.Remove(path)

@@ -150,8 +150,9 @@ func (rb *rebuild) allComplete() ([]projection.Notification, error) {
 
 // roundEntries is how many view entries one round of the comparison
 // visits: a round holds a read transaction of the live file, short enough
-// not to keep a writer waiting nor its freed pages from reuse.
-const roundEntries = 4096
+// not to keep a writer waiting nor its freed pages from reuse. (A variable
+// for the tests.)
+var roundEntries = 4096
 
 // catchUpInTx is how many records committed since the last round are read
 // inside the round's transaction; more are read in short transactions first.
