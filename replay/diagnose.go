@@ -53,7 +53,7 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	}
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
-	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0)
+	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -204,10 +206,60 @@ func late(id string, d *delegation) []Finding {
 	return out
 }
 
+// fileRead is what an artifact file holds: its size and hash, or why it
+// cannot be read.
+type fileRead struct {
+	path string // as read (the record's ArtifactPath then)
+	size int64
+	hash uint64
+	err  error
+}
+
+func readFile(dir, rel string) fileRead {
+	got, err := projection.ReadArtifact(dir, rel)
+	return fileRead{path: rel, size: int64(len(got)), hash: xxhash.Sum64(got), err: err}
+}
+
+// artifactWorkers is how many artifact files are read at once.
+const artifactWorkers = 4
+
+// artifactReads reads the persisted artifacts' files in the background
+// while the views are compared; checkArtifacts uses what it read.
+type artifactReads struct {
+	index map[string]int // delegation → its slot in reads
+	reads []fileRead
+	wg    sync.WaitGroup
+}
+
+// readArtifacts starts reading the artifact of every persisted delegation
+// of st. Nothing in st is touched after it returns.
+func readArtifacts(ctx context.Context, dir string, st *state) *artifactReads {
+	a := &artifactReads{index: map[string]int{}}
+	for _, id := range st.order {
+		if r := &st.ds[id].rec; !r.PersistedAt.IsZero() {
+			a.index[id] = len(a.reads)
+			a.reads = append(a.reads, fileRead{path: r.ArtifactPath})
+		}
+	}
+	var next atomic.Int64
+	for range artifactWorkers {
+		a.wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(a.reads) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				a.reads[i] = readFile(dir, a.reads[i].path)
+			}
+		})
+	}
+	return a
+}
+
 // checkArtifacts compares every persisted artifact on disk with the size
 // and hash its persisted event recorded, and with the record's rendering.
-// It returns the findings and how many artifacts it checked.
-func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done int) ([]Finding, int, error) {
+// It takes the files from pre when it read them (pre may be nil), and
+// returns the findings and how many artifacts it checked.
+func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done int, pre *artifactReads) ([]Finding, int, error) {
+	if pre != nil {
+		pre.wg.Wait()
+	}
 	var ids []string
 	for _, id := range st.order {
 		if !st.ds[id].rec.PersistedAt.IsZero() {
@@ -225,8 +277,15 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 				o.Progress(done+i, total)
 			}
 		}
-		if f, ok := checkArtifact(dir, st.ds[id]); ok {
-			f.Delegation, f.Status, f.group = id, st.ds[id].rec.State, st.ds[id].first
+		d := st.ds[id]
+		var got fileRead
+		if j, ok := pre.slot(id); ok && pre.reads[j].path == d.rec.ArtifactPath {
+			got = pre.reads[j]
+		} else {
+			got = readFile(dir, d.rec.ArtifactPath) // persisted since the reads started
+		}
+		if f, ok := checkArtifact(dir, d, got); ok {
+			f.Delegation, f.Status, f.group = id, d.rec.State, d.first
 			out = append(out, f)
 		}
 	}
@@ -236,7 +295,15 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 	return out, len(ids), nil
 }
 
-func checkArtifact(dir string, d *delegation) (Finding, bool) {
+func (a *artifactReads) slot(id string) (int, bool) {
+	if a == nil {
+		return 0, false
+	}
+	i, ok := a.index[id]
+	return i, ok
+}
+
+func checkArtifact(dir string, d *delegation, got fileRead) (Finding, bool) {
 	r := &d.rec
 	path := filepath.Join(dir, r.ArtifactPath)
 	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
@@ -252,7 +319,7 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
 		}
 	}
-	got, err := projection.ReadArtifact(dir, r.ArtifactPath)
+	err := got.err
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		f.Code = CodeArtifactMissing
@@ -262,9 +329,9 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 		f.Code = CodeArtifactUnreadable
 		f.Diagnosis = written + ", but the file cannot be read: " + err.Error() + "."
 		f.Next = "fix the file's type or permissions; then " + fix
-	case int64(len(got)) != r.ArtifactSize || xxhash.Sum64(got) != r.ArtifactHash:
+	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
 		f.Code = CodeArtifactChanged
-		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, len(got), xxhash.Sum64(got))
+		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, got.size, got.hash)
 		f.Next = fix
 		if reproducible {
 			f.Next += " (copy the changed file aside first if the change matters)"

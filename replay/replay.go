@@ -97,6 +97,19 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
 
+	if len(sc.corrupt) > 0 {
+		if err := log.View(func(tx *eventlog.Tx) error {
+			rep.Last = tx.Last()
+			return sc.attribute(tx)
+		}); err != nil {
+			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+		}
+	}
+	// The files are read while the views are compared (the rebuild of the
+	// views is the longer of the two).
+	files := readArtifacts(ctx, dir, st)
+	defer files.wg.Wait()
+
 	var viewFindings []Finding
 	switch {
 	case len(sc.corrupt) > 0:
@@ -113,15 +126,6 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	if st.allComplete, err = rb.allComplete(); err != nil {
 		return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
 	}
-	if len(sc.corrupt) > 0 {
-		if err := log.View(func(tx *eventlog.Tx) error {
-			rep.Last = tx.Last()
-			return sc.attribute(tx)
-		}); err != nil {
-			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
-		}
-	}
-
 	now := opts.Now
 	switch {
 	case !now.IsZero():
@@ -144,7 +148,7 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
 	fs = append(fs, viewFindings...)
-	af, checked, err := checkArtifacts(ctx, dir, st, &opts, int(rep.Last))
+	af, checked, err := checkArtifacts(ctx, dir, st, &opts, int(rep.Last), files)
 	if err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
