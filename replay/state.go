@@ -124,6 +124,7 @@ func (s *state) apply(r *eventlog.Record) {
 	d.rec = fsm.Evolve(d.rec, e)
 	next := &d.rec
 	next.Prompt = ""
+	detach(next, &prev)
 
 	if prevVersion == 0 && e.Kind == fsm.KindImported {
 		d.imported = true
@@ -152,7 +153,7 @@ func (s *state) apply(r *eventlog.Record) {
 		if len(d.rejections) < maxRejections {
 			rj := rejection{seq: r.Seq, at: r.Time, kind: e.Refused, state: e.RefusedState}
 			if e.Refused == fsm.KindCompleted {
-				rj.result = cut(firstLine(e.Result), 80)
+				rj.result = strings.Clone(cut(firstLine(e.Result), 80))
 			}
 			d.rejections = append(d.rejections, rj)
 		}
@@ -165,7 +166,28 @@ func (s *state) apply(r *eventlog.Record) {
 			if len(d.failures) < maxSeqs {
 				d.failures = append(d.failures, r.Seq)
 			}
-			d.lastError = cut(e.Error, 120)
+			d.lastError = strings.Clone(cut(e.Error, 120))
+		}
+	}
+}
+
+// detach copies the strings an event set in next out of its payload: a
+// decoded event's strings share the payload's memory (fsm.UnmarshalPayload
+// makes one string of it), and a record kept for the whole replay would
+// keep every payload that named one of its fields, texts and all. The
+// texts are not detached: they are dropped once the record is persisted.
+func detach(next, prev *fsm.Delegation) {
+	for _, f := range [...]struct{ next, prev *string }{
+		{&next.ID, &prev.ID}, {&next.ProjectID, &prev.ProjectID}, {&next.RootSessionID, &prev.RootSessionID},
+		{&next.ParentSessionID, &prev.ParentSessionID}, {&next.ParentMessageID, &prev.ParentMessageID},
+		{&next.ParentAgent, &prev.ParentAgent}, {&next.SessionID, &prev.SessionID}, {&next.Agent, &prev.Agent},
+		{&next.Model, &prev.Model}, {&next.Title, &prev.Title}, {&next.Description, &prev.Description},
+		{&next.ArtifactPath, &prev.ArtifactPath},
+	} {
+		if *f.next == *f.prev {
+			*f.next = *f.prev // the copy made when it was set
+		} else {
+			*f.next = strings.Clone(*f.next)
 		}
 	}
 }
