@@ -62,7 +62,7 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	rep := Report{Findings: []Finding{}}
 	for i := range fs {
 		if d != nil && fs[i].Status == "" && !d.damaged {
-			fs[i].Status = d.rec.State
+			fs[i].Status = d.state
 		}
 	}
 	rep.add(fs...)

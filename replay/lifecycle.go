@@ -28,7 +28,8 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		if d.damaged {
 			continue // the corrupt_record finding says what is known
 		}
-		r := &d.rec
+		rec := d.record()
+		r := &rec
 		add := func(f Finding) {
 			f.Delegation, f.Status, f.group = id, r.State, d.first
 			out = append(out, f)
@@ -68,13 +69,14 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 			age := since(now, r.PersistedAt)
 			nid := projection.TerminalNotificationID(id)
 			f := Finding{Code: CodeNotNotified, Severity: SeverityInfo, Missing: "notified",
-				Seqs: append([]uint64{d.persisted}, d.failures...),
+				Seqs: []uint64{d.persisted},
 				Diagnosis: fmt.Sprintf("%s ended %s at %s and its artifact was written at %s (record %d), but the bridge has not acknowledged its terminal notification %s for %s",
 					id, r.State, fmtT(r.CompletedAt), fmtT(r.PersistedAt), d.persisted, nid, fmtDur(age)),
 				Next: "delegations notifications --parent-session " + r.ParentSessionID + " shows it; the bridge acknowledges it with delegations ack " + nid + " (is the plugin bridge running?)",
 			}
-			if n := d.nfailures; n > 0 {
-				f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n), strconv.Quote(cut(d.lastError, 120)))
+			if t := d.trouble; t != nil && t.nfailures > 0 {
+				f.Seqs = append(f.Seqs, t.failures...)
+				f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(t.nfailures), strconv.Quote(cut(t.lastError, 120)))
 			}
 			if age < o.Stale {
 				f.Diagnosis += ". It waits in the outbox and is delivered again until acknowledged."
@@ -145,10 +147,11 @@ func (st *state) notifiedBy() map[uint64]string {
 // late reports commands refused after the terminal state: a refused
 // completion is a result that was never delivered.
 func late(id string, d *delegation) []Finding {
-	if len(d.rejections) == 0 {
+	if d.trouble == nil || len(d.rejections) == 0 {
 		return nil
 	}
-	r := &d.rec
+	rec := d.record()
+	r := &rec
 	var out []Finding
 	var lost []rejection
 	counts := map[fsm.Kind]int{}
@@ -236,9 +239,9 @@ type artifactReads struct {
 func readArtifacts(ctx context.Context, dir string, st *state) *artifactReads {
 	a := &artifactReads{index: map[string]int{}}
 	for _, id := range st.order {
-		if r := &st.ds[id].rec; !r.PersistedAt.IsZero() {
+		if d := st.ds[id]; d.persisted != 0 {
 			a.index[id] = len(a.reads)
-			a.reads = append(a.reads, fileRead{path: r.ArtifactPath})
+			a.reads = append(a.reads, fileRead{path: d.record().ArtifactPath})
 		}
 	}
 	var next atomic.Int64
@@ -262,7 +265,7 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 	}
 	var ids []string
 	for _, id := range st.order {
-		if !st.ds[id].rec.PersistedAt.IsZero() {
+		if st.ds[id].persisted != 0 {
 			ids = append(ids, id)
 		}
 	}
@@ -278,14 +281,15 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 			}
 		}
 		d := st.ds[id]
+		path := d.record().ArtifactPath
 		var got fileRead
-		if j, ok := pre.slot(id); ok && pre.reads[j].path == d.rec.ArtifactPath {
+		if j, ok := pre.slot(id); ok && pre.reads[j].path == path {
 			got = pre.reads[j]
 		} else {
-			got = readFile(dir, d.rec.ArtifactPath) // persisted since the reads started
+			got = readFile(dir, path) // persisted since the reads started
 		}
 		if f, ok := checkArtifact(dir, d, got); ok {
-			f.Delegation, f.Status, f.group = id, d.rec.State, d.first
+			f.Delegation, f.Status, f.group = id, d.state, d.first
 			out = append(out, f)
 		}
 	}
@@ -304,7 +308,8 @@ func (a *artifactReads) slot(id string) (int, bool) {
 }
 
 func checkArtifact(dir string, d *delegation, got fileRead) (Finding, bool) {
-	r := &d.rec
+	rec := d.record()
+	r := &rec
 	path := filepath.Join(dir, r.ArtifactPath)
 	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
 	reproducible := !d.imported && !d.damaged && d.renderSize == r.ArtifactSize && d.renderHash == r.ArtifactHash

@@ -141,7 +141,7 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	rep.Delegations = len(st.ds)
 	rep.States = map[fsm.State]int{}
 	for _, d := range st.ds {
-		rep.States[d.rec.State]++
+		rep.States[d.state]++
 	}
 
 	fs := sc.findings()
@@ -164,7 +164,7 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 				f.group = d.first
 			}
 			if f.Status == "" && !d.damaged {
-				f.Status = d.rec.State
+				f.Status = d.state
 			}
 		}
 	}
@@ -275,7 +275,7 @@ func (sc *scanner) attribute(tx *eventlog.Tx) error {
 	owners := map[uint64]string{}
 	for _, id := range sc.st.order {
 		d := sc.st.ds[id]
-		if tx.StreamVersion(id) <= d.rec.Version {
+		if tx.StreamVersion(id) <= d.version {
 			continue
 		}
 		d.damaged = true

@@ -17,22 +17,40 @@ import (
 const parentStream = "parent/"
 
 // delegation is one delegation's replayed state and the sequence numbers
-// of its steps: what the lifecycle diagnoses need, without the texts once
-// its artifact is written (they are what would make replay's memory grow
-// with the log's payloads).
+// of its steps. While it is active, or ended and not yet persisted, its
+// record is kept whole (live, its prompt dropped); once persisted it is
+// settled into the few fields the diagnoses read, without its texts (the
+// artifact's rendering, their one use, is checked then: a terminal record
+// no longer changes what it renders), so that replay's memory does not
+// grow with the log's payloads: a few hundred bytes per delegation.
 type delegation struct {
-	// rec is its record. Its prompt is dropped, and its other texts once
-	// it is persisted: the artifact's rendering, the one use of them, is
-	// checked then (a terminal record no longer changes what it renders).
-	rec fsm.Delegation
+	live *fsm.Delegation // the whole record until it is settled
+
+	// The settled record (fsm.Delegation's fields of the same names).
+	id, project, root, parent string
+	state                     fsm.State
+	created, completed        int64 // unix nanoseconds; 0: zero time
+	timeout, persistedAt      int64
+	notifiedAt, readAt        int64
+	artifactPath              string // "" when it is projection.ArtifactRelPath's
+	artifactSize              int64
+	artifactHash              uint64
+	rejected                  int
+	version                   uint64
 
 	first, last                         uint64 // seqs of its first and last events
 	terminal, persisted, notified, read uint64 // seqs of the steps; 0: did not happen
 	imported                            bool   // adopted from a legacy file
+	damaged                             bool   // the log lost some of its records: its replayed state is incomplete
 	renderSize                          int64  // the size and hash of its artifact as this build renders it (when persisted, not imported)
 	renderHash                          uint64
-	damaged                             bool // the log lost some of its records: its replayed state is incomplete
 
+	*trouble // nil for most
+}
+
+// trouble is what only some delegations have: failed deliveries and
+// refused commands.
+type trouble struct {
 	failures  []uint64 // notification_failed seqs while its notification waited, the first maxSeqs
 	nfailures int
 	lastError string
@@ -57,6 +75,7 @@ type state struct {
 	order   []string              // ids in order of their first event
 	unknown map[fsm.Kind][]uint64 // kinds this build does not know
 	slab    []delegation          // delegations are allocated in chunks
+	strs    map[string]string     // one copy of each project, root and parent session id
 
 	applied uint64 // records applied
 	through uint64 // the last sequence number applied
@@ -73,6 +92,7 @@ func newState() *state {
 	return &state{
 		ds:      make(map[string]*delegation),
 		unknown: make(map[fsm.Kind][]uint64),
+		strs:    make(map[string]string),
 	}
 }
 
@@ -116,17 +136,17 @@ func (s *state) apply(r *eventlog.Record) {
 	d := s.ds[r.Stream]
 	if d == nil {
 		d = s.newDelegation(r.Seq)
+		d.live = &fsm.Delegation{}
 		s.ds[r.Stream] = d
 		s.order = append(s.order, r.Stream)
 	}
 	d.last = r.Seq
-	prevVersion, prev := d.rec.Version, d.rec
-	d.rec = fsm.Evolve(d.rec, e)
-	next := &d.rec
+	prev := d.record()
+	next := fsm.Evolve(prev, e)
 	next.Prompt = ""
-	detach(next, &prev)
+	detach(&next, &prev)
 
-	if prevVersion == 0 && e.Kind == fsm.KindImported {
+	if prev.Version == 0 && e.Kind == fsm.KindImported {
 		d.imported = true
 	}
 	if !prev.State.Terminal() && next.State.Terminal() {
@@ -134,14 +154,13 @@ func (s *state) apply(r *eventlog.Record) {
 	}
 	if prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero() {
 		d.persisted = r.Seq
-		d.nfailures, d.failures, d.lastError = 0, nil, ""
+		if d.trouble != nil {
+			d.nfailures, d.failures, d.lastError = 0, nil, ""
+		}
 		if !d.imported {
-			render := projection.RenderArtifact(next)
+			render := projection.RenderArtifact(&next)
 			d.renderSize, d.renderHash = int64(len(render)), xxhash.Sum64(render)
 		}
-	}
-	if !next.PersistedAt.IsZero() {
-		next.Progress, next.Result, next.Error = "", "", ""
 	}
 	if prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero() {
 		d.notified = r.Seq
@@ -150,25 +169,96 @@ func (s *state) apply(r *eventlog.Record) {
 	case fsm.KindRead:
 		d.read = r.Seq
 	case fsm.KindRejected:
-		if len(d.rejections) < maxRejections {
+		t := d.troubled()
+		if len(t.rejections) < maxRejections {
 			rj := rejection{seq: r.Seq, at: r.Time, kind: e.Refused, state: e.RefusedState}
 			if e.Refused == fsm.KindCompleted {
 				rj.result = strings.Clone(cut(firstLine(e.Result), 80))
 			}
-			d.rejections = append(d.rejections, rj)
+			t.rejections = append(t.rejections, rj)
 		}
 	case fsm.KindNotificationFailed:
 		// The terminal notification waits from its persisted event to its
 		// acknowledgement; a registered delegation's only (an imported or
 		// unregistered one is never notified).
 		if d.persisted != 0 && d.notified == 0 && !d.imported && !next.CreatedAt.IsZero() {
-			d.nfailures++
-			if len(d.failures) < maxSeqs {
-				d.failures = append(d.failures, r.Seq)
+			t := d.troubled()
+			t.nfailures++
+			if len(t.failures) < maxSeqs {
+				t.failures = append(t.failures, r.Seq)
 			}
-			d.lastError = strings.Clone(cut(e.Error, 120))
+			t.lastError = strings.Clone(cut(e.Error, 120))
 		}
 	}
+	s.set(d, &next)
+}
+
+func (d *delegation) troubled() *trouble {
+	if d.trouble == nil {
+		d.trouble = &trouble{}
+	}
+	return d.trouble
+}
+
+// set stores next as d's record: whole while it is active or not yet
+// persisted, settled after.
+func (s *state) set(d *delegation, next *fsm.Delegation) {
+	d.id, d.state, d.version = next.ID, next.State, next.Version
+	if !next.State.Terminal() || next.PersistedAt.IsZero() {
+		*d.live = *next
+		return
+	}
+	d.live = nil
+	d.project, d.root, d.parent = s.str(next.ProjectID), s.str(next.RootSessionID), s.str(next.ParentSessionID)
+	d.created, d.completed, d.timeout = nanos(next.CreatedAt), nanos(next.CompletedAt), nanos(next.TimeoutAt)
+	d.persistedAt, d.notifiedAt, d.readAt = nanos(next.PersistedAt), nanos(next.NotifiedAt), nanos(next.ReadAt)
+	d.artifactPath = next.ArtifactPath
+	if rel, err := projection.ArtifactRelPath(next.ProjectID, next.RootSessionID, next.ID); err == nil && rel == next.ArtifactPath {
+		d.artifactPath = ""
+	}
+	d.artifactSize, d.artifactHash, d.rejected = next.ArtifactSize, next.ArtifactHash, next.Rejected
+}
+
+// record returns d's record: whole while it is live; once settled, the
+// fields the diagnoses read (and the bookkeeping events change).
+func (d *delegation) record() fsm.Delegation {
+	if d.live != nil {
+		return *d.live
+	}
+	r := fsm.Delegation{
+		ID: d.id, ProjectID: d.project, RootSessionID: d.root, ParentSessionID: d.parent, State: d.state,
+		CreatedAt: unnanos(d.created), CompletedAt: unnanos(d.completed), TimeoutAt: unnanos(d.timeout),
+		PersistedAt: unnanos(d.persistedAt), NotifiedAt: unnanos(d.notifiedAt), ReadAt: unnanos(d.readAt),
+		ArtifactPath: d.artifactPath, ArtifactSize: d.artifactSize, ArtifactHash: d.artifactHash,
+		Rejected: d.rejected, Version: d.version,
+	}
+	if r.ArtifactPath == "" {
+		r.ArtifactPath, _ = projection.ArtifactRelPath(d.project, d.root, d.id)
+	}
+	return r
+}
+
+// str returns the one copy of v.
+func (s *state) str(v string) string {
+	if c, ok := s.strs[v]; ok {
+		return c
+	}
+	s.strs[v] = v
+	return v
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func unnanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
 }
 
 // detach copies the strings an event set in next out of its payload: a

@@ -389,7 +389,7 @@ func why(view string, d *delegation, e *projection.ViewEntry) string {
 	case projection.ViewParents:
 		return "it was delegated by parent " + quote(e.Session)
 	case projection.ViewDeadlines:
-		return "it is " + string(d.rec.State) + " with a deadline at " + fmtT(e.Time)
+		return "it is " + string(d.state) + " with a deadline at " + fmtT(e.Time)
 	case projection.ViewUnread:
 		return "it was notified and not read since it completed"
 	case projection.ViewPending:
@@ -397,7 +397,7 @@ func why(view string, d *delegation, e *projection.ViewEntry) string {
 	case projection.ViewMembers:
 		return fmt.Sprintf("it joined cycle %d of its parent", e.Member)
 	}
-	return "it is " + string(d.rec.State)
+	return "it is " + string(d.state)
 }
 
 // stepOf is the step of d that put it in an index view.
@@ -563,7 +563,7 @@ func (c *viewCheck) pair(view, id string, p *viewPair) {
 	case p.want != nil:
 		f.Diagnosis = "the " + view + " view does not list " + id + ", but " + why(view, d, p.want) + ": " + effect + "."
 	default:
-		f.Diagnosis = "the " + view + " view lists " + id + ", but the log says it should not be there: it is " + string(d.rec.State) + ": " + effect + "."
+		f.Diagnosis = "the " + view + " view lists " + id + ", but the log says it should not be there: it is " + string(d.state) + ": " + effect + "."
 	}
 	c.add(view, f)
 }
@@ -596,7 +596,7 @@ func (c *viewCheck) add(view string, f Finding) {
 	}
 	f.group = c.st.group(f.Delegation)
 	if d := c.st.ds[f.Delegation]; d != nil {
-		f.Status = d.rec.State
+		f.Status = d.state
 	}
 	c.findings = append(c.findings, f)
 }
