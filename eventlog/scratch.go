@@ -58,6 +58,11 @@ func OpenScratch(dir string) (*Scratch, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("scratch file %s: %w", path, err)
 	}
+	// Unlinked at once where the system allows it (the open file lives
+	// on): a process killed meanwhile leaves nothing behind.
+	if os.Remove(path) == nil {
+		path = ""
+	}
 	return &Scratch{db: db, path: path}, nil
 }
 
@@ -98,8 +103,10 @@ func (s *Scratch) View(fn func(*Tx) error) error {
 // Close closes and removes the scratch file.
 func (s *Scratch) Close() error {
 	err := s.db.Close()
-	if rerr := os.Remove(s.path); err == nil {
-		err = rerr
+	if s.path != "" {
+		if rerr := os.Remove(s.path); err == nil {
+			err = rerr
+		}
 	}
 	return err
 }
