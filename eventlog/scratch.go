@@ -128,3 +128,10 @@ func (t *Tx) ViewNames() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Pages returns the bytes of the file its pages span as of this
+// transaction (bbolt's high-water mark, which a free page below it does
+// not move): what a benchmark watches to tell whether a long reader kept
+// a writer from reusing freed pages, where the file's size grows in
+// steps.
+func (t *Tx) Pages() int64 { return t.tx.Size() }
