@@ -169,6 +169,7 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 	for {
 		var finished, stop bool
 		var catchUp bool
+		sc.rb.wait() // outside the live transaction: the rebuild may be seconds behind
 		err := sc.log.View(func(ltx *eventlog.Tx) error {
 			last := ltx.Last()
 			rep.Last = last
