@@ -110,6 +110,13 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	files := readArtifacts(ctx, dir, st)
 	defer files.wg.Wait()
 
+	if err := rb.waitProgress(ctx, opts.Progress, int(log.Last())); err != nil {
+		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+	}
+	if opts.Progress != nil {
+		opts.Progress(int(log.Last()), int(log.Last()))
+	}
+
 	var viewFindings []Finding
 	switch {
 	case len(sc.corrupt) > 0:
@@ -224,8 +231,8 @@ func (sc *scanner) scan(from uint64) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if sc.opts.Progress != nil {
-					sc.opts.Progress(min(int(r.Seq), total), total)
+				if sc.opts.Progress != nil { // the rebuild of the views is behind the reading
+					sc.opts.Progress(min(int(sc.rb.projected.Load()), total), total)
 				}
 			}
 			if !until.includes(r.Seq, r.Time) {
@@ -239,9 +246,6 @@ func (sc *scanner) scan(from uint64) error {
 			break
 		}
 		from = resume
-	}
-	if sc.opts.Progress != nil {
-		sc.opts.Progress(total, total)
 	}
 	return ctx.Err()
 }

@@ -2,12 +2,14 @@ package replay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +43,8 @@ type rebuild struct {
 	pending sync.WaitGroup
 	done    chan struct{}
 
+	projected atomic.Uint64 // the last sequence number in the scratch file
+
 	// refused is why the projector refused a record (the first one), or
 	// the scratch file failed: then the rebuilt views are incomplete.
 	// Written by the goroutine, read after wait.
@@ -73,6 +77,7 @@ func (rb *rebuild) run() {
 				rb.oneByOne(recs)
 			}
 		}
+		rb.projected.Store(recs[len(recs)-1].Seq)
 		clear(recs) // the payloads
 		select {
 		case rb.free <- recs[:0]:
@@ -127,6 +132,31 @@ func (rb *rebuild) wait() {
 	rb.pending.Wait()
 }
 
+// waitProgress is wait, calling progress now and then with how far the
+// rebuild has come, or returning early with ctx's error.
+func (rb *rebuild) waitProgress(ctx context.Context, progress func(done, total int), total int) error {
+	rb.send()
+	done := make(chan struct{})
+	go func() {
+		rb.pending.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if progress != nil {
+				progress(min(int(rb.projected.Load()), total), total)
+			}
+		}
+	}
+}
+
 func (rb *rebuild) close() {
 	close(rb.work)
 	<-rb.done
@@ -169,6 +199,9 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 	for {
 		var finished, stop bool
 		var catchUp bool
+		if err := sc.ctx.Err(); err != nil {
+			return nil, false, "", err
+		}
 		sc.rb.wait() // outside the live transaction: the rebuild may be seconds behind
 		err := sc.log.View(func(ltx *eventlog.Tx) error {
 			last := ltx.Last()
