@@ -27,8 +27,8 @@ import (
 
 // Batches of records projected into the scratch file in one transaction.
 const (
-	batchRecords = 8192
-	batchBytes   = 8 << 20
+	batchRecords = 4096
+	batchBytes   = 4 << 20
 )
 
 // rebuild projects records into a scratch file, in a goroutine of its own
@@ -62,7 +62,7 @@ func newRebuild(dir string) (*rebuild, error) {
 	}
 	rb := &rebuild{
 		scratch: s, proj: projection.ViewsProjector(),
-		work: make(chan []eventlog.Record, 2), free: make(chan []eventlog.Record, 3),
+		work: make(chan []eventlog.Record, 1), free: make(chan []eventlog.Record, 2),
 		done: make(chan struct{}),
 	}
 	go rb.run()
