@@ -74,7 +74,7 @@
 //     texts once it is persisted (the artifact's rendering is checked
 //     then), plus its steps' sequence numbers: a few hundred bytes per
 //     delegation, whatever its texts weigh. The rebuild holds a batch of
-//     records (8 MiB) and its write transaction. The findings are kept
+//     records (4 MiB) and its write transaction. The findings are kept
 //     whole, so a store with a finding for every delegation (all unread,
 //     say) holds as many.
 //   - The rebuild runs the store's projector over the whole log: it is
