@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/replay"
 )
@@ -146,5 +148,47 @@ func TestViewMismatchesBounded(t *testing.T) {
 	fs := mismatches(replayAlone(t, dir, c.Now()))[projection.ViewRecords]
 	if len(fs) != 21 || !strings.Contains(fs[0].Diagnosis, "4 more disagreements in the records view are not listed") {
 		t.Errorf("%d findings: %+v", len(fs), fs)
+	}
+}
+
+// TestViewsNotRebuilt writes a record whose payload does not decode past
+// the store's guards and marks the views as caught up with it: the store's
+// projector refuses it, so the rebuilt views lack what the live ones could
+// never have had, and replay says why it did not compare them instead of
+// reporting mismatches.
+func TestViewsNotRebuilt(t *testing.T) {
+	c := newClock()
+	dir := t.TempDir()
+	s := open(t, dir, c)
+	ids := populate(t, s, c, 8)
+	s.Close()
+	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte{fsm.PayloadVersion, 0x0b, 0x7f, 'x'} // a field longer than the payload
+	res, err := l.Append(context.Background(), eventlog.Append{Stream: ids[5], Entries: []eventlog.Entry{{Kind: uint16(fsm.KindProgressed), Time: c.Now(), Payload: bad}}})
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, projection.LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		cps := tx.Bucket([]byte("checkpoints")) // eventlog's bucket of checkpoints
+		return cps.ForEach(func(k, _ []byte) error { return cps.Put(k, binary.BigEndian.AppendUint64(nil, res.Last)) })
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := replayAlone(t, dir, c.Now())
+	if rep.ViewsChecked || !strings.Contains(rep.ViewsNote, "refuses record "+strconv.FormatUint(res.Last, 10)) || len(mismatches(rep)) != 0 {
+		t.Errorf("views checked %v, note %q, mismatches %v", rep.ViewsChecked, rep.ViewsNote, mismatches(rep))
+	}
+	if codes(rep)[replay.CodeBadPayload] != 1 {
+		t.Errorf("no bad_payload finding:\n%s", rep)
 	}
 }
