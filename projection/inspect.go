@@ -30,9 +30,6 @@ const (
 	ViewTexts     = bucketTexts     // a record's texts (fsm.Delegation.Texts), apart from it
 )
 
-// Views returns the names of every view, in the order InspectViews visits them.
-func Views() []string { return append([]string(nil), viewBuckets...) }
-
 // CycleView is a parent session's current cycle as the cycles view holds it.
 type CycleView struct {
 	Cycle    uint64 `json:"cycle"`
@@ -84,35 +81,29 @@ type ViewEntry struct {
 // and is returned. Views that do not exist yet have no entries.
 func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 	for _, name := range viewBuckets {
-		b, err := tx.Bucket(name)
-		if err != nil {
+		if err := InspectView(tx, name, func(e ViewEntry) error {
+			resolve(tx, &e)
+			return fn(e)
+		}); err != nil {
 			return err
 		}
-		if b == nil {
-			continue
-		}
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			e := decodeViewEntry(name, k, v)
-			if name == bucketRecords {
-				if e.Record, err = storedSummary(tx, e.ID, v); err != nil {
-					e.Err = err
-				}
-			}
-			if name == bucketTexts && e.Err == nil {
-				text, err := readText(tx, v, e.Text, true)
-				switch {
-				case errors.Is(err, eventlog.ErrCorrupt):
-					e.Value = nil
-				case err != nil:
-					e.Err = fmt.Errorf("view %s key %q: %w", name, k, err)
-				default:
-					e.Value = []byte(text)
-				}
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// InspectView calls fn for every entry of view name in tx, key by key,
+// decoded from the stored bytes alone (DecodeViewEntry): a records entry's
+// Record is its pointer and a texts entry's Value its reference, as a
+// rebuild of the views into a file without the log compares them.
+func InspectView(tx *eventlog.Tx, name string, fn func(ViewEntry) error) error {
+	b, err := tx.Bucket(name)
+	if err != nil || b == nil {
+		return err
+	}
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if err := fn(DecodeViewEntry(name, k, v)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -149,7 +140,10 @@ func ViewsCheckpoint(tx *eventlog.Tx) uint64 {
 	return tx.Checkpoint(views{}.Name())
 }
 
-func decodeViewEntry(name string, k, v []byte) ViewEntry {
+// DecodeViewEntry decodes the entry of view name under key k with value v
+// (replay names what differs between two copies of a view with it). A
+// view it does not know is returned with Key and Value only.
+func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 	e := ViewEntry{View: name, Key: k, Value: v}
 	bad := func(format string, args ...any) ViewEntry {
 		e.Err = fmt.Errorf("view %s key %q: "+format, append([]any{name, k}, args...)...)
@@ -221,4 +215,27 @@ func firstNUL(k []byte) int {
 		}
 	}
 	return -1
+}
+
+// resolve reads what a records or texts entry points at: the summary the
+// roots view holds, the text from the event that set it.
+func resolve(tx *eventlog.Tx, e *ViewEntry) {
+	switch {
+	case e.Err != nil:
+	case e.View == bucketRecords:
+		var err error
+		if e.Record, err = storedSummary(tx, e.ID, e.Value); err != nil {
+			e.Err = err
+		}
+	case e.View == bucketTexts:
+		text, err := readText(tx, e.Value, e.Text, true)
+		switch {
+		case errors.Is(err, eventlog.ErrCorrupt):
+			e.Value = nil
+		case err != nil:
+			e.Err = fmt.Errorf("view %s key %q: %w", e.View, e.Key, err)
+		default:
+			e.Value = []byte(text)
+		}
+	}
 }

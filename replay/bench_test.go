@@ -5,59 +5,98 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
-// benchEvents is the size of the large log BenchmarkReplay replays. The
-// DESIGN target (a full replay of 1M events through the FSM at 1M events/s
-// or more) is about this size; BenchmarkReplay/events=100000 is the cheap
-// form for a quick run.
-var benchEvents = flag.Int("replay.events", 1_000_000, "events in BenchmarkReplay's large log")
+// benchEvents is the size of the large store the benchmarks replay (1M by
+// default); events=100000 is the cheap form for a quick run.
+var (
+	benchEvents = flag.Int("replay.events", 1_000_000, "events in the large store of BenchmarkReplay and BenchmarkVerify")
+	benchStore  = flag.String("replay.store", "", "data directory of the large store, kept between runs (built there when it holds no log); default: a temporary one")
+)
 
-// benchHistory is one delegation's life: 9 events, from registration to read.
-func benchHistory(id string, n int, at time.Time) []eventlog.Entry {
-	parent := fmt.Sprintf("ses_parent%04d", n%1000)
+// prose is cut into the benchmark's texts, so that they are of realistic
+// size and not all alike.
+const prose = "Read the failing test and the code under it, bisect the recent changes, " +
+	"and report which commit made TestLock flaky, with the evidence: the log lines, " +
+	"the port it binds and the race the detector prints when it runs twenty times. "
+
+func text(n, size int) string {
+	var b strings.Builder
+	b.Grow(size)
+	fmt.Fprintf(&b, "%d: ", n)
+	for b.Len() < size {
+		b.WriteString(prose)
+	}
+	return b.String()[:size]
+}
+
+// benchHistory is one delegation's life, 9 events from registration to
+// read, with texts of the sizes agents write (a 1.2 KB prompt, three
+// progress notes of 300 bytes, a 1.5 KB result: about 0.4 KB per event),
+// and its artifact as the store renders it.
+func benchHistory(id string, n int, at time.Time) (entries []eventlog.Entry, rel string, file []byte) {
+	root := fmt.Sprintf("ses_root%03d", n%100)
+	rel, err := artifact.RelPath("0123456789abcdef", root, id)
+	if err != nil {
+		panic(err)
+	}
 	evs := []fsm.Event{
-		{
-			Kind: fsm.KindRegistered,
-			Registration: fsm.Registration{
-				ProjectID: "0123456789abcdef", RootSessionID: fmt.Sprintf("ses_root%03d", n%100),
-				ParentSessionID: parent, Agent: "researcher",
-				Prompt: fmt.Sprintf("task %d: find the flaky test", n), Timeout: fsm.DefaultTimeout,
-			},
-		},
+		{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: root,
+			ParentSessionID: fmt.Sprintf("ses_parent%04d", n%1000), Agent: "researcher", Prompt: text(n, 1200), Timeout: fsm.DefaultTimeout}},
 		{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: fmt.Sprintf("ses_child%07d", n)}},
-		{Kind: fsm.KindProgressed, Message: "reading the test"},
-		{Kind: fsm.KindProgressed, Message: "bisecting"},
-		{Kind: fsm.KindProgressed, Message: "found it"},
-		{Kind: fsm.KindCompleted, Result: fmt.Sprintf("result %d: TestLock races on a port", n), Title: "TestLock races", Description: "TestLock races on a port"},
-		{Kind: fsm.KindPersisted, ArtifactPath: "0123456789abcdef/ses_root/" + id + ".md", ArtifactSize: 300, ArtifactHash: uint64(n) * 0x9E3779B97F4A7C15},
+		{Kind: fsm.KindProgressed, Message: text(n+1, 300)},
+		{Kind: fsm.KindProgressed, Message: text(n+2, 300)},
+		{Kind: fsm.KindProgressed, Message: text(n+3, 300)},
+		{Kind: fsm.KindCompleted, Result: text(n, 1500), Title: "TestLock races", Description: "TestLock races on a port"},
+		{Kind: fsm.KindPersisted, ArtifactPath: rel},
 		{Kind: fsm.KindNotified, NotificationID: projection.TerminalNotificationID(id)},
 		{Kind: fsm.KindRead},
 	}
-	out := make([]eventlog.Entry, len(evs))
+	var d fsm.Delegation
+	entries = make([]eventlog.Entry, len(evs))
 	for i := range evs {
 		at = at.Add(time.Second)
-		out[i] = eventlog.Entry{Kind: uint16(evs[i].Kind), Time: at, Payload: evs[i].MarshalPayload()}
+		e := &evs[i]
+		e.ID, e.At = id, at
+		if e.Kind == fsm.KindPersisted {
+			file = artifact.Render(&d)
+			e.ArtifactSize, e.ArtifactHash = int64(len(file)), xxhash.Sum64(file)
+		}
+		d = fsm.Evolve(d, *e)
+		entries[i] = eventlog.Entry{Kind: uint16(e.Kind), Time: at, Payload: e.MarshalPayload()}
 	}
-	return out
+	return entries, rel, file
 }
 
-// buildBenchLog writes a log of about events records: delegations of 9
-// events each, appended by many goroutines so that group commit packs
-// thousands of records into each commit.
-func buildBenchLog(b *testing.B, path string, events int) int {
+// buildBenchStore writes a store of about events records in dir: the log
+// with its views (the store's projector runs in each append, as in the
+// daemon) and every artifact. Many goroutines append, so that group commit
+// packs thousands of records into each commit. A store already there is
+// kept (-replay.store).
+func buildBenchStore(b *testing.B, dir string, events int) {
 	b.Helper()
-	l, err := eventlog.Open(path, eventlog.Options{})
+	path := filepath.Join(dir, projection.LogFile)
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	l, err := eventlog.Open(path, eventlog.Options{Projectors: []eventlog.Projector{projection.ViewsProjector()}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,24 +120,30 @@ func buildBenchLog(b *testing.B, path string, events int) int {
 	errs := make(chan error, workers)
 	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := w; i < n; i += workers {
-				a := eventlog.Append{Stream: ids[i], Entries: benchHistory(ids[i], i, t0.Add(time.Duration(i)*time.Millisecond))}
-				if _, err := l.Append(context.Background(), a); err != nil {
+				entries, rel, artifact := benchHistory(ids[i], i, t0.Add(time.Duration(i)*time.Millisecond))
+				file := filepath.Join(dir, rel)
+				if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+					errs <- err
+					return
+				}
+				if err := os.WriteFile(file, artifact, 0o600); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := l.Append(context.Background(), eventlog.Append{Stream: ids[i], Entries: entries}); err != nil {
 					errs <- err
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	return int(l.Last())
 }
 
 // bareScan walks the records with a bbolt cursor, no decoding: the floor
@@ -127,15 +172,83 @@ func bareScan(b *testing.B, path string) (records int, d time.Duration) {
 	return records, d
 }
 
-// BenchmarkReplay replays a whole log through the FSM (read and verify
-// each record, decode its payload, fold it with fsm.Evolve, keep the
-// views' and the outbox's bookkeeping), beside a bare cursor scan of the
-// same file measured in the same run. It reports events/s for both and
-// their ratio. The large size is the -replay.events flag (1M by default).
-// Skipped with -short: building the large log takes a while.
-func BenchmarkReplay(b *testing.B) {
+// heapPeak samples the heap's live objects every millisecond until stop is
+// called, which returns the largest sample.
+func heapPeak() (stop func() uint64) {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return peak.Load()
+	}
+}
+
+// writer appends one progress event at a time, each its own commit and
+// fsync as a command through the daemon, until stop is called, which
+// returns the slowest append and how many there were.
+func writer(b *testing.B, l *eventlog.Log, stream string) (stop func() (worst time.Duration, n int)) {
+	ctx := context.Background()
+	reg := fsm.Event{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_writer",
+		ParentSessionID: "ses_writer", Agent: "researcher", Prompt: "write", Timeout: fsm.DefaultTimeout}}
+	if _, err := l.Append(ctx, eventlog.Append{Stream: stream, Entries: []eventlog.Entry{{Kind: uint16(reg.Kind), Time: time.Now(), Payload: reg.MarshalPayload()}}}); err != nil {
+		b.Fatal(err)
+	}
+	var quit atomic.Bool
+	var worst time.Duration
+	n := 0
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; !quit.Load(); i++ {
+			ev := fsm.Event{Kind: fsm.KindProgressed, Message: text(i, 300)}
+			start := time.Now()
+			if _, err := l.Append(ctx, eventlog.Append{Stream: stream, Entries: []eventlog.Entry{{Kind: uint16(ev.Kind), Time: time.Now(), Payload: ev.MarshalPayload()}}}); err != nil {
+				b.Error(err)
+				return
+			}
+			worst = max(worst, time.Since(start))
+			n++
+		}
+	})
+	return func() (time.Duration, int) {
+		quit.Store(true)
+		wg.Wait()
+		return worst, n
+	}
+}
+
+// pages returns the bytes the log's pages span (eventlog.Tx.Pages).
+func pages(b *testing.B, l *eventlog.Log) int64 {
+	var n int64
+	if err := l.View(func(tx *eventlog.Tx) error { n = tx.Pages(); return nil }); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// benchStores runs fn on the stores of each size: 100k events, and
+// -replay.events.
+func benchStores(b *testing.B, fn func(b *testing.B, dir string)) {
 	if testing.Short() {
-		b.Skip("builds a large log; run without -short")
+		b.Skip("builds a large store; run without -short")
 	}
 	sizes := []int{100_000}
 	if *benchEvents != sizes[0] {
@@ -143,43 +256,108 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	for _, size := range sizes {
 		b.Run(fmt.Sprintf("events=%d", size), func(b *testing.B) {
-			path := filepath.Join(b.TempDir(), projection.LogFile)
-			events := buildBenchLog(b, path, size)
-
-			// The baseline: the fastest of a few warm bare scans.
-			var scan time.Duration
-			for i := range 3 {
-				n, d := bareScan(b, path)
-				if n != events {
-					b.Fatalf("bare scan saw %d records, the log holds %d", n, events)
-				}
-				if i == 0 || d < scan {
-					scan = d
-				}
+			dir := b.TempDir()
+			if *benchStore != "" {
+				dir = filepath.Join(*benchStore, fmt.Sprint(size))
 			}
-
-			l, err := eventlog.Open(path, eventlog.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			b.ReportAllocs()
-			for b.Loop() {
-				st := newState()
-				sc := scanner{log: l, opts: &Options{}, st: st}
-				if err := sc.scan(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-				if st.applied != uint64(events) || len(sc.corrupt) != 0 || len(st.bad) != 0 {
-					b.Fatalf("replayed %d of %d events, %d corrupt, %d undecodable", st.applied, events, len(sc.corrupt), len(st.bad))
-				}
-			}
-			perSec := float64(events) * float64(b.N) / b.Elapsed().Seconds()
-			scanPerSec := float64(events) / scan.Seconds()
-			b.ReportMetric(perSec, "events/s")
-			b.ReportMetric(scanPerSec, "scan-events/s")
-			b.ReportMetric(perSec/scanPerSec, "replay/scan")
-			b.ReportMetric(0, "ns/op")
+			buildBenchStore(b, dir, size)
+			fn(b, dir)
 		})
 	}
+}
+
+// BenchmarkReplay runs Run, as the replay command does, on a store of
+// realistic texts with its views and artifacts, beside a bare cursor scan
+// of the same file measured in the same run: events/s and the ratio to the
+// scan, the peak of the heap's live objects, and against a writer that
+// appends one event per commit, its slowest append during a replay over
+// its slowest alone (stall ratio) and how far the file's pages grew per
+// append in each (eventlog.Tx.Pages: a reader that kept freed pages from
+// reuse would make them grow beside it).
+// The large size is -replay.events (1M by default); -short skips it.
+func BenchmarkReplay(b *testing.B) {
+	benchStores(b, func(b *testing.B, dir string) { benchRun(b, dir, Run) })
+}
+
+// BenchmarkVerify is BenchmarkReplay for Verify, as the verify command
+// runs it: the log's own checks, then the replay's checks without the
+// lifecycle diagnoses.
+func BenchmarkVerify(b *testing.B) {
+	benchStores(b, func(b *testing.B, dir string) { benchRun(b, dir, Verify) })
+}
+
+func benchRun(b *testing.B, dir string, run func(context.Context, *eventlog.Log, string, Options) (*Report, error)) {
+	ctx := context.Background()
+	path := filepath.Join(dir, projection.LogFile)
+	var scan time.Duration
+	events := 0
+	for i := range 3 {
+		n, d := bareScan(b, path)
+		if i == 0 || d < scan {
+			scan, events = d, n
+		}
+	}
+	l, err := eventlog.Open(path, eventlog.Options{Projectors: []eventlog.Projector{projection.ViewsProjector()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	// The store is healthy: the findings are the parents' all-complete
+	// notifications, which no bridge acknowledged, and the writers'
+	// delegations, which never end.
+	check := func(rep *Report) {
+		bad := 0
+		for _, f := range rep.Findings {
+			if f.Code != CodeAllCompleteNotNotified && !strings.HasPrefix(f.Delegation, "bench-writer-") {
+				bad++
+			}
+		}
+		if bad != 0 || !rep.ViewsChecked || int(rep.Events) < events {
+			b.Fatalf("%d events, views checked %v, %d errors, %d warnings:\n%s", rep.Events, rep.ViewsChecked, rep.Errors, rep.Warnings, rep)
+		}
+	}
+
+	peak := heapPeak()
+	b.ResetTimer()
+	for b.Loop() {
+		rep, err := run(ctx, l, dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		check(rep)
+	}
+	heap := peak()
+	elapsed := b.Elapsed() / time.Duration(b.N)
+
+	// The writer alone for as long as one run, then beside one.
+	size := pages(b, l)
+	stop := writer(b, l, fmt.Sprintf("bench-writer-%d", time.Now().UnixNano()))
+	time.Sleep(elapsed)
+	alone, nAlone := stop()
+	grownAlone := pages(b, l) - size
+
+	size = pages(b, l)
+	stop = writer(b, l, fmt.Sprintf("bench-writer-%d", time.Now().UnixNano()))
+	rep, err := run(ctx, l, dir, Options{})
+	beside, nBeside := stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	check(rep)
+	grownBeside := pages(b, l) - size
+
+	perSec := float64(events) / elapsed.Seconds()
+	scanPerSec := float64(events) / scan.Seconds()
+	b.ReportMetric(perSec, "events/s")
+	b.ReportMetric(scanPerSec, "scan-events/s")
+	b.ReportMetric(perSec/scanPerSec, "run/scan")
+	b.ReportMetric(float64(heap)/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(float64(alone.Microseconds())/1000, "writer-worst-alone-ms")
+	b.ReportMetric(float64(beside.Microseconds())/1000, "writer-worst-beside-ms")
+	b.ReportMetric(float64(beside)/float64(alone), "stall-ratio")
+	b.ReportMetric(float64(grownAlone)/float64(max(nAlone, 1)), "pages-growth-alone-B/append")
+	b.ReportMetric(float64(grownBeside)/float64(max(nBeside, 1)), "pages-growth-beside-B/append")
+	b.ReportMetric(float64(nAlone), "appends-alone")
+	b.ReportMetric(float64(nBeside), "appends-beside")
+	b.ReportMetric(0, "ns/op")
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
-	"github.com/delegations/delegations/projection"
 )
 
 // Diagnose replays the events of delegation id alone (its stream, as
@@ -40,7 +39,6 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	for i := range recs {
 		st.apply(&recs[i])
 	}
-	st.outbox = map[string]*projection.Notification{} // its parent's cycle is not replayed
 	d := st.ds[id]
 	var fs []Finding
 	if ce != nil {
@@ -55,7 +53,7 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	}
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
-	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0)
+	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}
@@ -64,7 +62,7 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	rep := Report{Findings: []Finding{}}
 	for i := range fs {
 		if d != nil && fs[i].Status == "" && !d.damaged {
-			fs[i].Status = d.rec.State
+			fs[i].Status = d.state
 		}
 	}
 	rep.add(fs...)

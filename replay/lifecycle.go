@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -27,7 +29,8 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		if d.damaged {
 			continue // the corrupt_record finding says what is known
 		}
-		r := &d.rec
+		rec := d.record()
+		r := &rec
 		add := func(f Finding) {
 			f.Delegation, f.Status, f.group = id, r.State, d.first
 			out = append(out, f)
@@ -67,13 +70,14 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 			age := since(now, r.PersistedAt)
 			nid := projection.TerminalNotificationID(id)
 			f := Finding{Code: CodeNotNotified, Severity: SeverityInfo, Missing: "notified",
-				Seqs: append([]uint64{d.persisted}, d.failures...),
+				Seqs: []uint64{d.persisted},
 				Diagnosis: fmt.Sprintf("%s ended %s at %s and its artifact was written at %s (record %d), but the bridge has not acknowledged its terminal notification %s for %s",
 					id, r.State, fmtT(r.CompletedAt), fmtT(r.PersistedAt), d.persisted, nid, fmtDur(age)),
 				Next: "delegations notifications --parent-session " + r.ParentSessionID + " shows it; the bridge acknowledges it with delegations ack " + nid + " (is the plugin bridge running?)",
 			}
-			if n := len(d.failures); n > 0 {
-				f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n), strconv.Quote(cut(d.lastError, 120)))
+			if t := d.trouble; t != nil && t.nfailures > 0 {
+				f.Seqs = append(f.Seqs, t.failures...)
+				f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(t.nfailures), strconv.Quote(cut(t.lastError, 120)))
 			}
 			if age < o.Stale {
 				f.Diagnosis += ". It waits in the outbox and is delivered again until acknowledged."
@@ -94,17 +98,18 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		}
 		out = append(out, late(id, d)...)
 	}
-	for _, nid := range sortedKeys(st.outbox) {
-		n := st.outbox[nid]
-		if n.Kind != projection.KindAllComplete || now.Before(n.DueAt) {
+	owners := st.notifiedBy()
+	for i := range st.allComplete {
+		n := &st.allComplete[i]
+		if now.Before(n.DueAt) {
 			continue
 		}
 		age := since(now, n.DueAt)
 		f := Finding{Code: CodeAllCompleteNotNotified, Severity: SeverityInfo, Parent: n.Parent, Seqs: []uint64{n.Seq}, Missing: "all_complete_notified",
 			Diagnosis: fmt.Sprintf("every delegation of cycle %d of parent session %s was notified (the last at record %d), and the all-complete notification is due since %s, but the bridge has not acknowledged it for %s",
 				n.Cycle, n.Parent, n.Seq, fmtT(n.DueAt), fmtDur(age)),
-			Next:  "delegations notifications --parent-session " + n.Parent + " shows it; the bridge acknowledges it with delegations ack " + nid,
-			group: st.group(st.outboxOwner(n)),
+			Next:  "delegations notifications --parent-session " + n.Parent + " shows it; the bridge acknowledges it with delegations ack " + n.ID,
+			group: st.group(owners[n.Seq]),
 		}
 		if n.Failures > 0 {
 			f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n.Failures), strconv.Quote(cut(n.LastError, 120)))
@@ -120,24 +125,34 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 	return out
 }
 
-// outboxOwner returns a delegation of n's parent: all-complete findings
-// sort with the delegation whose notification made it due.
-func (st *state) outboxOwner(n *projection.Notification) string {
+// notifiedBy maps the seqs that made the all-complete notifications due to
+// the delegation notified there: an all-complete finding sorts with it.
+func (st *state) notifiedBy() map[uint64]string {
+	if len(st.allComplete) == 0 {
+		return nil
+	}
+	want := make(map[uint64]string, len(st.allComplete))
+	for _, n := range st.allComplete {
+		want[n.Seq] = ""
+	}
 	for _, id := range st.order {
-		if d := st.ds[id]; d.notified == n.Seq {
-			return id
+		if s := st.ds[id].notified; s != 0 {
+			if _, ok := want[s]; ok {
+				want[s] = id
+			}
 		}
 	}
-	return ""
+	return want
 }
 
 // late reports commands refused after the terminal state: a refused
 // completion is a result that was never delivered.
 func late(id string, d *delegation) []Finding {
-	if len(d.rejections) == 0 {
+	if d.trouble == nil || len(d.rejections) == 0 {
 		return nil
 	}
-	r := &d.rec
+	rec := d.record()
+	r := &rec
 	var out []Finding
 	var lost []rejection
 	counts := map[fsm.Kind]int{}
@@ -195,13 +210,63 @@ func late(id string, d *delegation) []Finding {
 	return out
 }
 
+// fileRead is what an artifact file holds: its size and hash, or why it
+// cannot be read.
+type fileRead struct {
+	path string // as read (the record's ArtifactPath then)
+	size int64
+	hash uint64
+	err  error
+}
+
+func readFile(dir, rel string) fileRead {
+	got, err := artifact.Read(dir, rel)
+	return fileRead{path: rel, size: int64(len(got)), hash: xxhash.Sum64(got), err: err}
+}
+
+// artifactWorkers is how many artifact files are read at once.
+const artifactWorkers = 4
+
+// artifactReads reads the persisted artifacts' files in the background
+// while the views are compared; checkArtifacts uses what it read.
+type artifactReads struct {
+	index map[string]int // delegation → its slot in reads
+	reads []fileRead
+	wg    sync.WaitGroup
+}
+
+// readArtifacts starts reading the artifact of every persisted delegation
+// of st. Nothing in st is touched after it returns.
+func readArtifacts(ctx context.Context, dir string, st *state) *artifactReads {
+	a := &artifactReads{index: map[string]int{}}
+	for _, id := range st.order {
+		if d := st.ds[id]; d.persisted != 0 {
+			a.index[id] = len(a.reads)
+			a.reads = append(a.reads, fileRead{path: d.record().ArtifactPath})
+		}
+	}
+	var next atomic.Int64
+	for range artifactWorkers {
+		a.wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(a.reads) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				a.reads[i] = readFile(dir, a.reads[i].path)
+			}
+		})
+	}
+	return a
+}
+
 // checkArtifacts compares every persisted artifact on disk with the size
 // and hash its persisted event recorded, and with the record's rendering.
-// It returns the findings and how many artifacts it checked.
-func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done int) ([]Finding, int, error) {
+// It takes the files from pre when it read them (pre may be nil), and
+// returns the findings and how many artifacts it checked.
+func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done int, pre *artifactReads) ([]Finding, int, error) {
+	if pre != nil {
+		pre.wg.Wait()
+	}
 	var ids []string
 	for _, id := range st.order {
-		if !st.ds[id].rec.PersistedAt.IsZero() {
+		if st.ds[id].persisted != 0 {
 			ids = append(ids, id)
 		}
 	}
@@ -216,8 +281,16 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 				o.Progress(done+i, total)
 			}
 		}
-		if f, ok := checkArtifact(dir, st.ds[id]); ok {
-			f.Delegation, f.Status, f.group = id, st.ds[id].rec.State, st.ds[id].first
+		d := st.ds[id]
+		path := d.record().ArtifactPath
+		var got fileRead
+		if j, ok := pre.slot(id); ok && pre.reads[j].path == path {
+			got = pre.reads[j]
+		} else {
+			got = readFile(dir, path) // persisted since the reads started
+		}
+		if f, ok := checkArtifact(dir, d, got); ok {
+			f.Delegation, f.Status, f.group = id, d.state, d.first
 			out = append(out, f)
 		}
 	}
@@ -227,12 +300,20 @@ func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done
 	return out, len(ids), nil
 }
 
-func checkArtifact(dir string, d *delegation) (Finding, bool) {
-	r := &d.rec
+func (a *artifactReads) slot(id string) (int, bool) {
+	if a == nil {
+		return 0, false
+	}
+	i, ok := a.index[id]
+	return i, ok
+}
+
+func checkArtifact(dir string, d *delegation, got fileRead) (Finding, bool) {
+	rec := d.record()
+	r := &rec
 	path := filepath.Join(dir, r.ArtifactPath)
 	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
-	render := artifact.Render(r)
-	reproducible := !d.imported && !d.damaged && int64(len(render)) == r.ArtifactSize && xxhash.Sum64(render) == r.ArtifactHash
+	reproducible := !d.imported && !d.damaged && d.renderSize == r.ArtifactSize && d.renderHash == r.ArtifactHash
 	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), d.persisted, path, r.ArtifactSize, r.ArtifactHash)
 	if d.imported {
 		written = fmt.Sprintf("%s was imported at record %d from the plugin's file %s, %d bytes, xxhash %016x", r.ID, d.persisted, path, r.ArtifactSize, r.ArtifactHash)
@@ -244,7 +325,7 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
 		}
 	}
-	got, err := artifact.Read(dir, r.ArtifactPath)
+	err := got.err
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		f.Code = CodeArtifactMissing
@@ -254,9 +335,9 @@ func checkArtifact(dir string, d *delegation) (Finding, bool) {
 		f.Code = CodeArtifactUnreadable
 		f.Diagnosis = written + ", but the file cannot be read: " + err.Error() + "."
 		f.Next = "fix the file's type or permissions; then " + fix
-	case int64(len(got)) != r.ArtifactSize || xxhash.Sum64(got) != r.ArtifactHash:
+	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
 		f.Code = CodeArtifactChanged
-		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, len(got), xxhash.Sum64(got))
+		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, got.size, got.hash)
 		f.Next = fix
 		if reproducible {
 			f.Next += " (copy the changed file aside first if the change matters)"

@@ -87,46 +87,52 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	opts.defaults()
 	rep := &Report{Mode: mode, DataDir: dir, Until: opts.Until, Last: log.Last(), Findings: []Finding{}}
 	st := newState()
-	sc := &scanner{log: log, opts: &opts, st: st}
-	if err := sc.scan(ctx); err != nil {
+	rb, err := newRebuild(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+	}
+	defer rb.close()
+	sc := &scanner{ctx: ctx, log: log, opts: &opts, st: st, rb: rb}
+	if err := sc.scan(1); err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
 
+	if len(sc.corrupt) > 0 {
+		if err := log.View(func(tx *eventlog.Tx) error {
+			rep.Last = tx.Last()
+			return sc.attribute(tx)
+		}); err != nil {
+			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+		}
+	}
+	// The files are read while the views are compared (the rebuild of the
+	// views is the longer of the two).
+	files := readArtifacts(ctx, dir, st)
+	defer files.wg.Wait()
+
+	if err := rb.waitProgress(ctx, opts.Progress, int(log.Last())); err != nil {
+		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+	}
+	if opts.Progress != nil {
+		opts.Progress(int(log.Last()), int(log.Last()))
+	}
+
 	var viewFindings []Finding
-	err := log.View(func(tx *eventlog.Tx) error {
-		last := tx.Last()
-		rep.Last = last
-		if opts.Until.IsZero() && len(sc.corrupt) == 0 {
-			// Records committed while the scan ran: apply them so that the
-			// views are compared at this transaction's point.
-			for seq := st.through + 1; seq <= last; seq++ {
-				r, err := tx.Record(seq)
-				if err != nil {
-					break // damaged: the views are not compared, and the next replay reports it
-				}
-				st.apply(&r)
-			}
-		}
-		st.finish()
-		if err := sc.attribute(tx); err != nil {
-			return err
-		}
-		switch {
-		case len(sc.corrupt) > 0:
-			rep.ViewsNote = "the log has damaged records, so the replay lacks events the views were built from"
-		case sc.excluded > 0 || st.through != last:
-			rep.ViewsNote = "the replay stops before the end of the log, and the views hold the latest state"
-		default:
-			var err error
-			viewFindings, rep.ViewsChecked, err = compareViews(tx, st)
-			return err
-		}
-		return nil
-	})
+	switch {
+	case len(sc.corrupt) > 0:
+		rep.ViewsNote = damagedNote
+	case sc.excluded > 0:
+		rep.ViewsNote = notAtEnd
+	default:
+		viewFindings, rep.ViewsChecked, rep.ViewsNote, err = compareViews(sc, rep)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
 	}
-
+	rb.wait()
+	if st.allComplete, err = rb.allComplete(); err != nil {
+		return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
+	}
 	now := opts.Now
 	switch {
 	case !now.IsZero():
@@ -142,14 +148,14 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	rep.Delegations = len(st.ds)
 	rep.States = map[fsm.State]int{}
 	for _, d := range st.ds {
-		rep.States[d.rec.State]++
+		rep.States[d.state]++
 	}
 
 	fs := sc.findings()
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
 	fs = append(fs, viewFindings...)
-	af, checked, err := checkArtifacts(ctx, dir, st, &opts, int(rep.Last))
+	af, checked, err := checkArtifacts(ctx, dir, st, &opts, int(rep.Last), files)
 	if err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
@@ -165,7 +171,7 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 				f.group = d.first
 			}
 			if f.Status == "" && !d.damaged {
-				f.Status = d.rec.State
+				f.Status = d.state
 			}
 		}
 	}
@@ -175,12 +181,15 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 
 // scanner reads the log record by record, stepping over damaged ones.
 type scanner struct {
+	ctx      context.Context
 	log      *eventlog.Log
+	rb       *rebuild // the views rebuilt from the records read
 	opts     *Options
 	st       *state
 	excluded int          // records left out by a time Until
 	corrupt  []corruptRun // damaged records, in runs of consecutive ones
 	gaveUp   bool
+	read     uint64 // the last sequence number read
 }
 
 // corruptRun is a run of consecutive damaged records.
@@ -191,9 +200,11 @@ type corruptRun struct {
 	known       string // what the records view, built while it was intact, says of owner
 }
 
-func (sc *scanner) scan(ctx context.Context) error {
+// scan reads the log from sequence number from, in short read
+// transactions, up to its last record or Until.
+func (sc *scanner) scan(from uint64) error {
+	ctx := sc.ctx
 	total := int(sc.log.Last())
-	from := uint64(1)
 	until := sc.opts.Until
 	for {
 		var resume uint64
@@ -220,25 +231,30 @@ func (sc *scanner) scan(ctx context.Context) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if sc.opts.Progress != nil {
-					sc.opts.Progress(min(int(r.Seq), total), total)
+				if sc.opts.Progress != nil { // the rebuild of the views is behind the reading
+					sc.opts.Progress(min(int(sc.rb.projected.Load()), total), total)
 				}
 			}
 			if !until.includes(r.Seq, r.Time) {
 				sc.excluded++
+				sc.read = r.Seq
 				continue
 			}
-			sc.st.apply(&r)
+			sc.feed(&r)
 		}
 		if done || resume > sc.log.Last() {
 			break
 		}
 		from = resume
 	}
-	if sc.opts.Progress != nil {
-		sc.opts.Progress(total, total)
-	}
 	return ctx.Err()
+}
+
+// feed applies one record to the fold and the rebuilt views.
+func (sc *scanner) feed(r *eventlog.Record) {
+	sc.read = r.Seq
+	sc.st.apply(r)
+	sc.rb.add(r)
 }
 
 func (sc *scanner) addCorrupt(ce *eventlog.CorruptError) {
@@ -263,7 +279,7 @@ func (sc *scanner) attribute(tx *eventlog.Tx) error {
 	owners := map[uint64]string{}
 	for _, id := range sc.st.order {
 		d := sc.st.ds[id]
-		if tx.StreamVersion(id) <= d.rec.Version {
+		if tx.StreamVersion(id) <= d.version {
 			continue
 		}
 		d.damaged = true

@@ -433,6 +433,7 @@ func TestVerifyIndex(t *testing.T) {
 // TestRunOnLiveStore replays while other goroutines keep appending: each
 // replay is compared at one consistent point, so the views never disagree.
 func TestRunOnLiveStore(t *testing.T) {
+	defer replay.SetRoundEntries(5)() // many rounds, each after the records committed since
 	ctx := context.Background()
 	c := newClock()
 	s := open(t, t.TempDir(), c)

@@ -4,37 +4,53 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
-// parentStream prefixes the stream of a parent session's cycle events
-// (all-complete acknowledgements), as the store writes them.
-const parentStream = "parent/"
-
 // delegation is one delegation's replayed state and the sequence numbers
-// of its steps.
+// of its steps. While it is active, or ended and not yet persisted, its
+// record is kept whole (live, its prompt dropped); once persisted it is
+// settled into the few fields the diagnoses read, without its texts (the
+// artifact's rendering, their one use, is checked then: a terminal record
+// no longer changes what it renders), so that replay's memory does not
+// grow with the log's payloads: a few hundred bytes per delegation.
 type delegation struct {
-	rec fsm.Delegation
+	live *fsm.Delegation // the whole record until it is settled
+
+	// The settled record (fsm.Delegation's fields of the same names).
+	id, project, root, parent string
+	state                     fsm.State
+	created, completed        int64 // unix nanoseconds; 0: zero time
+	timeout, persistedAt      int64
+	notifiedAt, readAt        int64
+	artifactPath              string // "" when it is artifact.RelPath's
+	artifactSize              int64
+	artifactHash              uint64
+	rejected                  int
+	version                   uint64
 
 	first, last                         uint64 // seqs of its first and last events
 	terminal, persisted, notified, read uint64 // seqs of the steps; 0: did not happen
-	indexed                             bool   // registered or imported first: the views index it
 	imported                            bool   // adopted from a legacy file
-	pending                             bool   // went terminal from active, not persisted since
-	cycle                               uint64 // the cycle it joined (registered)
-	joined                              bool
-	damaged                             bool // the log lost some of its records: its replayed state is incomplete
+	damaged                             bool   // the log lost some of its records: its replayed state is incomplete
+	renderSize                          int64  // the size and hash of its artifact as this build renders it (when persisted, not imported)
+	renderHash                          uint64
 
-	parent *cycleState // its parent's cycle, once registered (the parent never changes)
+	*trouble // nil for most
+}
 
-	// note is its terminal notification while the outbox must hold it.
-	note    projection.Notification
-	noteDue bool
+// trouble is what only some delegations have: failed deliveries and
+// refused commands.
+type trouble struct {
+	failures  []uint64 // notification_failed seqs while its notification waited, the first maxSeqs
+	nfailures int
+	lastError string
 
-	failures   []uint64 // notification_failed seqs while the notification waited
-	lastError  string
 	rejections []rejection // refused commands, at most maxRejections
 }
 
@@ -44,30 +60,18 @@ type rejection struct {
 	at     time.Time
 	kind   fsm.Kind
 	state  fsm.State
-	result string // a refused completion's result
+	result string // a refused completion's result, its first line cut for the report
 }
 
 const maxRejections = 64
 
-// cycleState is a parent session's current cycle, and its all-complete
-// notification while the outbox must hold it. The outbox holds at most one
-// per parent: a new cycle drops the older one's.
-type cycleState struct {
-	projection.CycleView
-	written bool // the cycles view holds it (the store writes it on registration, termination and notification)
-
-	all    projection.Notification
-	allDue bool
-}
-
-// state is the fold of the log: every delegation, the parents' cycles and
-// the notifications the outbox must hold.
+// state is the fold of the log: every delegation's steps.
 type state struct {
 	ds      map[string]*delegation
-	order   []string // ids in order of their first event
-	cycles  map[string]*cycleState
+	order   []string              // ids in order of their first event
 	unknown map[fsm.Kind][]uint64 // kinds this build does not know
 	slab    []delegation          // delegations are allocated in chunks
+	strs    map[string]string     // one copy of each project, root and parent session id
 
 	applied uint64 // records applied
 	through uint64 // the last sequence number applied
@@ -75,14 +79,16 @@ type state struct {
 
 	bad []Finding // bad payloads
 
-	outbox map[string]*projection.Notification // filled by finish
+	// allComplete are the all-complete notifications the outbox holds at
+	// the end of the replay, from the rebuilt views (none without them).
+	allComplete []projection.Notification
 }
 
 func newState() *state {
 	return &state{
 		ds:      make(map[string]*delegation),
-		cycles:  make(map[string]*cycleState),
 		unknown: make(map[fsm.Kind][]uint64),
+		strs:    make(map[string]string),
 	}
 }
 
@@ -97,9 +103,7 @@ func (s *state) newDelegation(seq uint64) *delegation {
 	return &s.slab[len(s.slab)-1]
 }
 
-// apply folds one record into the state. The bookkeeping of views and
-// outbox follows the store's rules (projection's views), step by step, so
-// that what they should hold after the whole log can be compared.
+// apply folds one record into the state.
 func (s *state) apply(r *eventlog.Record) {
 	s.applied++
 	s.through = r.Seq
@@ -121,147 +125,155 @@ func (s *state) apply(r *eventlog.Record) {
 	if !kind.Known() {
 		s.unknown[kind] = append(s.unknown[kind], r.Seq)
 	}
-	if parent, ok := strings.CutPrefix(r.Stream, parentStream); ok {
-		c := s.cycles[parent]
-		if c == nil || !c.allDue || c.all.Cycle != e.Cycle {
-			return // not in the outbox: nothing to change
-		}
-		switch e.Kind {
-		case fsm.KindAllCompleteNotified:
-			c.allDue = false
-		case fsm.KindNotificationFailed:
-			c.all.Failures++
-			c.all.LastError = e.Error
-		}
-		return
+	if _, ok := fsm.ParentOfStream(r.Stream); ok {
+		return // all-complete bookkeeping: its effect is on the outbox, which the rebuilt views hold
 	}
 
 	d := s.ds[r.Stream]
 	if d == nil {
 		d = s.newDelegation(r.Seq)
+		d.live = &fsm.Delegation{}
 		s.ds[r.Stream] = d
 		s.order = append(s.order, r.Stream)
 	}
 	d.last = r.Seq
-	// What the transitions below need of the record before the event.
-	prevVersion, prevState := d.rec.Version, d.rec.State
-	prevPersisted, prevNotified := !d.rec.PersistedAt.IsZero(), !d.rec.NotifiedAt.IsZero()
-	d.rec = fsm.Evolve(d.rec, e)
-	next := &d.rec
-	persisted, notified := !next.PersistedAt.IsZero(), !next.NotifiedAt.IsZero()
+	prev := d.record()
+	next := fsm.Evolve(prev, e)
+	next.Prompt = ""
+	detach(&next, &prev)
 
-	if !prevState.Terminal() && next.State.Terminal() {
+	if prev.Version == 0 && e.Kind == fsm.KindImported {
+		d.imported = true
+	}
+	if !prev.State.Terminal() && next.State.Terminal() {
 		d.terminal = r.Seq
 	}
-	if !prevPersisted && persisted {
+	if prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero() {
 		d.persisted = r.Seq
+		if d.trouble != nil {
+			d.nfailures, d.failures, d.lastError = 0, nil, ""
+		}
+		if !d.imported {
+			render := artifact.Render(&next)
+			d.renderSize, d.renderHash = int64(len(render)), xxhash.Sum64(render)
+		}
 	}
-	if !prevNotified && notified {
+	if prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero() {
 		d.notified = r.Seq
 	}
 	switch e.Kind {
 	case fsm.KindRead:
 		d.read = r.Seq
 	case fsm.KindRejected:
-		if len(d.rejections) < maxRejections {
+		t := d.troubled()
+		if len(t.rejections) < maxRejections {
 			rj := rejection{seq: r.Seq, at: r.Time, kind: e.Refused, state: e.RefusedState}
 			if e.Refused == fsm.KindCompleted {
-				rj.result = e.Result
+				rj.result = strings.Clone(cut(firstLine(e.Result), 80))
 			}
-			d.rejections = append(d.rejections, rj)
+			t.rejections = append(t.rejections, rj)
+		}
+	case fsm.KindNotificationFailed:
+		// The terminal notification waits from its persisted event to its
+		// acknowledgement; a registered delegation's only (an imported or
+		// unregistered one is never notified).
+		if d.persisted != 0 && d.notified == 0 && !d.imported && !next.CreatedAt.IsZero() {
+			t := d.troubled()
+			t.nfailures++
+			if len(t.failures) < maxSeqs {
+				t.failures = append(t.failures, r.Seq)
+			}
+			t.lastError = strings.Clone(cut(e.Error, 120))
 		}
 	}
-
-	// The views' transitions: exactly one per event, in the store's order.
-	switch {
-	case projection.Unregistered(next):
-		// Its registration is not in the log (a recovery lost it): the
-		// views keep its record and index nothing else.
-	case prevVersion == 0 && e.Kind == fsm.KindRegistered:
-		d.indexed = true
-		c := s.cycle(next.ParentSessionID)
-		d.parent = c
-		if c.Active == 0 {
-			c.allDue = false // a new cycle: the older one's all-complete is never sent
-			c.CycleView = projection.CycleView{Cycle: c.Cycle + 1}
-		}
-		c.Active++
-		c.Members++
-		c.written = true
-		d.cycle, d.joined = c.Cycle, true
-	case prevVersion == 0 && e.Kind == fsm.KindImported:
-		d.indexed, d.imported = true, true
-	case prevState.Active() && next.State.Terminal():
-		d.pending = true
-		c := s.parentOf(d)
-		c.Active--
-		c.written = true
-	case !prevPersisted && persisted:
-		d.pending = false
-		d.note = projection.Notification{
-			Kind: projection.KindTerminal, Parent: next.ParentSessionID,
-			Remaining: s.parentOf(d).Active, DueAt: e.At, Seq: r.Seq,
-		}
-		d.noteDue = true
-		d.failures, d.lastError = nil, ""
-	case !prevNotified && notified:
-		d.noteDue = false
-		c := s.parentOf(d)
-		if !d.joined || d.cycle != c.Cycle {
-			break // an older cycle's delegation: that cycle is over
-		}
-		c.Notified++
-		c.written = true
-		if c.Active > 0 || c.Notified < c.Members {
-			break
-		}
-		c.all = projection.Notification{
-			Kind: projection.KindAllComplete, Parent: next.ParentSessionID, Cycle: c.Cycle,
-			DueAt: next.NotifiedAt.Add(projection.AllCompleteQuiet), Seq: r.Seq,
-		}
-		c.allDue = true
-	case e.Kind == fsm.KindNotificationFailed:
-		if d.noteDue {
-			d.failures = append(d.failures, r.Seq)
-			d.lastError = e.Error
-			d.note.Failures++
-			d.note.LastError = e.Error
-		}
-	}
+	s.set(d, &next)
 }
 
-// parentOf returns the cycle of d's parent session.
-func (s *state) parentOf(d *delegation) *cycleState {
-	if d.parent == nil {
-		d.parent = s.cycle(d.rec.ParentSessionID)
+func (d *delegation) troubled() *trouble {
+	if d.trouble == nil {
+		d.trouble = &trouble{}
 	}
-	return d.parent
+	return d.trouble
 }
 
-func (s *state) cycle(parent string) *cycleState {
-	c := s.cycles[parent]
-	if c == nil {
-		c = &cycleState{}
-		s.cycles[parent] = c
+// set stores next as d's record: whole while it is active or not yet
+// persisted, settled after.
+func (s *state) set(d *delegation, next *fsm.Delegation) {
+	d.id, d.state, d.version = next.ID, next.State, next.Version
+	if !next.State.Terminal() || next.PersistedAt.IsZero() {
+		*d.live = *next
+		return
 	}
-	return c
+	d.live = nil
+	d.project, d.root, d.parent = s.str(next.ProjectID), s.str(next.RootSessionID), s.str(next.ParentSessionID)
+	d.created, d.completed, d.timeout = nanos(next.CreatedAt), nanos(next.CompletedAt), nanos(next.TimeoutAt)
+	d.persistedAt, d.notifiedAt, d.readAt = nanos(next.PersistedAt), nanos(next.NotifiedAt), nanos(next.ReadAt)
+	d.artifactPath = next.ArtifactPath
+	if rel, err := artifact.RelPath(next.ProjectID, next.RootSessionID, next.ID); err == nil && rel == next.ArtifactPath {
+		d.artifactPath = ""
+	}
+	d.artifactSize, d.artifactHash, d.rejected = next.ArtifactSize, next.ArtifactHash, next.Rejected
 }
 
-// finish builds the outbox the views must hold, by notification id.
-func (s *state) finish() {
-	s.outbox = map[string]*projection.Notification{}
-	for _, id := range s.order {
-		if d := s.ds[id]; d.noteDue {
-			n := d.note
-			n.ID, n.Delegation = projection.TerminalNotificationID(id), id
-			s.outbox[n.ID] = &n
-		}
+// record returns d's record: whole while it is live; once settled, the
+// fields the diagnoses read (and the bookkeeping events change).
+func (d *delegation) record() fsm.Delegation {
+	if d.live != nil {
+		return *d.live
 	}
-	for parent, c := range s.cycles {
-		if c.allDue {
-			n := c.all
-			n.ID = projection.AllCompleteNotificationID(parent, c.all.Cycle)
-			s.outbox[n.ID] = &n
+	r := fsm.Delegation{
+		ID: d.id, Registration: fsm.Registration{ProjectID: d.project, RootSessionID: d.root, ParentSessionID: d.parent}, State: d.state,
+		CreatedAt: unnanos(d.created), CompletedAt: unnanos(d.completed), TimeoutAt: unnanos(d.timeout),
+		PersistedAt: unnanos(d.persistedAt), NotifiedAt: unnanos(d.notifiedAt), ReadAt: unnanos(d.readAt),
+		ArtifactPath: d.artifactPath, ArtifactSize: d.artifactSize, ArtifactHash: d.artifactHash,
+		Rejected: d.rejected, Version: d.version,
+	}
+	if r.ArtifactPath == "" {
+		r.ArtifactPath, _ = artifact.RelPath(d.project, d.root, d.id)
+	}
+	return r
+}
+
+// str returns the one copy of v.
+func (s *state) str(v string) string {
+	if c, ok := s.strs[v]; ok {
+		return c
+	}
+	s.strs[v] = v
+	return v
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func unnanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// detach copies the strings an event set in next out of its payload: a
+// decoded event's strings share the payload's memory (fsm.UnmarshalPayload
+// makes one string of it), and a record kept for the whole replay would
+// keep every payload that named one of its fields, texts and all. The
+// texts are not detached: they are dropped once the record is persisted.
+func detach(next, prev *fsm.Delegation) {
+	for _, f := range [...]struct{ next, prev *string }{
+		{&next.ID, &prev.ID}, {&next.ProjectID, &prev.ProjectID}, {&next.RootSessionID, &prev.RootSessionID},
+		{&next.ParentSessionID, &prev.ParentSessionID}, {&next.ParentMessageID, &prev.ParentMessageID},
+		{&next.ParentAgent, &prev.ParentAgent}, {&next.SessionID, &prev.SessionID}, {&next.Agent, &prev.Agent},
+		{&next.Model, &prev.Model}, {&next.Title, &prev.Title}, {&next.Description, &prev.Description},
+		{&next.ArtifactPath, &prev.ArtifactPath},
+	} {
+		if *f.next == *f.prev {
+			*f.next = *f.prev // the copy made when it was set
+		} else {
+			*f.next = strings.Clone(*f.next)
 		}
 	}
 }
