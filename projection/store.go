@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 )
@@ -110,8 +108,11 @@ type Store struct {
 
 	// Commands on one delegation are decided and appended one at a time:
 	// optimistic retries alone starve when many callers race on one
-	// delegation. Commands on different delegations still share commits.
-	locks [64]sync.Mutex
+	// delegation. Each delegation has its own lock while a command holds
+	// or waits for it (see lock), so commands on different delegations
+	// never wait for each other and share commits.
+	lockMu sync.Mutex
+	locks  map[string]*idLock
 	// cycleMu serialises acknowledgements of all-complete notifications,
 	// which append to parent session streams.
 	cycleMu sync.Mutex
@@ -530,9 +531,7 @@ func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (
 // no texts, and a caller that needs none back, pass loadStored, so that
 // the command's cost does not follow their size.
 func (s *Store) updateWith(ctx context.Context, id, key string, load func(*eventlog.Tx, string) (*fsm.Delegation, error), decide decideFunc) (fsm.Delegation, error) {
-	mu := &s.locks[xxhash.Sum64String(id)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock(id)()
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.now().UTC().Truncate(time.Millisecond)
@@ -582,6 +581,40 @@ func (s *Store) updateWith(ctx context.Context, id, key string, load func(*event
 		return next, guard
 	}
 	return fsm.Delegation{}, fmt.Errorf("%s: %w: the delegation kept changing over %d attempts; retry", id, eventlog.ErrConflict, maxConflicts)
+}
+
+// idLock is one delegation's command lock; users counts the commands
+// holding or waiting for it, and the last one removes it from the map.
+type idLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock takes delegation id's command lock and returns its release. A
+// lock per delegation, rather than a fixed set shared by hashing, keeps a
+// command from waiting behind another delegation's commit and artifact
+// write; the map holds only the delegations with a command under way.
+func (s *Store) lock(id string) (unlock func()) {
+	s.lockMu.Lock()
+	l := s.locks[id]
+	if l == nil {
+		if s.locks == nil {
+			s.locks = map[string]*idLock{}
+		}
+		l = &idLock{}
+		s.locks[id] = l
+	}
+	l.users++
+	s.lockMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.lockMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.locks, id)
+		}
+		s.lockMu.Unlock()
+	}
 }
 
 // duplicate returns the delegation an earlier append with the same
