@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // Reads of one delegation that run together share their work: while one
@@ -25,8 +23,7 @@ func TestConcurrentReadsShareOneCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const readers = 50
-	mu := &s.locks[xxhash.Sum64String(d.ID)%uint64(len(s.locks))]
-	mu.Lock()
+	unlock := s.lock(d.ID)
 	results := make(chan ReadResult, readers)
 	errs := make(chan error, readers)
 	for range readers {
@@ -44,13 +41,13 @@ func TestConcurrentReadsShareOneCommit(t *testing.T) {
 	for blockedReads(buf) < readers {
 		select {
 		case err := <-errs:
-			mu.Unlock()
+			unlock()
 			t.Fatal(err)
 		default:
 			runtime.Gosched()
 		}
 	}
-	mu.Unlock()
+	unlock()
 	for range readers {
 		select {
 		case res := <-results:

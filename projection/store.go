@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection/artifact"
@@ -109,8 +107,11 @@ type Store struct {
 
 	// Commands on one delegation are decided and appended one at a time:
 	// optimistic retries alone starve when many callers race on one
-	// delegation. Commands on different delegations still share commits.
-	locks [64]sync.Mutex
+	// delegation. Each delegation has its own lock while a command holds
+	// or waits for it (see lock), so commands on different delegations
+	// never wait for each other and share commits.
+	lockMu sync.Mutex
+	locks  map[string]*idLock
 	// cycleMu serialises acknowledgements of all-complete notifications,
 	// which append to parent session streams.
 	cycleMu sync.Mutex
@@ -554,9 +555,7 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 	if load == nil {
 		load = loadRecord
 	}
-	mu := &s.locks[xxhash.Sum64String(c.id)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock(c.id)()
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.clock.Now().UTC().Truncate(time.Millisecond)
@@ -619,6 +618,40 @@ func (s *Store) record(ctx context.Context, stream, key string, version uint64, 
 		entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
 	}
 	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version})
+}
+
+// idLock is one delegation's command lock; users counts the commands
+// holding or waiting for it, and the last one removes it from the map.
+type idLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock takes delegation id's command lock and returns its release. A
+// lock per delegation, rather than a fixed set shared by hashing, keeps a
+// command from waiting behind another delegation's commit and artifact
+// write; the map holds only the delegations with a command under way.
+func (s *Store) lock(id string) (unlock func()) {
+	s.lockMu.Lock()
+	l := s.locks[id]
+	if l == nil {
+		if s.locks == nil {
+			s.locks = map[string]*idLock{}
+		}
+		l = &idLock{}
+		s.locks[id] = l
+	}
+	l.users++
+	s.lockMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.lockMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.locks, id)
+		}
+		s.lockMu.Unlock()
+	}
 }
 
 // duplicate returns the delegation an earlier append with the same

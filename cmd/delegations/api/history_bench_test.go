@@ -1,0 +1,273 @@
+package api
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
+	"github.com/delegations/delegations/projection/artifact"
+)
+
+var historyEvents = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
+
+// historyParents are the parent sessions of BenchmarkLifecyclesHistory:
+// each keeps one delegation running for the whole history, so its cycle
+// never closes while registrations keep joining it.
+var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
+
+// BenchmarkLifecyclesHistory: is the lifecycle rate flat as history grows?
+// Two daemons (api.Serve in process), each over its own store: one empty,
+// one holding -history.events events (1M by default) of finished
+// lifecycles in one root session, spread over 3 parent sessions whose
+// cycles never close (each parent keeps a delegation running, in both
+// stores). 16 clients per daemon run whole lifecycles (register, start, 3
+// progress, complete, notifications, ack, read). b.N is rounds: in each,
+// every client runs one lifecycle on the empty store, then one on the
+// large store, so that the machine's load falls on both alike. The
+// history is built once per process, before the timer, through the log
+// in appends of one delegation's 9 events (its projector keeps the views;
+// no artifact files are written for it), and copied for each run:
+// s/build says how long building took.
+//
+// Metrics: lifecycles/s on each store and ratio(≥0.9) = large over empty.
+func BenchmarkLifecyclesHistory(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a store of -history.events events")
+	}
+	const clients = 16
+	emptyDir, largeDir := b.TempDir(), b.TempDir()
+	build := historyStore(b, largeDir, *historyEvents)
+	historyStore(b, emptyDir, 0)
+	empty := historyClients(b, emptyDir, clients)
+	large := historyClients(b, largeDir, clients)
+	b.ResetTimer()
+	var emptyTime, largeTime time.Duration
+	for range b.N {
+		emptyTime += runLifecycles(b, empty, 1)
+		largeTime += runLifecycles(b, large, 1)
+	}
+	b.StopTimer()
+	lifecycles := float64(clients * b.N)
+	b.ReportMetric(lifecycles/emptyTime.Seconds(), "lifecycles/s-empty")
+	b.ReportMetric(lifecycles/largeTime.Seconds(), "lifecycles/s-large")
+	b.ReportMetric(emptyTime.Seconds()/largeTime.Seconds(), "ratio(≥0.9)")
+	b.ReportMetric(build.Seconds(), "s/build")
+	b.ReportMetric(float64(*historyEvents), "events-large")
+}
+
+// historyClients serves dir and dials n clients to it.
+func historyClients(b *testing.B, dir string, n int) []*Client {
+	b.Helper()
+	serveBench(b, dir)
+	conns := make([]*Client, n)
+	for i := range conns {
+		cl, err := Dial(context.Background(), DefaultSocket(dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		conns[i] = cl
+	}
+	return conns
+}
+
+// runLifecycles has every client run n whole lifecycles under one of the
+// history parents, and returns how long they took.
+func runLifecycles(b *testing.B, conns []*Client, n int) time.Duration {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(conns))
+	t0 := time.Now()
+	for i, cl := range conns {
+		parent := historyParents[i%len(historyParents)]
+		wg.Go(func() {
+			for range n {
+				if err := lifecycle(ctx, cl, parent); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(t0)
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// lifecycle runs one delegation of root ses_root under parent from
+// registration to its read.
+func lifecycle(ctx context.Context, cl *Client, parent string) error {
+	var d fsm.Delegation
+	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow."}, &d); err != nil {
+		return err
+	}
+	if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
+		return err
+	}
+	for p := range 3 {
+		if err := cl.Call(ctx, "progress", ProgressRequest{ID: d.ID, Message: fmt.Sprintf("step %d: reading the retry layer", p)}, &d); err != nil {
+			return err
+		}
+	}
+	if err := cl.Call(ctx, "complete", CompleteRequest{ID: d.ID, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."}, &d); err != nil {
+		return err
+	}
+	var ns Notifications
+	if err := cl.Call(ctx, "notifications", NotificationsRequest{ParentSessionID: parent}, &ns); err != nil {
+		return err
+	}
+	var ack projection.AckResult
+	if err := cl.Call(ctx, "ack", AckRequest{ID: projection.TerminalNotificationID(d.ID)}, &ack); err != nil {
+		return err
+	}
+	var rr projection.ReadResult
+	return cl.Call(ctx, "read", ReadRequest{RootSessionID: "ses_root", ID: d.ID}, &rr)
+}
+
+// historyTemplates holds, per history size, a store built by buildHistory
+// in a directory of its own, which TestMain removes: the benchmark runs
+// more than once in a process (b.N = 1 first), and building a large
+// store takes a while.
+var historyTemplates = struct {
+	sync.Mutex
+	dirs  map[int]string
+	build map[int]time.Duration
+}{dirs: map[int]string{}, build: map[int]time.Duration{}}
+
+// historyStore puts a store of events events of history (see
+// buildHistory) in dir, a copy of one built once per process, and
+// returns how long building it took.
+func historyStore(b *testing.B, dir string, events int) time.Duration {
+	b.Helper()
+	historyTemplates.Lock()
+	defer historyTemplates.Unlock()
+	tmpl, ok := historyTemplates.dirs[events]
+	if !ok {
+		var err error
+		if tmpl, err = os.MkdirTemp("", "lifecycles-history-"); err != nil {
+			b.Fatal(err)
+		}
+		historyTemplates.dirs[events] = tmpl
+		t0 := time.Now()
+		buildHistory(b, tmpl, events)
+		historyTemplates.build[events] = time.Since(t0)
+	}
+	src, err := os.Open(filepath.Join(tmpl, projection.LogFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(filepath.Join(dir, projection.LogFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		b.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return historyTemplates.build[events]
+}
+
+// removeHistoryTemplates removes what historyStore built.
+func removeHistoryTemplates() {
+	for _, dir := range historyTemplates.dirs {
+		os.RemoveAll(dir)
+	}
+}
+
+// buildHistory opens a store in dir, starts one delegation per history
+// parent that stays running (so that its cycle never closes), then appends
+// events/9 finished lifecycles of root ses_root (registered, started, 3
+// progressed, completed, persisted, notified, read), each in one append,
+// from 64 goroutines so that they share commits. It closes the store.
+func buildHistory(b *testing.B, dir string, events int) {
+	b.Helper()
+	s, err := projection.Open(dir, projection.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, p := range historyParents {
+		d, err := s.Register(ctx, projection.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: p, Agent: "researcher", Prompt: "Keep the cycle open.", Timeout: 24 * time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Start(ctx, d.ID, "ses_anchor"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := events / 9
+	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
+	seen := make(map[string]bool, n)
+	ids := make([]string, 0, n)
+	for len(ids) < n {
+		if id := gen.Next(); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	start := time.Now().Add(-time.Duration(n) * time.Second)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				rel, err := artifact.RelPath("0123456789abcdef", "ses_root", ids[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				events := []fsm.Event{
+					{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: historyParents[i%len(historyParents)],
+						Agent: "researcher", Prompt: "Find the flaky test in the login flow.", Timeout: time.Hour}},
+					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
+					{Kind: fsm.KindProgressed, Message: "step 0: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 1: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 2: reading the retry layer"},
+					{Kind: fsm.KindCompleted, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."},
+					{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 600, ArtifactHash: 1},
+					{Kind: fsm.KindNotified, NotificationID: projection.TerminalNotificationID(ids[i])},
+					{Kind: fsm.KindRead},
+				}
+				at := start.Add(time.Duration(i) * time.Second)
+				entries := make([]eventlog.Entry, len(events))
+				for j, e := range events {
+					e.ID, e.At = ids[i], at.Add(time.Duration(j)*time.Millisecond)
+					entries[j] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
+				}
+				if _, err := s.Log().Append(ctx, eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
