@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -156,7 +157,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 			e.Record = v
 		}
 	case bucketRoots, bucketParents, bucketDue:
-		i := firstNUL(k)
+		i := bytes.IndexByte(k, 0)
 		if i < 0 {
 			return bad("want <session> NUL <id>")
 		}
@@ -165,7 +166,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 			e.Record = v
 		}
 	case bucketRunning, bucketUnread:
-		i := firstNUL(k)
+		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {
 			return bad("want <root> NUL <time> NUL <id>")
 		}
@@ -192,7 +193,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		}
 		e.Member = binary.BigEndian.Uint64(v)
 	case bucketTexts:
-		i := firstNUL(k)
+		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) != i+2 || int(k[i+1]) >= len((&fsm.Delegation{}).Texts()) {
 			return bad("want <id> NUL <text number>")
 		}
@@ -206,15 +207,6 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		e.Notification = &n
 	}
 	return e
-}
-
-func firstNUL(k []byte) int {
-	for i, c := range k {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 // resolve reads what a records or texts entry points at: the summary the

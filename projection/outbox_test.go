@@ -60,7 +60,7 @@ func TestPersistNotifyReadUnread(t *testing.T) {
 	if err != nil || string(file) != string(artifact.Render(&done)) {
 		t.Fatalf("artifact on disk %q (%v)", file, err)
 	}
-	ns, _ := s.Notifications("")
+	ns := must(s.Notifications(""))(t)
 	if len(ns) != 1 || ns[0].ID != "terminal:"+d.ID || ns[0].Text != artifact.TerminalNotification(&done, filepath.Join(dir, done.ArtifactPath), 1) {
 		t.Fatalf("outbox after complete: %+v", ns)
 	}
@@ -80,7 +80,7 @@ func TestPersistNotifyReadUnread(t *testing.T) {
 	if got := dueIDs(t, s, ""); got != "" {
 		t.Fatalf("outbox after ack: %q", got)
 	}
-	unread, _ := s.List("ses_root", ListOptions{Unread: true})
+	unread := must(s.List("ses_root", ListOptions{Unread: true}))(t)
 	if len(unread) != 1 || unread[0].ID != d.ID {
 		t.Fatalf("unread after notification: %+v", unread)
 	}
@@ -91,7 +91,7 @@ func TestPersistNotifyReadUnread(t *testing.T) {
 	if err != nil || !res.Artifact || res.Text != string(file) {
 		t.Fatalf("read: %+v %v", res, err)
 	}
-	if unread, _ := s.List("ses_root", ListOptions{Unread: true}); len(unread) != 0 {
+	if unread := must(s.List("ses_root", ListOptions{Unread: true}))(t); len(unread) != 0 {
 		t.Fatalf("still unread after read: %+v", unread)
 	}
 	// Visibility is per root session.
@@ -267,7 +267,7 @@ func TestCrashAfterArtifact(t *testing.T) {
 	s, _ := openManual(t, dir)
 	d := register(t, s)
 	unblock := blockArtifacts(t, dir)
-	got, _ := s.Complete(ctx, d.ID, "kept result", "", "")
+	got := must(s.Complete(ctx, d.ID, "kept result", "", ""))(t)
 	s.Close()
 	unblock()
 	rel, _ := artifact.RelPath(got.ProjectID, got.RootSessionID, got.ID)
@@ -286,7 +286,7 @@ func checkPersistedOnce(t *testing.T, s *Store, dir, id string) {
 	if k := kinds(t, s, id); k != "registered completed persisted" {
 		t.Fatalf("events after recovery: %s", k)
 	}
-	d, _ := s.Get(id)
+	d := must(s.Get(id))(t)
 	file, err := os.ReadFile(filepath.Join(dir, d.ArtifactPath))
 	if err != nil || string(file) != string(artifact.Render(&d)) {
 		t.Fatalf("artifact after recovery: %q %v", file, err)
@@ -424,7 +424,7 @@ func TestCarried(t *testing.T) {
 	}
 	r := registration()
 	r.RootSessionID = "ses_root2" // a root whose name extends the first must not leak in
-	other, _ := s.Register(ctx, r)
+	other := must(s.Register(ctx, r))(t)
 	s.Complete(ctx, other.ID, "elsewhere", "", "")
 	s.Ack(ctx, TerminalNotificationID(other.ID))
 	s.Read(ctx, "ses_root", done[1], 0)
@@ -439,10 +439,10 @@ func TestCarried(t *testing.T) {
 	if len(unread) != 2 || unread[0].ID != done[2] || unread[1].ID != done[0] {
 		t.Fatalf("unread, newest first: got %v %v, want %s %s", unread[0].ID, unread[1].ID, done[2], done[0])
 	}
-	if _, unread, _ := s.Carried("ses_root", 1); len(unread) != 1 || unread[0].ID != done[2] {
+	if _, unread, err := s.Carried("ses_root", 1); err != nil || len(unread) != 1 || unread[0].ID != done[2] {
 		t.Fatalf("max 1 unread: %+v", unread)
 	}
-	if running, unread, _ := s.Carried("ses_root2", 0); len(running) != 0 || len(unread) != 1 || unread[0].ID != other.ID {
+	if running, unread, err := s.Carried("ses_root2", 0); err != nil || len(running) != 0 || len(unread) != 1 || unread[0].ID != other.ID {
 		t.Fatalf("ses_root2: %+v %+v", running, unread)
 	}
 }
@@ -514,5 +514,17 @@ func TestViewsFollowTheEvents(t *testing.T) {
 	r.IdempotencyKey = strings.Repeat("k", 250)
 	if _, err := s.Register(ctx, r); !errors.Is(err, fsm.ErrInvalid) || !strings.Contains(err.Error(), "idempotency key is 250 bytes") {
 		t.Fatalf("long idempotency key: %v", err)
+	}
+}
+
+// must returns a call's value, failing the test on its error:
+// must(s.Get(id))(t).
+func must[T any](v T, err error) func(*testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
 	}
 }

@@ -617,17 +617,8 @@ func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // idOfKey returns the delegation id at the end of a view key.
 func idOfKey(k []byte) string {
-	if i := lastNUL(k); i >= 0 {
+	if i := bytes.LastIndexByte(k, 0); i >= 0 {
 		return string(k[i+1:])
 	}
 	return string(k)
-}
-
-func lastNUL(k []byte) int {
-	for i := len(k) - 1; i >= 0; i-- {
-		if k[i] == 0 {
-			return i
-		}
-	}
-	return -1
 }
