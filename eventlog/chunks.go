@@ -124,13 +124,7 @@ func chunkChecksum(key, data []byte) uint64 {
 // leave chunks of its sequence numbers in free pages, found by Salvage).
 func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, p chunkedPayload) []byte {
 	start := len(dst)
-	dst = append(dst, recordChunked)
-	dst = binary.BigEndian.AppendUint16(dst, kind)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano))
-	dst = append(dst, byte(len(stream)))
-	dst = append(dst, stream...)
-	dst = append(dst, byte(len(key)))
-	dst = append(dst, key...)
+	dst = appendHead(dst, recordChunked, kind, unixNano, stream, key)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(p.length))
 	dst = binary.BigEndian.AppendUint32(dst, uint32(p.chunkLen))
 	dst = binary.BigEndian.AppendUint64(dst, p.hash)

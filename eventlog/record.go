@@ -63,16 +63,22 @@ func encodedLen(streamLen, keyLen, payloadLen int) int {
 // The caller has validated the field sizes.
 func appendRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, payload []byte) []byte {
 	start := len(dst)
-	dst = append(dst, recordInline)
+	dst = appendHead(dst, recordInline, kind, unixNano, stream, key)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
+	dst = append(dst, payload...)
+	return binary.BigEndian.AppendUint64(dst, checksum(seq, dst[start:]))
+}
+
+// appendHead appends the fields every record starts with, inline or
+// chunked: version, kind, time, stream and key.
+func appendHead(dst []byte, version byte, kind uint16, unixNano int64, stream, key string) []byte {
+	dst = append(dst, version)
 	dst = binary.BigEndian.AppendUint16(dst, kind)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano))
 	dst = append(dst, byte(len(stream)))
 	dst = append(dst, stream...)
 	dst = append(dst, byte(len(key)))
-	dst = append(dst, key...)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
-	dst = append(dst, payload...)
-	return binary.BigEndian.AppendUint64(dst, checksum(seq, dst[start:]))
+	return append(dst, key...)
 }
 
 func checksum(seq uint64, body []byte) uint64 {

@@ -114,24 +114,7 @@ func InspectView(tx *eventlog.Tx, name string, fn func(ViewEntry) error) error {
 // holds it in tx, or nil when it holds none. A text whose event fails the
 // log's checks is left empty: reading the log reports that damage.
 func InspectRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	d, err := loadStored(tx, id)
-	if err != nil || d == nil {
-		return d, err
-	}
-	b, err := tx.Bucket(bucketTexts)
-	if err != nil || b == nil {
-		return d, err
-	}
-	for i, t := range d.Texts() {
-		if v := b.Get(textKey(id, i)); v != nil {
-			text, err := readText(tx, v, i, true)
-			if err != nil && !errors.Is(err, eventlog.ErrCorrupt) {
-				return nil, fmt.Errorf("texts view %q text %d: %w", id, i, err)
-			}
-			*t = text
-		}
-	}
-	return d, nil
+	return loadWithTexts(tx, id, true, func(error) string { return "" })
 }
 
 // ViewsCheckpoint returns the sequence number of the last record the views

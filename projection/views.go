@@ -463,8 +463,19 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 }
 
 // loadRecord reads a delegation's whole record, its texts included (each
-// read from the event that set it); nil when there is none.
+// read from the event that set it); nil when there is none. One damaged
+// event costs its text, not the record, nor every listing, block and
+// notification that shows it: the text says it is lost and what to run.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	return loadWithTexts(tx, id, false, func(err error) string {
+		return fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err)
+	})
+}
+
+// loadWithTexts reads a delegation's record and its texts, each checked
+// against its length (and, when hashed, its hash); a text whose event
+// fails the log's checks is lost(err) instead.
+func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(error) string) (*fsm.Delegation, error) {
 	d, err := loadStored(tx, id)
 	if err != nil || d == nil {
 		return d, err
@@ -478,14 +489,11 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 		if v == nil {
 			continue
 		}
-		if *t, err = readText(tx, v, i, false); err != nil {
-			if errors.Is(err, eventlog.ErrCorrupt) {
-				// One damaged event costs its text, not the record, nor
-				// every listing, block and notification that shows it.
-				*t = fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err)
-				continue
+		if *t, err = readText(tx, v, i, hashed); err != nil {
+			if !errors.Is(err, eventlog.ErrCorrupt) {
+				return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
 			}
-			return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
+			*t = lost(err)
 		}
 	}
 	return d, nil
