@@ -92,7 +92,7 @@ func (l *Log) replay(p Projector, from uint64) error {
 	for from <= l.Last() {
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			var err error
-			buf, err = readChunk(tx.Bucket(bucketEvents), from, buf[:0])
+			buf, _, err = readChunk(tx.Bucket(bucketEvents), from, buf[:0])
 			if err != nil {
 				return err
 			}

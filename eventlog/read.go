@@ -9,10 +9,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// scanChunk is how many records Records reads per read transaction. Short
-// transactions keep a long scan from holding bbolt's mmap lock, which would
-// stall a writer that needs to grow the file.
-const scanChunk = 1024
+// scanChunk and scanBytes bound what Records reads per read transaction
+// (records, payload bytes; at least one record). Short transactions keep a
+// long scan from holding bbolt's mmap lock, which would stall a writer that
+// needs to grow the file, and the memory a chunk holds from following the
+// payloads' sizes.
+const (
+	scanChunk = 1024
+	scanBytes = 16 << 20
+)
 
 // Records yields every record with a sequence number of at least from, in
 // order, up to the last record committed when each chunk is read. A record
@@ -27,9 +32,10 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 		for {
 			buf = buf[:0]
 			var bad error
+			var more bool
 			err := guard(fmt.Sprintf("read records from %d", from), func() error {
 				return l.db.View(func(tx *bolt.Tx) error {
-					buf, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
+					buf, more, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
 					return nil
 				})
 			})
@@ -46,7 +52,7 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 				yield(Record{}, bad)
 				return
 			}
-			if len(buf) < cap(buf) {
+			if !more {
 				return
 			}
 			from = buf[len(buf)-1].Seq + 1
@@ -54,27 +60,30 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 	}
 }
 
-// readChunk appends up to cap(buf)-len(buf) records starting at from.
-func readChunk(b *bolt.Bucket, from uint64, buf []Record) ([]Record, error) {
+// readChunk appends records starting at from, up to cap(buf)-len(buf) of
+// them and scanBytes of payload. more reports that the log holds a next one.
+func readChunk(b *bolt.Bucket, from uint64, buf []Record) (_ []Record, more bool, _ error) {
 	c := b.Cursor()
 	chunks := txChunks(b.Tx())
-	want := from
-	for k, v := c.Seek(u64(from)); k != nil && len(buf) < cap(buf); k, v = c.Next() {
+	want, size := from, 0
+	k, v := c.Seek(u64(from))
+	for ; k != nil && len(buf) < cap(buf) && size < scanBytes; k, v = c.Next() {
 		seq, err := seqKey(k)
 		if err != nil {
-			return buf, err
+			return buf, false, err
 		}
 		if seq != want {
-			return buf, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
+			return buf, false, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
 		}
 		r, err := decodeWith(seq, v, chunks)
 		if err != nil {
-			return buf, err
+			return buf, false, err
 		}
 		buf = append(buf, r)
+		size += len(r.Payload)
 		want++
 	}
-	return buf, nil
+	return buf, k != nil, nil
 }
 
 func seqKey(k []byte) (uint64, error) {

@@ -20,8 +20,9 @@ type Scratch struct {
 	last uint64
 }
 
-// scratchMmap is the scratch file's initial mapping.
-const scratchMmap = 16 << 30
+// scratchMmap is the scratch file's initial mapping: 16 GiB of address
+// space on 64-bit platforms, 1 GiB on 32-bit ones.
+const scratchMmap = 1 << (30 + 4*(^uint(0)>>63))
 
 // OpenScratch creates a scratch file in dir (os.TempDir() when empty).
 func OpenScratch(dir string) (*Scratch, error) {
@@ -34,13 +35,19 @@ func OpenScratch(dir string) (*Scratch, error) {
 	}
 	path := f.Name()
 	f.Close()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	opts := &bolt.Options{
 		NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
 		// Address space, not memory: growing the file then never remaps
 		// it, and a remap in a write transaction copies every key and
 		// value the transaction touched to the heap.
 		InitialMmapSize: scratchMmap,
-	})
+	}
+	db, err := bolt.Open(path, 0o600, opts)
+	if err != nil {
+		// A limit on address space (ulimit -v): map as the file grows.
+		opts.InitialMmapSize = 0
+		db, err = bolt.Open(path, 0o600, opts)
+	}
 	if err != nil {
 		os.Remove(path)
 		return nil, fmt.Errorf("scratch file %s: %w", path, err)

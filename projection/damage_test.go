@@ -3,18 +3,22 @@ package projection
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/delegations/delegations/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
 // TestDamagedTextCostsOnlyItself: a record of the log that fails its
 // checksum holds a delegation's progress text. The delegation is still
-// read, listed and carried into a compacted context (its text says it is
-// lost and what to run), and its neighbours lose nothing.
+// listed and carried into a compacted context (its text says it is lost and
+// what to run), and its neighbours lose nothing; but what would decide with
+// the text or write it down (a command, an artifact, show) refuses, naming
+// the damage, instead of recording the placeholder as if it were the text.
 func TestDamagedTextCostsOnlyItself(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -70,13 +74,12 @@ func TestDamagedTextCostsOnlyItself(t *testing.T) {
 	lost := func(text string) bool {
 		return strings.HasPrefix(text, "[text lost: ") && strings.Contains(text, "delegations recover")
 	}
-	got, err := s.Get(hit.ID)
-	if err != nil || !lost(got.Progress) || got.Prompt != "the prompt" {
-		t.Fatalf("Get of the damaged delegation: progress %q prompt %q, %v", got.Progress, got.Prompt, err)
-	}
 	running, _, err := s.Carried("ses_root", 0)
 	if err != nil || len(running) != 2 {
 		t.Fatalf("Carried: %d running, %v; want both", len(running), err)
+	}
+	if running[0].ID != hit.ID || !lost(running[0].Progress) || running[0].Prompt != "the prompt" {
+		t.Errorf("the damaged delegation in the block: %+v", running[0])
 	}
 	if running[1].ID != other.ID || running[1].Progress != "reading the tests" {
 		t.Errorf("the intact neighbour: %+v", running[1])
@@ -85,8 +88,17 @@ func TestDamagedTextCostsOnlyItself(t *testing.T) {
 	if err != nil || len(active) != 2 {
 		t.Fatalf("Active: %d, %v; want both", len(active), err)
 	}
-	// The delegation still takes commands.
-	if d, err := s.Complete(ctx, hit.ID, "done anyway", "", ""); err != nil || d.Result != "done anyway" {
-		t.Fatalf("Complete after the damage: %+v %v", d, err)
+	if _, err := s.Get(hit.ID); !errors.Is(err, eventlog.ErrCorrupt) || !strings.Contains(err.Error(), "delegations recover") {
+		t.Errorf("Get of the damaged delegation: %v, want the damage named with what to run", err)
+	}
+	last := s.Log().Last()
+	if _, err := s.Timeout(ctx, hit.ID); !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Errorf("a timeout, whose partial output is the lost text: %v, want the damage", err)
+	}
+	if s.Log().Last() != last {
+		t.Errorf("the refused command appended %d events", s.Log().Last()-last)
+	}
+	if d, err := s.Complete(ctx, other.ID, "done", "", ""); err != nil || d.Result != "done" || d.PersistedAt.IsZero() {
+		t.Errorf("the neighbour completes: %+v %v", d, err)
 	}
 }

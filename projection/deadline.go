@@ -110,7 +110,7 @@ func (s *Store) Active(f ActiveFilter) ([]fsm.Delegation, error) {
 			return err
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			d, err := loadRecord(tx, idOfKey(k))
+			d, err := loadShown(tx, idOfKey(k))
 			switch {
 			case err != nil:
 				return err

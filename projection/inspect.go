@@ -32,12 +32,7 @@ const (
 )
 
 // CycleView is a parent session's current cycle as the cycles view holds it.
-type CycleView struct {
-	Cycle    uint64 `json:"cycle"`
-	Active   int    `json:"active"`   // active delegations of the parent
-	Members  int    `json:"members"`  // delegations registered in this cycle
-	Notified int    `json:"notified"` // of those, acknowledged terminal notifications
-}
+type CycleView = fsm.Cycle
 
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
@@ -114,7 +109,7 @@ func InspectView(tx *eventlog.Tx, name string, fn func(ViewEntry) error) error {
 // holds it in tx, or nil when it holds none. A text whose event fails the
 // log's checks is left empty: reading the log reports that damage.
 func InspectRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadWithTexts(tx, id, true, func(error) string { return "" })
+	return loadWithTexts(tx, id, true, func(int, error) (string, error) { return "", nil })
 }
 
 // ViewsCheckpoint returns the sequence number of the last record the views

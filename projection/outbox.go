@@ -126,7 +126,7 @@ func (s *Store) render(tx *eventlog.Tx, n *Notification) error {
 		n.Text = artifact.AllCompleteNotification(n.Parent, n.Cycle)
 		return nil
 	}
-	d, err := loadRecord(tx, n.Delegation)
+	d, err := loadShown(tx, n.Delegation)
 	if err != nil {
 		return err
 	}

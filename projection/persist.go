@@ -103,25 +103,38 @@ func (s *Store) recover(rebuild bool) error {
 // is gone, or a file an older renderer wrote), nothing is written: a rebuild
 // never writes bytes the log did not record. Replay reports those.
 func (s *Store) rewriteArtifacts() error {
+	// The records without their texts: a file that matches needs no more,
+	// and memory does not follow the texts of the whole history.
 	var ds []fsm.Delegation
 	err := s.log.View(func(tx *eventlog.Tx) error {
-		var err error
-		ds, err = allRecords(tx)
-		return err
+		b, err := tx.Bucket(bucketRecords)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			d, err := loadStored(tx, string(k))
+			if err == nil && d != nil && !d.PersistedAt.IsZero() {
+				ds = append(ds, *d)
+			}
+			return err
+		})
 	})
 	if err != nil {
 		return err
 	}
 	for i := range ds {
-		d := &ds[i]
-		if d.PersistedAt.IsZero() {
+		if got, err := artifact.Read(s.dir, ds[i].ArtifactPath); err == nil && persistedContent(&ds[i], got) {
 			continue
 		}
-		if got, err := artifact.Read(s.dir, d.ArtifactPath); err == nil && persistedContent(d, got) {
+		d, err := s.Get(ds[i].ID)
+		if errors.Is(err, eventlog.ErrCorrupt) {
+			s.logf.Warn("artifact missing or changed, and a text it shows is damaged in the log; left as it is", "id", ds[i].ID, "err", err)
 			continue
+		} else if err != nil {
+			return err
 		}
-		want := artifact.Render(d)
-		if !persistedContent(d, want) {
+		want := artifact.Render(&d)
+		if !persistedContent(&d, want) {
 			s.logf.Warn("artifact missing or changed, and the log cannot regenerate it byte for byte; left as it is",
 				"id", d.ID, "path", d.ArtifactPath)
 			continue

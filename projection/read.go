@@ -386,7 +386,7 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 					return fmt.Errorf("roots view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 				}
 			} else {
-				r, err := loadRecord(tx, string(id))
+				r, err := loadShown(tx, string(id))
 				if err != nil {
 					return err
 				}
@@ -450,23 +450,6 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 	return out, nil
 }
 
-// allRecords returns every record, by id.
-func allRecords(tx *eventlog.Tx) ([]fsm.Delegation, error) {
-	b, err := tx.Bucket(bucketRecords)
-	if err != nil || b == nil {
-		return nil, err
-	}
-	var out []fsm.Delegation
-	err = b.ForEach(func(k, _ []byte) error {
-		d, err := loadRecord(tx, string(k))
-		if err == nil && d != nil {
-			out = append(out, *d)
-		}
-		return err
-	})
-	return out, err
-}
-
 // Carried returns what a compacted context must carry for a root session:
 // its active delegations in registration order, and its unread ones, newest
 // completion first, at most maxUnread (0: all). It reads the running and
@@ -478,7 +461,7 @@ func (s *Store) Carried(root string, maxUnread int) (running, unread []fsm.Deleg
 	prefix := pairKey(root, "")
 	err = s.log.View(func(tx *eventlog.Tx) error {
 		load := func(k []byte, into *[]fsm.Delegation) error {
-			d, err := loadRecord(tx, idOfKey(k))
+			d, err := loadShown(tx, idOfKey(k))
 			if err != nil {
 				return err
 			}

@@ -463,19 +463,30 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 }
 
 // loadRecord reads a delegation's whole record, its texts included (each
-// read from the event that set it); nil when there is none. One damaged
-// event costs its text, not the record, nor every listing, block and
-// notification that shows it: the text says it is lost and what to run.
+// read from the event that set it); nil when there is none. A text whose
+// event fails the log's checks is an error wrapping eventlog.ErrCorrupt:
+// commands decide with it and artifacts are rendered from it, so what the
+// damage took must not be written down as if it were the text.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadWithTexts(tx, id, false, func(err error) string {
-		return fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err)
+	return loadWithTexts(tx, id, false, func(i int, err error) (string, error) {
+		return "", fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
+	})
+}
+
+// loadShown is loadRecord for what only shows a record (listings, the
+// compaction block, notifications, a bridge's reconciliation): one damaged
+// event costs its text, which says it is lost and what to run, not the
+// record, nor every listing that shows it.
+func loadShown(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	return loadWithTexts(tx, id, false, func(_ int, err error) (string, error) {
+		return fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err), nil
 	})
 }
 
 // loadWithTexts reads a delegation's record and its texts, each checked
-// against its length (and, when hashed, its hash); a text whose event
-// fails the log's checks is lost(err) instead.
-func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(error) string) (*fsm.Delegation, error) {
+// against its length (and, when hashed, its hash); lost says what becomes
+// of text i when its event fails the log's checks.
+func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(i int, err error) (string, error)) (*fsm.Delegation, error) {
 	d, err := loadStored(tx, id)
 	if err != nil || d == nil {
 		return d, err
@@ -493,7 +504,9 @@ func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(error) str
 			if !errors.Is(err, eventlog.ErrCorrupt) {
 				return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
 			}
-			*t = lost(err)
+			if *t, err = lost(i, err); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return d, nil

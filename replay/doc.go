@@ -73,8 +73,9 @@
 //   - Memory: the replayed state is a record per delegation without its
 //     texts once it is persisted (the artifact's rendering is checked
 //     then), plus its steps' sequence numbers: a few hundred bytes per
-//     delegation, whatever its texts weigh. The rebuild holds a batch of
-//     records (4 MiB) and its write transaction. The findings are kept
+//     delegation, whatever its texts weigh. The reading holds at most
+//     1,024 records or 16 MiB of payloads at a time, the rebuild a batch
+//     of 4 MiB and its write transaction. The findings are kept
 //     whole, so a store with a finding for every delegation (all unread,
 //     say) holds as many.
 //   - The rebuild runs the store's projector over the whole log: it is

@@ -416,8 +416,9 @@ func sweepDeadlines(ctx context.Context, k *keeper, clock projection.Clock, logg
 }
 
 // persistPending is the artifact writer. Terminal commands write their
-// artifact themselves (this may race them to it, harmlessly: a delegation
-// is persisted once, under its lock); this retries the ones that failed
+// artifact themselves (this may race them to it, harmlessly: whoever
+// writes the file writes the same bytes, and persisted is decided once,
+// under the delegation's lock); this retries the ones that failed
 // (a full disk, an unwritable directory) until they succeed, and the
 // terminal notification becomes due with each.
 func persistPending(ctx context.Context, k *keeper, clock projection.Clock, logger *slog.Logger) error {
