@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -80,7 +81,7 @@ func artifactParseRel(rel string) (dir, id string, err error) {
 // and after a crash the file is either absent, old or new. It creates the
 // directories (mode 0700) as needed, writes ".<id>.md.tmp-<random>" (mode
 // 0600) in the same directory, fsyncs it, renames it over the final name
-// and fsyncs the directory (and its parents when it created them). All of
+// and fsyncs the directory (and its parents, the first time). All of
 // it goes through os.Root on dir, so a symlink or ".." cannot lead outside
 // dir. rel must have the shape RelPath returns; a bad rel or
 // content over MaxSize is refused with an error wrapping
@@ -100,8 +101,6 @@ func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) 
 	}
 	defer root.Close()
 
-	_, statErr := root.Stat(relDir)
-	created := errors.Is(statErr, fs.ErrNotExist)
 	if err := root.MkdirAll(relDir, artifactDirMode); err != nil {
 		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
 	}
@@ -133,20 +132,33 @@ func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) 
 	if err = root.Rename(name, path.Join(relDir, id+".md")); err != nil {
 		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
 	}
-	// The rename is durable once the directory is; new directories are
-	// durable once their parents are.
+	// The rename is durable once the directory is, and the directory once
+	// its parents are: they are synced too until this process has seen
+	// them synced (a directory another writer is creating at this moment
+	// is not durable yet just because it exists).
 	syncs := []string{relDir}
-	if created {
+	dirKey := filepath.Join(dir, filepath.FromSlash(relDir))
+	_, durable := durableDirs.Load(dirKey)
+	if !durable {
 		syncs = append(syncs, path.Dir(relDir), ".")
 	}
 	for _, d := range syncs {
-		if serr := artifactSyncDir(root, d); serr != nil {
+		if serr := syncDir(root, d); serr != nil {
 			// The file is in place; only its durability is in doubt.
 			return 0, 0, fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
 		}
 	}
+	durableDirs.Store(dirKey, struct{}{})
 	return int64(len(content)), xxhash.Sum64(content), nil
 }
+
+// durableDirs holds the session directories whose entries, and their
+// parents', this process has synced: later writes there sync only the
+// directory they rename in.
+var durableDirs sync.Map
+
+// syncDir is artifactSyncDir; tests count its calls.
+var syncDir = artifactSyncDir
 
 // artifactSyncDir fsyncs a directory inside root. Windows cannot sync a
 // directory and does not need to.

@@ -448,3 +448,34 @@ func TestWriteArtifactLeavesNoTempOnFailure(t *testing.T) {
 		t.Errorf("session directory holds %q, want no temp file", names)
 	}
 }
+
+// TestWriteSyncsParentsUntilSeenDurable: a session directory that exists
+// (created by another writer, or before this process) is not known to be
+// durable: the first write there syncs it and its parents; later writes
+// sync only the directory they rename in.
+func TestWriteSyncsParentsUntilSeenDurable(t *testing.T) {
+	var synced []string
+	syncDir = func(root *os.Root, name string) error {
+		synced = append(synced, name)
+		return artifactSyncDir(root, name)
+	}
+	t.Cleanup(func() { syncDir = artifactSyncDir })
+	dir := t.TempDir()
+	// Another writer made the directory and has not synced its parents yet.
+	if err := os.MkdirAll(filepath.Join(dir, "4b825dc642cb6eb9", "ses_root01"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Write(dir, "4b825dc642cb6eb9/ses_root01/brave-red-fox.md", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(synced, " "); got != "4b825dc642cb6eb9/ses_root01 4b825dc642cb6eb9 ." {
+		t.Errorf("first write into an existing directory synced %q, want it and its parents", got)
+	}
+	synced = nil
+	if _, _, err := Write(dir, "4b825dc642cb6eb9/ses_root01/calm-green-otter.md", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(synced, " "); got != "4b825dc642cb6eb9/ses_root01" {
+		t.Errorf("second write synced %q, want only its directory", got)
+	}
+}
