@@ -78,7 +78,7 @@ type ViewEntry struct {
 func InspectViews(tx *eventlog.Tx, fn func(ViewEntry) error) error {
 	for _, name := range viewBuckets {
 		if err := InspectView(tx, name, func(e ViewEntry) error {
-			resolve(tx, &e)
+			Resolve(tx, &e)
 			return fn(e)
 		}); err != nil {
 			return err
@@ -187,9 +187,11 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 	return e
 }
 
-// resolve reads what a records or texts entry points at: the summary the
-// roots view holds, the text from the event that set it.
-func resolve(tx *eventlog.Tx, e *ViewEntry) {
+// Resolve reads what a records or texts entry decoded by DecodeViewEntry
+// points at, in tx: the summary the roots view holds (Record), the text
+// from the event that set it (Value; nil when that event fails the log's
+// checks). Other entries are left as they are.
+func Resolve(tx *eventlog.Tx, e *ViewEntry) {
 	switch {
 	case e.Err != nil:
 	case e.View == bucketRecords:

@@ -300,6 +300,7 @@ type viewCheck struct {
 	st       *state
 	view     string // the view being compared; past every view's name once done
 	key      []byte // the key to resume at; nil: the view's first
+	live     *eventlog.Tx
 	scratch  *eventlog.Tx
 	findings []Finding
 	count    map[string]int       // findings per view
@@ -317,7 +318,7 @@ type viewPair struct {
 // round compares up to roundEntries entries from the position, and
 // reports whether every view is done.
 func (c *viewCheck) round(live, scratch *eventlog.Tx) (bool, error) {
-	c.scratch = scratch
+	c.live, c.scratch = live, scratch
 	names := live.ViewNames()
 	for _, n := range scratch.ViewNames() {
 		if !slices.Contains(names, n) {
@@ -510,6 +511,7 @@ func (c *viewCheck) stray(view string, k, v []byte) {
 	case view == projection.ViewTexts && d == nil:
 		c.add(view, Finding{Delegation: got.ID, Diagnosis: "the texts view holds a text of " + quote(got.ID) + ", which has no events in the log."})
 	case view == projection.ViewTexts:
+		projection.Resolve(c.live, got)
 		c.add(view, Finding{Delegation: got.ID, Seqs: []uint64{d.first, d.last},
 			Diagnosis: fmt.Sprintf("text %d of %s in the texts view is %s, the log says %s: show and read return the stored one.", got.Text, got.ID, short(string(got.Value)), short(""))})
 	case view == projection.ViewCycles:
@@ -532,13 +534,21 @@ func (c *viewCheck) stray(view string, k, v []byte) {
 // differ reports an entry whose value differs.
 func (c *viewCheck) differ(view string, k, lv, sv []byte) {
 	got, want := entry(view, k, lv), entry(view, k, sv)
+	switch view {
+	case projection.ViewRecords: // pointers into each file's roots view
+		projection.Resolve(c.live, got)
+		projection.Resolve(c.scratch, want)
+	case projection.ViewTexts: // references to events of the one log
+		projection.Resolve(c.live, got)
+		projection.Resolve(c.live, want)
+	}
 	d := c.st.ds[want.ID]
 	switch {
 	case got.Err != nil:
 		c.add(view, Finding{Delegation: got.ID, Diagnosis: "a malformed entry: " + got.Err.Error() + "."})
 	case view == projection.ViewRecords && d != nil:
 		c.add(view, Finding{Delegation: want.ID, Seqs: []uint64{d.first, d.last},
-			Diagnosis: "the stored record of " + want.ID + " is not what its events replay to: " + recordDiff(got.Value, want.Value) +
+			Diagnosis: "the stored record of " + want.ID + " is not what its events replay to: " + recordDiff(got.Record, want.Record) +
 				". Every reader (show, list, read, compaction) sees the stored one."})
 	case view == projection.ViewTexts && d != nil:
 		c.add(view, Finding{Delegation: want.ID, Seqs: []uint64{d.first, d.last},
