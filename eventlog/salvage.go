@@ -105,16 +105,20 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	// hash, so only record seq's own chunks pass as its chunks: a copy
 	// left by a failed commit of another record seq, or a damaged one, is
 	// passed over and counted in StaleChunks. Candidates are slices of the
-	// mapped file (copies of their page only where the file could not be
-	// mapped): memory goes with the number of chunk-shaped pairs, about
-	// 40 bytes each, not with their size.
+	// mapped file, one per copy (copies of their page only where the file
+	// could not be mapped): memory goes with the number of chunk-shaped
+	// pairs in the file, a slice header and a map entry each (about 50
+	// bytes), not with their size.
 	chunks := map[[chunkKeyLen]byte][][]byte{}
 	// take passes the record of e to keep now, or later when its payload
 	// is in chunks.
 	take := func(e elem, keep func(Record) bool, later *[]elem) {
 		if len(e.key) == chunkKeyLen {
-			if chunkShaped(e.key, e.value) {
-				k := [chunkKeyLen]byte(e.key)
+			k := [chunkKeyLen]byte(e.key)
+			// The scan meets every page the tree walk read: in the
+			// mapped file, the same copy.
+			same := func(v []byte) bool { return &v[0] == &e.value[0] }
+			if chunkShaped(e.key, e.value) && !slices.ContainsFunc(chunks[k], same) {
 				chunks[k] = append(chunks[k], e.value)
 			}
 			return
