@@ -28,10 +28,17 @@ import (
 //	        sequence number (8 bytes) + chunk number (4 bytes) → data + checksum
 //
 // A chunk's key repeats the sequence number so that a chunk found outside
-// the tree (Salvage) says whose it is. Its checksum is xxhash64 of its key
-// and its data, so a chunk copied under another key fails it. A chunk that
-// is missing or fails its checksum makes its record a *CorruptError, as a
-// damaged record is.
+// the tree (Salvage) says whose it is. Its checksum is xxhash64 of its key,
+// the payload hash its record holds and its data: a chunk copied under
+// another key fails it, and so does a chunk of another payload under the
+// right key, such as one a failed commit of another record with the same
+// sequence number left in free pages (see ErrBroken), which Salvage finds
+// beside the live one and must tell apart. A chunk that is missing or fails
+// its checksum makes its record a *CorruptError, as a damaged record is.
+//
+// Binding the checksum to the payload hash came before format 2 was
+// released: no file holds chunks checked the earlier way, so FormatVersion
+// stays 2.
 var bucketChunks = []byte("chunks")
 
 // InlineLen is the longest payload kept inside its record.
@@ -81,36 +88,50 @@ func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream
 	if err != nil {
 		return fmt.Errorf("chunks of record %d: %w", seq, err)
 	}
-	chunks.FillPercent = 1.0
-	n := chunkCount(len(payload), ChunkLen)
+	chunked := chunkedPayload{length: len(payload), chunkLen: ChunkLen, hash: xxhash.Sum64(payload)}
+	if err := putChunks(chunks, seq, payload, chunked); err != nil {
+		return err
+	}
+	return events.Put(u64(seq), appendChunkedRecord(nil, seq, kind, nanos, stream, key, chunked))
+}
+
+// putChunks stores payload, described by p, in b as the chunks of record
+// seq.
+func putChunks(b *bolt.Bucket, seq uint64, payload []byte, p chunkedPayload) error {
+	b.FillPercent = 1.0
+	n := p.chunks()
 	// One allocation for every chunk's key and value; bbolt keeps them
 	// until the commit.
 	buf := make([]byte, 0, n*(chunkKeyLen+checksumLen)+len(payload))
 	for i := range n {
-		data := payload[i*ChunkLen : min(len(payload), (i+1)*ChunkLen)]
+		data := payload[i*p.chunkLen : min(len(payload), (i+1)*p.chunkLen)]
 		start := len(buf)
 		buf = binary.BigEndian.AppendUint64(buf, seq)
 		buf = binary.BigEndian.AppendUint32(buf, uint32(i))
 		k := buf[start:len(buf):len(buf)]
 		vstart := len(buf)
 		buf = append(buf, data...)
-		buf = binary.BigEndian.AppendUint64(buf, chunkChecksum(k, data))
-		if err := chunks.Put(k, buf[vstart:len(buf):len(buf)]); err != nil {
+		buf = binary.BigEndian.AppendUint64(buf, chunkChecksum(k, p.hash, data))
+		if err := b.Put(k, buf[vstart:len(buf):len(buf)]); err != nil {
 			return err
 		}
 	}
-	chunked := chunkedPayload{length: len(payload), chunkLen: ChunkLen, hash: xxhash.Sum64(payload)}
-	return events.Put(u64(seq), appendChunkedRecord(nil, seq, kind, nanos, stream, key, chunked))
+	return nil
 }
 
 const chunkKeyLen = 8 + 4
 
 func chunkCount(payloadLen, chunkLen int) int { return (payloadLen + chunkLen - 1) / chunkLen }
 
-func chunkChecksum(key, data []byte) uint64 {
+// chunkChecksum is a chunk's checksum: xxhash64 of its key, the payload
+// hash of the record it belongs to (8 bytes) and its data.
+func chunkChecksum(key []byte, payloadHash uint64, data []byte) uint64 {
 	var d xxhash.Digest
 	d.Reset()
 	_, _ = d.Write(key)
+	var h [8]byte
+	binary.BigEndian.PutUint64(h[:], payloadHash)
+	_, _ = d.Write(h[:])
 	_, _ = d.Write(data)
 	return d.Sum64()
 }
@@ -119,9 +140,8 @@ func chunkChecksum(key, data []byte) uint64 {
 // in chunks: the layout of appendRecord with version recordChunked and, in
 // place of the payload, its length and the chunk length (4 bytes each) and
 // the payload's xxhash64 (8 bytes), which a reader checks the chunks put
-// together against: each chunk passing its own checksum does not prove
-// that they all come from the same append (one whose commit failed can
-// leave chunks of its sequence numbers in free pages, found by Salvage).
+// together against, and which every chunk's own checksum includes, binding
+// the chunk to this payload.
 func appendChunkedRecord(dst []byte, seq uint64, kind uint16, unixNano int64, stream, key string, p chunkedPayload) []byte {
 	start := len(dst)
 	dst = appendHead(dst, recordChunked, kind, unixNano, stream, key)
@@ -181,7 +201,7 @@ func (p chunkedPayload) chunks() int { return chunkCount(p.length, p.chunkLen) }
 // assemble reads and checks the chunks of record seq's payload. The
 // payload's own checksum covers every chunk, so it is the one computed on
 // every read; each chunk's checksum is computed only when that one fails,
-// to say which chunk is damaged.
+// to say which chunk is damaged or belongs to another payload.
 func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
 	if src == nil {
 		return nil, corrupt(seq, "the payload is in %d chunks, which were not read", p.chunks())
@@ -190,41 +210,49 @@ func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
 	n := p.chunks()
 	for i := range n {
 		v := src(seq, uint32(i))
-		want := p.chunkLen
-		if i == n-1 {
-			want = p.length - i*p.chunkLen
-		}
 		if v == nil {
 			return nil, corrupt(seq, "payload chunk %d of %d is missing", i, n)
 		}
-		if len(v) != want+checksumLen {
+		if want := p.chunkSize(i); len(v) != want+checksumLen {
 			return nil, corrupt(seq, "payload chunk %d of %d is %d bytes, want %d", i, n, len(v), want+checksumLen)
 		}
-		out = append(out, v[:want]...)
+		out = append(out, v[:len(v)-checksumLen]...)
 	}
 	if got := xxhash.Sum64(out); got != p.hash {
 		for i := range n {
 			v := src(seq, uint32(i))
 			data, sum := v[:len(v)-checksumLen], binary.BigEndian.Uint64(v[len(v)-checksumLen:])
-			if got := chunkChecksum(chunkKey(seq, uint32(i)), data); got != sum {
-				return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x", i, n, sum, got)
+			if got := chunkChecksum(chunkKey(seq, uint32(i)), p.hash, data); got != sum {
+				return nil, corrupt(seq, "payload chunk %d of %d: checksum mismatch: stored %016x, computed %016x (the chunk is damaged or belongs to another payload)", i, n, sum, got)
 			}
 		}
-		return nil, corrupt(seq, "payload checksum mismatch: stored %016x, computed %016x (every chunk passes its own: they come from different appends)", p.hash, got)
+		return nil, corrupt(seq, "payload checksum mismatch: stored %016x, computed %016x, though every chunk passes its own", p.hash, got)
 	}
 	return out, nil
 }
 
-// chunkOf returns the sequence number and chunk number of a chunk found
-// outside the tree (Salvage), when key and value have a chunk's shape and
-// the value passes its checksum.
-func chunkOf(key, value []byte) (seq uint64, i uint32, ok bool) {
-	if len(key) != chunkKeyLen || len(value) < checksumLen {
-		return 0, 0, false
+// chunkSize is how many payload bytes chunk i holds.
+func (p chunkedPayload) chunkSize(i int) int {
+	if i == p.chunks()-1 {
+		return p.length - i*p.chunkLen
 	}
-	data := value[:len(value)-checksumLen]
-	if chunkChecksum(key, data) != binary.BigEndian.Uint64(value[len(data):]) {
-		return 0, 0, false
+	return p.chunkLen
+}
+
+// holds reports whether v, a stored chunk value, is chunk i of this
+// payload of record seq: its length is that chunk's and it passes its
+// checksum, which is bound to the payload's hash.
+func (p chunkedPayload) holds(seq uint64, i int, v []byte) bool {
+	if len(v) != p.chunkSize(i)+checksumLen {
+		return false
 	}
-	return binary.BigEndian.Uint64(key), binary.BigEndian.Uint32(key[8:]), true
+	data := v[:len(v)-checksumLen]
+	return chunkChecksum(chunkKey(seq, uint32(i)), p.hash, data) == binary.BigEndian.Uint64(v[len(data):])
+}
+
+// chunkShaped reports whether a key/value pair found outside the tree
+// (Salvage) has a chunk's shape. Whether it is a chunk of a given record
+// can only be told with that record's payload hash (holds).
+func chunkShaped(key, value []byte) bool {
+	return len(key) == chunkKeyLen && len(value) > checksumLen && len(value) <= MaxPayloadLen+checksumLen
 }

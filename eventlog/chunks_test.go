@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -109,11 +111,27 @@ func TestChunkDamage(t *testing.T) {
 		"missing": func(b *bolt.Bucket) error { return b.Delete(chunkKey(2, 7)) },
 		// A chunk that passes its own checksum but is not the one the
 		// record was written with (as a failed commit's could be).
+		// A chunk changed and given a checksum bound to the record's
+		// payload hash again: only the payload's hash catches it.
 		"forged": func(b *bolt.Bucket) error {
+			_, p, err := decodeHead(2, b.Tx().Bucket(bucketEvents).Get(u64(2)))
+			if err != nil {
+				return err
+			}
 			v := append([]byte(nil), b.Get(chunkKey(2, 7))...)
 			data := v[:len(v)-checksumLen]
 			data[100] ^= 1
-			binary.BigEndian.PutUint64(v[len(data):], chunkChecksum(chunkKey(2, 7), data))
+			binary.BigEndian.PutUint64(v[len(data):], chunkChecksum(chunkKey(2, 7), p.hash, data))
+			return b.Put(chunkKey(2, 7), v)
+		},
+		// Chunk 7 of another payload of record 2, whole and with its own
+		// valid checksum, as a failed commit of another record 2 writes
+		// it: its checksum is bound to the other payload's hash.
+		"other payload": func(b *bolt.Bucket) error {
+			other := bytes.Repeat([]byte("another payload "), 1<<16)
+			p := chunkedPayload{length: len(other), chunkLen: ChunkLen, hash: xxhash.Sum64(other)}
+			data := other[7*ChunkLen : 8*ChunkLen]
+			v := binary.BigEndian.AppendUint64(append([]byte(nil), data...), chunkChecksum(chunkKey(2, 7), p.hash, data))
 			return b.Put(chunkKey(2, 7), v)
 		},
 		"short": func(b *bolt.Bucket) error {
@@ -163,6 +181,8 @@ func TestChunkDamage(t *testing.T) {
 			}
 			if err := l.Verify(context.Background()); !errors.As(err, &ce) || ce.Seq != 2 {
 				t.Fatalf("Verify: %v", err)
+			} else if name == "other payload" && !strings.Contains(err.Error(), "payload chunk 7 of 33: checksum mismatch") {
+				t.Fatalf("Verify does not name the chunk of another payload: %v", err)
 			}
 			s, err := Salvage(path)
 			if err != nil {
@@ -327,4 +347,133 @@ func TestSalvageLosesOnlyTheDamagedChunkedRecord(t *testing.T) {
 	if err := l.Verify(context.Background()); !errors.As(err, &ce) || ce.Seq != 2 {
 		t.Fatalf("Verify: %v", err)
 	}
+}
+
+// TestSalvageSkipsStaleChunks builds the file a failed commit leaves: an
+// append of record 4 (1 MiB, in chunks) wrote its pages and never became
+// part of the tree; then another record 4, of the same length, was
+// appended and committed. The failed commit's pages are free pages holding
+// a valid record 4 and its chunks, under the same keys as the live ones
+// and met first by a scan. With the branch page of the live record's
+// chunks damaged, Salvage finds them only by scanning: it must bring back
+// the live record byte for byte, take none of the stale chunks, and say
+// how many it passed over. Readers and Verify, given a stale chunk in
+// place of a live one, name that chunk.
+func TestSalvageSkipsStaleChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.db")
+	l := openTest(t, path, Options{})
+	for i := 1; i <= 3; i++ {
+		mustAppend(t, l, Append{Stream: "a", Entries: []Entry{entry(1, fmt.Sprint("small ", i))}})
+	}
+	const chunks = 8
+	live := bytes.Repeat([]byte("live payload 4  "), chunks*ChunkLen/16)[:chunks*ChunkLen-100]
+	stale := bytes.Repeat([]byte("stale payload 4 "), chunks*ChunkLen/16)[:len(live)]
+	// The failed commit's pages: record 4 and its chunks as putRecord
+	// writes them, in a bucket of their own so that the live append does
+	// not reuse their pages, dropped (its pages freed, their bytes kept)
+	// once the live record is committed.
+	failed := []byte("failed-commit")
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(failed)
+		if err != nil {
+			return err
+		}
+		p := chunkedPayload{length: len(stale), chunkLen: ChunkLen, hash: xxhash.Sum64(stale)}
+		if err := b.Put(u64(4), appendChunkedRecord(nil, 4, 9, t0.UnixNano(), "b", "", p)); err != nil {
+			return err
+		}
+		c, err := b.CreateBucket(bucketChunks)
+		if err == nil {
+			c, err = c.CreateBucket(u64(4))
+		}
+		if err != nil {
+			return err
+		}
+		return putChunks(c, 4, stale, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, Append{Stream: "b", Entries: []Entry{{Kind: 9, Time: t0, Payload: live}}})
+	if err := l.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(failed) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The scan must meet the stale copy of every chunk first.
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range chunks {
+		key := chunkKey(4, uint32(i))
+		firstStale, firstLive := -1, -1
+		for off := 0; ; off++ {
+			j := bytes.Index(raw[off:], key)
+			if j < 0 {
+				break
+			}
+			off += j
+			data := raw[off+len(key):]
+			if firstStale < 0 && bytes.HasPrefix(data, stale[i*ChunkLen:i*ChunkLen+64]) {
+				firstStale = off
+			}
+			if firstLive < 0 && bytes.HasPrefix(data, live[i*ChunkLen:i*ChunkLen+64]) {
+				firstLive = off
+			}
+		}
+		if firstStale < 0 || firstLive < firstStale {
+			t.Fatalf("chunk %d: the stale copy (at %d) is not before the live one (at %d)", i, firstStale, firstLive)
+		}
+	}
+	// Damage the branch page of the live record's chunks.
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	pf, err := readLayout(f, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var branches []uint64
+	pf.walk(nil, func(id uint64, leaf bool, bucket []string) {
+		if !leaf && len(bucket) == 2 && bucket[0] == string(bucketChunks) && bucket[1] == string(u64(4)) {
+			branches = append(branches, id)
+		}
+	})
+	f.Close()
+	if len(branches) != 1 {
+		t.Fatalf("record 4's chunks have %d branch pages, want 1", len(branches))
+	}
+	off := int(branches[0]) * pf.pageSize
+	copy(raw[off+pageHeaderLen:off+pf.pageSize], bytes.Repeat([]byte{0xff}, pf.pageSize))
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Salvage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Damage) == 0 {
+		t.Fatal("Salvage reported no damage: the scan was not needed")
+	}
+	want := map[uint64][]byte{1: []byte("small 1"), 2: []byte("small 2"), 3: []byte("small 3"), 4: live}
+	checkPayloads(t, s.Records, want)
+	if !slices.Equal(s.ChunkConflicts, []uint64{4}) || s.StaleChunks != chunks {
+		t.Errorf("chunk conflicts %v, %d stale chunks passed over; want [4] and %d", s.ChunkConflicts, s.StaleChunks, chunks)
+	}
+	if len(s.Conflicts) != 0 {
+		t.Errorf("conflicts %v: the live record 4 is in the tree", s.Conflicts)
+	}
+	out := filepath.Join(t.TempDir(), "restored.db")
+	if _, err := Restore(out, s.Records); err != nil {
+		t.Fatal(err)
+	}
+	r := openTest(t, out, Options{ReadOnly: true})
+	defer r.Close()
+	checkPayloads(t, collect(t, r, 1), want)
 }

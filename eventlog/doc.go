@@ -19,7 +19,8 @@
 //
 // A payload longer than InlineLen is stored in chunks of at most ChunkLen
 // bytes, in a bucket of its own, written in the same commit as its record
-// and each with its own checksum (chunks.go): bbolt writes a whole leaf
+// and each with its own checksum, bound to the record's payload hash
+// (chunks.go): bbolt writes a whole leaf
 // again whenever a key in it changes, so a large payload kept in the
 // events bucket's last leaf would be written again by every append after
 // it. A record costs its own bytes once, whatever its size, and no stored
@@ -56,7 +57,9 @@
 //   - Salvage and Restore are the recovery: every record that passes its
 //     checksum (and whose chunks all pass theirs), found without trusting
 //     the tree, written into a new log. A chunk that is missing or damaged
-//     loses its record, as damage to the record itself would.
+//     loses its record, as damage to the record itself would; a chunk of
+//     another payload with the same key (a failed commit's) is never
+//     taken for the record's, and is reported.
 //     Sequence numbers have no gaps, so records after a lost one are
 //     renumbered.
 //   - Values read through a Tx's view buckets are valid only inside the

@@ -20,6 +20,14 @@ type Salvaged struct {
 	// records were found outside the tree (a commit whose outcome was
 	// unknown may leave one); the first found is in Records.
 	Conflicts []uint64
+	// ChunkConflicts lists the chunked records in Records for which a
+	// chunk copy that is not theirs was found under one of their chunks'
+	// keys and passed over: a chunk of a commit whose outcome was unknown
+	// (another record with the same sequence number), or a damaged copy.
+	// StaleChunks counts those copies. A chunk's checksum is bound to its
+	// record's payload, so such a copy can never be taken for the record's.
+	ChunkConflicts []uint64
+	StaleChunks    int
 	// Damage lists what is wrong with the file's structure.
 	Damage []error
 	// PageSize is the page size used to scan (0 when none fit).
@@ -53,10 +61,16 @@ func (s *Salvaged) Lost() []uint64 {
 // they are harmless, and they are what brings back records whose branch
 // pages are damaged. Records of a commit whose outcome was unknown (see
 // ErrBroken) and that never became part of the tree can be found too: they
-// are taken only where the tree has nothing for that sequence number.
+// are taken only where the tree has nothing for that sequence number. Their
+// chunks can be found too, under the same keys as the live record's: every
+// copy found is a candidate, and a record takes only chunks whose checksum,
+// bound to its own payload hash, passes (ChunkConflicts says where others
+// were passed over), so whichever copy the scan meets first, an intact
+// record is never lost to another's chunks.
 //
 // Salvage opens the file read-only and takes no lock: the caller makes sure
-// no process writes to it. It holds every record it finds in memory.
+// no process writes to it. It holds every record it finds in memory, and a
+// slice of the mapped file for every chunk-shaped pair.
 func Salvage(path string) (*Salvaged, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -84,24 +98,28 @@ func Salvage(path string) (*Salvaged, error) {
 
 func salvage(pf *pageFile, size int64, out *Salvaged) {
 	found := map[uint64]Record{}
-	// A chunked record's payload is in the chunks bucket: intact chunks
-	// are gathered from the tree and from every leaf page (a chunk's
-	// checksum covers its key, so a pair from another bucket cannot pass
-	// as one), and chunked records are decoded once every page was read.
-	// The tree's chunk under a key wins, then the first found; the
-	// record's checksum of its whole payload rejects a mix.
-	chunks := map[[chunkKeyLen]byte][]byte{}
-	src := func(seq uint64, i uint32) []byte {
-		return chunks[[chunkKeyLen]byte(chunkKey(seq, i))]
-	}
+	// A chunked record's payload is in the chunks bucket: every pair with
+	// a chunk's shape, from the tree and from every leaf page, is kept as
+	// a candidate for its key, and chunked records are decoded once every
+	// page was read. A chunk's checksum is bound to its record's payload
+	// hash, so only record seq's own chunks pass as its chunks: a copy
+	// left by a failed commit of another record seq, or a damaged one, is
+	// passed over and counted in StaleChunks. Candidates are slices of the
+	// mapped file, one per copy (copies of their page only where the file
+	// could not be mapped): memory goes with the number of chunk-shaped
+	// pairs in the file, a slice header and a map entry each (about 50
+	// bytes), not with their size.
+	chunks := map[[chunkKeyLen]byte][][]byte{}
 	// take passes the record of e to keep now, or later when its payload
 	// is in chunks.
-	take := func(e elem, keep func(Record), later *[]elem) {
+	take := func(e elem, keep func(Record) bool, later *[]elem) {
 		if len(e.key) == chunkKeyLen {
-			if _, _, ok := chunkOf(e.key, e.value); ok {
-				if _, have := chunks[[chunkKeyLen]byte(e.key)]; !have {
-					chunks[[chunkKeyLen]byte(e.key)] = e.value
-				}
+			k := [chunkKeyLen]byte(e.key)
+			// The scan meets every page the tree walk read: in the
+			// mapped file, the same copy.
+			same := func(v []byte) bool { return &v[0] == &e.value[0] }
+			if chunkShaped(e.key, e.value) && !slices.ContainsFunc(chunks[k], same) {
+				chunks[k] = append(chunks[k], e.value)
 			}
 			return
 		}
@@ -118,15 +136,31 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 			keep(r)
 		}
 	}
-	assemble := func(later []elem, keep func(Record)) {
+	staleChunks := map[uint64]int{}
+	assemble := func(later []elem, keep func(Record) bool) {
 		for _, e := range later {
 			seq := binary.BigEndian.Uint64(e.key)
-			if r, err := decodeWith(seq, e.value, src); err == nil {
-				keep(r)
+			r, chunked, _ := decodeHead(seq, e.value)
+			stale := 0
+			src := func(seq uint64, i uint32) []byte {
+				var own []byte
+				for _, v := range chunks[[chunkKeyLen]byte(chunkKey(seq, i))] {
+					switch {
+					case !chunked.holds(seq, int(i), v):
+						stale++
+					case own == nil:
+						own = v
+					}
+				}
+				return own
+			}
+			var err error
+			if r.Payload, err = chunked.assemble(seq, src); err == nil && keep(r) {
+				staleChunks[seq] = stale
 			}
 		}
 	}
-	keepFound := func(r Record) { found[r.Seq] = r }
+	keepFound := func(r Record) bool { found[r.Seq] = r; return true }
 	var treeLater []elem
 	if pf.cur.err == nil {
 		out.Damage = pf.check(func(path []string, e elem) {
@@ -147,17 +181,23 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 		pf.pageSize = ps
 		extra := map[uint64]Record{}
 		conflicts := map[uint64]bool{}
-		keepScanned := func(r Record) {
+		if pf.cur.err != nil {
+			// No tree: every candidate came from scanning at another
+			// page size.
+			clear(chunks)
+		}
+		keepScanned := func(r Record) bool {
 			if _, live := found[r.Seq]; live {
-				return
+				return false
 			}
 			if prev, dup := extra[r.Seq]; dup {
 				if !sameRecord(prev, r) {
 					conflicts[r.Seq] = true
 				}
-				return
+				return false
 			}
 			extra[r.Seq] = r
+			return true
 		}
 		var scanLater []elem
 		pages := uint64(size) / uint64(ps)
@@ -187,10 +227,11 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 		}
 		// The tree's chunked records, now that every chunk is known: they
 		// are live, whatever the scan found for them.
-		assemble(treeLater, func(r Record) {
+		assemble(treeLater, func(r Record) bool {
 			found[r.Seq] = r
 			delete(extra, r.Seq)
 			delete(conflicts, r.Seq)
+			return true
 		})
 		treeLater = nil
 		out.Reachable = len(found)
@@ -205,6 +246,13 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 			out.Conflicts = append(out.Conflicts, seq)
 		}
 		slices.Sort(out.Conflicts)
+		for seq, n := range staleChunks {
+			if _, ok := found[seq]; ok && n > 0 {
+				out.ChunkConflicts = append(out.ChunkConflicts, seq)
+				out.StaleChunks += n
+			}
+		}
+		slices.Sort(out.ChunkConflicts)
 		out.PageSize = ps
 		break
 	}
