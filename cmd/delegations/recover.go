@@ -38,6 +38,8 @@ type recoverReport struct {
 	LastSeq    uint64                `json:"lastSeq"`         // the highest old sequence number salvaged
 	Lost       []uint64              `json:"lost"`            // old sequence numbers not salvaged, below LastSeq
 	Conflicts  []uint64              `json:"conflicts"`       // two intact versions found; the first kept
+	StaleOf    []uint64              `json:"staleChunksOf"`   // records whose chunk keys also held another payload's chunks, passed over
+	Stale      int                   `json:"staleChunks"`     // how many such chunks
 	Moved      int                   `json:"renumbered"`      // records whose sequence number changed
 	FirstMove  uint64                `json:"firstRenumbered"` // the lowest old number that changed
 	KeysLost   int                   `json:"idempotencyKeysDropped"`
@@ -105,7 +107,7 @@ func recoverLog(path string) (*recoverReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &recoverReport{Log: path, Damaged: path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z"), Damage: []string{}, Lost: []uint64{}, Conflicts: []uint64{}}
+	rep := &recoverReport{Log: path, Damaged: path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z"), Damage: []string{}, Lost: []uint64{}, Conflicts: []uint64{}, StaleOf: []uint64{}}
 	dir := filepath.Dir(path)
 	if fi.Size() == 0 {
 		rep.Empty = true
@@ -123,6 +125,7 @@ func recoverLog(path string) (*recoverReport, error) {
 		rep.Damage = append(rep.Damage, d.Error())
 	}
 	rep.Salvaged, rep.Reachable, rep.Conflicts = len(s.Records), s.Reachable, append(rep.Conflicts, s.Conflicts...)
+	rep.StaleOf, rep.Stale = append(rep.StaleOf, s.ChunkConflicts...), s.StaleChunks
 	rep.Lost = append(rep.Lost, s.Lost()...)
 	if n := len(s.Records); n > 0 {
 		rep.LastSeq = s.Records[n-1].Seq
@@ -200,6 +203,9 @@ func (r *recoverReport) text(dir string) string {
 	}
 	if len(r.Conflicts) > 0 {
 		fmt.Fprintf(&b, "Two different intact versions were found of record(s) %s (a commit whose outcome was unknown); the first found was kept.\n", seqRanges(r.Conflicts))
+	}
+	if r.Stale > 0 {
+		fmt.Fprintf(&b, "%d chunk(s) of payloads from commits that never completed were found under the keys of record(s) %s and passed over; each record kept its own.\n", r.Stale, seqRanges(r.StaleOf))
 	}
 	if r.KeysLost > 0 {
 		fmt.Fprintf(&b, "%d record(s) were appended without their idempotency key, which an earlier record holds.\n", r.KeysLost)
