@@ -52,16 +52,20 @@ const (
 )
 
 type request struct {
-	app   Append
-	state atomic.Int32
-	res   Result
-	err   error
-	done  chan struct{}
+	app Append
+	// upstream, when not 0, is the sequence number the shared log gave
+	// the append's first record: a replica applies it only there.
+	upstream uint64
+	state    atomic.Int32
+	res      Result
+	err      error
+	done     chan struct{}
 }
 
 // Append durably appends a.Entries to a.Stream. It returns only after the
 // commit holding them is on disk; concurrent calls share commits (group
-// commit). If ctx ends before the writer picks the append up, nothing is
+// commit). On a replica (Options.Upstream) the upstream commits the append
+// and Append returns once the local file holds it too. If ctx ends before the writer picks the append up, nothing is
 // written and ctx's error is returned; once picked up, Append waits for the
 // commit's outcome.
 func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
@@ -85,6 +89,9 @@ func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	l.inflight.Add(1)
 	l.mu.RUnlock()
 	defer l.inflight.Done()
+	if l.upstream != nil {
+		return l.appendUpstream(ctx, a)
+	}
 
 	r := &request{app: a, done: make(chan struct{})}
 	select {
@@ -291,8 +298,14 @@ func newWriteTx(tx *bolt.Tx) *writeTx {
 // refused append leaves the transaction untouched.
 func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	a := r.app
+	if r.upstream != 0 && r.upstream != last+1 {
+		return nil, corrupt(r.upstream, "the shared log's record %d does not follow this replica's last record, %d", r.upstream, last)
+	}
 	if a.Key != "" {
 		if v := w.idem.Get([]byte(a.Key)); v != nil {
+			if r.upstream != 0 {
+				return nil, corrupt(r.upstream, "the shared log's record %d carries idempotency key %q, which this replica already holds for other records: it does not replicate that log", r.upstream, a.Key)
+			}
 			_, version := w.index.lookup(a.Stream)
 			if len(v) != 16 {
 				return nil, corrupt(0, "idempotency entry %q is %d bytes, want 16", a.Key, len(v))
