@@ -47,6 +47,12 @@ type Options struct {
 	// writer would leave it (views behind the log, an artifact pending):
 	// open it for writing instead. Commands on a read-only store fail.
 	ReadOnly bool
+	// Upstream, if set, makes the data directory's log a replica of a
+	// shared log (eventlog.Options.Upstream): commands append upstream
+	// and return once their events are in the local views, and the views
+	// follow what every other daemon on the shared log appends. Close
+	// closes it, and so does an Open that fails.
+	Upstream eventlog.Upstream
 }
 
 // ErrNeedsRecovery reports that a store opened with Options.ReadOnly needs
@@ -135,7 +141,14 @@ const staleTempAge = 2 * time.Second
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
 // needed.
-func Open(dir string, opts Options) (*Store, error) {
+func Open(dir string, opts Options) (s *Store, err error) {
+	if opts.Upstream != nil {
+		defer func() {
+			if err != nil && s == nil {
+				opts.Upstream.Close()
+			}
+		}()
+	}
 	if opts.Clock == nil {
 		opts.Clock = WallClock{}
 	}
@@ -170,11 +183,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:      opts.Logger,
 		Rebuild:     opts.Rebuild,
 		ReadOnly:    opts.ReadOnly,
+		Upstream:    opts.Upstream,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{
+	s = &Store{
 		dir:   abs,
 		log:   l,
 		cfg:   fsm.Config{DefaultTimeout: opts.DefaultTimeout},
