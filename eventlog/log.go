@@ -271,9 +271,8 @@ func Open(path string, opts Options) (*Log, error) {
 	if opts.Upstream != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		l.stopFollow = cancel
-		caughtUp := make(chan error, 1)
-		go l.follow(ctx, caughtUp)
-		if err := <-caughtUp; err != nil {
+		go l.follow(ctx)
+		if err := l.Sync(context.Background()); err != nil {
 			cancel()
 			<-l.done
 			return fail(err)

@@ -24,8 +24,9 @@ type Upstream interface {
 	// one; it ends when ctx ends or after yielding an error it cannot get
 	// past.
 	Tail(ctx context.Context, from uint64) iter.Seq2[Record, error]
-	// Last is the last sequence number the upstream knows committed.
-	Last() uint64
+	// Head reads the last sequence number committed upstream, by any
+	// writer, as of the call (a linearizable read).
+	Head(ctx context.Context) (uint64, error)
 	// ID names the shared log, the same for every process that opens it
 	// and different for any other log: a local file replicates one ID.
 	ID() string
@@ -105,6 +106,28 @@ func (l *Log) appendUpstream(ctx context.Context, a Append) (Result, error) {
 	return res, nil
 }
 
+// Sync returns once the local file holds every record committed upstream
+// before it was called, by any process: a read after it sees them. It
+// costs one read of the upstream's head. On a single-file log it returns
+// at once.
+func (l *Log) Sync(ctx context.Context) error {
+	if l.upstream == nil {
+		return nil
+	}
+	if l.isClosed() {
+		return ErrClosed
+	}
+	head, err := l.upstream.Head(ctx)
+	if err != nil {
+		return err
+	}
+	return l.waitApplied(ctx, func() bool { return l.last.Load() >= head })
+}
+
+// Replica reports whether the log is a replica of a shared log
+// (Options.Upstream).
+func (l *Log) Replica() bool { return l.upstream != nil }
+
 // waitApplied blocks until done reports true after a local apply, the
 // follower stops (its error) or ctx ends.
 func (l *Log) waitApplied(ctx context.Context, done func() bool) error {
@@ -136,7 +159,7 @@ func (l *Log) waitApplied(ctx context.Context, done func() bool) error {
 // it cannot apply (a projector's error, a damaged record, a commit error):
 // the record is committed upstream and cannot be dropped, so the replica
 // refuses appends with that error (ErrBroken) until it is reopened.
-func (l *Log) follow(ctx context.Context, caughtUp chan<- error) {
+func (l *Log) follow(ctx context.Context) {
 	defer close(l.done)
 	ctx, cancel := context.WithCancel(ctx)
 	recs := make(chan Record, applyBatch)
@@ -160,16 +183,6 @@ func (l *Log) follow(ctx context.Context, caughtUp chan<- error) {
 		}
 	}()
 	defer cancel() // before the drain above: deferred calls run last first
-	target := l.upstream.Last()
-	signal := func(err error) {
-		if caughtUp != nil {
-			caughtUp <- err
-			caughtUp = nil
-		}
-	}
-	if l.last.Load() >= target {
-		signal(nil)
-	}
 	batch := make([]Record, 0, applyBatch)
 	for {
 		var r Record
@@ -177,7 +190,6 @@ func (l *Log) follow(ctx context.Context, caughtUp chan<- error) {
 		select {
 		case r, ok = <-recs:
 		case <-ctx.Done():
-			signal(ErrClosed)
 			return
 		}
 		if !ok {
@@ -188,9 +200,7 @@ func (l *Log) follow(ctx context.Context, caughtUp chan<- error) {
 			}
 			if ctx.Err() == nil {
 				l.stop(fmt.Errorf("follow the shared log after record %d: %w", l.last.Load(), err))
-				err = l.broken.Load().err
 			}
-			signal(err)
 			return
 		}
 		batch = append(batch[:0], r)
@@ -208,11 +218,7 @@ func (l *Log) follow(ctx context.Context, caughtUp chan<- error) {
 		}
 		if err := l.apply(batch); err != nil {
 			l.stop(err)
-			signal(l.broken.Load().err)
 			return
-		}
-		if l.last.Load() >= target {
-			signal(nil)
 		}
 	}
 }

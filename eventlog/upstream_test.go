@@ -244,6 +244,17 @@ func TestReplicasShareOneLog(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	// Sync: once it returns, b holds what a appended before the call.
+	res, err := a.Append(context.Background(), eventlog.Append{Stream: "sync", Entries: []eventlog.Entry{entry(1, "x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Last() < res.Last || tallyOf(t, b, "sync") != 1 {
+		t.Fatalf("after Sync b holds %d records (the append was %d) and counts %d of stream sync", b.Last(), res.Last, tallyOf(t, b, "sync"))
+	}
 	// Close b; a writes on; b catches up when it opens again.
 	b.Close()
 	for i := range 30 {
@@ -252,8 +263,8 @@ func TestReplicasShareOneLog(t *testing.T) {
 		}
 	}
 	b = mustReplica(t, c.Client(), "/share/", pathB)
-	if b.Last() != a.Last() || a.Last() != 110 {
-		t.Fatalf("after reopening, b holds %d records, a %d, want 110", b.Last(), a.Last())
+	if b.Last() != a.Last() || a.Last() != 111 {
+		t.Fatalf("after reopening, b holds %d records, a %d, want 111", b.Last(), a.Last())
 	}
 	if got, want := records(t, b), records(t, a); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatal("the replicas' records differ")

@@ -450,8 +450,23 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 // Get returns the current record of a delegation, or an error wrapping
 // fsm.ErrNotFound.
 func (s *Store) Get(id string) (fsm.Delegation, error) {
-	return s.get(id, loadRecord)
+	d, err := s.get(id, loadRecord)
+	if errors.Is(err, fsm.ErrNotFound) && s.log.Replica() {
+		// Registered through another daemon a moment ago, perhaps: look
+		// again once this replica holds what the shared log holds now.
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		defer cancel()
+		if serr := s.log.Sync(ctx); serr != nil {
+			return fsm.Delegation{}, fmt.Errorf("%w (and the shared log could not be asked whether it holds it: %v)", err, serr)
+		}
+		return s.get(id, loadRecord)
+	}
+	return d, err
 }
+
+// syncTimeout bounds how long a lookup waits for a replica to catch up
+// with the shared log.
+const syncTimeout = 30 * time.Second
 
 // get is Get with the record read by load: loadRecord, or loadStored for
 // the record without its texts.
@@ -543,6 +558,7 @@ func (s *Store) updateWith(ctx context.Context, id, key string, load func(*event
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.clock.Now().UTC().Truncate(time.Millisecond)
+	synced := false
 	for range maxConflicts {
 		cur, err := s.get(id, load)
 		var d *fsm.Delegation
@@ -553,6 +569,16 @@ func (s *Store) updateWith(ctx context.Context, id, key string, load func(*event
 			return fsm.Delegation{}, err
 		}
 		events, guard := decide(d, at)
+		if d == nil && len(events) == 0 && errors.Is(guard, fsm.ErrNotFound) && s.log.Replica() && !synced {
+			// Perhaps registered through another daemon a moment ago:
+			// decide again once this replica holds what the shared log
+			// holds now.
+			synced = true
+			if err := s.log.Sync(ctx); err != nil {
+				return fsm.Delegation{}, fmt.Errorf("%w (and the shared log could not be asked whether it holds it: %v)", guard, err)
+			}
+			continue
+		}
 		if len(events) == 0 {
 			if guard != nil {
 				return cur, guard

@@ -258,6 +258,27 @@ func (l *Log) watch(ctx context.Context, rev int64) {
 	}
 }
 
+// Head reads P/head from etcd: the last sequence number committed by any
+// writer, as of the call (a linearizable read, one round trip to the
+// leader). It is eventlog.Upstream's Head.
+func (l *Log) Head(ctx context.Context) (uint64, error) {
+	cctx, cancel := l.ctx(ctx)
+	defer cancel()
+	resp, err := l.cli.Get(cctx, l.p.head())
+	if err != nil {
+		return 0, l.etcdErr("read the log's head", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	last, err := parseUint(resp.Kvs[0].Value)
+	if err != nil {
+		return 0, &eventlog.CorruptError{Reason: fmt.Sprintf("head %q: %v", resp.Kvs[0].Value, err)}
+	}
+	l.observe(last)
+	return last, nil
+}
+
 // readHead reads P/head and returns the revision to watch from next.
 func (l *Log) readHead(ctx context.Context) (int64, bool) {
 	cctx, cancel := context.WithTimeout(ctx, l.timeout)
