@@ -245,3 +245,27 @@ func TestSharedLogRefusesEmbeddedWrites(t *testing.T) {
 		t.Fatalf("show without the daemon: exit %d, %q %q", out.code, out.stdout, out.stderr)
 	}
 }
+
+// TestServeEtcdFlags: serve's etcd options are checked before anything
+// starts, and an etcd that does not answer is a clear error.
+func TestServeEtcdFlags(t *testing.T) {
+	data := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-cacert", "ca.pem"}, "need --etcd"},
+		{[]string{"--etcd", " , "}, "names no endpoint"},
+		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-cert", "c.pem"}, "go together"},
+		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-prefix", "delegations"}, "must end with /"},
+		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-cacert", filepath.Join(data, "missing.pem")}, "etcd TLS"},
+		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-timeout", "300ms", "--etcd-dial-timeout", "300ms"}, "etcd unavailable"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"--data", data, "serve", "--socket", filepath.Join(data, "s.sock")}, tc.args...)
+		err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %s: %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
