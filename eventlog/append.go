@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -301,11 +302,19 @@ func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	if r.upstream != 0 && r.upstream != last+1 {
 		return nil, corrupt(r.upstream, "the shared log's record %d does not follow this replica's last record, %d", r.upstream, last)
 	}
+	var keyFirst uint64 // the first record of the append the key covers, if it began earlier
 	if a.Key != "" {
-		if v := w.idem.Get([]byte(a.Key)); v != nil {
-			if r.upstream != 0 {
-				return nil, corrupt(r.upstream, "the shared log's record %d carries idempotency key %q, which this replica already holds for other records: it does not replicate that log", r.upstream, a.Key)
+		if v := w.idem.Get([]byte(a.Key)); v != nil && r.upstream != 0 {
+			// A replica applies what the shared log holds, in batches
+			// that may split an append: the key's records may go on
+			// from the stream's last record, which is the one before.
+			// Anything else means another log's records.
+			number, version := w.index.lookup(a.Stream)
+			if len(v) != 16 || binary.BigEndian.Uint64(v[8:]) != last || !bytes.Equal(w.index.versions.Get(versionKey(number, version)), u64(last)) {
+				return nil, corrupt(r.upstream, "the shared log's record %d carries idempotency key %q, which this replica holds for other records: it does not replicate that log", r.upstream, a.Key)
 			}
+			keyFirst = binary.BigEndian.Uint64(v[:8])
+		} else if v != nil {
 			_, version := w.index.lookup(a.Stream)
 			if len(v) != 16 {
 				return nil, corrupt(0, "idempotency entry %q is %d bytes, want 16", a.Key, len(v))
@@ -338,7 +347,10 @@ func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	}
 	first, end := recs[0].Seq, recs[len(recs)-1].Seq
 	if a.Key != "" {
-		if err := w.idem.Put([]byte(a.Key), append(u64(first), u64(end)...)); err != nil {
+		if keyFirst == 0 {
+			keyFirst = first
+		}
+		if err := w.idem.Put([]byte(a.Key), append(u64(keyFirst), u64(end)...)); err != nil {
 			return nil, err
 		}
 	}
