@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -24,12 +25,20 @@ type etcdFlags struct {
 }
 
 func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
+	// Each has an environment variable, so that the daemons a bridge
+	// starts (serve --detach, with no other flags) share the log too.
+	env := func(name, fallback string) string {
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+		return fallback
+	}
 	return &etcdFlags{
-		endpoints:   fs.String("etcd", "", "share the log through this etcd cluster: its client URLs, comma-separated (https://host:2379,...); the data directory then holds this daemon's replica of it"),
-		prefix:      fs.String("etcd-prefix", "/delegations/", "the key prefix of the shared log in etcd"),
-		cacert:      fs.String("etcd-cacert", "", "verify etcd's certificate with this CA bundle (PEM)"),
-		cert:        fs.String("etcd-cert", "", "identify to etcd with this client certificate (PEM)"),
-		key:         fs.String("etcd-key", "", "the key of --etcd-cert (PEM)"),
+		endpoints:   fs.String("etcd", env("DELEGATIONS_ETCD", ""), "share the log through this etcd cluster: its client URLs, comma-separated (https://host:2379,...); the data directory then holds this daemon's replica of it (default: $DELEGATIONS_ETCD)"),
+		prefix:      fs.String("etcd-prefix", env("DELEGATIONS_ETCD_PREFIX", "/delegations/"), "the key prefix of the shared log in etcd ($DELEGATIONS_ETCD_PREFIX)"),
+		cacert:      fs.String("etcd-cacert", env("DELEGATIONS_ETCD_CACERT", ""), "verify etcd's certificate with this CA bundle, PEM ($DELEGATIONS_ETCD_CACERT)"),
+		cert:        fs.String("etcd-cert", env("DELEGATIONS_ETCD_CERT", ""), "identify to etcd with this client certificate, PEM ($DELEGATIONS_ETCD_CERT)"),
+		key:         fs.String("etcd-key", env("DELEGATIONS_ETCD_KEY", ""), "the key of --etcd-cert, PEM ($DELEGATIONS_ETCD_KEY)"),
 		dialTimeout: fs.Duration("etcd-dial-timeout", 5*time.Second, "bound on connecting to etcd"),
 		reqTimeout:  fs.Duration("etcd-timeout", 5*time.Second, "bound on every request to etcd; past it a command fails and can be retried"),
 	}
@@ -39,7 +48,7 @@ func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
 func (f *etcdFlags) client() (*clientv3.Client, error) {
 	if *f.endpoints == "" {
 		if *f.cacert != "" || *f.cert != "" || *f.key != "" {
-			return nil, usagef("--etcd-cacert, --etcd-cert and --etcd-key need --etcd")
+			return nil, usagef("--etcd-cacert, --etcd-cert and --etcd-key (or their environment variables) need --etcd ($DELEGATIONS_ETCD)")
 		}
 		return nil, nil
 	}

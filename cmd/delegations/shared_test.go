@@ -260,7 +260,11 @@ func TestServeEtcdFlags(t *testing.T) {
 		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-prefix", "delegations"}, "must end with /"},
 		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-cacert", filepath.Join(data, "missing.pem")}, "etcd TLS"},
 		{[]string{"--etcd", "http://127.0.0.1:1", "--etcd-timeout", "300ms", "--etcd-dial-timeout", "300ms"}, "etcd unavailable"},
+		{[]string{"--etcd-timeout", "300ms", "--etcd-dial-timeout", "300ms"}, "etcd unavailable"}, // $DELEGATIONS_ETCD, below
 	} {
+		if !slices.Contains(tc.args, "--etcd") && !slices.Contains(tc.args, "--etcd-cacert") {
+			t.Setenv("DELEGATIONS_ETCD", "http://127.0.0.1:1")
+		}
 		var stdout, stderr bytes.Buffer
 		args := append([]string{"--data", data, "serve", "--socket", filepath.Join(data, "s.sock")}, tc.args...)
 		err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
