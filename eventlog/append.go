@@ -65,10 +65,11 @@ type request struct {
 
 // Append durably appends a.Entries to a.Stream. It returns only after the
 // commit holding them is on disk; concurrent calls share commits (group
-// commit). On a replica (Options.Upstream) the upstream commits the append
-// and Append returns once the local file holds it too. If ctx ends before the writer picks the append up, nothing is
+// commit). If ctx ends before the writer picks the append up, nothing is
 // written and ctx's error is returned; once picked up, Append waits for the
-// commit's outcome.
+// commit's outcome. On a replica (Options.Upstream) the upstream decides
+// and commits the append, and Append returns once the local file holds it
+// too.
 func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	if err := validate(a); err != nil {
 		return Result{}, err

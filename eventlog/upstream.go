@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,23 +52,28 @@ const applyBatch = 1024
 // replica, a replica of it stays one, anything else is refused. Without an
 // upstream, a writer refuses a replica's file.
 func (l *Log) bindUpstream(up Upstream) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		bound := meta.Get(metaUpstream)
-		switch {
-		case up == nil && bound != nil:
-			return fmt.Errorf("%w %q: only the process that follows it may write the file (start the daemon with its --etcd options; read-only use is fine)", ErrReplica, bound)
-		case up == nil:
-			return nil
-		case bound == nil && l.last.Load() != 0:
-			return fmt.Errorf("%w: the file holds %d records of its own, so it cannot replicate %q; use a new data directory for the shared log", ErrInvalid, l.last.Load(), up.ID())
-		case bound == nil:
-			return meta.Put(metaUpstream, []byte(up.ID()))
-		case string(bound) != up.ID():
-			return fmt.Errorf("%w: the file replicates %q, not %q: a data directory follows one shared log; use the data directory of that log or a new one", ErrInvalid, bound, up.ID())
-		}
+	var bound []byte
+	if err := l.db.View(func(tx *bolt.Tx) error {
+		bound = bytes.Clone(tx.Bucket(bucketMeta).Get(metaUpstream))
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	switch {
+	case up == nil && bound != nil:
+		return fmt.Errorf("%w %q: only the process that follows it may write the file (start the daemon with its --etcd options; read-only use is fine)", ErrReplica, bound)
+	case up == nil:
+		return nil
+	case bound == nil && l.last.Load() != 0:
+		return fmt.Errorf("%w: the file holds %d records of its own, so it cannot replicate %q; use a new data directory for the shared log", ErrInvalid, l.last.Load(), up.ID())
+	case bound == nil:
+		return l.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaUpstream, []byte(up.ID()))
+		})
+	case string(bound) != up.ID():
+		return fmt.Errorf("%w: the file replicates %q, not %q: a data directory follows one shared log; use the data directory of that log or a new one", ErrInvalid, bound, up.ID())
+	}
+	return nil
 }
 
 // Upstream returns the ID of the shared log the file replicates, "" for a
