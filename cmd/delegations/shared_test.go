@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -19,6 +20,9 @@ import (
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 )
+
+// go test ./cmd/delegations -run TestSharedLog -shared.kills 20 kills more.
+var sharedKills = flag.Int("shared.kills", 2, "rounds of TestSharedLog that kill a daemon with SIGKILL")
 
 // sharedDaemon starts `delegations serve --etcd` (the test build, for
 // --manual-clock) on data against the cluster's shared log.
@@ -60,7 +64,7 @@ func countEvents(t *testing.T, d *daemon, id string) map[string]int {
 // notification moot) and a deadline raced through several daemons are
 // recorded once; a daemon killed with SIGKILL while clients drive it
 // loses nothing acknowledged, and after it restarts its replica holds it
-// all.
+// all (-shared.kills rounds).
 func TestSharedLog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and three daemons")
@@ -153,47 +157,71 @@ func TestSharedLog(t *testing.T) {
 		t.Fatalf("%d timed_out events, want 1", n)
 	}
 
-	// Clients drive daemon 0 and daemon 1; daemon 0 is killed mid-run.
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	// Rounds: clients drive two daemons; one is killed with SIGKILL
+	// mid-run, the other's clients go on, then it stops; both restart on
+	// their data directories (catching up, persisting what the kill left
+	// unwritten), and every acknowledged command must be there, through
+	// every daemon.
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
 	workers := make([]*crashWorker, 4)
 	for i := range workers {
 		workers[i] = newCrashWorker(i, rng.Uint64())
 	}
-	acked := make(chan struct{}, 1024)
-	var running sync.WaitGroup
-	for i, w := range workers {
-		running.Go(func() { w.run(ds[i%2].socket, acked) })
-	}
-	for range 40 {
-		<-acked
-	}
-	if code := ds[0].stop(syscall.SIGKILL); code != -int(syscall.SIGKILL) {
-		t.Fatalf("daemon 0 exited %d, not by SIGKILL", code)
-	}
-	for range 20 { // daemon 1's clients go on
-		<-acked
-	}
-	ds[1].stop(syscall.SIGTERM)
-	running.Wait()
-	for _, w := range workers {
-		if w.err != nil {
-			t.Fatalf("worker %d: %v", w.n, w.err)
+	for round := range *sharedKills {
+		victim := rng.IntN(3)
+		other := (victim + 1 + rng.IntN(2)) % 3
+		third := 3 - victim - other
+		acked := make(chan struct{}, 4096)
+		var running sync.WaitGroup
+		for i, w := range workers {
+			target := ds[victim]
+			if i%2 == 1 {
+				target = ds[other]
+			}
+			running.Go(func() { w.run(target.socket, acked) })
 		}
-	}
-	// Daemon 0 restarts on its data directory: its replica catches up,
-	// and it persists what the kill left unwritten.
-	ds[0] = sharedDaemon(t, c, dirs[0])
-	barrier(t, ds[2])
-	for _, d := range []*daemon{ds[0], ds[2]} {
+		stopped := make(chan struct{})
+		go func() { running.Wait(); close(stopped) }()
+		await := func(n int) {
+			for range n {
+				select {
+				case <-acked:
+				case <-stopped: // every worker failed: reported below
+					return
+				}
+			}
+		}
+		await(20 + rng.IntN(40))
+		if code := ds[victim].stop(syscall.SIGKILL); code != -int(syscall.SIGKILL) {
+			t.Fatalf("round %d: daemon %d exited %d, not by SIGKILL", round, victim, code)
+		}
+		await(10) // the other daemon's clients go on
+		ds[other].stop(syscall.SIGTERM)
+		running.Wait()
 		for _, w := range workers {
-			w.check(t, d)
+			if w.err != nil {
+				t.Fatalf("round %d: worker %d: %v", round, w.n, w.err)
+			}
+		}
+		ds[victim] = sharedDaemon(t, c, dirs[victim])
+		ds[other] = sharedDaemon(t, c, dirs[other])
+		barrier(t, ds[third])
+		for _, d := range ds {
+			for _, w := range workers {
+				w.check(t, d)
+			}
+		}
+		// The replicas hold the same records: every event, in the same order.
+		want := allEvents(t, ds[third])
+		for i, d := range ds {
+			if got := allEvents(t, d); len(got) > len(want) || !slices.Equal(got, want[:len(got)]) {
+				t.Fatalf("round %d: daemon %d's replica (%d events) is not a prefix of daemon %d's (%d)", round, i, len(got), third, len(want))
+			}
 		}
 	}
-	// The replicas hold the same records: every event, in the same order.
-	if a, b := allEvents(t, ds[0]), allEvents(t, ds[2]); len(a) > len(b) || !slices.Equal(a, b[:len(a)]) {
-		t.Fatalf("daemon 0's replica (%d events) is not a prefix of daemon 2's (%d)", len(a), len(b))
-	}
-	t.Logf("%d delegations, %d records", countDelegations(workers), ds[2].lastSeq())
+	t.Logf("%d kills, %d delegations, %d records", *sharedKills, countDelegations(workers), ds[0].lastSeq())
 }
 
 // allEvents lists d's log as "seq kind id" lines.
