@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -52,18 +53,23 @@ const (
 )
 
 type request struct {
-	app   Append
-	state atomic.Int32
-	res   Result
-	err   error
-	done  chan struct{}
+	app Append
+	// upstream, when not 0, is the sequence number the shared log gave
+	// the append's first record: a replica applies it only there.
+	upstream uint64
+	state    atomic.Int32
+	res      Result
+	err      error
+	done     chan struct{}
 }
 
 // Append durably appends a.Entries to a.Stream. It returns only after the
 // commit holding them is on disk; concurrent calls share commits (group
 // commit). If ctx ends before the writer picks the append up, nothing is
 // written and ctx's error is returned; once picked up, Append waits for the
-// commit's outcome.
+// commit's outcome. On a replica (Options.Upstream) the upstream decides
+// and commits the append, and Append returns once the local file holds it
+// too.
 func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	if err := validate(a); err != nil {
 		return Result{}, err
@@ -85,6 +91,9 @@ func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	l.inflight.Add(1)
 	l.mu.RUnlock()
 	defer l.inflight.Done()
+	if l.upstream != nil {
+		return l.appendUpstream(ctx, a)
+	}
 
 	r := &request{app: a, done: make(chan struct{})}
 	select {
@@ -291,8 +300,22 @@ func newWriteTx(tx *bolt.Tx) *writeTx {
 // refused append leaves the transaction untouched.
 func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	a := r.app
+	if r.upstream != 0 && r.upstream != last+1 {
+		return nil, corrupt(r.upstream, "the shared log's record %d does not follow this replica's last record, %d", r.upstream, last)
+	}
+	var keyFirst uint64 // the first record of the append the key covers, if it began earlier
 	if a.Key != "" {
-		if v := w.idem.Get([]byte(a.Key)); v != nil {
+		if v := w.idem.Get([]byte(a.Key)); v != nil && r.upstream != 0 {
+			// A replica applies what the shared log holds, in batches
+			// that may split an append: the key's records may go on
+			// from the stream's last record, which is the one before.
+			// Anything else means another log's records.
+			number, version := w.index.lookup(a.Stream)
+			if len(v) != 16 || binary.BigEndian.Uint64(v[8:]) != last || !bytes.Equal(w.index.versions.Get(versionKey(number, version)), u64(last)) {
+				return nil, corrupt(r.upstream, "the shared log's record %d carries idempotency key %q, which this replica holds for other records: it does not replicate that log", r.upstream, a.Key)
+			}
+			keyFirst = binary.BigEndian.Uint64(v[:8])
+		} else if v != nil {
 			_, version := w.index.lookup(a.Stream)
 			if len(v) != 16 {
 				return nil, corrupt(0, "idempotency entry %q is %d bytes, want 16", a.Key, len(v))
@@ -325,7 +348,10 @@ func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	}
 	first, end := recs[0].Seq, recs[len(recs)-1].Seq
 	if a.Key != "" {
-		if err := w.idem.Put([]byte(a.Key), append(u64(first), u64(end)...)); err != nil {
+		if keyFirst == 0 {
+			keyFirst = first
+		}
+		if err := w.idem.Put([]byte(a.Key), append(u64(keyFirst), u64(end)...)); err != nil {
 			return nil, err
 		}
 	}

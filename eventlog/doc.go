@@ -26,6 +26,13 @@
 // it. A record costs its own bytes once, whatever its size, and no stored
 // value is larger than a chunk.
 //
+// A Log can also be the local replica of a log several processes share
+// (Options.Upstream, upstream.go; eventlog/etcdlog keeps one in etcd):
+// appends go upstream, which decides them, and a follower goroutine
+// applies the shared log's records to the file through the same write
+// path, projectors included, so readers see what a single-file log would
+// hold. Append returns once the file holds the append's records.
+//
 // # Caveats
 //
 //   - Nothing is ever updated or deleted: the package has no way to do it.
@@ -62,6 +69,15 @@
 //     taken for the record's, and is reported.
 //     Sequence numbers have no gaps, so records after a lost one are
 //     renumbered.
+//   - On a replica, a projector's error cannot drop the record: it is
+//     committed upstream. The follower stops there, appends fail with
+//     ErrBroken naming the cause, and opening the file again fails the
+//     same way until the projector accepts the record. A replica's file
+//     is bound to its upstream's ID: another upstream, or a writer with
+//     none, is refused (ErrReplica), since its records would diverge from
+//     the shared log's; readers may open it. Reads are as fresh as the
+//     follower (Sync waits for the upstream's head); appends never act on
+//     stale reads unnoticed, since the upstream checks expected versions.
 //   - Values read through a Tx's view buckets are valid only inside the
 //     transaction; Records returned by the package own their memory.
 package eventlog

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -106,6 +107,14 @@ type Options struct {
 	// not catch up (use Behind to learn whether they would). Append fails
 	// with ErrReadOnly. The file must exist.
 	ReadOnly bool
+	// Upstream, if set, makes the file a replica of a shared log: appends
+	// go upstream and a follower applies the shared log's records to the
+	// file, running the projectors as for local appends (see Upstream).
+	// The file is bound to the upstream's ID at the first open: another
+	// upstream, or a writer without one, is refused. Open returns once the
+	// file holds every record the upstream knew of when it was called;
+	// Close closes the upstream (a failed Open leaves it to the caller).
+	Upstream Upstream
 }
 
 // Log is an append-only event log in one bbolt file. It is safe for
@@ -118,6 +127,8 @@ type Log struct {
 	projectors []Projector
 	maxBatch   int
 	readOnly   bool
+	upstream   Upstream
+	stopFollow context.CancelFunc
 
 	last   atomic.Uint64            // last committed sequence number
 	broken atomic.Pointer[errorBox] // set after a failed commit
@@ -156,6 +167,9 @@ func Open(path string, opts Options) (*Log, error) {
 			return nil, fmt.Errorf("open log %s: projector name %q is empty or used twice", path, n)
 		}
 		names[n] = true
+	}
+	if opts.ReadOnly && opts.Upstream != nil {
+		return nil, fmt.Errorf("open log %s: %w: a replica writes what it follows", path, ErrInvalid)
 	}
 	if opts.ReadOnly && opts.Rebuild {
 		return nil, fmt.Errorf("open log %s: %w: a rebuild writes", path, ErrInvalid)
@@ -212,6 +226,7 @@ func Open(path string, opts Options) (*Log, error) {
 		projectors: opts.Projectors,
 		maxBatch:   opts.MaxBatch,
 		readOnly:   opts.ReadOnly,
+		upstream:   opts.Upstream,
 		notify:     make(chan struct{}),
 		reqs:       make(chan *request, opts.MaxBatch),
 		quit:       make(chan struct{}),
@@ -242,6 +257,9 @@ func Open(path string, opts Options) (*Log, error) {
 	if err := guard("open", l.init); err != nil {
 		return fail(err)
 	}
+	if err := guard("open", func() error { return l.bindUpstream(opts.Upstream) }); err != nil {
+		return fail(err)
+	}
 	if opts.Rebuild {
 		if err := guard("rebuild", l.dropViews); err != nil {
 			return fail(fmt.Errorf("rebuild: %w", err))
@@ -249,6 +267,17 @@ func Open(path string, opts Options) (*Log, error) {
 	}
 	if err := guard("catch up", l.catchUp); err != nil {
 		return fail(err)
+	}
+	if opts.Upstream != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.stopFollow = cancel
+		go l.follow(ctx)
+		if err := l.Sync(context.Background()); err != nil {
+			cancel()
+			<-l.done
+			return fail(err)
+		}
+		return l, nil
 	}
 	go l.writer()
 	return l, nil
@@ -406,12 +435,19 @@ func (l *Log) Close() error {
 	if !l.readOnly {
 		close(l.quit)
 	}
+	if l.stopFollow != nil {
+		l.stopFollow()
+	}
 	<-l.done
 	l.notifyMu.Lock()
 	close(l.notify) // wake waiters; they see ErrClosed
 	l.notify = nil
 	l.notifyMu.Unlock()
-	if err := l.db.Close(); err != nil {
+	err := l.db.Close()
+	if l.upstream != nil {
+		err = errors.Join(err, l.upstream.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("close log %s: %w", l.path, err)
 	}
 	return nil

@@ -45,6 +45,12 @@ type Options struct {
 	// writer would leave it (views behind the log, an artifact pending):
 	// open it for writing instead. Commands on a read-only store fail.
 	ReadOnly bool
+	// Upstream, if set, makes the data directory's log a replica of a
+	// shared log (eventlog.Options.Upstream): commands append upstream
+	// and return once their events are in the local views, and the views
+	// follow what every other daemon on the shared log appends. Close
+	// closes it, and so does an Open that fails.
+	Upstream eventlog.Upstream
 }
 
 // ErrNeedsRecovery reports that a store opened with Options.ReadOnly needs
@@ -136,7 +142,14 @@ const staleTempAge = 2 * time.Second
 
 // Open opens the store in data directory dir, creating it (mode 0700) if
 // needed.
-func Open(dir string, opts Options) (*Store, error) {
+func Open(dir string, opts Options) (s *Store, err error) {
+	if opts.Upstream != nil {
+		defer func() {
+			if err != nil && s == nil {
+				opts.Upstream.Close()
+			}
+		}()
+	}
 	if opts.Clock == nil {
 		opts.Clock = WallClock{}
 	}
@@ -171,11 +184,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:      opts.Logger,
 		Rebuild:     opts.Rebuild,
 		ReadOnly:    opts.ReadOnly,
+		Upstream:    opts.Upstream,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{
+	s = &Store{
 		dir:   abs,
 		log:   l,
 		cfg:   fsm.Config{DefaultTimeout: opts.DefaultTimeout},
@@ -449,8 +463,23 @@ func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
 // Get returns the current record of a delegation, or an error wrapping
 // fsm.ErrNotFound.
 func (s *Store) Get(id string) (fsm.Delegation, error) {
-	return s.get(id, loadRecord)
+	d, err := s.get(id, loadRecord)
+	if errors.Is(err, fsm.ErrNotFound) && s.log.Replica() {
+		// Registered through another daemon a moment ago, perhaps: look
+		// again once this replica holds what the shared log holds now.
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		defer cancel()
+		if serr := s.log.Sync(ctx); serr != nil {
+			return fsm.Delegation{}, fmt.Errorf("%w (and the shared log could not be asked whether it holds it: %v)", err, serr)
+		}
+		return s.get(id, loadRecord)
+	}
+	return d, err
 }
+
+// syncTimeout bounds how long a lookup waits for a replica to catch up
+// with the shared log.
+const syncTimeout = 30 * time.Second
 
 // get is Get with the record read by load: loadRecord, or loadStored for
 // the record without its texts.
@@ -559,6 +588,7 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.clock.Now().UTC().Truncate(time.Millisecond)
+	synced := false
 	for range maxConflicts {
 		cur, err := s.get(c.id, load)
 		var d *fsm.Delegation
@@ -569,6 +599,16 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 			return fsm.Delegation{}, err
 		}
 		events, guard := c.decide(d, at)
+		if d == nil && len(events) == 0 && errors.Is(guard, fsm.ErrNotFound) && s.log.Replica() && !synced {
+			// Perhaps registered through another daemon a moment ago:
+			// decide again once this replica holds what the shared log
+			// holds now.
+			synced = true
+			if err := s.log.Sync(ctx); err != nil {
+				return fsm.Delegation{}, fmt.Errorf("%w (and the shared log could not be asked whether it holds it: %v)", guard, err)
+			}
+			continue
+		}
 		if len(events) == 0 {
 			if guard != nil {
 				return cur, guard

@@ -184,6 +184,9 @@ func withHint(err error) error {
 	var de *eventlog.DamageError
 	var el *projection.EmptyLogError
 	switch {
+	case errors.Is(err, eventlog.ErrReplica):
+		return fmt.Errorf("%w. This data directory replicates a log shared through etcd, and only its daemon keeps it in step: "+
+			"start it (`delegations serve --etcd ENDPOINTS --etcd-prefix PREFIX`, as it was started before) and run the command again", err)
 	case errors.Is(err, eventlog.ErrLocked):
 		return fmt.Errorf("%w: is `delegations serve` running for this data directory? "+
 			"Talk to it, stop it, or wait for the other command to finish", err)

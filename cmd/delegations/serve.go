@@ -22,7 +22,7 @@ import (
 
 var serveVerb = verb{
 	name:     "serve",
-	synopsis: "[--detach] [--socket PATH] [--http 127.0.0.1:PORT] [--default-timeout 15m] [--log-level info] [--ready-fd N]",
+	synopsis: "[--detach] [--socket PATH] [--http 127.0.0.1:PORT] [--default-timeout 15m] [--log-level info] [--ready-fd N] [--etcd URLS [--etcd-prefix P] [--etcd-cacert F --etcd-cert F --etcd-key F]]",
 	summary:  "run the daemon: the API on a unix socket, deadlines, artifact retries",
 	example:  "delegations serve --detach  # then every other verb goes through it",
 	run:      runServe,
@@ -47,6 +47,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	detach := fs.Bool("detach", false, "run in the background (logs in "+LogName+" in the data directory) unless a daemon already serves the data directory; print its status once it answers")
 	readyFD := fs.Int("ready-fd", 0, "once listening, write the status as one JSON line to this file descriptor and close it (for supervisors)")
 	httpAddr := fs.String("http", "", "also serve the status page on this loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT; port 0 picks one); `delegations ui` prints its address with its token")
+	shared := addEtcdFlags(fs)
 	testFlags := serveTestFlags(fs)
 	if _, err := parse(e, fs, args, 0); err != nil {
 		return err
@@ -104,6 +105,14 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			writeJSON(ready, st)
 			ready.Close()
 		}
+	}
+	cli, err := shared.client()
+	if err != nil {
+		return err
+	}
+	if cli != nil {
+		defer cli.Close()
+		cfg.Upstream = shared.upstream(cli)
 	}
 	testFlags(&cfg)
 	if *httpAddr != "" {

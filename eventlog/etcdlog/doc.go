@@ -9,6 +9,7 @@
 // Everything lives under a prefix P (Options.Prefix, "/delegations/" by
 // default). Small values are decimal text, so that etcdctl shows them:
 //
+//	P/id                       the log's id, random, written by the first Open
 //	P/head                     last sequence number
 //	P/r/<seq, 16 hex digits>   the record, in eventlog's encoding
 //	P/s/<stream>               the stream's version (its number of records)

@@ -2,6 +2,8 @@ package etcdlog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +58,7 @@ type Log struct {
 	chunk    int // bytes of one chunk
 	log      *slog.Logger
 	maxBatch int
+	id       string // P/id
 
 	last atomic.Uint64 // highest sequence number seen committed
 
@@ -125,12 +128,32 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error)
 		watchDone: make(chan struct{}),
 		versions:  map[string]uint64{},
 	}
+	// The log's id is written by the first Open and never changes: a
+	// replica's file names it, so that it never follows another log.
+	fresh := make([]byte, 16)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("open log on etcd: %w", err)
+	}
 	cctx, cancel := context.WithTimeout(ctx, l.timeout)
-	resp, err := cli.Get(cctx, l.p.head())
+	tresp, err := cli.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(l.p.id()), "=", 0)).
+		Then(clientv3.OpPut(l.p.id(), hex.EncodeToString(fresh)), clientv3.OpGet(l.p.head())).
+		Else(clientv3.OpGet(l.p.id()), clientv3.OpGet(l.p.head())).
+		Commit()
 	cancel()
 	if err != nil {
 		return nil, l.etcdErr("open log on etcd", err)
 	}
+	l.id = hex.EncodeToString(fresh)
+	if !tresp.Succeeded {
+		kvs := tresp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) != 1 || len(kvs[0].Value) == 0 {
+			return nil, fmt.Errorf("open log on etcd: %w", &eventlog.CorruptError{Reason: fmt.Sprintf("the log's id %s is missing or empty", l.p.id())})
+		}
+		l.id = string(kvs[0].Value)
+	}
+	resp := (*clientv3.GetResponse)(tresp.Responses[1].GetResponseRange())
+	resp.Header = tresp.Header
 	if len(resp.Kvs) == 1 { // else a new log: head 0, absent (revision 0)
 		last, err := parseUint(resp.Kvs[0].Value)
 		if err != nil {
@@ -148,6 +171,10 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error)
 	go l.writer()
 	return l, nil
 }
+
+// ID names the log: its prefix and the random id its first Open stored
+// under P/id. A replica's file (eventlog.Options.Upstream) is bound to it.
+func (l *Log) ID() string { return "etcd log " + l.id + " at prefix " + string(l.p) }
 
 // Last returns the highest sequence number this Log has seen committed:
 // by its own appends or, through the watch, by other writers.
@@ -229,6 +256,27 @@ func (l *Log) watch(ctx context.Context, rev int64) {
 			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
+}
+
+// Head reads P/head from etcd: the last sequence number committed by any
+// writer, as of the call (a linearizable read, one round trip to the
+// leader). It is eventlog.Upstream's Head.
+func (l *Log) Head(ctx context.Context) (uint64, error) {
+	cctx, cancel := l.ctx(ctx)
+	defer cancel()
+	resp, err := l.cli.Get(cctx, l.p.head())
+	if err != nil {
+		return 0, l.etcdErr("read the log's head", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	last, err := parseUint(resp.Kvs[0].Value)
+	if err != nil {
+		return 0, &eventlog.CorruptError{Reason: fmt.Sprintf("head %q: %v", resp.Kvs[0].Value, err)}
+	}
+	l.observe(last)
+	return last, nil
 }
 
 // readHead reads P/head and returns the revision to watch from next.
@@ -314,6 +362,7 @@ func unavailable(err error) bool {
 type keys string
 
 func (p keys) head() string             { return string(p) + "head" }
+func (p keys) id() string               { return string(p) + "id" }
 func (p keys) records() string          { return string(p) + "r/" }
 func (p keys) record(seq uint64) string { return fmt.Sprintf("%sr/%016x", p, seq) }
 func (p keys) stream(s string) string   { return string(p) + "s/" + s }
@@ -352,3 +401,6 @@ func parseRange(b []byte) (first, last uint64, err error) {
 }
 
 func formatRange(first, last uint64) string { return formatUint(first) + " " + formatUint(last) }
+
+// The replica seam: a Log is an eventlog.Upstream.
+var _ eventlog.Upstream = (*Log)(nil)

@@ -41,6 +41,10 @@ type Config struct {
 	Clock projection.Clock
 	// LockTimeout bounds the wait for another process holding the log.
 	LockTimeout time.Duration
+	// Upstream, if set, opens the shared log that the data directory's
+	// log replicates (projection.Options.Upstream), once for every open
+	// of the store: closing the store closes it.
+	Upstream func(context.Context) (eventlog.Upstream, error)
 	// Logger receives the daemon's structured logs; nil discards them.
 	Logger *slog.Logger
 	// Ready, if set, is called once the socket accepts requests.
@@ -165,11 +169,19 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
 	}
 	open := func() (*projection.Store, error) {
+		var up eventlog.Upstream
+		if cfg.Upstream != nil {
+			var err error
+			if up, err = cfg.Upstream(ctx); err != nil {
+				return nil, err
+			}
+		}
 		return projection.Open(dir, projection.Options{
 			DefaultTimeout: cfg.DefaultTimeout,
 			LockTimeout:    cfg.LockTimeout,
 			Clock:          cfg.Clock,
 			Logger:         logger,
+			Upstream:       up,
 		})
 	}
 	store, err := open()

@@ -1,0 +1,370 @@
+package eventlog_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/etcdlog"
+	"github.com/delegations/delegations/eventlog/etcdlog/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The replica tests run a Log whose upstream is an etcdlog.Log on an
+// embedded etcd cluster.
+
+var t0 = time.Date(2026, 11, 21, 10, 38, 45, 282_000_000, time.UTC)
+
+func entry(kind uint16, payload string) eventlog.Entry {
+	return eventlog.Entry{Kind: kind, Time: t0, Payload: []byte(payload)}
+}
+
+// tally is a projector: records per stream, in a view; it refuses a record
+// whose payload is "poison".
+type tally struct{}
+
+func (tally) Name() string { return "tally" }
+
+func (tally) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
+	b, err := tx.Bucket("tally")
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if string(r.Payload) == "poison" {
+			return errors.New("poisoned record")
+		}
+		var n uint64
+		if v := b.Get([]byte(r.Stream)); v != nil {
+			n = binary.BigEndian.Uint64(v)
+		}
+		if err := b.Put([]byte(r.Stream), binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tallyOf reads the projector's count for stream.
+func tallyOf(t *testing.T, l *eventlog.Log, stream string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := l.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket("tally")
+		if b != nil {
+			if v := b.Get([]byte(stream)); v != nil {
+				n = binary.BigEndian.Uint64(v)
+			}
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// openReplica opens a replica at path of the log under prefix on cli.
+func openReplica(t *testing.T, cli *clientv3.Client, prefix, path string) (*eventlog.Log, error) {
+	t.Helper()
+	up, err := etcdlog.Open(context.Background(), cli, etcdlog.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(path, eventlog.Options{Upstream: up, Projectors: []eventlog.Projector{tally{}}})
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, nil
+}
+
+func mustReplica(t *testing.T, cli *clientv3.Client, prefix, path string) *eventlog.Log {
+	t.Helper()
+	l, err := openReplica(t, cli, prefix, path)
+	if err != nil {
+		t.Fatalf("open replica: %v", err)
+	}
+	return l
+}
+
+func records(t *testing.T, l *eventlog.Log) []eventlog.Record {
+	t.Helper()
+	var out []eventlog.Record
+	for r, err := range l.Records(0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestReplicaContract runs one script of appends against a single-file
+// log and against a replica, and requires the same answer to every call
+// and the same records, streams, views and Wait behaviour: above the seam
+// the two are indistinguishable.
+func TestReplicaContract(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	local, err := eventlog.Open(filepath.Join(dir, "local.db"), eventlog.Options{Projectors: []eventlog.Projector{tally{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { local.Close() })
+	replica := mustReplica(t, c.Client(), "/contract/", filepath.Join(dir, "replica.db"))
+
+	big := strings.Repeat("large payload ", 300_000) // over etcd's request limit: chunked upstream and locally
+	script := []eventlog.Append{
+		{Stream: "a", Entries: []eventlog.Entry{entry(1, "one"), entry(2, "two")}},
+		{Stream: "b", Entries: []eventlog.Entry{entry(3, "")}},
+		{Stream: "a", Entries: []eventlog.Entry{entry(4, "four")}, CheckVersion: true, Version: 2},
+		{Stream: "a", Entries: []eventlog.Entry{entry(4, "stale")}, CheckVersion: true, Version: 2},    // conflict
+		{Stream: "s", Key: "register-42", Entries: []eventlog.Entry{entry(1, "a"), entry(2, "b")}},     // keyed
+		{Stream: "other", Key: "register-42", Entries: []eventlog.Entry{entry(9, "zzz")}},              // duplicate
+		{Stream: "s2", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}},        // new stream
+		{Stream: "s2", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}},        // conflict on a new stream
+		{Stream: "big", Key: "big-1", Entries: []eventlog.Entry{entry(5, big), entry(6, "after big")}}, // chunked
+		{Stream: "", Entries: []eventlog.Entry{entry(1, "")}},                                          // invalid
+		{Stream: "s", Key: "register-42", Entries: []eventlog.Entry{entry(1, "a"), entry(2, "b")}},     // duplicate, same stream
+		{Stream: "b", CheckVersion: true, Version: 1, Entries: []eventlog.Entry{entry(7, "b2"), entry(8, "b3")}},
+	}
+	for i, a := range script {
+		want, werr := local.Append(context.Background(), a)
+		got, gerr := replica.Append(context.Background(), a)
+		if fmt.Sprint(got) != fmt.Sprint(want) || errors.Is(gerr, eventlog.ErrConflict) != errors.Is(werr, eventlog.ErrConflict) ||
+			errors.Is(gerr, eventlog.ErrInvalid) != errors.Is(werr, eventlog.ErrInvalid) || (gerr == nil) != (werr == nil) {
+			t.Fatalf("append %d: replica %+v, %v; single file %+v, %v", i, got, gerr, want, werr)
+		}
+		var ce *eventlog.ConflictError
+		if errors.As(werr, &ce) {
+			var gce *eventlog.ConflictError
+			if !errors.As(gerr, &gce) || *gce != *ce {
+				t.Fatalf("append %d: replica conflict %v, single file %v", i, gerr, werr)
+			}
+		}
+		// Read your own writes: the views already hold the append.
+		if werr == nil && tallyOf(t, replica, a.Stream) != tallyOf(t, local, a.Stream) {
+			t.Fatalf("append %d: replica's view counts %d records of %q, the single file's %d", i,
+				tallyOf(t, replica, a.Stream), a.Stream, tallyOf(t, local, a.Stream))
+		}
+	}
+	if replica.Last() != local.Last() || local.Last() != 11 {
+		t.Fatalf("Last: replica %d, single file %d, want 11", replica.Last(), local.Last())
+	}
+	if got, want := records(t, replica), records(t, local); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("records differ:\nreplica %.300v\n single %.300v", got, want)
+	}
+	for _, s := range []string{"a", "b", "s", "s2", "big", "other"} {
+		got, gerr := replica.Stream(s)
+		want, werr := local.Stream(s)
+		if fmt.Sprint(got) != fmt.Sprint(want) || gerr != nil || werr != nil {
+			t.Fatalf("Stream(%s): replica %d records, %v; single file %d, %v", s, len(got), gerr, len(want), werr)
+		}
+	}
+	if err := replica.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify replica: %v", err)
+	}
+
+	// Wait wakes on records another writer appended upstream.
+	woke := make(chan uint64)
+	go func() {
+		last, err := replica.Wait(context.Background(), replica.Last())
+		if err != nil {
+			t.Error(err)
+		}
+		woke <- last
+	}()
+	other, err := etcdlog.Open(context.Background(), c.Client(), etcdlog.Options{Prefix: "/contract/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	res, err := other.Append(context.Background(), eventlog.Append{Stream: "z", Entries: []eventlog.Entry{entry(1, "from elsewhere")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := <-woke; last != res.Last {
+		t.Fatalf("Wait woke at %d, want %d", last, res.Last)
+	}
+	if n := tallyOf(t, replica, "z"); n != 1 {
+		t.Fatalf("view of another writer's record: %d, want 1", n)
+	}
+	closed := make(chan error)
+	go func() {
+		_, err := replica.Wait(context.Background(), replica.Last())
+		closed <- err
+	}()
+	replica.Close()
+	if err := <-closed; !errors.Is(err, eventlog.ErrClosed) {
+		t.Fatalf("Wait across Close = %v, want ErrClosed", err)
+	}
+	if _, err := replica.Append(context.Background(), script[0]); !errors.Is(err, eventlog.ErrClosed) {
+		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestReplicasShareOneLog: two replicas append concurrently with expected
+// versions; each reads its own writes at once, the other's once it has
+// waited for them, and both files end identical, including after one was
+// closed while the other wrote.
+func TestReplicasShareOneLog(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	pathB := filepath.Join(dir, "b.db")
+	a := mustReplica(t, c.Client(), "/share/", filepath.Join(dir, "a.db"))
+	b := mustReplica(t, c.Client(), "/share/", pathB)
+
+	var wg sync.WaitGroup
+	for w, l := range []*eventlog.Log{a, b, a, b} {
+		wg.Go(func() {
+			stream := fmt.Sprintf("w%d", w)
+			for i := range 20 {
+				res, err := l.Append(context.Background(), eventlog.Append{
+					Stream: stream, CheckVersion: true, Version: uint64(i), Entries: []eventlog.Entry{entry(1, fmt.Sprint(i))},
+				})
+				if err != nil {
+					t.Errorf("%s append %d: %v", stream, i, err)
+					return
+				}
+				if l.Last() < res.Last {
+					t.Errorf("%s append %d acknowledged at %d before the replica applied it (last %d)", stream, i, res.Last, l.Last())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	// Sync: once it returns, b holds what a appended before the call.
+	res, err := a.Append(context.Background(), eventlog.Append{Stream: "sync", Entries: []eventlog.Entry{entry(1, "x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Last() < res.Last || tallyOf(t, b, "sync") != 1 {
+		t.Fatalf("after Sync b holds %d records (the append was %d) and counts %d of stream sync", b.Last(), res.Last, tallyOf(t, b, "sync"))
+	}
+	// Close b; a writes on; b catches up when it opens again.
+	b.Close()
+	for i := range 30 {
+		if _, err := a.Append(context.Background(), eventlog.Append{Stream: "late", Entries: []eventlog.Entry{entry(2, fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b = mustReplica(t, c.Client(), "/share/", pathB)
+	if b.Last() != a.Last() || a.Last() != 111 {
+		t.Fatalf("after reopening, b holds %d records, a %d, want 111", b.Last(), a.Last())
+	}
+	if got, want := records(t, b), records(t, a); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatal("the replicas' records differ")
+	}
+	for _, s := range []string{"w0", "w1", "w2", "w3", "late"} {
+		if tallyOf(t, a, s) != tallyOf(t, b, s) || tallyOf(t, b, s) == 0 {
+			t.Fatalf("views of %s differ: a %d, b %d", s, tallyOf(t, a, s), tallyOf(t, b, s))
+		}
+	}
+}
+
+// TestReplicaBoundToItsLog: a file replicates one shared log; another
+// prefix, a single-file writer and a file with records of its own are
+// refused with a clear error; a reader may open the replica.
+func TestReplicaBoundToItsLog(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "replica.db")
+	l := mustReplica(t, c.Client(), "/one/", path)
+	if _, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "x")}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+
+	if _, err := openReplica(t, c.Client(), "/two/", path); !errors.Is(err, eventlog.ErrInvalid) || !strings.Contains(err.Error(), "/one/") {
+		t.Fatalf("replica of another log: %v, want ErrInvalid naming /one/", err)
+	}
+	if _, err := eventlog.Open(path, eventlog.Options{}); !errors.Is(err, eventlog.ErrReplica) {
+		t.Fatalf("single-file writer on a replica: %v, want ErrReplica", err)
+	}
+	ro, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reader on a replica: %v", err)
+	}
+	if ro.Last() != 1 {
+		t.Fatalf("reader sees %d records, want 1", ro.Last())
+	}
+	ro.Close()
+	// The same log still opens it.
+	mustReplica(t, c.Client(), "/one/", path).Close()
+
+	own := filepath.Join(dir, "own.db")
+	single, err := eventlog.Open(own, eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := single.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "mine")}}); err != nil {
+		t.Fatal(err)
+	}
+	single.Close()
+	if _, err := openReplica(t, c.Client(), "/one/", own); !errors.Is(err, eventlog.ErrInvalid) {
+		t.Fatalf("replica over a file with its own records: %v, want ErrInvalid", err)
+	}
+}
+
+// TestReplicaStopsOnProjectorError: a record committed upstream that a
+// projector refuses cannot be dropped: the replica stops applying and
+// refuses appends with ErrBroken naming the cause, and opening it again
+// fails the same way rather than skip the record.
+func TestReplicaStopsOnProjectorError(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	path := filepath.Join(t.TempDir(), "replica.db")
+	l := mustReplica(t, c.Client(), "/poison/", path)
+	_, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "poison")}})
+	if !errors.Is(err, eventlog.ErrBroken) || !strings.Contains(err.Error(), "poisoned record") {
+		t.Fatalf("append of a record the projector refuses: %v, want ErrBroken naming the cause", err)
+	}
+	if _, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "fine")}}); !errors.Is(err, eventlog.ErrBroken) {
+		t.Fatalf("append after the replica stopped: %v, want ErrBroken", err)
+	}
+	if l.Last() != 0 {
+		t.Fatalf("the replica applied %d records past the one it refused", l.Last())
+	}
+	l.Close()
+	if _, err := openReplica(t, c.Client(), "/poison/", path); !errors.Is(err, eventlog.ErrBroken) {
+		t.Fatalf("reopen: %v, want ErrBroken", err)
+	}
+}
+
+// TestReplicaSurvivesMemberStop: with one member of three stopped, the
+// replica appends and applies as before. An append may meet the election
+// that follows (ErrUnavailable): it is retried with its key, as a caller
+// would.
+func TestReplicaSurvivesMemberStop(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	l := mustReplica(t, c.Client(), "/quorum/", filepath.Join(t.TempDir(), "replica.db"))
+	c.Stop(0)
+	for i := range 10 {
+		a := eventlog.Append{Stream: "s", Key: fmt.Sprint("k", i), CheckVersion: true, Version: uint64(i), Entries: []eventlog.Entry{entry(1, fmt.Sprint(i))}}
+		var err error
+		for range 10 {
+			if _, err = l.Append(context.Background(), a); !errors.Is(err, etcdlog.ErrUnavailable) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("append %d with a quorum up: %v", i, err)
+		}
+	}
+	if n := tallyOf(t, l, "s"); n != 10 {
+		t.Fatalf("view counts %d records, want 10", n)
+	}
+}
