@@ -98,7 +98,9 @@ func (l *Log) submit(ctx context.Context, r *request) (res eventlog.Result, mayb
 		}
 		<-r.done
 	}
-	maybeWritten = errors.Is(r.err, ErrUnavailable) || (r.err == nil && !r.res.Duplicate)
+	// Chunks are dropped only for an append known not to be written: a
+	// committed record may reference them.
+	maybeWritten = errors.Is(r.err, ErrOutcomeUnknown) || errors.Is(r.err, ErrUnavailable) || (r.err == nil && !r.res.Duplicate)
 	return r.res, maybeWritten, r.err
 }
 
@@ -247,7 +249,7 @@ func (l *Log) commit(queue []*request) {
 			// the head finds out what happened.
 			l.headRev = -1
 			clear(l.versions)
-			err = fmt.Errorf("append: %w; the append may or may not have been written: retry with the same idempotency key once etcd answers", l.etcdErr("commit", err))
+			err = fmt.Errorf("append: %w; %w: the append may or may not have been written: retry with the same idempotency key once etcd answers", l.etcdErr("commit", err), ErrOutcomeUnknown)
 			for _, r := range queue {
 				answer(r, eventlog.Result{}, err)
 			}
@@ -255,7 +257,11 @@ func (l *Log) commit(queue []*request) {
 		}
 		if resp.Succeeded {
 			rounds = 0
-			l.head, l.headRev = p.last, resp.Header.Revision
+			if p.last != l.head {
+				// Only a transaction that wrote the head moves its revision:
+				// one of duplicates alone wrote nothing.
+				l.head, l.headRev = p.last, resp.Header.Revision
+			}
 			if len(l.versions) > maxCachedStreams {
 				clear(l.versions)
 			}

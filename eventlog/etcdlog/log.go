@@ -25,6 +25,11 @@ import (
 // append that fails with it may or may not have been written.
 var ErrUnavailable = errors.New("etcd unavailable")
 
+// ErrOutcomeUnknown is wrapped by the error of an append whose transaction
+// failed in flight (etcd unreachable, a reset stream, a closed client): it
+// may or may not have been written. Retry with the same idempotency key.
+var ErrOutcomeUnknown = errors.New("the outcome is unknown")
+
 // Options configure Open. The zero value is usable.
 type Options struct {
 	// Prefix is where the log's keys live; "/delegations/" when empty.
