@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,5 +184,40 @@ func TestVerifyFindsDamageInAnyRound(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestVerifyFindsPageDamageInAWritableLog damages the freelist page of a
+// log open for writing (bbolt reads it only at open, so the log goes on
+// working) and checks that Verify's page walk, which holds no transaction
+// on a writable log, reports it.
+func TestVerifyFindsPageDamageInAWritableLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.db")
+	l := openTest(t, path, Options{})
+	fillVerifyLog(t, l, 20)
+	if err := l.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify before damage: %v", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := readLayout(f, fi.Size())
+	if err != nil || pf.cur.err != nil || pf.cur.freelist == noFreelist {
+		t.Fatalf("no freelist page to damage: %v %v", err, pf.cur)
+	}
+	at := int64(pf.cur.freelist)*int64(pf.pageSize) + 8 // the page's flags
+	if _, err := f.WriteAt([]byte{flagLeaf, 0}, at); err != nil {
+		t.Fatal(err)
+	}
+	err = l.Verify(context.Background())
+	var de *DamageError
+	if !errors.As(err, &de) || de.Page != pf.cur.freelist || !strings.Contains(err.Error(), "freelist page has type") {
+		t.Fatalf("Verify = %v, want the freelist page %d named", err, pf.cur.freelist)
 	}
 }
