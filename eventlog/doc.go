@@ -64,8 +64,7 @@
 //     held a few milliseconds at most and freed pages are reused. On a log
 //     appended to meanwhile it is exact for the records up to the last one
 //     when it starts, and for the index entries naming them; later entries
-//     are checked only as far as one round can (they name a record of their
-//     stream that exists). Its page walk holds no transaction on a writable
+//     are skipped, or checked only as far as one round can. Its page walk holds no transaction on a writable
 //     log and is trusted when it finds nothing or no commit ran during it;
 //     damage found while commits ran is checked again inside a read
 //     transaction, which then holds a writer's growth for the walk (about
