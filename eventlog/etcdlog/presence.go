@@ -54,12 +54,10 @@ type PresenceOptions struct {
 	Logger *slog.Logger
 }
 
-// Join makes daemon self present under the prefix, with a lease of
-// opts.TTL, and starts following which daemons are. self must be
-// a non-empty id without a slash, stable across the daemon's restarts.
-// Close stops renewing the lease, which then expires after its TTL: a
-// daemon that restarts within it is never taken for gone.
-func Join(ctx context.Context, cli *clientv3.Client, self string, opts PresenceOptions) (*Presence, error) {
+// NewPresence returns the presence of daemon self under the prefix, with
+// a lease of opts.TTL; Start makes it present. self must be a non-empty id
+// without a slash, stable across the daemon's restarts.
+func NewPresence(cli *clientv3.Client, self string, opts PresenceOptions) (*Presence, error) {
 	if self == "" || strings.ContainsAny(self, "/\x00") {
 		return nil, fmt.Errorf("join the daemons on etcd: the daemon id %q is empty or holds a slash", self)
 	}
@@ -78,23 +76,33 @@ func Join(ctx context.Context, cli *clientv3.Client, self string, opts PresenceO
 	}
 	p := &Presence{
 		cli: cli, p: keys(opts.Prefix), self: self, ttl: ttl, timeout: opts.RequestTimeout, log: opts.Logger,
-		changed: make(chan struct{}), done: make(chan struct{}),
+		changed: make(chan struct{}), done: make(chan struct{}), stop: func() {},
 	}
+	close(p.done) // until Start
+	return p, nil
+}
+
+// Start binds this daemon's key to a new lease, reads which daemons are
+// present, and goes on renewing the lease and following them until Close.
+// Call it once the daemon holds its data directory (its lock): a second
+// daemon started on the directory, which will fail, must not rebind the
+// key of the one that serves it.
+func (p *Presence) Start(ctx context.Context) error {
 	lease, err := p.lease(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rev, err := p.list(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rctx, stop := context.WithCancel(context.Background())
-	p.stop = stop
+	p.stop, p.done = stop, make(chan struct{})
 	go func() {
 		defer close(p.done)
 		p.run(rctx, lease, rev)
 	}()
-	return p, nil
+	return nil
 }
 
 // daemons is the prefix of the daemons' keys; daemon, one daemon's.
@@ -120,7 +128,8 @@ func (p *Presence) Changed() <-chan struct{} {
 }
 
 // Close stops renewing the lease and following the others. The key stays
-// until the lease expires.
+// until the lease expires: a daemon that restarts within its TTL is never
+// taken for gone.
 func (p *Presence) Close() error {
 	p.stop()
 	<-p.done

@@ -86,10 +86,12 @@ type Config struct {
 }
 
 // Peers is which daemons share the log and are alive
-// (eventlog/etcdlog.Presence); Changed's channel is closed at the next
-// change of the set.
+// (eventlog/etcdlog.Presence). Serve calls Start once it holds the data
+// directory (before that, only Self is asked); Changed's channel is closed
+// at the next change of the set.
 type Peers interface {
 	projection.Peers
+	Start(ctx context.Context) error
 	Changed() <-chan struct{}
 }
 
@@ -211,6 +213,15 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.Peers != nil {
+		// Present once the data directory is ours: a daemon started beside
+		// this one fails on its lock before it touches the lease.
+		if err := cfg.Peers.Start(ctx); err != nil {
+			store.Close()
+			return err
+		}
+		logger.Info("one of the daemons on the shared log", "daemon", cfg.Peers.Self())
 	}
 	svc := NewService(store)
 	defer func() {
