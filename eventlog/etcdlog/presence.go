@@ -68,7 +68,7 @@ func NewPresence(cli *clientv3.Client, self string, opts PresenceOptions) (*Pres
 		opts.RequestTimeout = 5 * time.Second
 	}
 	ttl := int64((opts.TTL + time.Second - 1) / time.Second)
-	if ttl < 1 {
+	if opts.TTL < time.Second {
 		return nil, fmt.Errorf("join the daemons on etcd: lease TTL %s is under a second", opts.TTL)
 	}
 	if opts.Logger == nil {
