@@ -106,7 +106,7 @@ func (p *Presence) Start(ctx context.Context) error {
 }
 
 // daemons is the prefix of the daemons' keys; daemon, one daemon's.
-func (k keys) daemons() string          { return string(k) + "daemons/" }
+func (k keys) daemons() string         { return string(k) + "daemons/" }
 func (k keys) daemon(id string) string { return k.daemons() + id }
 
 // Self returns this daemon's id.
