@@ -63,19 +63,27 @@ func (s *Store) serves(tx *eventlog.Tx, n *Notification) (bool, error) {
 	if s.own.peers == nil {
 		return true, nil
 	}
-	id := n.Delegation
-	if n.Kind == KindAllComplete {
-		r, err := tx.Record(n.Seq)
-		if err != nil {
-			return false, fmt.Errorf("outbox entry %s: %w", n.ID, err)
-		}
-		id = r.Stream
+	id, err := servedFor(tx, n)
+	if err != nil {
+		return false, err
 	}
 	d, err := loadStored(tx, id)
 	if err != nil || d == nil {
 		return false, err
 	}
 	return s.own.owned(d), nil
+}
+
+// servedFor returns the delegation whose owner serves outbox entry n.
+func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
+	if n.Kind != KindAllComplete {
+		return n.Delegation, nil
+	}
+	r, err := tx.Record(n.Seq)
+	if err != nil {
+		return "", fmt.Errorf("outbox entry %s: %w", n.ID, err)
+	}
+	return r.Stream, nil
 }
 
 // TakeOver takes over, for this daemon, every delegation that still needs
@@ -108,10 +116,10 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		}
 		for _, name := range []string{bucketDeadlines, bucketPending, bucketOutbox} {
 			b, err := tx.Bucket(name)
-			if err != nil || b == nil {
-				if err != nil {
-					return err
-				}
+			if err != nil {
+				return err
+			}
+			if b == nil {
 				continue
 			}
 			if err := b.ForEach(func(k, v []byte) error {
@@ -125,14 +133,11 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 				if err := json.Unmarshal(v, &n); err != nil {
 					return fmt.Errorf("outbox entry %s: %w", k, err)
 				}
-				if n.Kind == KindAllComplete {
-					r, err := tx.Record(n.Seq)
-					if err != nil {
-						return fmt.Errorf("outbox entry %s: %w", k, err)
-					}
-					n.Delegation = r.Stream
+				id, err := servedFor(tx, &n)
+				if err != nil {
+					return err
 				}
-				return gone(n.Delegation)
+				return gone(id)
 			}); err != nil {
 				return err
 			}
