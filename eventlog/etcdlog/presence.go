@@ -187,6 +187,8 @@ func (p *Presence) signal() {
 func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 	retry := time.Duration(p.ttl) * time.Second / 3
 	var kac <-chan *clientv3.LeaseKeepAliveResponse
+	stopKeepAlive := func() {} // of the lease kac renews
+	defer func() { stopKeepAlive() }()
 	var wch clientv3.WatchChan
 	for ctx.Err() == nil {
 		if lease == 0 {
@@ -199,11 +201,14 @@ func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 			p.log.Info("took a new lease on etcd", "daemon", p.self)
 		}
 		if kac == nil {
+			kctx, cancel := context.WithCancel(ctx)
 			var err error
-			if kac, err = p.cli.KeepAlive(ctx, lease); err != nil {
-				lease = 0
+			if kac, err = p.cli.KeepAlive(kctx, lease); err != nil {
+				cancel()
+				kac, lease = nil, 0
 				continue
 			}
+			stopKeepAlive = cancel
 		}
 		if wch == nil {
 			if rev == 0 {
@@ -220,6 +225,7 @@ func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 		case <-ctx.Done():
 		case _, ok := <-kac:
 			if !ok { // the lease expired, or etcd is out of reach
+				stopKeepAlive()
 				kac, lease = nil, 0
 			}
 		case resp, ok := <-wch:
@@ -232,7 +238,8 @@ func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 				id := strings.TrimPrefix(string(ev.Kv.Key), p.p.daemons())
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(p.alive, id)
-					if id == p.self { // our lease is gone: take a new one
+					if id == p.self { // our key is gone: bind it to a new lease
+						stopKeepAlive()
 						kac, lease = nil, 0
 					}
 				} else {
