@@ -14,10 +14,11 @@ import (
 // Persist writes the artifact of a terminal delegation and records a
 // persisted event with its path, size and hash; the terminal notification
 // enters the outbox with that event, never before. It does nothing for a
-// delegation already persisted, nor for one another daemon owns. The artifact's bytes depend only on the
-// terminal record, which no later event changes, so the file is written
-// outside the delegation's lock, and writing it again (a concurrent
-// Persist, a retry after a crash) gives the same file.
+// delegation already persisted, nor for one another daemon owns. The
+// artifact's bytes depend only on the terminal record, which no later
+// event changes, so the file is written outside the delegation's lock, and
+// writing it again (a concurrent Persist, a retry after a crash) gives the
+// same file.
 func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) {
 	d, err := s.Get(id)
 	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
