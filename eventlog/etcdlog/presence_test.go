@@ -67,7 +67,8 @@ func TestPresence(t *testing.T) {
 	if _, err := cli.Delete(context.Background(), "/p/daemons/b"); err != nil {
 		t.Fatal(err)
 	}
-	await(t, a, "b present again", func() bool { return a.Alive("b") && b.Alive("b") })
+	await(t, b, "b present again, as b sees it", func() bool { return b.Alive("b") })
+	await(t, a, "b present again, as a sees it", func() bool { return a.Alive("b") })
 
 	// A restart within the TTL rebinds the key to the new lease: the old
 	// lease's expiry does not delete it.
