@@ -47,6 +47,19 @@ func DecideAck(d *Delegation, nid, failure string, at time.Time) (events []Event
 	return []Event{{Kind: KindNotified, ID: d.ID, At: at, NotificationID: nid}}, false, nil
 }
 
+// DecideTakeOver returns the owned event by which daemon self takes d
+// over, or no event when d is self's already or its owner is alive (alive
+// says which daemons hold their lease; an empty owner, from a log of one
+// daemon, is nobody's). Appended with d's version as the expected one, it
+// is recorded once however many daemons race to take d over: the others
+// decide again against the record it made, whose owner is alive.
+func DecideTakeOver(d *Delegation, self string, alive func(daemon string) bool, at time.Time) []Event {
+	if d == nil || self == "" || d.Owner == self || (d.Owner != "" && alive(d.Owner)) {
+		return nil
+	}
+	return []Event{{Kind: KindOwned, ID: d.ID, At: at, Owner: self}}
+}
+
 // DecideRead returns the read event of terminal delegation d. A clock that
 // went back (a restart, an NTP step) must not make a read count as before
 // the completion and leave the result unread, so the read is never earlier

@@ -129,3 +129,34 @@ func TestDecideAllCompleteAck(t *testing.T) {
 		t.Errorf("failed delivery: %+v", ev)
 	}
 }
+
+// TestDecideTakeOver: a delegation is taken over when its owner is not
+// alive (an empty owner is nobody), never from a live owner nor by its
+// owner; the owned event makes the taker the owner.
+func TestDecideTakeOver(t *testing.T) {
+	alive := func(id string) bool { return id == "live" }
+	d := Fold(Event{Kind: KindRegistered, ID: testID, At: t0, Owner: "gone", Registration: Registration{Timeout: time.Minute}})
+	if d.Owner != "gone" {
+		t.Fatalf("registered with owner gone: owner %q", d.Owner)
+	}
+	for _, tc := range []struct {
+		owner, self string
+		take        bool
+	}{
+		{"gone", "me", true}, {"", "me", true}, {"live", "me", false}, {"me", "me", false}, {"gone", "", false},
+	} {
+		d.Owner = tc.owner
+		events := DecideTakeOver(&d, tc.self, alive, t0)
+		if (len(events) == 1) != tc.take {
+			t.Fatalf("owner %q, self %q: %+v", tc.owner, tc.self, events)
+		}
+		if tc.take {
+			if next := Evolve(d, events[0]); next.Owner != tc.self || next.Version != d.Version+1 {
+				t.Fatalf("after %+v: owner %q, version %d", events[0], next.Owner, next.Version)
+			}
+		}
+	}
+	if DecideTakeOver(nil, "me", alive, t0) != nil {
+		t.Fatal("took over no delegation")
+	}
+}

@@ -128,6 +128,7 @@ func commandEvent(cmd *Event) Event {
 		ev.ProjectID, ev.RootSessionID, ev.ParentSessionID = cmd.ProjectID, cmd.RootSessionID, cmd.ParentSessionID
 		ev.ParentMessageID, ev.ParentAgent, ev.SessionID = cmd.ParentMessageID, cmd.ParentAgent, cmd.SessionID
 		ev.Agent, ev.Model, ev.Prompt, ev.Timeout = cmd.Agent, cmd.Model, cmd.Prompt, cmd.Timeout
+		ev.Owner = cmd.Owner
 	case KindStarted:
 		ev.SessionID = cmd.SessionID
 	case KindProgressed:

@@ -88,6 +88,10 @@ type Delegation struct {
 
 	Rejected int    `json:"rejected,omitempty"` // commands refused after terminal
 	Version  uint64 `json:"version"`            // events applied = the stream version in the log
+
+	// Owner is the daemon that owns the delegation (Event.Owner); empty on
+	// a log of one daemon.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Result texts fixed by the plugin (README "Compatibility with the
@@ -144,6 +148,7 @@ func Evolve(d Delegation, e Event) Delegation {
 			break // registered twice: the first wins
 		}
 		d.Registration = e.Registration
+		d.Owner = e.Owner
 		d.State = Registered
 		d.CreatedAt, d.LastUpdateAt = e.At, e.At
 		d.TimeoutAt = e.At.Add(e.Timeout)
@@ -199,6 +204,8 @@ func Evolve(d Delegation, e Event) Delegation {
 			break
 		}
 		evolveImported(&d, &e)
+	case KindOwned:
+		d.Owner = e.Owner
 	}
 	return d
 }
@@ -279,6 +286,7 @@ type delegationJSON struct {
 	ReadAt          string `json:"readAt,omitempty"`
 	Rejected        int    `json:"rejected,omitempty"`
 	Version         uint64 `json:"version"`
+	Owner           string `json:"owner,omitempty"`
 }
 
 // MarshalJSON encodes d with the plugin's field names. Times are RFC 3339 in
@@ -303,7 +311,7 @@ func (d *Delegation) UnmarshalJSON(b []byte) error {
 		Progress: j.Progress, Result: j.Result, Error: j.Error,
 		Title: j.Title, Description: j.Description,
 		ArtifactPath: j.ArtifactPath, ArtifactSize: j.ArtifactSize,
-		Rejected: j.Rejected, Version: j.Version,
+		Rejected: j.Rejected, Version: j.Version, Owner: j.Owner,
 	}
 	times := []struct {
 		name string

@@ -10,7 +10,7 @@ import (
 // fields are meaningful depends on Kind:
 //
 //	registered            ProjectID, RootSessionID, ParentSessionID, ParentMessageID,
-//	                      ParentAgent, SessionID, Agent, Model, Prompt, Timeout
+//	                      ParentAgent, SessionID, Agent, Model, Prompt, Timeout, Owner
 //	started               SessionID (the child session, optional)
 //	progressed            Message
 //	completed             Result, Title, Description
@@ -26,6 +26,7 @@ import (
 //	rejected              Refused, RefusedState, and the refused command's own fields
 //	imported              the registered fields, Status, Result, Error, Title,
 //	                      Description, ArtifactPath, ArtifactSize, ArtifactHash
+//	owned                 Owner (the daemon that took the delegation over)
 //
 // Kind, ID and At live in the log record (kind, stream, time); the payload
 // (MarshalPayload) holds everything else.
@@ -56,6 +57,12 @@ type Event struct {
 	RefusedState State // the delegation's state when it was refused
 
 	Status State // imported: the status read from the legacy artifact
+
+	// Owner is the daemon that owns the delegation from this event on
+	// (registered, owned): on a log shared by several daemons, the one that
+	// enforces its deadline, writes its artifact and serves its
+	// notifications. Empty on a log of one daemon, which owns everything.
+	Owner string
 }
 
 // PayloadVersion is the first byte of every payload this version writes.
@@ -88,7 +95,8 @@ const (
 	tagRefused         = 22 // uvarint, fits uint16
 	tagRefusedState    = 23 // state name
 	tagStatus          = 24 // state name
-	lastTag            = tagStatus
+	tagOwner           = 25
+	lastTag            = tagOwner
 )
 
 // fields is the payload's field table (see tlv.go): e's fields by tag.
@@ -118,6 +126,7 @@ func (e *Event) fields() [lastTag + 1]any {
 		tagRefused:         &e.Refused,
 		tagRefusedState:    &e.RefusedState,
 		tagStatus:          &e.Status,
+		tagOwner:           &e.Owner,
 	}
 }
 

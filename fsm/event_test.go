@@ -35,6 +35,7 @@ func sampleEvents() []Event {
 		}},
 		Event{Kind: KindRegistered, ID: testID, At: t0, Registration: Registration{Timeout: math.MaxInt64}},
 		Event{Kind: KindRead, ID: testID, At: t0},
+		Event{Kind: KindOwned, ID: testID, At: t0, Owner: "host-0123abcd"},
 	)
 	return evs
 }
@@ -102,7 +103,7 @@ func field(tag uint64, v []byte) []byte {
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestPayloadSkipsUnknownTags(t *testing.T) {
-	p := cat([]byte{1}, field(tagMessage, []byte("hi")), field(25, []byte("future")), field(1000, []byte{0xff, 0}))
+	p := cat([]byte{1}, field(tagMessage, []byte("hi")), field(lastTag+1, []byte("future")), field(1000, []byte{0xff, 0}))
 	e, err := UnmarshalPayload(KindProgressed, testID, t0, p)
 	if err != nil || e.Message != "hi" {
 		t.Fatalf("got %+v, %v", e, err)

@@ -128,9 +128,10 @@ const (
 	KindRead                Kind = 13
 	KindRejected            Kind = 14
 	KindImported            Kind = 15
+	KindOwned               Kind = 16 // another daemon took the delegation over (Owner)
 
 	firstKind = KindRegistered
-	lastKind  = KindImported // update when appending a kind
+	lastKind  = KindOwned // update when appending a kind
 )
 
 var kindNames = [lastKind + 1]string{
@@ -149,6 +150,7 @@ var kindNames = [lastKind + 1]string{
 	KindRead:                "read",
 	KindRejected:            "rejected",
 	KindImported:            "imported",
+	KindOwned:               "owned",
 }
 
 // String returns the snake_case name of k, or "kind(N)" for a kind this

@@ -68,6 +68,7 @@ func (d *Delegation) AppendJSON(b []byte) []byte {
 	num("rejected", int64(d.Rejected))
 	b = append(b, `,"version":`...)
 	b = strconv.AppendUint(b, d.Version, 10)
+	str("owner", d.Owner)
 	return append(b, '}')
 }
 

@@ -30,7 +30,7 @@ func (d Delegation) marshalJSONReflect() ([]byte, error) {
 		PersistedAt:  FormatTime(d.PersistedAt),
 		ArtifactPath: d.ArtifactPath, ArtifactSize: d.ArtifactSize,
 		NotifiedAt: FormatTime(d.NotifiedAt), ReadAt: FormatTime(d.ReadAt),
-		Rejected: d.Rejected, Version: d.Version,
+		Rejected: d.Rejected, Version: d.Version, Owner: d.Owner,
 	}
 	if d.ArtifactHash != 0 || d.ArtifactPath != "" {
 		j.ArtifactHash = fmt.Sprintf("%016x", d.ArtifactHash)

@@ -41,7 +41,8 @@ const (
 	recReadAt          = 29
 	recRejected        = 30
 	recVersion         = 31
-	lastRecTag         = recVersion
+	recOwner           = 32
+	lastRecTag         = recOwner
 )
 
 // fields is the record's field table (see tlv.go): d's fields by tag.
@@ -78,6 +79,7 @@ func (d *Delegation) fields() [lastRecTag + 1]any {
 		recReadAt:          &d.ReadAt,
 		recRejected:        &d.Rejected,
 		recVersion:         &d.Version,
+		recOwner:           &d.Owner,
 	}
 }
 

@@ -61,8 +61,8 @@ func (s *Store) TimeoutOverdue(ctx context.Context) (n int, next time.Time, err 
 // in its timeline, and an append would wake the sweeper again at once.
 func (s *Store) timeoutIfOverdue(ctx context.Context, id string) (bool, error) {
 	_, ended, err := s.end(ctx, id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
-		if d == nil || !d.State.Active() || d.TimeoutAt.After(at) {
-			return nil, nil
+		if d == nil || !d.State.Active() || d.TimeoutAt.After(at) || !s.own.owned(d) {
+			return nil, nil // or its owner's to enforce (owner.go)
 		}
 		return fsm.Decide(d, fsm.Event{Kind: fsm.KindTimedOut, ID: id, At: at}, s.cfg)
 	})

@@ -14,6 +14,12 @@
 // that could not be written is retried, and the notification waits for it.
 // Readers (list, read, compaction, the status page) read the views; Wait and the read watches learn of new commits from the log.
 //
+// When several daemons share one log (Options.Peers), each delegation has
+// an owner, recorded in the log, which alone enforces its deadline, writes
+// its artifact and serves its notifications; a daemon that is gone has
+// its delegations taken over (owner.go). Without Peers the store owns
+// everything.
+//
 // Views (records, texts, roots, parents, running, unread, deadlines,
 // pending, cycles, members, outbox, due) are never the source of truth:
 // Open rebuilds them from the log when their version changes or they are

@@ -74,8 +74,13 @@ func (s *Store) outbox(parent string) (due []Notification, next time.Time, err e
 			if err := json.Unmarshal(v, &n); err != nil {
 				return fmt.Errorf("outbox entry %s: %w", k, err)
 			}
+			if parent != "" && n.Parent != parent {
+				return nil
+			}
+			if mine, err := s.serves(tx, &n); err != nil || !mine {
+				return err // or another daemon's to deliver (owner.go)
+			}
 			switch {
-			case parent != "" && n.Parent != parent:
 			case !n.DueAt.After(now):
 				if err := s.render(tx, &n); err != nil {
 					return err

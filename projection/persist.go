@@ -14,14 +14,15 @@ import (
 // Persist writes the artifact of a terminal delegation and records a
 // persisted event with its path, size and hash; the terminal notification
 // enters the outbox with that event, never before. It does nothing for a
-// delegation already persisted. The artifact's bytes depend only on the
-// terminal record, which no later event changes, so the file is written
-// outside the delegation's lock, and writing it again (a concurrent
-// Persist, a retry after a crash) gives the same file.
+// delegation already persisted, nor for one another daemon owns. The
+// artifact's bytes depend only on the terminal record, which no later
+// event changes, so the file is written outside the delegation's lock, and
+// writing it again (a concurrent Persist, a retry after a crash) gives the
+// same file.
 func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) {
 	d, err := s.Get(id)
-	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() {
-		return d, err
+	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
+		return d, err // another daemon's artifact is its owner's to write (owner.go)
 	}
 	a, err := s.writeArtifact(&d)
 	if err != nil {
@@ -30,6 +31,9 @@ func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) 
 	return s.update(ctx, id, "persisted:"+id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if d == nil {
 			return nil, &notFoundError{id: id, dir: s.dir}
+		}
+		if !s.own.owned(d) {
+			return nil, nil // taken over meanwhile: the new owner writes it
 		}
 		return fsm.DecidePersisted(d, a, at), nil
 	})

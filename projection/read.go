@@ -121,8 +121,10 @@ func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (R
 	id := d.ID
 	if d.PersistedAt.IsZero() {
 		p, err := s.Persist(ctx, id)
-		if err != nil {
-			s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
+		if err != nil || p.PersistedAt.IsZero() { // failed, or another daemon's to write (owner.go)
+			if err != nil {
+				s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
+			}
 			return ReadResult{Text: artifact.PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
 		}
 		d = p

@@ -51,6 +51,10 @@ type Options struct {
 	// follow what every other daemon on the shared log appends. Close
 	// closes it, and so does an Open that fails.
 	Upstream eventlog.Upstream
+	// Peers, if set, makes this store one of several daemons sharing the
+	// log, each acting only on the delegations it owns (see owner.go);
+	// nil: it owns every delegation.
+	Peers Peers
 }
 
 // ErrNeedsRecovery reports that a store opened with Options.ReadOnly needs
@@ -110,6 +114,7 @@ type Store struct {
 	clock Clock
 	ids   *fsm.IDGenerator
 	logf  *slog.Logger
+	own   owner // which delegations this daemon acts on (owner.go)
 
 	// Commands on one delegation are decided and appended one at a time:
 	// optimistic retries alone starve when many callers race on one
@@ -196,6 +201,7 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		clock: opts.Clock,
 		ids:   opts.IDs,
 		logf:  opts.Logger,
+		own:   owner{opts.Peers},
 	}
 	if opts.ReadOnly {
 		if err := s.needsRecovery(); err != nil {
@@ -324,7 +330,7 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 	// Timeouts are kept in milliseconds (the record's timeoutMs): a finer
 	// one would make the deadline differ between the event and the record.
 	r.Timeout = r.Timeout.Truncate(time.Millisecond)
-	cmd := fsm.Event{Kind: fsm.KindRegistered, Registration: fsm.Registration{
+	cmd := fsm.Event{Kind: fsm.KindRegistered, Owner: s.own.self(), Registration: fsm.Registration{
 		ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID,
 		ParentMessageID: r.ParentMessageID, ParentAgent: r.ParentAgent, SessionID: r.SessionID,
 		Agent: r.Agent, Model: r.Model, Prompt: r.Prompt, Timeout: r.Timeout,
@@ -421,8 +427,8 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 		decide: decide,
 		before: func(prev, next *fsm.Delegation, at time.Time) []fsm.Event {
 			writeErr, ended = nil, !prev.State.Terminal() && next.State.Terminal()
-			if !ended || !next.PersistedAt.IsZero() {
-				return nil
+			if !ended || !next.PersistedAt.IsZero() || !s.own.owned(next) {
+				return nil // or its owner writes it (owner.go)
 			}
 			a, err := s.writeArtifact(next)
 			if writeErr = err; err != nil {
@@ -431,7 +437,7 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 			return fsm.DecidePersisted(next, a, at)
 		},
 	})
-	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() {
+	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
 		return d, ended, err
 	}
 	if writeErr == nil {

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -22,6 +28,7 @@ type etcdFlags struct {
 	endpoints, prefix       *string
 	cacert, cert, key       *string
 	dialTimeout, reqTimeout *time.Duration
+	leaseTTL                *time.Duration
 }
 
 func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
@@ -41,6 +48,7 @@ func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
 		key:         fs.String("etcd-key", env("DELEGATIONS_ETCD_KEY", ""), "the key of --etcd-cert, PEM ($DELEGATIONS_ETCD_KEY)"),
 		dialTimeout: fs.Duration("etcd-dial-timeout", 5*time.Second, "bound on connecting to etcd"),
 		reqTimeout:  fs.Duration("etcd-timeout", 5*time.Second, "bound on every request to etcd; past it a command fails and can be retried"),
+		leaseTTL:    fs.Duration("etcd-lease-ttl", DefaultLeaseTTL, "this daemon's lease on etcd: once it has not renewed it for that long (it died, or lost etcd), the other daemons take its delegations over (whole seconds)"),
 	}
 }
 
@@ -63,6 +71,9 @@ func (f *etcdFlags) client() (*clientv3.Client, error) {
 	}
 	if (*f.cert == "") != (*f.key == "") {
 		return nil, usagef("--etcd-cert and --etcd-key go together")
+	}
+	if *f.leaseTTL < time.Second || *f.leaseTTL%time.Second != 0 {
+		return nil, usagef("--etcd-lease-ttl %s: want whole seconds, at least 1s (etcd counts leases in seconds)", *f.leaseTTL)
 	}
 	if !strings.HasSuffix(*f.prefix, "/") || *f.prefix == "/" {
 		return nil, usagef("--etcd-prefix %q must end with / and name a directory of its own (such as /delegations/)", *f.prefix)
@@ -96,4 +107,91 @@ func (f *etcdFlags) upstream(cli *clientv3.Client) func(context.Context) (eventl
 		}
 		return l, nil
 	}
+}
+
+// DefaultLeaseTTL is --etcd-lease-ttl's default: how long a daemon may be
+// silent before the others take its delegations over. Long enough that a
+// restart (an upgrade, a crash and its supervisor) keeps them; short
+// enough that a deadline is late by that much at most.
+const DefaultLeaseTTL = 15 * time.Second
+
+// DaemonIDFile, in the data directory, holds the id under which its
+// daemon owns delegations on a shared log. It is made by the first
+// `serve --etcd` and kept: a daemon restarted on the directory owns again
+// what it owned (unless another daemon took it over meanwhile). It lives
+// beside the replica rather than in it, so that a replica moved aside to
+// be rebuilt keeps its owner, as the artifacts beside it are that owner's.
+const DaemonIDFile = ".delegations.daemon"
+
+// daemonIDPattern is what a daemon id may hold: it ends an etcd key and
+// appears in logs.
+var daemonIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// daemonID returns the id of the daemon of data directory dir, made (the
+// host name and 8 random hex digits) and stored on its first call.
+func daemonID(dir string) (string, error) {
+	path := filepath.Join(dir, DaemonIDFile)
+	for range 2 {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			id := strings.TrimSpace(string(b))
+			if !daemonIDPattern.MatchString(id) {
+				return "", fmt.Errorf("%s holds %q, not a daemon id (letters, digits, '.', '_', '-'; at most 100): "+
+					"fix it, or remove it to give this data directory a new id (its delegations are then taken over as a gone daemon's)", path, b)
+			}
+			return id, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("daemon id: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("data directory: %w", err)
+		}
+		host, _ := os.Hostname()
+		host = regexp.MustCompile(`[^A-Za-z0-9.-]+`).ReplaceAllString(host, "-")
+		host = strings.Trim(host, ".-")
+		if len(host) > 80 {
+			host = host[:80]
+		}
+		if host == "" {
+			host = "daemon"
+		}
+		var r [4]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return "", fmt.Errorf("daemon id: %w", err)
+		}
+		id := fmt.Sprintf("%s-%x", host, r)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue // made by a daemon starting beside this one: read it
+		}
+		if err != nil {
+			return "", fmt.Errorf("daemon id: %w", err)
+		}
+		_, err = f.WriteString(id + "\n")
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(path)
+			return "", fmt.Errorf("daemon id: %w", err)
+		}
+		return id, nil
+	}
+	return "", fmt.Errorf("daemon id: %s appeared and vanished while it was being made; start the daemon again", path)
+}
+
+// presence is the daemon of data directory dir among the daemons that
+// share the log (its lease), for api.Config.Peers, which starts it.
+func (f *etcdFlags) presence(cli *clientv3.Client, dir string, logger *slog.Logger) (*etcdlog.Presence, error) {
+	id, err := daemonID(dir)
+	if err != nil {
+		return nil, err
+	}
+	return etcdlog.NewPresence(cli, id, etcdlog.PresenceOptions{
+		Prefix: *f.prefix, TTL: *f.leaseTTL, RequestTimeout: *f.reqTimeout, Logger: logger,
+	})
 }

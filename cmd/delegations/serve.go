@@ -22,7 +22,7 @@ import (
 
 var serveVerb = verb{
 	name:     "serve",
-	synopsis: "[--detach] [--socket PATH] [--http 127.0.0.1:PORT] [--default-timeout 15m] [--log-level info] [--ready-fd N] [--etcd URLS [--etcd-prefix P] [--etcd-cacert F --etcd-cert F --etcd-key F]]",
+	synopsis: "[--detach] [--socket PATH] [--http 127.0.0.1:PORT] [--default-timeout 15m] [--log-level info] [--ready-fd N] [--etcd URLS [--etcd-prefix P] [--etcd-lease-ttl 15s] [--etcd-cacert F --etcd-cert F --etcd-key F]]",
 	summary:  "run the daemon: the API on a unix socket, deadlines, artifact retries",
 	example:  "delegations serve --detach  # then every other verb goes through it",
 	run:      runServe,
@@ -113,6 +113,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if cli != nil {
 		defer cli.Close()
 		cfg.Upstream = shared.upstream(cli)
+		peers, err := shared.presence(cli, dir, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		defer peers.Close()
+		cfg.Peers = peers
 	}
 	testFlags(&cfg)
 	if *httpAddr != "" {

@@ -43,6 +43,24 @@ func barrier(t *testing.T, d *daemon) {
 	}, &rec)
 }
 
+// daemonIDOf reads the id under which the daemon of data directory dir
+// owns delegations.
+func daemonIDOf(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, DaemonIDFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// awaitKind returns the first event of kind in delegation id's stream
+// through d, waiting for it to be appended (by any daemon).
+func awaitKind(t *testing.T, d *daemon, id, kind string) api.Event {
+	t.Helper()
+	return awaitEvent(t, d.follow(0, id), kind+" of "+id, func(e api.Event) bool { return e.Kind == kind })
+}
+
 // countEvents counts the events of each kind of delegation id in d's log.
 func countEvents(t *testing.T, d *daemon, id string) map[string]int {
 	t.Helper()
@@ -58,13 +76,14 @@ func countEvents(t *testing.T, d *daemon, id string) map[string]int {
 
 // TestSharedLog runs three daemons, each with its own data directory (a
 // daemon locks its directory), on one embedded etcd cluster of three
-// members: a delegation registered through one is completed through
-// another and read through the third, which writes the artifact from the
-// record; an acknowledgement (before the read, which would make the
-// notification moot) and a deadline raced through several daemons are
-// recorded once; a daemon killed with SIGKILL while clients drive it
-// loses nothing acknowledged, and after it restarts its replica holds it
-// all (-shared.kills rounds).
+// members: a delegation registered through one (which owns it) is
+// completed through another, its artifact written by the owner, and read
+// through the third, which writes the artifact from the record; its
+// notification is served by the owner alone; an acknowledgement (before
+// the read, which would make the notification moot) and a deadline raced
+// through several daemons are recorded once; a daemon killed with SIGKILL
+// while clients drive it loses nothing acknowledged, and after it restarts
+// its replica holds it all (-shared.kills rounds).
 func TestSharedLog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and three daemons")
@@ -79,16 +98,22 @@ func TestSharedLog(t *testing.T) {
 		RootSessionID: "ses_root", ParentSessionID: "ses_parent", Agent: "explore", ProjectID: "0123456789abcdef",
 		Prompt: "find the answer", TimeoutMs: int64(time.Hour / time.Millisecond),
 	}, &reg)
+	if owner := daemonIDOf(t, dirs[0]); reg.Owner != owner {
+		t.Fatalf("registered through daemon 0 (%s), owned by %q", owner, reg.Owner)
+	}
 	ds[1].call("complete", api.CompleteRequest{ID: reg.ID, Result: "the answer is 42"}, &done)
-	if done.State != fsm.Complete || done.PersistedAt.IsZero() {
-		t.Fatalf("complete through daemon 1: %s, persisted %v", done.State, done.PersistedAt)
+	if done.State != fsm.Complete || !done.PersistedAt.IsZero() {
+		t.Fatalf("complete through daemon 1: %s, persisted %v (the artifact is its owner's to write)", done.State, done.PersistedAt)
 	}
-	written, err := os.ReadFile(filepath.Join(dirs[1], done.ArtifactPath))
+	persisted := awaitKind(t, ds[0], reg.ID, "persisted")
+	written, err := os.ReadFile(filepath.Join(dirs[0], persisted.ArtifactPath))
 	if err != nil {
-		t.Fatalf("the completing daemon's artifact: %v", err)
+		t.Fatalf("the owner's artifact: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dirs[2], done.ArtifactPath)); !os.IsNotExist(err) {
-		t.Fatalf("daemon 2 has the artifact before reading it: %v", err)
+	for _, dir := range dirs[1:] {
+		if _, err := os.Stat(filepath.Join(dir, persisted.ArtifactPath)); !os.IsNotExist(err) {
+			t.Fatalf("%s has the artifact before reading it: %v", dir, err)
+		}
 	}
 	var res projection.ReadResult
 	// The terminal notification, acknowledged through all three at once:
@@ -103,6 +128,14 @@ func TestSharedLog(t *testing.T) {
 	ds[0].call("notifications", api.NotificationsRequest{ParentSessionID: "ses_parent"}, &ns)
 	if len(ns.Notifications) != 1 {
 		t.Fatalf("notifications due through daemon 0: %+v", ns.Notifications)
+	}
+	for i, d := range ds[1:] { // the owner's to deliver
+		var others api.Notifications
+		barrier(t, d)
+		d.call("notifications", api.NotificationsRequest{ParentSessionID: "ses_parent"}, &others)
+		if len(others.Notifications) != 0 {
+			t.Fatalf("daemon %d serves daemon 0's notifications: %+v", i+1, others.Notifications)
+		}
 	}
 	acks := make([]projection.AckResult, len(ds))
 	var wg sync.WaitGroup
@@ -132,7 +165,7 @@ func TestSharedLog(t *testing.T) {
 	if !res.Artifact || !strings.Contains(res.Text, "the answer is 42") || res.Text != string(written) {
 		t.Fatalf("read through daemon 2: artifact %v, text %q; daemon 1 wrote %q", res.Artifact, res.Text, written)
 	}
-	if got, err := os.ReadFile(filepath.Join(dirs[2], done.ArtifactPath)); err != nil || !bytes.Equal(got, written) {
+	if got, err := os.ReadFile(filepath.Join(dirs[2], persisted.ArtifactPath)); err != nil || !bytes.Equal(got, written) {
 		t.Fatalf("daemon 2's artifact, written from the record: %v, %q", err, got)
 	}
 
@@ -208,7 +241,19 @@ func TestSharedLog(t *testing.T) {
 		ds[victim] = sharedDaemon(t, c, dirs[victim])
 		ds[other] = sharedDaemon(t, c, dirs[other])
 		barrier(t, ds[third])
+		// An artifact is its owner's to write, once it has seen the
+		// terminal event another daemon recorded: wait for it.
+		for _, w := range workers {
+			for _, id := range w.order {
+				var got fsm.Delegation
+				ds[third].call("show", api.IDRequest{ID: id}, &got)
+				if got.State.Terminal() && got.PersistedAt.IsZero() {
+					awaitKind(t, ds[third], id, "persisted")
+				}
+			}
+		}
 		for _, d := range ds {
+			barrier(t, d)
 			for _, w := range workers {
 				w.check(t, d)
 			}

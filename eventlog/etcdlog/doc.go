@@ -19,6 +19,8 @@
 //	P/k/<key>                  "first last": the result of the append that
 //	                           carried the idempotency key
 //	P/c/<id>/<n>               chunk n of a large payload (id: 16 hex digits)
+//	P/daemons/<daemon id>      a daemon sharing the log, bound to its lease
+//	                           ("pid N on HOST"; see Presence)
 //
 // A stream id cannot hold a NUL byte, so P/x/<stream>\x00 is a prefix of
 // that stream's index entries and of no other stream's.

@@ -45,6 +45,11 @@ type Config struct {
 	// log replicates (projection.Options.Upstream), once for every open
 	// of the store: closing the store closes it.
 	Upstream func(context.Context) (eventlog.Upstream, error)
+	// Peers, with Upstream, makes the daemon one of several on the shared
+	// log (projection.Options.Peers): it acts on the delegations it owns,
+	// and takes over those of the daemons that are gone, at start and
+	// whenever the set of live daemons changes.
+	Peers Peers
 	// Logger receives the daemon's structured logs; nil discards them.
 	Logger *slog.Logger
 	// Ready, if set, is called once the socket accepts requests.
@@ -78,6 +83,16 @@ type Config struct {
 	// serves until ctx ends (the daemon stopping), and Serve waits for
 	// done before it closes the store.
 	Page func(ctx context.Context, svc *Service, addr string) (url string, done <-chan struct{}, err error)
+}
+
+// Peers is which daemons share the log and are alive
+// (eventlog/etcdlog.Presence). Serve calls Start once it holds the data
+// directory (before that, only Self is asked); Changed's channel is closed
+// at the next change of the set.
+type Peers interface {
+	projection.Peers
+	Start(ctx context.Context) error
+	Changed() <-chan struct{}
 }
 
 // PageRequest is the body of POST /v1/page.
@@ -168,6 +183,10 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	if st, ok := probe(ctx, socket); ok {
 		return fmt.Errorf("a daemon (pid %d) already serves %s on %s", st.PID, st.DataDir, st.Socket)
 	}
+	var peers projection.Peers
+	if cfg.Peers != nil {
+		peers = cfg.Peers
+	}
 	open := func() (*projection.Store, error) {
 		var up eventlog.Upstream
 		if cfg.Upstream != nil {
@@ -182,6 +201,7 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 			Clock:          cfg.Clock,
 			Logger:         logger,
 			Upstream:       up,
+			Peers:          peers,
 		})
 	}
 	store, err := open()
@@ -193,6 +213,15 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.Peers != nil {
+		// Present once the data directory is ours: a daemon started beside
+		// this one fails on its lock before it touches the lease.
+		if err := cfg.Peers.Start(ctx); err != nil {
+			store.Close()
+			return err
+		}
+		logger.Info("one of the daemons on the shared log", "daemon", cfg.Peers.Self())
 	}
 	svc := NewService(store)
 	defer func() {
@@ -264,6 +293,10 @@ func Serve(ctx context.Context, cfg Config) (err error) {
 	{
 		actx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return keep.run(actx) }, func(error) { cancel() })
+	}
+	if cfg.Peers != nil {
+		actx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return takeOver(actx, keep, cfg.Peers, logger) }, func(error) { cancel() })
 	}
 	for _, actor := range cfg.Actors {
 		g.Add(actor(svc))
@@ -441,4 +474,38 @@ func persistPending(ctx context.Context, k *keeper, clock projection.Clock, logg
 		}
 		return time.Time{}, err
 	})
+}
+
+// takeOver takes over the delegations of the daemons that are gone
+// (projection.Store.TakeOver): at start, then whenever a daemon joins or
+// goes. Failures are retried on the wall clock, as leases expire on it.
+func takeOver(ctx context.Context, k *keeper, peers Peers, logger *slog.Logger) error {
+	backoff := retryFirst
+	for {
+		changed := peers.Changed()
+		n, err := k.svc.Store().TakeOver(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n > 0 {
+			logger.Info("took over the delegations of daemons that are gone", "count", n)
+		}
+		if err == nil {
+			backoff = retryFirst
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		err = k.failed(err)
+		logger.Warn("taking over the delegations of daemons that are gone failed; retrying", "in", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, retryMax)
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }

@@ -33,6 +33,7 @@ type Event struct {
 	Status         string `json:"status,omitempty"`
 	Refused        string `json:"refused,omitempty"`
 	RefusedState   string `json:"refusedState,omitempty"`
+	Owner          string `json:"owner,omitempty"` // registered, owned: the daemon that owns it from here
 }
 
 // NewEvent decodes a record of the log.
@@ -47,7 +48,7 @@ func NewEvent(r eventlog.Record) (Event, error) {
 		Result: ev.Result, Title: ev.Title, Description: ev.Description,
 		Error: ev.Error, Reason: ev.Reason, ArtifactPath: ev.ArtifactPath, ArtifactSize: ev.ArtifactSize,
 		NotificationID: ev.NotificationID, Cycle: ev.Cycle, Status: string(ev.Status),
-		RefusedState: string(ev.RefusedState),
+		RefusedState: string(ev.RefusedState), Owner: ev.Owner,
 	}
 	if ev.ArtifactHash != 0 {
 		e.ArtifactHash = fmt.Sprintf("%016x", ev.ArtifactHash)
@@ -93,6 +94,8 @@ func (e Event) summary() string {
 		}
 	case fsm.KindRejected.String():
 		return fmt.Sprintf("refused %s: delegation was already %s", e.Refused, e.RefusedState)
+	case fsm.KindOwned.String():
+		return "owner=" + e.Owner
 	}
 	return ""
 }

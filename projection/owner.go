@@ -1,0 +1,167 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/fsm"
+)
+
+// Ownership, when several daemons share one log (Options.Peers). Each
+// delegation is owned by one daemon, named in the log: the one that
+// registered it (the registered event's Owner), until another takes it over
+// (an owned event). Its owner alone does the work that happens on its
+// machine or for its bridges: it enforces the deadline, writes the artifact
+// (artifacts are files on the owner's machine, and the notification names
+// that file) and serves the notifications. Any daemon reads, lists,
+// completes, acknowledges and compacts any delegation. A daemon whose lease
+// is gone (Peers.Alive false) is gone for good: TakeOver gives its
+// delegations that still need an owner to this daemon, one owned event each,
+// appended with the delegation's expected version, so that of daemons
+// racing to take one over one records it.
+//
+// The rules are here and in fsm.DecideTakeOver: the sweeper, the artifact
+// writer and the outbox ask owned or serves. Without Peers (a log of one
+// daemon) the store owns everything and nothing here costs anything.
+
+// Peers tells a store which daemon it is and which daemons sharing its log
+// are alive (eventlog/etcdlog's Presence, from leases in etcd).
+type Peers interface {
+	// Self is this daemon's id: stable across restarts, unique among the
+	// daemons on the log.
+	Self() string
+	// Alive reports whether daemon id holds its lease now.
+	Alive(id string) bool
+}
+
+// owner is the store's side of ownership; its zero value owns everything.
+type owner struct{ peers Peers }
+
+// self is this daemon's id, "" without peers.
+func (o owner) self() string {
+	if o.peers == nil {
+		return ""
+	}
+	return o.peers.Self()
+}
+
+// owned reports whether d is this daemon's to act on: its deadline, its
+// artifact, its notifications.
+func (o owner) owned(d *fsm.Delegation) bool {
+	return o.peers == nil || d.Owner == o.peers.Self()
+}
+
+// serves reports whether outbox entry n is this daemon's to deliver: a
+// terminal notification is its delegation owner's; an all-complete one is
+// the owner's of the delegation whose notification completed the cycle
+// (the record n.Seq), as the daemon that served the cycle serves its end.
+func (s *Store) serves(tx *eventlog.Tx, n *Notification) (bool, error) {
+	if s.own.peers == nil {
+		return true, nil
+	}
+	id, err := servedFor(tx, n)
+	if err != nil {
+		return false, err
+	}
+	d, err := loadStored(tx, id)
+	if err != nil || d == nil {
+		return false, err
+	}
+	return s.own.owned(d), nil
+}
+
+// servedFor returns the delegation whose owner serves outbox entry n.
+func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
+	if n.Kind != KindAllComplete {
+		return n.Delegation, nil
+	}
+	r, err := tx.Record(n.Seq)
+	if err != nil {
+		return "", fmt.Errorf("outbox entry %s: %w", n.ID, err)
+	}
+	return r.Stream, nil
+}
+
+// TakeOver takes over, for this daemon, every delegation that still needs
+// its owner (active, artifact pending, or a notification in the outbox)
+// and whose owner is gone, and returns how many it took. It first waits
+// until the replica holds what the shared log holds, so that a delegation
+// registered just before its owner went is seen. Without Peers it does
+// nothing. An error on one delegation does not stop the others.
+func (s *Store) TakeOver(ctx context.Context) (int, error) {
+	p := s.own.peers
+	if p == nil {
+		return 0, nil
+	}
+	if err := s.log.Sync(ctx); err != nil {
+		return 0, err
+	}
+	var ids []string
+	err := s.log.View(func(tx *eventlog.Tx) error {
+		seen := map[string]bool{}
+		gone := func(id string) error {
+			if seen[id] {
+				return nil
+			}
+			seen[id] = true
+			d, err := loadStored(tx, id)
+			if err == nil && d != nil && fsm.DecideTakeOver(d, p.Self(), p.Alive, time.Time{}) != nil {
+				ids = append(ids, id)
+			}
+			return err
+		}
+		for _, name := range []string{bucketDeadlines, bucketPending, bucketOutbox} {
+			b, err := tx.Bucket(name)
+			if err != nil {
+				return err
+			}
+			if b == nil {
+				continue
+			}
+			if err := b.ForEach(func(k, v []byte) error {
+				switch name {
+				case bucketDeadlines:
+					return gone(idOfKey(k))
+				case bucketPending:
+					return gone(string(k))
+				}
+				var n Notification
+				if err := json.Unmarshal(v, &n); err != nil {
+					return fmt.Errorf("outbox entry %s: %w", k, err)
+				}
+				id, err := servedFor(tx, &n)
+				if err != nil {
+					return err
+				}
+				return gone(id)
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var errs []error
+	for _, id := range ids {
+		took := false
+		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+			events := fsm.DecideTakeOver(d, p.Self(), p.Alive, at)
+			took = len(events) > 0
+			return events, nil
+		}})
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case took:
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}

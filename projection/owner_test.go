@@ -1,0 +1,201 @@
+package projection
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/delegations/delegations/fsm"
+)
+
+// peers is a test Peers: which daemon the store is, and who is alive.
+type peers struct {
+	mu    sync.Mutex
+	self  string
+	alive map[string]bool
+}
+
+func (p *peers) Self() string { p.mu.Lock(); defer p.mu.Unlock(); return p.self }
+func (p *peers) Alive(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.alive[id]
+}
+
+// be makes the store daemon self among the live daemons.
+func (p *peers) be(self string, alive ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.self, p.alive = self, map[string]bool{}
+	for _, a := range alive {
+		p.alive[a] = true
+	}
+}
+
+func countKind(t *testing.T, s *Store, id, kind string) int {
+	t.Helper()
+	return strings.Count(" "+kinds(t, s, id)+" ", " "+kind+" ")
+}
+
+// TestOwnership plays several daemons on one log through one store whose
+// Peers say which daemon it is: a delegation is owned by the daemon that
+// registered it; another daemon completes it but neither enforces its
+// deadline, writes its artifact nor serves its notification; once the
+// owner is gone, TakeOver gives every delegation that still needs an owner
+// to this daemon, once, and the work is done; the old owner, back, does
+// not act on what it no longer owns.
+func TestOwnership(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	p := &peers{}
+	p.be("a", "a", "b")
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Now: clock, Peers: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reg := registration()
+	reg.Timeout = time.Minute
+	var ds []fsm.Delegation
+	for range 3 {
+		d, err := s.Register(ctx, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Owner != "a" {
+			t.Fatalf("registered through a, owned by %q", d.Owner)
+		}
+		ds = append(ds, d)
+	}
+	deadline, pending, notified := ds[0].ID, ds[1].ID, ds[2].ID
+	if d, err := s.Complete(ctx, notified, "done", "", ""); err != nil || d.PersistedAt.IsZero() {
+		t.Fatalf("the owner completes: persisted %v, %v", d.PersistedAt, err)
+	}
+
+	// Daemon b, while a is alive: it completes a's delegation, but the
+	// artifact, the deadline and the notification are a's.
+	p.be("b", "a", "b")
+	if d, err := s.Complete(ctx, pending, "done", "", ""); err != nil || d.State != fsm.Complete || !d.PersistedAt.IsZero() {
+		t.Fatalf("complete through b: %s, persisted %v, %v", d.State, d.PersistedAt, err)
+	}
+	if n, err := s.PersistPending(ctx); n != 0 || err != nil {
+		t.Fatalf("b persisted %d of a's artifacts: %v", n, err)
+	}
+	if res, err := s.Read(ctx, reg.RootSessionID, pending, 0); err != nil || res.Artifact {
+		t.Fatalf("a read through b wrote a's artifact: %+v, %v", res, err)
+	}
+	advance(time.Hour)
+	if n, _, err := s.TimeoutOverdue(ctx); n != 0 || err != nil {
+		t.Fatalf("b timed out %d of a's delegations: %v", n, err)
+	}
+	if ns, err := s.Notifications(""); err != nil || len(ns) != 0 {
+		t.Fatalf("b serves a's notifications: %+v, %v", ns, err)
+	}
+	if n, err := s.TakeOver(ctx); n != 0 || err != nil {
+		t.Fatalf("b took over %d delegations of a live daemon: %v", n, err)
+	}
+
+	// a is gone: b takes over the three, once, and does their work.
+	p.be("b", "b")
+	if n, err := s.TakeOver(ctx); n != 3 || err != nil {
+		t.Fatalf("b took over %d delegations, want 3: %v", n, err)
+	}
+	if n, err := s.TakeOver(ctx); n != 0 || err != nil {
+		t.Fatalf("taken over again: %d, %v", n, err)
+	}
+	for _, id := range []string{deadline, pending, notified} {
+		if n := countKind(t, s, id, "owned"); n != 1 {
+			t.Fatalf("%s: %d owned events (%s)", id, n, kinds(t, s, id))
+		}
+		if d, err := s.Get(id); err != nil || d.Owner != "b" {
+			t.Fatalf("%s owned by %q after the takeover: %v", id, d.Owner, err)
+		}
+	}
+	if n, _, err := s.TimeoutOverdue(ctx); n != 1 || err != nil {
+		t.Fatalf("b timed out %d, want 1: %v", n, err)
+	}
+	if n, err := s.PersistPending(ctx); n != 1 || err != nil { // the timeout wrote its own
+		t.Fatalf("b persisted %d artifacts, want 1: %v", n, err)
+	}
+	if d, _ := s.Get(pending); d.PersistedAt.IsZero() {
+		t.Fatal("the pending artifact is not persisted")
+	} else if _, err := os.Stat(filepath.Join(dir, d.ArtifactPath)); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := s.Notifications("")
+	if err != nil || len(ns) != 3 {
+		t.Fatalf("b serves %d notifications, want 3: %+v, %v", len(ns), ns, err)
+	}
+
+	// a is back, under its id: it owns none of them any more.
+	p.be("a", "a", "b")
+	if ns, err := s.Notifications(""); err != nil || len(ns) != 0 {
+		t.Fatalf("a serves notifications it no longer owns: %+v, %v", ns, err)
+	}
+	d, err := s.Register(ctx, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Complete(ctx, d.ID, "done", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	ns, err = s.Notifications("")
+	if err != nil || len(ns) != 1 || ns[0].Delegation != d.ID {
+		t.Fatalf("a serves %+v, want only its own new delegation's: %v", ns, err)
+	}
+	for _, id := range []string{deadline, pending, notified} {
+		if countKind(t, s, id, "persisted") != 1 || id == deadline && countKind(t, s, id, "timed_out") != 1 {
+			t.Fatalf("%s: %s", id, kinds(t, s, id))
+		}
+	}
+}
+
+// TestOwnershipAllComplete: the all-complete notification of a parent is
+// served by the owner of the delegation whose notification ended its
+// cycle, and taken over with it.
+func TestOwnershipAllComplete(t *testing.T) {
+	ctx := context.Background()
+	p := &peers{}
+	p.be("a", "a", "b")
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, err := Open(t.TempDir(), Options{Now: clock, Peers: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := register(t, s)
+	if _, err := s.Complete(ctx, d.ID, "done", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(ctx, TerminalNotificationID(d.ID)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(time.Second) // past the quiet period
+	mu.Unlock()
+	ns, err := s.Notifications("")
+	if err != nil || len(ns) != 1 || ns[0].Kind != KindAllComplete {
+		t.Fatalf("a: %+v, %v", ns, err)
+	}
+	p.be("b", "a", "b")
+	if ns, err := s.Notifications(""); err != nil || len(ns) != 0 {
+		t.Fatalf("b serves a's all-complete: %+v, %v", ns, err)
+	}
+	p.be("b", "b")
+	if n, err := s.TakeOver(ctx); n != 1 || err != nil {
+		t.Fatalf("took over %d, want 1: %v", n, err)
+	}
+	if ns, err := s.Notifications(""); err != nil || len(ns) != 1 || ns[0].Kind != KindAllComplete {
+		t.Fatalf("b after the takeover: %+v, %v", ns, err)
+	}
+}
