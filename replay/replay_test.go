@@ -766,3 +766,99 @@ func TestDiagnose(t *testing.T) {
 		t.Errorf("unknown id: %v, %v", fs, err)
 	}
 }
+
+// TestSettledDelegationsComeBack: replay drops a delegation once its
+// lifecycle is settled (read) and reads it back from its stream when a
+// later event of it comes: a refused late result, a late progress, a
+// second read. Its findings are those Diagnose finds from its stream
+// alone, and a damaged record of a settled delegation is still named.
+func TestSettledDelegationsComeBack(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	dir := t.TempDir()
+	s := open(t, dir, c)
+	var ids []string
+	for i := range 6 {
+		d, err := s.Register(ctx, registration(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+		msg := fmt.Sprintf("step %d", i)
+		if i == 5 {
+			msg = "needle-in-the-log"
+		}
+		if _, err := s.Progress(ctx, d.ID, msg); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			_, err = s.Fail(ctx, d.ID, "gave up")
+		} else {
+			_, err = s.Complete(ctx, d.ID, fmt.Sprintf("result %d", i), "", "")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Ack(ctx, projection.TerminalNotificationID(d.ID)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Read(ctx, registration(i).RootSessionID, d.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(time.Minute)
+	// Later events of settled delegations, after others were registered.
+	if _, err := s.Complete(ctx, ids[0], "a late result", "", ""); !errors.Is(err, fsm.ErrTerminal) {
+		t.Fatalf("late completion: %v", err)
+	}
+	if _, err := s.Progress(ctx, ids[1], "late"); !errors.Is(err, fsm.ErrTerminal) {
+		t.Fatalf("late progress: %v", err)
+	}
+	if _, err := s.Read(ctx, registration(2).RootSessionID, ids[2], 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := replay.Run(ctx, s.Log(), dir, replay.Options{Now: c.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := codes(rep)
+	// The parents' all-complete notifications were never acknowledged.
+	if got[replay.CodeLateResult] != 1 || got[replay.CodeLateEvents] != 1 || len(rep.Findings) != 2+got[replay.CodeAllCompleteNotNotified] ||
+		rep.Delegations != 6 || rep.States[fsm.Complete] != 5 || rep.States[fsm.Error] != 1 || rep.Artifacts != 6 {
+		t.Errorf("findings %v, %d delegations, states %v, %d artifacts\n%s", got, rep.Delegations, rep.States, rep.Artifacts, rep)
+	}
+	for _, id := range ids {
+		want, err := replay.Diagnose(ctx, s.Log(), dir, id, replay.Options{Now: c.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := rep.For(id); len(g) != len(want) || len(g) > 0 && !reflect.DeepEqual(g, want) {
+			t.Errorf("%s: replay %+v, diagnose %+v", id, g, want)
+		}
+	}
+	s.Close()
+
+	// Damage the progress event of the last one, settled long before the
+	// end: replay names it as the owner of the damaged record.
+	path := filepath.Join(dir, projection.LogFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.ReplaceAll(raw, []byte("needle-in-the-log"), []byte("Needle-in-the-log")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	rep, err = replay.Run(ctx, l, dir, replay.Options{Now: c.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := rep.For(ids[5])
+	if len(fs) != 1 || fs[0].Code != replay.CodeCorruptRecord || !strings.Contains(fs[0].Diagnosis, "It belongs to "+ids[5]) || fs[0].Status != "" {
+		t.Errorf("damaged record of a settled delegation: %+v\n%s", fs, rep)
+	}
+}
