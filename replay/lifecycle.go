@@ -122,6 +122,7 @@ func (st *state) allComplete() []*dueAllComplete {
 	var out []*dueAllComplete
 	for _, p := range st.parents {
 		if p.due != nil {
+			p.due.ID = projection.AllCompleteNotificationID(p.due.Parent, p.due.Cycle)
 			out = append(out, p.due)
 		}
 	}

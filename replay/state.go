@@ -87,6 +87,8 @@ type state struct {
 	// texts of a persisted one.
 	stream func(id string, before uint64) ([]eventlog.Record, error)
 	drop   bool // settled delegations are dropped (not when Diagnose folds one stream)
+
+	uncompacted []string // persisted delegations not compacted yet, oldest first
 }
 
 func newState(arts *artifacts) *state {
@@ -191,29 +193,30 @@ func (d *delegation) settled() bool {
 // cycle counted the first time.
 func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	d.last = seq
-	prev := &d.rec
-	next := fsm.Evolve(*prev, *e)
+	prev := steps{version: d.rec.Version, state: d.rec.State, persisted: !d.rec.PersistedAt.IsZero(), notified: !d.rec.NotifiedAt.IsZero()}
+	d.rec = fsm.Evolve(d.rec, *e)
+	next := &d.rec
 	next.Prompt = ""
 
-	if prev.Version == 0 && e.Kind == fsm.KindImported {
+	if prev.version == 0 && e.Kind == fsm.KindImported {
 		d.imported = true
 	}
-	if !prev.State.Terminal() && next.State.Terminal() {
+	if !prev.state.Terminal() && next.State.Terminal() {
 		d.terminal = seq
 	}
-	persisted := prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero()
+	persisted := !prev.persisted && !next.PersistedAt.IsZero()
 	if persisted {
 		d.persisted = seq
 		if d.trouble != nil {
 			d.nfailures, d.failures, d.lastError = 0, nil, ""
 		}
 		if effects && s.arts != nil {
-			s.arts.check(d, &next)
+			s.arts.check(d, next)
 		}
 	} else if e.Kind == fsm.KindPersisted && effects && s.arts != nil {
-		s.repersisted(d, &next, seq)
+		s.repersisted(d, next, seq)
 	}
-	if prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero() {
+	if !prev.notified && !next.NotifiedAt.IsZero() {
 		d.notified = seq
 	}
 	switch e.Kind {
@@ -242,12 +245,17 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 		}
 	}
 	if effects {
-		s.cycles(d, prev, &next, seq, e)
+		s.cycles(d, prev, next, seq, e)
 	}
-	if !next.PersistedAt.IsZero() && (persisted || prev.Version == 0) {
-		compact(&next)
+	if persisted {
+		// Its texts are no longer needed (the artifact check has its own
+		// copy); its other strings are copied out of the payloads later,
+		// if it is still kept then (most are settled by then).
+		next.Progress, next.Result, next.Error = "", "", ""
+		if s.drop {
+			s.compactLater(next.ID)
+		}
 	}
-	d.rec = next
 }
 
 // repersisted checks again the artifact of d, persisted a second time
@@ -268,6 +276,14 @@ func (s *state) repersisted(d *delegation, next *fsm.Delegation, seq uint64) {
 	s.arts.again(d, next, seq, artifact.Render(&first))
 }
 
+// steps is what an event's transitions are read against: the record's
+// version, status and steps done before it.
+type steps struct {
+	version             uint64
+	state               fsm.State
+	persisted, notified bool
+}
+
 func (d *delegation) troubled() *trouble {
 	if d.trouble == nil {
 		d.trouble = &trouble{}
@@ -281,29 +297,28 @@ func (d *delegation) troubled() *trouble {
 // the terminal event leaves it, and the acknowledged terminal
 // notification counts and may make the cycle's all-complete due. A
 // delegation whose registration is not in the log joins nothing.
-func (s *state) cycles(d *delegation, prev, next *fsm.Delegation, seq uint64, e *fsm.Event) {
+func (s *state) cycles(d *delegation, prev steps, next *fsm.Delegation, seq uint64, e *fsm.Event) {
 	if projection.Unregistered(next) {
 		return
 	}
 	switch {
-	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
+	case prev.version == 0 && e.Kind == fsm.KindRegistered:
 		p := s.parent(next.ParentSessionID)
 		if ended, started := p.cycle.Join(); started && p.due != nil && p.due.Cycle == ended {
 			p.due = nil // never sent, as with the plugin
 		}
 		d.member = p.cycle.Cycle
-	case prev.Version == 0 && e.Kind == fsm.KindImported:
-	case prev.State.Active() && next.State.Terminal():
+	case prev.version == 0 && e.Kind == fsm.KindImported:
+	case prev.state.Active() && next.State.Terminal():
 		if next.ParentSessionID != "" {
 			s.parent(next.ParentSessionID).cycle.Leave()
 		}
-	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
-	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
+	case !prev.persisted && !next.PersistedAt.IsZero():
+	case !prev.notified && !next.NotifiedAt.IsZero():
 		p := s.parent(next.ParentSessionID)
 		if counted, due := p.cycle.Notify(d.member); counted && due {
 			p.due = &dueAllComplete{group: d.first, Notification: projection.Notification{
-				ID:     projection.AllCompleteNotificationID(next.ParentSessionID, p.cycle.Cycle),
-				Kind:   projection.KindAllComplete,
+				Kind:   projection.KindAllComplete, // its ID is made at the end (allComplete)
 				Parent: next.ParentSessionID,
 				Cycle:  p.cycle.Cycle,
 				DueAt:  next.NotifiedAt.Add(projection.AllCompleteQuiet),
@@ -326,7 +341,7 @@ func (s *state) parent(id string) *parent {
 // acknowledgement (or failed delivery) of an all-complete notification.
 func (s *state) parentEvent(id string, e *fsm.Event) {
 	p := s.parents[id]
-	if p == nil || p.due == nil || p.due.ID != projection.AllCompleteNotificationID(id, e.Cycle) {
+	if p == nil || p.due == nil || p.due.Cycle != e.Cycle {
 		return
 	}
 	switch e.Kind {
@@ -338,13 +353,30 @@ func (s *state) parentEvent(id string, e *fsm.Event) {
 	}
 }
 
-// compact drops a persisted record's texts (its artifact, their one use,
-// was checked when it was persisted) and copies its other strings out of
-// the payloads they share (fsm.UnmarshalPayload makes one string of each
-// payload), so that a delegation kept to the end holds a few hundred
-// bytes, whatever its texts weigh.
+// compactBehind is how many persisted delegations may be kept with
+// strings that share their payloads before the oldest is compacted.
+const compactBehind = 1024
+
+// compactLater queues the compaction of persisted delegation id: most are
+// settled (and dropped) a few events later, and are then not worth it.
+func (s *state) compactLater(id string) {
+	s.uncompacted = append(s.uncompacted, id)
+	if len(s.uncompacted) < 2*compactBehind {
+		return
+	}
+	for _, id := range s.uncompacted[:compactBehind] {
+		if d := s.ds[id]; d != nil && d.persisted != 0 {
+			compact(&d.rec)
+		}
+	}
+	s.uncompacted = append(s.uncompacted[:0], s.uncompacted[compactBehind:]...)
+}
+
+// compact copies a persisted record's strings out of the payloads they
+// share (fsm.UnmarshalPayload makes one string of each payload; its texts
+// were dropped when it was persisted), so that a delegation kept to the
+// end holds a few hundred bytes, whatever its payloads weigh.
 func compact(r *fsm.Delegation) {
-	r.Prompt, r.Progress, r.Result, r.Error = "", "", "", ""
 	for _, f := range [...]*string{
 		&r.ID, &r.ProjectID, &r.RootSessionID, &r.ParentSessionID, &r.ParentMessageID,
 		&r.ParentAgent, &r.SessionID, &r.Agent, &r.Model, &r.Title, &r.Description, &r.ArtifactPath,
