@@ -44,7 +44,8 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 		return recs[:i], nil
 	}
 	for i := range recs {
-		st.apply(&recs[i])
+		e, err := decode(&recs[i])
+		st.apply(&recs[i], &e, err)
 	}
 	d := st.ds[id]
 	var fs []Finding

@@ -201,24 +201,71 @@ type corruptRun struct {
 }
 
 // scan reads the log from sequence number from, in short read
-// transactions, up to its last record or Until.
+// transactions, up to its last record or Until. The reading and the
+// decoding of the payloads run in a goroutine of their own, a batch
+// ahead of the fold: on two cores they overlap.
 func (sc *scanner) scan(from uint64) error {
 	total := int(sc.log.Last())
-	return sc.records(from, func(r *eventlog.Record) {
-		if r.Seq%progressEvery == 0 && sc.opts.Progress != nil {
-			done := r.Seq
-			if sc.rb != nil { // the rebuild of the views is behind the reading
-				done = sc.rb.projected.Load()
+	work := make(chan []decoded, 2)
+	free := make(chan []decoded, 3)
+	var read uint64 // the last seq read (the reader's)
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(work)
+		batch := make([]decoded, 0, scanBatch)
+		err = sc.records(from, func(r *eventlog.Record) {
+			read = r.Seq
+			if r.Seq%progressEvery == 0 && sc.opts.Progress != nil {
+				done := r.Seq
+				if sc.rb != nil { // the rebuild of the views is behind the reading
+					done = sc.rb.projected.Load()
+				}
+				sc.opts.Progress(min(int(done), total), total)
 			}
-			sc.opts.Progress(min(int(done), total), total)
+			if !sc.opts.Until.includes(r.Seq, r.Time) {
+				sc.excluded++
+				return
+			}
+			d := decoded{r: *r}
+			d.e, d.err = decode(r)
+			if batch = append(batch, d); len(batch) == cap(batch) {
+				work <- batch
+				select {
+				case batch = <-free:
+				default:
+					batch = make([]decoded, 0, scanBatch)
+				}
+			}
+		}, true)
+		if len(batch) > 0 {
+			work <- batch
 		}
-		if !sc.opts.Until.includes(r.Seq, r.Time) {
-			sc.excluded++
-			sc.read = r.Seq
-			return
+	}()
+	for batch := range work {
+		for i := range batch {
+			sc.feed(&batch[i])
 		}
-		sc.feed(r)
-	}, true)
+		clear(batch) // the payloads
+		select {
+		case free <- batch[:0]:
+		default:
+		}
+	}
+	<-done
+	sc.read = max(sc.read, read)
+	return err
+}
+
+// scanBatch is how many decoded records the reading hands the fold at once.
+const scanBatch = 256
+
+// decoded is a record and its event (see decode).
+type decoded struct {
+	r   eventlog.Record
+	e   fsm.Event
+	err error
 }
 
 // records calls visit with every intact record from sequence number from,
@@ -266,11 +313,11 @@ func (sc *scanner) records(from uint64, visit func(*eventlog.Record), note bool)
 }
 
 // feed applies one record to the fold and the rebuilt views.
-func (sc *scanner) feed(r *eventlog.Record) {
-	sc.read = r.Seq
-	sc.st.apply(r)
+func (sc *scanner) feed(d *decoded) {
+	sc.read = d.r.Seq
+	sc.st.apply(&d.r, &d.e, d.err)
 	if sc.rb != nil {
-		sc.rb.add(r)
+		sc.rb.add(&d.r)
 	}
 }
 

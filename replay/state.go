@@ -111,15 +111,15 @@ func decode(r *eventlog.Record) (fsm.Event, error) {
 	return e, err
 }
 
-// apply folds one record into the state.
-func (s *state) apply(r *eventlog.Record) {
+// apply folds one record into the state: its event e, or why its
+// payload does not decode (decode).
+func (s *state) apply(r *eventlog.Record, e *fsm.Event, err error) {
 	s.applied++
 	s.through = r.Seq
 	if r.Time.After(s.lastAt) {
 		s.lastAt = r.Time
 	}
 	kind := fsm.Kind(r.Kind)
-	e, err := decode(r)
 	if err != nil {
 		s.bad = append(s.bad, Finding{
 			Code: CodeBadPayload, Severity: SeverityError, Seqs: []uint64{r.Seq},
@@ -133,7 +133,7 @@ func (s *state) apply(r *eventlog.Record) {
 		s.unknown[kind] = append(s.unknown[kind], r.Seq)
 	}
 	if p, ok := fsm.ParentOfStream(r.Stream); ok {
-		s.parentEvent(p, &e)
+		s.parentEvent(p, e)
 		return
 	}
 	d := s.ds[r.Stream]
@@ -142,7 +142,7 @@ func (s *state) apply(r *eventlog.Record) {
 		s.ds[r.Stream] = d
 	}
 	d.flagged = d.flagged || err != nil
-	s.step(d, r.Seq, &e, true)
+	s.step(d, r.Seq, e, true)
 	if s.drop && d.settled() {
 		delete(s.ds, r.Stream)
 		s.dropped[d.rec.State]++

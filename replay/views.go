@@ -223,7 +223,9 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 						note, stop = notAtEnd, true // damaged: the next replay reports it
 						return nil
 					}
-					sc.feed(&r)
+					d := decoded{r: r}
+					d.e, d.err = decode(&r)
+					sc.feed(&d)
 				}
 			}
 			if cp := projection.ViewsCheckpoint(ltx); cp != last {
