@@ -445,12 +445,3 @@ func (s *state) lookup(tx *eventlog.Tx, id string, through uint64) *delegation {
 	}
 	return d
 }
-
-// group returns the sort group of delegation id's findings (0 when it is
-// not kept: a finding made while it was carries its group).
-func (s *state) group(id string) uint64 {
-	if d := s.ds[id]; d != nil {
-		return d.first
-	}
-	return 0
-}

@@ -163,21 +163,6 @@ func (rb *rebuild) close() {
 	rb.scratch.Close()
 }
 
-// allComplete returns the all-complete notifications the rebuilt outbox
-// holds.
-func (rb *rebuild) allComplete() ([]projection.Notification, error) {
-	var out []projection.Notification
-	err := rb.scratch.View(func(tx *eventlog.Tx) error {
-		return projection.InspectView(tx, projection.ViewOutbox, func(e projection.ViewEntry) error {
-			if e.Notification != nil && e.Notification.Kind == projection.KindAllComplete {
-				out = append(out, *e.Notification)
-			}
-			return nil
-		})
-	})
-	return out, err
-}
-
 // roundEntries is how many view entries one round of the comparison
 // visits: a round holds a read transaction of the live file, short enough
 // not to keep a writer waiting nor its freed pages from reuse. (A variable
