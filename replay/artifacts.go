@@ -186,9 +186,23 @@ func (fr *fileReader) read(r *fsm.Delegation) fileRead {
 
 func checkArtifact(dir string, j *artifactJob, got fileRead) (Finding, bool) {
 	r := &j.rec
-	path := filepath.Join(dir, r.ArtifactPath)
-	f := Finding{Path: path, Seqs: []uint64{j.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
 	reproducible := !j.imported && !j.damaged && j.renderSize == r.ArtifactSize && j.renderHash == r.ArtifactHash
+	err := got.err
+	var code string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		code = CodeArtifactMissing
+	case err != nil:
+		code = CodeArtifactUnreadable
+	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
+		code = CodeArtifactChanged
+	case !j.imported && !j.damaged && !reproducible:
+		code = CodeArtifactNotReproduced
+	default:
+		return Finding{}, false // the words below are made only for a finding
+	}
+	path := filepath.Join(dir, r.ArtifactPath)
+	f := Finding{Code: code, Path: path, Seqs: []uint64{j.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
 	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), j.persisted, path, r.ArtifactSize, r.ArtifactHash)
 	if j.imported {
 		written = fmt.Sprintf("%s was imported at record %d from the plugin's file %s, %d bytes, xxhash %016x", r.ID, j.persisted, path, r.ArtifactSize, r.ArtifactHash)
@@ -200,29 +214,23 @@ func checkArtifact(dir string, j *artifactJob, got fileRead) (Finding, bool) {
 			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
 		}
 	}
-	err := got.err
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		f.Code = CodeArtifactMissing
+	switch code {
+	case CodeArtifactMissing:
 		f.Diagnosis = written + ", but the file is gone: delegation_read of it has nothing to return until it is restored."
 		f.Next = fix
-	case err != nil:
-		f.Code = CodeArtifactUnreadable
+	case CodeArtifactUnreadable:
 		f.Diagnosis = written + ", but the file cannot be read: " + err.Error() + "."
 		f.Next = "fix the file's type or permissions; then " + fix
-	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
-		f.Code = CodeArtifactChanged
+	case CodeArtifactChanged:
 		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, got.size, got.hash)
 		f.Next = fix
 		if reproducible {
 			f.Next += " (copy the changed file aside first if the change matters)"
 		}
-	case !j.imported && !j.damaged && !reproducible:
-		f.Code, f.Severity, f.Missing = CodeArtifactNotReproduced, SeverityInfo, ""
+	default:
+		f.Severity, f.Missing = SeverityInfo, ""
 		f.Diagnosis = written + "; the file is intact, but the record now renders to other bytes (a build with another rendering wrote it): if the file were lost, a rebuild could not restore it byte for byte."
 		f.Next = "keep a backup of " + path
-	default:
-		return Finding{}, false
 	}
 	return f, true
 }

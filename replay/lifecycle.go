@@ -121,9 +121,9 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 func (st *state) allComplete() []*dueAllComplete {
 	var out []*dueAllComplete
 	for _, p := range st.parents {
-		if p.due != nil {
+		if p.waiting {
 			p.due.ID = projection.AllCompleteNotificationID(p.due.Parent, p.due.Cycle)
-			out = append(out, p.due)
+			out = append(out, &p.due)
 		}
 	}
 	slices.SortFunc(out, func(a, b *dueAllComplete) int { return strings.Compare(a.Parent, b.Parent) })

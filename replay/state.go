@@ -55,8 +55,9 @@ const maxRejections = 64
 // the all-complete notification waiting for the bridge, if any (a new
 // cycle drops the one of the cycle it ends, so there is at most one).
 type parent struct {
-	cycle fsm.Cycle
-	due   *dueAllComplete
+	cycle   fsm.Cycle
+	due     dueAllComplete
+	waiting bool // due is waiting for the bridge
 }
 
 // dueAllComplete is a waiting all-complete notification.
@@ -304,8 +305,8 @@ func (s *state) cycles(d *delegation, prev steps, next *fsm.Delegation, seq uint
 	switch {
 	case prev.version == 0 && e.Kind == fsm.KindRegistered:
 		p := s.parent(next.ParentSessionID)
-		if ended, started := p.cycle.Join(); started && p.due != nil && p.due.Cycle == ended {
-			p.due = nil // never sent, as with the plugin
+		if ended, started := p.cycle.Join(); started && p.waiting && p.due.Cycle == ended {
+			p.waiting = false // never sent, as with the plugin
 		}
 		d.member = p.cycle.Cycle
 	case prev.version == 0 && e.Kind == fsm.KindImported:
@@ -317,7 +318,8 @@ func (s *state) cycles(d *delegation, prev steps, next *fsm.Delegation, seq uint
 	case !prev.notified && !next.NotifiedAt.IsZero():
 		p := s.parent(next.ParentSessionID)
 		if counted, due := p.cycle.Notify(d.member); counted && due {
-			p.due = &dueAllComplete{group: d.first, Notification: projection.Notification{
+			p.waiting = true
+			p.due = dueAllComplete{group: d.first, Notification: projection.Notification{
 				Kind:   projection.KindAllComplete, // its ID is made at the end (allComplete)
 				Parent: next.ParentSessionID,
 				Cycle:  p.cycle.Cycle,
@@ -341,12 +343,12 @@ func (s *state) parent(id string) *parent {
 // acknowledgement (or failed delivery) of an all-complete notification.
 func (s *state) parentEvent(id string, e *fsm.Event) {
 	p := s.parents[id]
-	if p == nil || p.due == nil || p.due.Cycle != e.Cycle {
+	if p == nil || !p.waiting || p.due.Cycle != e.Cycle {
 		return
 	}
 	switch e.Kind {
 	case fsm.KindAllCompleteNotified:
-		p.due = nil
+		p.waiting = false
 	case fsm.KindNotificationFailed:
 		p.due.Failures++
 		p.due.LastError = strings.Clone(e.Error)
