@@ -283,7 +283,8 @@ func benchStores(b *testing.B, fn func(b *testing.B, dir string)) {
 // of the same file measured in the same run: events/s and the ratio to the
 // scan, events per second of the process's CPU time (which other
 // processes on the cores inflate less than the wall time), the artifacts
-// checked per second, the peak of the heap's live objects, and against a writer that
+// checked per second, the bytes and objects allocated per event (which no
+// load changes), the peak of the heap's live objects, and against a writer that
 // appends one event per commit, its slowest append during a replay over
 // its slowest alone (stall ratio) and how far the file's pages grew per
 // append in each (eventlog.Tx.Pages: a reader that kept freed pages from
@@ -332,6 +333,8 @@ func benchRun(b *testing.B, dir string, run func(context.Context, *eventlog.Log,
 	}
 
 	peak := heapPeak()
+	var mem0, mem1 runtime.MemStats
+	runtime.ReadMemStats(&mem0)
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for b.Loop() {
@@ -342,6 +345,7 @@ func benchRun(b *testing.B, dir string, run func(context.Context, *eventlog.Log,
 		check(rep)
 	}
 	cpu := (cpuTime(b) - cpu0) / time.Duration(b.N)
+	runtime.ReadMemStats(&mem1)
 	heap := peak()
 	elapsed := b.Elapsed() / time.Duration(b.N)
 
@@ -367,6 +371,8 @@ func benchRun(b *testing.B, dir string, run func(context.Context, *eventlog.Log,
 	b.ReportMetric(perSec, "events/s")
 	b.ReportMetric(float64(events)/cpu.Seconds(), "events/cpu-s")
 	b.ReportMetric(float64(rep.Artifacts)/elapsed.Seconds(), "artifacts/s")
+	b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/float64(b.N)/float64(events), "alloc-B/event")
+	b.ReportMetric(float64(mem1.Mallocs-mem0.Mallocs)/float64(b.N)/float64(events), "allocs/event")
 	b.ReportMetric(scanPerSec, "scan-events/s")
 	b.ReportMetric(perSec/scanPerSec, "run/scan")
 	b.ReportMetric(float64(heap)/(1<<20), "peak-heap-MiB")
