@@ -827,6 +827,10 @@ func TestSettledDelegationsComeBack(t *testing.T) {
 		rep.Delegations != 6 || rep.States[fsm.Complete] != 5 || rep.States[fsm.Error] != 1 || rep.Artifacts != 6 {
 		t.Errorf("findings %v, %d delegations, states %v, %d artifacts\n%s", got, rep.Delegations, rep.States, rep.Artifacts, rep)
 	}
+	// Only the two with refused commands are kept to the end.
+	if kept, seen, err := replay.Kept(ctx, s.Log(), dir); err != nil || kept != 2 || seen != 6 {
+		t.Errorf("the fold kept %d of %d delegations (%v), want 2 of 6", kept, seen, err)
+	}
 	for _, id := range ids {
 		want, err := replay.Diagnose(ctx, s.Log(), dir, id, replay.Options{Now: c.Now()})
 		if err != nil {
