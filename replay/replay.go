@@ -503,8 +503,8 @@ func unknownKinds(st *state) []Finding {
 		if i > 0 {
 			names += ", "
 		}
-		names += fmt.Sprintf("%s (%d)", k, len(st.unknown[k]))
-		seqs = append(seqs, st.unknown[k]...)
+		names += fmt.Sprintf("%s (%d)", k, st.unknown[k].n)
+		seqs = append(seqs, st.unknown[k].seqs...)
 	}
 	slices.Sort(seqs)
 	return []Finding{{

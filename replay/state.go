@@ -66,11 +66,18 @@ type dueAllComplete struct {
 	group uint64 // the first seq of the delegation whose acknowledgement made it due
 }
 
+// unknownKind counts the records of a kind this build does not know, and
+// keeps the first ones (a finding lists maxSeqs).
+type unknownKind struct {
+	n    int
+	seqs []uint64
+}
+
 // state is the fold of the log.
 type state struct {
 	ds      map[string]*delegation // the delegations kept (unsettled ones)
 	parents map[string]*parent
-	unknown map[fsm.Kind][]uint64 // kinds this build does not know
+	unknown map[fsm.Kind]*unknownKind // kinds this build does not know
 
 	applied uint64 // records applied
 	through uint64 // the last sequence number applied
@@ -96,7 +103,7 @@ func newState(arts *artifacts) *state {
 	return &state{
 		ds:      make(map[string]*delegation),
 		parents: make(map[string]*parent),
-		unknown: make(map[fsm.Kind][]uint64),
+		unknown: make(map[fsm.Kind]*unknownKind),
 		dropped: make(map[fsm.State]int),
 		arts:    arts,
 	}
@@ -131,7 +138,14 @@ func (s *state) apply(r *eventlog.Record, e *fsm.Event, err error) {
 		})
 	}
 	if !kind.Known() {
-		s.unknown[kind] = append(s.unknown[kind], r.Seq)
+		u := s.unknown[kind]
+		if u == nil {
+			u = &unknownKind{}
+			s.unknown[kind] = u
+		}
+		if u.n++; len(u.seqs) < maxSeqs {
+			u.seqs = append(u.seqs, r.Seq)
+		}
 	}
 	if p, ok := fsm.ParentOfStream(r.Stream); ok {
 		s.parentEvent(p, e)
