@@ -1,9 +1,11 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/delegations/delegations/eventlog"
@@ -35,15 +37,24 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	if err != nil && !errors.As(err, &ce) {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}
-	st := newState()
+	arts := newArtifacts(ctx, dir, false)
+	st := newState(arts)
+	st.stream = func(_ string, before uint64) ([]eventlog.Record, error) {
+		i, _ := slices.BinarySearchFunc(recs, before, func(r eventlog.Record, seq uint64) int { return cmp.Compare(r.Seq, seq) })
+		return recs[:i], nil
+	}
 	for i := range recs {
-		st.apply(&recs[i])
+		e, err := decode(&recs[i])
+		st.apply(&recs[i], &e, err)
 	}
 	d := st.ds[id]
 	var fs []Finding
 	if ce != nil {
 		if d != nil {
 			d.damaged = true
+			if d.persisted != 0 {
+				arts.recheck(d)
+			}
 		}
 		fs = append(fs, Finding{Code: CodeCorruptRecord, Severity: SeverityError, Delegation: id, Seqs: []uint64{ce.Seq},
 			Diagnosis: fmt.Sprintf("record %d of %s fails its checks (%s); the replay of %s stops before it, so its steps are not diagnosed.", ce.Seq, id, ce.Reason, id),
@@ -53,16 +64,17 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	}
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
-	af, _, err := checkArtifacts(ctx, dir, st, &opts, 0, nil)
+	af, _, err := arts.wait()
 	if err != nil {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}
 	fs = append(fs, af...)
+	clear(st.parents) // one stream says nothing of its parent's cycle
 	fs = append(fs, lifecycle(dir, st, now, &opts)...)
 	rep := Report{Findings: []Finding{}}
 	for i := range fs {
 		if d != nil && fs[i].Status == "" && !d.damaged {
-			fs[i].Status = d.state
+			fs[i].Status = d.rec.State
 		}
 	}
 	rep.add(fs...)

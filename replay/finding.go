@@ -70,6 +70,7 @@ type Finding struct {
 	Next       string    `json:"next,omitempty"`         // what to run next
 
 	group uint64 // sort key: the first sequence number of the delegation (0: the log as a whole)
+	seq   uint64 // an artifact finding: the persisted event checked
 }
 
 // key identifies a finding across two reports (Rebuild's fixed list).

@@ -1,19 +1,13 @@
 package replay
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
@@ -24,13 +18,12 @@ import (
 // happen, plus late events and waiting all-complete notifications.
 func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 	var out []Finding
-	for _, id := range st.order {
+	for _, id := range st.kept() {
 		d := st.ds[id]
 		if d.damaged {
 			continue // the corrupt_record finding says what is known
 		}
-		rec := d.record()
-		r := &rec
+		r := &d.rec
 		add := func(f Finding) {
 			f.Delegation, f.Status, f.group = id, r.State, d.first
 			out = append(out, f)
@@ -98,9 +91,7 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		}
 		out = append(out, late(id, d)...)
 	}
-	owners := st.notifiedBy()
-	for i := range st.allComplete {
-		n := &st.allComplete[i]
+	for _, n := range st.allComplete() {
 		if now.Before(n.DueAt) {
 			continue
 		}
@@ -109,7 +100,7 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 			Diagnosis: fmt.Sprintf("every delegation of cycle %d of parent session %s was notified (the last at record %d), and the all-complete notification is due since %s, but the bridge has not acknowledged it for %s",
 				n.Cycle, n.Parent, n.Seq, fmtT(n.DueAt), fmtDur(age)),
 			Next:  "delegations notifications --parent-session " + n.Parent + " shows it; the bridge acknowledges it with delegations ack " + n.ID,
-			group: st.group(owners[n.Seq]),
+			group: n.group,
 		}
 		if n.Failures > 0 {
 			f.Diagnosis += fmt.Sprintf("; delivery failed %s, last with %s", times(n.Failures), strconv.Quote(cut(n.LastError, 120)))
@@ -125,24 +116,18 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 	return out
 }
 
-// notifiedBy maps the seqs that made the all-complete notifications due to
-// the delegation notified there: an all-complete finding sorts with it.
-func (st *state) notifiedBy() map[uint64]string {
-	if len(st.allComplete) == 0 {
-		return nil
-	}
-	want := make(map[uint64]string, len(st.allComplete))
-	for _, n := range st.allComplete {
-		want[n.Seq] = ""
-	}
-	for _, id := range st.order {
-		if s := st.ds[id].notified; s != 0 {
-			if _, ok := want[s]; ok {
-				want[s] = id
-			}
+// allComplete returns the all-complete notifications waiting at the end
+// of the replay, by parent session.
+func (st *state) allComplete() []*dueAllComplete {
+	var out []*dueAllComplete
+	for _, p := range st.parents {
+		if p.waiting {
+			p.due.ID = projection.AllCompleteNotificationID(p.due.Parent, p.due.Cycle)
+			out = append(out, &p.due)
 		}
 	}
-	return want
+	slices.SortFunc(out, func(a, b *dueAllComplete) int { return strings.Compare(a.Parent, b.Parent) })
+	return out
 }
 
 // late reports commands refused after the terminal state: a refused
@@ -151,8 +136,7 @@ func late(id string, d *delegation) []Finding {
 	if d.trouble == nil || len(d.rejections) == 0 {
 		return nil
 	}
-	rec := d.record()
-	r := &rec
+	r := &d.rec
 	var out []Finding
 	var lost []rejection
 	counts := map[fsm.Kind]int{}
@@ -208,148 +192,6 @@ func late(id string, d *delegation) []Finding {
 		out = append(out, f)
 	}
 	return out
-}
-
-// fileRead is what an artifact file holds: its size and hash, or why it
-// cannot be read.
-type fileRead struct {
-	path string // as read (the record's ArtifactPath then)
-	size int64
-	hash uint64
-	err  error
-}
-
-func readFile(dir, rel string) fileRead {
-	got, err := artifact.Read(dir, rel)
-	return fileRead{path: rel, size: int64(len(got)), hash: xxhash.Sum64(got), err: err}
-}
-
-// artifactWorkers is how many artifact files are read at once.
-const artifactWorkers = 4
-
-// artifactReads reads the persisted artifacts' files in the background
-// while the views are compared; checkArtifacts uses what it read.
-type artifactReads struct {
-	index map[string]int // delegation → its slot in reads
-	reads []fileRead
-	wg    sync.WaitGroup
-}
-
-// readArtifacts starts reading the artifact of every persisted delegation
-// of st. Nothing in st is touched after it returns.
-func readArtifacts(ctx context.Context, dir string, st *state) *artifactReads {
-	a := &artifactReads{index: map[string]int{}}
-	for _, id := range st.order {
-		if d := st.ds[id]; d.persisted != 0 {
-			a.index[id] = len(a.reads)
-			a.reads = append(a.reads, fileRead{path: d.record().ArtifactPath})
-		}
-	}
-	var next atomic.Int64
-	for range artifactWorkers {
-		a.wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(a.reads) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-				a.reads[i] = readFile(dir, a.reads[i].path)
-			}
-		})
-	}
-	return a
-}
-
-// checkArtifacts compares every persisted artifact on disk with the size
-// and hash its persisted event recorded, and with the record's rendering.
-// It takes the files from pre when it read them (pre may be nil), and
-// returns the findings and how many artifacts it checked.
-func checkArtifacts(ctx context.Context, dir string, st *state, o *Options, done int, pre *artifactReads) ([]Finding, int, error) {
-	if pre != nil {
-		pre.wg.Wait()
-	}
-	var ids []string
-	for _, id := range st.order {
-		if st.ds[id].persisted != 0 {
-			ids = append(ids, id)
-		}
-	}
-	total := done + len(ids)
-	var out []Finding
-	for i, id := range ids {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return nil, 0, err
-			}
-			if o.Progress != nil && i > 0 {
-				o.Progress(done+i, total)
-			}
-		}
-		d := st.ds[id]
-		path := d.record().ArtifactPath
-		var got fileRead
-		if j, ok := pre.slot(id); ok && pre.reads[j].path == path {
-			got = pre.reads[j]
-		} else {
-			got = readFile(dir, path) // persisted since the reads started
-		}
-		if f, ok := checkArtifact(dir, d, got); ok {
-			f.Delegation, f.Status, f.group = id, d.state, d.first
-			out = append(out, f)
-		}
-	}
-	if o.Progress != nil && len(ids) > 0 {
-		o.Progress(total, total)
-	}
-	return out, len(ids), nil
-}
-
-func (a *artifactReads) slot(id string) (int, bool) {
-	if a == nil {
-		return 0, false
-	}
-	i, ok := a.index[id]
-	return i, ok
-}
-
-func checkArtifact(dir string, d *delegation, got fileRead) (Finding, bool) {
-	rec := d.record()
-	r := &rec
-	path := filepath.Join(dir, r.ArtifactPath)
-	f := Finding{Path: path, Seqs: []uint64{d.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
-	reproducible := !d.imported && !d.damaged && d.renderSize == r.ArtifactSize && d.renderHash == r.ArtifactHash
-	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), d.persisted, path, r.ArtifactSize, r.ArtifactHash)
-	if d.imported {
-		written = fmt.Sprintf("%s was imported at record %d from the plugin's file %s, %d bytes, xxhash %016x", r.ID, d.persisted, path, r.ArtifactSize, r.ArtifactHash)
-	}
-	fix := "delegations replay --rebuild writes it again from the log, byte for byte"
-	if !reproducible {
-		fix = "restore " + path + " from a backup: the log cannot regenerate this file byte for byte (delegations show " + r.ID + " prints what the log kept)"
-		if d.imported {
-			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
-		}
-	}
-	err := got.err
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		f.Code = CodeArtifactMissing
-		f.Diagnosis = written + ", but the file is gone: delegation_read of it has nothing to return until it is restored."
-		f.Next = fix
-	case err != nil:
-		f.Code = CodeArtifactUnreadable
-		f.Diagnosis = written + ", but the file cannot be read: " + err.Error() + "."
-		f.Next = "fix the file's type or permissions; then " + fix
-	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
-		f.Code = CodeArtifactChanged
-		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, got.size, got.hash)
-		f.Next = fix
-		if reproducible {
-			f.Next += " (copy the changed file aside first if the change matters)"
-		}
-	case !d.imported && !d.damaged && !reproducible:
-		f.Code, f.Severity, f.Missing = CodeArtifactNotReproduced, SeverityInfo, ""
-		f.Diagnosis = written + "; the file is intact, but the record now renders to other bytes (a build with another rendering wrote it): if the file were lost, a rebuild could not restore it byte for byte."
-		f.Next = "keep a backup of " + path
-	default:
-		return Finding{}, false
-	}
-	return f, true
 }
 
 // since returns t - from, never negative.

@@ -52,7 +52,7 @@ func Rebuild(ctx context.Context, dir string, store projection.Options, opts Opt
 	if err != nil {
 		return nil, fmt.Errorf("rebuild %s: %w", dir, err)
 	}
-	res.Before, err = Run(ctx, l, dir, opts)
+	res.Before, _, err = run(ctx, l, dir, opts, ModeReplay, true)
 	if cerr := l.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("rebuild %s: %w", dir, cerr)
 	}
@@ -65,7 +65,7 @@ func Rebuild(ctx context.Context, dir string, store projection.Options, opts Opt
 	if err != nil {
 		return res, fmt.Errorf("rebuild %s: %w", dir, err)
 	}
-	res.After, err = Run(ctx, s.Log(), dir, opts)
+	res.After, _, err = run(ctx, s.Log(), dir, opts, ModeReplay, true)
 	if cerr := s.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("rebuild %s: %w", dir, cerr)
 	}

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ const (
 // projection.Open does. Damaged records are findings; an error means the
 // replay could not be done (the log is closed, ctx ended, a read failed).
 func Run(ctx context.Context, log *eventlog.Log, dir string, opts Options) (*Report, error) {
-	rep, _, err := run(ctx, log, dir, opts, ModeReplay)
+	rep, _, err := run(ctx, log, dir, opts, ModeReplay, false)
 	return rep, err
 }
 
@@ -83,55 +84,59 @@ const progressEvery = 1 << 14
 // transaction (a gap of missing records is stepped over one by one).
 const maxCorrupt = 1 << 20
 
-func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode string) (*Report, *scanner, error) {
+func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode string, views bool) (*Report, *scanner, error) {
 	opts.defaults()
 	rep := &Report{Mode: mode, DataDir: dir, Until: opts.Until, Last: log.Last(), Findings: []Finding{}}
-	st := newState()
-	rb, err := newRebuild(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+	arts := newArtifacts(ctx, dir, true)
+	defer arts.wait() // on an early return
+	st := newState(arts)
+	sc := &scanner{ctx: ctx, log: log, opts: &opts, st: st}
+	st.stream, st.drop = sc.stream, true
+	if views {
+		rb, err := newRebuild(dir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+		}
+		defer rb.close()
+		sc.rb = rb
 	}
-	defer rb.close()
-	sc := &scanner{ctx: ctx, log: log, opts: &opts, st: st, rb: rb}
 	if err := sc.scan(1); err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
 
-	if len(sc.corrupt) > 0 {
-		if err := log.View(func(tx *eventlog.Tx) error {
-			rep.Last = tx.Last()
-			return sc.attribute(tx)
-		}); err != nil {
+	var viewFindings []Finding
+	if views {
+		if err := sc.rb.waitProgress(ctx, opts.Progress, int(log.Last())); err != nil {
 			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 		}
-	}
-	// The files are read while the views are compared (the rebuild of the
-	// views is the longer of the two).
-	files := readArtifacts(ctx, dir, st)
-	defer files.wg.Wait()
-
-	if err := rb.waitProgress(ctx, opts.Progress, int(log.Last())); err != nil {
-		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+		var err error
+		switch {
+		case len(sc.corrupt) > 0:
+			rep.ViewsNote = damagedNote
+		case sc.excluded > 0:
+			rep.ViewsNote = notAtEnd
+		default:
+			viewFindings, rep.ViewsChecked, rep.ViewsNote, err = compareViews(sc, rep)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
+		}
+	} else {
+		rep.ViewsNote = viewsInVerify
 	}
 	if opts.Progress != nil {
 		opts.Progress(int(log.Last()), int(log.Last()))
 	}
-
-	var viewFindings []Finding
-	switch {
-	case len(sc.corrupt) > 0:
-		rep.ViewsNote = damagedNote
-	case sc.excluded > 0:
-		rep.ViewsNote = notAtEnd
-	default:
-		viewFindings, rep.ViewsChecked, rep.ViewsNote, err = compareViews(sc, rep)
-	}
+	af, checked, err := arts.wait()
 	if err != nil {
-		return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
+		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
-	rb.wait()
-	if st.allComplete, err = rb.allComplete(); err != nil {
-		return nil, nil, fmt.Errorf("replay %s: views: %w", dir, err)
+	if len(sc.corrupt) > 0 {
+		if err := sc.attribute(); err != nil {
+			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
+		}
+		af, checked = arts.findings, arts.checked // with the damaged delegations' checked again
+		rep.Last = sc.last
 	}
 	now := opts.Now
 	switch {
@@ -145,21 +150,14 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	}
 	rep.Now = now.UTC()
 	rep.Through, rep.Events = st.through, st.applied
-	rep.Delegations = len(st.ds)
-	rep.States = map[fsm.State]int{}
-	for _, d := range st.ds {
-		rep.States[d.state]++
-	}
+	rep.Delegations = st.delegations
+	rep.States = st.states()
+	rep.Artifacts = checked
 
 	fs := sc.findings()
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
 	fs = append(fs, viewFindings...)
-	af, checked, err := checkArtifacts(ctx, dir, st, &opts, int(rep.Last), files)
-	if err != nil {
-		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
-	}
-	rep.Artifacts = checked
 	fs = append(fs, af...)
 	if mode == ModeReplay {
 		fs = append(fs, lifecycle(dir, st, now, &opts)...)
@@ -171,7 +169,7 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 				f.group = d.first
 			}
 			if f.Status == "" && !d.damaged {
-				f.Status = d.state
+				f.Status = d.rec.State
 			}
 		}
 	}
@@ -183,13 +181,15 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 type scanner struct {
 	ctx      context.Context
 	log      *eventlog.Log
-	rb       *rebuild // the views rebuilt from the records read
+	rb       *rebuild // the views rebuilt from the records read; nil for Run
 	opts     *Options
 	st       *state
 	excluded int          // records left out by a time Until
 	corrupt  []corruptRun // damaged records, in runs of consecutive ones
 	gaveUp   bool
-	read     uint64 // the last sequence number read
+	read     uint64       // the last sequence number read
+	tx       *eventlog.Tx // the read transaction records are fed in, if any
+	last     uint64       // the log's last record when the damage was attributed
 }
 
 // corruptRun is a run of consecutive damaged records.
@@ -201,10 +201,78 @@ type corruptRun struct {
 }
 
 // scan reads the log from sequence number from, in short read
-// transactions, up to its last record or Until.
+// transactions, up to its last record or Until. The reading and the
+// decoding of the payloads run in a goroutine of their own, a batch
+// ahead of the fold: on two cores they overlap.
 func (sc *scanner) scan(from uint64) error {
-	ctx := sc.ctx
 	total := int(sc.log.Last())
+	work := make(chan []decoded, 2)
+	free := make(chan []decoded, 3)
+	var read uint64 // the last seq read (the reader's)
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(work)
+		batch := make([]decoded, 0, scanBatch)
+		err = sc.records(from, func(r *eventlog.Record) {
+			read = r.Seq
+			if r.Seq%progressEvery == 0 && sc.opts.Progress != nil {
+				done := r.Seq
+				if sc.rb != nil { // the rebuild of the views is behind the reading
+					done = sc.rb.projected.Load()
+				}
+				sc.opts.Progress(min(int(done), total), total)
+			}
+			if !sc.opts.Until.includes(r.Seq, r.Time) {
+				sc.excluded++
+				return
+			}
+			d := decoded{r: *r}
+			d.e, d.err = decode(r)
+			if batch = append(batch, d); len(batch) == cap(batch) {
+				work <- batch
+				select {
+				case batch = <-free:
+				default:
+					batch = make([]decoded, 0, scanBatch)
+				}
+			}
+		}, true)
+		if len(batch) > 0 {
+			work <- batch
+		}
+	}()
+	for batch := range work {
+		for i := range batch {
+			sc.feed(&batch[i])
+		}
+		clear(batch) // the payloads
+		select {
+		case free <- batch[:0]:
+		default:
+		}
+	}
+	<-done
+	sc.read = max(sc.read, read)
+	return err
+}
+
+// scanBatch is how many decoded records the reading hands the fold at once.
+const scanBatch = 256
+
+// decoded is a record and its event (see decode).
+type decoded struct {
+	r   eventlog.Record
+	e   fsm.Event
+	err error
+}
+
+// records calls visit with every intact record from sequence number from,
+// read in short read transactions, up to the log's last record or Until,
+// stepping over damaged ones (noted when note is set).
+func (sc *scanner) records(from uint64, visit func(*eventlog.Record), note bool) error {
+	ctx := sc.ctx
 	until := sc.opts.Until
 	for {
 		var resume uint64
@@ -218,7 +286,9 @@ func (sc *scanner) scan(from uint64) error {
 				if until.Seq != 0 && ce.Seq > until.Seq {
 					break
 				}
-				sc.addCorrupt(ce)
+				if note {
+					sc.addCorrupt(ce)
+				}
 				if ce.Seq != 0 && !sc.gaveUp {
 					resume, done = ce.Seq+1, false
 				}
@@ -231,16 +301,8 @@ func (sc *scanner) scan(from uint64) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if sc.opts.Progress != nil { // the rebuild of the views is behind the reading
-					sc.opts.Progress(min(int(sc.rb.projected.Load()), total), total)
-				}
 			}
-			if !until.includes(r.Seq, r.Time) {
-				sc.excluded++
-				sc.read = r.Seq
-				continue
-			}
-			sc.feed(&r)
+			visit(&r)
 		}
 		if done || resume > sc.log.Last() {
 			break
@@ -251,10 +313,33 @@ func (sc *scanner) scan(from uint64) error {
 }
 
 // feed applies one record to the fold and the rebuilt views.
-func (sc *scanner) feed(r *eventlog.Record) {
-	sc.read = r.Seq
-	sc.st.apply(r)
-	sc.rb.add(r)
+func (sc *scanner) feed(d *decoded) {
+	sc.read = d.r.Seq
+	sc.st.apply(&d.r, &d.e, d.err)
+	if sc.rb != nil {
+		sc.rb.add(&d.r)
+	}
+}
+
+// stream returns the records of stream id before sequence number before
+// that the replay applied, read in the transaction records are fed in or
+// a short one: the events of a delegation the fold dropped.
+func (sc *scanner) stream(id string, before uint64) ([]eventlog.Record, error) {
+	var recs []eventlog.Record
+	read := func(tx *eventlog.Tx) error {
+		var err error
+		recs, err = tx.Stream(id)
+		return err
+	}
+	var err error
+	if sc.tx != nil {
+		err = read(sc.tx)
+	} else {
+		err = sc.log.View(read)
+	}
+	return slices.DeleteFunc(recs, func(r eventlog.Record) bool {
+		return r.Seq >= before || !sc.opts.Until.includes(r.Seq, r.Time)
+	}), err
 }
 
 func (sc *scanner) addCorrupt(ce *eventlog.CorruptError) {
@@ -272,36 +357,73 @@ func (sc *scanner) addCorrupt(ce *eventlog.CorruptError) {
 // attribute names the delegation a damaged record belonged to, where the
 // stream index still knows: a delegation that replayed fewer events than
 // its stream holds lost one, and reading its stream names the record.
-func (sc *scanner) attribute(tx *eventlog.Tx) error {
-	if len(sc.corrupt) == 0 {
-		return nil
-	}
+// Such a delegation is damaged: it is kept, and its artifact checked
+// again. The delegations the fold dropped are found by reading the log
+// again for their registrations (a dropped delegation was registered or
+// imported), each checked in a short read transaction of its own.
+func (sc *scanner) attribute() error {
+	st := sc.st
 	owners := map[uint64]string{}
-	for _, id := range sc.st.order {
-		d := sc.st.ds[id]
-		if tx.StreamVersion(id) <= d.version {
-			continue
+	check := func(tx *eventlog.Tx, id string, d *delegation) {
+		if tx.StreamVersion(id) <= d.rec.Version {
+			return
 		}
 		d.damaged = true
+		if d.persisted != 0 {
+			st.arts.recheck(d)
+		}
 		_, err := tx.Stream(id)
 		var ce *eventlog.CorruptError
 		if errors.As(err, &ce) {
 			owners[ce.Seq] = id
 		}
 	}
-	for i := range sc.corrupt {
-		r := &sc.corrupt[i]
-		r.owner = owners[r.first]
-		if r.owner == "" {
-			continue
+	err := sc.log.View(func(tx *eventlog.Tx) error {
+		for _, id := range st.kept() {
+			check(tx, id, st.ds[id])
 		}
-		stored, err := projection.InspectRecord(tx, r.owner)
-		if err != nil || stored == nil {
-			continue // the view is no help either; the finding says what is known
-		}
-		r.known = knownSteps(stored)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	var failed error
+	err = sc.records(1, func(r *eventlog.Record) {
+		kind := fsm.Kind(r.Kind)
+		if r.Seq > sc.read || kind != fsm.KindRegistered && kind != fsm.KindImported || st.ds[r.Stream] != nil || failed != nil {
+			return
+		}
+		failed = sc.log.View(func(tx *eventlog.Tx) error {
+			d := st.lookup(tx, r.Stream, sc.read)
+			if d == nil {
+				return nil
+			}
+			if check(tx, r.Stream, d); d.damaged {
+				st.ds[r.Stream] = d
+				st.dropped[d.rec.State]--
+			}
+			return nil
+		})
+	}, false)
+	if err = cmp.Or(err, failed); err != nil {
+		return err
+	}
+	return sc.log.View(func(tx *eventlog.Tx) error {
+		sc.last = tx.Last()
+		for i := range sc.corrupt {
+			r := &sc.corrupt[i]
+			r.owner = owners[r.first]
+			if r.owner == "" {
+				continue
+			}
+			stored, err := projection.InspectRecord(tx, r.owner)
+			if err != nil || stored == nil {
+				continue // the view is no help either; the finding says what is known
+			}
+			r.known = knownSteps(stored)
+		}
+		return nil
+	})
 }
 
 // knownSteps describes a record's status and the steps it went through.
@@ -381,8 +503,8 @@ func unknownKinds(st *state) []Finding {
 		if i > 0 {
 			names += ", "
 		}
-		names += fmt.Sprintf("%s (%d)", k, len(st.unknown[k]))
-		seqs = append(seqs, st.unknown[k]...)
+		names += fmt.Sprintf("%s (%d)", k, st.unknown[k].n)
+		seqs = append(seqs, st.unknown[k].seqs...)
 	}
 	slices.Sort(seqs)
 	return []Finding{{
@@ -391,12 +513,4 @@ func unknownKinds(st *state) []Finding {
 			". A newer build wrote them; replay counts them and applies nothing from them, so its findings may be incomplete.",
 		Next: "run replay with the build that wrote the log",
 	}}
-}
-
-// group returns the sort group of delegation id's findings.
-func (st *state) group(id string) uint64 {
-	if d := st.ds[id]; d != nil {
-		return d.first
-	}
-	return 0
 }

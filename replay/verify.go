@@ -27,7 +27,7 @@ func Verify(ctx context.Context, log *eventlog.Log, dir string, opts Options) (*
 		}
 		problems = joined.Unwrap()
 	}
-	rep, sc, err := run(ctx, log, dir, opts, ModeVerify)
+	rep, sc, err := run(ctx, log, dir, opts, ModeVerify, true)
 	if err != nil {
 		return nil, err
 	}

@@ -163,21 +163,6 @@ func (rb *rebuild) close() {
 	rb.scratch.Close()
 }
 
-// allComplete returns the all-complete notifications the rebuilt outbox
-// holds.
-func (rb *rebuild) allComplete() ([]projection.Notification, error) {
-	var out []projection.Notification
-	err := rb.scratch.View(func(tx *eventlog.Tx) error {
-		return projection.InspectView(tx, projection.ViewOutbox, func(e projection.ViewEntry) error {
-			if e.Notification != nil && e.Notification.Kind == projection.KindAllComplete {
-				out = append(out, *e.Notification)
-			}
-			return nil
-		})
-	})
-	return out, err
-}
-
 // roundEntries is how many view entries one round of the comparison
 // visits: a round holds a read transaction of the live file, short enough
 // not to keep a writer waiting nor its freed pages from reuse. (A variable
@@ -215,13 +200,17 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 					catchUp = true
 					return nil
 				}
+				sc.tx = ltx // a dropped delegation is read back in it
+				defer func() { sc.tx = nil }()
 				for seq := sc.read + 1; seq <= last; seq++ {
 					r, err := ltx.Record(seq)
 					if err != nil {
 						note, stop = notAtEnd, true // damaged: the next replay reports it
 						return nil
 					}
-					sc.feed(&r)
+					d := decoded{r: r}
+					d.e, d.err = decode(&r)
+					sc.feed(&d)
 				}
 			}
 			if cp := projection.ViewsCheckpoint(ltx); cp != last {
@@ -233,6 +222,7 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 				note, stop = sc.rb.refused, true
 				return nil
 			}
+			c.through = sc.read
 			return sc.rb.scratch.View(func(stx *eventlog.Tx) error {
 				var err error
 				finished, err = c.round(ltx, stx)
@@ -261,6 +251,9 @@ func compareViews(sc *scanner, rep *Report) (fs []Finding, compared bool, note s
 const (
 	damagedNote = "the log has damaged records, so the replay lacks events the views were built from"
 	notAtEnd    = "the replay stops before the end of the log, and the views hold the latest state"
+	// viewsInVerify: replay checks the lifecycle from the log; the views
+	// are verify's (and rebuild's) to compare.
+	viewsInVerify = "delegations verify compares them"
 )
 
 func viewsBehind(checkpoint, last uint64) Finding {
@@ -298,6 +291,7 @@ const viewNext = "delegations replay --rebuild regenerates every view from the l
 // viewCheck is the comparison's position and findings.
 type viewCheck struct {
 	st       *state
+	through  uint64 // the last record the fold applied
 	view     string // the view being compared; past every view's name once done
 	key      []byte // the key to resume at; nil: the view's first
 	live     *eventlog.Tx
@@ -424,7 +418,7 @@ func why(view string, d *delegation, e *projection.ViewEntry) string {
 	case projection.ViewParents:
 		return "it was delegated by parent " + quote(e.Session)
 	case projection.ViewDeadlines:
-		return "it is " + string(d.state) + " with a deadline at " + fmtT(e.Time)
+		return "it is " + string(d.rec.State) + " with a deadline at " + fmtT(e.Time)
 	case projection.ViewUnread:
 		return "it was notified and not read since it completed"
 	case projection.ViewPending:
@@ -432,7 +426,7 @@ func why(view string, d *delegation, e *projection.ViewEntry) string {
 	case projection.ViewMembers:
 		return fmt.Sprintf("it joined cycle %d of its parent", e.Member)
 	}
-	return "it is " + string(d.state)
+	return "it is " + string(d.rec.State)
 }
 
 // stepOf is the step of d that put it in an index view.
@@ -468,7 +462,7 @@ func wrongEntry(view string, got, want *projection.ViewEntry) string {
 // missing reports an entry the rebuilt view holds and the live one lacks.
 func (c *viewCheck) missing(view string, k, v []byte) {
 	want := entry(view, k, v)
-	d := c.st.ds[want.ID]
+	d := c.lookup(want.ID)
 	switch {
 	case want.Err != nil:
 		c.add(view, Finding{Diagnosis: "the log says the view holds an entry under key " + quoteKey(k) + ", which it lacks."})
@@ -502,7 +496,7 @@ func (c *viewCheck) missing(view string, k, v []byte) {
 // stray reports an entry the live view holds and the rebuilt one does not.
 func (c *viewCheck) stray(view string, k, v []byte) {
 	got := entry(view, k, v)
-	d := c.st.ds[got.ID]
+	d := c.lookup(got.ID)
 	switch {
 	case got.Err != nil:
 		c.add(view, Finding{Delegation: got.ID, Diagnosis: "a malformed entry: " + got.Err.Error() + "."})
@@ -542,7 +536,7 @@ func (c *viewCheck) differ(view string, k, lv, sv []byte) {
 		projection.Resolve(c.live, got)
 		projection.Resolve(c.live, want)
 	}
-	d := c.st.ds[want.ID]
+	d := c.lookup(want.ID)
 	switch {
 	case got.Err != nil:
 		c.add(view, Finding{Delegation: got.ID, Diagnosis: "a malformed entry: " + got.Err.Error() + "."})
@@ -598,7 +592,7 @@ func (c *viewCheck) endView(view string) {
 
 // pair reports a delegation's entries of an index view.
 func (c *viewCheck) pair(view, id string, p *viewPair) {
-	d := c.st.ds[id]
+	d := c.lookup(id)
 	effect := indexViews[view]
 	f := Finding{Delegation: id, Seqs: []uint64{stepOf(view, d)}}
 	switch {
@@ -607,9 +601,18 @@ func (c *viewCheck) pair(view, id string, p *viewPair) {
 	case p.want != nil:
 		f.Diagnosis = "the " + view + " view does not list " + id + ", but " + why(view, d, p.want) + ": " + effect + "."
 	default:
-		f.Diagnosis = "the " + view + " view lists " + id + ", but the log says it should not be there: it is " + string(d.state) + ": " + effect + "."
+		f.Diagnosis = "the " + view + " view lists " + id + ", but the log says it should not be there: it is " + string(d.rec.State) + ": " + effect + "."
 	}
 	c.add(view, f)
+}
+
+// lookup returns delegation id as replayed (nil when the log has no
+// event of it), from the fold or, dropped there, from its stream.
+func (c *viewCheck) lookup(id string) *delegation {
+	if id == "" {
+		return nil
+	}
+	return c.st.lookup(c.live, id, c.through)
 }
 
 // notification reads notification id from the rebuilt outbox.
@@ -638,9 +641,8 @@ func (c *viewCheck) add(view string, f Finding) {
 	if f.Seqs == nil {
 		f.Seqs = []uint64{}
 	}
-	f.group = c.st.group(f.Delegation)
-	if d := c.st.ds[f.Delegation]; d != nil {
-		f.Status = d.state
+	if d := c.lookup(f.Delegation); d != nil {
+		f.group, f.Status = d.first, d.rec.State
 	}
 	c.findings = append(c.findings, f)
 }

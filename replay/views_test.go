@@ -31,15 +31,16 @@ func editViews(t *testing.T, dir string, fn func(views *bolt.Bucket) error) {
 	}
 }
 
-// replayAlone replays the data directory with the log opened alone.
-func replayAlone(t *testing.T, dir string, now time.Time) *replay.Report {
+// verifyAlone verifies the data directory with the log opened alone: the
+// views are verify's to compare.
+func verifyAlone(t *testing.T, dir string, now time.Time) *replay.Report {
 	t.Helper()
 	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	rep, err := replay.Run(context.Background(), l, dir, replay.Options{Now: now})
+	rep, err := replay.Verify(context.Background(), l, dir, replay.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func mismatches(rep *replay.Report) map[string][]replay.Finding {
 
 // TestViewMismatches edits each kind of view entry (a value that differs,
 // an entry the log does not explain, one it says is missing, a key that
-// holds the wrong time, a view no build writes) and checks that replay
+// holds the wrong time, a view no build writes) and checks that verify
 // names each one with its delegation or parent and what differs, in rounds
 // of a few entries so that the comparison resumes inside every view.
 func TestViewMismatches(t *testing.T) {
@@ -69,7 +70,7 @@ func TestViewMismatches(t *testing.T) {
 	s := open(t, dir, c)
 	ids := populate(t, s, c, 16)
 	s.Close()
-	if rep := replayAlone(t, dir, c.Now()); !rep.ViewsChecked || len(mismatches(rep)) != 0 {
+	if rep := verifyAlone(t, dir, c.Now()); !rep.ViewsChecked || len(mismatches(rep)) != 0 {
 		t.Fatalf("before the damage:\n%s", rep)
 	}
 	running := ids[5] // populate leaves i%8 == 5 running
@@ -112,7 +113,7 @@ func TestViewMismatches(t *testing.T) {
 		}
 		return b.Put([]byte("key"), []byte("value"))
 	})
-	rep := replayAlone(t, dir, c.Now())
+	rep := verifyAlone(t, dir, c.Now())
 	got := mismatches(rep)
 	for _, want := range []struct {
 		view, delegation, parent, words string
@@ -145,7 +146,7 @@ func TestViewMismatchesBounded(t *testing.T) {
 	populate(t, s, c, 24)
 	s.Close()
 	editViews(t, dir, func(views *bolt.Bucket) error { return views.DeleteBucket([]byte(projection.ViewRecords)) })
-	fs := mismatches(replayAlone(t, dir, c.Now()))[projection.ViewRecords]
+	fs := mismatches(verifyAlone(t, dir, c.Now()))[projection.ViewRecords]
 	if len(fs) != 21 || !strings.Contains(fs[0].Diagnosis, "4 more disagreements in the records view are not listed") {
 		t.Errorf("%d findings: %+v", len(fs), fs)
 	}
@@ -184,7 +185,7 @@ func TestViewsNotRebuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := replayAlone(t, dir, c.Now())
+	rep := verifyAlone(t, dir, c.Now())
 	if rep.ViewsChecked || !strings.Contains(rep.ViewsNote, "refuses record "+strconv.FormatUint(res.Last, 10)) || len(mismatches(rep)) != 0 {
 		t.Errorf("views checked %v, note %q, mismatches %v", rep.ViewsChecked, rep.ViewsNote, mismatches(rep))
 	}

@@ -1,0 +1,236 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
+)
+
+// artifacts checks each persisted artifact when the replay applies its
+// persisted event: its file against the size and hash the event recorded,
+// and the record's rendering against them. The checks run in workers
+// beside the fold; a check holds the record (texts and all) only until
+// it is done, so nothing of a delegation stays for its artifact.
+type artifacts struct {
+	ctx  context.Context
+	dir  string
+	jobs chan artifactJob // nil: checked inline (Diagnose)
+	wg   sync.WaitGroup
+
+	mu         sync.Mutex
+	findings   []Finding
+	checked    int
+	latest     map[string]uint64 // a delegation persisted again: the seq of its last check
+	superseded int               // checks made again
+}
+
+// artifactJob is one persisted artifact to check.
+type artifactJob struct {
+	rec       fsm.Delegation // as persisted, texts included (to render it)
+	first     uint64         // the delegation's first seq (the findings' group)
+	persisted uint64         // the seq of its (first) persisted event
+	seq       uint64         // the persisted event the check is of
+	imported  bool
+	damaged   bool // the delegation lost records: its rendering says nothing
+
+	rendered   bool // renderSize and renderHash are given
+	renderSize int64
+	renderHash uint64
+}
+
+// artifactWorkers is how many artifacts are checked at once, and
+// artifactQueue how many wait: a waiting check holds its record's texts.
+const (
+	artifactWorkers = 2
+	artifactQueue   = 256
+)
+
+// newArtifacts starts checking artifacts under dir: in workers when
+// concurrent, else inline.
+func newArtifacts(ctx context.Context, dir string, concurrent bool) *artifacts {
+	a := &artifacts{ctx: ctx, dir: dir}
+	if !concurrent {
+		return a
+	}
+	a.jobs = make(chan artifactJob, artifactQueue)
+	for range artifactWorkers {
+		a.wg.Go(func() {
+			fr := &fileReader{dir: dir}
+			defer fr.close()
+			for j := range a.jobs {
+				if ctx.Err() == nil {
+					a.run(fr, &j)
+				}
+			}
+		})
+	}
+	return a
+}
+
+// check queues the check of d's artifact, persisted as rec.
+func (a *artifacts) check(d *delegation, rec *fsm.Delegation) {
+	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: d.persisted, imported: d.imported, damaged: d.damaged})
+}
+
+// again checks d's artifact again, persisted a second time at seq as rec
+// (its texts dropped), render being the record's rendering when first
+// persisted; the first check's findings are dropped.
+func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, render []byte) {
+	a.mu.Lock()
+	if a.latest == nil {
+		a.latest = map[string]uint64{}
+	}
+	a.latest[rec.ID] = seq
+	a.superseded++
+	a.mu.Unlock()
+	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: seq, imported: d.imported, damaged: d.damaged,
+		rendered: true, renderSize: int64(len(render)), renderHash: xxhash.Sum64(render)})
+}
+
+func (a *artifacts) queue(j artifactJob) {
+	if a.jobs == nil {
+		fr := &fileReader{dir: a.dir}
+		defer fr.close()
+		a.run(fr, &j)
+		return
+	}
+	a.jobs <- j
+}
+
+func (a *artifacts) run(fr *fileReader, j *artifactJob) {
+	if !j.rendered && !j.imported && !j.damaged {
+		render := artifact.Render(&j.rec)
+		j.renderSize, j.renderHash = int64(len(render)), xxhash.Sum64(render)
+	}
+	got := fr.read(&j.rec)
+	f, bad := checkArtifact(a.dir, j, got)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.checked++
+	if bad {
+		f.Delegation, f.group, f.seq = j.rec.ID, j.first, j.seq
+		if !j.damaged {
+			f.Status = j.rec.State
+		}
+		a.findings = append(a.findings, f)
+	}
+}
+
+// wait returns once every queued check is done, with the findings and
+// how many artifacts were checked. Later checks run inline.
+func (a *artifacts) wait() ([]Finding, int, error) {
+	if a.jobs != nil {
+		close(a.jobs)
+		a.wg.Wait()
+		a.jobs = nil
+	}
+	if err := a.ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if a.superseded > 0 {
+		a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.seq < a.latest[f.Delegation] })
+		a.checked -= a.superseded
+		a.superseded, a.latest = 0, nil
+	}
+	return a.findings, a.checked, nil
+}
+
+// recheck checks d's artifact again, now known to be damaged, replacing
+// its earlier findings. Only after wait.
+func (a *artifacts) recheck(d *delegation) {
+	a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.Delegation == d.rec.ID })
+	a.checked--
+	fr := &fileReader{dir: a.dir}
+	defer fr.close()
+	a.run(fr, &artifactJob{rec: d.rec, first: d.first, persisted: d.persisted, seq: d.last, imported: d.imported, damaged: true})
+}
+
+// fileRead is what an artifact file holds: its size and hash, or why it
+// cannot be read.
+type fileRead struct {
+	size int64
+	hash uint64
+	err  error
+}
+
+// fileReader reads artifact files: the store's own files, at the path it
+// renders for the record, through a cheaper path where the system has one
+// (fast, read_linux.go: four system calls per file, which dominate the
+// cost of a replay); anything else (an imported file, a link, a missing
+// file, an error) with artifact.Read, whose rules and words the findings
+// keep.
+type fileReader struct {
+	dir string
+	buf []byte
+	sys // what fast keeps open from one file to the next
+}
+
+func (fr *fileReader) read(r *fsm.Delegation) fileRead {
+	if rel, err := artifact.RelPath(r.ProjectID, r.RootSessionID, r.ID); err == nil && rel == r.ArtifactPath {
+		if b, ok := fr.fast(r.ProjectID, r.RootSessionID, r.ID+".md"); ok {
+			return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b)}
+		}
+	}
+	b, err := artifact.Read(fr.dir, r.ArtifactPath)
+	return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b), err: err}
+}
+
+func checkArtifact(dir string, j *artifactJob, got fileRead) (Finding, bool) {
+	r := &j.rec
+	reproducible := !j.imported && !j.damaged && j.renderSize == r.ArtifactSize && j.renderHash == r.ArtifactHash
+	err := got.err
+	var code string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		code = CodeArtifactMissing
+	case err != nil:
+		code = CodeArtifactUnreadable
+	case got.size != r.ArtifactSize || got.hash != r.ArtifactHash:
+		code = CodeArtifactChanged
+	case !j.imported && !j.damaged && !reproducible:
+		code = CodeArtifactNotReproduced
+	default:
+		return Finding{}, false // the words below are made only for a finding
+	}
+	path := filepath.Join(dir, r.ArtifactPath)
+	f := Finding{Code: code, Path: path, Seqs: []uint64{j.persisted}, Severity: SeverityError, Missing: "an intact artifact"}
+	written := fmt.Sprintf("%s was persisted at %s (record %d) as %s, %d bytes, xxhash %016x", r.ID, fmtT(r.PersistedAt), j.persisted, path, r.ArtifactSize, r.ArtifactHash)
+	if j.imported {
+		written = fmt.Sprintf("%s was imported at record %d from the plugin's file %s, %d bytes, xxhash %016x", r.ID, j.persisted, path, r.ArtifactSize, r.ArtifactHash)
+	}
+	fix := "delegations replay --rebuild writes it again from the log, byte for byte"
+	if !reproducible {
+		fix = "restore " + path + " from a backup: the log cannot regenerate this file byte for byte (delegations show " + r.ID + " prints what the log kept)"
+		if j.imported {
+			fix = "restore the plugin's file " + path + " from a backup: the store never rewrites an imported file (delegations show " + r.ID + " prints what the log kept)"
+		}
+	}
+	switch code {
+	case CodeArtifactMissing:
+		f.Diagnosis = written + ", but the file is gone: delegation_read of it has nothing to return until it is restored."
+		f.Next = fix
+	case CodeArtifactUnreadable:
+		f.Diagnosis = written + ", but the file cannot be read: " + err.Error() + "."
+		f.Next = "fix the file's type or permissions; then " + fix
+	case CodeArtifactChanged:
+		f.Diagnosis = fmt.Sprintf("%s, but the file on disk is %d bytes, xxhash %016x: it was changed after it was written, and readers get the changed file.", written, got.size, got.hash)
+		f.Next = fix
+		if reproducible {
+			f.Next += " (copy the changed file aside first if the change matters)"
+		}
+	default:
+		f.Severity, f.Missing = SeverityInfo, ""
+		f.Diagnosis = written + "; the file is intact, but the record now renders to other bytes (a build with another rendering wrote it): if the file were lost, a rebuild could not restore it byte for byte."
+		f.Next = "keep a backup of " + path
+	}
+	return f, true
+}
