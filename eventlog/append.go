@@ -35,6 +35,15 @@ type Append struct {
 	// *ConflictError and writes nothing.
 	CheckVersion bool
 	Version      uint64
+	// Ready, if not nil, is work outside the log that the records claim
+	// done (a file they name written durably), under way while the
+	// append waits for its commit. The writer calls it, after the
+	// records are in the transaction and before the commit, and commits
+	// the append only once it returns nil; an error drops the append
+	// (Append returns that error, nothing of it is written) and the rest
+	// of the batch commits without it. It may be called more than once
+	// and must then return the same.
+	Ready func() error
 }
 
 // Result describes a committed append.
@@ -92,6 +101,11 @@ func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	l.mu.RUnlock()
 	defer l.inflight.Done()
 	if l.upstream != nil {
+		if a.Ready != nil {
+			if err := a.Ready(); err != nil {
+				return Result{}, err
+			}
+		}
 		return l.appendUpstream(ctx, a)
 	}
 
@@ -173,10 +187,10 @@ func (l *Log) writer() {
 	}
 }
 
-// commit writes live in one transaction. A projector failing on one append
-// drops that append (it gets the error) and the rest are written in a fresh
-// transaction; their checks run again because the dropped append may have
-// been what they conflicted with.
+// commit writes live in one transaction. A projector failing on one append,
+// or its Ready, drops that append (it gets the error) and the rest are
+// written in a fresh transaction; their checks run again because the
+// dropped append may have been what they conflicted with.
 func (l *Log) commit(live []*request) {
 	for len(live) > 0 {
 		if b := l.broken.Load(); b != nil {
@@ -211,7 +225,8 @@ func finish(rs []*request, err error) {
 }
 
 // write runs one transaction over rs. It returns the index of an append a
-// projector refused (and that error), or an error for the whole batch.
+// projector or its Ready refused (and that error), or an error for the
+// whole batch.
 func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 	tx, err := l.db.Begin(true)
 	if err != nil {
@@ -243,6 +258,7 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 	}()
 	w := newWriteTx(tx)
 	last = l.last.Load()
+	var ready []int // the appends written whose Ready the commit waits for
 	for i, r := range rs {
 		r.res, r.err = Result{}, nil
 		recs, err := w.apply(r, last)
@@ -259,6 +275,17 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 		}
 		last = recs[len(recs)-1].Seq
 		if err := l.project(&Tx{tx: tx}, recs); err != nil {
+			tx.Rollback()
+			return 0, i, err
+		}
+		if r.app.Ready != nil {
+			ready = append(ready, i)
+		}
+	}
+	// The work the records claim went on while they were written into
+	// the transaction; none of them is durable before it is done.
+	for _, i := range ready {
+		if err := rs[i].app.Ready(); err != nil {
 			tx.Rollback()
 			return 0, i, err
 		}

@@ -407,15 +407,16 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 
 // end runs a command that may end a delegation, and persists its artifact
 // in the same append: the artifact of the record the decided events lead
-// to is written (temp, fsync, rename, directory fsync) before the append,
-// which then records the terminal events and the persisted event in one
-// commit. The notification becomes due only once the file is durable and
-// persisted is recorded. A crash between the two leaves a file beside a
-// delegation the log says is active, which its terminal command, when it
-// comes, writes again. A failed artifact write does not stop the terminal
-// event: it is recorded alone, the delegation stays pending, is logged,
-// and is retried by a repeat of the command, the next Open or
-// PersistPending.
+// to is written (temp, fsync, rename, directory fsync) while the append
+// that records the terminal events and the persisted event waits for its
+// commit, which the log holds until the file is durable
+// (eventlog.Append.Ready). The notification becomes due only once the
+// file is durable and persisted is recorded. A crash between the two
+// leaves a file beside a delegation the log says is active, which its
+// terminal command, when it comes, writes again. A failed artifact write
+// does not stop the terminal event: it is recorded alone, the delegation
+// stays pending, is logged, and is retried by a repeat of the command,
+// the next Open or PersistPending.
 // ended reports whether the command's events ended the delegation.
 func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.Delegation, ended bool, err error) {
 	var writeErr error
@@ -425,16 +426,26 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 	d, err = s.run(context.WithoutCancel(ctx), command{
 		id:     id,
 		decide: decide,
-		before: func(prev, next *fsm.Delegation, at time.Time) []fsm.Event {
+		write: func(prev, next *fsm.Delegation, at time.Time) ([]fsm.Event, func() error) {
 			writeErr, ended = nil, !prev.State.Terminal() && next.State.Terminal()
 			if !ended || !next.PersistedAt.IsZero() || !s.own.owned(next) {
-				return nil // or its owner writes it (owner.go)
+				return nil, nil // or its owner writes it (owner.go)
 			}
-			a, err := s.writeArtifact(next)
+			a, content, err := renderArtifact(next)
 			if writeErr = err; err != nil {
-				return nil
+				return nil, nil
 			}
-			return fsm.DecidePersisted(next, a, at)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if _, _, err := artifact.Write(s.dir, a.Path, content); err != nil {
+					writeErr = fmt.Errorf("write artifact of %s: %w", id, err)
+				}
+			}()
+			return fsm.DecidePersisted(next, a, at), func() error {
+				<-done
+				return writeErr
+			}
 		},
 	})
 	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
@@ -453,17 +464,28 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 	return d, ended, nil
 }
 
+// renderArtifact renders the artifact of terminal delegation d: the file's
+// content, and its path, size and hash as the persisted event records
+// them.
+func renderArtifact(d *fsm.Delegation) (fsm.Artifact, []byte, error) {
+	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
+	if err != nil {
+		return fsm.Artifact{}, nil, err
+	}
+	content := artifact.Render(d)
+	return fsm.Artifact{Path: rel, Size: int64(len(content)), Hash: artifact.Sum(content)}, content, nil
+}
+
 // writeArtifact writes the artifact of terminal delegation d.
 func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
-	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
+	a, content, err := renderArtifact(d)
 	if err != nil {
 		return fsm.Artifact{}, err
 	}
-	size, sum, err := artifact.Write(s.dir, rel, artifact.Render(d))
-	if err != nil {
+	if _, _, err := artifact.Write(s.dir, a.Path, content); err != nil {
 		return fsm.Artifact{}, fmt.Errorf("write artifact of %s: %w", d.ID, err)
 	}
-	return fsm.Artifact{Path: rel, Size: size, Hash: sum}, nil
+	return a, nil
 }
 
 // Get returns the current record of a delegation, or an error wrapping
@@ -573,6 +595,12 @@ type command struct {
 	// delegation's lock and before they are appended, and returns events
 	// recording it. It is called again when the append conflicts.
 	before func(prev, next *fsm.Delegation, at time.Time) []fsm.Event
+	// write, if set instead, starts that work and returns the events
+	// recording it and a wait for it, which returns its error: the work
+	// goes on while the append waits for its commit, which the log holds
+	// until the wait returns (eventlog.Append.Ready). If the work fails,
+	// the decided events are recorded alone.
+	write func(prev, next *fsm.Delegation, at time.Time) ([]fsm.Event, func() error)
 }
 
 // update runs a command that needs only a decision.
@@ -625,8 +653,15 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 		for _, e := range events {
 			next = fsm.Evolve(next, e)
 		}
-		if c.before != nil && guard == nil {
-			more := c.before(&cur, &next, at)
+		decided, base := len(events), next
+		var ready func() error
+		if guard == nil && (c.before != nil || c.write != nil) {
+			var more []fsm.Event
+			if c.before != nil {
+				more = c.before(&cur, &next, at)
+			} else {
+				more, ready = c.write(&cur, &next, at)
+			}
 			for _, e := range more {
 				next = fsm.Evolve(next, e)
 			}
@@ -636,7 +671,16 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 		if d != nil {
 			version = d.Version
 		}
-		res, err := s.record(ctx, c.id, c.key, version, events)
+		res, err := s.recordReady(ctx, c.id, c.key, version, events, ready)
+		// The work is waited for whatever became of the append, so that
+		// none goes on past the command, or beside its retry. Not done,
+		// it is not recorded: the decided events are, alone.
+		if ready != nil {
+			if werr := ready(); werr != nil && err != nil && errors.Is(err, werr) {
+				events, next = events[:decided], base
+				res, err = s.record(ctx, c.id, c.key, version, events)
+			}
+		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			if d == nil && events[0].Kind == fsm.KindRegistered {
 				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, c.id)
@@ -659,11 +703,17 @@ func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
 // commands (run), the all-complete bookkeeping of a parent session
 // (ackAllComplete) and legacy imports all come through it.
 func (s *Store) record(ctx context.Context, stream, key string, version uint64, events []fsm.Event) (eventlog.Result, error) {
+	return s.recordReady(ctx, stream, key, version, events, nil)
+}
+
+// recordReady is record of events that are committed only once ready, if
+// not nil, returns nil (eventlog.Append.Ready).
+func (s *Store) recordReady(ctx context.Context, stream, key string, version uint64, events []fsm.Event, ready func() error) (eventlog.Result, error) {
 	entries := make([]eventlog.Entry, len(events))
 	for i := range events {
 		entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
 	}
-	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version})
+	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version, Ready: ready})
 }
 
 // idLock is one delegation's command lock; users counts the commands

@@ -149,8 +149,12 @@ func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) 
 		}
 	}
 	durableDirs.Store(dirKey, struct{}{})
-	return int64(len(content)), xxhash.Sum64(content), nil
+	return int64(len(content)), Sum(content), nil
 }
+
+// Sum is the hash of an artifact's content that Write returns and the
+// persisted event records (xxhash64).
+func Sum(content []byte) uint64 { return xxhash.Sum64(content) }
 
 // durableDirs holds the session directories whose entries, and their
 // parents', this process has synced: later writes there sync only the

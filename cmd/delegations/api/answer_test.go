@@ -14,8 +14,8 @@ import (
 	"github.com/delegations/delegations/projection/artifact"
 )
 
-// TestAnswersAppendJSON: the answers that write their JSON themselves
-// write what encoding/json writes for them.
+// TestAnswersAppendJSON: the answers that marshal writes itself (lists,
+// records, reads) are what encoding/json writes for them.
 func TestAnswersAppendJSON(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
 	ds := []fsm.Delegation{
@@ -24,12 +24,15 @@ func TestAnswersAppendJSON(t *testing.T) {
 			Prompt: "\u2028\xff", Timeout: time.Minute,
 		}, StartedAt: at},
 	}
-	for _, v := range []jsonAppender{
+	for _, v := range []any{
 		List{Delegations: ds, Text: "## Delegations <x> & \"y\"\n", Next: "bold-blue-tiger"},
 		List{Delegations: []fsm.Delegation{}, Text: "none"},
 		List{},
 		Delegations{Delegations: ds},
 		Delegations{},
+		ds[0], ds[1], fsm.Delegation{},
+		projection.ReadResult{Text: "# <Result> & \"more\"\n\u2029\xff\x01", Artifact: true, Delegation: ds[0]},
+		projection.ReadResult{},
 	} {
 		var want bytes.Buffer
 		enc := json.NewEncoder(&want)

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/delegations/delegations/fsm"
 )
 
 // ErrNoDaemon means no daemon is running: it does not exist, or
@@ -144,6 +146,11 @@ func decodeAnswer(r *http.Response, resp any) error {
 	b := make([]byte, r.ContentLength)
 	if _, err := io.ReadFull(r.Body, b); err != nil {
 		return err
+	}
+	if d, ok := resp.(*fsm.Delegation); ok {
+		// Its decoder is json.Unmarshal: skip the scan of the whole
+		// answer json.Unmarshal would make before calling it.
+		return d.UnmarshalJSON(b)
 	}
 	return json.Unmarshal(b, resp)
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -103,5 +105,58 @@ func checkAccepted(t *testing.T, verb string, body []byte) {
 			!bytes.Contains(bytes.ToLower(v), []byte(`\ufffd`)) {
 			t.Fatalf("%s %q: accepted %s, which decodes to U+FFFD", verb, body, v)
 		}
+	}
+}
+
+// FuzzDecode checks decode's short way against decodeStrict: for any body,
+// both decode the same request or refuse it with the same message.
+// Run it with: go test ./cmd/delegations/api -fuzz FuzzDecode
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"quiet-blue-fox","message":"step 1"}`,
+		` { "id" : "quiet-blue-fox" , "waitMs" : 250 } ` + "\n",
+		`{"rootSessionID":"r","parentSessionID":"p","agent":"a","projectId":"p","prompt":"x\n\"y\"","timeoutMs":60000}`,
+		`{"id":"a","id":"b"}`,
+		`{"ID":"a"}`,
+		`{"id":"a"} {}`,
+		`{"id":"a",}`,
+		`{"id":"\u0061","message":null}`,
+		`{"\u0069d":"a"}`,
+		`{"id":"a","waitMs":1.5}`,
+		`{"id":"a","waitMs":01}`,
+		`{"id":"a","waitMs":"1"}`,
+		`{"id":"a","message":"\ud800"}`,
+		`{"id":"a","message":"` + "\x01" + `"}`,
+		`{"id":{"x":1}}`,
+		`{"unread":true,"limit":-1,"rootSessionID":"r"}`,
+		`[]`,
+		``,
+		`{}`,
+		"{\"id\":\"a\xffb\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	decoders := [][2]func([]byte) (any, error){
+		decoders[RegisterRequest](), decoders[StartRequest](), decoders[ProgressRequest](),
+		decoders[CompleteRequest](), decoders[ReadRequest](), decoders[ListRequest](),
+		decoders[NotificationsRequest](), decoders[AckRequest](), decoders[CompactRequest](),
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, d := range decoders {
+			v, err := d[0](body)
+			want, werr := d[1](body)
+			if fmt.Sprint(err) != fmt.Sprint(werr) || !reflect.DeepEqual(v, want) {
+				t.Fatalf("body %q: decode gives %#v, %v; decodeStrict %#v, %v", body, v, err, want, werr)
+			}
+		}
+	})
+}
+
+// decoders returns decode and decodeStrict for requests of type T.
+func decoders[T any]() [2]func([]byte) (any, error) {
+	fields := jsonFields(reflect.TypeFor[T]())
+	return [2]func([]byte) (any, error){
+		func(b []byte) (any, error) { var v T; err := decode(b, &v, fields); return v, err },
+		func(b []byte) (any, error) { var v T; err := decodeStrict(b, &v, fields); return v, err },
 	}
 }

@@ -216,7 +216,7 @@ func decodeBody[T any](r *http.Request, v *T) error {
 	case len(body) > small:
 		return fmt.Errorf("%w: the body of %s is limited to %d bytes", errTooLarge, r.URL.Path, small)
 	}
-	return decode(body, v, reflect.TypeFor[T]())
+	return decode(body, v, jsonFields(reflect.TypeFor[T]()))
 }
 
 func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any) {

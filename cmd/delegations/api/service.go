@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -358,12 +359,13 @@ type endpoint struct {
 
 // verb builds the endpoint of a Service method.
 func verb[Req, Resp any](limit int64, method func(*Service, context.Context, Req) (Resp, error)) endpoint {
+	fields := jsonFields(reflect.TypeFor[Req]())
 	return endpoint{
 		limit:  limit,
-		fields: jsonFields(reflect.TypeFor[Req]()),
+		fields: fields,
 		serve: func(ctx context.Context, s *Service, body []byte) (any, error) {
 			var req Req
-			if err := decode(body, &req, reflect.TypeFor[Req]()); err != nil {
+			if err := decode(body, &req, fields); err != nil {
 				return nil, err
 			}
 			return method(s, ctx, req)
@@ -436,16 +438,32 @@ func readRequest(name string, r io.Reader) (endpoint, []byte, error) {
 	return ep, body, nil
 }
 
-// decode decodes one JSON object strictly: valid UTF-8, no unknown fields,
-// nothing after it.
-func decode(body []byte, v any, t reflect.Type) error {
+// decode decodes one JSON object strictly: valid UTF-8, no unknown fields
+// (fields are the struct's JSON names), nothing after it. What a client
+// sends almost always (see plainObject) is decoded in one pass; anything
+// else goes the long way, decodeStrict, which says what is wrong.
+func decode(body []byte, v any, fields []string) error {
+	if plainObject(body, fields) && utf8.Valid(body) && checkSurrogates(body) == nil {
+		if json.Unmarshal(body, v) == nil {
+			return nil
+		}
+		reflect.ValueOf(v).Elem().SetZero()
+	}
+	return decodeStrict(body, v, fields)
+}
+
+// decodeStrict is decode with every check spelt out.
+func decodeStrict(body []byte, v any, fields []string) error {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return fmt.Errorf("%w: empty request body; send a JSON object with the fields %s", fsm.ErrInvalid, strings.Join(jsonFields(t), ", "))
+		return fmt.Errorf("%w: empty request body; send a JSON object with the fields %s", fsm.ErrInvalid, strings.Join(fields, ", "))
 	}
 	if !utf8.Valid(body) {
 		return fmt.Errorf("%w: request body is not valid UTF-8", fsm.ErrInvalid)
 	}
-	if err := checkRaw(body, t); err != nil {
+	if err := checkSurrogates(body); err != nil {
+		return err
+	}
+	if err := checkRaw(body, fields); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -462,7 +480,7 @@ func decode(body []byte, v any, t reflect.Type) error {
 	case errors.As(err, &typ):
 		return fmt.Errorf("%w: field %q: want a JSON %s, got %s", fsm.ErrInvalid, typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Errorf("%w: %s; the fields are %s", fsm.ErrInvalid, strings.TrimPrefix(err.Error(), "json: "), strings.Join(jsonFields(t), ", "))
+		return fmt.Errorf("%w: %s; the fields are %s", fsm.ErrInvalid, strings.TrimPrefix(err.Error(), "json: "), strings.Join(fields, ", "))
 	default:
 		return fmt.Errorf("%w: malformed JSON: %v; send one JSON object", fsm.ErrInvalid, err)
 	}
@@ -473,15 +491,11 @@ func decode(body []byte, v any, t reflect.Type) error {
 }
 
 // checkRaw refuses what encoding/json would accept silently and change:
-// a field name in another case (it matches case-insensitively), a field
-// given twice (the last one wins), and an escaped lone surrogate such as
-// "\ud800" (stored as U+FFFD, not as sent). Malformed JSON is left to
-// the decoder, which says where it is.
-func checkRaw(body []byte, t reflect.Type) error {
-	if err := checkSurrogates(body); err != nil {
-		return err
-	}
-	fields := jsonFields(t)
+// a field name in another case (it matches case-insensitively) and a
+// field given twice (the last one wins); checkSurrogates refuses an
+// escaped lone surrogate such as "\ud800" (stored as U+FFFD, not as
+// sent). Malformed JSON is left to the decoder, which says where it is.
+func checkRaw(body []byte, fields []string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	// One frame per open object or array; in an object, a string token is
 	// a key when the frame expects one.
@@ -531,6 +545,97 @@ func checkRaw(body []byte, t reflect.Type) error {
 			stack[n-1].wantKey = true
 		}
 	}
+}
+
+// plainObject reports whether body is one JSON object, with nothing but
+// whitespace around it, whose keys are written without escapes, are
+// distinct and are all among fields, and whose values are strings,
+// numbers, true, false or null, none of them an object or array. Such a
+// body passes checkRaw, and decodes with json.Unmarshal exactly as with
+// the strict decoder: decode takes that shorter way when Unmarshal
+// accepts it (the values' own syntax is Unmarshal's to check).
+func plainObject(body []byte, fields []string) bool {
+	if len(fields) > 64 {
+		return false
+	}
+	var seen uint64 // a bit per field
+	i := skipSpace(body, 0)
+	if i == len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return skipSpace(body, i+1) == len(body)
+	}
+	for {
+		if i == len(body) || body[i] != '"' {
+			return false
+		}
+		j := i + 1
+		for j < len(body) && body[j] != '"' && body[j] != '\\' && body[j] >= 0x20 {
+			j++
+		}
+		if j == len(body) || body[j] != '"' {
+			return false
+		}
+		k := slices.Index(fields, string(body[i+1:j]))
+		if k < 0 || seen&(1<<k) != 0 {
+			return false
+		}
+		seen |= 1 << k
+		i = skipSpace(body, j+1)
+		if i == len(body) || body[i] != ':' {
+			return false
+		}
+		i = skipSpace(body, i+1)
+		switch {
+		case i == len(body) || body[i] == '{' || body[i] == '[':
+			return false
+		case body[i] == '"':
+			j = i + 1
+			for j < len(body) && body[j] != '"' {
+				if body[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(body) {
+				return false
+			}
+			i = j + 1
+		default:
+			j = i
+			for j < len(body) && body[j] != ',' && body[j] != '}' && !isSpace(body[j]) {
+				j++
+			}
+			if j == i {
+				return false
+			}
+			i = j
+		}
+		i = skipSpace(body, i)
+		switch {
+		case i == len(body):
+			return false
+		case body[i] == '}':
+			return skipSpace(body, i+1) == len(body)
+		case body[i] != ',':
+			return false
+		}
+		i = skipSpace(body, i+1)
+	}
+}
+
+// isSpace reports JSON's whitespace.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// skipSpace returns the index of the first byte at or after i that is not
+// whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
 }
 
 // checkSurrogates refuses a \uXXXX escape of a UTF-16 surrogate that is not
@@ -635,8 +740,18 @@ func (l Local) Events(ctx context.Context, r EventsRequest, emit func(Event) err
 
 // marshal encodes v as the API does: no HTML escaping, one line.
 func marshal(v any) ([]byte, error) {
-	if a, ok := v.(jsonAppender); ok {
+	// The answers of the lifecycle verbs, written directly: encoding/json
+	// would call the record's MarshalJSON, then check and copy its bytes.
+	switch a := v.(type) {
+	case jsonAppender:
 		return append(a.appendJSON(nil), '\n'), nil
+	case fsm.Delegation:
+		return append(a.AppendJSON(nil), '\n'), nil
+	case projection.ReadResult:
+		b := fsm.AppendJSONString(append(make([]byte, 0, 1024+len(a.Text)), `{"text":`...), a.Text, false)
+		b = strconv.AppendBool(append(b, `,"artifact":`...), a.Artifact)
+		b = a.Delegation.AppendJSON(append(b, `,"delegation":`...))
+		return append(b, "}\n"...), nil
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
