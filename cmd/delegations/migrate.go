@@ -135,6 +135,7 @@ type migration struct {
 	// stopAfter, when set, ends the copy with errInterrupted once that
 	// many records are in the target: tests interrupt a migration with it.
 	stopAfter uint64
+	batch     int // records per batch; batchRecords when 0
 }
 
 // errInterrupted is the copy stopped by migration.stopAfter.
@@ -152,7 +153,11 @@ func (m *migration) copyRecords(recs iter.Seq2[eventlog.Record, error], from, to
 	if from > total {
 		return nil
 	}
-	batch := make([]eventlog.Record, 0, batchRecords)
+	max := m.batch
+	if max == 0 {
+		max = batchRecords
+	}
+	batch := make([]eventlog.Record, 0, max)
 	size := 0
 	flush := func() error {
 		if len(batch) == 0 {
@@ -181,7 +186,7 @@ func (m *migration) copyRecords(recs iter.Seq2[eventlog.Record, error], from, to
 		}
 		batch = append(batch, r)
 		size += len(r.Payload)
-		if len(batch) == batchRecords || size >= batchBytes || r.Seq == total {
+		if len(batch) == max || size >= batchBytes || r.Seq == total {
 			if err := flush(); err != nil {
 				return err
 			}
