@@ -302,7 +302,8 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	// from its last record.
 	staging := path + ".migrating"
 	_, serr := os.Stat(staging)
-	dst, err := eventlog.Open(staging, eventlog.Options{LockTimeout: 2 * time.Second, Logger: m.logger})
+	// The views are projected as the records go in, as a replica does.
+	dst, err := eventlog.Open(staging, eventlog.Options{LockTimeout: 2 * time.Second, Logger: m.logger, Projectors: []eventlog.Projector{projection.ViewsProjector()}})
 	if err != nil {
 		return err
 	}
@@ -347,7 +348,8 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	if err := syncDir(dir); err != nil {
 		return err
 	}
-	// Opened as every command opens it: the views catch up with the log.
+	// Opened as every command opens it: it finishes what the views need
+	// (pending artifacts are written).
 	s, err := projection.Open(dir, projection.Options{LockTimeout: 2 * time.Second, Logger: m.logger})
 	if err != nil {
 		return fmt.Errorf("the log is in place at %s, but building its views failed: %w", path, err)
