@@ -68,17 +68,9 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer cli.Close()
-	dir, err := dataDir(e.data)
+	dir, err := stoppedDataDir(ctx, e, "migrate needs the log file to itself")
 	if err != nil {
 		return err
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return err
-	}
-	if c, err := api.Dial(ctx, socketPath(e.socket, dir)); err == nil {
-		st, _ := c.Status(ctx)
-		c.Close()
-		return fmt.Errorf("a daemon (pid %d) serves %s: stop it first (migrate needs the log file to itself), then run migrate again", st.PID, dir)
 	}
 	m := &migration{
 		cli:      cli,
@@ -102,6 +94,25 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 	}
 	_, err = fmt.Fprint(e.stdout, rep.text())
 	return err
+}
+
+// stoppedDataDir resolves the data directory of a verb that needs its log
+// file to itself, refusing it while a daemon serves it (why says what the
+// verb does with the file).
+func stoppedDataDir(ctx context.Context, e *env, why string) (string, error) {
+	dir, err := dataDir(e.data)
+	if err != nil {
+		return "", err
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", err
+	}
+	if c, err := api.Dial(ctx, socketPath(e.socket, dir)); err == nil {
+		st, _ := c.Status(ctx)
+		c.Close()
+		return "", fmt.Errorf("a daemon (pid %d) serves %s: stop it first, %s", st.PID, dir, why)
+	}
+	return dir, nil
 }
 
 func (r *migrateReport) text() string {
