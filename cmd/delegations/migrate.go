@@ -44,6 +44,7 @@ type migrateReport struct {
 	Large        int     `json:"largePayload"` // payloads over eventlog.InlineLen (chunked in bbolt)
 	Bytes        int64   `json:"payloadBytes"`
 	Seconds      float64 `json:"seconds"`
+	CopySeconds  float64 `json:"copySeconds"` // of Seconds, the copy (the rest: checks before, verification after)
 	ViewsBuilt   bool    `json:"viewsBuilt,omitempty"` // --from etcd: the new directory's views were built
 }
 
@@ -126,8 +127,8 @@ func (r *migrateReport) text() string {
 	if r.ResumedAfter > 0 {
 		fmt.Fprintf(&b, "Resumed an interrupted migration after record %d.\n", r.ResumedAfter)
 	}
-	fmt.Fprintf(&b, "Verified record by record: %d records (%d payload bytes, %d payloads over %d bytes), %d stream versions, %d idempotency keys, in %.1fs.\n",
-		r.Records, r.Bytes, r.Large, eventlog.InlineLen, r.Streams, r.Keys, r.Seconds)
+	fmt.Fprintf(&b, "Verified record by record: %d records (%d payload bytes, %d payloads over %d bytes), %d stream versions, %d idempotency keys; %.1fs in all, %.1fs of it copying.\n",
+		r.Records, r.Bytes, r.Large, eventlog.InlineLen, r.Streams, r.Keys, r.Seconds, r.CopySeconds)
 	if r.Direction == "to etcd" {
 		fmt.Fprintf(&b, "Start daemons on it with `delegations --data NEW_DIR serve --etcd ... --etcd-prefix ...`, each on a new data directory.\n"+
 			"This data directory is left as it was: do not serve it any more (its log would diverge); its artifact files stay here.\n")
@@ -257,9 +258,11 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 			return err
 		}
 	}
+	start := time.Now()
 	if err := m.copyRecords(src.Records(from), from, total, func(b []eventlog.Record) error { return im.Write(ctx, b) }); err != nil {
 		return fmt.Errorf("copy %s into etcd: %w", path, err)
 	}
+	rep.CopySeconds = time.Since(start).Seconds()
 	var want etcdlog.IndexSum
 	if err := m.verify(rep, src, im, total, "bbolt", "etcd", &want); err != nil {
 		return err
@@ -323,7 +326,7 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	if serr == nil && from > 1 {
 		rep.ResumedAfter = from - 1
 		fetch := func(_ context.Context, seq uint64) (eventlog.Record, error) {
-			for r, err := range src.Records(seq) {
+			for r, err := range src.Range(seq, seq) {
 				return r, err
 			}
 			return eventlog.Record{}, fmt.Errorf("record %d: not in the etcd log", seq)
@@ -332,9 +335,11 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 			return err
 		}
 	}
-	if err := m.copyRecords(src.Records(from), from, total, dst.Import); err != nil {
+	start := time.Now()
+	if err := m.copyRecords(src.Range(from, total), from, total, dst.Import); err != nil {
 		return fmt.Errorf("copy the etcd log into %s: %w", staging, err)
 	}
+	rep.CopySeconds = time.Since(start).Seconds()
 	if now, err := src.Head(ctx); err != nil {
 		return err
 	} else if now != total {
@@ -343,7 +348,7 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	if err := dst.Verify(ctx); err != nil {
 		return fmt.Errorf("the copy %s fails verification: %w; delete it and migrate again", staging, err)
 	}
-	if err := m.verify(rep, src, dst, total, "etcd", "bbolt", nil); err != nil {
+	if err := m.verify(rep, etcdUpTo{src, total}, dst, total, "etcd", "bbolt", nil); err != nil {
 		return err
 	}
 	if err := dst.Close(); err != nil {
@@ -394,6 +399,14 @@ func sameRecordAt(ctx context.Context, bolt *eventlog.Log, other func(context.Co
 	}
 	return nil
 }
+
+// etcdUpTo is an etcd log read up to its record last.
+type etcdUpTo struct {
+	*etcdlog.Log
+	last uint64
+}
+
+func (l etcdUpTo) Records(from uint64) iter.Seq2[eventlog.Record, error] { return l.Range(from, l.last) }
 
 // logReader is what both stores of a log offer for the comparison.
 type logReader interface {

@@ -10,7 +10,6 @@ import (
 	"iter"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -386,26 +385,55 @@ func (im *Import) Finish(ctx context.Context) error {
 }
 
 // Record reads the copied record seq.
-func (im *Import) Record(ctx context.Context, seq uint64) (eventlog.Record, error) {
-	var out eventlog.Record
-	var rerr error
-	found := false
-	_, err := im.l.records(ctx, seq, func(r eventlog.Record, err error) bool {
-		out, rerr, found = r, err, true
-		return false
-	})
-	if err == nil {
-		err = rerr
+func (im *Import) Record(_ context.Context, seq uint64) (eventlog.Record, error) {
+	for r, err := range im.l.Range(seq, seq) {
+		return r, err
 	}
-	if err == nil && (!found || out.Seq != seq) {
-		err = &eventlog.CorruptError{Seq: seq, Reason: "missing"}
-	}
-	return out, err
+	return eventlog.Record{}, &eventlog.CorruptError{Seq: seq, Reason: "missing"}
 }
 
-// Records reads the copied records from from on, as Log.Records does.
+// Records reads the copied records from from on, as Log.Range does.
 func (im *Import) Records(from uint64) iter.Seq2[eventlog.Record, error] {
-	return im.l.Records(from)
+	return im.l.Range(from, im.next-1)
+}
+
+// Range yields the records from..to, in order, each checked as Records
+// checks them. It reads pageLen sequence numbers per request, over a key
+// range that holds only those: etcd counts every key up to the end of a
+// range read with a limit, so pages of an open range, as Records reads,
+// cost the square of the log's length; these cost its length.
+func (l *Log) Range(from, to uint64) iter.Seq2[eventlog.Record, error] {
+	return func(yield func(eventlog.Record, error) bool) {
+		ctx := context.Background()
+		for seq := max(from, 1); seq <= to; {
+			end := min(seq+pageLen, to+1)
+			cctx, cancel := l.ctx(ctx)
+			resp, err := l.cli.Get(cctx, l.p.record(seq), clientv3.WithRange(l.p.record(end)))
+			cancel()
+			if err != nil {
+				yield(eventlog.Record{}, l.etcdErr(fmt.Sprintf("read records %d-%d", seq, end-1), err))
+				return
+			}
+			for _, kv := range resp.Kvs {
+				if string(kv.Key) != l.p.record(seq) {
+					break
+				}
+				r, err := l.decode(ctx, seq, kv.Value)
+				if err != nil {
+					yield(eventlog.Record{}, err)
+					return
+				}
+				if !yield(r, nil) {
+					return
+				}
+				seq++
+			}
+			if seq != end {
+				yield(eventlog.Record{}, &eventlog.CorruptError{Seq: seq, Reason: "missing"})
+				return
+			}
+		}
+	}
 }
 
 // StreamHeads reads the copied streams' versions, as Log.StreamHeads does.
@@ -475,31 +503,78 @@ func indexTerm(stream string, version, seq uint64) uint64 {
 	return xxhash.Sum64(binary.BigEndian.AppendUint64(b, seq))
 }
 
-// IndexSum reads the stream index (P/x) and sums it.
+// IndexSum reads the stream index (P/x) and sums it: the entries of
+// every stream P/s names, a bounded range per stream and MaxTxnOps
+// streams per request, all at one revision, and then the count of every
+// entry, which must be the same (no entry of a stream P/s does not name).
 func (l *Log) IndexSum() (IndexSum, error) {
 	var s IndexSum
-	pfx := string(l.p) + "x/"
-	var bad error
-	l.scan(pfx, func(kv *mvccpb.KeyValue) (bool, error) {
-		stream, ver, ok := strings.Cut(string(kv.Key[len(pfx):]), "\x00")
-		version, verr := strconv.ParseUint(ver, 16, 64)
-		first, last, err := parseRange(kv.Value)
-		switch {
-		case !ok || verr != nil || len(ver) != 16:
-			err = fmt.Errorf("key %q does not end in a version", kv.Key)
-		case err == nil && (last < first || last-first >= eventlog.MaxEntries):
-			err = fmt.Errorf("entry %q names records %d-%d", kv.Key, first, last)
-		}
+	var streams []string
+	for h, err := range l.StreamHeads() {
 		if err != nil {
-			return false, &eventlog.CorruptError{Seq: first, Reason: fmt.Sprintf("stream %q index: %v", stream, err)}
+			return s, err
 		}
-		for seq := first; seq <= last; seq++ {
-			s.N++
-			s.Sum += indexTerm(stream, version+1+seq-first, seq)
+		streams = append(streams, h.Stream)
+	}
+	ctx := context.Background()
+	var rev int64
+	entries := 0
+	for len(streams) > 0 {
+		group := streams[:min(len(streams), l.maxOps)]
+		streams = streams[len(group):]
+		ops := make([]clientv3.Op, len(group))
+		for i, st := range group {
+			opts := []clientv3.OpOption{clientv3.WithPrefix()}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			ops[i] = clientv3.OpGet(l.p.index(st), opts...)
 		}
-		return true, nil
-	}, func(err error) { bad = err })
-	return s, bad
+		cctx, cancel := l.ctx(ctx)
+		resp, err := l.cli.Txn(cctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return s, l.etcdErr("read the stream index", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for i, rr := range resp.Responses {
+			pfx := l.p.index(group[i])
+			for _, kv := range rr.GetResponseRange().Kvs {
+				version, verr := strconv.ParseUint(string(kv.Key[len(pfx):]), 16, 64)
+				first, last, err := parseRange(kv.Value)
+				switch {
+				case verr != nil || len(kv.Key)-len(pfx) != 16:
+					err = fmt.Errorf("key %q does not end in a version", kv.Key)
+				case err == nil && (last < first || last-first >= eventlog.MaxEntries):
+					err = fmt.Errorf("entry %q names records %d-%d", kv.Key, first, last)
+				}
+				if err != nil {
+					return s, &eventlog.CorruptError{Seq: first, Reason: fmt.Sprintf("stream %q index: %v", group[i], err)}
+				}
+				for seq := first; seq <= last; seq++ {
+					s.N++
+					s.Sum += indexTerm(group[i], version+1+seq-first, seq)
+				}
+				entries++
+			}
+		}
+	}
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	cctx, cancel := l.ctx(ctx)
+	resp, err := l.cli.Get(cctx, string(l.p)+"x/", opts...)
+	cancel()
+	if err != nil {
+		return s, l.etcdErr("count the stream index", err)
+	}
+	if resp.Count != int64(entries) {
+		return s, &eventlog.CorruptError{Reason: fmt.Sprintf("the stream index holds %d entries, %d of them under the streams the log names", resp.Count, entries)}
+	}
+	return s, nil
 }
 
 // scan visits every key under pfx in order, a page per request, until

@@ -173,6 +173,25 @@ func TestImport(t *testing.T) {
 		t.Fatalf("append after the import: %+v", next)
 	}
 
+	// The index sum sees an entry gone, and one of a stream P/s does not
+	// name.
+	whole, err := l.IndexSum()
+	if err != nil || whole.N != total+1 {
+		t.Fatalf("index sum after an append: %d records (%v), want %d", whole.N, err, total+1)
+	}
+	if _, err := cli.Delete(ctx, l.p.indexEntry("b", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.IndexSum(); err != nil || got.N != whole.N-1 || got.Sum == whole.Sum {
+		t.Fatalf("index sum without an entry: %d/%016x (%v), want %d records", got.N, got.Sum, err, whole.N-1)
+	}
+	if _, err := cli.Put(ctx, l.p.indexEntry("zz", 0), "1 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.IndexSum(); !errors.Is(err, eventlog.ErrCorrupt) || !strings.Contains(err.Error(), "under the streams the log names") {
+		t.Fatalf("index sum with a stray entry: %v", err)
+	}
+
 	if _, err := StartImport(ctx, cli, opts, total); !errors.Is(err, ErrNotEmpty) || !strings.Contains(err.Error(), "etcdctl del --prefix /imp/") {
 		t.Fatalf("an import into a log: %v", err)
 	}
