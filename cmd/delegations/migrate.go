@@ -44,7 +44,7 @@ type migrateReport struct {
 	Large        int     `json:"largePayload"` // payloads over eventlog.InlineLen (chunked in bbolt)
 	Bytes        int64   `json:"payloadBytes"`
 	Seconds      float64 `json:"seconds"`
-	CopySeconds  float64 `json:"copySeconds"` // of Seconds, the copy (the rest: checks before, verification after)
+	CopySeconds  float64 `json:"copySeconds"`          // of Seconds, the copy (the rest: checks before, verification after)
 	ViewsBuilt   bool    `json:"viewsBuilt,omitempty"` // --from etcd: the new directory's views were built
 }
 
@@ -406,7 +406,9 @@ type etcdUpTo struct {
 	last uint64
 }
 
-func (l etcdUpTo) Records(from uint64) iter.Seq2[eventlog.Record, error] { return l.Range(from, l.last) }
+func (l etcdUpTo) Records(from uint64) iter.Seq2[eventlog.Record, error] {
+	return l.Range(from, l.last)
+}
 
 // logReader is what both stores of a log offer for the comparison.
 type logReader interface {
