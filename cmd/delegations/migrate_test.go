@@ -39,7 +39,8 @@ func migratedStore(t *testing.T) (string, []string) {
 		args[len(args)-1] = prompt
 		return strings.TrimSpace(mustCLI(t, data, "", args...))
 	}
-	ids := []string{reg(long), reg("write the summary"), reg("never mind")}
+	ids := []string{reg(long), reg("write the summary"), reg("never mind"),
+		strings.TrimSpace(mustCLI(t, data, "", append(registerArgs(), "--idempotency-key", "retry-me")...))}
 	mustCLI(t, data, "", "start", "--session", "ses_a", ids[0])
 	mustCLI(t, data, "", "progress", "--message", "half way", ids[0])
 	mustCLI(t, data, big, "complete", ids[0])
@@ -110,7 +111,8 @@ func TestMigrateToEtcdAndBack(t *testing.T) {
 	before := views(t, data, ids)
 
 	out := mustCLI(t, data, "", migrateArgs(c, "to", "/m/")...)
-	if !strings.Contains(out, "Verified record by record") || !strings.Contains(out, "2 payloads over 2000 bytes") {
+	t.Logf("migrate --to etcd:\n%s", out)
+	if !strings.Contains(out, "Verified record by record") || !strings.Contains(out, "2 payloads over 2000 bytes") || !strings.Contains(out, "1 idempotency keys") {
 		t.Fatalf("migrate --to etcd printed:\n%s", out)
 	}
 	again := cli(t, data, "", migrateArgs(c, "to", "/m/")...)
@@ -125,7 +127,11 @@ func TestMigrateToEtcdAndBack(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(served, showField(t, served, ids[0], "artifactPath"))); err != nil || !strings.Contains(string(got), strings.Repeat("0123456789abcdef", 1000)) {
 		t.Fatalf("the daemon on etcd wrote the artifact from the record: %v, %d bytes", err, len(got))
 	}
-	// The migrated log goes on: a new delegation, and a command on an old one.
+	// The migrated log goes on: a retried registration finds its first
+	// result, a new delegation, and a command on an old one.
+	if again := strings.TrimSpace(mustCLI(t, served, "", append(registerArgs(), "--idempotency-key", "retry-me")...)); again != ids[3] {
+		t.Fatalf("a registration retried with its key after the migration: %s, want %s", again, ids[3])
+	}
 	ids = append(ids, strings.TrimSpace(mustCLI(t, served, "", registerArgs()...)))
 	refused := cli(t, served, "", "progress", "--message", "late", ids[0])
 	if refused.code != 1 || !strings.Contains(refused.stderr, "already complete") {
@@ -138,11 +144,12 @@ func TestMigrateToEtcdAndBack(t *testing.T) {
 
 	back := t.TempDir()
 	out = mustCLI(t, back, "", migrateArgs(c, "from", "/m/")...)
+	t.Logf("migrate --from etcd:\n%s", out)
 	if !strings.Contains(out, "Views built") {
 		t.Fatalf("migrate --from etcd printed:\n%s", out)
 	}
 	sameAnswers(t, "plain store migrated back", views(t, back, ids), after)
-	sameAnswers(t, "plain store migrated back", reads(t, back, ids[:3]), texts)
+	sameAnswers(t, "plain store migrated back", reads(t, back, ids[:4]), texts)
 	mustCLI(t, back, "", "verify")
 	into := cli(t, back, "", migrateArgs(c, "from", "/m/")...)
 	if into.code != 1 || !strings.Contains(into.stderr, "already holds a log") {
