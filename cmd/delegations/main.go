@@ -77,7 +77,7 @@ func verbs() []verb {
 	return []verb{
 		registerVerb, startVerb, progressVerb, completeVerb, failVerb, cancelVerb,
 		showVerb, readVerb, listVerb, activeVerb, notificationsVerb, ackVerb, compactVerb, eventsVerb,
-		replayVerb, timelineVerb, verifyVerb, importVerb, backupVerb, recoverVerb, serveVerb, uiVerb, hookVerb, installVerb, mcpVerb,
+		replayVerb, timelineVerb, verifyVerb, importVerb, backupVerb, recoverVerb, migrateVerb, serveVerb, uiVerb, hookVerb, installVerb, mcpVerb,
 	}
 }
 

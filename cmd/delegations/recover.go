@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/replay"
@@ -51,17 +50,9 @@ func runRecover(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(e, newFlags(e), args, 0); err != nil {
 		return err
 	}
-	dir, err := dataDir(e.data)
+	dir, err := stoppedDataDir(ctx, e, "recover replaces the log")
 	if err != nil {
 		return err
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return err
-	}
-	if c, err := api.Dial(ctx, socketPath(e.socket, dir)); err == nil {
-		st, _ := c.Status(ctx)
-		c.Close()
-		return fmt.Errorf("a daemon (pid %d) serves %s: stop it first, recover replaces the log", st.PID, dir)
 	}
 	path := filepath.Join(dir, projection.LogFile)
 	rep, err := recoverLog(path)
