@@ -311,6 +311,7 @@ type plan struct {
 	n       int
 	last    uint64            // head after the transaction
 	version map[string]uint64 // streams' versions after the transaction
+	start   map[string]uint64 // streams' versions before it
 	keys    map[string]*request
 	streams []string // compared, in else-branch order
 	keyList []string
@@ -329,6 +330,7 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 	p := &plan{
 		last:    l.head,
 		version: map[string]uint64{},
+		start:   map[string]uint64{},
 		keys:    map[string]*request{},
 	}
 	p.cmps = append(p.cmps, clientv3.Compare(clientv3.ModRevision(l.p.head()), "=", l.headRev))
@@ -345,7 +347,7 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 		if newKey {
 			cmps++
 		}
-		if p.n > 0 && (cmps > l.maxOps || len(p.then)+len(a.Entries)+4 > l.maxOps || p.bytes+r.size > l.maxTxn) {
+		if p.n > 0 && (cmps > l.maxOps || len(p.then)+len(p.streams)+len(a.Entries)+4 > l.maxOps || p.bytes+r.size > l.maxTxn) {
 			break
 		}
 		p.n++
@@ -355,7 +357,7 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 			if !ok && a.CheckVersion {
 				v = a.Version
 			}
-			p.version[a.Stream] = v
+			p.version[a.Stream], p.start[a.Stream] = v, v
 			p.streams = append(p.streams, a.Stream)
 			key := l.p.stream(a.Stream)
 			if v == 0 {
@@ -396,14 +398,19 @@ func (l *Log) plan(queue []*request, stored map[string][2]uint64) *plan {
 			p.then = append(p.then, clientv3.OpPut(l.p.record(seq), string(rec)))
 		}
 		p.last = first + uint64(len(a.Entries)) - 1
-		p.then = append(p.then,
-			clientv3.OpPut(l.p.indexEntry(a.Stream, version), formatRange(first, p.last)),
-			clientv3.OpPut(l.p.stream(a.Stream), formatUint(version+uint64(len(a.Entries)))))
+		p.then = append(p.then, clientv3.OpPut(l.p.indexEntry(a.Stream, version), formatRange(first, p.last)))
 		if a.Key != "" {
 			p.then = append(p.then, clientv3.OpPut(l.p.key(a.Key), formatRange(first, p.last)))
 		}
 		p.version[a.Stream] = version + uint64(len(a.Entries))
 		r.res, r.err = eventlog.Result{First: first, Last: p.last, Version: p.version[a.Stream]}, nil
+	}
+	// A stream's version is put once, after its last append of the batch:
+	// etcd refuses a transaction that puts one key twice.
+	for _, s := range p.streams {
+		if v := p.version[s]; v != p.start[s] {
+			p.then = append(p.then, clientv3.OpPut(l.p.stream(s), formatUint(v)))
+		}
 	}
 	if p.last != l.head {
 		p.then = append(p.then, clientv3.OpPut(l.p.head(), formatUint(p.last)))

@@ -65,6 +65,49 @@ func TestConcurrentAppenders(t *testing.T) {
 	}
 }
 
+// TestConcurrentAppendsToOneStream: appends to one stream that share a
+// batch put its version once (etcd refuses a transaction that puts a key
+// twice), and each is acknowledged with its own version.
+func TestConcurrentAppendsToOneStream(t *testing.T) {
+	c := startCluster(t, 1)
+	l := open(t, c.Client(), Options{})
+	const appenders = 64
+	versions := make([]uint64, appenders)
+	var wg sync.WaitGroup
+	for w := range appenders {
+		wg.Go(func() {
+			res, err := l.Append(context.Background(), eventlog.Append{
+				Stream:  "s",
+				Entries: []eventlog.Entry{entry(1, fmt.Sprintf("s/%d", w))},
+			})
+			if err != nil {
+				t.Errorf("append %d: %v", w, err)
+				return
+			}
+			versions[w] = res.Version
+		})
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for w, v := range versions {
+		if v < 1 || v > appenders || seen[v] {
+			t.Fatalf("append %d acknowledged version %d (versions %v)", w, v, versions)
+		}
+		seen[v] = true
+	}
+	got, err := l.Stream("s")
+	if err != nil || len(got) != appenders {
+		t.Fatalf("Stream(s): %d records, %v", len(got), err)
+	}
+	res, err := l.Append(context.Background(), eventlog.Append{
+		Stream: "s", CheckVersion: true, Version: appenders,
+		Entries: []eventlog.Entry{entry(1, "s/last")},
+	})
+	if err != nil || res.Version != appenders+1 {
+		t.Fatalf("append at version %d: %+v, %v", appenders, res, err)
+	}
+}
+
 func TestIdempotencyKey(t *testing.T) {
 	c := startCluster(t, 1)
 	l := open(t, c.Client(), Options{})
