@@ -25,36 +25,46 @@ const pageLen = 256
 // ends the sequence; so does an error from etcd.
 func (l *Log) Records(from uint64) iter.Seq2[eventlog.Record, error] {
 	return func(yield func(eventlog.Record, error) bool) {
-		l.records(context.Background(), from, yield)
+		l.records(context.Background(), from, 0, yield)
 	}
 }
 
-// records reads from from until the end of the log; it returns the next
-// sequence number to read and the error that stopped it, if any (nil also
-// when yield stopped it).
-func (l *Log) records(ctx context.Context, from uint64, yield func(eventlog.Record, error) bool) (uint64, error) {
-	if from == 0 {
-		from = 1
+// records reads from from to to (0: until the end of the log); it returns
+// the next sequence number to read and the error that stopped it, if any
+// (nil also when yield stopped it).
+//
+// Each request reads the keys of pageLen sequence numbers and no more: etcd
+// counts every key up to the end of a range read with a limit, so pages of
+// an open range would cost the square of the log's length. Past a short
+// page, one request with a limit of one key tells the end of the log (no
+// key after it) from a missing record.
+func (l *Log) records(ctx context.Context, from, to uint64, yield func(eventlog.Record, error) bool) (uint64, error) {
+	from = max(from, 1)
+	missing := func(held string) (uint64, error) {
+		err := &eventlog.CorruptError{Seq: from, Reason: fmt.Sprintf("missing: the log holds %q where %q belongs", held, l.p.record(from))}
+		yield(eventlog.Record{}, err)
+		return from, err
 	}
-	end := clientv3.GetPrefixRangeEnd(l.p.records())
-	for {
+	for to == 0 || from <= to {
 		if l.isClosed() {
 			yield(eventlog.Record{}, eventlog.ErrClosed)
 			return from, eventlog.ErrClosed
 		}
+		end := from + pageLen
+		if to != 0 {
+			end = min(end, to+1)
+		}
 		cctx, cancel := l.ctx(ctx)
-		resp, err := l.cli.Get(cctx, l.p.record(from), clientv3.WithRange(end), clientv3.WithLimit(pageLen))
+		resp, err := l.cli.Get(cctx, l.p.record(from), clientv3.WithRange(l.p.record(end)))
 		cancel()
 		if err != nil {
-			err = l.etcdErr(fmt.Sprintf("read records from %d", from), err)
+			err = l.etcdErr(fmt.Sprintf("read records %d-%d", from, end-1), err)
 			yield(eventlog.Record{}, err)
 			return from, err
 		}
 		for _, kv := range resp.Kvs {
-			if want := l.p.record(from); string(kv.Key) != want {
-				err := &eventlog.CorruptError{Seq: from, Reason: fmt.Sprintf("missing: the log holds %q where %q belongs", kv.Key, want)}
-				yield(eventlog.Record{}, err)
-				return from, err
+			if string(kv.Key) != l.p.record(from) {
+				return missing(string(kv.Key))
 			}
 			r, err := l.decode(ctx, from, kv.Value)
 			if err != nil {
@@ -66,10 +76,28 @@ func (l *Log) records(ctx context.Context, from uint64, yield func(eventlog.Reco
 			}
 			from++
 		}
-		if !resp.More {
-			return from, nil
+		if from == end {
+			continue
 		}
+		if to != 0 {
+			return missing("nothing")
+		}
+		cctx, cancel = l.ctx(ctx)
+		next, err := l.cli.Get(cctx, l.p.record(from), clientv3.WithRange(clientv3.GetPrefixRangeEnd(l.p.records())), clientv3.WithLimit(1), clientv3.WithKeysOnly())
+		cancel()
+		switch {
+		case err != nil:
+			err = l.etcdErr(fmt.Sprintf("read records from %d", from), err)
+			yield(eventlog.Record{}, err)
+			return from, err
+		case len(next.Kvs) == 0:
+			return from, nil // the end of the log
+		case string(next.Kvs[0].Key) != l.p.record(from):
+			return missing(string(next.Kvs[0].Key))
+		}
+		// Appended since the page was read: read on.
 	}
+	return from, nil
 }
 
 // decode checks and decodes the record stored under seq, reading its
@@ -243,7 +271,7 @@ func (l *Log) Tail(ctx context.Context, from uint64) iter.Seq2[eventlog.Record, 
 		stopped := false
 		backoff := 50 * time.Millisecond
 		for {
-			next, err := l.records(ctx, from, func(r eventlog.Record, err error) bool {
+			next, err := l.records(ctx, from, 0, func(r eventlog.Record, err error) bool {
 				if err != nil {
 					return false // handled below
 				}
