@@ -396,6 +396,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"register", `{"rootSessionID": 5}`, "invalid", `field "rootSessionID": want a JSON string, got number`},
 		{"register", `{"rootSesionID": "x"}`, "invalid", `unknown field "rootSesionID"; the fields are rootSessionID,`},
 		{"show", `{"id": "a-b-c"} {}`, "invalid", "data after the JSON object"},
+		{"show", `{"id": "a-b-c"}}`, "invalid", "data after the JSON object"},
+		{"show", `{"id": "a-b-c"}]`, "invalid", "data after the JSON object"},
 		{"show", "{\"id\": \"a-b-\xff\"}", "invalid", "not valid UTF-8"},
 		{"show", `{"id": "../../etc"}`, "invalid", `invalid delegation id "../../etc"`},
 		{"show", `{"id": "quiet-blue-fox"}`, "not_found", `delegation "quiet-blue-fox" not found`},

@@ -484,7 +484,8 @@ func decodeStrict(body []byte, v any, fields []string) error {
 	default:
 		return fmt.Errorf("%w: malformed JSON: %v; send one JSON object", fsm.ErrInvalid, err)
 	}
-	if dec.More() {
+	// Token, not More: More reports a stray '}' or ']' as the end.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: data after the JSON object; send exactly one", fsm.ErrInvalid)
 	}
 	return nil
