@@ -202,26 +202,40 @@ func (t *Tx) StreamVersion(stream string) uint64 {
 	return v
 }
 
-// Stream returns every record of stream, in order.
+// Stream returns every record of stream, in order, up to the first
+// damaged one, whose error it returns.
 func (t *Tx) Stream(stream string) ([]Record, error) {
-	if err := validStream(stream); err != nil {
-		return nil, err
-	}
 	var out []Record
-	events := t.tx.Bucket(bucketEvents)
-	for _, seq := range indexOf(t.tx).seqs(stream) {
-		raw := events.Get(u64(seq))
-		if raw == nil {
-			return out, corrupt(seq, "stream %q index points at a record that does not exist", stream)
-		}
-		r, err := readRecord(t.tx, seq, raw)
+	for r, err := range t.StreamRecords(stream) {
 		if err != nil {
 			return out, err
-		}
-		if r.Stream != stream {
-			return out, corrupt(seq, "stream %q index points at a record of stream %q", stream, r.Stream)
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// StreamRecords yields every record of stream, in order; a damaged one is
+// yielded as its error, and the records after it follow (as a scan of the
+// whole log steps over it).
+func (t *Tx) StreamRecords(stream string) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		if err := validStream(stream); err != nil {
+			yield(Record{}, err)
+			return
+		}
+		events := t.tx.Bucket(bucketEvents)
+		for _, seq := range indexOf(t.tx).seqs(stream) {
+			var r Record
+			var err error
+			if raw := events.Get(u64(seq)); raw == nil {
+				err = corrupt(seq, "stream %q index points at a record that does not exist", stream)
+			} else if r, err = readRecord(t.tx, seq, raw); err == nil && r.Stream != stream {
+				r, err = Record{}, corrupt(seq, "stream %q index points at a record of stream %q", stream, r.Stream)
+			}
+			if !yield(r, err) {
+				return
+			}
+		}
+	}
 }

@@ -326,10 +326,20 @@ func (sc *scanner) feed(d *decoded) {
 // a short one: the events of a delegation the fold dropped.
 func (sc *scanner) stream(id string, before uint64) ([]eventlog.Record, error) {
 	var recs []eventlog.Record
+	var first error
 	read := func(tx *eventlog.Tx) error {
-		var err error
-		recs, err = tx.Stream(id)
-		return err
+		recs, first = recs[:0], nil
+		for r, err := range tx.StreamRecords(id) {
+			switch {
+			case err != nil: // stepped over, as the scan steps over it
+				if first == nil {
+					first = err
+				}
+			case r.Seq < before && sc.opts.Until.includes(r.Seq, r.Time):
+				recs = append(recs, r)
+			}
+		}
+		return nil
 	}
 	var err error
 	if sc.tx != nil {
@@ -337,9 +347,10 @@ func (sc *scanner) stream(id string, before uint64) ([]eventlog.Record, error) {
 	} else {
 		err = sc.log.View(read)
 	}
-	return slices.DeleteFunc(recs, func(r eventlog.Record) bool {
-		return r.Seq >= before || !sc.opts.Until.includes(r.Seq, r.Time)
-	}), err
+	if err != nil {
+		return recs, err
+	}
+	return recs, first
 }
 
 func (sc *scanner) addCorrupt(ce *eventlog.CorruptError) {

@@ -811,8 +811,10 @@ func TestSettledDelegationsComeBack(t *testing.T) {
 	if _, err := s.Complete(ctx, ids[0], "a late result", "", ""); !errors.Is(err, fsm.ErrTerminal) {
 		t.Fatalf("late completion: %v", err)
 	}
-	if _, err := s.Progress(ctx, ids[1], "late"); !errors.Is(err, fsm.ErrTerminal) {
-		t.Fatalf("late progress: %v", err)
+	for _, id := range []string{ids[1], ids[5]} {
+		if _, err := s.Progress(ctx, id, "late"); !errors.Is(err, fsm.ErrTerminal) {
+			t.Fatalf("late progress: %v", err)
+		}
 	}
 	if _, err := s.Read(ctx, registration(2).RootSessionID, ids[2], 0); err != nil {
 		t.Fatal(err)
@@ -823,13 +825,13 @@ func TestSettledDelegationsComeBack(t *testing.T) {
 	}
 	got := codes(rep)
 	// The parents' all-complete notifications were never acknowledged.
-	if got[replay.CodeLateResult] != 1 || got[replay.CodeLateEvents] != 1 || len(rep.Findings) != 2+got[replay.CodeAllCompleteNotNotified] ||
+	if got[replay.CodeLateResult] != 1 || got[replay.CodeLateEvents] != 2 || len(rep.Findings) != 3+got[replay.CodeAllCompleteNotNotified] ||
 		rep.Delegations != 6 || rep.States[fsm.Complete] != 5 || rep.States[fsm.Error] != 1 || rep.Artifacts != 6 {
 		t.Errorf("findings %v, %d delegations, states %v, %d artifacts\n%s", got, rep.Delegations, rep.States, rep.Artifacts, rep)
 	}
-	// Only the two with refused commands are kept to the end.
-	if kept, seen, err := replay.Kept(ctx, s.Log(), dir); err != nil || kept != 2 || seen != 6 {
-		t.Errorf("the fold kept %d of %d delegations (%v), want 2 of 6", kept, seen, err)
+	// Only the three with refused commands are kept to the end.
+	if kept, seen, err := replay.Kept(ctx, s.Log(), dir); err != nil || kept != 3 || seen != 6 {
+		t.Errorf("the fold kept %d of %d delegations (%v), want 3 of 6", kept, seen, err)
 	}
 	for _, id := range ids {
 		want, err := replay.Diagnose(ctx, s.Log(), dir, id, replay.Options{Now: c.Now()})
@@ -842,8 +844,9 @@ func TestSettledDelegationsComeBack(t *testing.T) {
 	}
 	s.Close()
 
-	// Damage the progress event of the last one, settled long before the
-	// end: replay names it as the owner of the damaged record.
+	// Damage the progress event of the last one, settled long before its
+	// late progress: replay names it as the owner of the damaged record,
+	// and folds it again past that record when the late event comes.
 	path := filepath.Join(dir, projection.LogFile)
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -864,5 +867,8 @@ func TestSettledDelegationsComeBack(t *testing.T) {
 	fs := rep.For(ids[5])
 	if len(fs) != 1 || fs[0].Code != replay.CodeCorruptRecord || !strings.Contains(fs[0].Diagnosis, "It belongs to "+ids[5]) || fs[0].Status != "" {
 		t.Errorf("damaged record of a settled delegation: %+v\n%s", fs, rep)
+	}
+	if rep.Delegations != 6 || rep.States[fsm.Complete] != 5 || rep.States[fsm.Error] != 1 || len(rep.States) != 2 {
+		t.Errorf("after the damage: %d delegations, states %v\n%s", rep.Delegations, rep.States, rep)
 	}
 }

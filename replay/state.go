@@ -175,7 +175,7 @@ func (s *state) bringBack(id string, seq uint64, kind fsm.Kind) *delegation {
 		s.delegations++
 		return d
 	}
-	recs, _ := s.stream(id, seq) // a damaged record ends them: the scan reports it
+	recs, _ := s.stream(id, seq) // damaged records stepped over, as the scan steps over them
 	if len(recs) == 0 {
 		s.delegations++ // its registration is not in the log (a recovered log)
 		return d
