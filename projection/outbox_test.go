@@ -528,3 +528,45 @@ func must[T any](v T, err error) func(*testing.T) T {
 		return v
 	}
 }
+
+// TestSlowArtifactDoesNotHoldTheLog: a terminal command's artifact that is
+// not durable within artifactWait does not hold the log's writer longer:
+// the terminal event is recorded alone, other commands commit meanwhile,
+// and once the write ends the pending artifact is persisted once.
+func TestSlowArtifactDoesNotHoldTheLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, _ := openManual(t, dir)
+	d, other := register(t, s), register(t, s)
+
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	write, wait := writeArtifactFile, artifactWait
+	t.Cleanup(func() { writeArtifactFile, artifactWait = write, wait })
+	writeArtifactFile = func(dir, rel string, content []byte) (int64, uint64, error) {
+		entered <- struct{}{}
+		<-release // held until the test lets it go
+		return write(dir, rel, content)
+	}
+	artifactWait = time.Millisecond
+
+	got, err := s.Complete(ctx, d.ID, "kept result", "", "")
+	if err != nil || got.State != fsm.Complete || !got.PersistedAt.IsZero() {
+		t.Fatalf("complete while its artifact is held: %+v %v", got, err)
+	}
+	<-entered
+	// The artifact is still being written: the log takes other commands.
+	if _, err := s.Progress(ctx, other.ID, "still going"); err != nil {
+		t.Fatalf("progress while an artifact is held: %v", err)
+	}
+	if len(mustNotifications(t, s)) != 0 {
+		t.Fatal("notified before the artifact was persisted")
+	}
+	writeArtifactFile = write
+	close(release)
+	if _, err := s.PersistPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, _ = openManual(t, dir)
+	checkPersistedOnce(t, s, dir, d.ID)
+}

@@ -416,7 +416,8 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 // terminal command, when it comes, writes again. A failed artifact write
 // does not stop the terminal event: it is recorded alone, the delegation
 // stays pending, is logged, and is retried by a repeat of the command,
-// the next Open or PersistPending.
+// the next Open or PersistPending; so does one not durable within
+// artifactWait.
 // ended reports whether the command's events ended the delegation.
 func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.Delegation, ended bool, err error) {
 	var writeErr error
@@ -435,15 +436,24 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 			if writeErr = err; err != nil {
 				return nil, nil
 			}
-			done := make(chan struct{})
+			done := make(chan error, 1)
 			go func() {
-				defer close(done)
-				if _, _, err := artifact.Write(s.dir, a.Path, content); err != nil {
-					writeErr = fmt.Errorf("write artifact of %s: %w", id, err)
+				if _, _, err := writeArtifactFile(s.dir, a.Path, content); err != nil {
+					done <- fmt.Errorf("write artifact of %s: %w", id, err)
 				}
+				close(done)
 			}()
+			var once sync.Once // the log may ask again, when it retries a batch
 			return fsm.DecidePersisted(next, a, at), func() error {
-				<-done
+				once.Do(func() {
+					t := time.NewTimer(artifactWait)
+					defer t.Stop()
+					select {
+					case writeErr = <-done:
+					case <-t.C:
+						writeErr = fmt.Errorf("write artifact of %s: not durable after %v; the terminal event is recorded alone", id, artifactWait)
+					}
+				})
 				return writeErr
 			}
 		},
@@ -463,6 +473,18 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 	s.logf.Warn("artifact not written; the delegation stays pending and is retried", "id", d.ID, "err", writeErr)
 	return d, ended, nil
 }
+
+// artifactWait bounds how long the log's writer, which holds every other
+// append meanwhile, waits for a terminal command's artifact to be durable
+// (Append.Ready). Past it the terminal events are recorded alone and the
+// delegation stays pending: a hung artifact filesystem stalls the log for
+// this long, not for as long as it hangs. The write goes on; the retry
+// writes the same bytes again.
+var artifactWait = 10 * time.Second
+
+// writeArtifactFile is artifact.Write; a test holds it to show a slow
+// artifact does not hold the log.
+var writeArtifactFile = artifact.Write
 
 // renderArtifact renders the artifact of terminal delegation d: the file's
 // content, and its path, size and hash as the persisted event records
