@@ -34,8 +34,14 @@ type Peers interface {
 	// Self is this daemon's id: stable across restarts, unique among the
 	// daemons on the log.
 	Self() string
-	// Alive reports whether daemon id holds its lease now.
+	// Alive reports whether daemon id holds its lease now, as this daemon
+	// last heard (a watch: it may lag behind the log).
 	Alive(id string) bool
+	// Present asks, in a read as new as any record the log holds now,
+	// whether daemon id holds its lease. TakeOver asks it before taking
+	// from a daemon Alive calls gone: one that joined and registered a
+	// delegation a moment ago may not have reached Alive yet.
+	Present(ctx context.Context, id string) (bool, error)
 }
 
 // owner is the store's side of ownership; its zero value owns everything.
@@ -101,6 +107,7 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var ids []string
+	owners := map[string]bool{} // the owners Alive calls gone
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		seen := map[string]bool{}
 		gone := func(id string) error {
@@ -111,6 +118,7 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 			d, err := loadStored(tx, id)
 			if err == nil && d != nil && fsm.DecideTakeOver(d, p.Self(), p.Alive, time.Time{}) != nil {
 				ids = append(ids, id)
+				owners[d.Owner] = false
 			}
 			return err
 		}
@@ -147,12 +155,21 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var n int
 	var errs []error
+	for o := range owners {
+		present, err := p.Present(ctx, o)
+		if err != nil {
+			present = true // not known to be gone: take nothing of its
+			errs = append(errs, err)
+		}
+		owners[o] = present
+	}
+	alive := func(id string) bool { return owners[id] || p.Alive(id) }
+	var n int
 	for _, id := range ids {
 		took := false
 		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
-			events := fsm.DecideTakeOver(d, p.Self(), p.Alive, at)
+			events := fsm.DecideTakeOver(d, p.Self(), alive, at)
 			took = len(events) > 0
 			return events, nil
 		}})

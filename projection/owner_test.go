@@ -12,11 +12,20 @@ import (
 	"github.com/delegations/delegations/fsm"
 )
 
-// peers is a test Peers: which daemon the store is, and who is alive.
+// peers is a test Peers: which daemon the store is, and who is alive;
+// present are daemons that hold their lease but that Alive has not heard
+// of yet.
 type peers struct {
-	mu    sync.Mutex
-	self  string
-	alive map[string]bool
+	mu      sync.Mutex
+	self    string
+	alive   map[string]bool
+	present map[string]bool
+}
+
+func (p *peers) Present(_ context.Context, id string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.alive[id] || p.present[id], nil
 }
 
 func (p *peers) Self() string { p.mu.Lock(); defer p.mu.Unlock(); return p.self }
@@ -103,8 +112,21 @@ func TestOwnership(t *testing.T) {
 		t.Fatalf("b took over %d delegations of a live daemon: %v", n, err)
 	}
 
+	// a holds its lease, but b's watch has not heard of it yet: b asks
+	// etcd before it takes anything.
+	p.be("b", "b")
+	p.mu.Lock()
+	p.present = map[string]bool{"a": true}
+	p.mu.Unlock()
+	if n, err := s.TakeOver(ctx); n != 0 || err != nil {
+		t.Fatalf("b took over %d delegations of a daemon its watch lags behind: %v", n, err)
+	}
+
 	// a is gone: b takes over the three, once, and does their work.
 	p.be("b", "b")
+	p.mu.Lock()
+	p.present = nil
+	p.mu.Unlock()
 	if n, err := s.TakeOver(ctx); n != 3 || err != nil {
 		t.Fatalf("b took over %d delegations, want 3: %v", n, err)
 	}

@@ -94,6 +94,11 @@ func (p *Presence) Start(ctx context.Context) error {
 	}
 	rev, err := p.list(ctx)
 	if err != nil {
+		// Give the lease back: a daemon that did not start must not look
+		// alive for a TTL, holding back the takeover of its delegations.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+		defer cancel()
+		p.cli.Revoke(rctx, lease)
 		return err
 	}
 	rctx, stop := context.WithCancel(context.Background())
@@ -117,6 +122,19 @@ func (p *Presence) Alive(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.alive[id]
+}
+
+// Present reports whether daemon id's key is present, in a linearizable
+// read: as new as anything etcd has acknowledged, which Alive, fed by a
+// watch, may not be yet.
+func (p *Presence) Present(ctx context.Context, id string) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, err := p.cli.Get(cctx, p.p.daemon(id), clientv3.WithCountOnly())
+	if err != nil {
+		return false, p.etcdErr("ask etcd whether daemon "+id+" is present", err)
+	}
+	return resp.Count > 0, nil
 }
 
 // Changed returns a channel closed at the next change of the set of live

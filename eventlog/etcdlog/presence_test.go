@@ -56,9 +56,18 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("b sees a %v, b %v, c %v", b.Alive("a"), b.Alive("b"), b.Alive("c"))
 	}
 
+	for id, want := range map[string]bool{"a": true, "b": true, "c": false} {
+		if got, err := a.Present(context.Background(), id); got != want || err != nil {
+			t.Fatalf("a.Present(%s) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+
 	// b stops (as when killed): its key goes with its lease.
 	b.Close()
 	await(t, a, "a sees b gone", func() bool { return !a.Alive("b") })
+	if got, err := a.Present(context.Background(), "b"); got || err != nil {
+		t.Fatalf("a.Present(b) after b's key went: %v, %v", got, err)
+	}
 
 	// b restarts, then its key is deleted behind its back (as when its
 	// lease expired): it binds it to a new lease at once.
