@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -37,6 +38,18 @@ func TestAppendReady(t *testing.T) {
 		t.Fatalf("Last = %d after Ready returned, want 1", last)
 	}
 
+	// b and c queue while the writer waits on a's Ready, so that they
+	// share the next batch: b's failing Ready drops b alone.
+	called, release = make(chan struct{}), make(chan struct{})
+	go func() {
+		_, err := l.Append(ctx, Append{Stream: "a", Entries: []Entry{entry(1, "")}, Ready: func() error {
+			close(called)
+			<-release
+			return nil
+		}})
+		done <- err
+	}()
+	<-called
 	failed := errors.New("not durable")
 	var wg sync.WaitGroup
 	var errB, errC error
@@ -46,7 +59,14 @@ func TestAppendReady(t *testing.T) {
 	wg.Go(func() {
 		_, errC = l.Append(ctx, Append{Stream: "c", Entries: []Entry{entry(1, "")}})
 	})
+	for len(l.reqs) < 2 { // both queued behind a (the writer holds no lock they need)
+		runtime.Gosched()
+	}
+	close(release)
 	wg.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	if errB != failed || errC != nil {
 		t.Fatalf("append with a failing Ready: %v (want %v); beside it: %v", errB, failed, errC)
 	}
@@ -56,7 +76,7 @@ func TestAppendReady(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || l.Last() != 2 {
-		t.Fatalf("Last = %d, want 2 (%v)", l.Last(), err)
+	if err != nil || l.Last() != 3 {
+		t.Fatalf("Last = %d, want 3 (%v)", l.Last(), err)
 	}
 }
