@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
+	"math/rand/v2"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +19,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 	"github.com/delegations/delegations/projection/clocktest"
 )
 
@@ -351,4 +356,131 @@ func TestRecordPointerDangling(t *testing.T) {
 	if err != nil || bad == nil {
 		t.Fatalf("InspectViews: entry error %v, %v", bad, err)
 	}
+}
+
+var viewPagesEvents = flag.Int("viewpages.events", 200_000, "events of history in BenchmarkViewPages's large store")
+
+// BenchmarkViewPages: do the pages a command writes follow the live
+// delegations, not the history? Two stores, one holding only three
+// delegations that stay running, one holding besides them
+// -viewpages.events events (200,000 by default) of finished lifecycles in
+// the same root and parents (appended through the log, one delegation's 9
+// events per append). On each, 16 delegations run whole lifecycles
+// (register, start, 3 progress, complete with its artifact, ack, read),
+// their commands interleaved from one goroutine, one commit each: what a
+// commit writes does not depend on the machine's load. pages/append-* is
+// the pages the commits allocated (eventlog.Log.Allocated) over the
+// appends; ratio(≈1) is large over empty.
+func BenchmarkViewPages(b *testing.B) {
+	ctx := context.Background()
+	var pages [2]float64
+	for i, events := range []int{0, *viewPagesEvents} {
+		s := openStore(b, b.TempDir())
+		var anchors []fsm.Delegation
+		for _, p := range []string{"ses_pA", "ses_pB", "ses_pC"} {
+			r := registration()
+			r.ParentSessionID, r.Timeout = p, 24*time.Hour
+			d, err := s.Register(ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			anchors = append(anchors, d)
+		}
+		appendHistory(b, s, anchors, events/9)
+		var appends, allocated int64
+		for range b.N {
+			before := s.log.Allocated()
+			appends += runInterleaved(b, s, anchors, 16)
+			allocated += s.log.Allocated() - before
+		}
+		pages[i] = float64(allocated) / 4096 / float64(appends)
+		s.Close()
+	}
+	b.ReportMetric(pages[0], "pages/append-empty")
+	b.ReportMetric(pages[1], "pages/append-large")
+	b.ReportMetric(pages[1]/pages[0], "ratio(≈1)")
+}
+
+// appendHistory appends n finished lifecycles (registered to read) of the
+// registration's root, under the anchors' parents in turn, each in one
+// append, from 16 goroutines.
+func appendHistory(b *testing.B, s *Store, anchors []fsm.Delegation, n int) {
+	ctx := context.Background()
+	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	start := time.Now().Add(-time.Duration(n) * time.Second)
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				id := gen.Next()
+				r := registration()
+				r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
+				rel, _ := artifact.RelPath(r.ProjectID, r.RootSessionID, id)
+				events := []fsm.Event{
+					{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID, Agent: "researcher", Prompt: "Find the flaky test in the login flow.", Timeout: time.Hour}},
+					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
+					{Kind: fsm.KindProgressed, Message: "step 0: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 1: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 2: reading the retry layer"},
+					{Kind: fsm.KindCompleted, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."},
+					{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 600, ArtifactHash: 1},
+					{Kind: fsm.KindNotified, NotificationID: TerminalNotificationID(id)},
+					{Kind: fsm.KindRead},
+				}
+				at := start.Add(time.Duration(i) * time.Second)
+				entries := make([]eventlog.Entry, len(events))
+				for j, e := range events {
+					e.ID, e.At = id, at.Add(time.Duration(j)*time.Millisecond)
+					entries[j] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
+				}
+				// An id drawn twice fails its version check: skip it.
+				if _, err := s.log.Append(ctx, eventlog.Append{Stream: id, Entries: entries, CheckVersion: true}); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// runInterleaved runs n whole lifecycles under the anchors' parents, step
+// by step across all of them, and returns how many appends they made.
+func runInterleaved(b *testing.B, s *Store, anchors []fsm.Delegation, n int) int64 {
+	ctx := context.Background()
+	ds := make([]fsm.Delegation, n)
+	first := s.log.Last()
+	steps := []func(i int) error{
+		func(i int) (err error) {
+			r := registration()
+			r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
+			ds[i], err = s.Register(ctx, r)
+			return err
+		},
+		func(i int) error { _, err := s.Start(ctx, ds[i].ID, "ses_child"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 0: reading the retry layer"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 1: reading the retry layer"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 2: reading the retry layer"); return err },
+		func(i int) error {
+			_, err := s.Complete(ctx, ds[i].ID, "TestLock races the token refresh.", "Flaky test", "The refresh races the logout.")
+			return err
+		},
+		func(i int) error { _, err := s.Ack(ctx, TerminalNotificationID(ds[i].ID)); return err },
+		func(i int) error { _, err := s.Read(ctx, ds[i].RootSessionID, ds[i].ID, 0); return err },
+	}
+	for _, step := range steps {
+		for i := range ds {
+			if err := step(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// One append per event: no command here appends two in one.
+	return int64(s.log.Last() - first)
 }
