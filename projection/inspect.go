@@ -17,8 +17,9 @@ import (
 
 // The views, by the names InspectViews reports in ViewEntry.View.
 const (
-	ViewRecords   = bucketRecords   // id → the record without its texts (fsm.Delegation's Summary, binary)
-	ViewRoots     = bucketRoots     // a root session's delegations
+	ViewRecords   = bucketRecords   // id → the ordinal and the record without its texts (fsm.Delegation's Summary, binary), or where the summaries view holds it
+	ViewRoots     = bucketRoots     // a root session's delegations, by id
+	ViewSummaries = bucketSummaries // a root session's delegations' summaries, by ordinal
 	ViewParents   = bucketParents   // a parent session's delegations
 	ViewRunning   = bucketRunning   // active delegations, by root and creation time
 	ViewUnread    = bucketUnread    // notified and not read since completion, by root and completion time
@@ -37,9 +38,10 @@ type CycleView = fsm.Cycle
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
 //
-//	records    ID, Record (for a delegation the roots view lists, read there:
-//	           the records entry only points at it)
-//	roots      Session (root), ID, Record (its Summary)
+//	records    ID, Ordinal, Record (for a delegation the summaries view
+//	           holds, read there: the records entry only points at it)
+//	roots      Session (root), ID, Ordinal
+//	summaries  Session (root), Ordinal, ID, Record (its Summary)
 //	parents    Session (parent), ID
 //	running    Session (root), Time (createdAt), ID
 //	unread     Session (root), Time (completedAt), ID
@@ -49,7 +51,7 @@ type CycleView = fsm.Cycle
 //	members    ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
 //	due        Session (parent), ID (the notification)
-//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text,
+//	texts      Ordinal, ID, Text (the index in fsm.Delegation.Texts), Value (the text,
 //	           read from the event the entry names: the one Value that is
 //	           not the stored bytes; nil when that event fails the log's
 //	           checks, a damage reading the log reports)
@@ -68,6 +70,7 @@ type ViewEntry struct {
 	Notification *Notification
 	Cycle        *CycleView
 	Member       uint64
+	Ordinal      uint64 // the sequence number of the delegation's first event
 	Text         int // texts: which of fsm.Delegation.Texts
 	Err          error
 }
@@ -132,7 +135,10 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 	case bucketRecords, bucketPending:
 		e.ID = string(k)
 		if name == bucketRecords {
-			e.Record = v
+			if len(v) < 9 {
+				return bad("want an ordinal and a record")
+			}
+			e.Ordinal, e.Record = binary.BigEndian.Uint64(v), v
 		}
 	case bucketRoots, bucketParents, bucketDue:
 		i := bytes.IndexByte(k, 0)
@@ -141,8 +147,22 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		}
 		e.Session, e.ID = string(k[:i]), string(k[i+1:])
 		if name == bucketRoots {
-			e.Record = v
+			if len(v) != 8 {
+				return bad("ordinal is %d bytes, want 8", len(v))
+			}
+			e.Ordinal = binary.BigEndian.Uint64(v)
 		}
+	case bucketSummaries:
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			return bad("want <root> NUL <ordinal>")
+		}
+		e.Session, e.Ordinal, e.Record = string(k[:i]), binary.BigEndian.Uint64(k[i+1:]), v
+		d, err := fsm.UnmarshalSummary(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		e.ID = d.ID
 	case bucketRunning, bucketUnread:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {
@@ -171,11 +191,15 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		}
 		e.Member = binary.BigEndian.Uint64(v)
 	case bucketTexts:
-		i := bytes.IndexByte(k, 0)
-		if i < 0 || len(k) != i+2 || int(k[i+1]) >= len((&fsm.Delegation{}).Texts()) {
-			return bad("want <id> NUL <text number>")
+		if len(k) != 9 || int(k[8]) >= len((&fsm.Delegation{}).Texts()) {
+			return bad("want <ordinal> <text number>")
 		}
-		e.ID, e.Text = string(k[:i]), int(k[i+1])
+		e.Ordinal, e.Text = binary.BigEndian.Uint64(k), int(k[8])
+		ref, err := decodeTextRef(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		e.ID = ref.id
 	case bucketOutbox:
 		var n Notification
 		if err := json.Unmarshal(v, &n); err != nil {
@@ -196,7 +220,7 @@ func Resolve(tx *eventlog.Tx, e *ViewEntry) {
 	case e.Err != nil:
 	case e.View == bucketRecords:
 		var err error
-		if e.Record, err = storedSummary(tx, e.ID, e.Value); err != nil {
+		if e.Record, _, err = storedSummary(tx, e.ID, e.Value); err != nil {
 			e.Err = err
 		}
 	case e.View == bucketTexts:
