@@ -71,7 +71,7 @@ type ViewEntry struct {
 	Cycle        *CycleView
 	Member       uint64
 	Ordinal      uint64 // the sequence number of the delegation's first event
-	Text         int // texts: which of fsm.Delegation.Texts
+	Text         int    // texts: which of fsm.Delegation.Texts
 	Err          error
 }
 
