@@ -42,13 +42,13 @@ type CycleView = fsm.Cycle
 //	           holds, read there: the records entry only points at it)
 //	roots      Session (root), ID, Ordinal
 //	summaries  Session (root), Ordinal, ID, Record (its Summary)
-//	parents    Session (parent), ID
+//	parents    Session (parent), Ordinal, ID
 //	running    Session (root), Time (createdAt), ID
 //	unread     Session (root), Time (completedAt), ID
 //	deadlines  Time (timeoutAt), ID
 //	pending    ID
 //	cycles     Session (parent), Cycle
-//	members    ID, Member
+//	members    Ordinal, ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
 //	due        Session (parent), ID (the notification)
 //	texts      Ordinal, ID, Text (the index in fsm.Delegation.Texts), Value (the text,
@@ -140,7 +140,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 			}
 			e.Ordinal, e.Record = binary.BigEndian.Uint64(v), v
 		}
-	case bucketRoots, bucketParents, bucketDue:
+	case bucketRoots, bucketDue:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 {
 			return bad("want <session> NUL <id>")
@@ -152,12 +152,17 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 			}
 			e.Ordinal = binary.BigEndian.Uint64(v)
 		}
-	case bucketSummaries:
+	case bucketSummaries, bucketParents:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) != i+9 {
-			return bad("want <root> NUL <ordinal>")
+			return bad("want <session> NUL <ordinal>")
 		}
-		e.Session, e.Ordinal, e.Record = string(k[:i]), binary.BigEndian.Uint64(k[i+1:]), v
+		e.Session, e.Ordinal = string(k[:i]), binary.BigEndian.Uint64(k[i+1:])
+		if name == bucketParents {
+			e.ID = string(v)
+			break
+		}
+		e.Record = v
 		d, err := fsm.UnmarshalSummary(v)
 		if err != nil {
 			return bad("%v", err)
@@ -185,11 +190,10 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		}
 		e.Cycle = &c
 	case bucketMembers:
-		e.ID = string(k)
-		if len(v) != 8 {
-			return bad("cycle number is %d bytes, want 8", len(v))
+		if len(k) != 8 || len(v) <= 8 {
+			return bad("want <ordinal> → <cycle number> <id>")
 		}
-		e.Member = binary.BigEndian.Uint64(v)
+		e.Ordinal, e.Member, e.ID = binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v), string(v[8:])
 	case bucketTexts:
 		if len(k) != 9 || int(k[8]) >= len((&fsm.Delegation{}).Texts()) {
 			return bad("want <ordinal> <text number>")

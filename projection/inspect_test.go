@@ -115,11 +115,11 @@ func TestInspectViews(t *testing.T) {
 					t.Errorf("texts entry %+v", e)
 				}
 			case ViewParents:
-				if e.Session != d.ParentSessionID {
+				if e.Session != d.ParentSessionID || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("parents entry %+v", e)
 				}
 			case ViewMembers:
-				if e.Member == 0 {
+				if e.Member == 0 || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("members entry %+v", e)
 				}
 			}
@@ -151,6 +151,8 @@ func TestDecodeViewEntryMalformed(t *testing.T) {
 		{ViewDeadlines, "short", ""},
 		{ViewCycles, "p", "{not json"},
 		{ViewMembers, "id", "123"},
+		{ViewMembers, "\x00\x00\x00\x00\x00\x00\x00\x01", "12345678"},
+		{ViewParents, "p\x00short", "id"},
 		{ViewOutbox, "n", "["},
 	} {
 		if e := DecodeViewEntry(c.view, []byte(c.key), []byte(c.value)); e.Err == nil {

@@ -384,7 +384,7 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay` rebuilds it from the log)", id, len(v))
 			}
 			ord := binary.BigEndian.Uint64(v)
-			sum := sums.Get(summaryKey(root, ord))
+			sum := sums.Get(ordKey(root, ord))
 			if sum == nil {
 				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay` rebuilds it from the log)", id)
 			}

@@ -25,19 +25,20 @@ import (
 // delegations that are live share the few leaf pages at the end of each,
 // and the history's pages are never written again: keyed by the random
 // id, each write of a store with a long history dirtied a page of its own.
-// The views keyed by id (records, roots) are written once per delegation.
+// So are the views written once per delegation where that does (parents,
+// members); those keyed by id (records, roots) are written once too.
 const (
 	bucketRecords   = "records"   // id → ordinal, then where its Summary is: rootPointer (the summaries view holds it), or the Summary itself (binary, AppendRecord)
 	bucketTexts     = "texts"     // ordinal, n (1 byte) → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef, then the id
 	bucketRoots     = "roots"     // root \0 id → ordinal: a root session's delegations, by id (the listing's order)
 	bucketSummaries = "summaries" // root \0 ordinal → the record's Summary, binary: a root session's delegations in registration order
-	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
+	bucketParents   = "parents"   // parent \0 ordinal → id: a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
 	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
 	bucketDeadlines = "deadlines" // timeoutAt \0 id → "": active, by deadline
 	bucketPending   = "pending"   // id → "": terminal, artifact not yet persisted
 	bucketCycles    = "cycles"    // parent → JSON of fsm.Cycle
-	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
+	bucketMembers   = "members"   // ordinal → cycle number (8 bytes) the delegation joined, then its id
 	bucketOutbox    = "outbox"    // notification id → JSON of Notification
 	bucketDue       = "due"       // parent \0 notification id → "": the outbox by parent session
 )
@@ -168,7 +169,7 @@ func openViews(tx *eventlog.Tx) (*viewTx, error) {
 		if err != nil {
 			return nil, err
 		}
-		if name == bucketSummaries || name == bucketTexts {
+		if name == bucketSummaries || name == bucketTexts || name == bucketParents || name == bucketMembers {
 			b.FillPercent = appendFill // a handle's setting lasts its transaction
 		}
 		w.b[name] = b
@@ -227,14 +228,14 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// and no notification is sent. Replay's rules say the same.
 		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
 	}
-	if err := v.moved(w, seq, e, prev, &next); err != nil {
+	if err := v.moved(w, seq, ord, e, prev, &next); err != nil {
 		return err
 	}
 	// The summaries view holds each indexed delegation's summary, so that
 	// a listing reads one small value per delegation; the records view
 	// then points there instead of holding it again, and the records and
 	// roots views do not change after the registration.
-	sum := summaryKey(next.RootSessionID, ord)
+	sum := ordKey(next.RootSessionID, ord)
 	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
 	if !indexed && (next.RootSessionID == "" || w.b[bucketSummaries].Get(sum) == nil) {
 		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
@@ -283,7 +284,7 @@ func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error)
 	}
 	var sum []byte
 	if sums != nil {
-		sum = sums.Get(summaryKey(string(root), ord))
+		sum = sums.Get(ordKey(string(root), ord))
 	}
 	if sum == nil {
 		return nil, 0, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
@@ -292,13 +293,13 @@ func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error)
 }
 
 // moved moves a delegation between the views for one event.
-func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegation) error {
+func (v views) moved(w *viewTx, seq, ord uint64, e fsm.Event, prev, next *fsm.Delegation) error {
 	id := e.ID
 	switch {
 	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
-		return v.registered(w, next)
+		return v.registered(w, ord, next)
 	case prev.Version == 0 && e.Kind == fsm.KindImported:
-		return v.imported(w, next)
+		return v.imported(w, ord, next)
 	case prev.State.Active() && next.State.Terminal():
 		return v.terminated(w, prev, next)
 	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
@@ -319,7 +320,7 @@ func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegat
 			Seq:        seq,
 		})
 	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
-		return v.notified(w, seq, next)
+		return v.notified(w, seq, ord, next)
 	case e.Kind == fsm.KindNotificationFailed:
 		return w.failed(TerminalNotificationID(id), e.Error)
 	case prev.Unread() && !next.Unread():
@@ -328,17 +329,16 @@ func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegat
 	return nil
 }
 
-func (v views) registered(w *viewTx, d *fsm.Delegation) error {
-	id := []byte(d.ID)
+func (v views) registered(w *viewTx, ord uint64, d *fsm.Delegation) error {
 	for _, put := range []struct {
-		bucket string
-		key    []byte
+		bucket     string
+		key, value []byte
 	}{
-		{bucketParents, pairKey(d.ParentSessionID, d.ID)},
-		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID)},
-		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID)},
+		{bucketParents, ordKey(d.ParentSessionID, ord), []byte(d.ID)},
+		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID), nil},
+		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID), nil},
 	} {
-		if err := w.b[put.bucket].Put(put.key, nil); err != nil {
+		if err := w.b[put.bucket].Put(put.key, put.value); err != nil {
 			return err
 		}
 	}
@@ -353,7 +353,7 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 			return err
 		}
 	}
-	if err := w.b[bucketMembers].Put(id, be64(c.Cycle)); err != nil {
+	if err := w.b[bucketMembers].Put(be64(ord), append(be64(c.Cycle), d.ID...)); err != nil {
 		return err
 	}
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
@@ -363,11 +363,11 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 // (apply files it under its root). It arrives terminal and persisted, and the plugin delivered its
 // notification long ago: it joins no cycle, waits in no outbox and is not
 // unread.
-func (v views) imported(w *viewTx, d *fsm.Delegation) error {
+func (v views) imported(w *viewTx, ord uint64, d *fsm.Delegation) error {
 	if d.ParentSessionID == "" {
 		return nil // legacy files do not name the parent
 	}
-	return w.b[bucketParents].Put(pairKey(d.ParentSessionID, d.ID), nil)
+	return w.b[bucketParents].Put(ordKey(d.ParentSessionID, ord), []byte(d.ID))
 }
 
 func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
@@ -395,7 +395,7 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 
 // notified retires the terminal notification, marks the delegation unread
 // and, when it was the last of its cycle, makes the all-complete due.
-func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
+func (v views) notified(w *viewTx, seq, ord uint64, d *fsm.Delegation) error {
 	if err := w.unqueue(TerminalNotificationID(d.ID)); err != nil {
 		return err
 	}
@@ -409,7 +409,7 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		return err
 	}
 	var member uint64
-	if m := w.b[bucketMembers].Get([]byte(d.ID)); len(m) == 8 {
+	if m := w.b[bucketMembers].Get(be64(ord)); len(m) >= 8 {
 		member = binary.BigEndian.Uint64(m)
 	}
 	counted, allComplete := c.Notify(member)
@@ -670,10 +670,10 @@ func textKey(ord uint64, i int) []byte {
 	return append(be64(ord), byte(i))
 }
 
-// summaryKey is the summaries view's key of the delegation of root whose
-// ordinal is ord.
-func summaryKey(root string, ord uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(append(make([]byte, 0, len(root)+9), root...), 0), ord)
+// ordKey is the summaries (or parents) view's key of the delegation of
+// root (or parent) session whose ordinal is ord.
+func ordKey(session string, ord uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(append(make([]byte, 0, len(session)+9), session...), 0), ord)
 }
 
 // Keys. Session ids never hold a NUL, so "a\0..." keys of one session sort

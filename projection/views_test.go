@@ -117,7 +117,7 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		if err := recs.ForEach(func(k, v []byte) error {
 			ord, v := binary.BigEndian.Uint64(v), v[8:]
 			if v[0] == rootPointerTag {
-				v = views.Bucket([]byte(bucketSummaries)).Get(summaryKey(string(v[1:]), ord))
+				v = views.Bucket([]byte(bucketSummaries)).Get(ordKey(string(v[1:]), ord))
 			}
 			d, err := fsm.UnmarshalDelegation(v)
 			if err != nil {
@@ -345,7 +345,7 @@ func TestRecordPointerDangling(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("views")).Bucket([]byte(bucketSummaries)).Delete(summaryKey(d.RootSessionID, 1))
+		return tx.Bucket([]byte("views")).Bucket([]byte(bucketSummaries)).Delete(ordKey(d.RootSessionID, 1))
 	})
 	if cerr := db.Close(); err == nil {
 		err = cerr
