@@ -216,7 +216,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 }
 
 // Resolve reads what a records or texts entry decoded by DecodeViewEntry
-// points at, in tx: the summary the roots view holds (Record), the text
+// points at, in tx: the summary the summaries view holds (Record), the text
 // from the event that set it (Value; nil when that event fails the log's
 // checks). Other entries are left as they are.
 func Resolve(tx *eventlog.Tx, e *ViewEntry) {
