@@ -17,8 +17,9 @@ import (
 
 // The views, by the names InspectViews reports in ViewEntry.View.
 const (
-	ViewRecords   = bucketRecords   // id → the record without its texts (fsm.Delegation's Summary, binary)
-	ViewRoots     = bucketRoots     // a root session's delegations
+	ViewRecords   = bucketRecords   // id → the ordinal and the record without its texts (fsm.Delegation's Summary, binary), or where the summaries view holds it
+	ViewRoots     = bucketRoots     // a root session's delegations, by id
+	ViewSummaries = bucketSummaries // a root session's delegations' summaries, by ordinal
 	ViewParents   = bucketParents   // a parent session's delegations
 	ViewRunning   = bucketRunning   // active delegations, by root and creation time
 	ViewUnread    = bucketUnread    // notified and not read since completion, by root and completion time
@@ -37,19 +38,20 @@ type CycleView = fsm.Cycle
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
 //
-//	records    ID, Record (for a delegation the roots view lists, read there:
-//	           the records entry only points at it)
-//	roots      Session (root), ID, Record (its Summary)
-//	parents    Session (parent), ID
+//	records    ID, Ordinal, Record (for a delegation the summaries view
+//	           holds, read there: the records entry only points at it)
+//	roots      Session (root), ID, Ordinal
+//	summaries  Session (root), Ordinal, ID, Record (its Summary)
+//	parents    Session (parent), Ordinal, ID
 //	running    Session (root), Time (createdAt), ID
 //	unread     Session (root), Time (completedAt), ID
 //	deadlines  Time (timeoutAt), ID
 //	pending    ID
 //	cycles     Session (parent), Cycle
-//	members    ID, Member
+//	members    Ordinal, ID, Member
 //	outbox     ID (the delegation, for a terminal notification), Notification
 //	due        Session (parent), ID (the notification)
-//	texts      ID, Text (the index in fsm.Delegation.Texts), Value (the text,
+//	texts      Ordinal, ID, Text (the index in fsm.Delegation.Texts), Value (the text,
 //	           read from the event the entry names: the one Value that is
 //	           not the stored bytes; nil when that event fails the log's
 //	           checks, a damage reading the log reports)
@@ -68,7 +70,8 @@ type ViewEntry struct {
 	Notification *Notification
 	Cycle        *CycleView
 	Member       uint64
-	Text         int // texts: which of fsm.Delegation.Texts
+	Ordinal      uint64 // the sequence number of the delegation's first event
+	Text         int    // texts: which of fsm.Delegation.Texts
 	Err          error
 }
 
@@ -132,17 +135,39 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 	case bucketRecords, bucketPending:
 		e.ID = string(k)
 		if name == bucketRecords {
-			e.Record = v
+			if len(v) < 9 {
+				return bad("want an ordinal and a record")
+			}
+			e.Ordinal, e.Record = binary.BigEndian.Uint64(v), v
 		}
-	case bucketRoots, bucketParents, bucketDue:
+	case bucketRoots, bucketDue:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 {
 			return bad("want <session> NUL <id>")
 		}
 		e.Session, e.ID = string(k[:i]), string(k[i+1:])
 		if name == bucketRoots {
-			e.Record = v
+			if len(v) != 8 {
+				return bad("ordinal is %d bytes, want 8", len(v))
+			}
+			e.Ordinal = binary.BigEndian.Uint64(v)
 		}
+	case bucketSummaries, bucketParents:
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			return bad("want <session> NUL <ordinal>")
+		}
+		e.Session, e.Ordinal = string(k[:i]), binary.BigEndian.Uint64(k[i+1:])
+		if name == bucketParents {
+			e.ID = string(v)
+			break
+		}
+		e.Record = v
+		d, err := fsm.UnmarshalSummary(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		e.ID = d.ID
 	case bucketRunning, bucketUnread:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 || len(k) < i+1+8+1 || k[i+9] != 0 {
@@ -165,17 +190,20 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		}
 		e.Cycle = &c
 	case bucketMembers:
-		e.ID = string(k)
-		if len(v) != 8 {
-			return bad("cycle number is %d bytes, want 8", len(v))
+		if len(k) != 8 || len(v) <= 8 {
+			return bad("want <ordinal> → <cycle number> <id>")
 		}
-		e.Member = binary.BigEndian.Uint64(v)
+		e.Ordinal, e.Member, e.ID = binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v), string(v[8:])
 	case bucketTexts:
-		i := bytes.IndexByte(k, 0)
-		if i < 0 || len(k) != i+2 || int(k[i+1]) >= len((&fsm.Delegation{}).Texts()) {
-			return bad("want <id> NUL <text number>")
+		if len(k) != 9 || int(k[8]) >= len((&fsm.Delegation{}).Texts()) {
+			return bad("want <ordinal> <text number>")
 		}
-		e.ID, e.Text = string(k[:i]), int(k[i+1])
+		e.Ordinal, e.Text = binary.BigEndian.Uint64(k), int(k[8])
+		ref, err := decodeTextRef(v)
+		if err != nil {
+			return bad("%v", err)
+		}
+		e.ID = ref.id
 	case bucketOutbox:
 		var n Notification
 		if err := json.Unmarshal(v, &n); err != nil {
@@ -188,7 +216,7 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 }
 
 // Resolve reads what a records or texts entry decoded by DecodeViewEntry
-// points at, in tx: the summary the roots view holds (Record), the text
+// points at, in tx: the summary the summaries view holds (Record), the text
 // from the event that set it (Value; nil when that event fails the log's
 // checks). Other entries are left as they are.
 func Resolve(tx *eventlog.Tx, e *ViewEntry) {
@@ -196,7 +224,7 @@ func Resolve(tx *eventlog.Tx, e *ViewEntry) {
 	case e.Err != nil:
 	case e.View == bucketRecords:
 		var err error
-		if e.Record, err = storedSummary(tx, e.ID, e.Value); err != nil {
+		if e.Record, _, err = storedSummary(tx, e.ID, e.Value); err != nil {
 			e.Err = err
 		}
 	case e.View == bucketTexts:

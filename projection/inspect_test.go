@@ -29,6 +29,19 @@ func TestInspectViews(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Each delegation's ordinal: the sequence number of its registration.
+	ordinals := map[string]uint64{}
+	for _, d := range []fsm.Delegation{running, done, due} {
+		if err := s.Log().View(func(tx *eventlog.Tx) error {
+			first, err := tx.Stream(d.ID)
+			if err == nil && len(first) > 0 {
+				ordinals[d.ID] = first[0].Seq
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	seen := map[string]int{}
 	err := s.Log().View(func(tx *eventlog.Tx) error {
 		if cp := ViewsCheckpoint(tx); cp != tx.Last() || cp == 0 {
@@ -73,7 +86,7 @@ func TestInspectViews(t *testing.T) {
 			switch e.View {
 			case ViewRecords:
 				r, err := fsm.UnmarshalDelegation(e.Record)
-				if err != nil || r.ID != d.ID || r.Version != d.Version {
+				if err != nil || r.ID != d.ID || r.Version != d.Version || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("record %+v, %v", r, err)
 				}
 			case ViewRunning:
@@ -89,15 +102,24 @@ func TestInspectViews(t *testing.T) {
 					t.Errorf("unread entry %+v", e)
 				}
 			case ViewRoots:
-				if e.Session != d.RootSessionID {
+				if e.Session != d.RootSessionID || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("roots entry %+v", e)
 				}
+			case ViewSummaries:
+				r, err := fsm.UnmarshalSummary(e.Record)
+				if err != nil || e.Session != d.RootSessionID || e.Ordinal != ordinals[e.ID] || r != d.Summary() {
+					t.Errorf("summaries entry %+v: %+v, %v", e, r, err)
+				}
+			case ViewTexts:
+				if e.Ordinal != ordinals[e.ID] || string(e.Value) != *d.Texts()[e.Text] {
+					t.Errorf("texts entry %+v", e)
+				}
 			case ViewParents:
-				if e.Session != d.ParentSessionID {
+				if e.Session != d.ParentSessionID || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("parents entry %+v", e)
 				}
 			case ViewMembers:
-				if e.Member == 0 {
+				if e.Member == 0 || e.Ordinal != ordinals[e.ID] {
 					t.Errorf("members entry %+v", e)
 				}
 			}
@@ -107,7 +129,7 @@ func TestInspectViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{ViewRecords: 3, ViewRoots: 3, ViewParents: 3, ViewRunning: 1, ViewDeadlines: 1,
+	want := map[string]int{ViewRecords: 3, ViewRoots: 3, ViewSummaries: 3, ViewTexts: 4, ViewParents: 3, ViewRunning: 1, ViewDeadlines: 1,
 		ViewUnread: 1, ViewCycles: 1, ViewMembers: 3, ViewOutbox: 1, ViewDue: 1}
 	for v, n := range want {
 		if seen[v] != n {
@@ -119,10 +141,18 @@ func TestInspectViews(t *testing.T) {
 func TestDecodeViewEntryMalformed(t *testing.T) {
 	for _, c := range []struct{ view, key, value string }{
 		{ViewRoots, "no-nul", ""},
+		{ViewRoots, "root\x00id", "short"},
+		{ViewRecords, "id", "short"},
+		{ViewSummaries, "root\x00short", ""},
+		{ViewSummaries, "root\x00\x00\x00\x00\x00\x00\x00\x00\x01", "not a summary"},
+		{ViewTexts, "\x00\x00\x00\x00\x00\x00\x00\x01\x00", "short"},
+		{ViewTexts, "short", ""},
 		{ViewRunning, "root\x00short", ""},
 		{ViewDeadlines, "short", ""},
 		{ViewCycles, "p", "{not json"},
 		{ViewMembers, "id", "123"},
+		{ViewMembers, "\x00\x00\x00\x00\x00\x00\x00\x01", "12345678"},
+		{ViewParents, "p\x00short", "id"},
 		{ViewOutbox, "n", "["},
 	} {
 		if e := DecodeViewEntry(c.view, []byte(c.key), []byte(c.value)); e.Err == nil {

@@ -3,6 +3,7 @@ package projection
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -332,15 +333,15 @@ func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
 
 // Summaries is List without the texts that grow with the work: records
 // without their prompt, progress, result and error (fsm.UnmarshalSummary),
-// which Get and Read return. It reads the summaries the roots view holds,
-// in key order: its cost follows the number of delegations it goes
-// through, not the size of their texts.
+// which Get and Read return. It reads the summaries the summaries view
+// holds, in the roots view's order: its cost follows the number of
+// delegations it goes through, not the size of their texts.
 func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) {
 	return s.list(root, o, true)
 }
 
-// list walks the roots view of root: the summaries it holds, or, for
-// whole records, the records view.
+// list walks the roots view of root, by id, and reads each delegation's
+// summary, and for whole records its texts.
 func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegation, error) {
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return nil, err
@@ -354,8 +355,8 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		if err != nil || b == nil {
 			return err
 		}
-		records, err := tx.Bucket(bucketRecords)
-		if err != nil || records == nil {
+		sums, err := tx.Bucket(bucketSummaries)
+		if err != nil || sums == nil {
 			return err
 		}
 		prefix := pairKey(root, "")
@@ -381,23 +382,28 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		}
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			id := k[len(prefix):]
-			var d fsm.Delegation
-			var err error
-			if summaries {
-				if d, err = fsm.UnmarshalSummary(v); err != nil {
-					return fmt.Errorf("roots view %q: %w (the view is derived; the log itself is unaffected)", id, err)
-				}
-			} else {
-				r, err := loadShown(tx, string(id))
-				if err != nil {
-					return err
-				}
-				if r == nil {
-					return fmt.Errorf("roots view names %q, which has no record (rebuild the views)", id)
-				}
-				d = *r
+			if len(v) != 8 {
+				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay` rebuilds it from the log)", id, len(v))
+			}
+			ord := binary.BigEndian.Uint64(v)
+			sum := sums.Get(ordKey(root, ord))
+			if sum == nil {
+				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay` rebuilds it from the log)", id)
+			}
+			unmarshal := fsm.UnmarshalSummary
+			if !summaries {
+				unmarshal = fsm.UnmarshalDelegation
+			}
+			d, err := unmarshal(sum)
+			if err != nil {
+				return fmt.Errorf("summaries view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 			}
 			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
+				if !summaries {
+					if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
+						return err
+					}
+				}
 				out = append(out, d)
 				if paged && o.Limit > 0 && len(out) == o.Limit {
 					break

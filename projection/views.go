@@ -18,23 +18,33 @@ import (
 
 // View buckets. Every one is derived from the log by views.Project, in the
 // transaction that appends the events, and can be rebuilt from the log.
+//
+// A delegation's ordinal is the sequence number of its first event (its
+// registration, or import): 8 bytes, big-endian. The views that every
+// event writes (summaries, texts) are keyed by it, so that the
+// delegations that are live share the few leaf pages at the end of each,
+// and the history's pages are never written again: keyed by the random
+// id, each write of a store with a long history dirtied a page of its own.
+// So are the views written once per delegation where that does (parents,
+// members); those keyed by id (records, roots) are written once too.
 const (
-	bucketRecords   = "records"   // id → fsm.Delegation's Summary, binary (AppendRecord), or where the roots view holds it: rootPointer
-	bucketTexts     = "texts"     // id \0 n → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef
-	bucketRoots     = "roots"     // root \0 id → the record's Summary, binary: a root session's delegations
-	bucketParents   = "parents"   // parent \0 id → "": a parent session's delegations
+	bucketRecords   = "records"   // id → ordinal, then where its Summary is: rootPointer (the summaries view holds it), or the Summary itself (binary, AppendRecord)
+	bucketTexts     = "texts"     // ordinal, n (1 byte) → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef, then the id
+	bucketRoots     = "roots"     // root \0 id → ordinal: a root session's delegations, by id (the listing's order)
+	bucketSummaries = "summaries" // root \0 ordinal → the record's Summary, binary: a root session's delegations in registration order
+	bucketParents   = "parents"   // parent \0 ordinal → id: a parent session's delegations
 	bucketRunning   = "running"   // root \0 createdAt \0 id → "": active, in registration order
 	bucketUnread    = "unread"    // root \0 completedAt \0 id → "": terminal, notified, not read since
 	bucketDeadlines = "deadlines" // timeoutAt \0 id → "": active, by deadline
 	bucketPending   = "pending"   // id → "": terminal, artifact not yet persisted
 	bucketCycles    = "cycles"    // parent → JSON of fsm.Cycle
-	bucketMembers   = "members"   // id → cycle number (8 bytes) the delegation joined
+	bucketMembers   = "members"   // ordinal → cycle number (8 bytes) the delegation joined, then its id
 	bucketOutbox    = "outbox"    // notification id → JSON of Notification
 	bucketDue       = "due"       // parent \0 notification id → "": the outbox by parent session
 )
 
 var viewBuckets = []string{
-	bucketRecords, bucketRoots, bucketParents, bucketRunning, bucketUnread,
+	bucketRecords, bucketRoots, bucketSummaries, bucketParents, bucketRunning, bucketUnread,
 	bucketDeadlines, bucketPending, bucketCycles, bucketMembers, bucketOutbox, bucketDue, bucketTexts,
 }
 
@@ -82,10 +92,11 @@ func AllCompleteNotificationID(parent string, cycle uint64) string {
 // file written by an older build is opened (v1 kept records as JSON; v2
 // kept no value in the roots view, so a listing read every whole record;
 // v3 kept every text in the texts view, a second copy of its event's, and
-// every summary in the records view, a second copy of the roots view's).
+// every summary in the records view, a second copy of the roots view's;
+// v4 kept the summaries and texts by id, in no order of time).
 type views struct{}
 
-func (views) Name() string { return "views/v4" }
+func (views) Name() string { return "views/v5" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 	if len(recs) > 0 && recs[0].Seq == 1 {
@@ -144,12 +155,22 @@ type viewTx struct {
 	b  map[string]*bolt.Bucket
 }
 
+// appendFill is the fill percent of the views keyed by ordinal: their
+// inserts come at the end (of the bucket, or of a root session's range),
+// so a page that splits stays nearly full, and no insert comes back to
+// it. bbolt's default, 0.5, leaves every page of an appended bucket half
+// empty for good. Some room is kept: a live delegation's summary grows.
+const appendFill = 0.9
+
 func openViews(tx *eventlog.Tx) (*viewTx, error) {
 	w := &viewTx{tx: tx, b: make(map[string]*bolt.Bucket, len(viewBuckets))}
 	for _, name := range viewBuckets {
 		b, err := tx.Bucket(name)
 		if err != nil {
 			return nil, err
+		}
+		if name == bucketSummaries || name == bucketTexts || name == bucketParents || name == bucketMembers {
+			b.FillPercent = appendFill // a handle's setting lasts its transaction
 		}
 		w.b[name] = b
 	}
@@ -170,12 +191,12 @@ const textUnchanged = "\xff"
 // command) rewrites a record of a few hundred bytes, whatever its texts
 // weigh.
 func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
-	prev, err := loadStored(w.tx, e.ID)
+	prev, ord, err := loadOrdinal(w.tx, e.ID)
 	if err != nil {
 		return err
 	}
 	if prev == nil {
-		prev = &fsm.Delegation{}
+		prev, ord = &fsm.Delegation{}, seq
 	}
 	seeded := *prev
 	for _, t := range seeded.Texts() {
@@ -184,11 +205,11 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	next := fsm.Evolve(seeded, e)
 	for i, t := range next.Texts() {
 		if *t != textUnchanged {
-			key := textKey(e.ID, i)
+			key := textKey(ord, i)
 			if *t == "" {
 				err = w.b[bucketTexts].Delete(key)
 			} else {
-				err = w.b[bucketTexts].Put(key, newTextRef(seq, *t).encode())
+				err = w.b[bucketTexts].Put(key, newTextRef(seq, *t).encode(e.ID))
 			}
 			if err != nil {
 				return err
@@ -205,68 +226,80 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// timeline), but it names no root, parent, project or deadline:
 		// it is in no index and no cycle, no artifact is written for it
 		// and no notification is sent. Replay's rules say the same.
-		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
+		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
 	}
-	if err := v.moved(w, seq, e, prev, &next); err != nil {
+	if err := v.moved(w, seq, ord, e, prev, &next); err != nil {
 		return err
 	}
-	// The roots view holds each indexed delegation's summary, so that a
-	// listing reads one small value per delegation, in key order; the
-	// records view then points there instead of holding it again, and
-	// does not change after the registration.
-	root := pairKey(next.RootSessionID, e.ID)
+	// The summaries view holds each indexed delegation's summary, so that
+	// a listing reads one small value per delegation; the records view
+	// then points there instead of holding it again, and the records and
+	// roots views do not change after the registration.
+	sum := ordKey(next.RootSessionID, ord)
 	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
-	if !indexed && (next.RootSessionID == "" || w.b[bucketRoots].Get(root) == nil) {
-		return w.b[bucketRecords].Put([]byte(e.ID), next.AppendRecord(nil))
+	if !indexed && (next.RootSessionID == "" || w.b[bucketSummaries].Get(sum) == nil) {
+		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
 	}
-	if err := w.b[bucketRoots].Put(root, next.AppendRecord(nil)); err != nil { // its texts are out
+	if err := w.b[bucketSummaries].Put(sum, next.AppendRecord(nil)); err != nil { // its texts are out
 		return err
 	}
-	ptr := rootPointer(next.RootSessionID)
-	if bytes.Equal(w.b[bucketRecords].Get([]byte(e.ID)), ptr) {
+	if !indexed {
 		return nil
 	}
-	return w.b[bucketRecords].Put([]byte(e.ID), ptr)
+	if err := w.b[bucketRoots].Put(pairKey(next.RootSessionID, e.ID), be64(ord)); err != nil {
+		return err
+	}
+	return w.b[bucketRecords].Put([]byte(e.ID), rootPointer(ord, next.RootSessionID))
 }
 
-// rootPointerTag starts a records view value that holds no record but
-// names the root session under which the roots view holds it. A record
-// starts with fsm.RecordVersion, never 0.
+// A records view value starts with the delegation's ordinal; then comes
+// either rootPointerTag and the root session under which the summaries
+// view holds its summary, or the summary itself, which starts with
+// fsm.RecordVersion, never 0.
 const rootPointerTag = 0
 
-func rootPointer(root string) []byte {
-	return append([]byte{rootPointerTag}, root...)
+func rootPointer(ord uint64, root string) []byte {
+	return append(append(be64(ord), rootPointerTag), root...)
 }
 
-// storedSummary returns the summary the records view entry v of id stands
-// for: v itself, or the roots view's value v points at.
-func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, error) {
-	if len(v) == 0 || v[0] != rootPointerTag {
-		return v, nil
+func inlineRecord(ord uint64, d *fsm.Delegation) []byte {
+	return d.AppendRecord(be64(ord))
+}
+
+// storedSummary returns the ordinal of id and the summary the records
+// view entry v of id stands for: the rest of v, or the summaries view's
+// value v points at.
+func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error) {
+	if len(v) < 9 {
+		return nil, 0, fmt.Errorf("records view %q: an entry of %d bytes, want an ordinal and a record (the view is derived: `delegations replay` rebuilds it from the log)", id, len(v))
+	}
+	ord, v := binary.BigEndian.Uint64(v), v[8:]
+	if v[0] != rootPointerTag {
+		return v, ord, nil
 	}
 	root := v[1:]
-	roots, err := tx.Bucket(bucketRoots)
+	sums, err := tx.Bucket(bucketSummaries)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var sum []byte
-	if roots != nil {
-		sum = roots.Get(pairKey(string(root), id))
+	if sums != nil {
+		sum = sums.Get(ordKey(string(root), ord))
 	}
 	if sum == nil {
-		return nil, fmt.Errorf("records view %q: points at root %q, where the roots view does not list it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
+		return nil, 0, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
 	}
-	return sum, nil
+	return sum, ord, nil
 }
 
 // moved moves a delegation between the views for one event.
-func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegation) error {
+func (v views) moved(w *viewTx, seq, ord uint64, e fsm.Event, prev, next *fsm.Delegation) error {
 	id := e.ID
 	switch {
 	case prev.Version == 0 && e.Kind == fsm.KindRegistered:
-		return v.registered(w, next)
+		return v.registered(w, ord, next)
 	case prev.Version == 0 && e.Kind == fsm.KindImported:
-		return v.imported(w, next)
+		return v.imported(w, ord, next)
 	case prev.State.Active() && next.State.Terminal():
 		return v.terminated(w, prev, next)
 	case prev.PersistedAt.IsZero() && !next.PersistedAt.IsZero():
@@ -287,7 +320,7 @@ func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegat
 			Seq:        seq,
 		})
 	case prev.NotifiedAt.IsZero() && !next.NotifiedAt.IsZero():
-		return v.notified(w, seq, next)
+		return v.notified(w, seq, ord, next)
 	case e.Kind == fsm.KindNotificationFailed:
 		return w.failed(TerminalNotificationID(id), e.Error)
 	case prev.Unread() && !next.Unread():
@@ -296,17 +329,16 @@ func (v views) moved(w *viewTx, seq uint64, e fsm.Event, prev, next *fsm.Delegat
 	return nil
 }
 
-func (v views) registered(w *viewTx, d *fsm.Delegation) error {
-	id := []byte(d.ID)
+func (v views) registered(w *viewTx, ord uint64, d *fsm.Delegation) error {
 	for _, put := range []struct {
-		bucket string
-		key    []byte
+		bucket     string
+		key, value []byte
 	}{
-		{bucketParents, pairKey(d.ParentSessionID, d.ID)},
-		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID)},
-		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID)},
+		{bucketParents, ordKey(d.ParentSessionID, ord), []byte(d.ID)},
+		{bucketRunning, rootTimeKey(d.RootSessionID, d.CreatedAt, d.ID), nil},
+		{bucketDeadlines, timeKey(d.TimeoutAt, d.ID), nil},
 	} {
-		if err := w.b[put.bucket].Put(put.key, nil); err != nil {
+		if err := w.b[put.bucket].Put(put.key, put.value); err != nil {
 			return err
 		}
 	}
@@ -321,7 +353,7 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 			return err
 		}
 	}
-	if err := w.b[bucketMembers].Put(id, be64(c.Cycle)); err != nil {
+	if err := w.b[bucketMembers].Put(be64(ord), append(be64(c.Cycle), d.ID...)); err != nil {
 		return err
 	}
 	return putJSON(w.b[bucketCycles], d.ParentSessionID, c)
@@ -331,11 +363,11 @@ func (v views) registered(w *viewTx, d *fsm.Delegation) error {
 // (apply files it under its root). It arrives terminal and persisted, and the plugin delivered its
 // notification long ago: it joins no cycle, waits in no outbox and is not
 // unread.
-func (v views) imported(w *viewTx, d *fsm.Delegation) error {
+func (v views) imported(w *viewTx, ord uint64, d *fsm.Delegation) error {
 	if d.ParentSessionID == "" {
 		return nil // legacy files do not name the parent
 	}
-	return w.b[bucketParents].Put(pairKey(d.ParentSessionID, d.ID), nil)
+	return w.b[bucketParents].Put(ordKey(d.ParentSessionID, ord), []byte(d.ID))
 }
 
 func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
@@ -363,7 +395,7 @@ func (v views) terminated(w *viewTx, prev, d *fsm.Delegation) error {
 
 // notified retires the terminal notification, marks the delegation unread
 // and, when it was the last of its cycle, makes the all-complete due.
-func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
+func (v views) notified(w *viewTx, seq, ord uint64, d *fsm.Delegation) error {
 	if err := w.unqueue(TerminalNotificationID(d.ID)); err != nil {
 		return err
 	}
@@ -377,7 +409,7 @@ func (v views) notified(w *viewTx, seq uint64, d *fsm.Delegation) error {
 		return err
 	}
 	var member uint64
-	if m := w.b[bucketMembers].Get([]byte(d.ID)); len(m) == 8 {
+	if m := w.b[bucketMembers].Get(be64(ord)); len(m) >= 8 {
 		member = binary.BigEndian.Uint64(m)
 	}
 	counted, allComplete := c.Notify(member)
@@ -478,75 +510,88 @@ func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 // event costs its text, which says it is lost and what to run, not the
 // record, nor every listing that shows it.
 func loadShown(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadWithTexts(tx, id, false, func(_ int, err error) (string, error) {
-		return fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err), nil
-	})
+	return loadWithTexts(tx, id, false, lostShown)
+}
+
+// lostShown is what loadShown shows for a text whose event is damaged.
+func lostShown(_ int, err error) (string, error) {
+	return fmt.Sprintf("[text lost: %v. `delegations verify` says where; `delegations recover` keeps every intact record]", err), nil
 }
 
 // loadWithTexts reads a delegation's record and its texts, each checked
 // against its length (and, when hashed, its hash); lost says what becomes
 // of text i when its event fails the log's checks.
 func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(i int, err error) (string, error)) (*fsm.Delegation, error) {
-	d, err := loadStored(tx, id)
+	d, ord, err := loadOrdinal(tx, id)
 	if err != nil || d == nil {
 		return d, err
 	}
+	return d, addTexts(tx, d, ord, hashed, lost)
+}
+
+// addTexts reads the texts of d, whose ordinal is ord, into it.
+func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error)) error {
 	b, err := tx.Bucket(bucketTexts)
 	if err != nil || b == nil {
-		return d, err
+		return err
 	}
 	for i, t := range d.Texts() {
-		v := b.Get(textKey(id, i))
+		v := b.Get(textKey(ord, i))
 		if v == nil {
 			continue
 		}
 		if *t, err = readText(tx, v, i, hashed); err != nil {
 			if !errors.Is(err, eventlog.ErrCorrupt) {
-				return nil, fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", id, i, err)
+				return fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", d.ID, i, err)
 			}
 			if *t, err = lost(i, err); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // textRef is a texts view entry: the event that set the text, and the
-// text's length and xxhash64, which a reader checks the text against.
+// text's length and xxhash64, which a reader checks the text against; the
+// delegation's id follows (the key holds its ordinal), for the tools that
+// name what they find in the view.
 //
-//	version 1 byte (textRefVersion), seq 8 bytes, length 4 bytes, xxhash64 8 bytes (big-endian)
+//	version 1 byte (textRefVersion), seq 8 bytes, length 4 bytes, xxhash64 8 bytes (big-endian), id
 type textRef struct {
 	seq  uint64
 	len  int
 	hash uint64
+	id   string
 }
 
 const (
-	textRefVersion = 1
-	textRefLen     = 1 + 8 + 4 + 8
+	textRefVersion = 2
+	textRefLen     = 1 + 8 + 4 + 8 // without the id
 )
 
 func newTextRef(seq uint64, text string) textRef {
 	return textRef{seq: seq, len: len(text), hash: xxhash.Sum64String(text)}
 }
 
-func (r textRef) encode() []byte {
-	b := make([]byte, 1, textRefLen) // a fresh slice per Put
+func (r textRef) encode(id string) []byte {
+	b := make([]byte, 1, textRefLen+len(id)) // a fresh slice per Put
 	b[0] = textRefVersion
 	b = binary.BigEndian.AppendUint64(b, r.seq)
 	b = binary.BigEndian.AppendUint32(b, uint32(r.len))
-	return binary.BigEndian.AppendUint64(b, r.hash)
+	b = binary.BigEndian.AppendUint64(b, r.hash)
+	return append(b, id...)
 }
 
 func decodeTextRef(v []byte) (textRef, error) {
-	if len(v) != textRefLen || v[0] != textRefVersion {
-		return textRef{}, fmt.Errorf("entry of %d bytes (version %d) is not a text reference (%d bytes, version %d)", len(v), first(v), textRefLen, textRefVersion)
+	if len(v) <= textRefLen || v[0] != textRefVersion {
+		return textRef{}, fmt.Errorf("entry of %d bytes (version %d) is not a text reference (more than %d bytes, version %d)", len(v), first(v), textRefLen, textRefVersion)
 	}
 	return textRef{
 		seq:  binary.BigEndian.Uint64(v[1:]),
 		len:  int(binary.BigEndian.Uint32(v[9:])),
 		hash: binary.BigEndian.Uint64(v[13:]),
+		id:   string(v[textRefLen:]),
 	}, nil
 }
 
@@ -594,27 +639,41 @@ func readText(tx *eventlog.Tx, v []byte, i int, hashed bool) (string, error) {
 // loadStored reads a delegation's record as the records view holds it:
 // without its texts (see views.apply); nil when there is none.
 func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	d, _, err := loadOrdinal(tx, id)
+	return d, err
+}
+
+// loadOrdinal is loadStored, with the delegation's ordinal.
+func loadOrdinal(tx *eventlog.Tx, id string) (*fsm.Delegation, uint64, error) {
 	b, err := tx.Bucket(bucketRecords)
 	if err != nil || b == nil {
-		return nil, err
+		return nil, 0, err
 	}
 	v := b.Get([]byte(id))
 	if v == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
-	if v, err = storedSummary(tx, id, v); err != nil {
-		return nil, err
+	v, ord, err := storedSummary(tx, id, v)
+	if err != nil {
+		return nil, 0, err
 	}
 	d, err := fsm.UnmarshalDelegation(v) // copies v: it outlives the transaction
 	if err != nil {
-		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+		return nil, 0, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
-	return &d, nil
+	return &d, ord, nil
 }
 
-// textKey is the texts view's key of a delegation's i-th text.
-func textKey(id string, i int) []byte {
-	return append(append([]byte(id), 0), byte(i))
+// textKey is the texts view's key of the i-th text of the delegation
+// whose ordinal is ord.
+func textKey(ord uint64, i int) []byte {
+	return append(be64(ord), byte(i))
+}
+
+// ordKey is the summaries (or parents) view's key of the delegation of
+// root (or parent) session whose ordinal is ord.
+func ordKey(session string, ord uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(append(make([]byte, 0, len(session)+9), session...), 0), ord)
 }
 
 // Keys. Session ids never hold a NUL, so "a\0..." keys of one session sort

@@ -2,12 +2,17 @@ package projection
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
+	"math/rand/v2"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +20,7 @@ import (
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 	"github.com/delegations/delegations/projection/clocktest"
 )
 
@@ -109,8 +115,9 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		recs := views.Bucket([]byte(bucketRecords))
 		old := map[string][]byte{}
 		if err := recs.ForEach(func(k, v []byte) error {
-			if len(v) > 0 && v[0] == rootPointerTag {
-				v = views.Bucket([]byte(bucketRoots)).Get(pairKey(string(v[1:]), string(k)))
+			ord, v := binary.BigEndian.Uint64(v), v[8:]
+			if v[0] == rootPointerTag {
+				v = views.Bucket([]byte(bucketSummaries)).Get(ordKey(string(v[1:]), ord))
 			}
 			d, err := fsm.UnmarshalDelegation(v)
 			if err != nil {
@@ -193,28 +200,39 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 	}
 }
 
-// TestRecordsViewIsBinary pins what the views hold of a record: the roots
-// view the binary form of the record without its texts, which decodes to
-// what Get returns without them, and the records view a pointer to it; the
-// texts view names the events that hold the texts.
+// TestRecordsViewIsBinary pins what the views hold of a record: the
+// summaries view the binary form of the record without its texts, under
+// its root and ordinal (the sequence number of its registration), which
+// decodes to what Get returns without them; the records view its ordinal
+// and a pointer to it; the roots view its ordinal under its root and id;
+// the texts view, under its ordinal, the events that hold the texts.
 func TestRecordsViewIsBinary(t *testing.T) {
 	s := openStore(t, t.TempDir())
+	register(t, s)
 	d := register(t, s)
+	const ord = 2 // the second registration, the second record
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		b, err := tx.Bucket(bucketRecords)
 		if err != nil {
 			return err
 		}
-		if ptr := b.Get([]byte(d.ID)); string(ptr) != "\x00"+d.RootSessionID {
-			t.Errorf("records view holds %q, want a pointer to root %q", ptr, d.RootSessionID)
+		if ptr := b.Get([]byte(d.ID)); string(ptr) != "\x00\x00\x00\x00\x00\x00\x00\x02\x00"+d.RootSessionID {
+			t.Errorf("records view holds %q, want ordinal 2 and a pointer to root %q", ptr, d.RootSessionID)
 		}
 		roots, err := tx.Bucket(bucketRoots)
 		if err != nil {
 			return err
 		}
-		raw := roots.Get(pairKey(d.RootSessionID, d.ID))
+		if v := roots.Get(pairKey(d.RootSessionID, d.ID)); string(v) != string(be64(ord)) {
+			t.Errorf("roots view holds %q, want ordinal 2", v)
+		}
+		sums, err := tx.Bucket(bucketSummaries)
+		if err != nil {
+			return err
+		}
+		raw := sums.Get([]byte(d.RootSessionID + "\x00\x00\x00\x00\x00\x00\x00\x00\x02"))
 		if len(raw) == 0 || raw[0] != fsm.RecordVersion {
-			t.Errorf("roots view holds %q", raw)
+			t.Errorf("summaries view holds %q", raw)
 		}
 		got, err := fsm.UnmarshalDelegation(raw)
 		if want := d.Summary(); err != nil || !reflect.DeepEqual(got, want) {
@@ -225,9 +243,9 @@ func TestRecordsViewIsBinary(t *testing.T) {
 			return err
 		}
 		// The prompt stays in its event; the texts view names that event.
-		v := texts.Get(textKey(d.ID, 0))
-		if len(v) != textRefLen {
-			t.Errorf("texts view holds %q for the prompt, want a reference", v)
+		v := texts.Get([]byte("\x00\x00\x00\x00\x00\x00\x00\x02\x00"))
+		if len(v) != textRefLen+len(d.ID) || string(v[textRefLen:]) != d.ID {
+			t.Errorf("texts view holds %q for the prompt, want a reference and the id", v)
 		}
 		if text, err := readText(tx, v, 0, true); text != d.Prompt || d.Prompt == "" || err != nil {
 			t.Errorf("texts view's prompt reads %q, %v; want %q", text, err, d.Prompt)
@@ -314,7 +332,7 @@ func TestViewsUnindexableRecord(t *testing.T) {
 	}
 }
 
-// TestRecordPointerDangling: a records view entry pointing at a roots
+// TestRecordPointerDangling: a records view entry pointing at a summaries
 // entry that is not there is an error naming the delegation and the way
 // out, for Get and for replay's inspection, never a record made up.
 func TestRecordPointerDangling(t *testing.T) {
@@ -327,7 +345,7 @@ func TestRecordPointerDangling(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("views")).Bucket([]byte(bucketRoots)).Delete(pairKey(d.RootSessionID, d.ID))
+		return tx.Bucket([]byte("views")).Bucket([]byte(bucketSummaries)).Delete(ordKey(d.RootSessionID, 1))
 	})
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -351,4 +369,145 @@ func TestRecordPointerDangling(t *testing.T) {
 	if err != nil || bad == nil {
 		t.Fatalf("InspectViews: entry error %v, %v", bad, err)
 	}
+}
+
+var viewPagesEvents = flag.Int("viewpages.events", 200_000, "events of history in BenchmarkViewPages's large store")
+
+// BenchmarkViewPages: do the pages a command writes follow the live
+// delegations, not the history? Two stores, one holding only three
+// delegations that stay running, one holding besides them
+// -viewpages.events events (200,000 by default) of finished lifecycles in
+// the same root and parents (appended through the log, one delegation's 9
+// events per append). On each, 16 delegations run whole lifecycles
+// (register, start, 3 progress, complete with its artifact, ack, read)
+// step by step: each step of the 16 at once, so that the log commits
+// their appends together, as it does for a daemon's clients.
+// pages/append-* is the pages the commits allocated (eventlog.Log.Allocated)
+// over the appends; ratio(≈1) is large over empty. A commit writes a leaf
+// page and the branch pages above it for each bucket it changes, however
+// many of its appends change that leaf: on a large store, where the trees
+// are deeper, appends that write keys far apart in a view write a leaf
+// and branches each.
+func BenchmarkViewPages(b *testing.B) {
+	ctx := context.Background()
+	var pages [2]float64
+	for i, events := range []int{0, *viewPagesEvents} {
+		s := openStore(b, b.TempDir())
+		var anchors []fsm.Delegation
+		for _, p := range []string{"ses_pA", "ses_pB", "ses_pC"} {
+			r := registration()
+			r.ParentSessionID, r.Timeout = p, 24*time.Hour
+			d, err := s.Register(ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			anchors = append(anchors, d)
+		}
+		appendHistory(b, s, anchors, events/9)
+		var appends, allocated int64
+		for range b.N {
+			before := s.log.Allocated()
+			appends += runInterleaved(b, s, anchors, 16)
+			allocated += s.log.Allocated() - before
+		}
+		pages[i] = float64(allocated) / 4096 / float64(appends)
+		s.Close()
+	}
+	b.ReportMetric(pages[0], "pages/append-empty")
+	b.ReportMetric(pages[1], "pages/append-large")
+	b.ReportMetric(pages[1]/pages[0], "ratio(≈1)")
+}
+
+// appendHistory appends n finished lifecycles (registered to read) of the
+// registration's root, under the anchors' parents in turn, each in one
+// append, from 16 goroutines.
+func appendHistory(b *testing.B, s *Store, anchors []fsm.Delegation, n int) {
+	ctx := context.Background()
+	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	start := time.Now().Add(-time.Duration(n) * time.Second)
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				id := gen.Next()
+				r := registration()
+				r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
+				rel, _ := artifact.RelPath(r.ProjectID, r.RootSessionID, id)
+				events := []fsm.Event{
+					{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID, Agent: "researcher", Prompt: "Find the flaky test in the login flow.", Timeout: time.Hour}},
+					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
+					{Kind: fsm.KindProgressed, Message: "step 0: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 1: reading the retry layer"},
+					{Kind: fsm.KindProgressed, Message: "step 2: reading the retry layer"},
+					{Kind: fsm.KindCompleted, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."},
+					{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 600, ArtifactHash: 1},
+					{Kind: fsm.KindNotified, NotificationID: TerminalNotificationID(id)},
+					{Kind: fsm.KindRead},
+				}
+				at := start.Add(time.Duration(i) * time.Second)
+				entries := make([]eventlog.Entry, len(events))
+				for j, e := range events {
+					e.ID, e.At = id, at.Add(time.Duration(j)*time.Millisecond)
+					entries[j] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
+				}
+				// An id drawn twice fails its version check: skip it.
+				if _, err := s.log.Append(ctx, eventlog.Append{Stream: id, Entries: entries, CheckVersion: true}); err != nil && !errors.Is(err, eventlog.ErrConflict) {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// runInterleaved runs n whole lifecycles under the anchors' parents, step
+// by step, each step of all n at once, and returns how many appends they
+// made.
+func runInterleaved(b *testing.B, s *Store, anchors []fsm.Delegation, n int) int64 {
+	ctx := context.Background()
+	ds := make([]fsm.Delegation, n)
+	first := s.log.Last()
+	steps := []func(i int) error{
+		func(i int) (err error) {
+			r := registration()
+			r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
+			ds[i], err = s.Register(ctx, r)
+			return err
+		},
+		func(i int) error { _, err := s.Start(ctx, ds[i].ID, "ses_child"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 0: reading the retry layer"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 1: reading the retry layer"); return err },
+		func(i int) error { _, err := s.Progress(ctx, ds[i].ID, "step 2: reading the retry layer"); return err },
+		func(i int) error {
+			_, err := s.Complete(ctx, ds[i].ID, "TestLock races the token refresh.", "Flaky test", "The refresh races the logout.")
+			return err
+		},
+		func(i int) error { _, err := s.Ack(ctx, TerminalNotificationID(ds[i].ID)); return err },
+		func(i int) error { _, err := s.Read(ctx, ds[i].RootSessionID, ds[i].ID, 0); return err },
+	}
+	for _, step := range steps {
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range ds {
+			wg.Go(func() {
+				if err := step(i); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	// One append per event: no command here appends two in one.
+	return int64(s.log.Last() - first)
 }

@@ -86,8 +86,10 @@ func TestViewMismatches(t *testing.T) {
 			[]byte(`{"id":"terminal:ghost","kind":"terminal","delegationId":"ghost","parentSessionID":"ses_parent0","seq":3}`)); err != nil {
 			return err
 		}
-		// A text lost.
-		if err := views.Bucket([]byte(projection.ViewTexts)).Delete(append([]byte(ids[0]+"\x00"), 0)); err != nil {
+		// A text lost: its key is the delegation's ordinal (where its
+		// records entry starts) and the text's number.
+		ord := views.Bucket([]byte(projection.ViewRecords)).Get([]byte(ids[0]))[:8]
+		if err := views.Bucket([]byte(projection.ViewTexts)).Delete(append(append([]byte(nil), ord...), 0)); err != nil {
 			return err
 		}
 		// A deadline moved by a minute: its key holds the time.
