@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"log/slog"
 	"strconv"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/delegations/delegations/eventlog"
@@ -121,32 +119,12 @@ func StartImport(ctx context.Context, cli *clientv3.Client, opts Options, total 
 
 // unopened is a Log for reading and importing without Open's writer and
 // watch (and without its check of the head, which an import's marker
-// fails): only the options that reading and chunking use are set.
+// fails).
 func unopened(cli *clientv3.Client, opts Options) (*Log, error) {
-	if opts.Prefix == "" {
-		opts.Prefix = "/delegations/"
+	if err := opts.defaults(); err != nil {
+		return nil, fmt.Errorf("import into etcd: %w", err)
 	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = 5 * time.Second
-	}
-	if opts.MaxTxnOps <= 0 {
-		opts.MaxTxnOps = 128
-	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = 3 << 19
-	}
-	if opts.MaxTxnOps < 8 || opts.MaxRequestBytes < 64<<10 {
-		return nil, fmt.Errorf("import into etcd: %w: MaxTxnOps %d (at least 8), MaxRequestBytes %d (at least 64 KiB)", eventlog.ErrInvalid, opts.MaxTxnOps, opts.MaxRequestBytes)
-	}
-	return &Log{
-		cli:     cli,
-		p:       keys(opts.Prefix),
-		timeout: opts.RequestTimeout,
-		maxOps:  opts.MaxTxnOps,
-		maxTxn:  opts.MaxRequestBytes * 2 / 3,
-		chunk:   opts.MaxRequestBytes / 2,
-		log:     slog.New(slog.DiscardHandler),
-	}, nil
+	return opts.reader(cli), nil
 }
 
 // reload reads what a resumed import needs: the streams' versions and the

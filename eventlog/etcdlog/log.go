@@ -89,50 +89,58 @@ type Log struct {
 // only saves a failed comparison: every stream in a transaction is compared.
 const maxCachedStreams = 1 << 16
 
+// defaults fills in the options left zero and checks the rest.
+func (o *Options) defaults() error {
+	if o.Prefix == "" {
+		o.Prefix = "/delegations/"
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 5 * time.Second
+	}
+	if o.MaxTxnOps <= 0 {
+		o.MaxTxnOps = 128
+	}
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = 3 << 19
+	}
+	if o.MaxTxnOps < 8 || o.MaxRequestBytes < 64<<10 {
+		return fmt.Errorf("%w: MaxTxnOps %d (at least 8), MaxRequestBytes %d (at least 64 KiB)", eventlog.ErrInvalid, o.MaxTxnOps, o.MaxRequestBytes)
+	}
+	return nil
+}
+
+// reader is a Log that reads (and chunks, for an import) but has no writer
+// or watch: what Open starts, and an import must not (its marker fails
+// Open's check of the head).
+func (o *Options) reader(cli *clientv3.Client) *Log {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Log{
+		cli:     cli,
+		p:       keys(o.Prefix),
+		timeout: o.RequestTimeout,
+		maxOps:  o.MaxTxnOps,
+		maxTxn:  o.MaxRequestBytes * 2 / 3,
+		chunk:   o.MaxRequestBytes / 2,
+		log:     logger,
+	}
+}
+
 // Open opens the log under opts.Prefix on the etcd that cli talks to. The
 // client stays the caller's: Close does not close it.
 func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Log, error) {
-	if opts.Prefix == "" {
-		opts.Prefix = "/delegations/"
-	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = 5 * time.Second
-	}
-	if opts.MaxTxnOps <= 0 {
-		opts.MaxTxnOps = 128
-	}
-	if opts.MaxTxnOps < 8 {
-		return nil, fmt.Errorf("open log on etcd: %w: MaxTxnOps %d is below 8", eventlog.ErrInvalid, opts.MaxTxnOps)
-	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = 3 << 19
-	}
-	if opts.MaxRequestBytes < 64<<10 {
-		return nil, fmt.Errorf("open log on etcd: %w: MaxRequestBytes %d is below 64 KiB", eventlog.ErrInvalid, opts.MaxRequestBytes)
+	if err := opts.defaults(); err != nil {
+		return nil, fmt.Errorf("open log on etcd: %w", err)
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	l := &Log{
-		cli:       cli,
-		p:         keys(opts.Prefix),
-		timeout:   opts.RequestTimeout,
-		maxOps:    opts.MaxTxnOps,
-		maxTxn:    opts.MaxRequestBytes * 2 / 3,
-		chunk:     opts.MaxRequestBytes / 2,
-		log:       logger,
-		maxBatch:  opts.MaxBatch,
-		notify:    make(chan struct{}),
-		reqs:      make(chan *request, opts.MaxBatch),
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
-		watchDone: make(chan struct{}),
-		versions:  map[string]uint64{},
-	}
+	l := opts.reader(cli)
+	l.maxBatch = opts.MaxBatch
+	l.notify, l.reqs, l.quit, l.done = make(chan struct{}), make(chan *request, opts.MaxBatch), make(chan struct{}), make(chan struct{})
+	l.watchDone, l.versions = make(chan struct{}), map[string]uint64{}
 	// The log's id is written by the first Open and never changes: a
 	// replica's file names it, so that it never follows another log.
 	fresh := make([]byte, 16)
