@@ -383,12 +383,12 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			id := k[len(prefix):]
 			if len(v) != 8 {
-				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay` rebuilds it from the log)", id, len(v))
+				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
 			}
 			ord := binary.BigEndian.Uint64(v)
 			sum := sums.Get(ordKey(root, ord))
 			if sum == nil {
-				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay` rebuilds it from the log)", id)
+				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
 			}
 			unmarshal := fsm.UnmarshalSummary
 			if !summaries {

@@ -271,7 +271,7 @@ func inlineRecord(ord uint64, d *fsm.Delegation) []byte {
 // value v points at.
 func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error) {
 	if len(v) < 9 {
-		return nil, 0, fmt.Errorf("records view %q: an entry of %d bytes, want an ordinal and a record (the view is derived: `delegations replay` rebuilds it from the log)", id, len(v))
+		return nil, 0, fmt.Errorf("records view %q: an entry of %d bytes, want an ordinal and a record (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
 	}
 	ord, v := binary.BigEndian.Uint64(v), v[8:]
 	if v[0] != rootPointerTag {
@@ -287,7 +287,7 @@ func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error)
 		sum = sums.Get(ordKey(string(root), ord))
 	}
 	if sum == nil {
-		return nil, 0, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay` rebuilds it from the log)", id, root)
+		return nil, 0, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, root)
 	}
 	return sum, ord, nil
 }
@@ -542,7 +542,7 @@ func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost 
 		}
 		if *t, err = readText(tx, v, i, hashed); err != nil {
 			if !errors.Is(err, eventlog.ErrCorrupt) {
-				return fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay` rebuilds it from the log)", d.ID, i, err)
+				return fmt.Errorf("texts view %q text %d: %w (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", d.ID, i, err)
 			}
 			if *t, err = lost(i, err); err != nil {
 				return err
