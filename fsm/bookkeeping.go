@@ -48,13 +48,16 @@ func DecideAck(d *Delegation, nid, failure string, at time.Time) (events []Event
 }
 
 // DecideTakeOver returns the owned event by which daemon self takes d
-// over, or no event when d is self's already or its owner is alive (alive
-// says which daemons hold their lease; an empty owner, from a log of one
-// daemon, is nobody's). Appended with d's version as the expected one, it
-// is recorded once however many daemons race to take d over: the others
-// decide again against the record it made, whose owner is alive.
-func DecideTakeOver(d *Delegation, self string, alive func(daemon string) bool, at time.Time) []Event {
-	if d == nil || self == "" || d.Owner == self || (d.Owner != "" && alive(d.Owner)) {
+// over, or no event. Self takes d when d's owner is gone (alive says which
+// daemons hold their lease; an empty owner, from a log of one daemon, is
+// nobody's), and takes it back when self is its registrant (the owner of
+// its registered event), back after another daemon took it over: the
+// bridges that host d's parent session talk to self, so only self's
+// notifications reach them. Appended with d's version as the expected one,
+// it is recorded once however many daemons race to take d over: the others
+// decide again against the record it made.
+func DecideTakeOver(d *Delegation, registrant, self string, alive func(daemon string) bool, at time.Time) []Event {
+	if d == nil || self == "" || d.Owner == self || (d.Owner != "" && alive(d.Owner) && registrant != self) {
 		return nil
 	}
 	return []Event{{Kind: KindOwned, ID: d.ID, At: at, Owner: self}}

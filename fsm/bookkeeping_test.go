@@ -131,8 +131,9 @@ func TestDecideAllCompleteAck(t *testing.T) {
 }
 
 // TestDecideTakeOver: a delegation is taken over when its owner is not
-// alive (an empty owner is nobody), never from a live owner nor by its
-// owner; the owned event makes the taker the owner.
+// alive (an empty owner is nobody), from a live owner only by its
+// registrant, never by its owner; the owned event makes the taker the
+// owner.
 func TestDecideTakeOver(t *testing.T) {
 	alive := func(id string) bool { return id == "live" }
 	d := Fold(Event{Kind: KindRegistered, ID: testID, At: t0, Owner: "gone", Registration: Registration{Timeout: time.Minute}})
@@ -140,15 +141,18 @@ func TestDecideTakeOver(t *testing.T) {
 		t.Fatalf("registered with owner gone: owner %q", d.Owner)
 	}
 	for _, tc := range []struct {
-		owner, self string
-		take        bool
+		owner, registrant, self string
+		take                    bool
 	}{
-		{"gone", "me", true}, {"", "me", true}, {"live", "me", false}, {"me", "me", false}, {"gone", "", false},
+		{"gone", "gone", "me", true}, {"", "", "me", true}, {"live", "live", "me", false}, {"me", "me", "me", false},
+		{"gone", "gone", "", false},
+		// Back under its id, the registrant takes it back from a live owner.
+		{"live", "me", "me", true}, {"live", "other", "me", false}, {"me", "other", "me", false},
 	} {
 		d.Owner = tc.owner
-		events := DecideTakeOver(&d, tc.self, alive, t0)
+		events := DecideTakeOver(&d, tc.registrant, tc.self, alive, t0)
 		if (len(events) == 1) != tc.take {
-			t.Fatalf("owner %q, self %q: %+v", tc.owner, tc.self, events)
+			t.Fatalf("owner %q, registrant %q, self %q: %+v", tc.owner, tc.registrant, tc.self, events)
 		}
 		if tc.take {
 			if next := Evolve(d, events[0]); next.Owner != tc.self || next.Version != d.Version+1 {
@@ -156,7 +160,7 @@ func TestDecideTakeOver(t *testing.T) {
 			}
 		}
 	}
-	if DecideTakeOver(nil, "me", alive, t0) != nil {
+	if DecideTakeOver(nil, "me", "me", alive, t0) != nil {
 		t.Fatal("took over no delegation")
 	}
 }

@@ -22,7 +22,11 @@ import (
 // is gone (Peers.Alive false) is gone for good: TakeOver gives its
 // delegations that still need an owner to this daemon, one owned event each,
 // appended with the delegation's expected version, so that of daemons
-// racing to take one over one records it.
+// racing to take one over one records it. When the daemon that registered
+// a delegation is back under its id (a restart after its lease expired), it
+// takes the delegation back the same way: the bridges that host the
+// delegation's parent session talk to it, and only its notifications
+// reach them.
 //
 // The rules are here and in fsm.DecideTakeOver: the sweeper, the artifact
 // writer and the outbox ask owned or serves. Without Peers (a log of one
@@ -94,9 +98,10 @@ func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
 
 // TakeOver takes over, for this daemon, every delegation that still needs
 // its owner (active, artifact pending, or a notification in the outbox)
-// and whose owner is gone, and returns how many it took. It first waits
-// until the replica holds what the shared log holds, so that a delegation
-// registered just before its owner went is seen. Without Peers it does
+// and whose owner is gone or which this daemon registered, and returns how
+// many it took. It first waits until the replica holds what the shared log
+// holds, so that a delegation registered just before its owner went is
+// seen. Without Peers it does
 // nothing. An error on one delegation does not stop the others.
 func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	p := s.own.peers
@@ -107,7 +112,8 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var ids []string
-	owners := map[string]bool{} // the owners Alive calls gone
+	registrants := map[string]string{} // of the delegations to take
+	owners := map[string]bool{}        // their owners, whether present
 	err := s.log.View(func(tx *eventlog.Tx) error {
 		seen := map[string]bool{}
 		gone := func(id string) error {
@@ -116,11 +122,15 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 			}
 			seen[id] = true
 			d, err := loadStored(tx, id)
-			if err == nil && d != nil && fsm.DecideTakeOver(d, p.Self(), p.Alive, time.Time{}) != nil {
-				ids = append(ids, id)
-				owners[d.Owner] = false
+			if err != nil || d == nil || d.Owner == p.Self() {
+				return err
 			}
-			return err
+			registrant := registrantOf(tx, id)
+			if fsm.DecideTakeOver(d, registrant, p.Self(), p.Alive, time.Time{}) != nil {
+				ids = append(ids, id)
+				registrants[id], owners[d.Owner] = registrant, false
+			}
+			return nil
 		}
 		for _, name := range []string{bucketDeadlines, bucketPending, bucketOutbox} {
 			b, err := tx.Bucket(name)
@@ -157,6 +167,7 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	}
 	var errs []error
 	for o := range owners {
+
 		present, err := p.Present(ctx, o)
 		if err != nil {
 			present = true // not known to be gone: take nothing of its
@@ -169,7 +180,7 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	for _, id := range ids {
 		took := false
 		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
-			events := fsm.DecideTakeOver(d, p.Self(), alive, at)
+			events := fsm.DecideTakeOver(d, registrants[id], p.Self(), alive, at)
 			took = len(events) > 0
 			return events, nil
 		}})
@@ -181,4 +192,22 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// registrantOf returns the daemon that registered delegation id: the owner
+// its registered event names (the stream's first record, never changed),
+// or "" when that record is not a readable registration (an import, a
+// damaged record).
+func registrantOf(tx *eventlog.Tx, id string) string {
+	for r, err := range tx.StreamRecords(id) {
+		if err != nil {
+			return ""
+		}
+		e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+		if err != nil || e.Kind != fsm.KindRegistered {
+			return ""
+		}
+		return e.Owner
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -47,7 +48,13 @@ func (p *peers) be(self string, alive ...string) {
 
 func countKind(t *testing.T, s *Store, id, kind string) int {
 	t.Helper()
-	return strings.Count(" "+kinds(t, s, id)+" ", " "+kind+" ")
+	n := 0
+	for _, k := range strings.Fields(kinds(t, s, id)) {
+		if k == kind {
+			n++
+		}
+	}
+	return n
 }
 
 // TestOwnership plays several daemons on one log through one store whose
@@ -55,8 +62,8 @@ func countKind(t *testing.T, s *Store, id, kind string) int {
 // registered it; another daemon completes it but neither enforces its
 // deadline, writes its artifact nor serves its notification; once the
 // owner is gone, TakeOver gives every delegation that still needs an owner
-// to this daemon, once, and the work is done; the old owner, back, does
-// not act on what it no longer owns.
+// to this daemon, once, and the work is done; the old owner, back, takes
+// back what it registered and still needs an owner.
 func TestOwnership(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -157,11 +164,33 @@ func TestOwnership(t *testing.T) {
 		t.Fatalf("b serves %d notifications, want 3: %+v, %v", len(ns), ns, err)
 	}
 
-	// a is back, under its id: it owns none of them any more.
+	// a is back, under its id: until it takes them back, it owns none of
+	// them; then it takes back the three it registered, whose
+	// notifications wait for the bridges that talk to a, once.
 	p.be("a", "a", "b")
 	if ns, err := s.Notifications(""); err != nil || len(ns) != 0 {
-		t.Fatalf("a serves notifications it no longer owns: %+v, %v", ns, err)
+		t.Fatalf("a serves notifications it does not own: %+v, %v", ns, err)
 	}
+	if n, err := s.TakeOver(ctx); n != 3 || err != nil {
+		t.Fatalf("a took back %d delegations, want 3: %v", n, err)
+	}
+	if n, err := s.TakeOver(ctx); n != 0 || err != nil {
+		t.Fatalf("taken back again: %d, %v", n, err)
+	}
+	for _, id := range []string{deadline, pending, notified} {
+		if d, err := s.Get(id); err != nil || d.Owner != "a" || countKind(t, s, id, "owned") != 2 {
+			t.Fatalf("%s owned by %q after a took it back: %s, %v", id, d.Owner, kinds(t, s, id), err)
+		}
+	}
+	if ns, err := s.Notifications(""); err != nil || len(ns) != 3 {
+		t.Fatalf("a serves %d notifications, want 3: %+v, %v", len(ns), ns, err)
+	}
+	// b takes nothing from a, alive, and registered none of them.
+	p.be("b", "a", "b")
+	if n, err := s.TakeOver(ctx); n != 0 || err != nil {
+		t.Fatalf("b took %d back from a live daemon: %v", n, err)
+	}
+	p.be("a", "a", "b")
 	d, err := s.Register(ctx, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -170,8 +199,8 @@ func TestOwnership(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, err = s.Notifications("")
-	if err != nil || len(ns) != 1 || ns[0].Delegation != d.ID {
-		t.Fatalf("a serves %+v, want only its own new delegation's: %v", ns, err)
+	if err != nil || len(ns) != 4 || !slices.ContainsFunc(ns, func(n Notification) bool { return n.Delegation == d.ID }) {
+		t.Fatalf("a serves %+v, want its new delegation's beside the three: %v", ns, err)
 	}
 	for _, id := range []string{deadline, pending, notified} {
 		if countKind(t, s, id, "persisted") != 1 || id == deadline && countKind(t, s, id, "timed_out") != 1 {

@@ -23,7 +23,9 @@ import (
 // and one owned event each is recorded; the new owner enforces the
 // deadline (once, although both clocks are past it), writes the artifact
 // in its own data directory (once), and serves the notification, which is
-// acknowledged once. A restarted under its old id acts on none of them.
+// acknowledged once. A restarted under its old id takes back the ones that
+// still need an owner, serves their notifications and enforces the
+// deadline of the one still running.
 func TestSharedLogTakeover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and three daemons")
@@ -146,26 +148,44 @@ func TestSharedLogTakeover(t *testing.T) {
 		t.Fatalf("the acknowledgement after the takeover found it acknowledged already")
 	}
 
-	// A comes back under its old id: it owns none of them now.
+	// A comes back under its old id and takes back what it registered and
+	// what still needs an owner: the running one, and the two whose
+	// notifications wait (the bridges that host their parent session talk
+	// to A). The acknowledged one stays with its new owner.
 	a = start(0)
 	ds[0] = a
 	if got := daemonIDOf(t, dirs[0]); got != ids[0] {
 		t.Fatalf("A's id changed from %s to %s", ids[0], got)
 	}
-	barrier(t, a)
-	if got := due(a); len(got) != 0 {
-		t.Fatalf("A, back, serves %v", got)
+	for _, d := range []fsm.Delegation{later, deadline, pending} {
+		awaitEvent(t, a.follow(0, d.ID), "A taking back "+d.ID, func(e api.Event) bool {
+			return e.Kind == "owned" && e.Owner == ids[0]
+		})
 	}
-	// Its own new delegation's deadline comes after the one A no longer
-	// owns: the sweep that times its own out has passed the other.
+	// A's manual clock starts afresh: bring it to B's and C's, past the
+	// time the two notifications became due.
+	a.advance((10 * time.Minute).Milliseconds())
+	want := []string{projection.TerminalNotificationID(deadline.ID), projection.TerminalNotificationID(pending.ID)}
+	slices.Sort(want)
+	got := due(a)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("A, back, serves %v, want %v", got, want)
+	}
+	for _, d := range ds[1:] {
+		barrier(t, d)
+		if got := due(d); len(got) != 0 {
+			t.Fatalf("a daemon other than A serves %v after A took them back", got)
+		}
+	}
+	// A enforces the deadline of the running one it took back: its own new
+	// delegation's deadline comes after it, so the sweep that times its
+	// own out has passed the other.
 	mine := register(a, "A's own", 3*time.Hour)
 	a.advance((4 * time.Hour).Milliseconds())
 	a.call("read", api.ReadRequest{RootSessionID: "ses_root", ID: mine.ID, WaitMs: hangGuard.Milliseconds()}, &res)
 	if res.Delegation.State != fsm.Timeout {
 		t.Fatalf("A's own delegation after its deadline: %s", res.Delegation.State)
-	}
-	if n := countEvents(t, a, later.ID)["timed_out"]; n != 0 {
-		t.Fatalf("A timed out a delegation it no longer owns")
 	}
 
 	for _, d := range ds {
@@ -173,16 +193,16 @@ func TestSharedLogTakeover(t *testing.T) {
 	}
 	for _, d := range []fsm.Delegation{deadline, pending, notified, later} {
 		counts := countEvents(t, owner, d.ID)
-		want := map[string]int{"owned": 1}
+		want := map[string]int{"owned": 2}
 		switch d.ID {
 		case deadline.ID:
 			want["timed_out"], want["persisted"] = 1, 1
 		case pending.ID:
 			want["persisted"] = 1
 		case notified.ID:
-			want["persisted"], want["notified"] = 1, 1
+			want["persisted"], want["notified"], want["owned"] = 1, 1, 1
 		case later.ID:
-			want["timed_out"] = 0
+			want["timed_out"], want["persisted"] = 1, 1
 		}
 		for kind, n := range want {
 			if counts[kind] != n {
