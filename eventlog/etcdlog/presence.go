@@ -30,7 +30,8 @@ import (
 // So the Presence fences itself: Holds reports whether it is sure it still
 // holds its lease, which it is until a conservative local deadline, the
 // time it sent the last keep-alive etcd answered plus the TTL etcd granted,
-// less a margin, measured on the monotonic clock. etcd's own expiry comes
+// less a margin, measured on the monotonic clock and on the wall clock
+// (which a machine's sleep does not stop). etcd's own expiry comes
 // later: it counts the TTL from when the request reached the leader, and a
 // new leader grants every lease a fresh TTL. Past the deadline the daemon
 // acts as no delegation's owner (projection's owner.go asks Holds), and the
@@ -60,9 +61,9 @@ type Presence struct {
 }
 
 // Clock is what a Presence measures its lease on: Now for the deadline,
-// AfterFunc for the keep-alives' pace. The real one reads the monotonic
-// clock (time.Now), which no change of the wall clock moves; tests move a
-// manual one (projection.Clock has this shape).
+// AfterFunc for the keep-alives' pace. The real one is time.Now, whose
+// readings carry both the monotonic and the wall clock (Holds checks
+// both); tests move a manual one (projection.Clock has this shape).
 type Clock interface {
 	Now() time.Time
 	AfterFunc(d time.Duration, f func()) (stop func() bool)
@@ -173,7 +174,17 @@ func (p *Presence) Self() string { return p.self }
 func (p *Presence) Holds() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.clock.Now().Before(p.until)
+	return p.holds()
+}
+
+// holds is Holds with p.mu held. The deadline passes when either clock
+// says so: the monotonic one, which no change of the wall clock moves
+// back, and the wall clock, which goes on while the machine sleeps (a
+// laptop suspended), when the monotonic clock of Linux and macOS stops.
+// A wall clock set forward only makes the daemon take a new lease early.
+func (p *Presence) holds() bool {
+	now := p.clock.Now()
+	return now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
 }
 
 // Alive reports whether daemon id's key is present: it holds its lease.
@@ -234,7 +245,7 @@ func (p *Presence) held(sent time.Time, ttl int64) {
 	d := time.Duration(ttl) * time.Second
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	was := p.clock.Now().Before(p.until)
+	was := p.holds()
 	p.until = sent.Add(d - holdMargin(d))
 	if !was {
 		p.signal()
