@@ -78,6 +78,22 @@ func (p *peers) be(self string, alive ...string) {
 	}
 }
 
+// openOwned opens a store in a new data directory as a daemon of peers,
+// on a clock that advance moves; the test's end closes it.
+func openOwned(t *testing.T, p *peers) (s *Store, dir string, advance func(time.Duration)) {
+	t.Helper()
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	dir = t.TempDir()
+	s, err := Open(dir, Options{Now: clock, Peers: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir, func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+}
+
 func countKind(t *testing.T, s *Store, id, kind string) int {
 	t.Helper()
 	n := 0
@@ -98,18 +114,9 @@ func countKind(t *testing.T, s *Store, id, kind string) int {
 // back what it registered and still needs an owner.
 func TestOwnership(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
 	p := &peers{}
 	p.be("a", "a", "b")
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Now: clock, Peers: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dir, advance := openOwned(t, p)
 	reg := registration()
 	reg.Timeout = time.Minute
 	var ds []fsm.Delegation
@@ -291,17 +298,9 @@ func TestOwnershipAllComplete(t *testing.T) {
 // lease again, its waits end and it does what it left.
 func TestOwnerFenced(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	p := &peers{}
 	p.be("b", "a", "b")
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Now: clock, Peers: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dir, advance := openOwned(t, p)
 	reg := registration()
 	reg.Timeout = time.Minute
 	bs, err := s.Register(ctx, reg) // b's, for a to take over once b is gone
@@ -339,9 +338,7 @@ func TestOwnerFenced(t *testing.T) {
 	if n, err := s.PersistPending(ctx); n != 0 || err != nil {
 		t.Fatalf("a persisted %d artifacts unsure of its lease: %v", n, err)
 	}
-	mu.Lock()
-	now = now.Add(time.Hour)
-	mu.Unlock()
+	advance(time.Hour)
 	if n, _, err := s.TimeoutOverdue(ctx); n != 0 || err != nil {
 		t.Fatalf("a timed out %d delegations unsure of its lease: %v", n, err)
 	}
