@@ -317,11 +317,11 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 	if err := src.Close(); err != nil {
 		return err
 	}
-	rep.Sealed = path
 	if err := eventlog.Seal(path, eventlog.Migrated{To: "etcd " + m.etcd(), Log: rep.ID, Records: total, At: time.Now().UTC()},
 		eventlog.Options{LockTimeout: 2 * time.Second}); err != nil {
 		return fmt.Errorf("the copy in etcd is verified, but marking %s as migrated failed, so the copy is not marked ready: %w", path, err)
 	}
+	rep.Sealed = path
 	return im.Finish(ctx)
 }
 
@@ -482,18 +482,20 @@ func sealedLog(path string) (*sealed, error) {
 	if err != nil {
 		return nil, err
 	}
+	holds := func(why string) error {
+		return fmt.Errorf("%s already holds a log (%d bytes%s): migrate --from etcd writes a new one; give a new data directory with --data, or move that file away first", path, fi.Size(), why)
+	}
 	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
 	if err != nil {
-		return nil, err
+		return nil, holds(", which does not open: " + err.Error())
 	}
 	var to *eventlog.Migrated
-	if err := l.View(func(tx *eventlog.Tx) error { to, err = tx.Migrated(); return err }); err != nil {
+	if err := l.View(func(tx *eventlog.Tx) error { to, err = tx.Migrated(); return err }); err != nil || to == nil {
 		l.Close()
-		return nil, err
-	}
-	if to == nil {
-		l.Close()
-		return nil, fmt.Errorf("%s already holds a log (%d bytes): migrate --from etcd writes a new one; give a new data directory with --data, or move that file away first", path, fi.Size())
+		if err != nil {
+			return nil, holds(", whose seal is unreadable: " + err.Error())
+		}
+		return nil, holds("")
 	}
 	return &sealed{l, *to}, nil
 }

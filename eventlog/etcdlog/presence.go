@@ -54,7 +54,8 @@ type Presence struct {
 	changed chan struct{} // closed and replaced when the set of live daemons changes
 	until   time.Time     // Holds until then, on clock (zero: no lease)
 	bound   int64         // the revision at which the key was last bound to a lease
-	lost    chan struct{} // wakes the keeper when the key goes (buffer of one)
+	gone    bool          // the key went after it was bound: Holds is false until it is bound again
+	lost    chan struct{} // wakes keep when the key goes (buffer of one)
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -184,7 +185,7 @@ func (p *Presence) Holds() bool {
 // A wall clock set forward only makes the daemon take a new lease early.
 func (p *Presence) holds() bool {
 	now := p.clock.Now()
-	return now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
+	return !p.gone && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
 }
 
 // Alive reports whether daemon id's key is present: it holds its lease.
@@ -238,16 +239,20 @@ func (p *Presence) etcdErr(op string, err error) error {
 // least 7s ahead when etcd answers.
 func holdMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 
-// held records that etcd answered, for lease, a request sent at sent,
+// held records that etcd answered a request for the lease sent at sent,
 // with the TTL it has left: this daemon holds it until sent + ttl, less
-// the margin.
-func (p *Presence) held(sent time.Time, ttl int64) {
+// the margin. bound, when not zero, is the revision at which the key was
+// bound to the lease.
+func (p *Presence) held(sent time.Time, ttl int64, bound int64) {
 	d := time.Duration(ttl) * time.Second
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	was := p.holds()
+	if bound != 0 {
+		p.bound, p.gone = bound, false
+	}
 	p.until = sent.Add(d - holdMargin(d))
-	if !was {
+	if !was && p.holds() {
 		p.signal()
 	}
 }
@@ -267,10 +272,7 @@ func (p *Presence) lease(ctx context.Context) (clientv3.LeaseID, error) {
 	if err != nil {
 		return 0, p.etcdErr("join the daemons on etcd: register "+p.p.daemon(p.self), err)
 	}
-	p.mu.Lock()
-	p.bound = put.Header.Revision
-	p.mu.Unlock()
-	p.held(sent, g.TTL)
+	p.held(sent, g.TTL, put.Header.Revision)
 	return g.ID, nil
 }
 
@@ -284,7 +286,7 @@ func (p *Presence) renew(ctx context.Context, lease clientv3.LeaseID) error {
 	if err != nil {
 		return err
 	}
-	p.held(sent, resp.TTL)
+	p.held(sent, resp.TTL, 0)
 	return nil
 }
 
@@ -388,7 +390,7 @@ func (p *Presence) follow(ctx context.Context, rev int64) {
 					// Our key is gone, unless the event is older than its
 					// binding to the lease keep holds now.
 					if id == p.self && ev.Kv.ModRevision > p.bound {
-						p.until = time.Time{}
+						p.gone = true
 						select {
 						case p.lost <- struct{}{}:
 						default:
