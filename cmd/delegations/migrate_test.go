@@ -353,8 +353,8 @@ func TestMigrateRefuses(t *testing.T) {
 
 // TestMigrateSeals: after migrate --to etcd the old data directory's log
 // is sealed: commands that write refuse it, saying where the log went and
-// what to do, while those that read (show, list, events, verify, replay)
-// still work; migrating it again is refused, but for the run that sealed
+// what to do, while those that read (show, list, events, verify, replay,
+// timeline) still work; migrating it again is refused, but for the run that sealed
 // it, which goes on if it stopped before marking the copy ready. migrate
 // --from etcd brings the log back into that directory, keeping the sealed
 // file beside it, and only from the etcd log it went to.
@@ -403,11 +403,12 @@ func TestMigrateSeals(t *testing.T) {
 			!strings.Contains(r.stderr, "--etcd") || !strings.Contains(r.stderr, "migrate --from etcd") {
 			t.Fatalf("%s on the sealed log: exit %d, %s", args[0], r.code, r.stderr)
 		}
+		t.Logf("%s on the sealed log: %s", args[0], r.stderr)
 	}
 	// Readers read it.
 	sameAnswers(t, "the sealed log", views(t, data, ids), before)
-	for _, verb := range []string{"events", "verify", "replay"} {
-		mustCLI(t, data, "", verb)
+	for _, args := range [][]string{{"events"}, {"verify"}, {"replay"}, {"timeline", ids[0]}} {
+		mustCLI(t, data, "", args...)
 	}
 	// Migrating it again is refused, into the same prefix or another, and
 	// writes nothing.
