@@ -505,10 +505,12 @@ func wait(t *testing.T, b Backend) {
 
 // cancelledAppend: an appender whose ctx ends either gets ctx's error and
 // nothing is written, or the append is written and acknowledged; never
-// both, never neither. Half the appends are cancelled at once, most before
-// the log takes them up; the other half once a writer of the log sees it
-// grow, when the append is decided but its appender may not have the
-// answer yet (on a replica: committed upstream, perhaps not applied).
+// both, never neither. The appends are cancelled in turn at once (most
+// before the log takes them up), from their Ready (a plain log calls it
+// once its writer holds the append, before the commit; a replica before
+// it goes upstream), and once a writer of the log sees it grow (the append
+// is decided, its appender may not have the answer yet; on a replica:
+// committed upstream, perhaps not yet applied).
 func cancelledAppend(t *testing.T, b Backend) {
 	l, w := b.Log, b.Log
 	if b.Writer != nil {
@@ -520,13 +522,20 @@ func cancelledAppend(t *testing.T, b Backend) {
 		done := make(chan struct{})
 		var res eventlog.Result
 		var err error
+		a := eventlog.Append{Stream: "s", Key: fmt.Sprint("k", i), Entries: []eventlog.Entry{Entry(1, fmt.Sprint(i))}}
+		if i%3 == 1 {
+			a.Ready = func() error { cancel(); return nil }
+		}
 		last := w.Last()
 		go func() {
-			res, err = l.Append(ctx, eventlog.Append{Stream: "s", Key: fmt.Sprint("k", i), Entries: []eventlog.Entry{Entry(1, fmt.Sprint(i))}})
+			res, err = l.Append(ctx, a)
 			close(done)
 		}()
-		if i%2 == 1 {
-			// Until the log grows, or the append ends without it.
+		switch i % 3 {
+		case 0:
+			cancel()
+		case 2:
+			// Once the log grows, or the append ends without it.
 			grown, stop := context.WithCancel(context.Background())
 			go func() {
 				defer stop()
@@ -537,9 +546,10 @@ func cancelledAppend(t *testing.T, b Backend) {
 			case <-done:
 			}
 			stop()
+			cancel()
 		}
-		cancel()
 		<-done
+		cancel()
 		switch {
 		case err == nil && res.Duplicate:
 			t.Fatalf("append %d reported a duplicate", i)
