@@ -14,11 +14,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// TestContract runs the log's contract (eventlogtest) on etcd, both ways a
-// process meets it: a replica, the *eventlog.Log whose Options.Upstream is
-// an etcd log that a daemon sharing the log holds, and the etcd log itself,
-// which the replica's appends and follower go through. Every clause has a
-// prefix of its own on one cluster.
+// TestContract runs the log's contract (eventlogtest) on etcd in both
+// forms a process uses: a replica (an *eventlog.Log whose Options.Upstream
+// is on etcd, as a daemon sharing the log holds) and the etcd Log itself,
+// through which the replica appends and follows. Each clause has a prefix
+// of its own on one cluster.
 func TestContract(t *testing.T) {
 	cli := startCluster(t, 1).Client()
 	clauses := 0
@@ -49,8 +49,9 @@ func TestContract(t *testing.T) {
 				t.Cleanup(func() { l.Close() })
 				return l
 			}
+			l := replica(t, "log.db")
 			return eventlogtest.Backend{
-				Log:        replica(t, "log.db"),
+				Log:        l,
 				Reopen:     func(t *testing.T) eventlogtest.Log { return replica(t, "log.db") },
 				Writer:     func(t *testing.T) eventlogtest.Log { return replica(t, "writer.db") },
 				MaxEntries: maxEntries(up),

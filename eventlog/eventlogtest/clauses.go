@@ -105,7 +105,8 @@ func recordsAcrossPages(t *testing.T, b Backend) {
 			}
 		}
 	}
-	// Stopping early stops, on a page's last record too.
+	// Stopping early, on a page's last record too: an iterator that went
+	// on yielding would panic (the range-over-func check).
 	for _, stop := range []int{1, b.PageLen} {
 		count := 0
 		for _, err := range l.Records(1) {
@@ -115,9 +116,6 @@ func recordsAcrossPages(t *testing.T, b Backend) {
 			if count++; count == stop {
 				break
 			}
-		}
-		if count != stop {
-			t.Fatalf("Records went on to %d records after the caller stopped at %d", count, stop)
 		}
 	}
 }
