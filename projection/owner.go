@@ -59,6 +59,10 @@ func (o owner) self() string {
 	return o.peers.Self()
 }
 
+// Self returns this daemon's id on a log shared by several daemons
+// (Options.Peers), "" on a log of its own.
+func (s *Store) Self() string { return s.own.self() }
+
 // owned reports whether d is this daemon's to act on: its deadline, its
 // artifact, its notifications.
 func (o owner) owned(d *fsm.Delegation) bool {

@@ -23,6 +23,7 @@ import (
 type artifacts struct {
 	ctx  context.Context
 	dir  string
+	self string           // Options.Self
 	jobs chan artifactJob // nil: checked inline (Diagnose)
 	wg   sync.WaitGroup
 
@@ -54,10 +55,10 @@ const (
 	artifactQueue   = 256
 )
 
-// newArtifacts starts checking artifacts under dir: in workers when
-// concurrent, else inline.
-func newArtifacts(ctx context.Context, dir string, concurrent bool) *artifacts {
-	a := &artifacts{ctx: ctx, dir: dir}
+// newArtifacts starts checking artifacts under dir, of daemon self
+// (Options.Self): in workers when concurrent, else inline.
+func newArtifacts(ctx context.Context, dir, self string, concurrent bool) *artifacts {
+	a := &artifacts{ctx: ctx, dir: dir, self: self}
 	if !concurrent {
 		return a
 	}
@@ -113,6 +114,9 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	}
 	got := fr.read(&j.rec)
 	f, bad := checkArtifact(a.dir, j, got)
+	if bad && f.Code == CodeArtifactMissing && a.elsewhere(&j.rec) {
+		bad = false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.checked++
@@ -123,6 +127,14 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 		}
 		a.findings = append(a.findings, f)
 	}
+}
+
+// elsewhere reports whether r's artifact is a file on another daemon's
+// machine: on a log shared by several daemons, the daemon that owned the
+// delegation when it was persisted wrote it in its own data directory,
+// and another has it only once a read there wrote it from the record.
+func (a *artifacts) elsewhere(r *fsm.Delegation) bool {
+	return a.self != "" && r.Owner != "" && r.Owner != a.self
 }
 
 // wait returns once every queued check is done, with the findings and

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -712,5 +714,47 @@ func (cc *crashCluster) finish(t *testing.T, workers []*crashWorker) {
 		if res := verifyThrough(t, d); res.Failed {
 			t.Fatalf("daemon %d: verify at the end:\n%s", i, res.Text)
 		}
+	}
+}
+
+// TestSharedVerifyArtifactsElsewhere: on a shared log an artifact is a
+// file on the machine of the daemon that owned its delegation when it was
+// persisted. Verify and replay through another daemon, which does not
+// have the file until a read there writes it from the record, find
+// nothing wrong; through the owner, a missing artifact is still an error.
+func TestSharedVerifyArtifactsElsewhere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd cluster and two daemons")
+	}
+	c := etcdtest.Start(t, 1)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	owner, other := sharedDaemon(t, c, dirs[0]), sharedDaemon(t, c, dirs[1])
+	var rec fsm.Delegation
+	owner.call("register", registration("ses_root", "ses_root", "elsewhere"), &rec)
+	owner.call("complete", api.CompleteRequest{ID: rec.ID, Result: "done"}, &rec)
+	if rec.PersistedAt.IsZero() {
+		t.Fatal("the owner did not write its artifact")
+	}
+	barrier(t, other)
+	for _, verb := range []string{"verify", "replay"} {
+		var res api.Rendered
+		other.call(verb, struct{}{}, &res)
+		if res.Failed {
+			t.Fatalf("%s through a daemon that does not own the artifact:\n%s", verb, res.Text)
+		}
+	}
+	var res projection.ReadResult
+	other.call("read", api.ReadRequest{RootSessionID: "ses_root", ID: rec.ID}, &res)
+	if !res.Artifact {
+		t.Fatal("a read through the other daemon returned no artifact")
+	}
+	if v := verifyThrough(t, other); v.Failed {
+		t.Fatalf("verify once a read wrote the artifact there:\n%s", v.Text)
+	}
+	if err := os.Remove(filepath.Join(dirs[0], rec.ArtifactPath)); err != nil {
+		t.Fatal(err)
+	}
+	if v := verifyThrough(t, owner); !v.Failed || !strings.Contains(v.Text, "artifact_missing") {
+		t.Fatalf("verify through the owner, its artifact removed: failed %v:\n%s", v.Failed, v.Text)
 	}
 }
