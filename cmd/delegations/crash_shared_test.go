@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -86,11 +87,11 @@ func TestSharedCrash(t *testing.T) {
 		if round == 0 {
 			stopMember = rng.IntN(3)
 		}
-		victim, n, u := cc.killRound(t, rng, workers, round, stopMember)
+		victim, killed, n, u := cc.killRound(t, rng, workers, round, stopMember)
 		kills++
 		acked += n
 		unknown += u
-		cc.awaitTakeOver(t, workers, victim)
+		cc.awaitTakeOver(t, workers, victim, killed)
 		for i, d := range cc.ds {
 			if d == nil && (cc.live() < 2 || rng.IntN(2) == 0) {
 				cc.restart(t, workers, i)
@@ -107,7 +108,8 @@ func TestSharedCrash(t *testing.T) {
 		}
 	}
 	cc.finish(t, workers)
-	t.Logf("%d kills; %d commands acknowledged, %d with an unknown outcome; %d delegations", kills, acked, unknown, countDelegations(workers))
+	t.Logf("%d kills; %d commands acknowledged, %d with an unknown outcome, %d read back through another daemon; %d delegations",
+		kills, acked, unknown, cc.crossReads.Load(), countDelegations(workers))
 }
 
 // crashCluster is TestSharedCrash's etcd cluster and daemons.
@@ -122,6 +124,7 @@ type crashCluster struct {
 	// registrants caches the daemon each delegation was registered
 	// through (it never changes).
 	registrants map[string]string
+	crossReads  atomic.Int64 // records checked through another daemon
 }
 
 func newCrashCluster(t *testing.T) *crashCluster {
@@ -197,9 +200,10 @@ func (cc *crashCluster) running() map[int]*daemon {
 // killRound lets the workers drive every running daemon, stops etcd
 // member stopMember (unless -1) mid-run, SIGKILLs a random daemon mid-run
 // and lets the workers go on through the others. It returns the victim,
-// and how many commands were acknowledged and how many had an unknown
-// outcome.
-func (cc *crashCluster) killRound(t *testing.T, rng *rand.Rand, workers []*crashWorker, round, stopMember int) (victim, acked, unknown int) {
+// the last record of the log once the victim was dead (its records are
+// all before), and how many commands were acknowledged and how many had an
+// unknown outcome.
+func (cc *crashCluster) killRound(t *testing.T, rng *rand.Rand, workers []*crashWorker, round, stopMember int) (victim int, killed uint64, acked, unknown int) {
 	t.Helper()
 	acks := make(chan struct{}, 1<<16)
 	stop := make(chan struct{})
@@ -239,7 +243,10 @@ func (cc *crashCluster) killRound(t *testing.T, rng *rand.Rand, workers []*crash
 	if code := d.stop(syscall.SIGKILL); code != -int(syscall.SIGKILL) {
 		t.Fatalf("round %d: daemon %d exited %d, not by SIGKILL", round, victim, code)
 	}
-	t.Logf("round %d: daemon %d (%s) killed", round, victim, cc.ids[victim])
+	_, s := cc.pick(rng, victim)
+	cc.syncBarrier(s)
+	killed = s.lastSeq()
+	t.Logf("round %d: daemon %d (%s) killed after record %d", round, victim, cc.ids[victim], killed)
 	await(10, "after the kill, through the others")
 	close(stop)
 	wg.Wait()
@@ -253,7 +260,7 @@ func (cc *crashCluster) killRound(t *testing.T, rng *rand.Rand, workers []*crash
 	if stopMember >= 0 {
 		cc.etcd.Start(stopMember)
 	}
-	return victim, acked, unknown
+	return victim, killed, acked, unknown
 }
 
 // runShared drives the running daemons, each command through one picked
@@ -351,6 +358,7 @@ func (w *crashWorker) seenThrough(cc *crashCluster, i int, id string) error {
 	if err := d.client.Call(ctx, "show", api.IDRequest{ID: id}, &got); err != nil {
 		return nil
 	}
+	cc.crossReads.Add(1)
 	if got.Version < want.Version || got.State != want.State {
 		return fmt.Errorf("%s: daemon %d acknowledged %s at version %d; daemon %d, holding the stream that far, shows %s at version %d", id, i, want.State, want.Version, j, got.State, got.Version)
 	}
@@ -407,22 +415,26 @@ func needsOwner(d fsm.Delegation) bool {
 }
 
 // awaitTakeOver waits until the survivors have taken over every
-// delegation of the workers that daemon victim owned and that still needs
+// delegation of the workers that daemon victim owned when it was killed
+// (the log up to record killed holds all it wrote) and that still needs
 // an owner.
-func (cc *crashCluster) awaitTakeOver(t *testing.T, workers []*crashWorker, victim int) {
+func (cc *crashCluster) awaitTakeOver(t *testing.T, workers []*crashWorker, victim int, killed uint64) {
 	t.Helper()
 	_, s := cc.pick(rand.New(rand.NewPCG(0, 0)), victim)
 	cc.syncBarrier(s)
-	from := s.lastSeq() + 1 // a takeover not yet in the records shown below comes after
-	taken := 0
+	owned, taken := 0, 0
 	for _, w := range workers {
 		for _, id := range w.order {
-			var got fsm.Delegation
-			s.call("show", api.IDRequest{ID: id}, &got)
-			if got.Owner != cc.ids[victim] || !needsOwner(got) {
+			if cc.ownerAt(t, s, id, killed) != cc.ids[victim] {
 				continue
 			}
-			e := awaitEvent(t, s.follow(from, id), "the takeover of "+id+" from "+cc.ids[victim], func(e api.Event) bool {
+			owned++
+			var got fsm.Delegation
+			s.call("show", api.IDRequest{ID: id}, &got)
+			if !needsOwner(got) {
+				continue
+			}
+			e := awaitEvent(t, s.follow(killed+1, id), "the takeover of "+id+" from "+cc.ids[victim], func(e api.Event) bool {
 				return e.Kind == "owned"
 			})
 			if !slices.Contains(cc.ids, e.Owner) || e.Owner == cc.ids[victim] {
@@ -431,7 +443,27 @@ func (cc *crashCluster) awaitTakeOver(t *testing.T, workers []*crashWorker, vict
 			taken++
 		}
 	}
-	t.Logf("daemon %d's lease expired: %d of the workers' delegations taken over", victim, taken)
+	t.Logf("daemon %d's lease expired: %d of the %d delegations of the workers it owned taken over", victim, taken, owned)
+}
+
+// ownerAt returns the daemon that owned delegation id as of record seq,
+// from its events through d.
+func (cc *crashCluster) ownerAt(t *testing.T, d *daemon, id string, seq uint64) string {
+	t.Helper()
+	owner := ""
+	err := d.client.Events(context.Background(), api.EventsRequest{Delegation: id}, func(e api.Event) error {
+		if e.Seq > seq {
+			return errSeen
+		}
+		if e.Kind == "registered" || e.Kind == "owned" {
+			owner = e.Owner
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSeen) {
+		t.Fatalf("the events of %s: %v", id, err)
+	}
+	return owner
 }
 
 // restart starts daemon i again under its id and waits until it has taken
