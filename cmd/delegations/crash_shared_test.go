@@ -125,12 +125,15 @@ type crashCluster struct {
 	// through (it never changes).
 	registrants map[string]string
 	crossReads  atomic.Int64 // records checked through another daemon
+	// retried counts, per daemon, the failed artifact writes its clock
+	// was moved on for (awaitPersisted).
+	retried map[*daemon]int
 }
 
 func newCrashCluster(t *testing.T) *crashCluster {
 	cc := &crashCluster{
 		t: t, etcd: etcdtest.Start(t, 3), dirs: []string{t.TempDir(), t.TempDir(), t.TempDir()},
-		ds: make([]*daemon, 3), registrants: map[string]string{},
+		ds: make([]*daemon, 3), registrants: map[string]string{}, retried: map[*daemon]int{},
 	}
 	for i := range cc.ds {
 		cc.ds[i] = cc.start(i)
@@ -531,7 +534,7 @@ func (cc *crashCluster) checkAll(t *testing.T, workers []*crashWorker, when stri
 			var got fsm.Delegation
 			s.call("show", api.IDRequest{ID: id}, &got)
 			if got.State.Terminal() && got.PersistedAt.IsZero() {
-				awaitKind(t, s, id, "persisted")
+				cc.awaitPersisted(t, s, got)
 			}
 		}
 	}
@@ -543,6 +546,41 @@ func (cc *crashCluster) checkAll(t *testing.T, workers []*crashWorker, when stri
 	}
 	if res := verifyThrough(t, s); res.Failed {
 		t.Fatalf("%s: verify:\n%s", when, res.Text)
+	}
+}
+
+// awaitPersisted waits, through s, for the persisted event of d, which
+// its owner writes. An owner whose write failed (etcd out of reach)
+// retries it on its clock, which stands still here: each failure it logs
+// moves that clock on by a minute, the longest wait between retries.
+func (cc *crashCluster) awaitPersisted(t *testing.T, s *daemon, d fsm.Delegation) {
+	t.Helper()
+	i := slices.Index(cc.ids, d.Owner)
+	o := cc.running()[i]
+	if o == nil {
+		t.Fatalf("%s is %s, its artifact not written, and owned by %q, which does not run", d.ID, d.State, d.Owner)
+	}
+	ch := s.follow(0, d.ID)
+	guard := time.NewTimer(hangGuard)
+	defer guard.Stop()
+	for {
+		text, changed := o.log.state()
+		if n := strings.Count(text, "writing artifacts failed; retrying"); n > cc.retried[o] {
+			cc.retried[o] = n
+			o.advance(time.Minute.Milliseconds())
+		}
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatalf("the events of %s ended before its persisted event", d.ID)
+			}
+			if e.Kind == "persisted" {
+				return
+			}
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("no persisted event of %s (owned by daemon %d) after %s (hang guard)", d.ID, i, hangGuard)
+		}
 	}
 }
 
