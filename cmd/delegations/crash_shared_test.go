@@ -624,7 +624,9 @@ func (cc *crashCluster) quorumRound(t *testing.T, rng *rand.Rand, workers []*cra
 		}
 		t.Logf("%s without an etcd quorum: code %s: %s", what, ae.Code, ae.Message)
 	}
-	reg.nextKey()
+	if reg.key == "" { // else the registration whose outcome is unknown is the one refused
+		reg.nextKey()
+	}
 	key := reg.key
 	refused("register", func(ctx context.Context) error { return reg.step(ctx, d.client) })
 	if reg.key != key {
