@@ -49,8 +49,8 @@ type Options struct {
 	// Self is the id of the daemon whose data directory dir is, on a log
 	// shared by several daemons (projection.Store.Self); "" otherwise. An
 	// artifact persisted while another daemon owned its delegation is a
-	// file on that daemon's machine: it is checked here only if a read
-	// here wrote it from the record, and its absence is no finding.
+	// file on that daemon's machine: a copy here, missing or not, is no
+	// finding (a read here writes it again from the record).
 	Self string
 }
 

@@ -823,10 +823,63 @@ func TestSharedVerifyArtifactsElsewhere(t *testing.T) {
 	if v := verifyThrough(t, other); v.Failed {
 		t.Fatalf("verify once a read wrote the artifact there:\n%s", v.Text)
 	}
+	// A copy that differs (left by a terminal command that lost the race
+	// to another daemon's) is no finding either: a read writes it again.
+	copyPath := filepath.Join(dirs[1], rec.ArtifactPath)
+	if err := os.WriteFile(copyPath, []byte("a stale copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := verifyThrough(t, other); v.Failed {
+		t.Fatalf("verify with a stale copy of another daemon's artifact:\n%s", v.Text)
+	}
+	other.call("read", api.ReadRequest{RootSessionID: "ses_root", ID: rec.ID}, &res)
+	if b, err := os.ReadFile(copyPath); err != nil || string(b) != res.Text {
+		t.Fatalf("the copy after a read: %v, %q; the read returned %q", err, b, res.Text)
+	}
 	if err := os.Remove(filepath.Join(dirs[0], rec.ArtifactPath)); err != nil {
 		t.Fatal(err)
 	}
 	if v := verifyThrough(t, owner); !v.Failed || !strings.Contains(v.Text, "artifact_missing") {
 		t.Fatalf("verify through the owner, its artifact removed: failed %v:\n%s", v.Failed, v.Text)
+	}
+}
+
+// TestSharedTakeOverWritesArtifact: a daemon that takes over a delegation
+// whose artifact its gone owner wrote, and whose notification is not
+// acknowledged, serves that notification, which names the artifact in
+// its own data directory: the file is there, with the bytes the log
+// recorded, before the notification is served.
+func TestSharedTakeOverWritesArtifact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd cluster and two daemons")
+	}
+	c := etcdtest.Start(t, 1)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	a := sharedDaemon(t, c, dirs[0], "--etcd-lease-ttl", "2s")
+	b := sharedDaemon(t, c, dirs[1], "--etcd-lease-ttl", "2s")
+	var rec fsm.Delegation
+	a.call("register", registration("ses_root", "ses_root", "taken over"), &rec)
+	a.call("complete", api.CompleteRequest{ID: rec.ID, Result: "done before A died"}, &rec)
+	written, err := os.ReadFile(filepath.Join(dirs[0], rec.ArtifactPath))
+	if err != nil {
+		t.Fatalf("A's artifact: %v", err)
+	}
+	from := b.lastSeq() + 1
+	if code := a.stop(syscall.SIGKILL); code != -int(syscall.SIGKILL) {
+		t.Fatalf("A exited %d, not by SIGKILL", code)
+	}
+	e := awaitEvent(t, b.follow(from, rec.ID), "the takeover of "+rec.ID, func(e api.Event) bool { return e.Kind == "owned" })
+	if want := daemonIDOf(t, dirs[1]); e.Owner != want {
+		t.Fatalf("taken over by %q, not B (%s)", e.Owner, want)
+	}
+	b.advance(time.Minute.Milliseconds()) // past the completion on B's clock
+	var ns api.Notifications
+	b.call("notifications", api.NotificationsRequest{ParentSessionID: "ses_root"}, &ns)
+	path := filepath.Join(dirs[1], rec.ArtifactPath)
+	if len(ns.Notifications) != 1 || !strings.Contains(ns.Notifications[0].Text, "<artifact>"+path+"</artifact>") {
+		t.Fatalf("B serves %+v, want the notification naming %s", ns.Notifications, path)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != string(written) {
+		t.Fatalf("the artifact B's notification names: %v, %q; A wrote %q", err, got, written)
 	}
 }
