@@ -84,6 +84,10 @@ func (o owner) holds() bool {
 	return o.peers == nil || o.peers.Holds()
 }
 
+// Self returns this daemon's id on a log shared by several daemons
+// (Options.Peers), "" on a log of its own.
+func (s *Store) Self() string { return s.own.self() }
+
 // owned reports whether d is this daemon's to act on: its deadline, its
 // artifact, its notifications.
 func (o owner) owned(d *fsm.Delegation) bool {
@@ -135,9 +139,10 @@ func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
 // and whose owner is gone or which this daemon registered, and returns how
 // many it took. It first waits until the replica holds what the shared log
 // holds, so that a delegation registered just before its owner went is
-// seen. Without Peers, and while this daemon is not sure it holds its
-// lease (Peers.Holds), it does nothing. An error on one delegation does
-// not stop the others.
+// seen. An artifact already persisted is written here before its
+// delegation is taken (localArtifact). Without Peers, and while this
+// daemon is not sure it holds its lease (Peers.Holds), it does nothing.
+// An error on one delegation does not stop the others.
 func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	p := s.own.peers
 	if p == nil || !s.own.holds() {
@@ -212,6 +217,10 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	alive := func(id string) bool { return owners[id] || p.Alive(id) }
 	var n int
 	for _, id := range ids {
+		if err := s.localArtifact(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		took := false
 		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 			if !s.own.holds() { // the lease went while TakeOver asked etcd
@@ -229,6 +238,22 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// localArtifact writes, before this daemon takes delegation id over, the
+// artifact another daemon persisted, from the record, in this data
+// directory, unless it is there with the recorded bytes: the notification
+// the new owner serves names the file here (artifacts are files on their
+// owner's machine). One whose artifact is pending is this daemon's
+// artifact writer's once it owns it. Should another daemon take it over
+// first, the copy stays, as a read here would have left it.
+func (s *Store) localArtifact(id string) error {
+	d, err := s.Get(id)
+	if err != nil || d.PersistedAt.IsZero() {
+		return err
+	}
+	_, err = s.artifact(&d)
+	return err
 }
 
 // registrantOf returns the daemon that registered delegation id: the owner
