@@ -31,7 +31,7 @@ func (s *Store) Notifications(parent string) ([]Notification, error) {
 func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.Duration) ([]Notification, error) {
 	deadline := s.clock.Now().Add(wait)
 	for {
-		last := s.log.Last()
+		mark := s.Mark()
 		due, next, err := s.outbox(parent)
 		now := s.clock.Now()
 		if err != nil || len(due) > 0 || !now.Before(deadline) {
@@ -41,7 +41,7 @@ func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.
 		if !next.IsZero() && next.Before(until) {
 			until = next
 		}
-		if err := s.Wait(ctx, last, until); err != nil {
+		if err := s.Wait(ctx, mark, until); err != nil {
 			return nil, err
 		}
 	}

@@ -325,7 +325,7 @@ func outcomeUnknown(err error) bool {
 	if !errors.As(err, &ae) {
 		return true // no answer: the daemon died
 	}
-	return ae.Code == "unavailable" || strings.Contains(ae.Message, "etcd unavailable")
+	return ae.Code == "unavailable"
 }
 
 // errSeen ends a stream once it has shown what was looked for.
@@ -616,6 +616,8 @@ func (cc *crashCluster) quorumRound(t *testing.T, rng *rand.Rand, workers []*cra
 			t.Fatalf("%s without an etcd quorum: no answer within %s: %v", what, refusalBound, err)
 		case !errors.As(err, &ae):
 			t.Fatalf("%s without an etcd quorum: %v, want the daemon's error", what, err)
+		case ae.Code != "unavailable":
+			t.Fatalf("%s without an etcd quorum: code %s (%s), want unavailable: a bridge retries only that", what, ae.Code, ae.Message)
 		}
 		for _, want := range []string{"etcd unavailable", "quorum", "etcdctl endpoint health"} {
 			if !strings.Contains(ae.Message, want) {
