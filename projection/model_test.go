@@ -130,6 +130,11 @@ type mDel struct {
 	version                   uint64
 	cycle                     uint64 // the parent's cycle it joined
 	pending                   bool   // a write of its artifact failed once
+	// Ownership (owner.go), "" for a store without peers: the daemon that
+	// registered it and the one that owns it now, which alone writes its
+	// artifact, enforces its deadline and serves its notifications.
+	registrant, owner string
+	artifactDir       string // the data directory its owner persisted it in
 }
 
 // mParent is the model of a parent session and its cycles.
@@ -144,6 +149,7 @@ type mParent struct {
 type mAllComplete struct {
 	id, parent string
 	cycle      uint64
+	by         string // the delegation whose notification ended the cycle: its owner serves this one
 	dueAt      time.Time
 	acked      bool
 	suppressed bool // a newer cycle started before it was acknowledged: never sent
@@ -166,6 +172,7 @@ type modelRun struct {
 	clock *modelClock
 	ids   *fsm.IDGenerator
 	s     *Store
+	self  string // the daemon s is among those sharing a log (Peers.Self); "" without peers
 	ctx   context.Context
 
 	dels        map[string]*mDel
@@ -208,6 +215,37 @@ func TestModel(t *testing.T) {
 
 func runModel(t *testing.T, seed uint64, steps int) {
 	start := time.Now()
+	m := newModelRun(t, seed, steps, "TestModel")
+	m.open(false)
+	t.Cleanup(func() {
+		if m.s != nil {
+			m.s.Close()
+		}
+	})
+	m.newEpoch()
+	m.run(steps, m.ops(), func() {
+		m.checkDue("")
+		for root := range m.touched {
+			m.checkRoot(root)
+		}
+		if m.step%100 == 0 {
+			m.checkAll()
+		}
+	})
+	m.checkAll()
+	for k := range m.blocked {
+		m.unblockDir(k)
+	}
+	m.restart()
+	m.checkLog()
+	t.Logf("seed %d: %d steps in %v; %d restarts (%d rebuilds); %d records; %s",
+		seed, steps, time.Since(start).Round(time.Millisecond), m.restarts, m.rebuilds, m.s.Log().Last(), m.stats())
+}
+
+// newModelRun returns an empty model for a run of test (its name, for the
+// command that reproduces a failure) with seed; the caller opens the
+// system under test.
+func newModelRun(t *testing.T, seed uint64, steps int, test string) *modelRun {
 	var key [32]byte
 	for i := range 4 {
 		key[i] = byte(seed >> (8 * i))
@@ -232,22 +270,22 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last commands:\n%s", strings.Join(m.trace, "\n"))
-			t.Logf("reproduce: go test ./projection -run 'TestModel/seed=%d$' -model.seed=%d -model.runs=1 -model.steps=%d", seed, seed, steps)
+			t.Logf("reproduce: go test ./projection -run '%s/seed=%d$' -model.seed=%d -model.runs=1 -model.steps=%d", test, seed, seed, steps)
 		}
 	})
-	m.open(false)
-	t.Cleanup(func() {
-		if m.s != nil {
-			m.s.Close()
-		}
-	})
-	m.newEpoch()
+	return m
+}
 
-	ops := []struct {
-		name   string
-		weight int
-		run    func()
-	}{
+// modelOp is one kind of step, drawn with probability weight/total.
+type modelOp struct {
+	name   string
+	weight int
+	run    func()
+}
+
+// ops are the steps of a run on one store.
+func (m *modelRun) ops() []modelOp {
+	return []modelOp{
 		{"register", 12, m.register},
 		{"register-again", 2, m.registerAgain},
 		{"start", 6, func() { m.lifecycle(fsm.KindStarted) }},
@@ -273,6 +311,11 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		{"race-terminal", 2, m.raceTerminal},
 		{"race-ack", 2, m.raceAck},
 	}
+}
+
+// run takes steps random steps drawn from ops, with fresh session names
+// every 400, and calls check after each.
+func (m *modelRun) run(steps int, ops []modelOp, check func()) {
 	total := 0
 	for _, op := range ops {
 		total += op.weight
@@ -289,21 +332,12 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				break
 			}
 		}
-		m.checkDue("")
-		for root := range m.touched {
-			m.checkRoot(root)
-		}
-		if m.step%100 == 0 {
-			m.checkAll()
-		}
+		check()
 	}
-	m.checkAll()
-	for k := range m.blocked {
-		m.unblockDir(k)
-	}
-	m.restart()
-	m.checkLog()
+}
 
+// stats sums up what a run did, for its last log line.
+func (m *modelRun) stats() string {
 	var kinds []string
 	for k, n := range m.counts {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, n))
@@ -330,8 +364,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			suppressed++
 		}
 	}
-	t.Logf("seed %d: %d steps in %v; %d restarts (%d rebuilds); %d records; %d delegations (%d terminal, %d notified, %d unread); %d all-complete due (%d acknowledged, %d suppressed by a newer cycle); commands: %s",
-		seed, steps, time.Since(start).Round(time.Millisecond), m.restarts, m.rebuilds, m.s.Log().Last(),
+	return fmt.Sprintf("%d delegations (%d terminal, %d notified, %d unread); %d all-complete due (%d acknowledged, %d suppressed by a newer cycle); commands: %s",
 		len(m.dels), terminal, notified, unread, len(m.allc), acked, suppressed, strings.Join(kinds, " "))
 }
 
@@ -462,6 +495,7 @@ func (m *modelRun) register() {
 	md := &mDel{
 		id: d.ID, project: p.project, root: p.root, parent: p.name, reg: reg,
 		state: fsm.Registered, createdAt: now, timeoutAt: now.Add(eff), timeout: eff, version: 1,
+		registrant: m.self, owner: m.self,
 	}
 	// COMPAT: registering when the parent has no active delegation starts
 	// a new cycle, and an older cycle's all-complete not sent by then is
@@ -659,6 +693,8 @@ func (m *modelRun) tryPersist(d *mDel, now time.Time) bool {
 		return false
 	case !d.persistedAt.IsZero():
 		return true
+	case d.owner != m.self:
+		return false // its owner writes it (owner.go)
 	case m.blocked[[2]string{d.project, d.root}]:
 		if !d.pending {
 			d.pending = true
@@ -670,6 +706,7 @@ func (m *modelRun) tryPersist(d *mDel, now time.Time) bool {
 		m.counts["persisted-on-retry"]++
 	}
 	d.persistedAt = now
+	d.artifactDir = m.dir
 	d.version++
 	d.remaining = m.activeOf(d.parent)
 	return true
@@ -796,7 +833,7 @@ func (m *modelRun) cycleNotified(d *mDel, now time.Time) {
 	if m.allc[id] != nil {
 		m.fatalf("model: %s became due twice", id)
 	}
-	m.allc[id] = &mAllComplete{id: id, parent: p.name, cycle: p.cycle, dueAt: now.Add(modelQuiet)}
+	m.allc[id] = &mAllComplete{id: id, parent: p.name, cycle: p.cycle, by: d.id, dueAt: now.Add(modelQuiet)}
 }
 
 // ackBogus acknowledges notifications that were never due.
@@ -1013,8 +1050,8 @@ func (m *modelRun) persistPending() {
 	want, stuck := 0, 0
 	for _, id := range m.order {
 		d := m.dels[id]
-		if !d.state.Terminal() || !d.persistedAt.IsZero() {
-			continue
+		if !d.state.Terminal() || !d.persistedAt.IsZero() || d.owner != m.self {
+			continue // or another daemon's to write (owner.go)
 		}
 		if m.tryPersist(d, now) {
 			want++
@@ -1110,7 +1147,7 @@ func (m *modelRun) raceAck() {
 // ---- checks ----
 
 func (m *modelRun) artifactPath(d *mDel) string {
-	return filepath.Join(m.dir, d.project, d.root, d.id+".md")
+	return filepath.Join(d.artifactDir, d.project, d.root, d.id+".md")
 }
 
 // compare checks a record the store returned against the model.
@@ -1134,6 +1171,7 @@ func (m *modelRun) compare(op string, d *mDel, got fsm.Delegation) {
 		{"readAt", got.ReadAt, d.readAt},
 		{"rejected", got.Rejected, d.rejected},
 		{"version", got.Version, d.version},
+		{"owner", got.Owner, d.owner},
 		{"unread", got.Unread(), modelUnread(d)},
 	} {
 		if f.got != f.want {
@@ -1201,12 +1239,13 @@ func (m *modelRun) checkArtifact(d *mDel, got fsm.Delegation) {
 // due is what the model says Notifications(parent) returns now: terminal
 // notifications of persisted, unacknowledged delegations (never before the
 // artifact is persisted), and all-complete notifications past their quiet
-// period, neither acknowledged nor suppressed.
+// period, neither acknowledged nor suppressed; of those, the ones this
+// daemon serves (owner.go).
 func (m *modelRun) due(parent string) map[string]mNote {
 	now := m.now()
 	out := map[string]mNote{}
 	for _, d := range m.dels {
-		if parent != "" && d.parent != parent {
+		if parent != "" && d.parent != parent || d.owner != m.self {
 			continue
 		}
 		if d.state.Terminal() && !d.persistedAt.IsZero() && d.notifiedAt.IsZero() && !d.persistedAt.After(now) {
@@ -1215,7 +1254,7 @@ func (m *modelRun) due(parent string) map[string]mNote {
 		}
 	}
 	for _, ac := range m.allc {
-		if (parent == "" || ac.parent == parent) && !ac.acked && !ac.suppressed && !ac.dueAt.After(now) {
+		if (parent == "" || ac.parent == parent) && !ac.acked && !ac.suppressed && !ac.dueAt.After(now) && m.dels[ac.by].owner == m.self {
 			out[ac.id] = mNote{id: ac.id, kind: KindAllComplete, parent: ac.parent, cycle: ac.cycle, dueAt: ac.dueAt, failures: ac.failures}
 		}
 	}
