@@ -189,9 +189,26 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 		case took:
 			n++
+			if err := s.artifactHere(id); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// artifactHere writes, in this daemon's data directory, the artifact of a
+// delegation it took over whose notification it now serves: the
+// notification names the file on the serving daemon's machine, and the
+// daemon that persisted it wrote it on its own. The bytes are a function
+// of the record (Store.artifact), so every machine's file is the same.
+func (s *Store) artifactHere(id string) error {
+	d, err := s.Get(id)
+	if err != nil || d.PersistedAt.IsZero() || !d.NotifiedAt.IsZero() {
+		return err
+	}
+	_, err = s.artifact(&d)
+	return err
 }
 
 // registrantOf returns the daemon that registered delegation id: the owner
