@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -412,19 +413,28 @@ func (m *sharedRun) sweepOwner() {
 	now := m.now()
 	n, _, err := m.s.TimeoutOverdue(m.ctx)
 	m.logStep("sweep through %s -> %d %v", m.self, n, err)
-	want := 0
+	var overdue []*mDel
 	for _, id := range m.order {
-		d := m.dels[id]
-		if d.state.Active() && !now.Before(d.timeoutAt) && d.owner == m.self {
-			m.counts["timed_out"]++
-			m.terminate(d, fsm.KindTimedOut, "", now)
-			m.checkDel(d)
-			m.touch(d)
-			want++
+		if d := m.dels[id]; d.state.Active() && !now.Before(d.timeoutAt) && d.owner == m.self {
+			overdue = append(overdue, d)
 		}
 	}
-	if err != nil || n != want {
-		m.fatalf("%s timed out %d delegations (%v); the model says %d", m.self, n, err, want)
+	// In the order of the deadlines view, earliest first: each one's
+	// <remaining> counts the parent's delegations still active then.
+	slices.SortFunc(overdue, func(a, b *mDel) int {
+		if c := a.timeoutAt.Compare(b.timeoutAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	for _, d := range overdue {
+		m.counts["timed_out"]++
+		m.terminate(d, fsm.KindTimedOut, "", now)
+		m.checkDel(d)
+		m.touch(d)
+	}
+	if err != nil || n != len(overdue) {
+		m.fatalf("%s timed out %d delegations (%v); the model says %d", m.self, n, err, len(overdue))
 	}
 }
 
