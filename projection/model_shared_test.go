@@ -153,6 +153,8 @@ func runModelShared(t *testing.T, c *etcdtest.Cluster, members int, seed uint64,
 	ops = append(ops,
 		modelOp{"sweep-owner", 3, m.sweepOwner},
 		modelOp{"take-over", 3, m.takeOver},
+		modelOp{"race-terminal-daemons", 2, func() { m.raceTerminalThrough(m.twoDaemons()) }},
+		modelOp{"race-ack-daemons", 2, func() { m.raceAckThrough(m.twoDaemons()) }},
 		modelOp{"kill", 1, m.kill},
 		modelOp{"come-back", 1, m.comeBack},
 	)
@@ -284,6 +286,16 @@ func (m *sharedRun) alive(id string) bool {
 		}
 	}
 	return false
+}
+
+// twoDaemons draws two live daemons, for a race between them: use(n)
+// makes the n-th the current one, synced.
+func (m *sharedRun) twoDaemons() func(n int) {
+	a := m.cur
+	b := m.pickLive(a)
+	return func(n int) {
+		m.useSynced([2]*sharedDaemon{a, b}[n])
+	}
 }
 
 // checkStep checks, after each step, what every live daemon serves and,

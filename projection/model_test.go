@@ -574,21 +574,21 @@ func (m *modelRun) text(k fsm.Kind) string {
 	return choices[m.rng.IntN(len(choices))]
 }
 
-// do runs one lifecycle command on the store.
-func (m *modelRun) do(k fsm.Kind, id, text string) (fsm.Delegation, error) {
+// do runs one lifecycle command on store s.
+func (m *modelRun) do(s *Store, k fsm.Kind, id, text string) (fsm.Delegation, error) {
 	switch k {
 	case fsm.KindStarted:
-		return m.s.Start(m.ctx, id, text)
+		return s.Start(m.ctx, id, text)
 	case fsm.KindProgressed:
-		return m.s.Progress(m.ctx, id, text)
+		return s.Progress(m.ctx, id, text)
 	case fsm.KindCompleted:
-		return m.s.Complete(m.ctx, id, text, "", "")
+		return s.Complete(m.ctx, id, text, "", "")
 	case fsm.KindFailed:
-		return m.s.Fail(m.ctx, id, text)
+		return s.Fail(m.ctx, id, text)
 	case fsm.KindCancelled:
-		return m.s.Cancel(m.ctx, id, text)
+		return s.Cancel(m.ctx, id, text)
 	case fsm.KindTimedOut:
-		return m.s.Timeout(m.ctx, id)
+		return s.Timeout(m.ctx, id)
 	}
 	panic("not a command: " + k.String())
 }
@@ -637,7 +637,7 @@ func (m *modelRun) duplicateTerminal() {
 func (m *modelRun) command(k fsm.Kind, d *mDel, text string) {
 	m.counts[k.String()]++
 	now := m.now()
-	got, err := m.do(k, d.id, text)
+	got, err := m.do(m.s, k, d.id, text)
 	m.logStep("%s %s %q (was %s) -> %s %v", k, d.id, text, d.state, got.State, err)
 	var want error
 	switch {
@@ -1069,7 +1069,12 @@ func (m *modelRun) persistPending() {
 // delegation at the same time, as a child that fails while its parent
 // cancels it. The first terminal transition wins; the other command is
 // refused with ErrTerminal and recorded, whichever order they ran in.
-func (m *modelRun) raceTerminal() {
+func (m *modelRun) raceTerminal() { m.raceTerminalThrough(func(int) {}) }
+
+// raceTerminalThrough is raceTerminal with command n (0 or 1) sent through
+// the store that use(n) makes the current one (m.s): one store, or two
+// daemons sharing a log.
+func (m *modelRun) raceTerminalThrough(use func(n int)) {
 	d := m.pick(func(d *mDel) bool { return d.state.Active() })
 	if d == nil {
 		m.register()
@@ -1082,11 +1087,17 @@ func (m *modelRun) raceTerminal() {
 	ks := [2]fsm.Kind{kinds[i], kinds[j]}
 	texts := [2]string{m.text(ks[0]), m.text(ks[1])}
 	var errs [2]error
+	var through [2]*Store
+	for n := range 2 {
+		use(n)
+		through[n] = m.s
+	}
 	var wg sync.WaitGroup
 	for n := range 2 {
-		wg.Go(func() { _, errs[n] = m.do(ks[n], d.id, texts[n]) })
+		wg.Go(func() { _, errs[n] = m.do(through[n], ks[n], d.id, texts[n]) })
 	}
 	wg.Wait()
+	use(1)
 	now := m.now()
 	got, err := m.s.Get(d.id)
 	if err != nil {
@@ -1103,6 +1114,7 @@ func (m *modelRun) raceTerminal() {
 		m.fatalf("race on %s: state %s after %s (%v) and %s (%v): want one winner and one ErrTerminal", d.id, got.State, ks[0], errs[0], ks[1], errs[1])
 	}
 	m.counts[ks[w].String()]++
+	use(w) // the winner's store writes the artifact if it may
 	m.terminate(d, ks[w], texts[w], now)
 	d.rejected++
 	d.version++
@@ -1112,7 +1124,12 @@ func (m *modelRun) raceTerminal() {
 
 // raceAck acknowledges one due notification twice at the same time: both
 // succeed and exactly one says it was the first.
-func (m *modelRun) raceAck() {
+func (m *modelRun) raceAck() { m.raceAckThrough(func(int) {}) }
+
+// raceAckThrough is raceAck with ack n (0 or 1) sent through the store
+// that use(n) makes the current one (m.s), after the due notifications are
+// read through the current store.
+func (m *modelRun) raceAckThrough(use func(n int)) {
 	due := m.checkDue("")
 	if len(due) == 0 {
 		m.notifications()
@@ -1122,9 +1139,14 @@ func (m *modelRun) raceAck() {
 	nid := due[m.rng.IntN(len(due))].ID
 	var res [2]AckResult
 	var errs [2]error
+	var through [2]*Store
+	for n := range 2 {
+		use(n)
+		through[n] = m.s
+	}
 	var wg sync.WaitGroup
 	for n := range 2 {
-		wg.Go(func() { res[n], errs[n] = m.s.Ack(m.ctx, nid) })
+		wg.Go(func() { res[n], errs[n] = through[n].Ack(m.ctx, nid) })
 	}
 	wg.Wait()
 	m.logStep("race ack %s -> %+v %v, %+v %v", nid, res[0], errs[0], res[1], errs[1])
