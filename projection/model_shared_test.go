@@ -1,21 +1,26 @@
 package projection
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/eventlog/etcdlog"
 	"github.com/delegations/delegations/eventlog/etcdlog/etcdtest"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection/artifact"
 )
 
 // TestModelShared is the model-based test (model_test.go) with three
@@ -550,5 +555,202 @@ func (m *sharedRun) checkOwned() {
 		if d := m.dels[id]; n != m.owned[id] || owner != d.owner {
 			m.fatalf("%s: %d owned events, owner %q; the model says %d, %q", id, n, owner, m.owned[id], d.owner)
 		}
+	}
+}
+
+// gatedUpstream is an Upstream whose replica can be held behind the
+// shared log: while held, its follower applies nothing, as a replica that
+// lags; the next Append through it lets it go on once upstream has
+// answered.
+type gatedUpstream struct {
+	eventlog.Upstream
+	mu   sync.Mutex
+	open chan struct{} // closed while the follower may apply
+}
+
+func newGatedUpstream(up eventlog.Upstream) *gatedUpstream {
+	g := &gatedUpstream{Upstream: up, open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *gatedUpstream) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = make(chan struct{})
+}
+
+func (g *gatedUpstream) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *gatedUpstream) Append(ctx context.Context, a eventlog.Append) (eventlog.Result, error) {
+	res, err := g.Upstream.Append(ctx, a)
+	g.release()
+	return res, err
+}
+
+func (g *gatedUpstream) Tail(ctx context.Context, from uint64) iter.Seq2[eventlog.Record, error] {
+	return func(yield func(eventlog.Record, error) bool) {
+		for r, err := range g.Upstream.Tail(ctx, from) {
+			g.mu.Lock()
+			open := g.open
+			g.mu.Unlock()
+			select {
+			case <-open:
+			case <-ctx.Done():
+				return
+			}
+			if !yield(r, err) {
+				return
+			}
+		}
+	}
+}
+
+// sharedStores opens a store per daemon, each in its own data directory,
+// on one shared log in a one-member etcd cluster, with the test Peers ps
+// (owner_test.go); the gates hold their replicas back.
+func sharedStores(t *testing.T, now func() time.Time, ps ...*peers) ([]*Store, []*gatedUpstream) {
+	t.Helper()
+	cli := etcdtest.Start(t, 1).Client()
+	var ss []*Store
+	var gs []*gatedUpstream
+	for _, p := range ps {
+		up, err := etcdlog.Open(context.Background(), cli, etcdlog.Options{Prefix: "/shared/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := newGatedUpstream(up)
+		s, err := Open(t.TempDir(), Options{Now: now, Upstream: g, Peers: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		ss, gs = append(ss, s), append(gs, g)
+	}
+	return ss, gs
+}
+
+// TestTakeOverArtifactNamed: the terminal notification a daemon serves
+// names the artifact in its own data directory, and the file is there,
+// also for a delegation another daemon persisted before it took it over
+// (the gone owner's machine holds the file), and for one taken back by
+// the daemon that registered it. Found by TestModelShared: the new owner
+// served a notification naming a file it never wrote.
+func TestTakeOverArtifactNamed(t *testing.T) {
+	ctx := context.Background()
+	pa, pb := &peers{}, &peers{}
+	pa.be("a", "a", "b")
+	pb.be("b", "a", "b")
+	now := func() time.Time { return time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC) }
+	ss, _ := sharedStores(t, now, pa, pb)
+	a, b := ss[0], ss[1]
+	named := func(s *Store, want int) {
+		t.Helper()
+		if err := s.Log().Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := s.Notifications("")
+		if err != nil || len(ns) != want {
+			t.Fatalf("%s serves %d notifications, want %d: %v", s.Dir(), len(ns), want, err)
+		}
+		for _, n := range ns {
+			d, err := s.Get(n.Delegation)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(s.Dir(), d.ArtifactPath)
+			if !strings.Contains(n.Text, "<artifact>"+path+"</artifact>") {
+				t.Fatalf("%s does not name %s: %s", n.ID, path, n.Text)
+			}
+			file, err := os.ReadFile(path)
+			if err != nil || int64(len(file)) != d.ArtifactSize || artifact.Sum(file) != d.ArtifactHash {
+				t.Fatalf("%s names %s: %d bytes, recorded %d: %v", n.ID, path, len(file), d.ArtifactSize, err)
+			}
+		}
+	}
+	persisted := register(t, a)
+	if d, err := a.Complete(ctx, persisted.ID, "done", "", ""); err != nil || d.PersistedAt.IsZero() {
+		t.Fatalf("complete through its owner: persisted %v, %v", d.PersistedAt, err)
+	}
+	pending := register(t, a)
+	named(a, 1)
+
+	// a is gone: b takes both over, writes the pending artifact, and
+	// serves both notifications, naming files on its machine.
+	pa.be("a", "b")
+	pb.be("b", "b")
+	if _, err := b.Complete(ctx, pending.ID, "done later", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.TakeOver(ctx); n != 2 || err != nil {
+		t.Fatalf("b took over %d, want 2: %v", n, err)
+	}
+	if n, err := b.PersistPending(ctx); n != 1 || err != nil {
+		t.Fatalf("b persisted %d, want 1: %v", n, err)
+	}
+	named(b, 2)
+
+	// a is back and takes both back: the one b persisted is named in a's
+	// directory too.
+	pa.be("a", "a", "b")
+	pb.be("b", "a", "b")
+	if n, err := a.TakeOver(ctx); n != 2 || err != nil {
+		t.Fatalf("a took back %d, want 2: %v", n, err)
+	}
+	named(a, 2)
+	named(b, 0)
+}
+
+// TestAckAllCompleteAcrossDaemons: one all-complete notification
+// acknowledged through two daemons, the second deciding against a replica
+// that has not yet seen the first: both succeed and exactly one is first.
+// Found by TestModelShared: the second failed with a version conflict.
+func TestAckAllCompleteAcrossDaemons(t *testing.T) {
+	ctx := context.Background()
+	pa, pb := &peers{}, &peers{}
+	pa.be("a", "a", "b")
+	pb.be("b", "a", "b")
+	at := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return at }
+	ss, gates := sharedStores(t, now, pa, pb)
+	a, b := ss[0], ss[1]
+	d := register(t, a)
+	if _, err := a.Complete(ctx, d.ID, "done", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Ack(ctx, TerminalNotificationID(d.ID)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	at = at.Add(time.Second) // past the quiet period
+	mu.Unlock()
+	ns, err := a.Notifications("")
+	if err != nil || len(ns) != 1 || ns[0].Kind != KindAllComplete {
+		t.Fatalf("a serves %+v, want the all-complete: %v", ns, err)
+	}
+	if err := b.Log().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gates[1].hold()
+	first, err := a.Ack(ctx, ns[0].ID)
+	if err != nil || first.Already {
+		t.Fatalf("first ack through a: %+v, %v", first, err)
+	}
+	second, err := b.Ack(ctx, ns[0].ID)
+	if err != nil || !second.Already {
+		t.Fatalf("second ack through b, whose replica had not seen the first: %+v, %v; want Already", second, err)
+	}
+	recs, err := b.Log().Stream(fsm.ParentStream(d.ParentSessionID))
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("the parent's stream holds %d records, want one all_complete_notified: %v", len(recs), err)
 	}
 }
