@@ -215,7 +215,7 @@ func TestModel(t *testing.T) {
 
 func runModel(t *testing.T, seed uint64, steps int) {
 	start := time.Now()
-	m := newModelRun(t, seed, steps, "TestModel")
+	m := newModelRun(t, seed, "TestModel", fmt.Sprintf("-model.runs=1 -model.steps=%d", steps))
 	m.open(false)
 	t.Cleanup(func() {
 		if m.s != nil {
@@ -242,10 +242,10 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		seed, steps, time.Since(start).Round(time.Millisecond), m.restarts, m.rebuilds, m.s.Log().Last(), m.stats())
 }
 
-// newModelRun returns an empty model for a run of test (its name, for the
-// command that reproduces a failure) with seed; the caller opens the
-// system under test.
-func newModelRun(t *testing.T, seed uint64, steps int, test string) *modelRun {
+// newModelRun returns an empty model for a run of test with seed; test and
+// the flags that repeat the run name it in the command that reproduces a
+// failure. The caller opens the system under test.
+func newModelRun(t *testing.T, seed uint64, test, flags string) *modelRun {
 	var key [32]byte
 	for i := range 4 {
 		key[i] = byte(seed >> (8 * i))
@@ -270,7 +270,7 @@ func newModelRun(t *testing.T, seed uint64, steps int, test string) *modelRun {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last commands:\n%s", strings.Join(m.trace, "\n"))
-			t.Logf("reproduce: go test ./projection -run '%s/seed=%d$' -model.seed=%d -model.runs=1 -model.steps=%d", test, seed, seed, steps)
+			t.Logf("reproduce: go test ./projection -run '%s/seed=%d$' -model.seed=%d %s", test, seed, seed, flags)
 		}
 	})
 	return m
