@@ -101,8 +101,10 @@ func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
 // and whose owner is gone or which this daemon registered, and returns how
 // many it took. It first waits until the replica holds what the shared log
 // holds, so that a delegation registered just before its owner went is
-// seen. Without Peers it does
-// nothing. An error on one delegation does not stop the others.
+// seen. Of a delegation already persisted whose notification it now
+// serves, it writes the artifact in its own data directory, which the
+// notification names (artifactHere). Without Peers it does nothing. An
+// error on one delegation does not stop the others.
 func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	p := s.own.peers
 	if p == nil {
