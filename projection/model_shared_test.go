@@ -51,7 +51,10 @@ import (
 //   - sweep through the daemon's own sweeper: it times out exactly the
 //     overdue delegations it owns;
 //   - race two terminal commands, or two acks, through two daemons: the
-//     expected versions decide upstream, and the loser decides again.
+//     expected versions decide upstream, and the loser decides again;
+//   - race the takeovers of two daemons: each delegation is taken once,
+//     by either, unless one of them registered it: that one ends up its
+//     owner.
 //
 // Invariants, beyond the model's: after each step every live daemon,
 // once its replica is synced (eventlog.Log.Sync), serves exactly the
@@ -170,7 +173,8 @@ func runModelShared(t *testing.T, c *etcdtest.Cluster, members int, seed uint64,
 	}
 	ops = append(ops,
 		modelOp{"sweep-owner", 3, m.sweepOwner},
-		modelOp{"take-over", 3, m.takeOver},
+		modelOp{"take-over", 2, m.takeOver},
+		modelOp{"race-take-over", 2, m.raceTakeOver},
 		modelOp{"race-terminal-daemons", 2, func() { m.raceTerminalThrough(m.twoDaemons()) }},
 		modelOp{"race-ack-daemons", 2, func() { m.raceAckThrough(m.twoDaemons()) }},
 		modelOp{"kill", 1, m.kill},
@@ -420,7 +424,7 @@ func (m *sharedRun) takeOver() {
 	var took []string
 	for _, id := range m.order {
 		md := m.dels[id]
-		if md.owner == d.id || !m.needsOwner(md) || m.alive(md.owner) && md.registrant != d.id {
+		if !m.takes(d.id, md) {
 			continue
 		}
 		md.owner = d.id
@@ -434,6 +438,85 @@ func (m *sharedRun) takeOver() {
 		m.fatalf("%s took over %d delegations (%v); the model says %d: %v", d.id, n, err, len(took), took)
 	}
 	m.taken += n
+}
+
+// takes reports whether daemon self's TakeOver takes d now
+// (fsm.DecideTakeOver): d needs an owner, and its owner is gone or self
+// registered it.
+func (m *sharedRun) takes(self string, d *mDel) bool {
+	return d.owner != self && m.needsOwner(d) && (!m.alive(d.owner) || d.registrant == self)
+}
+
+// raceTakeOver runs the TakeOver of two daemons at once, as every daemon
+// does when one goes: each delegation the model says either takes is
+// taken by one of them, with one owned event, unless one of them
+// registered it: that one ends up its owner, having perhaps taken it
+// back from the other at once (two owned events). The two counts add up
+// to the owned events appended.
+func (m *sharedRun) raceTakeOver() {
+	x, y := m.cur, m.pickLive(m.cur)
+	if x == y {
+		m.takeOver()
+		return
+	}
+	m.counts["race-take-over"]++
+	m.takeovers += 2
+	type want struct {
+		d    *mDel
+		most uint64 // owned events at most
+	}
+	var wants []want
+	for _, id := range m.order {
+		d := m.dels[id]
+		switch tx, ty := m.takes(x.id, d), m.takes(y.id, d); {
+		case tx && ty && (d.registrant == x.id || d.registrant == y.id):
+			wants = append(wants, want{d, 2})
+		case tx || ty:
+			wants = append(wants, want{d, 1})
+		}
+	}
+	var ns [2]int
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, sd := range []*sharedDaemon{x, y} {
+		wg.Go(func() { ns[i], errs[i] = sd.s.TakeOver(m.ctx) })
+	}
+	wg.Wait()
+	m.logStep("take over through %s and %s at once -> %d %v, %d %v", x.id, y.id, ns[0], errs[0], ns[1], errs[1])
+	if errs[0] != nil || errs[1] != nil {
+		m.fatalf("take over through %s and %s at once: %v, %v", x.id, y.id, errs[0], errs[1])
+	}
+	m.useSynced(x)
+	var appended uint64
+	for _, w := range wants {
+		d := w.d
+		got, err := m.s.Get(d.id)
+		if err != nil {
+			m.fatalf("get %s: %v", d.id, err)
+		}
+		k := got.Version - d.version
+		owner := d.registrant
+		if owner != x.id && owner != y.id {
+			owner = got.Owner // either, once
+		}
+		if k < 1 || k > w.most || got.Owner != owner || owner != x.id && owner != y.id {
+			m.fatalf("%s (owned by %s, registered by %s), taken over by %s and %s at once: %d owned events, owner %s; want 1 to %d, owner %s",
+				d.id, d.owner, d.registrant, x.id, y.id, k, got.Owner, w.most, owner)
+		}
+		d.owner, d.version = got.Owner, got.Version
+		m.owned[d.id] += int(k)
+		appended += k
+		m.compare("race take over", d, got)
+		m.touch(d)
+	}
+	if n := uint64(ns[0] + ns[1]); n != appended {
+		m.fatalf("%s and %s say they took %d and %d; %d owned events were appended", x.id, y.id, ns[0], ns[1], appended)
+	}
+	m.taken += ns[0] + ns[1]
+	m.counts["taken-in-a-race"] += ns[0] + ns[1]
+	if appended > uint64(len(wants)) {
+		m.counts["taken-back-at-once"]++
+	}
 }
 
 // sweepOwner runs the current daemon's deadline sweeper: it times out
