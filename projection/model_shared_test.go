@@ -203,11 +203,21 @@ func runModelShared(t *testing.T, c *etcdtest.Cluster, members int, seed uint64,
 		m.useSynced(d)
 		m.takeOver()
 	}
+	for _, id := range m.order {
+		if d := m.dels[id]; m.needsOwner(d) && !m.alive(d.owner) {
+			m.fatalf("%s still needs an owner, and its owner %s is gone", id, d.owner)
+		}
+	}
 	for _, d := range m.live() {
 		m.useSynced(d)
 		m.persistPending()
 		m.sweepOwner()
 		m.deliver()
+	}
+	for _, id := range m.order {
+		if d := m.dels[id]; d.state.Terminal() && d.persistedAt.IsZero() || d.state.Active() && !m.now().Before(d.timeoutAt) {
+			m.fatalf("%s is %s and past its deadline or not persisted after its owner %s wrote and swept", id, d.state, d.owner)
+		}
 	}
 	for _, d := range m.live() {
 		m.useSynced(d)
