@@ -106,7 +106,12 @@ func (l *Log) appendUpstream(ctx context.Context, a Append) (Result, error) {
 	case err != nil:
 		return Result{}, err
 	}
-	if err := l.waitApplied(ctx, func() bool { return l.last.Load() >= res.Last }); err != nil {
+	// The append is written: like a local append taken up by the writer,
+	// it waits for its outcome whatever ctx does now, since a caller told
+	// ctx's error takes the append for unwritten and may append it again.
+	// The follower applying the records, stopping or the log closing ends
+	// the wait.
+	if err := l.waitApplied(context.WithoutCancel(ctx), func() bool { return l.last.Load() >= res.Last }); err != nil {
 		return Result{}, fmt.Errorf("append committed upstream as records %d-%d, not yet applied here: %w", res.First, res.Last, err)
 	}
 	return res, nil

@@ -5,284 +5,130 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/eventlogtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// TestConcurrentAppenders: 64 appenders, each checking its stream's
-// version; the log is one contiguous sequence and every acknowledgement
-// names the record that holds the appender's payload.
-func TestConcurrentAppenders(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	const writers, each = 64, 12
-	acked := make([][]eventlog.Result, writers)
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			stream := fmt.Sprintf("w%02d", w)
-			for i := range each {
-				res, err := l.Append(context.Background(), eventlog.Append{
-					Stream:       stream,
-					CheckVersion: true,
-					Version:      uint64(i),
-					Entries:      []eventlog.Entry{entry(1, fmt.Sprintf("%s/%d", stream, i))},
-				})
-				if err != nil {
-					t.Errorf("%s append %d: %v", stream, i, err)
-					return
-				}
-				acked[w] = append(acked[w], res)
-			}
+// TestContract runs the log's contract (eventlogtest) on etcd in both
+// forms a process uses: a replica (an *eventlog.Log whose Options.Upstream
+// is on etcd, as a daemon sharing the log holds) and the etcd Log itself,
+// through which the replica appends and follows. Each clause has a prefix
+// of its own on one cluster.
+func TestContract(t *testing.T) {
+	cli := startCluster(t, 1).Client()
+	clauses := 0
+	options := func() Options {
+		clauses++
+		return Options{Prefix: fmt.Sprintf("/contract/%d/", clauses)}
+	}
+	// An append holds at most MaxTxnOps-4 entries (Append).
+	maxEntries := func(l *Log) int { return l.maxOps - 4 }
+	t.Run("etcd", func(t *testing.T) {
+		eventlogtest.Run(t, func(t *testing.T) eventlogtest.Backend {
+			opts := options()
+			l := open(t, cli, opts)
+			again := func(t *testing.T) eventlogtest.Log { return open(t, cli, opts) }
+			return eventlogtest.Backend{Log: l, Reopen: again, Writer: again, MaxEntries: maxEntries(l), PageLen: pageLen}
 		})
-	}
-	wg.Wait()
-	recs := collect(t, l, 0)
-	if len(recs) != writers*each {
-		t.Fatalf("log holds %d records, want %d", len(recs), writers*each)
-	}
-	checkContiguous(t, recs)
-	for w, results := range acked {
-		stream := fmt.Sprintf("w%02d", w)
-		for i, res := range results {
-			r := recs[res.First-1]
-			if want := fmt.Sprintf("%s/%d", stream, i); string(r.Payload) != want || r.Stream != stream {
-				t.Fatalf("acknowledged seq %d holds %s %q, want %q", res.First, r.Stream, r.Payload, want)
-			}
-			if res.Version != uint64(i+1) {
-				t.Fatalf("%s append %d acknowledged version %d", stream, i, res.Version)
-			}
-		}
-		got, err := l.Stream(stream)
-		if err != nil || len(got) != each {
-			t.Fatalf("Stream(%s): %d records, %v", stream, len(got), err)
-		}
-	}
-}
-
-// TestConcurrentAppendsToOneStream: appends to one stream that share a
-// batch put its version once (etcd refuses a transaction that puts a key
-// twice), and each is acknowledged with its own version.
-func TestConcurrentAppendsToOneStream(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	const appenders = 64
-	versions := make([]uint64, appenders)
-	var wg sync.WaitGroup
-	for w := range appenders {
-		wg.Go(func() {
-			res, err := l.Append(context.Background(), eventlog.Append{
-				Stream:  "s",
-				Entries: []eventlog.Entry{entry(1, fmt.Sprintf("s/%d", w))},
-			})
-			if err != nil {
-				t.Errorf("append %d: %v", w, err)
-				return
-			}
-			versions[w] = res.Version
-		})
-	}
-	wg.Wait()
-	seen := map[uint64]bool{}
-	for w, v := range versions {
-		if v < 1 || v > appenders || seen[v] {
-			t.Fatalf("append %d acknowledged version %d (versions %v)", w, v, versions)
-		}
-		seen[v] = true
-	}
-	got, err := l.Stream("s")
-	if err != nil || len(got) != appenders {
-		t.Fatalf("Stream(s): %d records, %v", len(got), err)
-	}
-	res, err := l.Append(context.Background(), eventlog.Append{
-		Stream: "s", CheckVersion: true, Version: appenders,
-		Entries: []eventlog.Entry{entry(1, "s/last")},
 	})
-	if err != nil || res.Version != appenders+1 {
-		t.Fatalf("append at version %d: %+v, %v", appenders, res, err)
-	}
-}
-
-func TestIdempotencyKey(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	first := mustAppend(t, l, eventlog.Append{Stream: "s", Key: "k1", Entries: []eventlog.Entry{entry(1, "a"), entry(1, "b")}})
-	mustAppend(t, l, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "c")}})
-	// The same key on another stream: nothing written, the first result,
-	// and that stream's version now.
-	again := mustAppend(t, l, eventlog.Append{Stream: "t", Key: "k1", Entries: []eventlog.Entry{entry(1, "x")}})
-	if want := (eventlog.Result{First: 1, Last: 2, Version: 0, Duplicate: true}); again != want {
-		t.Fatalf("duplicate = %+v, want %+v", again, want)
-	}
-	again = mustAppend(t, l, eventlog.Append{Stream: "s", Key: "k1", Entries: []eventlog.Entry{entry(1, "x")}})
-	if want := (eventlog.Result{First: first.First, Last: first.Last, Version: 3, Duplicate: true}); again != want {
-		t.Fatalf("duplicate = %+v, want %+v", again, want)
-	}
-	if n := len(collect(t, l, 0)); n != 3 {
-		t.Fatalf("log holds %d records after duplicates, want 3", n)
-	}
-	// Concurrently: one append writes, every other gets its result.
-	const n = 32
-	results := make([]eventlog.Result, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			res, err := l.Append(context.Background(), eventlog.Append{Stream: fmt.Sprintf("c%d", i), Key: "k2", Entries: []eventlog.Entry{entry(2, "")}})
-			if err != nil {
-				t.Error(err)
+	t.Run("replica", func(t *testing.T) {
+		eventlogtest.Run(t, func(t *testing.T) eventlogtest.Backend {
+			opts, dir := options(), t.TempDir()
+			var up *Log
+			replica := func(t *testing.T, file string) eventlogtest.Log {
+				up = open(t, cli, opts)
+				l, err := eventlog.Open(filepath.Join(dir, file), eventlog.Options{Upstream: up})
+				if err != nil {
+					t.Fatalf("open replica: %v", err)
+				}
+				t.Cleanup(func() { l.Close() })
+				return l
 			}
-			results[i] = res
-		})
-	}
-	wg.Wait()
-	writes := 0
-	for _, res := range results {
-		if !res.Duplicate {
-			writes++
-		}
-		if res.First != 4 || res.Last != 4 {
-			t.Fatalf("concurrent same-key append answered %+v, want seq 4", res)
-		}
-	}
-	if writes != 1 {
-		t.Fatalf("%d of %d same-key appends wrote, want 1", writes, n)
-	}
-	if recs := collect(t, l, 0); len(recs) != 4 || recs[3].Key != "k2" {
-		t.Fatalf("log holds %d records after concurrent duplicates, want 4", len(recs))
-	}
-}
-
-func TestExpectedVersion(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	mustAppend(t, l, eventlog.Append{Stream: "s", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}})
-	_, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Key: "kc", CheckVersion: true, Version: 0, Entries: []eventlog.Entry{entry(1, "")}})
-	var ce *eventlog.ConflictError
-	if !errors.As(err, &ce) || ce.Expected != 0 || ce.Actual != 1 || ce.Stream != "s" || !errors.Is(err, eventlog.ErrConflict) {
-		t.Fatalf("conflicting append: %v", err)
-	}
-	if l.Last() != 1 || len(collect(t, l, 0)) != 1 {
-		t.Fatal("a conflicting append wrote records")
-	}
-	// Its key was not stored: a retry at the right version writes.
-	res := mustAppend(t, l, eventlog.Append{Stream: "s", Key: "kc", CheckVersion: true, Version: 1, Entries: []eventlog.Entry{entry(1, "")}})
-	if res != (eventlog.Result{First: 2, Last: 2, Version: 2}) {
-		t.Fatalf("append at the right version: %+v", res)
-	}
-	// Two appends expecting the same version in one batch: one wins.
-	var wg sync.WaitGroup
-	var wins, conflicts sync.Map
-	for i := range 16 {
-		wg.Go(func() {
-			_, err := l.Append(context.Background(), eventlog.Append{Stream: "s", CheckVersion: true, Version: 2, Entries: []eventlog.Entry{entry(1, "")}})
-			switch {
-			case err == nil:
-				wins.Store(i, true)
-			case errors.Is(err, eventlog.ErrConflict):
-				conflicts.Store(i, true)
-			default:
-				t.Error(err)
+			l := replica(t, "log.db")
+			return eventlogtest.Backend{
+				Log:        l,
+				Reopen:     func(t *testing.T) eventlogtest.Log { return replica(t, "log.db") },
+				Writer:     func(t *testing.T) eventlogtest.Log { return replica(t, "writer.db") },
+				MaxEntries: maxEntries(up),
+				// A replica reads its file 1024 records at a time (eventlog's
+				// scanChunk), after its follower read them from etcd
+				// pageLen at a time.
+				PageLen: 1024,
 			}
 		})
-	}
-	wg.Wait()
-	n := 0
-	wins.Range(func(any, any) bool { n++; return true })
-	if n != 1 {
-		t.Fatalf("%d appends expecting version 2 won, want 1", n)
-	}
-	if s, err := l.Stream("s"); err != nil || len(s) != 3 {
-		t.Fatalf("Stream(s): %d records, %v", len(s), err)
-	}
+	})
 }
 
-func TestAppendRejectsBadInput(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	ok := entry(1, "")
-	many := make([]eventlog.Entry, 125)
-	for i := range many {
-		many[i] = ok
-	}
-	for _, a := range []eventlog.Append{
-		{Stream: "", Entries: []eventlog.Entry{ok}},
-		{Stream: strings.Repeat("s", eventlog.MaxStreamLen+1), Entries: []eventlog.Entry{ok}},
-		{Stream: "a\x00b", Entries: []eventlog.Entry{ok}},
-		{Stream: "s", Key: strings.Repeat("k", eventlog.MaxKeyLen+1), Entries: []eventlog.Entry{ok}},
-		{Stream: "s"},
-		{Stream: "s", Entries: many},
-		{Stream: "s", Entries: []eventlog.Entry{{Kind: 1}}},
-		{Stream: "s", Entries: []eventlog.Entry{{Kind: 1, Time: t0, Payload: make([]byte, eventlog.MaxPayloadLen+1)}}},
-	} {
-		if _, err := l.Append(context.Background(), a); !errors.Is(err, eventlog.ErrInvalid) {
-			t.Errorf("Append(stream %.20q, %d entries) = %v, want ErrInvalid", a.Stream, len(a.Entries), err)
-		}
-	}
-	// 124 entries fit one transaction.
-	res := mustAppend(t, l, eventlog.Append{Stream: "s", Key: "k", Entries: many[:124]})
-	if res.Last != 124 {
-		t.Fatalf("124 entries: %+v", res)
-	}
-	if l.Last() != 124 {
-		t.Fatalf("refused appends wrote: Last = %d", l.Last())
-	}
-	if _, err := l.Stream("a\x00b"); !errors.Is(err, eventlog.ErrInvalid) {
-		t.Fatalf("Stream with a NUL = %v", err)
-	}
-}
-
-// pattern returns n bytes that differ from position to position, so that a
-// chunk out of place shows.
-func pattern(n int, seed byte) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7) ^ byte(i>>11) ^ seed
-	}
-	return b
-}
-
-// TestChunkedPayloads: payloads up to MaxPayloadLen, alone and several to
-// an append, read back byte for byte, by Records and Stream.
-func TestChunkedPayloads(t *testing.T) {
-	c := startCluster(t, 1)
-	cli := c.Client()
+// TestUnwrittenAppendLeavesNoChunks: the chunks of an append that is not
+// written (a duplicate, a conflict) are deleted.
+func TestUnwrittenAppendLeavesNoChunks(t *testing.T) {
+	cli := startCluster(t, 1).Client()
 	l := open(t, cli, Options{})
-	sizes := [][]int{{eventlog.MaxPayloadLen}, {3<<20 + 7}, {600 << 10, 600 << 10, 10}, {0}, {1 << 20}}
-	var want [][]byte
-	for i, group := range sizes {
-		var entries []eventlog.Entry
-		for j, n := range group {
-			p := pattern(n, byte(i*16+j))
-			want = append(want, p)
-			entries = append(entries, eventlog.Entry{Kind: 7, Time: t0, Payload: p})
-		}
-		mustAppend(t, l, eventlog.Append{Stream: fmt.Sprintf("big%d", i%2), Key: fmt.Sprintf("big-%d", i), Entries: entries})
-	}
-	recs := collect(t, l, 0)
-	if len(recs) != len(want) {
-		t.Fatalf("%d records, want %d", len(recs), len(want))
-	}
-	for i, r := range recs {
-		if !bytes.Equal(r.Payload, want[i]) || r.Kind != 7 {
-			t.Fatalf("record %d: %d bytes read back, %d written, equal %v", r.Seq, len(r.Payload), len(want[i]), bytes.Equal(r.Payload, want[i]))
-		}
-	}
-	s, err := l.Stream("big0")
-	if err != nil || len(s) != 5 || !bytes.Equal(s[0].Payload, want[0]) || !bytes.Equal(s[4].Payload, want[len(want)-1]) {
-		t.Fatalf("Stream(big0): %d records, %v", len(s), err)
-	}
-	// A duplicate of a chunked append leaves no chunks behind.
+	a := eventlog.Append{Stream: "big", Key: "big", Entries: []eventlog.Entry{{Kind: 7, Time: t0, Payload: pattern(3<<20+7, 1)}}}
+	mustAppend(t, l, a)
 	before := countChunks(t, cli)
-	if res := mustAppend(t, l, eventlog.Append{Stream: "big1", Key: "big-1", Entries: []eventlog.Entry{{Kind: 7, Time: t0, Payload: want[1]}}}); !res.Duplicate {
-		t.Fatalf("duplicate chunked append: %+v", res)
+	if before == 0 {
+		t.Fatal("a 3 MiB payload was stored without chunks")
+	}
+	if res := mustAppend(t, l, a); !res.Duplicate {
+		t.Fatalf("retry of a chunked append = %+v, want a duplicate", res)
+	}
+	a.Key, a.CheckVersion = "", true
+	if _, err := l.Append(context.Background(), a); !errors.Is(err, eventlog.ErrConflict) {
+		t.Fatalf("chunked append expecting version 0 of a stream at 1 = %v, want a conflict", err)
 	}
 	if after := countChunks(t, cli); after != before {
-		t.Fatalf("a duplicate chunked append left %d chunks", after-before)
+		t.Fatalf("unwritten chunked appends left %d chunks", after-before)
+	}
+}
+
+// TestTail: Tail yields the records already there from any starting point,
+// then each one another writer appends, never skipping nor repeating one,
+// and ends with ErrClosed when its log closes.
+func TestTail(t *testing.T) {
+	c := startCluster(t, 1)
+	a := open(t, c.Client(), Options{})
+	b := open(t, c.Client(), Options{})
+	const before, after = 2*pageLen + 3, 20
+	for n := 0; n < before; n += 100 {
+		entries := make([]eventlog.Entry, min(100, before-n))
+		for i := range entries {
+			entries[i] = entry(1, fmt.Sprint(n+i+1))
+		}
+		mustAppend(t, b, eventlog.Append{Stream: "s", Entries: entries})
+	}
+	type item struct {
+		r   eventlog.Record
+		err error
+	}
+	from := uint64(pageLen + 1)
+	seen := make(chan item)
+	go func() {
+		defer close(seen)
+		for r, err := range a.Tail(context.Background(), from) {
+			seen <- item{r, err}
+		}
+	}()
+	for seq := from; seq <= before+after; seq++ {
+		if seq > before {
+			mustAppend(t, b, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, fmt.Sprint(seq))}})
+		}
+		it := <-seen
+		if it.err != nil || it.r.Seq != seq || string(it.r.Payload) != fmt.Sprint(seq) {
+			t.Fatalf("Tail(%d) yielded seq %d %q, %v; want seq %d", from, it.r.Seq, it.r.Payload, it.err, seq)
+		}
+	}
+	a.Close()
+	if it := <-seen; !errors.Is(it.err, eventlog.ErrClosed) {
+		t.Fatalf("Tail across Close yielded %+v, want ErrClosed", it)
+	}
+	if _, open := <-seen; open {
+		t.Fatal("Tail went on after ErrClosed")
 	}
 }
 
@@ -402,110 +248,6 @@ func TestCorruptRecordAndChunk(t *testing.T) {
 	}
 }
 
-func TestRecordsFromTheMiddle(t *testing.T) {
-	c := startCluster(t, 1)
-	l := open(t, c.Client(), Options{})
-	const n = 2*pageLen + 17
-	entries := make([]eventlog.Entry, 100)
-	for i := range entries {
-		entries[i] = entry(1, "")
-	}
-	for appended := 0; appended < n; {
-		k := min(100, n-appended)
-		mustAppend(t, l, eventlog.Append{Stream: fmt.Sprintf("s%d", appended), Entries: entries[:k]})
-		appended += k
-	}
-	for _, from := range []uint64{0, 1, pageLen, pageLen + 1, n, n + 1} {
-		recs := collect(t, l, from)
-		start := max(from, 1)
-		if want := int(n - start + 1); len(recs) != want {
-			t.Fatalf("Records(%d): %d records, want %d", from, len(recs), want)
-		}
-		for i, r := range recs {
-			if r.Seq != start+uint64(i) {
-				t.Fatalf("Records(%d)[%d] has seq %d", from, i, r.Seq)
-			}
-		}
-	}
-	// Stopping early stops.
-	count := 0
-	for range l.Records(1) {
-		if count++; count == 3 {
-			break
-		}
-	}
-	if count != 3 {
-		t.Fatal(count)
-	}
-}
-
-// TestWaitAndTail: Wait and Tail are woken by another writer's commit.
-func TestWaitAndTail(t *testing.T) {
-	c := startCluster(t, 1)
-	a := open(t, c.Client(), Options{})
-	b := open(t, c.Client(), Options{})
-	got := make(chan uint64)
-	go func() {
-		last, err := a.Wait(context.Background(), 0)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- last
-	}()
-	mustAppend(t, b, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "")}})
-	if last := <-got; last != 1 {
-		t.Fatalf("Wait returned %d, want 1", last)
-	}
-	if last, err := a.Wait(context.Background(), 0); err != nil || last != 1 {
-		t.Fatalf("Wait(0) = %d, %v", last, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := a.Wait(ctx, 1); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait with cancelled ctx = %v", err)
-	}
-
-	// Tail from 1 sees the record already there and those b appends next.
-	tctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	seen := make(chan eventlog.Record)
-	go func() {
-		defer close(seen)
-		for r, err := range a.Tail(tctx, 1) {
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			seen <- r
-		}
-	}()
-	for i := range 20 {
-		if i > 0 {
-			mustAppend(t, b, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, fmt.Sprint(i))}})
-		}
-		r := <-seen
-		if r.Seq != uint64(i+1) {
-			t.Fatalf("tail yielded seq %d, want %d", r.Seq, i+1)
-		}
-	}
-	stop()
-	for range seen {
-	}
-
-	closed := make(chan error)
-	go func() {
-		_, err := a.Wait(context.Background(), 100)
-		closed <- err
-	}()
-	a.Close()
-	if err := <-closed; !errors.Is(err, eventlog.ErrClosed) {
-		t.Fatalf("Wait across Close = %v, want ErrClosed", err)
-	}
-	if _, err := a.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "")}}); !errors.Is(err, eventlog.ErrClosed) {
-		t.Fatalf("Append after Close = %v, want ErrClosed", err)
-	}
-}
-
 // TestTwoWriters: two Logs on one etcd append concurrently, some with the
 // same idempotency keys and expected versions on shared streams: one
 // contiguous sequence, every answer right, nothing twice.
@@ -576,7 +318,6 @@ func TestTwoWriters(t *testing.T) {
 			t.Fatalf("Wait: %d, %v", last, err)
 		}
 	}
-	_ = time.Second
 }
 
 // TestTwoWritersExpectedVersions: appenders on two Logs race on four shared
