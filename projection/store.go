@@ -276,20 +276,30 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) Log() *eventlog.Log { return s.log }
 
 // Wait waits until the log holds a record after seq, the store's clock
-// reaches until (never, when until is zero), or ctx ends; only the last is
-// an error (ctx's), besides the log closing.
+// reaches until (never, when until is zero), the daemons sharing the log
+// change (Peers.Changed: this daemon may own what it did not), or ctx
+// ends; only the last is an error (ctx's), besides the log closing.
 func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !until.IsZero() {
 		defer s.clock.AfterFunc(until.Sub(s.clock.Now()), cancel)()
 	}
+	if changed := s.own.changed(); changed != nil {
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+	}
 	_, err := s.log.Wait(wctx, seq)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, context.Canceled):
-		return nil // the clock reached until
+		return nil // the clock reached until, or the daemons changed
 	}
 	return err
 }
