@@ -76,12 +76,13 @@ import (
 // (a minute); the test ends one to kill its daemon, and waits for the
 // others' watches to see it, so nothing waits on time.
 //
-// The first run found two bugs, each now with its own test below: a
+// The first runs found two bugs, each now with its own test below: a
 // daemon that took over a persisted delegation served its notification
-// naming an artifact it never wrote (TestTakeOverArtifactNamed), and an
-// all-complete notification acknowledged through two daemons at once
-// failed the second with a version conflict instead of saying Already
-// (TestAckAllCompleteAcrossDaemons).
+// naming an artifact it never wrote (TestTakeOverArtifactNamed; fixed in
+// owner.go's localArtifact), and an all-complete notification
+// acknowledged through two daemons at once failed the second with a
+// version conflict instead of saying Already
+// (TestAckAllCompleteAcrossDaemons; fixed in outbox.go's ackAllComplete).
 //
 // A short run is part of `go test`. A long one:
 //
