@@ -2,8 +2,14 @@ package projection
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/fsm"
 )
@@ -11,8 +17,16 @@ import (
 // TestSummariesPages: Summaries is List without the growing texts, and
 // pages of any size, by id or by time, with or without a filter, put
 // together give the whole listing; a cursor that the filter no longer
-// lists still says where the next page starts.
+// lists still says where the next page starts. Each holds whether the
+// listing looks each summary up, walks them all, or starts with the one
+// and goes on with the other (listGets).
 func TestSummariesPages(t *testing.T) {
+	for _, gets := range []int{listGets, 3, 0} {
+		t.Run(fmt.Sprintf("gets=%d", gets), func(t *testing.T) { testSummariesPages(t, gets) })
+	}
+}
+
+func testSummariesPages(t *testing.T, gets int) {
 	s := openStore(t, t.TempDir())
 	ctx := context.Background()
 	var ids []string
@@ -27,11 +41,11 @@ func TestSummariesPages(t *testing.T) {
 	}
 	root := registration().RootSessionID
 	for _, o := range []ListOptions{{}, {ByTime: true}, {Status: fsm.Complete}, {Status: fsm.Registered, ByTime: true}} {
-		full, err := s.List(root, o)
+		full, err := s.listLooking(root, o, false, gets)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sums, err := s.Summaries(root, o)
+		sums, err := s.listLooking(root, o, true, gets)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +64,7 @@ func TestSummariesPages(t *testing.T) {
 			p := o
 			p.Limit = limit
 			for {
-				page, err := s.Summaries(root, p)
+				page, err := s.listLooking(root, p, true, gets)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -68,7 +82,7 @@ func TestSummariesPages(t *testing.T) {
 		for _, after := range ids {
 			p := o
 			p.After = after
-			page, err := s.Summaries(root, p)
+			page, err := s.listLooking(root, p, true, gets)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,4 +107,45 @@ func idsOf(ds []fsm.Delegation) []string {
 		out = append(out, d.ID)
 	}
 	return out
+}
+
+// TestListSummaryMissing: a roots view entry whose summary the summaries
+// view lacks fails the listing with an error naming the delegation and
+// the way out, whether the listing looks the summary up or walks them.
+func TestListSummaryMissing(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	var ids []string
+	for range 3 {
+		ids = append(ids, register(t, s).ID)
+	}
+	root := registration().RootSessionID
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost string
+	err = db.Update(func(tx *bolt.Tx) error {
+		views := tx.Bucket([]byte("views"))
+		v := views.Bucket([]byte(bucketRoots)).Get(pairKey(root, ids[1]))
+		if len(v) != 8 {
+			return fmt.Errorf("roots view entry of %s: %x", ids[1], v)
+		}
+		lost = ids[1]
+		return views.Bucket([]byte(bucketSummaries)).Delete(append(pairKey(root, ""), v...))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	for _, gets := range []int{listGets, 0} {
+		_, err := s.listLooking(root, ListOptions{}, true, gets)
+		if err == nil || !strings.Contains(err.Error(), lost) || !strings.Contains(err.Error(), "replay --rebuild") {
+			t.Errorf("gets=%d: listing with a summary missing: %v", gets, err)
+		}
+	}
 }

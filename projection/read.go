@@ -2,6 +2,7 @@ package projection
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
@@ -343,6 +346,19 @@ func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) 
 // list walks the roots view of root, by id, and reads each delegation's
 // summary, and for whole records its texts.
 func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegation, error) {
+	return s.listLooking(root, o, summaries, listGets)
+}
+
+// listGets is how many summaries a listing looks up one by one before it
+// reads the rest of the root's summaries in one walk (summaryIndex): a
+// page of a few finds each in a few pages of the tree, a whole listing of
+// thousands walks them in their order (a lookup costs about as much as
+// decoding the summary it finds).
+const listGets = 256
+
+// listLooking is list, with the number of summaries it looks up one by
+// one (gets) before it walks them all; the tests set it to exercise both.
+func (s *Store) listLooking(root string, o ListOptions, summaries bool, gets int) ([]fsm.Delegation, error) {
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return nil, err
 	}
@@ -380,34 +396,49 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 				k, v = c.Next()
 			}
 		}
+		var index summaryIndex
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			id := k[len(prefix):]
 			if len(v) != 8 {
 				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
 			}
 			ord := binary.BigEndian.Uint64(v)
-			sum := sums.Get(ordKey(root, ord))
-			if sum == nil {
-				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
-			}
-			unmarshal := fsm.UnmarshalSummary
-			if !summaries {
-				unmarshal = fsm.UnmarshalDelegation
-			}
-			d, err := unmarshal(sum)
-			if err != nil {
-				return fmt.Errorf("summaries view %q: %w (the view is derived; the log itself is unaffected)", id, err)
-			}
-			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
-				if !summaries {
-					if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
+			var sum []byte
+			if gets > 0 {
+				gets--
+				sum = sums.Get(ordKey(root, ord))
+			} else {
+				if index == nil {
+					if index, err = readSummaryIndex(sums, root); err != nil {
 						return err
 					}
 				}
-				out = append(out, d)
-				if paged && o.Limit > 0 && len(out) == o.Limit {
-					break
+				sum = index.find(ord)
+			}
+			if sum == nil {
+				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
+			}
+			out = append(out, fsm.Delegation{})
+			d := &out[len(out)-1]
+			if summaries {
+				*d, err = fsm.UnmarshalSummary(sum)
+			} else {
+				*d, err = fsm.UnmarshalDelegation(sum)
+			}
+			if err != nil {
+				return fmt.Errorf("summaries view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+			}
+			if (o.Status != "" && d.State != o.Status) || (o.Unread && !d.Unread()) {
+				out = out[:len(out)-1]
+				continue
+			}
+			if !summaries {
+				if err := addTexts(tx, d, ord, false, lostShown); err != nil {
+					return err
 				}
+			}
+			if paged && o.Limit > 0 && len(out) == o.Limit {
+				break
 			}
 		}
 		return nil
@@ -456,6 +487,40 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		out = out[:o.Limit]
 	}
 	return out, nil
+}
+
+// summaryIndex is a root session's entries of the summaries view, in
+// their order (by ordinal), as one walk reads them: each value is the
+// transaction's memory, valid until it ends.
+type summaryIndex []storedSummaryAt
+
+type storedSummaryAt struct {
+	ord uint64
+	sum []byte
+}
+
+// readSummaryIndex walks root's range of the summaries view.
+func readSummaryIndex(sums *bolt.Bucket, root string) (summaryIndex, error) {
+	prefix := pairKey(root, "")
+	var index summaryIndex
+	c := sums.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != len(prefix)+8 {
+			return nil, fmt.Errorf("summaries view: key %q of root %q is not the root and an ordinal (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", k, root)
+		}
+		index = append(index, storedSummaryAt{binary.BigEndian.Uint64(k[len(prefix):]), v})
+	}
+	return index, nil
+}
+
+// find returns the summary of the delegation whose ordinal is ord; nil
+// when the index does not hold it.
+func (x summaryIndex) find(ord uint64) []byte {
+	i, ok := slices.BinarySearchFunc(x, ord, func(e storedSummaryAt, ord uint64) int { return cmp.Compare(e.ord, ord) })
+	if !ok {
+		return nil
+	}
+	return x[i].sum
 }
 
 // Carried returns what a compacted context must carry for a root session:
