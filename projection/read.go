@@ -378,10 +378,10 @@ func (s *Store) listLooking(root string, o ListOptions, summaries bool, gets int
 		prefix := pairKey(root, "")
 		c := b.Cursor()
 		k, v := c.Seek(prefix)
+		n := 0 // the root's delegations, when counted
 		if !paged || o.Limit == 0 {
 			// Count first: growing a slice of thousands of records
 			// by doubling costs more than walking the keys twice.
-			n := 0
 			for k := k; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 				n++
 			}
@@ -409,7 +409,7 @@ func (s *Store) listLooking(root string, o ListOptions, summaries bool, gets int
 				sum = sums.Get(ordKey(root, ord))
 			} else {
 				if index == nil {
-					if index, err = readSummaryIndex(sums, root); err != nil {
+					if index, err = readSummaryIndex(sums, root, n); err != nil {
 						return err
 					}
 				}
@@ -499,10 +499,11 @@ type storedSummaryAt struct {
 	sum []byte
 }
 
-// readSummaryIndex walks root's range of the summaries view.
-func readSummaryIndex(sums *bolt.Bucket, root string) (summaryIndex, error) {
+// readSummaryIndex walks root's range of the summaries view, which holds
+// about n entries when n is not 0.
+func readSummaryIndex(sums *bolt.Bucket, root string, n int) (summaryIndex, error) {
 	prefix := pairKey(root, "")
-	var index summaryIndex
+	index := make(summaryIndex, 0, n)
 	c := sums.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if len(k) != len(prefix)+8 {

@@ -312,10 +312,30 @@ func fmtHeaderSafe(s string) string {
 // fmtOneLine renders a one-line field: every run of white space (line
 // breaks included) becomes one space, and the ends are trimmed.
 func fmtOneLine(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsSpace) {
-		return s
+	if isOneLine(s) {
+		return s // most titles and descriptions: no copy (a listing renders thousands)
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// isOneLine reports whether fmtOneLine leaves s as it is: its only white
+// space is single ' ' between other characters.
+func isOneLine(s string) bool {
+	space := true // a space at the start is trimmed
+	for _, r := range s {
+		switch {
+		case r == ' ':
+			if space {
+				return false
+			}
+			space = true
+		case r < utf8.RuneSelf && r > ' ' || r >= utf8.RuneSelf && !unicode.IsSpace(r):
+			space = false
+		default:
+			return false // white space other than a single space, or a control character (fmtOneLine decides)
+		}
+	}
+	return !space || s == ""
 }
 
 // fmtAgent keeps an agent name as it is unless it would break its line;
