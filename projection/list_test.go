@@ -41,11 +41,11 @@ func testSummariesPages(t *testing.T, gets int) {
 	}
 	root := registration().RootSessionID
 	for _, o := range []ListOptions{{}, {ByTime: true}, {Status: fsm.Complete}, {Status: fsm.Registered, ByTime: true}} {
-		full, err := s.listLooking(root, o, false, gets)
+		full, err := s.list(root, o, false, gets)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sums, err := s.listLooking(root, o, true, gets)
+		sums, err := s.list(root, o, true, gets)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ func testSummariesPages(t *testing.T, gets int) {
 			p := o
 			p.Limit = limit
 			for {
-				page, err := s.listLooking(root, p, true, gets)
+				page, err := s.list(root, p, true, gets)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -82,7 +82,7 @@ func testSummariesPages(t *testing.T, gets int) {
 		for _, after := range ids {
 			p := o
 			p.After = after
-			page, err := s.listLooking(root, p, true, gets)
+			page, err := s.list(root, p, true, gets)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestListSummaryMissing(t *testing.T) {
 	}
 	s = openStore(t, dir)
 	for _, gets := range []int{listGets, 0} {
-		_, err := s.listLooking(root, ListOptions{}, true, gets)
+		_, err := s.list(root, ListOptions{}, true, gets)
 		if err == nil || !strings.Contains(err.Error(), lost) || !strings.Contains(err.Error(), "replay --rebuild") {
 			t.Errorf("gets=%d: listing with a summary missing: %v", gets, err)
 		}

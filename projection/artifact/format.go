@@ -491,44 +491,73 @@ func NotFoundReadText(id string) string {
 // joined by one newline; the text has no trailing newline. No delegations
 // give ListEmptyText.
 func ListText(ds []fsm.Delegation) string {
-	if len(ds) == 0 {
-		return ListEmptyText
-	}
-	var b strings.Builder
+	var l ListTextBuilder
 	n := 16
 	for i := range ds {
 		n += 32 + 2*len(ds[i].ID) + len(ds[i].Title) + len(ds[i].Description)
 	}
-	b.Grow(n)
-	b.WriteString("## Delegations\n\n")
+	l.b.Grow(n)
 	for i := range ds {
-		d := &ds[i]
-		title, desc := fmtOneLine(d.Title), fmtOneLine(d.Description)
-		if d.State.Active() {
-			title, desc = d.ID, runningText
-		}
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString("- **")
-		b.WriteString(d.ID)
-		b.WriteString("**")
-		if title != "" {
-			b.WriteString(" | ")
-			b.WriteString(title)
-		}
-		b.WriteString(" [")
-		b.WriteString(string(d.State))
-		b.WriteString("]")
-		if d.Unread() {
-			b.WriteString(" [unread]")
-		}
-		if desc != "" {
-			b.WriteString("\n  → ")
-			b.WriteString(desc)
-		}
+		l.Add(&ds[i])
 	}
-	return b.String()
+	return l.String()
+}
+
+// ListTextBuilder renders ListText one delegation at a time, for a
+// listing that does not hold its delegations (projection.Store.EachSummary).
+// The zero value is ready to use.
+type ListTextBuilder struct {
+	b strings.Builder
+}
+
+// Grow makes room for n more entries of a usual size (a title and a
+// description of a sentence each).
+func (l *ListTextBuilder) Grow(n int) {
+	l.b.Grow(16 + n*listEntrySize)
+}
+
+// listEntrySize is a usual entry's length: an id, a title and a
+// description of a sentence, a status.
+const listEntrySize = 128
+
+// Add renders d's entry after those added before it.
+func (l *ListTextBuilder) Add(d *fsm.Delegation) {
+	b := &l.b
+	if b.Len() == 0 {
+		b.WriteString("## Delegations\n\n")
+	} else {
+		b.WriteByte('\n')
+	}
+	title, desc := fmtOneLine(d.Title), fmtOneLine(d.Description)
+	if d.State.Active() {
+		title, desc = d.ID, runningText
+	}
+	b.WriteString("- **")
+	b.WriteString(d.ID)
+	b.WriteString("**")
+	if title != "" {
+		b.WriteString(" | ")
+		b.WriteString(title)
+	}
+	b.WriteString(" [")
+	b.WriteString(string(d.State))
+	b.WriteString("]")
+	if d.Unread() {
+		b.WriteString(" [unread]")
+	}
+	if desc != "" {
+		b.WriteString("\n  → ")
+		b.WriteString(desc)
+	}
+}
+
+// String returns the text of the delegations added: ListEmptyText when
+// none was.
+func (l *ListTextBuilder) String() string {
+	if l.b.Len() == 0 {
+		return ListEmptyText
+	}
+	return l.b.String()
 }
 
 // fmtStartedCompleted is how the plugin shows a delegation's times: started
