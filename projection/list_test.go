@@ -17,16 +17,15 @@ import (
 // TestSummariesPages: Summaries is List without the growing texts, and
 // pages of any size, by id or by time, with or without a filter, put
 // together give the whole listing; a cursor that the filter no longer
-// lists still says where the next page starts. Each holds whether the
-// listing looks each summary up, walks them all, or starts with the one
-// and goes on with the other (listGets).
+// lists still says where the next page starts. Each holds whether a
+// whole listing looks each summary up or walks them all (listWalkOver).
 func TestSummariesPages(t *testing.T) {
-	for _, gets := range []int{listGets, 3, 0} {
-		t.Run(fmt.Sprintf("gets=%d", gets), func(t *testing.T) { testSummariesPages(t, gets) })
+	for _, walkOver := range []int{listWalkOver, 0} {
+		t.Run(fmt.Sprintf("walkOver=%d", walkOver), func(t *testing.T) { testSummariesPages(t, walkOver) })
 	}
 }
 
-func testSummariesPages(t *testing.T, gets int) {
+func testSummariesPages(t *testing.T, walkOver int) {
 	s := openStore(t, t.TempDir())
 	ctx := context.Background()
 	var ids []string
@@ -41,11 +40,11 @@ func testSummariesPages(t *testing.T, gets int) {
 	}
 	root := registration().RootSessionID
 	for _, o := range []ListOptions{{}, {ByTime: true}, {Status: fsm.Complete}, {Status: fsm.Registered, ByTime: true}} {
-		full, err := s.list(root, o, false, gets)
+		full, err := s.list(root, o, false, walkOver)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sums, err := s.list(root, o, true, gets)
+		sums, err := s.list(root, o, true, walkOver)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +63,7 @@ func testSummariesPages(t *testing.T, gets int) {
 			p := o
 			p.Limit = limit
 			for {
-				page, err := s.list(root, p, true, gets)
+				page, err := s.list(root, p, true, walkOver)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -82,7 +81,7 @@ func testSummariesPages(t *testing.T, gets int) {
 		for _, after := range ids {
 			p := o
 			p.After = after
-			page, err := s.list(root, p, true, gets)
+			page, err := s.list(root, p, true, walkOver)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,10 +141,10 @@ func TestListSummaryMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir)
-	for _, gets := range []int{listGets, 0} {
-		_, err := s.list(root, ListOptions{}, true, gets)
+	for _, walkOver := range []int{listWalkOver, 0} {
+		_, err := s.list(root, ListOptions{}, true, walkOver)
 		if err == nil || !strings.Contains(err.Error(), lost) || !strings.Contains(err.Error(), "replay --rebuild") {
-			t.Errorf("gets=%d: listing with a summary missing: %v", gets, err)
+			t.Errorf("walkOver=%d: listing with a summary missing: %v", walkOver, err)
 		}
 	}
 }

@@ -331,7 +331,7 @@ type ListOptions struct {
 
 // List returns the records of the delegations of a root session.
 func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, false, listGets)
+	return s.list(root, o, false, listWalkOver)
 }
 
 // Summaries is List without the texts that grow with the work: records
@@ -340,7 +340,7 @@ func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
 // holds, in the roots view's order: its cost follows the number of
 // delegations it goes through, not the size of their texts.
 func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, true, listGets)
+	return s.list(root, o, true, listWalkOver)
 }
 
 // EachSummary calls fn with each summary Summaries returns, in its order,
@@ -363,20 +363,20 @@ func (s *Store) EachSummary(root string, o ListOptions, sized func(n int), fn fu
 		}
 		return err
 	}
-	return s.walk(root, o, true, listGets, sized, fn)
+	return s.walk(root, o, true, listWalkOver, sized, fn)
 }
 
-// listGets is how many summaries a listing looks up one by one before it
-// reads the rest of the root's summaries in one walk (summaryIndex): a
-// page of a few finds each in a few pages of the tree, a whole listing of
-// thousands walks them in their order (a lookup costs about as much as
-// decoding the summary it finds).
-const listGets = 256
+// listWalkOver is the size of a root from which a whole listing reads
+// the root's summaries in one walk (summaryIndex) rather than looking up
+// each: a lookup descends the tree and costs about as much as decoding
+// the summary it finds. A page looks each up, however large the root: its
+// cost follows the page.
+const listWalkOver = 256
 
 // list returns the summaries, or whole records, of root's delegations
-// that o selects, in o's order; it looks up the first gets of them one
-// by one (listGets; the tests set it to exercise both ways).
-func (s *Store) list(root string, o ListOptions, summaries bool, gets int) ([]fsm.Delegation, error) {
+// that o selects, in o's order; walkOver is listWalkOver (the tests set it
+// to exercise both ways).
+func (s *Store) list(root string, o ListOptions, summaries bool, walkOver int) ([]fsm.Delegation, error) {
 	var out []fsm.Delegation
 	sized := func(n int) { out = make([]fsm.Delegation, 0, n) }
 	collect := func(d *fsm.Delegation) error {
@@ -384,11 +384,11 @@ func (s *Store) list(root string, o ListOptions, summaries bool, gets int) ([]fs
 		return nil
 	}
 	if !o.ByTime {
-		err := s.walk(root, o, summaries, gets, sized, collect)
+		err := s.walk(root, o, summaries, walkOver, sized, collect)
 		return out, err
 	}
 	// By time, every summary is needed to sort: the whole root, filtered.
-	if err := s.walk(root, ListOptions{Status: o.Status, Unread: o.Unread}, summaries, gets, sized, collect); err != nil {
+	if err := s.walk(root, ListOptions{Status: o.Status, Unread: o.Unread}, summaries, walkOver, sized, collect); err != nil {
 		return nil, err
 	}
 	// Creation time, then id: the roots view's id order breaks ties. The
@@ -437,13 +437,13 @@ func (s *Store) list(root string, o ListOptions, summaries bool, gets int) ([]fs
 // walk goes through the roots view of root by id, from past o.After, and
 // calls fn with the summary (with its texts unless summaries) of each
 // delegation that o's filter selects, until o.Limit of them (o.ByTime is
-// the caller's). It looks up the first gets summaries one by one, then
-// reads the rest of the root's in one walk of the summaries view. sized,
+// the caller's). It looks up each summary, or, for a whole listing of more
+// than walkOver, reads the root's summaries in one walk first. sized,
 // when not nil, is told first how many delegations the walk may list at
 // most: the root's count for a whole listing, which it counts first
 // (growing a slice of thousands of records by doubling costs more than
 // walking the keys twice). d is reused between calls.
-func (s *Store) walk(root string, o ListOptions, summaries bool, gets int, sized func(n int), fn func(d *fsm.Delegation) error) error {
+func (s *Store) walk(root string, o ListOptions, summaries bool, walkOver int, sized func(n int), fn func(d *fsm.Delegation) error) error {
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
 		return err
 	}
@@ -478,6 +478,11 @@ func (s *Store) walk(root string, o ListOptions, summaries bool, gets int, sized
 			}
 		}
 		var index summaryIndex
+		if n > walkOver {
+			if index, err = readSummaryIndex(sums, root, n); err != nil {
+				return err
+			}
+		}
 		var d fsm.Delegation
 		listed := 0
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -487,16 +492,10 @@ func (s *Store) walk(root string, o ListOptions, summaries bool, gets int, sized
 			}
 			ord := binary.BigEndian.Uint64(v)
 			var sum []byte
-			if gets > 0 {
-				gets--
-				sum = sums.Get(ordKey(root, ord))
-			} else {
-				if index == nil {
-					if index, err = readSummaryIndex(sums, root, n); err != nil {
-						return err
-					}
-				}
+			if index != nil {
 				sum = index.find(ord)
+			} else {
+				sum = sums.Get(ordKey(root, ord))
 			}
 			if sum == nil {
 				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
