@@ -74,6 +74,7 @@ func readChunk(b *bolt.Bucket, from uint64, buf []Record) (_ []Record, more bool
 // chunkReader reads the records of one read transaction for Records and
 // Scan, and keeps what a scan reuses from one transaction to the next.
 type chunkReader struct {
+	rec     Record // the record lent to fn (a local would escape: one allocation per record)
 	stream  string // the last record's stream id
 	payload []byte // the last chunked payload lent
 }
@@ -115,7 +116,8 @@ func (ch *chunkReader) read(b *bolt.Bucket, from uint64, limit int, own bool, fn
 		size += len(r.Payload)
 		n++
 		want++
-		if !fn(&r) {
+		ch.rec = r
+		if !fn(&ch.rec) {
 			return want, false, nil
 		}
 	}

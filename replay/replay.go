@@ -210,8 +210,9 @@ type corruptRun struct {
 // there is one, gets its own copy of each record.
 func (sc *scanner) scan(from uint64) error {
 	total := int(sc.log.Last())
-	work := make(chan []decoded, 2)
-	free := make(chan []decoded, 3)
+	work := make(chan []decoded, scanBatches-2)
+	free := make(chan []decoded, scanBatches)
+	made := 1 // batches made: the reader waits for a free one past scanBatches
 	var read uint64 // the last seq read (the reader's)
 	var err error
 	done := make(chan struct{})
@@ -243,10 +244,10 @@ func (sc *scanner) scan(from uint64) error {
 			}
 			if len(batch) == cap(batch) {
 				work <- batch
-				select {
-				case batch = <-free:
-				default:
-					batch = make([]decoded, 0, scanBatch)
+				if made < scanBatches {
+					batch, made = make([]decoded, 0, scanBatch), made+1
+				} else {
+					batch = <-free
 				}
 			}
 		}, true)
@@ -259,18 +260,20 @@ func (sc *scanner) scan(from uint64) error {
 			sc.feed(&batch[i])
 		}
 		clear(batch) // the events' texts
-		select {
-		case free <- batch[:0]:
-		default:
-		}
+		free <- batch[:0]
 	}
 	<-done
 	sc.read = max(sc.read, read)
 	return err
 }
 
-// scanBatch is how many decoded records the reading hands the fold at once.
-const scanBatch = 256
+// scanBatch is how many decoded records the reading hands the fold at
+// once, and scanBatches how many batches there are: one being filled, one
+// being folded, the others queued between the two.
+const (
+	scanBatch   = 256
+	scanBatches = 4
+)
 
 // decoded is a record (without its payload, unless the views are rebuilt)
 // and its event (see decode).

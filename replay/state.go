@@ -288,7 +288,8 @@ func (s *state) repersisted(d *delegation, next *fsm.Delegation, seq uint64) {
 		}
 	}
 	first.Prompt = ""
-	s.arts.again(d, next, seq, artifact.Render(&first))
+	size, hash := artifact.RenderSum(&first)
+	s.arts.again(d, next, seq, size, hash)
 }
 
 // steps is what an event's transitions are read against: the record's
