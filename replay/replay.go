@@ -212,7 +212,7 @@ func (sc *scanner) scan(from uint64) error {
 	total := int(sc.log.Last())
 	work := make(chan []decoded, scanBatches-2)
 	free := make(chan []decoded, scanBatches)
-	made := 1 // batches made: the reader waits for a free one past scanBatches
+	made := 1       // batches made: the reader waits for a free one past scanBatches
 	var read uint64 // the last seq read (the reader's)
 	var err error
 	done := make(chan struct{})
