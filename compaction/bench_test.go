@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/delegations/delegations/compaction"
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/historytest"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/projection/artifact"
@@ -132,39 +131,12 @@ func benchStore(b *testing.B, history int) *projection.Store {
 	b.Cleanup(func() { s.Close() })
 
 	// Unique ids, drawn repeatably.
-	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{7}))
-	seen := make(map[string]bool, history)
-	ids := make([]string, 0, history)
-	for len(ids) < history {
-		if id := gen.Next(); !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
-
+	ids := historytest.IDs(fsm.NewIDGenerator(rand.NewChaCha8([32]byte{7})), history)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(ids) {
-					return
-				}
-				if err := appendHistory(ctx, s, ids[i], t0.Add(time.Duration(i)*time.Second)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err = historytest.Append(ctx, s.Log(), len(ids), 64, func(i int) (eventlog.Append, error) {
+		return historyAppend(ids[i], t0.Add(time.Duration(i)*time.Second))
+	})
+	if err != nil {
 		b.Fatal(err)
 	}
 
@@ -186,10 +158,10 @@ func benchStore(b *testing.B, history int) *projection.Store {
 	return s
 }
 
-// appendHistory appends the whole lifecycle of one finished and read
-// delegation in one append: the events Register, Start, Complete, Persist,
-// Ack and Read record.
-func appendHistory(ctx context.Context, s *projection.Store, id string, at time.Time) error {
+// historyAppend is the append of the whole lifecycle of one finished and
+// read delegation: the events Register, Start, Complete, Persist, Ack and
+// Read record.
+func historyAppend(id string, at time.Time) (eventlog.Append, error) {
 	var d *fsm.Delegation
 	var cur fsm.Delegation
 	var events []fsm.Event
@@ -213,19 +185,19 @@ func appendHistory(ctx context.Context, s *projection.Store, id string, at time.
 			Agent: "researcher", Prompt: "A finished task",
 		},
 	}); err != nil {
-		return err
+		return eventlog.Append{}, err
 	}
 	if err := decide(fsm.Event{Kind: fsm.KindStarted, Registration: fsm.Registration{
 		SessionID: "ses_child",
 	}}); err != nil {
-		return err
+		return eventlog.Append{}, err
 	}
 	if err := decide(fsm.Event{Kind: fsm.KindCompleted, Result: "Done: the answer."}); err != nil {
-		return err
+		return eventlog.Append{}, err
 	}
 	rel, err := artifact.RelPath(benchProject, benchRoot, id)
 	if err != nil {
-		return err
+		return eventlog.Append{}, err
 	}
 	events = append(events,
 		fsm.Event{Kind: fsm.KindPersisted, ID: id, At: at, ArtifactPath: rel, ArtifactSize: 200, ArtifactHash: 1},
@@ -236,6 +208,5 @@ func appendHistory(ctx context.Context, s *projection.Store, id string, at time.
 	for i, e := range events {
 		entries[i] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
 	}
-	_, err = s.Log().Append(ctx, eventlog.Append{Stream: id, Entries: entries, CheckVersion: true})
-	return err
+	return eventlog.Append{Stream: id, Entries: entries, CheckVersion: true}, nil
 }

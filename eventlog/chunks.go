@@ -62,9 +62,10 @@ const (
 // knownFormat accepts the values of the meta bucket's format key this
 // build reads: FormatVersion, and 1, the format before chunks (every
 // payload inline), which a writer upgrades by writing FormatVersion over
-// it. Anything else is a file of a later build.
+// it; either with sealedBit (seal.go), which readers ignore. Anything else
+// is a file of a later build.
 func knownFormat(v []byte) error {
-	if len(v) == 1 && (v[0] == FormatVersion || v[0] == 1) {
+	if len(v) == 1 && (v[0]&^sealedBit == FormatVersion || v[0]&^sealedBit == 1) {
 		return nil
 	}
 	return fmt.Errorf("%w: file format %v is not %d; this build cannot read it", ErrCorrupt, v, FormatVersion)

@@ -248,6 +248,10 @@ func Open(path string, opts Options) (*Log, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return fail(err)
 	}
+	// A log migrated elsewhere is only read (seal.go).
+	if err := guard("open", l.refuseSealed); err != nil {
+		return fail(err)
+	}
 	// A write to a damaged file can turn index damage into lost records
 	// (bbolt rewrites and frees the pages it believes in), so a writer
 	// checks the whole structure first, while it holds the lock.

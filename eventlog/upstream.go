@@ -35,6 +35,12 @@ type Upstream interface {
 	Close() error
 }
 
+// ErrUnavailable is wrapped by an Upstream's error when the store behind
+// it did not answer in time (unreachable, or without a quorum): the call
+// may be retried, with the same idempotency key for an append, whose
+// outcome is then unknown. eventlog/etcdlog's ErrUnavailable wraps it.
+var ErrUnavailable = errors.New("unavailable")
+
 // ErrReplica reports a write to a replica's file without its upstream: only
 // the process that keeps the replica in step with the shared log may write
 // it, or the file would hold records the shared log does not.

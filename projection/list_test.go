@@ -2,8 +2,14 @@ package projection
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/fsm"
 )
@@ -11,8 +17,15 @@ import (
 // TestSummariesPages: Summaries is List without the growing texts, and
 // pages of any size, by id or by time, with or without a filter, put
 // together give the whole listing; a cursor that the filter no longer
-// lists still says where the next page starts.
+// lists still says where the next page starts. Each holds whether a
+// whole listing looks each summary up or walks them all (listWalkOver).
 func TestSummariesPages(t *testing.T) {
+	for _, walkOver := range []int{listWalkOver, 0} {
+		t.Run(fmt.Sprintf("walkOver=%d", walkOver), func(t *testing.T) { testSummariesPages(t, walkOver) })
+	}
+}
+
+func testSummariesPages(t *testing.T, walkOver int) {
 	s := openStore(t, t.TempDir())
 	ctx := context.Background()
 	var ids []string
@@ -27,11 +40,11 @@ func TestSummariesPages(t *testing.T) {
 	}
 	root := registration().RootSessionID
 	for _, o := range []ListOptions{{}, {ByTime: true}, {Status: fsm.Complete}, {Status: fsm.Registered, ByTime: true}} {
-		full, err := s.List(root, o)
+		full, err := s.list(root, o, false, walkOver)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sums, err := s.Summaries(root, o)
+		sums, err := s.list(root, o, true, walkOver)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +63,7 @@ func TestSummariesPages(t *testing.T) {
 			p := o
 			p.Limit = limit
 			for {
-				page, err := s.Summaries(root, p)
+				page, err := s.list(root, p, true, walkOver)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -68,7 +81,7 @@ func TestSummariesPages(t *testing.T) {
 		for _, after := range ids {
 			p := o
 			p.After = after
-			page, err := s.Summaries(root, p)
+			page, err := s.list(root, p, true, walkOver)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,4 +106,45 @@ func idsOf(ds []fsm.Delegation) []string {
 		out = append(out, d.ID)
 	}
 	return out
+}
+
+// TestListSummaryMissing: a roots view entry whose summary the summaries
+// view lacks fails the listing with an error naming the delegation and
+// the way out, whether the listing looks the summary up or walks them.
+func TestListSummaryMissing(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	var ids []string
+	for range 3 {
+		ids = append(ids, register(t, s).ID)
+	}
+	root := registration().RootSessionID
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost string
+	err = db.Update(func(tx *bolt.Tx) error {
+		views := tx.Bucket([]byte("views"))
+		v := views.Bucket([]byte(bucketRoots)).Get(pairKey(root, ids[1]))
+		if len(v) != 8 {
+			return fmt.Errorf("roots view entry of %s: %x", ids[1], v)
+		}
+		lost = ids[1]
+		return views.Bucket([]byte(bucketSummaries)).Delete(append(pairKey(root, ""), v...))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	for _, walkOver := range []int{listWalkOver, 0} {
+		_, err := s.list(root, ListOptions{}, true, walkOver)
+		if err == nil || !strings.Contains(err.Error(), lost) || !strings.Contains(err.Error(), "replay --rebuild") {
+			t.Errorf("walkOver=%d: listing with a summary missing: %v", walkOver, err)
+		}
+	}
 }

@@ -130,6 +130,11 @@ type mDel struct {
 	version                   uint64
 	cycle                     uint64 // the parent's cycle it joined
 	pending                   bool   // a write of its artifact failed once
+	// Ownership (owner.go), "" for a store without peers: the daemon that
+	// registered it and the one that owns it now, which alone writes its
+	// artifact, enforces its deadline and serves its notifications.
+	registrant, owner string
+	artifactDir       string // the data directory its owner persisted it in
 }
 
 // mParent is the model of a parent session and its cycles.
@@ -144,6 +149,7 @@ type mParent struct {
 type mAllComplete struct {
 	id, parent string
 	cycle      uint64
+	by         string // the delegation whose notification ended the cycle: its owner serves this one
 	dueAt      time.Time
 	acked      bool
 	suppressed bool // a newer cycle started before it was acknowledged: never sent
@@ -166,6 +172,7 @@ type modelRun struct {
 	clock *modelClock
 	ids   *fsm.IDGenerator
 	s     *Store
+	self  string // the daemon s is among those sharing a log (Peers.Self); "" without peers
 	ctx   context.Context
 
 	dels        map[string]*mDel
@@ -208,6 +215,37 @@ func TestModel(t *testing.T) {
 
 func runModel(t *testing.T, seed uint64, steps int) {
 	start := time.Now()
+	m := newModelRun(t, seed, "TestModel", fmt.Sprintf("-model.runs=1 -model.steps=%d", steps))
+	m.open(false)
+	t.Cleanup(func() {
+		if m.s != nil {
+			m.s.Close()
+		}
+	})
+	m.newEpoch()
+	m.run(steps, m.ops(), func() {
+		m.checkDue("")
+		for root := range m.touched {
+			m.checkRoot(root)
+		}
+		if m.step%100 == 0 {
+			m.checkAll()
+		}
+	})
+	m.checkAll()
+	for k := range m.blocked {
+		m.unblockDir(k)
+	}
+	m.restart()
+	m.checkLog()
+	t.Logf("seed %d: %d steps in %v; %d restarts (%d rebuilds); %d records; %s",
+		seed, steps, time.Since(start).Round(time.Millisecond), m.restarts, m.rebuilds, m.s.Log().Last(), m.stats())
+}
+
+// newModelRun returns an empty model for a run of test with seed; test and
+// the flags that repeat the run name it in the command that reproduces a
+// failure. The caller opens the system under test.
+func newModelRun(t *testing.T, seed uint64, test, flags string) *modelRun {
 	var key [32]byte
 	for i := range 4 {
 		key[i] = byte(seed >> (8 * i))
@@ -232,22 +270,22 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last commands:\n%s", strings.Join(m.trace, "\n"))
-			t.Logf("reproduce: go test ./projection -run 'TestModel/seed=%d$' -model.seed=%d -model.runs=1 -model.steps=%d", seed, seed, steps)
+			t.Logf("reproduce: go test ./projection -run '%s/seed=%d$' -model.seed=%d %s", test, seed, seed, flags)
 		}
 	})
-	m.open(false)
-	t.Cleanup(func() {
-		if m.s != nil {
-			m.s.Close()
-		}
-	})
-	m.newEpoch()
+	return m
+}
 
-	ops := []struct {
-		name   string
-		weight int
-		run    func()
-	}{
+// modelOp is one kind of step, drawn with probability weight/total.
+type modelOp struct {
+	name   string
+	weight int
+	run    func()
+}
+
+// ops are the steps of a run on one store.
+func (m *modelRun) ops() []modelOp {
+	return []modelOp{
 		{"register", 12, m.register},
 		{"register-again", 2, m.registerAgain},
 		{"start", 6, func() { m.lifecycle(fsm.KindStarted) }},
@@ -273,6 +311,11 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		{"race-terminal", 2, m.raceTerminal},
 		{"race-ack", 2, m.raceAck},
 	}
+}
+
+// run takes steps random steps drawn from ops, with fresh session names
+// every 400, and calls check after each.
+func (m *modelRun) run(steps int, ops []modelOp, check func()) {
 	total := 0
 	for _, op := range ops {
 		total += op.weight
@@ -289,21 +332,12 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				break
 			}
 		}
-		m.checkDue("")
-		for root := range m.touched {
-			m.checkRoot(root)
-		}
-		if m.step%100 == 0 {
-			m.checkAll()
-		}
+		check()
 	}
-	m.checkAll()
-	for k := range m.blocked {
-		m.unblockDir(k)
-	}
-	m.restart()
-	m.checkLog()
+}
 
+// stats sums up what a run did, for its last log line.
+func (m *modelRun) stats() string {
 	var kinds []string
 	for k, n := range m.counts {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, n))
@@ -330,8 +364,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			suppressed++
 		}
 	}
-	t.Logf("seed %d: %d steps in %v; %d restarts (%d rebuilds); %d records; %d delegations (%d terminal, %d notified, %d unread); %d all-complete due (%d acknowledged, %d suppressed by a newer cycle); commands: %s",
-		seed, steps, time.Since(start).Round(time.Millisecond), m.restarts, m.rebuilds, m.s.Log().Last(),
+	return fmt.Sprintf("%d delegations (%d terminal, %d notified, %d unread); %d all-complete due (%d acknowledged, %d suppressed by a newer cycle); commands: %s",
 		len(m.dels), terminal, notified, unread, len(m.allc), acked, suppressed, strings.Join(kinds, " "))
 }
 
@@ -462,6 +495,7 @@ func (m *modelRun) register() {
 	md := &mDel{
 		id: d.ID, project: p.project, root: p.root, parent: p.name, reg: reg,
 		state: fsm.Registered, createdAt: now, timeoutAt: now.Add(eff), timeout: eff, version: 1,
+		registrant: m.self, owner: m.self,
 	}
 	// COMPAT: registering when the parent has no active delegation starts
 	// a new cycle, and an older cycle's all-complete not sent by then is
@@ -540,21 +574,21 @@ func (m *modelRun) text(k fsm.Kind) string {
 	return choices[m.rng.IntN(len(choices))]
 }
 
-// do runs one lifecycle command on the store.
-func (m *modelRun) do(k fsm.Kind, id, text string) (fsm.Delegation, error) {
+// do runs one lifecycle command on store s.
+func (m *modelRun) do(s *Store, k fsm.Kind, id, text string) (fsm.Delegation, error) {
 	switch k {
 	case fsm.KindStarted:
-		return m.s.Start(m.ctx, id, text)
+		return s.Start(m.ctx, id, text)
 	case fsm.KindProgressed:
-		return m.s.Progress(m.ctx, id, text)
+		return s.Progress(m.ctx, id, text)
 	case fsm.KindCompleted:
-		return m.s.Complete(m.ctx, id, text, "", "")
+		return s.Complete(m.ctx, id, text, "", "")
 	case fsm.KindFailed:
-		return m.s.Fail(m.ctx, id, text)
+		return s.Fail(m.ctx, id, text)
 	case fsm.KindCancelled:
-		return m.s.Cancel(m.ctx, id, text)
+		return s.Cancel(m.ctx, id, text)
 	case fsm.KindTimedOut:
-		return m.s.Timeout(m.ctx, id)
+		return s.Timeout(m.ctx, id)
 	}
 	panic("not a command: " + k.String())
 }
@@ -603,7 +637,7 @@ func (m *modelRun) duplicateTerminal() {
 func (m *modelRun) command(k fsm.Kind, d *mDel, text string) {
 	m.counts[k.String()]++
 	now := m.now()
-	got, err := m.do(k, d.id, text)
+	got, err := m.do(m.s, k, d.id, text)
 	m.logStep("%s %s %q (was %s) -> %s %v", k, d.id, text, d.state, got.State, err)
 	var want error
 	switch {
@@ -659,6 +693,8 @@ func (m *modelRun) tryPersist(d *mDel, now time.Time) bool {
 		return false
 	case !d.persistedAt.IsZero():
 		return true
+	case d.owner != m.self:
+		return false // its owner writes it (owner.go)
 	case m.blocked[[2]string{d.project, d.root}]:
 		if !d.pending {
 			d.pending = true
@@ -670,6 +706,7 @@ func (m *modelRun) tryPersist(d *mDel, now time.Time) bool {
 		m.counts["persisted-on-retry"]++
 	}
 	d.persistedAt = now
+	d.artifactDir = m.dir
 	d.version++
 	d.remaining = m.activeOf(d.parent)
 	return true
@@ -796,7 +833,7 @@ func (m *modelRun) cycleNotified(d *mDel, now time.Time) {
 	if m.allc[id] != nil {
 		m.fatalf("model: %s became due twice", id)
 	}
-	m.allc[id] = &mAllComplete{id: id, parent: p.name, cycle: p.cycle, dueAt: now.Add(modelQuiet)}
+	m.allc[id] = &mAllComplete{id: id, parent: p.name, cycle: p.cycle, by: d.id, dueAt: now.Add(modelQuiet)}
 }
 
 // ackBogus acknowledges notifications that were never due.
@@ -1013,8 +1050,8 @@ func (m *modelRun) persistPending() {
 	want, stuck := 0, 0
 	for _, id := range m.order {
 		d := m.dels[id]
-		if !d.state.Terminal() || !d.persistedAt.IsZero() {
-			continue
+		if !d.state.Terminal() || !d.persistedAt.IsZero() || d.owner != m.self {
+			continue // or another daemon's to write (owner.go)
 		}
 		if m.tryPersist(d, now) {
 			want++
@@ -1032,7 +1069,12 @@ func (m *modelRun) persistPending() {
 // delegation at the same time, as a child that fails while its parent
 // cancels it. The first terminal transition wins; the other command is
 // refused with ErrTerminal and recorded, whichever order they ran in.
-func (m *modelRun) raceTerminal() {
+func (m *modelRun) raceTerminal() { m.raceTerminalThrough(func(int) {}) }
+
+// raceTerminalThrough is raceTerminal with command n (0 or 1) sent through
+// the store that use(n) makes the current one (m.s): one store, or two
+// daemons sharing a log.
+func (m *modelRun) raceTerminalThrough(use func(n int)) {
 	d := m.pick(func(d *mDel) bool { return d.state.Active() })
 	if d == nil {
 		m.register()
@@ -1045,11 +1087,17 @@ func (m *modelRun) raceTerminal() {
 	ks := [2]fsm.Kind{kinds[i], kinds[j]}
 	texts := [2]string{m.text(ks[0]), m.text(ks[1])}
 	var errs [2]error
+	var through [2]*Store
+	for n := range 2 {
+		use(n)
+		through[n] = m.s
+	}
 	var wg sync.WaitGroup
 	for n := range 2 {
-		wg.Go(func() { _, errs[n] = m.do(ks[n], d.id, texts[n]) })
+		wg.Go(func() { _, errs[n] = m.do(through[n], ks[n], d.id, texts[n]) })
 	}
 	wg.Wait()
+	use(1)
 	now := m.now()
 	got, err := m.s.Get(d.id)
 	if err != nil {
@@ -1066,6 +1114,7 @@ func (m *modelRun) raceTerminal() {
 		m.fatalf("race on %s: state %s after %s (%v) and %s (%v): want one winner and one ErrTerminal", d.id, got.State, ks[0], errs[0], ks[1], errs[1])
 	}
 	m.counts[ks[w].String()]++
+	use(w) // the winner's store writes the artifact if it may
 	m.terminate(d, ks[w], texts[w], now)
 	d.rejected++
 	d.version++
@@ -1075,7 +1124,12 @@ func (m *modelRun) raceTerminal() {
 
 // raceAck acknowledges one due notification twice at the same time: both
 // succeed and exactly one says it was the first.
-func (m *modelRun) raceAck() {
+func (m *modelRun) raceAck() { m.raceAckThrough(func(int) {}) }
+
+// raceAckThrough is raceAck with ack n (0 or 1) sent through the store
+// that use(n) makes the current one (m.s), after the due notifications are
+// read through the current store.
+func (m *modelRun) raceAckThrough(use func(n int)) {
 	due := m.checkDue("")
 	if len(due) == 0 {
 		m.notifications()
@@ -1085,9 +1139,14 @@ func (m *modelRun) raceAck() {
 	nid := due[m.rng.IntN(len(due))].ID
 	var res [2]AckResult
 	var errs [2]error
+	var through [2]*Store
+	for n := range 2 {
+		use(n)
+		through[n] = m.s
+	}
 	var wg sync.WaitGroup
 	for n := range 2 {
-		wg.Go(func() { res[n], errs[n] = m.s.Ack(m.ctx, nid) })
+		wg.Go(func() { res[n], errs[n] = through[n].Ack(m.ctx, nid) })
 	}
 	wg.Wait()
 	m.logStep("race ack %s -> %+v %v, %+v %v", nid, res[0], errs[0], res[1], errs[1])
@@ -1110,7 +1169,7 @@ func (m *modelRun) raceAck() {
 // ---- checks ----
 
 func (m *modelRun) artifactPath(d *mDel) string {
-	return filepath.Join(m.dir, d.project, d.root, d.id+".md")
+	return filepath.Join(d.artifactDir, d.project, d.root, d.id+".md")
 }
 
 // compare checks a record the store returned against the model.
@@ -1134,6 +1193,7 @@ func (m *modelRun) compare(op string, d *mDel, got fsm.Delegation) {
 		{"readAt", got.ReadAt, d.readAt},
 		{"rejected", got.Rejected, d.rejected},
 		{"version", got.Version, d.version},
+		{"owner", got.Owner, d.owner},
 		{"unread", got.Unread(), modelUnread(d)},
 	} {
 		if f.got != f.want {
@@ -1201,12 +1261,13 @@ func (m *modelRun) checkArtifact(d *mDel, got fsm.Delegation) {
 // due is what the model says Notifications(parent) returns now: terminal
 // notifications of persisted, unacknowledged delegations (never before the
 // artifact is persisted), and all-complete notifications past their quiet
-// period, neither acknowledged nor suppressed.
+// period, neither acknowledged nor suppressed; of those, the ones this
+// daemon serves (owner.go).
 func (m *modelRun) due(parent string) map[string]mNote {
 	now := m.now()
 	out := map[string]mNote{}
 	for _, d := range m.dels {
-		if parent != "" && d.parent != parent {
+		if parent != "" && d.parent != parent || d.owner != m.self {
 			continue
 		}
 		if d.state.Terminal() && !d.persistedAt.IsZero() && d.notifiedAt.IsZero() && !d.persistedAt.After(now) {
@@ -1215,7 +1276,7 @@ func (m *modelRun) due(parent string) map[string]mNote {
 		}
 	}
 	for _, ac := range m.allc {
-		if (parent == "" || ac.parent == parent) && !ac.acked && !ac.suppressed && !ac.dueAt.After(now) {
+		if (parent == "" || ac.parent == parent) && !ac.acked && !ac.suppressed && !ac.dueAt.After(now) && m.dels[ac.by].owner == m.self {
 			out[ac.id] = mNote{id: ac.id, kind: KindAllComplete, parent: ac.parent, cycle: ac.cycle, dueAt: ac.dueAt, failures: ac.failures}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -31,7 +32,7 @@ func (s *Store) Notifications(parent string) ([]Notification, error) {
 func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.Duration) ([]Notification, error) {
 	deadline := s.clock.Now().Add(wait)
 	for {
-		last := s.log.Last()
+		mark := s.Mark()
 		due, next, err := s.outbox(parent)
 		now := s.clock.Now()
 		if err != nil || len(due) > 0 || !now.Before(deadline) {
@@ -41,7 +42,7 @@ func (s *Store) WaitNotifications(ctx context.Context, parent string, wait time.
 		if !next.IsZero() && next.Before(until) {
 			until = next
 		}
-		if err := s.Wait(ctx, last, until); err != nil {
+		if err := s.Wait(ctx, mark, until); err != nil {
 			return nil, err
 		}
 	}
@@ -207,12 +208,27 @@ func (s *Store) acknowledge(ctx context.Context, nid, failure string) (AckResult
 // all-complete notification in the parent session's stream. The parent's
 // aggregate (fsm.Parent) is read from its stream only when the decision
 // needs it: to tell an acknowledgement repeated from one never due.
+// cycleMu serialises this store's acknowledgements; another daemon's on
+// the shared log show as a conflict, and the decision is made again
+// against the stream as it now is (an acknowledgement first there makes
+// this one Already).
 func (s *Store) ackAllComplete(ctx context.Context, parent string, cycle uint64, failure string) (AckResult, error) {
+	s.cycleMu.Lock()
+	defer s.cycleMu.Unlock()
+	for range maxConflicts {
+		res, err := s.ackAllCompleteOnce(ctx, parent, cycle, failure)
+		if !errors.Is(err, eventlog.ErrConflict) {
+			return res, err
+		}
+	}
+	return AckResult{ID: AllCompleteNotificationID(parent, cycle)}, fmt.Errorf("%s: %w: the parent session's stream kept changing over %d attempts; retry", parent, eventlog.ErrConflict, maxConflicts)
+}
+
+// ackAllCompleteOnce is one decision of ackAllComplete, under cycleMu.
+func (s *Store) ackAllCompleteOnce(ctx context.Context, parent string, cycle uint64, failure string) (AckResult, error) {
 	nid := AllCompleteNotificationID(parent, cycle)
 	res := AckResult{ID: nid}
 	stream := fsm.ParentStream(parent)
-	s.cycleMu.Lock()
-	defer s.cycleMu.Unlock()
 	var due bool
 	var p fsm.Parent
 	err := s.log.View(func(tx *eventlog.Tx) error {

@@ -28,9 +28,17 @@ import (
 // delegation's parent session talk to it, and only its notifications
 // reach them.
 //
+// A daemon can also outlive its lease (etcd out of its reach, the process
+// paused) while the others take its delegations over. So a daemon acts as
+// an owner only while it is sure it holds its lease (Peers.Holds): once it
+// is not, it enforces no deadline, writes no artifact, serves no
+// notification and takes nothing over, until it holds a lease again, back
+// under its id, when the rule above gives it back what it registered.
+//
 // The rules are here and in fsm.DecideTakeOver: the sweeper, the artifact
-// writer and the outbox ask owned or serves. Without Peers (a log of one
-// daemon) the store owns everything and nothing here costs anything.
+// writer and the outbox ask owned or serves, TakeOver asks holds. Without
+// Peers (a log of one daemon) the store owns everything and nothing here
+// costs anything.
 
 // Peers tells a store which daemon it is and which daemons sharing its log
 // are alive (eventlog/etcdlog's Presence, from leases in etcd).
@@ -46,6 +54,16 @@ type Peers interface {
 	// from a daemon Alive calls gone: one that joined and registered a
 	// delegation a moment ago may not have reached Alive yet.
 	Present(ctx context.Context, id string) (bool, error)
+	// Holds reports whether this daemon is sure it holds its lease now.
+	// It must turn false before the lease can expire in etcd, and so
+	// before another daemon can take this one's delegations over; it
+	// turns true again once the daemon holds a new lease, bound to its id.
+	Holds() bool
+	// Changed returns a channel closed at the next change of the live
+	// daemons, and when Holds turns true again: Store.Wait returns then,
+	// so that the work this daemon left while it was not sure of its
+	// lease is done.
+	Changed() <-chan struct{}
 }
 
 // owner is the store's side of ownership; its zero value owns everything.
@@ -59,10 +77,30 @@ func (o owner) self() string {
 	return o.peers.Self()
 }
 
+// holds reports whether this daemon may act as an owner now: it is sure
+// it holds its lease. Every owner's action asks it, through owned or
+// TakeOver.
+func (o owner) holds() bool {
+	return o.peers == nil || o.peers.Holds()
+}
+
+// Self returns this daemon's id on a log shared by several daemons
+// (Options.Peers), "" on a log of its own.
+func (s *Store) Self() string { return s.own.self() }
+
 // owned reports whether d is this daemon's to act on: its deadline, its
 // artifact, its notifications.
 func (o owner) owned(d *fsm.Delegation) bool {
-	return o.peers == nil || d.Owner == o.peers.Self()
+	return o.peers == nil || d.Owner == o.peers.Self() && o.holds()
+}
+
+// changed returns the channel Peers.Changed returns, nil (never ready)
+// without peers.
+func (o owner) changed() <-chan struct{} {
+	if o.peers == nil {
+		return nil
+	}
+	return o.peers.Changed()
 }
 
 // serves reports whether outbox entry n is this daemon's to deliver: a
@@ -101,11 +139,13 @@ func servedFor(tx *eventlog.Tx, n *Notification) (string, error) {
 // and whose owner is gone or which this daemon registered, and returns how
 // many it took. It first waits until the replica holds what the shared log
 // holds, so that a delegation registered just before its owner went is
-// seen. Without Peers it does
-// nothing. An error on one delegation does not stop the others.
+// seen. An artifact already persisted is written here before its
+// delegation is taken (localArtifact). Without Peers, and while this
+// daemon is not sure it holds its lease (Peers.Holds), it does nothing.
+// An error on one delegation does not stop the others.
 func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	p := s.own.peers
-	if p == nil {
+	if p == nil || !s.own.holds() {
 		return 0, nil
 	}
 	if err := s.log.Sync(ctx); err != nil {
@@ -167,7 +207,6 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	}
 	var errs []error
 	for o := range owners {
-
 		present, err := p.Present(ctx, o)
 		if err != nil {
 			present = true // not known to be gone: take nothing of its
@@ -178,8 +217,15 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 	alive := func(id string) bool { return owners[id] || p.Alive(id) }
 	var n int
 	for _, id := range ids {
+		if err := s.localArtifact(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		took := false
 		_, err := s.run(ctx, command{id: id, load: loadStored, decide: func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+			if !s.own.holds() { // the lease went while TakeOver asked etcd
+				return nil, nil
+			}
 			events := fsm.DecideTakeOver(d, registrants[id], p.Self(), alive, at)
 			took = len(events) > 0
 			return events, nil
@@ -192,6 +238,22 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// localArtifact writes, before this daemon takes delegation id over, the
+// artifact another daemon persisted, from the record, in this data
+// directory, unless it is there with the recorded bytes: the notification
+// the new owner serves names the file here (artifacts are files on their
+// owner's machine). One whose artifact is pending is this daemon's
+// artifact writer's once it owns it. Should another daemon take it over
+// first, the copy stays, as a read here would have left it.
+func (s *Store) localArtifact(id string) error {
+	d, err := s.Get(id)
+	if err != nil || d.PersistedAt.IsZero() {
+		return err
+	}
+	_, err = s.artifact(&d)
+	return err
 }
 
 // registrantOf returns the daemon that registered delegation id: the owner

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/fsm"
@@ -328,7 +331,7 @@ type ListOptions struct {
 
 // List returns the records of the delegations of a root session.
 func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, false)
+	return s.list(root, o, false, listWalkOver)
 }
 
 // Summaries is List without the texts that grow with the work: records
@@ -337,83 +340,56 @@ func (s *Store) List(root string, o ListOptions) ([]fsm.Delegation, error) {
 // holds, in the roots view's order: its cost follows the number of
 // delegations it goes through, not the size of their texts.
 func (s *Store) Summaries(root string, o ListOptions) ([]fsm.Delegation, error) {
-	return s.list(root, o, true)
+	return s.list(root, o, true, listWalkOver)
 }
 
-// list walks the roots view of root, by id, and reads each delegation's
-// summary, and for whole records its texts.
-func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegation, error) {
-	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
-		return nil, err
+// EachSummary calls fn with each summary Summaries returns, in its order,
+// without holding them all: a listing that renders each as it comes (the
+// listing's text) keeps none of them. sized, when not nil, is told first
+// how many summaries may come at most, when that is known (to size what
+// fn fills). fn must not keep d, which the next call reuses (its strings
+// are its own: they may be kept), and must not call the store: by id, it
+// runs in the listing's read transaction. An error from fn ends the
+// listing and is returned.
+func (s *Store) EachSummary(root string, o ListOptions, sized func(n int), fn func(d *fsm.Delegation) error) error {
+	if o.ByTime {
+		// Every summary is needed to sort.
+		ds, err := s.Summaries(root, o)
+		if err == nil && sized != nil {
+			sized(len(ds))
+		}
+		for i := 0; err == nil && i < len(ds); i++ {
+			err = fn(&ds[i])
+		}
+		return err
 	}
+	return s.walk(root, o, true, listWalkOver, sized, fn)
+}
+
+// listWalkOver is the size of a root from which a whole listing reads
+// the root's summaries in one walk (summaryIndex) rather than looking up
+// each: a lookup descends the tree and costs about as much as decoding
+// the summary it finds. A page looks each up, however large the root: its
+// cost follows the page.
+const listWalkOver = 256
+
+// list returns the summaries, or whole records, of root's delegations
+// that o selects, in o's order; walkOver is listWalkOver (the tests set it
+// to exercise both ways).
+func (s *Store) list(root string, o ListOptions, summaries bool, walkOver int) ([]fsm.Delegation, error) {
 	var out []fsm.Delegation
-	// By id, the roots view's order, a page seeks to its cursor and stops
-	// at its limit; by time, every summary is needed to sort.
-	paged := !o.ByTime
-	err := s.log.View(func(tx *eventlog.Tx) error {
-		b, err := tx.Bucket(bucketRoots)
-		if err != nil || b == nil {
-			return err
-		}
-		sums, err := tx.Bucket(bucketSummaries)
-		if err != nil || sums == nil {
-			return err
-		}
-		prefix := pairKey(root, "")
-		c := b.Cursor()
-		k, v := c.Seek(prefix)
-		if !paged || o.Limit == 0 {
-			// Count first: growing a slice of thousands of records
-			// by doubling costs more than walking the keys twice.
-			n := 0
-			for k := k; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-				n++
-			}
-			out = make([]fsm.Delegation, 0, n)
-			k, v = c.Seek(prefix)
-		} else {
-			out = make([]fsm.Delegation, 0, min(o.Limit, 1024))
-		}
-		if paged && o.After != "" {
-			k, v = c.Seek(pairKey(root, o.After))
-			if k != nil && string(k[len(prefix):]) == o.After {
-				k, v = c.Next()
-			}
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			id := k[len(prefix):]
-			if len(v) != 8 {
-				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
-			}
-			ord := binary.BigEndian.Uint64(v)
-			sum := sums.Get(ordKey(root, ord))
-			if sum == nil {
-				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
-			}
-			unmarshal := fsm.UnmarshalSummary
-			if !summaries {
-				unmarshal = fsm.UnmarshalDelegation
-			}
-			d, err := unmarshal(sum)
-			if err != nil {
-				return fmt.Errorf("summaries view %q: %w (the view is derived; the log itself is unaffected)", id, err)
-			}
-			if (o.Status == "" || d.State == o.Status) && (!o.Unread || d.Unread()) {
-				if !summaries {
-					if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
-						return err
-					}
-				}
-				out = append(out, d)
-				if paged && o.Limit > 0 && len(out) == o.Limit {
-					break
-				}
-			}
-		}
+	sized := func(n int) { out = make([]fsm.Delegation, 0, n) }
+	collect := func(d *fsm.Delegation) error {
+		out = append(out, *d)
 		return nil
-	})
-	if err != nil || paged {
+	}
+	if !o.ByTime {
+		err := s.walk(root, o, summaries, walkOver, sized, collect)
 		return out, err
+	}
+	// By time, every summary is needed to sort: the whole root, filtered.
+	if err := s.walk(root, ListOptions{Status: o.Status, Unread: o.Unread}, summaries, walkOver, sized, collect); err != nil {
+		return nil, err
 	}
 	// Creation time, then id: the roots view's id order breaks ties. The
 	// positions are sorted, not the records (hundreds of bytes each).
@@ -456,6 +432,134 @@ func (s *Store) list(root string, o ListOptions, summaries bool) ([]fsm.Delegati
 		out = out[:o.Limit]
 	}
 	return out, nil
+}
+
+// walk goes through the roots view of root by id, from past o.After, and
+// calls fn with the summary (with its texts unless summaries) of each
+// delegation that o's filter selects, until o.Limit of them (o.ByTime is
+// the caller's). It looks up each summary, or, for a whole listing of more
+// than walkOver, reads the root's summaries in one walk first. sized,
+// when not nil, is told first how many delegations the walk may list at
+// most: the root's count for a whole listing, which it counts first
+// (growing a slice of thousands of records by doubling costs more than
+// walking the keys twice). d is reused between calls.
+func (s *Store) walk(root string, o ListOptions, summaries bool, walkOver int, sized func(n int), fn func(d *fsm.Delegation) error) error {
+	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, root); err != nil {
+		return err
+	}
+	return s.log.View(func(tx *eventlog.Tx) error {
+		b, err := tx.Bucket(bucketRoots)
+		if err != nil || b == nil {
+			return err
+		}
+		sums, err := tx.Bucket(bucketSummaries)
+		if err != nil || sums == nil {
+			return err
+		}
+		prefix := pairKey(root, "")
+		c := b.Cursor()
+		k, v := c.Seek(prefix)
+		n := 0 // the root's delegations, when counted
+		if o.Limit == 0 && o.After == "" {
+			for k := k; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				n++
+			}
+			k, v = c.Seek(prefix)
+			if sized != nil {
+				sized(n)
+			}
+		} else if sized != nil && o.Limit > 0 {
+			sized(min(o.Limit, 1024))
+		}
+		if o.After != "" {
+			k, v = c.Seek(pairKey(root, o.After))
+			if k != nil && string(k[len(prefix):]) == o.After {
+				k, v = c.Next()
+			}
+		}
+		var index summaryIndex
+		if n > walkOver {
+			if index, err = readSummaryIndex(sums, root, n); err != nil {
+				return err
+			}
+		}
+		var d fsm.Delegation
+		listed := 0
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			id := k[len(prefix):]
+			if len(v) != 8 {
+				return fmt.Errorf("roots view %q: an ordinal of %d bytes, want 8 (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
+			}
+			ord := binary.BigEndian.Uint64(v)
+			var sum []byte
+			if index != nil {
+				sum = index.find(ord)
+			} else {
+				sum = sums.Get(ordKey(root, ord))
+			}
+			if sum == nil {
+				return fmt.Errorf("roots view names %q, whose summary the summaries view lacks (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
+			}
+			if summaries {
+				d, err = fsm.UnmarshalSummary(sum)
+			} else {
+				d, err = fsm.UnmarshalDelegation(sum)
+			}
+			if err != nil {
+				return fmt.Errorf("summaries view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+			}
+			if (o.Status != "" && d.State != o.Status) || (o.Unread && !d.Unread()) {
+				continue
+			}
+			if !summaries {
+				if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
+					return err
+				}
+			}
+			if err := fn(&d); err != nil {
+				return err
+			}
+			if listed++; o.Limit > 0 && listed == o.Limit {
+				break
+			}
+		}
+		return nil
+	})
+}
+
+// summaryIndex is a root session's entries of the summaries view, in
+// their order (by ordinal), as one walk reads them: each value is the
+// transaction's memory, valid until it ends.
+type summaryIndex []storedSummaryAt
+
+type storedSummaryAt struct {
+	ord uint64
+	sum []byte
+}
+
+// readSummaryIndex walks root's range of the summaries view, which holds
+// about n entries when n is not 0.
+func readSummaryIndex(sums *bolt.Bucket, root string, n int) (summaryIndex, error) {
+	prefix := pairKey(root, "")
+	index := make(summaryIndex, 0, n)
+	c := sums.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != len(prefix)+8 {
+			return nil, fmt.Errorf("summaries view: key %q of root %q is not the root and an ordinal (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", k, root)
+		}
+		index = append(index, storedSummaryAt{binary.BigEndian.Uint64(k[len(prefix):]), v})
+	}
+	return index, nil
+}
+
+// find returns the summary of the delegation whose ordinal is ord; nil
+// when the index does not hold it.
+func (x summaryIndex) find(ord uint64) []byte {
+	i, ok := slices.BinarySearchFunc(x, ord, func(e storedSummaryAt, ord uint64) int { return cmp.Compare(e.ord, ord) })
+	if !ok {
+		return nil
+	}
+	return x[i].sum
 }
 
 // Carried returns what a compacted context must carry for a root session:

@@ -275,21 +275,44 @@ func (s *Store) Dir() string { return s.dir }
 // Log returns the event log, for readers (events, replay, verify).
 func (s *Store) Log() *eventlog.Log { return s.log }
 
-// Wait waits until the log holds a record after seq, the store's clock
-// reaches until (never, when until is zero), or ctx ends; only the last is
-// an error (ctx's), besides the log closing.
-func (s *Store) Wait(ctx context.Context, seq uint64, until time.Time) error {
+// A Mark is what a background pass has seen: the log's last record and the
+// set of daemons sharing it. Take it before the pass and Wait on it after,
+// so that nothing that happens during the pass is missed.
+type Mark struct {
+	seq     uint64
+	changed <-chan struct{} // Peers.Changed as of the mark; nil without peers
+}
+
+// Mark returns what the store has seen now.
+func (s *Store) Mark() Mark {
+	return Mark{seq: s.log.Last(), changed: s.own.changed()}
+}
+
+// Wait waits until the log holds a record after m, the store's clock
+// reaches until (never, when until is zero), the daemons sharing the log
+// changed since m (Peers.Changed: this daemon may own what it did not), or
+// ctx ends; only the last is an error (ctx's), besides the log closing.
+func (s *Store) Wait(ctx context.Context, m Mark, until time.Time) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !until.IsZero() {
 		defer s.clock.AfterFunc(until.Sub(s.clock.Now()), cancel)()
 	}
-	_, err := s.log.Wait(wctx, seq)
+	if m.changed != nil {
+		go func() {
+			select {
+			case <-m.changed:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+	}
+	_, err := s.log.Wait(wctx, m.seq)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, context.Canceled):
-		return nil // the clock reached until
+		return nil // the clock reached until, or the daemons changed
 	}
 	return err
 }

@@ -12,13 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/historytest"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection/artifact"
 	"github.com/delegations/delegations/projection/clocktest"
@@ -422,47 +422,19 @@ func BenchmarkViewPages(b *testing.B) {
 // registration's root, under the anchors' parents in turn, each in one
 // append, from 16 goroutines.
 func appendHistory(b *testing.B, s *Store, anchors []fsm.Delegation, n int) {
-	ctx := context.Background()
-	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
+	ids := historytest.IDs(fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13})), n)
 	start := time.Now().Add(-time.Duration(n) * time.Second)
-	for range 16 {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				id := gen.Next()
-				r := registration()
-				r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
-				rel, _ := artifact.RelPath(r.ProjectID, r.RootSessionID, id)
-				events := []fsm.Event{
-					{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID, Agent: "researcher", Prompt: "Find the flaky test in the login flow.", Timeout: time.Hour}},
-					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
-					{Kind: fsm.KindProgressed, Message: "step 0: reading the retry layer"},
-					{Kind: fsm.KindProgressed, Message: "step 1: reading the retry layer"},
-					{Kind: fsm.KindProgressed, Message: "step 2: reading the retry layer"},
-					{Kind: fsm.KindCompleted, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."},
-					{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 600, ArtifactHash: 1},
-					{Kind: fsm.KindNotified, NotificationID: TerminalNotificationID(id)},
-					{Kind: fsm.KindRead},
-				}
-				at := start.Add(time.Duration(i) * time.Second)
-				entries := make([]eventlog.Entry, len(events))
-				for j, e := range events {
-					e.ID, e.At = id, at.Add(time.Duration(j)*time.Millisecond)
-					entries[j] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
-				}
-				// An id drawn twice fails its version check: skip it.
-				if _, err := s.log.Append(ctx, eventlog.Append{Stream: id, Entries: entries, CheckVersion: true}); err != nil && !errors.Is(err, eventlog.ErrConflict) {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err := historytest.Append(context.Background(), s.log, n, 16, func(i int) (eventlog.Append, error) {
+		id := ids[i]
+		r := registration()
+		r.ParentSessionID = anchors[i%len(anchors)].ParentSessionID
+		rel, _ := artifact.RelPath(r.ProjectID, r.RootSessionID, id)
+		events := historytest.Finished(fsm.Registration{ProjectID: r.ProjectID, RootSessionID: r.RootSessionID, ParentSessionID: r.ParentSessionID},
+			rel, TerminalNotificationID(id))
+		entries := historytest.Entries(id, start.Add(time.Duration(i)*time.Second), time.Millisecond, events)
+		return eventlog.Append{Stream: id, Entries: entries, CheckVersion: true}, nil
+	})
+	if err != nil {
 		b.Fatal(err)
 	}
 }

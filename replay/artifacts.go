@@ -23,6 +23,7 @@ import (
 type artifacts struct {
 	ctx  context.Context
 	dir  string
+	self string           // Options.Self
 	jobs chan artifactJob // nil: checked inline (Diagnose)
 	wg   sync.WaitGroup
 
@@ -54,10 +55,10 @@ const (
 	artifactQueue   = 256
 )
 
-// newArtifacts starts checking artifacts under dir: in workers when
-// concurrent, else inline.
-func newArtifacts(ctx context.Context, dir string, concurrent bool) *artifacts {
-	a := &artifacts{ctx: ctx, dir: dir}
+// newArtifacts starts checking artifacts under dir, of daemon self
+// (Options.Self): in workers when concurrent, else inline.
+func newArtifacts(ctx context.Context, dir, self string, concurrent bool) *artifacts {
+	a := &artifacts{ctx: ctx, dir: dir, self: self}
 	if !concurrent {
 		return a
 	}
@@ -112,6 +113,9 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	}
 	got := fr.read(&j.rec)
 	f, bad := checkArtifact(a.dir, j, got)
+	if bad && a.elsewhere(&j.rec) {
+		bad = false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.checked++
@@ -122,6 +126,18 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 		}
 		a.findings = append(a.findings, f)
 	}
+}
+
+// elsewhere reports whether r's artifact is a file on another daemon's
+// machine: on a log shared by several daemons, the daemon that owned the
+// delegation when it was persisted wrote it in its own data directory.
+// A file here is a copy, which a read here checks against the record and
+// writes again from it when it differs: one a read wrote, or one left by
+// a terminal command that lost the race to another daemon's (it writes
+// the file while its append waits, and the append met a newer version).
+// Neither its absence nor its bytes are a finding.
+func (a *artifacts) elsewhere(r *fsm.Delegation) bool {
+	return a.self != "" && r.Owner != "" && r.Owner != a.self
 }
 
 // wait returns once every queued check is done, with the findings and

@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/historytest"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/projection/artifact"
@@ -102,47 +103,21 @@ func buildBenchStore(b *testing.B, dir string, events int) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	gen := fsm.NewIDGenerator(nil)
 	n := events / 9
-	ids := make([]string, n)
-	seen := make(map[string]bool, n)
-	for i := range ids {
-		for {
-			id := gen.Next()
-			if !seen[id] {
-				seen[id] = true
-				ids[i] = id
-				break
-			}
-		}
-	}
-	const workers = 64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
+	ids := historytest.IDs(fsm.NewIDGenerator(nil), n)
 	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < n; i += workers {
-				entries, rel, artifact := benchHistory(ids[i], i, t0.Add(time.Duration(i)*time.Millisecond))
-				file := filepath.Join(dir, rel)
-				if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-					errs <- err
-					return
-				}
-				if err := os.WriteFile(file, artifact, 0o600); err != nil {
-					errs <- err
-					return
-				}
-				if _, err := l.Append(context.Background(), eventlog.Append{Stream: ids[i], Entries: entries}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err = historytest.Append(context.Background(), l, n, 64, func(i int) (eventlog.Append, error) {
+		entries, rel, artifact := benchHistory(ids[i], i, t0.Add(time.Duration(i)*time.Millisecond))
+		file := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return eventlog.Append{}, err
+		}
+		if err := os.WriteFile(file, artifact, 0o600); err != nil {
+			return eventlog.Append{}, err
+		}
+		return eventlog.Append{Stream: ids[i], Entries: entries}, nil
+	})
+	if err != nil {
 		b.Fatal(err)
 	}
 }

@@ -37,7 +37,7 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	if err != nil && !errors.As(err, &ce) {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}
-	arts := newArtifacts(ctx, dir, false)
+	arts := newArtifacts(ctx, dir, opts.Self, false)
 	st := newState(arts)
 	st.stream = func(_ string, before uint64) ([]eventlog.Record, error) {
 		i, _ := slices.BinarySearchFunc(recs, before, func(r eventlog.Record, seq uint64) int { return cmp.Compare(r.Seq, seq) })

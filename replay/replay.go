@@ -47,6 +47,12 @@ type Options struct {
 	// work to do (records, then artifacts; total grows once, when replay
 	// knows how many artifacts there are). The library never prints.
 	Progress func(done, total int)
+	// Self is the id of the daemon whose data directory dir is, on a log
+	// shared by several daemons (projection.Store.Self); "" otherwise. An
+	// artifact persisted while another daemon owned its delegation is a
+	// file on that daemon's machine: a copy here, missing or not, is no
+	// finding (a read here writes it again from the record).
+	Self string
 }
 
 func (o *Options) defaults() {
@@ -88,7 +94,7 @@ const maxCorrupt = 1 << 20
 func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode string, views bool) (*Report, *scanner, error) {
 	opts.defaults()
 	rep := &Report{Mode: mode, DataDir: dir, Until: opts.Until, Last: log.Last(), Findings: []Finding{}}
-	arts := newArtifacts(ctx, dir, true)
+	arts := newArtifacts(ctx, dir, opts.Self, true)
 	defer arts.wait() // on an early return
 	st := newState(arts)
 	sc := &scanner{ctx: ctx, log: log, opts: &opts, st: st}

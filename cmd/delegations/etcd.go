@@ -127,6 +127,18 @@ const DaemonIDFile = ".delegations.daemon"
 // appears in logs.
 var daemonIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
+// storedDaemonID returns the id kept in data directory dir by its
+// daemon's first `serve --etcd`, for the commands that read a replica
+// without its daemon; "" when there is none (a log of its own) or it is
+// not an id (the daemon's start says what is wrong with it).
+func storedDaemonID(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, DaemonIDFile))
+	if id := strings.TrimSpace(string(b)); err == nil && daemonIDPattern.MatchString(id) {
+		return id
+	}
+	return ""
+}
+
 // daemonID returns the id of the daemon of data directory dir, made (the
 // host name and 8 random hex digits) and stored on its first call.
 func daemonID(dir string) (string, error) {

@@ -46,6 +46,10 @@ type migrateReport struct {
 	Seconds      float64 `json:"seconds"`
 	CopySeconds  float64 `json:"copySeconds"`          // of Seconds, the copy (the rest: checks before, verification after)
 	ViewsBuilt   bool    `json:"viewsBuilt,omitempty"` // --from etcd: the new directory's views were built
+	// Sealed is where --to etcd left the data directory's log, marked
+	// migrated (eventlog.Seal); --from etcd into a directory whose log
+	// was sealed for that etcd log keeps the sealed file there.
+	Sealed string `json:"sealed,omitempty"`
 }
 
 func runMigrate(ctx context.Context, e *env, args []string) error {
@@ -80,7 +84,7 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		logger:   e.logger(),
 	}
 	start := time.Now()
-	rep := &migrateReport{Etcd: strings.Join(cli.Endpoints(), ",") + " prefix " + *shared.prefix}
+	rep := &migrateReport{Etcd: m.etcd()}
 	if *to != "" {
 		err = m.toEtcd(ctx, dir, rep)
 	} else {
@@ -131,9 +135,14 @@ func (r *migrateReport) text() string {
 		r.Records, r.Bytes, r.Large, eventlog.InlineLen, r.Streams, r.Keys, r.Seconds, r.CopySeconds)
 	if r.Direction == "to etcd" {
 		fmt.Fprintf(&b, "Start daemons on it with `delegations --data NEW_DIR serve --etcd ... --etcd-prefix ...`, each on a new data directory.\n"+
-			"This data directory is left as it was: do not serve it any more (its log would diverge); its artifact files stay here.\n")
-	} else if r.ViewsBuilt {
-		b.WriteString("Views built; artifacts are written again from the log as delegations are read.\n")
+			"This data directory's log is kept as it was, marked migrated: commands that write refuse it (its log would diverge), those that read still work; its artifact files stay here.\n")
+	} else {
+		if r.Sealed != "" {
+			fmt.Fprintf(&b, "The log that was migrated from here to etcd is kept as %s.\n", r.Sealed)
+		}
+		if r.ViewsBuilt {
+			b.WriteString("Views built; artifacts are written again from the log as delegations are read.\n")
+		}
 	}
 	return b.String()
 }
@@ -148,6 +157,11 @@ type migration struct {
 	// many records are in the target: tests interrupt a migration with it.
 	stopAfter uint64
 	batch     int // records per batch; batchRecords when 0
+}
+
+// etcd names the etcd side as a person gives it: endpoints and prefix.
+func (m *migration) etcd() string {
+	return strings.Join(m.cli.Endpoints(), ",") + " prefix " + m.opts.Prefix
 }
 
 // errInterrupted is the copy stopped by migration.stopAfter.
@@ -229,11 +243,26 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 	}
 	defer src.Close()
 	var upstream string
-	if err := src.View(func(tx *eventlog.Tx) error { upstream = tx.Upstream(); return nil }); err != nil {
+	var sealed *eventlog.Migrated
+	if err := src.View(func(tx *eventlog.Tx) error {
+		upstream = tx.Upstream()
+		sealed, err = tx.Migrated()
+		return err
+	}); err != nil {
 		return err
 	}
 	if upstream != "" {
 		return fmt.Errorf("%s is a replica of %s: its log already lives in etcd; nothing to migrate", path, upstream)
+	}
+	if sealed != nil {
+		// Only the run that sealed it goes on (it stopped before it
+		// marked the copy ready): a second copy elsewhere would fork the
+		// log.
+		if ok, err := m.resumable(ctx); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("migrate %s: %w", path, &eventlog.MigratedError{Migrated: *sealed})
+		}
 	}
 	total := src.Last()
 	if total == 0 {
@@ -245,11 +274,17 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 		return fmt.Errorf("the log %s fails verification, so nothing was copied: %w", path, err)
 	}
 	im, err := etcdlog.StartImport(ctx, m.cli, m.opts, total)
+	if sealed != nil && errors.Is(err, etcdlog.ErrNotEmpty) {
+		return fmt.Errorf("migrate %s: %w", path, &eventlog.MigratedError{Migrated: *sealed})
+	}
 	if err != nil {
 		return err
 	}
 	if rep.ID, err = im.ID(ctx); err != nil {
 		return err
+	}
+	if sealed != nil && (!im.Resumed() || rep.ID != sealed.Log) {
+		return fmt.Errorf("migrate %s: %w", path, &eventlog.MigratedError{Migrated: *sealed})
 	}
 	from := im.Next()
 	if im.Resumed() {
@@ -275,7 +310,32 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 		return fmt.Errorf("verify the copy: the stream index in etcd names %d records (sum %016x), the records say %d (sum %016x); the copy is not marked ready: delete the prefix and migrate again",
 			got.N, got.Sum, want.N, want.Sum)
 	}
+	// Sealed before the copy is marked ready, so that no daemon serves
+	// the copy while the old log still opens for writing; a run stopped
+	// between the two goes on when run again (Seal then does nothing).
+	// Seal takes the file's own lock: give back the shared one.
+	if err := src.Close(); err != nil {
+		return err
+	}
+	if err := eventlog.Seal(path, eventlog.Migrated{To: "etcd " + m.etcd(), Log: rep.ID, Records: total, At: time.Now().UTC()},
+		eventlog.Options{LockTimeout: 2 * time.Second}); err != nil {
+		return fmt.Errorf("the copy in etcd is verified, but marking %s as migrated failed, so the copy is not marked ready: %w", path, err)
+	}
+	rep.Sealed = path
 	return im.Finish(ctx)
+}
+
+// resumable reports whether the etcd prefix holds a head, which an
+// interrupted import (or a log) writes: a sealed log migrated again can
+// only go on with its own import, and an empty prefix must not be started.
+func (m *migration) resumable(ctx context.Context) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, max(m.opts.RequestTimeout, time.Second))
+	defer cancel()
+	resp, err := m.cli.Get(cctx, m.opts.Prefix+"head", clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("read the log's head in etcd: %w", err)
+	}
+	return resp.Count > 0, nil
 }
 
 // fromEtcd copies the etcd log into a new bbolt log in dir, then builds
@@ -284,8 +344,15 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	rep.Direction = "from etcd"
 	path := filepath.Join(dir, projection.LogFile)
 	rep.Log = path
-	if fi, err := os.Stat(path); err == nil {
-		return fmt.Errorf("%s already holds a log (%d bytes): migrate --from etcd writes a new one; give a new data directory with --data, or move that file away first", path, fi.Size())
+	// A log is never overwritten, but for one sealed when it was migrated
+	// to this etcd log, which holds all its records: it is kept beside
+	// the new one.
+	sealed, err := sealedLog(path)
+	if err != nil {
+		return err
+	}
+	if sealed != nil {
+		defer sealed.Close()
 	}
 	// The head says whether there is a log at all, before Open would
 	// start one (it writes the log's id into an empty prefix).
@@ -307,6 +374,10 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	total, err := src.Head(ctx)
 	if err != nil {
 		return err
+	}
+	if sealed != nil && (sealed.to.Log != rep.ID || sealed.to.Records > total) {
+		return fmt.Errorf("%s holds a log migrated to %s at %s (%s, %d records), not to this one (%s, %d records): migrate --from etcd brings back only the log it went to; give a new data directory with --data",
+			path, sealed.to.To, sealed.to.At.Format(time.RFC3339), sealed.to.Log, sealed.to.Records, rep.ID, total)
 	}
 	if total == 0 {
 		return fmt.Errorf("the etcd log under %s holds no records: nothing to migrate", m.opts.Prefix)
@@ -351,15 +422,34 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	if err := m.verify(rep, etcdUpTo{src, total}, dst, total, "etcd", "bbolt", nil); err != nil {
 		return err
 	}
+	if sealed != nil {
+		// The sealed log's records are the first of the copy: its last
+		// one is the copy's.
+		if err := sealed.within(dst); err != nil {
+			return err
+		}
+	}
 	if err := dst.Close(); err != nil {
 		return err
 	}
-	// Link, then remove: an existing log is never overwritten.
-	if err := os.Link(staging, path); err != nil {
-		return fmt.Errorf("put the verified copy in place: %w (it is at %s)", err, staging)
-	}
-	if err := os.Remove(staging); err != nil {
-		return err
+	if sealed != nil {
+		// Keep the sealed log, then put the copy in its place in one
+		// rename: path always holds a log.
+		rep.Sealed = path + ".migrated-" + sealed.to.At.UTC().Format("20060102T150405Z")
+		if err := os.Link(path, rep.Sealed); err != nil {
+			return fmt.Errorf("keep the sealed log %s beside the copy: %w (the verified copy is at %s)", path, err, staging)
+		}
+		if err := os.Rename(staging, path); err != nil {
+			return fmt.Errorf("put the verified copy in place: %w (it is at %s; the sealed log is also at %s)", err, staging, rep.Sealed)
+		}
+	} else {
+		// Link, then remove: an existing log is never overwritten.
+		if err := os.Link(staging, path); err != nil {
+			return fmt.Errorf("put the verified copy in place: %w (it is at %s)", err, staging)
+		}
+		if err := os.Remove(staging); err != nil {
+			return err
+		}
 	}
 	if err := syncDir(dir); err != nil {
 		return err
@@ -372,6 +462,61 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	}
 	rep.ViewsBuilt = true
 	return s.Close()
+}
+
+// sealed is a data directory's log sealed by migrate --to etcd, open for
+// reading (its shared lock held), and where it went.
+type sealed struct {
+	*eventlog.Log
+	to eventlog.Migrated
+}
+
+// sealedLog returns the log at path if it is sealed, nil if there is
+// none, and an error for a log that is not sealed: migrate --from etcd
+// writes a new one.
+func sealedLog(path string) (*sealed, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	holds := func(why string) error {
+		return fmt.Errorf("%s already holds a log (%d bytes%s): migrate --from etcd writes a new one; give a new data directory with --data, or move that file away first", path, fi.Size(), why)
+	}
+	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
+	if err != nil {
+		return nil, holds(", which does not open: " + err.Error())
+	}
+	var to *eventlog.Migrated
+	if err := l.View(func(tx *eventlog.Tx) error { to, err = tx.Migrated(); return err }); err != nil || to == nil {
+		l.Close()
+		if err != nil {
+			return nil, holds(", whose seal is unreadable: " + err.Error())
+		}
+		return nil, holds("")
+	}
+	return &sealed{l, *to}, nil
+}
+
+// within checks that the sealed log's last record is the same in dst,
+// which then holds the sealed log's records and more: replacing the
+// sealed log with it loses nothing.
+func (s *sealed) within(dst *eventlog.Log) error {
+	seq := s.to.Records
+	var a, b eventlog.Record
+	err := s.View(func(tx *eventlog.Tx) (err error) { a, err = tx.Record(seq); return err })
+	if err == nil {
+		err = dst.View(func(tx *eventlog.Tx) (err error) { b, err = tx.Record(seq); return err })
+	}
+	if err != nil {
+		return fmt.Errorf("compare record %d of the sealed log with the copy: %w", seq, err)
+	}
+	if d := recordDiff(a, b); d != "" {
+		return fmt.Errorf("the sealed log's last record, %d, is not the etcd log's (%s): that log is not a continuation of it; the copy was not put in place", seq, d)
+	}
+	return nil
 }
 
 // sameRecordAt checks, before an interrupted migration goes on, that the

@@ -147,8 +147,8 @@ func TestMigrateToEtcdAndBack(t *testing.T) {
 		t.Fatalf("migrate --to etcd printed:\n%s", out)
 	}
 	again := cli(t, data, "", migrateArgs(c, "to", "/m/")...)
-	if again.code != 1 || !strings.Contains(again.stderr, "not empty") || !strings.Contains(again.stderr, "etcdctl del --prefix /m/") {
-		t.Fatalf("a second migration into the same prefix: exit %d, stderr %s", again.code, again.stderr)
+	if again.code != 1 || !strings.Contains(again.stderr, "was migrated to etcd") {
+		t.Fatalf("a second migration of the log: exit %d, stderr %s", again.code, again.stderr)
 	}
 
 	served := t.TempDir()
@@ -348,5 +348,110 @@ func TestMigrateRefuses(t *testing.T) {
 	resp, err := cl.Get(context.Background(), "/d/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count != 0 {
 		t.Fatalf("etcd holds %d keys under /d/ after refused migrations (%v)", resp.Count, err)
+	}
+}
+
+// TestMigrateSeals: after migrate --to etcd the old data directory's log
+// is sealed: commands that write refuse it, saying where the log went and
+// what to do, while those that read (show, list, events, verify, replay,
+// timeline) still work; migrating it again is refused, but for the run that sealed
+// it, which goes on if it stopped before marking the copy ready. migrate
+// --from etcd brings the log back into that directory, keeping the sealed
+// file beside it, and only from the etcd log it went to.
+func TestMigrateSeals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	c := etcdtest.Start(t, 1)
+	cl := etcdClient(t, c)
+	ctx := context.Background()
+	data, ids := migratedStore(t)
+	before := views(t, data, ids)
+	abs, _ := filepath.Abs(data)
+	path := filepath.Join(abs, projection.LogFile)
+	src, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := src.Last()
+	src.Close()
+
+	// Stopped after the seal, before the copy is marked ready (a crash
+	// between the two): every record copied, the log sealed for it.
+	m := &migration{cli: cl, opts: etcdlog.Options{Prefix: "/s/"}, stopAfter: total}
+	if err := m.toEtcd(ctx, abs, &migrateReport{}); !errors.Is(err, errInterrupted) {
+		t.Fatalf("interrupted migration: %v", err)
+	}
+	resp, err := cl.Get(ctx, "/s/id")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("the import's id: %v, %v", resp, err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	if err := eventlog.Seal(path, eventlog.Migrated{To: "etcd " + m.etcd(), Log: "etcd log " + string(resp.Kvs[0].Value) + " at prefix /s/", Records: total, At: at}, eventlog.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	out := mustCLI(t, data, "", migrateArgs(c, "to", "/s/")...)
+	if !strings.Contains(out, "Resumed an interrupted migration after record") || !strings.Contains(out, "marked migrated") {
+		t.Fatalf("the migration run again over its seal:\n%s", out)
+	}
+	checkSameRecords(t, path, cl, etcdlog.Options{Prefix: "/s/"})
+
+	// Writers refuse the sealed log, saying where it went and what to do.
+	for _, args := range [][]string{registerArgs(), {"cancel", ids[3]}} {
+		r := cli(t, data, "", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "was migrated to etcd "+strings.Join(c.Endpoints(), ",")+" prefix /s/ at "+at.Format(time.RFC3339)) ||
+			!strings.Contains(r.stderr, "--etcd") || !strings.Contains(r.stderr, "migrate --from etcd") {
+			t.Fatalf("%s on the sealed log: exit %d, %s", args[0], r.code, r.stderr)
+		}
+		t.Logf("%s on the sealed log: %s", args[0], r.stderr)
+	}
+	// Readers read it.
+	sameAnswers(t, "the sealed log", views(t, data, ids), before)
+	for _, args := range [][]string{{"events"}, {"verify"}, {"replay"}, {"timeline", ids[0]}} {
+		mustCLI(t, data, "", args...)
+	}
+	// Migrating it again is refused, into the same prefix or another, and
+	// writes nothing.
+	for _, prefix := range []string{"/s/", "/t/"} {
+		r := cli(t, data, "", migrateArgs(c, "to", prefix)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "was migrated to etcd") {
+			t.Fatalf("migrate --to etcd %s of the sealed log: exit %d, %s", prefix, r.code, r.stderr)
+		}
+	}
+	if resp, err := cl.Get(ctx, "/t/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Fatalf("etcd holds %d keys under /t/ after a refused migration (%v)", resp.Count, err)
+	}
+
+	// Another log, sealed for another prefix, is not brought back from /s/.
+	other, _ := migratedStore(t)
+	mustCLI(t, other, "", migrateArgs(c, "to", "/u/")...)
+	r := cli(t, other, "", migrateArgs(c, "from", "/s/")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "not to this one") {
+		t.Fatalf("migrate --from etcd of another log over a sealed one: exit %d, %s", r.code, r.stderr)
+	}
+
+	// The log goes on in etcd, then comes back into its old directory,
+	// whose sealed log is kept beside it.
+	served := t.TempDir()
+	d := startDaemon(t, served, "--etcd", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/s/")
+	ids = append(ids, strings.TrimSpace(mustCLI(t, served, "", registerArgs()...)))
+	if code := d.stop(os.Interrupt); code != 0 {
+		t.Fatalf("daemon exited %d", code)
+	}
+	after := views(t, served, ids)
+	out = mustCLI(t, data, "", migrateArgs(c, "from", "/s/")...)
+	kept := path + ".migrated-" + at.Format("20060102T150405Z")
+	if !strings.Contains(out, "kept as "+kept) {
+		t.Fatalf("migrate --from etcd into the sealed directory printed:\n%s", out)
+	}
+	sameAnswers(t, "migrated back over the sealed log", views(t, data, ids), after)
+	mustCLI(t, data, "", registerArgs()...) // writable again
+	old, err := eventlog.Open(kept, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if old.Last() != total {
+		t.Fatalf("the kept sealed log holds %d records, want %d", old.Last(), total)
 	}
 }

@@ -41,7 +41,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return runRebuild(ctx, e)
 	}
 	return e.inspect(ctx, api.ReplayRequest{Until: *until}, func(l *eventlog.Log, dir string) (api.Rendered, error) {
-		return api.Replay(ctx, l, dir, api.ReplayRequest{Until: *until}, e.progress())
+		return api.Replay(ctx, l, dir, storedDaemonID(dir), api.ReplayRequest{Until: *until}, e.progress())
 	})
 }
 
@@ -100,7 +100,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return e.inspect(ctx, api.VerifyRequest{}, func(l *eventlog.Log, dir string) (api.Rendered, error) {
-		return api.Verify(ctx, l, dir, e.progress())
+		return api.Verify(ctx, l, dir, storedDaemonID(dir), e.progress())
 	})
 }
 

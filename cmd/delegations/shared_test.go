@@ -25,10 +25,11 @@ import (
 var sharedKills = flag.Int("shared.kills", 2, "rounds of TestSharedLog that kill a daemon with SIGKILL")
 
 // sharedDaemon starts `delegations serve --etcd` (the test build, for
-// --manual-clock) on data against the cluster's shared log.
-func sharedDaemon(t *testing.T, c *etcdtest.Cluster, data string) *daemon {
+// --manual-clock) on data against the cluster's shared log, with serve's
+// further options args.
+func sharedDaemon(t *testing.T, c *etcdtest.Cluster, data string, args ...string) *daemon {
 	t.Helper()
-	return startDaemon(t, data, "--manual-clock", "--etcd", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/shared/")
+	return startDaemon(t, data, append([]string{"--manual-clock", "--etcd", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/shared/"}, args...)...)
 }
 
 // barrier returns once d holds every record committed to the shared log

@@ -22,8 +22,10 @@ import (
 
 // ErrUnavailable reports that etcd did not answer within
 // Options.RequestTimeout: it is unreachable or has lost its quorum. An
-// append that fails with it may or may not have been written.
-var ErrUnavailable = errors.New("etcd unavailable")
+// append that fails with it may or may not have been written. It wraps
+// eventlog.ErrUnavailable, so that code above the log tells it apart from
+// other failures without knowing the log is on etcd.
+var ErrUnavailable = fmt.Errorf("etcd %w", eventlog.ErrUnavailable)
 
 // ErrOutcomeUnknown is wrapped by the error of an append whose transaction
 // failed in flight (etcd unreachable, a reset stream, a closed client): it

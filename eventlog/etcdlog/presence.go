@@ -2,6 +2,7 @@ package etcdlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -20,24 +22,59 @@ import (
 // gone: the daemons that share the log take its delegations over
 // (projection.Store.TakeOver). A daemon that comes back under the same id
 // binds its key to a new lease and is alive again; what was taken over
-// stays taken.
+// stays taken, but for what it registered itself, which it takes back.
+//
+// A daemon can also outlive its lease: etcd out of its reach (a network
+// partition), the process stopped (a laptop asleep, SIGSTOP, a long
+// pause), and the others take its delegations over while it still runs.
+// So the Presence fences itself: Holds reports whether it is sure it still
+// holds its lease, which it is until a conservative local deadline, the
+// time it sent the last keep-alive etcd answered plus the TTL etcd granted,
+// less a margin, measured on the monotonic clock and on the wall clock
+// (which a machine's sleep does not stop). etcd's own expiry comes
+// later: it counts the TTL from when the request reached the leader, and a
+// new leader grants every lease a fresh TTL. Past the deadline the daemon
+// acts as no delegation's owner (projection's owner.go asks Holds), and the
+// Presence takes a new lease and binds its key to it as soon as etcd
+// answers, as on a restart: the rule that gives a returning daemon back
+// what it registered applies from there.
 //
 // It satisfies projection.Peers.
 type Presence struct {
 	cli     *clientv3.Client
 	p       keys
 	self    string
-	ttl     int64 // seconds
+	ttl     int64 // seconds, as asked
 	timeout time.Duration
+	clock   Clock
 	log     *slog.Logger
 
 	mu      sync.Mutex
 	alive   map[string]bool
 	changed chan struct{} // closed and replaced when the set of live daemons changes
+	until   time.Time     // Holds until then, on clock (zero: no lease)
+	bound   int64         // the revision at which the key was last bound to a lease
+	gone    bool          // the key went after it was bound: Holds is false until it is bound again
+	lost    chan struct{} // wakes keep when the key goes (buffer of one)
 
 	stop context.CancelFunc
 	done chan struct{}
 }
+
+// Clock is what a Presence measures its lease on: Now for the deadline,
+// AfterFunc for the keep-alives' pace. The real one is time.Now, whose
+// readings carry both the monotonic and the wall clock (Holds checks
+// both); tests move a manual one (projection.Clock has this shape).
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+func (wallClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // PresenceOptions configure Join.
 type PresenceOptions struct {
@@ -50,6 +87,9 @@ type PresenceOptions struct {
 	TTL time.Duration
 	// RequestTimeout bounds every call to etcd; 5s when zero.
 	RequestTimeout time.Duration
+	// Clock paces the keep-alives and measures the lease's deadline; the
+	// real time when nil.
+	Clock Clock
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -71,12 +111,15 @@ func NewPresence(cli *clientv3.Client, self string, opts PresenceOptions) (*Pres
 	if opts.TTL < time.Second {
 		return nil, fmt.Errorf("join the daemons on etcd: lease TTL %s is under a second", opts.TTL)
 	}
+	if opts.Clock == nil {
+		opts.Clock = wallClock{}
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Presence{
-		cli: cli, p: keys(opts.Prefix), self: self, ttl: ttl, timeout: opts.RequestTimeout, log: opts.Logger,
-		changed: make(chan struct{}), done: make(chan struct{}), stop: func() {},
+		cli: cli, p: keys(opts.Prefix), self: self, ttl: ttl, timeout: opts.RequestTimeout, clock: opts.Clock, log: opts.Logger,
+		changed: make(chan struct{}), lost: make(chan struct{}, 1), done: make(chan struct{}), stop: func() {},
 	}
 	close(p.done) // until Start
 	return p, nil
@@ -99,13 +142,19 @@ func (p *Presence) Start(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 		defer cancel()
 		p.cli.Revoke(rctx, lease)
+		p.mu.Lock()
+		p.until = time.Time{}
+		p.mu.Unlock()
 		return err
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	p.stop, p.done = stop, make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { p.keep(rctx, lease) })
+	wg.Go(func() { p.follow(rctx, rev) })
 	go func() {
-		defer close(p.done)
-		p.run(rctx, lease, rev)
+		wg.Wait()
+		close(p.done)
 	}()
 	return nil
 }
@@ -116,6 +165,28 @@ func (k keys) daemon(id string) string { return k.daemons() + id }
 
 // Self returns this daemon's id.
 func (p *Presence) Self() string { return p.self }
+
+// Holds reports whether this daemon is sure it holds its lease now: etcd
+// answered a keep-alive (or granted the lease) sent less than the lease's
+// TTL, less a margin, ago. It is false from the moment it cannot be sure
+// until it holds a new lease with its key bound to it; meanwhile another
+// daemon may take its delegations over, so it must act as no delegation's
+// owner.
+func (p *Presence) Holds() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holds()
+}
+
+// holds is Holds with p.mu held. The deadline passes when either clock
+// says so: the monotonic one, which no change of the wall clock moves
+// back, and the wall clock, which goes on while the machine sleeps (a
+// laptop suspended), when the monotonic clock of Linux and macOS stops.
+// A wall clock set forward only makes the daemon take a new lease early.
+func (p *Presence) holds() bool {
+	now := p.clock.Now()
+	return !p.gone && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
+}
 
 // Alive reports whether daemon id's key is present: it holds its lease.
 func (p *Presence) Alive(id string) bool {
@@ -138,7 +209,8 @@ func (p *Presence) Present(ctx context.Context, id string) (bool, error) {
 }
 
 // Changed returns a channel closed at the next change of the set of live
-// daemons (one joining or going).
+// daemons (one joining or going), and when this daemon holds a lease again
+// after Holds turned false: what it did not do meanwhile is to do.
 func (p *Presence) Changed() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -159,19 +231,105 @@ func (p *Presence) etcdErr(op string, err error) error {
 	return (&Log{cli: p.cli, timeout: p.timeout}).etcdErr(op, err)
 }
 
-// lease grants a new lease and binds this daemon's key to it.
+// holdMargin is how much sooner than etcd a Presence counts its lease
+// expired: time for an owner's action that began just before the
+// deadline (an append, an artifact's write) to end, and for clocks that
+// run at slightly different rates. A fifth of the TTL: 3s of the default
+// 15s, while keep-alives every third of the TTL leave the deadline at
+// least 7s ahead when etcd answers.
+func holdMargin(ttl time.Duration) time.Duration { return ttl / 5 }
+
+// held records that etcd answered a request for the lease sent at sent,
+// with the TTL it has left: this daemon holds it until sent + ttl, less
+// the margin. bound, when not zero, is the revision at which the key was
+// bound to the lease.
+func (p *Presence) held(sent time.Time, ttl int64, bound int64) {
+	d := time.Duration(ttl) * time.Second
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.holds()
+	if bound != 0 {
+		p.bound, p.gone = bound, false
+	}
+	p.until = sent.Add(d - holdMargin(d))
+	if !was && p.holds() {
+		p.signal()
+	}
+}
+
+// lease grants a new lease and binds this daemon's key to it; the daemon
+// holds it from then on (Holds).
 func (p *Presence) lease(ctx context.Context) (clientv3.LeaseID, error) {
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	sent := p.clock.Now()
 	g, err := p.cli.Grant(cctx, p.ttl)
 	if err != nil {
 		return 0, p.etcdErr("join the daemons on etcd: grant a lease", err)
 	}
 	host, _ := os.Hostname()
-	if _, err := p.cli.Put(cctx, p.p.daemon(p.self), fmt.Sprintf("pid %d on %s", os.Getpid(), host), clientv3.WithLease(g.ID)); err != nil {
+	put, err := p.cli.Put(cctx, p.p.daemon(p.self), fmt.Sprintf("pid %d on %s", os.Getpid(), host), clientv3.WithLease(g.ID))
+	if err != nil {
 		return 0, p.etcdErr("join the daemons on etcd: register "+p.p.daemon(p.self), err)
 	}
+	p.held(sent, g.TTL, put.Header.Revision)
 	return g.ID, nil
+}
+
+// renew sends one keep-alive of lease; etcd's answer moves the deadline
+// of Holds.
+func (p *Presence) renew(ctx context.Context, lease clientv3.LeaseID) error {
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	sent := p.clock.Now()
+	resp, err := p.cli.KeepAliveOnce(cctx, lease)
+	if err != nil {
+		return err
+	}
+	p.held(sent, resp.TTL, 0)
+	return nil
+}
+
+// keep renews lease every third of its TTL, on the clock, until ctx ends.
+// Once Holds is false (no answer in time, or the key went) the lease is
+// given up for a new one, bound to the key as soon as etcd answers.
+func (p *Presence) keep(ctx context.Context, lease clientv3.LeaseID) {
+	every := time.Duration(p.ttl) * time.Second / 3
+	for ctx.Err() == nil {
+		if lease != 0 && !p.Holds() {
+			p.log.Warn("not sure to hold the lease on etcd any more: acting as no delegation's owner until a new one is bound", "daemon", p.self)
+			lease = 0
+		}
+		if lease == 0 {
+			var err error
+			if lease, err = p.lease(ctx); err != nil {
+				p.log.Warn("no lease on etcd; retrying", "in", every, "err", err)
+			} else {
+				p.log.Info("took a new lease on etcd", "daemon", p.self)
+			}
+		} else if err := p.renew(ctx, lease); errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			p.drop()
+			continue // it expired: a new one at once
+		} else if err != nil && ctx.Err() == nil {
+			p.log.Warn("etcd did not answer a keep-alive of the lease; retrying", "in", every, "err", p.etcdErr("renew the lease", err))
+		}
+		wake := make(chan struct{})
+		stop := p.clock.AfterFunc(every, func() { close(wake) })
+		select {
+		case <-wake:
+		case <-p.lost:
+		case <-ctx.Done():
+		}
+		stop()
+	}
+}
+
+// drop makes Holds false at once: the lease, or the key bound to it, is
+// known gone.
+func (p *Presence) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.until = time.Time{}
 }
 
 // list reads the live daemons and returns the revision it read them at.
@@ -199,35 +357,13 @@ func (p *Presence) signal() {
 	p.changed = make(chan struct{})
 }
 
-// run keeps the lease alive, taking a new one when it is lost (etcd was
-// out of reach for longer than its TTL, the process was stopped), and
-// follows the daemons' keys from revision rev on, until ctx ends.
-func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
+// follow follows the daemons' keys from revision rev on, until ctx ends.
+// When this daemon's own key goes (its lease expired, or someone deleted
+// it) it wakes keep to bind the key to a new lease.
+func (p *Presence) follow(ctx context.Context, rev int64) {
 	retry := time.Duration(p.ttl) * time.Second / 3
-	var kac <-chan *clientv3.LeaseKeepAliveResponse
-	stopKeepAlive := func() {} // of the lease kac renews
-	defer func() { stopKeepAlive() }()
 	var wch clientv3.WatchChan
 	for ctx.Err() == nil {
-		if lease == 0 {
-			var err error
-			if lease, err = p.lease(ctx); err != nil {
-				p.log.Warn("no lease on etcd; retrying", "in", retry, "err", err)
-				sleepCtx(ctx, retry)
-				continue
-			}
-			p.log.Info("took a new lease on etcd", "daemon", p.self)
-		}
-		if kac == nil {
-			kctx, cancel := context.WithCancel(ctx)
-			var err error
-			if kac, err = p.cli.KeepAlive(kctx, lease); err != nil {
-				cancel()
-				kac, lease = nil, 0
-				continue
-			}
-			stopKeepAlive = cancel
-		}
 		if wch == nil {
 			if rev == 0 {
 				var err error
@@ -241,11 +377,6 @@ func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 		}
 		select {
 		case <-ctx.Done():
-		case _, ok := <-kac:
-			if !ok { // the lease expired, or etcd is out of reach
-				stopKeepAlive()
-				kac, lease = nil, 0
-			}
 		case resp, ok := <-wch:
 			if !ok || resp.Err() != nil {
 				wch, rev = nil, 0 // list again, then watch from there
@@ -256,9 +387,14 @@ func (p *Presence) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 				id := strings.TrimPrefix(string(ev.Kv.Key), p.p.daemons())
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(p.alive, id)
-					if id == p.self { // our key is gone: bind it to a new lease
-						stopKeepAlive()
-						kac, lease = nil, 0
+					// Our key is gone, unless the event is older than its
+					// binding to the lease keep holds now.
+					if id == p.self && ev.Kv.ModRevision > p.bound {
+						p.gone = true
+						select {
+						case p.lost <- struct{}{}:
+						default:
+						}
 					}
 				} else {
 					p.alive[id] = true

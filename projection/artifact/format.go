@@ -336,10 +336,30 @@ func fmtHeaderSafe(s string) string {
 // fmtOneLine renders a one-line field: every run of white space (line
 // breaks included) becomes one space, and the ends are trimmed.
 func fmtOneLine(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsSpace) {
-		return s
+	if isOneLine(s) {
+		return s // most titles and descriptions: no copy (a listing renders thousands)
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// isOneLine reports whether fmtOneLine leaves s as it is: its only white
+// space is single ' ' between other characters.
+func isOneLine(s string) bool {
+	space := true // a space at the start is trimmed
+	for _, r := range s {
+		switch {
+		case r == ' ':
+			if space {
+				return false
+			}
+			space = true
+		case r < utf8.RuneSelf && r > ' ' || r >= utf8.RuneSelf && !unicode.IsSpace(r):
+			space = false
+		default:
+			return false // white space other than a single space, or a control character (fmtOneLine decides)
+		}
+	}
+	return !space || s == ""
 }
 
 // fmtAgent keeps an agent name as it is unless it would break its line;
@@ -495,44 +515,73 @@ func NotFoundReadText(id string) string {
 // joined by one newline; the text has no trailing newline. No delegations
 // give ListEmptyText.
 func ListText(ds []fsm.Delegation) string {
-	if len(ds) == 0 {
-		return ListEmptyText
-	}
-	var b strings.Builder
+	var l ListTextBuilder
 	n := 16
 	for i := range ds {
 		n += 32 + 2*len(ds[i].ID) + len(ds[i].Title) + len(ds[i].Description)
 	}
-	b.Grow(n)
-	b.WriteString("## Delegations\n\n")
+	l.b.Grow(n)
 	for i := range ds {
-		d := &ds[i]
-		title, desc := fmtOneLine(d.Title), fmtOneLine(d.Description)
-		if d.State.Active() {
-			title, desc = d.ID, runningText
-		}
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString("- **")
-		b.WriteString(d.ID)
-		b.WriteString("**")
-		if title != "" {
-			b.WriteString(" | ")
-			b.WriteString(title)
-		}
-		b.WriteString(" [")
-		b.WriteString(string(d.State))
-		b.WriteString("]")
-		if d.Unread() {
-			b.WriteString(" [unread]")
-		}
-		if desc != "" {
-			b.WriteString("\n  → ")
-			b.WriteString(desc)
-		}
+		l.Add(&ds[i])
 	}
-	return b.String()
+	return l.String()
+}
+
+// ListTextBuilder renders ListText one delegation at a time, for a
+// listing that does not hold its delegations (projection.Store.EachSummary).
+// The zero value is ready to use.
+type ListTextBuilder struct {
+	b strings.Builder
+}
+
+// Grow makes room for n more entries of a usual size (a title and a
+// description of a sentence each).
+func (l *ListTextBuilder) Grow(n int) {
+	l.b.Grow(16 + n*listEntrySize)
+}
+
+// listEntrySize is a usual entry's length: an id, a title and a
+// description of a sentence, a status.
+const listEntrySize = 128
+
+// Add renders d's entry after those added before it.
+func (l *ListTextBuilder) Add(d *fsm.Delegation) {
+	b := &l.b
+	if b.Len() == 0 {
+		b.WriteString("## Delegations\n\n")
+	} else {
+		b.WriteByte('\n')
+	}
+	title, desc := fmtOneLine(d.Title), fmtOneLine(d.Description)
+	if d.State.Active() {
+		title, desc = d.ID, runningText
+	}
+	b.WriteString("- **")
+	b.WriteString(d.ID)
+	b.WriteString("**")
+	if title != "" {
+		b.WriteString(" | ")
+		b.WriteString(title)
+	}
+	b.WriteString(" [")
+	b.WriteString(string(d.State))
+	b.WriteString("]")
+	if d.Unread() {
+		b.WriteString(" [unread]")
+	}
+	if desc != "" {
+		b.WriteString("\n  → ")
+		b.WriteString(desc)
+	}
+}
+
+// String returns the text of the delegations added: ListEmptyText when
+// none was.
+func (l *ListTextBuilder) String() string {
+	if l.b.Len() == 0 {
+		return ListEmptyText
+	}
+	return l.b.String()
 }
 
 // fmtStartedCompleted is how the plugin shows a delegation's times: started

@@ -310,6 +310,7 @@ var codes = []struct {
 	{ErrNotAnswering, "unavailable", http.StatusServiceUnavailable},
 	{eventlog.ErrConflict, "conflict", http.StatusConflict},
 	{eventlog.ErrClosed, "unavailable", http.StatusServiceUnavailable},
+	{eventlog.ErrUnavailable, "unavailable", http.StatusServiceUnavailable}, // the shared log's etcd
 	{eventlog.ErrLocked, "locked", http.StatusServiceUnavailable},
 	{eventlog.ErrBroken, "broken", http.StatusServiceUnavailable},
 	{eventlog.ErrCorrupt, "corrupt", http.StatusInternalServerError},

@@ -407,7 +407,7 @@ func background(ctx context.Context, k *keeper, clock projection.Clock, logger *
 	for {
 		store := k.svc.Store()
 		replaced := k.replaced()
-		last := store.Log().Last()
+		mark := store.Mark() // before the pass: what happens during it ends the wait
 		next, err := pass(store, retrying)
 		if ctx.Err() != nil {
 			return nil
@@ -419,7 +419,7 @@ func background(ctx context.Context, k *keeper, clock projection.Clock, logger *
 			backoff, retrying = min(2*backoff, retryMax), true
 		} else {
 			backoff, retrying = retryFirst, false
-			err = store.Wait(ctx, last, next)
+			err = store.Wait(ctx, mark, next)
 			if errors.Is(err, eventlog.ErrClosed) && ctx.Err() == nil {
 				select { // the keeper is reopening the log
 				case <-replaced:

@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/delegations/delegations/eventlog"
+	"github.com/delegations/delegations/eventlog/historytest"
 	"github.com/delegations/delegations/fsm"
 	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/projection/artifact"
@@ -215,59 +215,19 @@ func buildHistory(b *testing.B, dir string, events int) {
 		}
 	}
 	n := events / 9
-	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
-	seen := make(map[string]bool, n)
-	ids := make([]string, 0, n)
-	for len(ids) < n {
-		if id := gen.Next(); !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
+	ids := historytest.IDs(fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13})), n)
 	start := time.Now().Add(-time.Duration(n) * time.Second)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 64 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				rel, err := artifact.RelPath("0123456789abcdef", "ses_root", ids[i])
-				if err != nil {
-					errs <- err
-					return
-				}
-				events := []fsm.Event{
-					{Kind: fsm.KindRegistered, Registration: fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: historyParents[i%len(historyParents)],
-						Agent: "researcher", Prompt: "Find the flaky test in the login flow.", Timeout: time.Hour}},
-					{Kind: fsm.KindStarted, Registration: fsm.Registration{SessionID: "ses_child"}},
-					{Kind: fsm.KindProgressed, Message: "step 0: reading the retry layer"},
-					{Kind: fsm.KindProgressed, Message: "step 1: reading the retry layer"},
-					{Kind: fsm.KindProgressed, Message: "step 2: reading the retry layer"},
-					{Kind: fsm.KindCompleted, Result: "TestLock races the token refresh.", Title: "Flaky test", Description: "The refresh races the logout."},
-					{Kind: fsm.KindPersisted, ArtifactPath: rel, ArtifactSize: 600, ArtifactHash: 1},
-					{Kind: fsm.KindNotified, NotificationID: projection.TerminalNotificationID(ids[i])},
-					{Kind: fsm.KindRead},
-				}
-				at := start.Add(time.Duration(i) * time.Second)
-				entries := make([]eventlog.Entry, len(events))
-				for j, e := range events {
-					e.ID, e.At = ids[i], at.Add(time.Duration(j)*time.Millisecond)
-					entries[j] = eventlog.Entry{Kind: uint16(e.Kind), Time: e.At, Payload: e.MarshalPayload()}
-				}
-				if _, err := s.Log().Append(ctx, eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err = historytest.Append(ctx, s.Log(), n, 64, func(i int) (eventlog.Append, error) {
+		rel, err := artifact.RelPath("0123456789abcdef", "ses_root", ids[i])
+		if err != nil {
+			return eventlog.Append{}, err
+		}
+		events := historytest.Finished(fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: historyParents[i%len(historyParents)]},
+			rel, projection.TerminalNotificationID(ids[i]))
+		entries := historytest.Entries(ids[i], start.Add(time.Duration(i)*time.Second), time.Millisecond, events)
+		return eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}, nil
+	})
+	if err != nil {
 		b.Fatal(err)
 	}
 }

@@ -356,7 +356,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 
 	sent := map[string]int{} // notification id → failures when last sent
 	for {
-		last := log.Last()
+		mark := h.svc.Store().Mark() // before the pass: what happens during it ends the wait
 		for rec, err := range log.Records(next) {
 			if err != nil {
 				h.sse(w, "error", "", &Error{Code: Code(err), Message: err.Error()})
@@ -394,7 +394,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		flusher.Flush()
-		if err := h.svc.Store().Wait(ctx, min(max(last, next-1), log.Last()), nextDue); err != nil {
+		if err := h.svc.Store().Wait(ctx, mark, nextDue); err != nil {
 			return // the client left or the daemon stops
 		}
 	}

@@ -37,10 +37,11 @@ type Rendered struct {
 	Failed bool            `json:"failed"`
 }
 
-// Replay replays log (of data directory dir) and reports findings; see
-// replay.Run. The CLI calls it on the log opened alone when no daemon
-// runs, so that it sees the data directory exactly as it is.
-func Replay(ctx context.Context, log *eventlog.Log, dir string, r ReplayRequest, progress func(done, total int)) (Rendered, error) {
+// Replay replays log (of data directory dir, whose daemon on a shared log
+// is self) and reports findings; see replay.Run. The CLI calls it on the
+// log opened alone when no daemon runs, so that it sees the data
+// directory exactly as it is.
+func Replay(ctx context.Context, log *eventlog.Log, dir, self string, r ReplayRequest, progress func(done, total int)) (Rendered, error) {
 	var until replay.Point
 	if r.Until != "" {
 		var err error
@@ -48,16 +49,17 @@ func Replay(ctx context.Context, log *eventlog.Log, dir string, r ReplayRequest,
 			return Rendered{}, fmt.Errorf("until: %w", err)
 		}
 	}
-	rep, err := replay.Run(ctx, log, dir, replay.Options{Until: until, Progress: progress})
+	rep, err := replay.Run(ctx, log, dir, replay.Options{Until: until, Progress: progress, Self: self})
 	if err != nil {
 		return Rendered{}, err
 	}
 	return render(rep, rep.String(), rep.Failed())
 }
 
-// Verify checks records, indexes, views and artifacts; see replay.Verify.
-func Verify(ctx context.Context, log *eventlog.Log, dir string, progress func(done, total int)) (Rendered, error) {
-	rep, err := replay.Verify(ctx, log, dir, replay.Options{Progress: progress})
+// Verify checks records, indexes, views and artifacts of data directory
+// dir, whose daemon on a shared log is self; see replay.Verify.
+func Verify(ctx context.Context, log *eventlog.Log, dir, self string, progress func(done, total int)) (Rendered, error) {
+	rep, err := replay.Verify(ctx, log, dir, replay.Options{Progress: progress, Self: self})
 	if err != nil {
 		return Rendered{}, err
 	}
@@ -87,12 +89,12 @@ func render(v any, text string, failed bool) (Rendered, error) {
 
 // Replay replays the store's log; see the function Replay.
 func (s *Service) Replay(ctx context.Context, r ReplayRequest) (Rendered, error) {
-	return Replay(ctx, s.Store().Log(), s.Store().Dir(), r, s.OnProgress)
+	return Replay(ctx, s.Store().Log(), s.Store().Dir(), s.Store().Self(), r, s.OnProgress)
 }
 
 // Verify verifies the store; see the function Verify.
 func (s *Service) Verify(ctx context.Context, _ VerifyRequest) (Rendered, error) {
-	return Verify(ctx, s.Store().Log(), s.Store().Dir(), s.OnProgress)
+	return Verify(ctx, s.Store().Log(), s.Store().Dir(), s.Store().Self(), s.OnProgress)
 }
 
 // Timeline lists one delegation's events; see the function Timeline.

@@ -185,20 +185,36 @@ func (s *Service) List(_ context.Context, r ListRequest) (List, error) {
 	if r.Limit > 0 {
 		o.Limit = min(r.Limit, math.MaxInt-1) + 1 // one more says whether a next page exists
 	}
-	ds, err := s.Store().Summaries(strings.TrimSpace(r.RootSessionID), o)
+	// The text is rendered as the summaries come: a textOnly listing
+	// holds none of them.
+	var (
+		ds         []fsm.Delegation
+		text       artifact.ListTextBuilder
+		n          int
+		last, next string
+	)
+	sized := func(n int) {
+		text.Grow(n)
+		if !r.TextOnly {
+			ds = make([]fsm.Delegation, 0, n)
+		}
+	}
+	err := s.Store().EachSummary(strings.TrimSpace(r.RootSessionID), o, sized, func(d *fsm.Delegation) error {
+		if n++; r.Limit > 0 && n > r.Limit {
+			next = last
+			return nil
+		}
+		text.Add(d)
+		if !r.TextOnly {
+			ds = append(ds, *d)
+		}
+		last = d.ID
+		return nil
+	})
 	if err != nil {
 		return List{}, err
 	}
-	var next string
-	if r.Limit > 0 && len(ds) > r.Limit {
-		ds = ds[:r.Limit]
-		next = ds[len(ds)-1].ID
-	}
-	l := List{Delegations: delegations(ds).Delegations, Text: artifact.ListText(ds), Next: next}
-	if r.TextOnly {
-		l.Delegations = []fsm.Delegation{}
-	}
-	return l, nil
+	return List{Delegations: delegations(ds).Delegations, Text: text.String(), Next: next}, nil
 }
 
 // Active lists the active delegations, earliest deadline first: what a

@@ -319,7 +319,7 @@ func (s *Server) diagnose(ctx context.Context, id string, last uint64) ([]replay
 		return e.fs, nil
 	}
 	store := s.svc.Store()
-	fs, err := replay.Diagnose(ctx, store.Log(), store.Dir(), id, replay.Options{Now: now})
+	fs, err := replay.Diagnose(ctx, store.Log(), store.Dir(), id, replay.Options{Now: now, Self: store.Self()})
 	if err != nil {
 		return nil, err
 	}
