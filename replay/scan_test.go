@@ -3,17 +3,10 @@ package replay_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
-
-	"github.com/delegations/delegations/eventlog"
-	"github.com/delegations/delegations/projection"
 	"github.com/delegations/delegations/replay"
 )
 
@@ -55,27 +48,7 @@ func TestScanPastBatches(t *testing.T) {
 	}
 	s.Close()
 
-	db, err := bolt.Open(filepath.Join(dir, projection.LogFile), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for seq := uint64(520); seq <= 522; seq++ {
-			if err := tx.Bucket([]byte("events")).Delete(binary.BigEndian.AppendUint64(nil, seq)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := withoutRecords(t, dir, 520, 522)
 	rep, err := replay.Run(ctx, l, dir, replay.Options{Now: c.Now()})
 	if err != nil {
 		t.Fatal(err)
