@@ -235,7 +235,7 @@ func (sc *scanner) scan(from uint64) error {
 				if sc.rb != nil {
 					d.r.Payload = bytes.Clone(r.Payload)
 				}
-				d.e, d.err = decode(r)
+				d.err = decodeTo(&d.e, r)
 			} else {
 				sc.excluded++
 			}
