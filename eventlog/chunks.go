@@ -3,6 +3,7 @@ package eventlog
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
@@ -204,10 +205,16 @@ func (p chunkedPayload) chunks() int { return chunkCount(p.length, p.chunkLen) }
 // every read; each chunk's checksum is computed only when that one fails,
 // to say which chunk is damaged or belongs to another payload.
 func (p chunkedPayload) assemble(seq uint64, src chunkSource) ([]byte, error) {
+	return p.assembleTo(nil, seq, src)
+}
+
+// assembleTo is assemble into dst's memory, grown as needed: for a scan
+// that lends each payload until the next (Log.Scan) and reuses it.
+func (p chunkedPayload) assembleTo(dst []byte, seq uint64, src chunkSource) ([]byte, error) {
 	if src == nil {
 		return nil, corrupt(seq, "the payload is in %d chunks, which were not read", p.chunks())
 	}
-	out := make([]byte, 0, p.length)
+	out := slices.Grow(dst[:0], p.length)
 	n := p.chunks()
 	for i := range n {
 		v := src(seq, uint32(i))

@@ -63,27 +63,111 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 // readChunk appends records starting at from, up to cap(buf)-len(buf) of
 // them and scanBytes of payload. more reports that the log holds a next one.
 func readChunk(b *bolt.Bucket, from uint64, buf []Record) (_ []Record, more bool, _ error) {
+	var ch chunkReader
+	_, more, err := ch.read(b, from, cap(buf)-len(buf), true, func(r *Record) bool {
+		buf = append(buf, *r)
+		return true
+	})
+	return buf, more, err
+}
+
+// chunkReader reads the records of one read transaction for Records and
+// Scan, and keeps what a scan reuses from one transaction to the next.
+type chunkReader struct {
+	rec     Record // the record lent to fn (a local would escape: one allocation per record)
+	stream  string // the last record's stream id
+	payload []byte // the last chunked payload lent
+}
+
+// read calls fn with each record from sequence number from, in order, up
+// to limit records and scanBytes of payload, until fn returns false. With
+// own the record owns its payload; otherwise it is lent (see Scan). next
+// is the sequence number after the last record fn had; more reports that
+// the log holds a next record and fn did not stop.
+func (ch *chunkReader) read(b *bolt.Bucket, from uint64, limit int, own bool, fn func(*Record) bool) (next uint64, more bool, _ error) {
 	c := b.Cursor()
 	chunks := txChunks(b.Tx())
 	want, size := from, 0
 	k, v := c.Seek(u64(from))
-	for ; k != nil && len(buf) < cap(buf) && size < scanBytes; k, v = c.Next() {
+	for n := 0; k != nil && n < limit && size < scanBytes; k, v = c.Next() {
 		seq, err := seqKey(k)
 		if err != nil {
-			return buf, false, err
+			return want, false, err
 		}
 		if seq != want {
-			return buf, false, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
+			return want, false, corrupt(want, "missing: the log jumps from %d to %d", want-1, seq)
 		}
-		r, err := decodeWith(seq, v, chunks)
+		r, chunked, err := lendHead(seq, v, ch.stream)
+		switch {
+		case err != nil:
+			return want, false, err
+		case chunked.length > 0 && own:
+			r.Payload, err = chunked.assemble(seq, chunks)
+		case chunked.length > 0:
+			ch.payload, err = chunked.assembleTo(ch.payload, seq, chunks)
+			r.Payload = ch.payload
+		case own && len(r.Payload) > 0:
+			r.Payload = append([]byte(nil), r.Payload...)
+		}
 		if err != nil {
-			return buf, false, err
+			return want, false, err
 		}
-		buf = append(buf, r)
+		ch.stream = r.Stream
 		size += len(r.Payload)
+		n++
 		want++
+		ch.rec = r
+		if !fn(&ch.rec) {
+			return want, false, nil
+		}
 	}
-	return buf, k != nil, nil
+	return want, k != nil, nil
+}
+
+// Scan calls fn with every record with a sequence number of at least from,
+// in order, up to the last record committed when each of its read
+// transactions begins, until fn returns false. It reads and checks every
+// record as Records does, in read transactions of at most scanChunk
+// records and scanBytes of payload; a record that fails its checks ends
+// the scan with its *CorruptError, after fn has had the records before it.
+//
+// Unlike Records it copies nothing: the record is lent to fn, valid only
+// until fn returns. Its Payload is the log's memory map, or for a payload
+// stored in chunks a buffer the scan reuses: read it, never write it, and
+// copy what outlives the call. Its Stream and Key are strings of their own
+// (Stream is the previous record's string when the two are equal). That
+// saves a replay of the whole log an allocation and a copy of every
+// payload, most of what reading it costs.
+//
+// fn runs inside a read transaction, so it must not wait for a commit, nor
+// for anything that waits for one: another read transaction of the same
+// log included, which a writer growing the file makes wait for this one to
+// end. To hand records to another goroutine, copy what it needs into a
+// batch, return false when the batch is full, hand it over, and scan again
+// from the next sequence number.
+func (l *Log) Scan(from uint64, fn func(*Record) bool) error {
+	if from == 0 {
+		from = 1
+	}
+	var ch chunkReader
+	for {
+		var bad error
+		more := false
+		err := guard(fmt.Sprintf("read records from %d", from), func() error {
+			return l.db.View(func(tx *bolt.Tx) error {
+				from, more, bad = ch.read(tx.Bucket(bucketEvents), from, scanChunk, false, fn)
+				return nil
+			})
+		})
+		switch {
+		case err != nil:
+			return fmt.Errorf("read log %s: %w", l.path, err)
+		case bad != nil:
+			return bad
+		case !more:
+			return nil
+		}
+	}
 }
 
 func seqKey(k []byte) (uint64, error) {

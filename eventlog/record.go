@@ -115,6 +115,17 @@ func decodeWith(seq uint64, b []byte, src chunkSource) (Record, error) {
 // reading chunks: for a chunked record the payload is left nil and
 // chunked says where it is (chunked.length is 0 for an inline payload).
 func decodeHead(seq uint64, b []byte) (r Record, chunked chunkedPayload, err error) {
+	r, chunked, err = lendHead(seq, b, "")
+	if len(r.Payload) > 0 {
+		r.Payload = append([]byte(nil), r.Payload...)
+	}
+	return r, chunked, err
+}
+
+// lendHead is decodeHead without the copy: an inline payload is r.Payload
+// aliasing b. When the stream id equals prev, r.Stream is prev itself, so
+// that a scan of consecutive records of one stream allocates no string.
+func lendHead(seq uint64, b []byte, prev string) (r Record, chunked chunkedPayload, err error) {
 	if len(b) < minRecord {
 		return Record{}, chunked, corrupt(seq, "record is %d bytes, shorter than the smallest record (%d)", len(b), minRecord)
 	}
@@ -160,12 +171,15 @@ func decodeHead(seq uint64, b []byte) (r Record, chunked chunkedPayload, err err
 	r = Record{
 		Seq:    seq,
 		Kind:   kind,
-		Stream: string(stream),
+		Stream: prev,
 		Time:   time.Unix(0, nanos).UTC(),
 		Key:    string(key),
 	}
+	if string(stream) != prev {
+		r.Stream = string(stream)
+	}
 	if len(rest) > 0 {
-		r.Payload = append([]byte(nil), rest...)
+		r.Payload = rest
 	}
 	return r, chunked, nil
 }

@@ -83,9 +83,9 @@ func (a *artifacts) check(d *delegation, rec *fsm.Delegation) {
 }
 
 // again checks d's artifact again, persisted a second time at seq as rec
-// (its texts dropped), render being the record's rendering when first
-// persisted; the first check's findings are dropped.
-func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, render []byte) {
+// (its texts dropped), size and hash being those of the record's rendering
+// when first persisted; the first check's findings are dropped.
+func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, size int64, hash uint64) {
 	a.mu.Lock()
 	if a.latest == nil {
 		a.latest = map[string]uint64{}
@@ -94,7 +94,7 @@ func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, render
 	a.superseded++
 	a.mu.Unlock()
 	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: seq, imported: d.imported, damaged: d.damaged,
-		rendered: true, renderSize: int64(len(render)), renderHash: xxhash.Sum64(render)})
+		rendered: true, renderSize: size, renderHash: hash})
 }
 
 func (a *artifacts) queue(j artifactJob) {
@@ -109,8 +109,7 @@ func (a *artifacts) queue(j artifactJob) {
 
 func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	if !j.rendered && !j.imported && !j.damaged {
-		render := artifact.Render(&j.rec)
-		j.renderSize, j.renderHash = int64(len(render)), xxhash.Sum64(render)
+		j.renderSize, j.renderHash = artifact.RenderSum(&j.rec)
 	}
 	got := fr.read(&j.rec)
 	f, bad := checkArtifact(a.dir, j, got)

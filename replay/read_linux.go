@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"strings"
 	"syscall"
 
 	"github.com/delegations/delegations/projection/artifact"
@@ -9,9 +10,13 @@ import (
 // sys is what fileReader.fast keeps open: the data directory and the
 // session directories it read from last.
 type sys struct {
-	data     int            // the data directory; 0: not open
-	sessions map[string]int // "<project>/<root session>" → its directory
+	data     int                // the data directory; 0: not open
+	sessions map[sessionDir]int // its open directory
 }
+
+// sessionDir names a session directory: a key that costs no allocation,
+// unless the directory is opened.
+type sessionDir struct{ project, root string }
 
 // maxSessionDirs bounds the session directories a reader keeps open.
 const maxSessionDirs = 256
@@ -49,7 +54,7 @@ func (fr *fileReader) fast(project, root, name string) ([]byte, bool) {
 
 // session returns the open session directory project/root.
 func (fr *fileReader) session(project, root string) (int, bool) {
-	key := project + "/" + root
+	key := sessionDir{project, root}
 	if fd, ok := fr.sessions[key]; ok {
 		return fd, true
 	}
@@ -58,7 +63,7 @@ func (fr *fileReader) session(project, root string) (int, bool) {
 		if err != nil {
 			return 0, false
 		}
-		fr.data, fr.sessions = fd, map[string]int{}
+		fr.data, fr.sessions = fd, map[sessionDir]int{}
 	}
 	const flags = syscall.O_RDONLY | syscall.O_DIRECTORY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
 	p, err := syscall.Openat(fr.data, project, flags, 0)
@@ -77,7 +82,7 @@ func (fr *fileReader) session(project, root string) (int, bool) {
 			break
 		}
 	}
-	fr.sessions[key] = fd
+	fr.sessions[sessionDir{strings.Clone(project), strings.Clone(root)}] = fd // not the record's strings: they share its payload
 	return fd, true
 }
 

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -209,11 +210,15 @@ type corruptRun struct {
 // scan reads the log from sequence number from, in short read
 // transactions, up to its last record or Until. The reading and the
 // decoding of the payloads run in a goroutine of their own, a batch
-// ahead of the fold: on two cores they overlap.
+// ahead of the fold: on two cores they overlap. The payloads are decoded
+// where they lie in the log's pages (eventlog.Log.Scan), and only the
+// decoded events leave the read transaction; the views' rebuild, when
+// there is one, gets its own copy of each record.
 func (sc *scanner) scan(from uint64) error {
 	total := int(sc.log.Last())
-	work := make(chan []decoded, 2)
-	free := make(chan []decoded, 3)
+	work := make(chan []decoded, scanBatches-2)
+	free := make(chan []decoded, scanBatches)
+	made := 1       // batches made: the reader waits for a free one past scanBatches
 	var read uint64 // the last seq read (the reader's)
 	var err error
 	done := make(chan struct{})
@@ -221,27 +226,34 @@ func (sc *scanner) scan(from uint64) error {
 		defer close(done)
 		defer close(work)
 		batch := make([]decoded, 0, scanBatch)
-		err = sc.records(from, func(r *eventlog.Record) {
+		err = sc.records(from, func(r *eventlog.Record) bool {
 			read = r.Seq
-			if r.Seq%progressEvery == 0 && sc.opts.Progress != nil {
-				done := r.Seq
+			if sc.opts.Until.includes(r.Seq, r.Time) {
+				batch = append(batch, decoded{r: *r})
+				d := &batch[len(batch)-1]
+				d.r.Payload = nil // lent
+				if sc.rb != nil {
+					d.r.Payload = bytes.Clone(r.Payload)
+				}
+				d.err = decodeTo(&d.e, r)
+			} else {
+				sc.excluded++
+			}
+			return len(batch) < cap(batch) && (r.Seq%progressEvery != 0 || sc.opts.Progress == nil)
+		}, func() { // outside the read transaction
+			if read%progressEvery == 0 && sc.opts.Progress != nil {
+				done := read
 				if sc.rb != nil { // the rebuild of the views is behind the reading
 					done = sc.rb.projected.Load()
 				}
 				sc.opts.Progress(min(int(done), total), total)
 			}
-			if !sc.opts.Until.includes(r.Seq, r.Time) {
-				sc.excluded++
-				return
-			}
-			d := decoded{r: *r}
-			d.e, d.err = decode(r)
-			if batch = append(batch, d); len(batch) == cap(batch) {
+			if len(batch) == cap(batch) {
 				work <- batch
-				select {
-				case batch = <-free:
-				default:
-					batch = make([]decoded, 0, scanBatch)
+				if made < scanBatches {
+					batch, made = make([]decoded, 0, scanBatch), made+1
+				} else {
+					batch = <-free
 				}
 			}
 		}, true)
@@ -253,21 +265,24 @@ func (sc *scanner) scan(from uint64) error {
 		for i := range batch {
 			sc.feed(&batch[i])
 		}
-		clear(batch) // the payloads
-		select {
-		case free <- batch[:0]:
-		default:
-		}
+		clear(batch) // the events' texts
+		free <- batch[:0]
 	}
 	<-done
 	sc.read = max(sc.read, read)
 	return err
 }
 
-// scanBatch is how many decoded records the reading hands the fold at once.
-const scanBatch = 256
+// scanBatch is how many decoded records the reading hands the fold at
+// once, and scanBatches how many batches there are: one being filled, one
+// being folded, the others queued between the two.
+const (
+	scanBatch   = 256
+	scanBatches = 4
+)
 
-// decoded is a record and its event (see decode).
+// decoded is a record (without its payload, unless the views are rebuilt)
+// and its event (see decode).
 type decoded struct {
 	r   eventlog.Record
 	e   fsm.Event
@@ -275,47 +290,49 @@ type decoded struct {
 }
 
 // records calls visit with every intact record from sequence number from,
-// read in short read transactions, up to the log's last record or Until,
-// stepping over damaged ones (noted when note is set).
-func (sc *scanner) records(from uint64, visit func(*eventlog.Record), note bool) error {
+// up to the log's last record or Until, stepping over damaged ones (noted
+// when note is set). The record is lent (eventlog.Log.Scan): visit runs
+// inside a short read transaction and must not wait for a commit. When
+// visit returns false, records ends that transaction, calls between, and
+// reads on with the next record.
+func (sc *scanner) records(from uint64, visit func(*eventlog.Record) bool, between func(), note bool) error {
 	ctx := sc.ctx
 	until := sc.opts.Until
 	for {
-		var resume uint64
-		done := true
-		for r, err := range sc.log.Records(from) {
-			if err != nil {
-				var ce *eventlog.CorruptError
-				if !errors.As(err, &ce) {
-					return err
-				}
-				if until.Seq != 0 && ce.Seq > until.Seq {
-					break
-				}
-				if note {
-					sc.addCorrupt(ce)
-				}
-				if ce.Seq != 0 && !sc.gaveUp {
-					resume, done = ce.Seq+1, false
-				}
-				break
+		paused := false
+		err := sc.log.Scan(from, func(r *eventlog.Record) bool {
+			if until.Seq != 0 && r.Seq > until.Seq || r.Seq%progressEvery == 0 && ctx.Err() != nil {
+				return false
 			}
-			if until.Seq != 0 && r.Seq > until.Seq {
-				break
-			}
-			if r.Seq%progressEvery == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			visit(&r)
+			from = r.Seq + 1
+			paused = !visit(r)
+			return !paused
+		})
+		if paused {
+			between()
 		}
-		if done || resume > sc.log.Last() {
-			break
+		var ce *eventlog.CorruptError
+		switch {
+		case err == nil && !paused:
+			return ctx.Err()
+		case err == nil:
+		case !errors.As(err, &ce):
+			return err
+		case until.Seq != 0 && ce.Seq > until.Seq:
+			return ctx.Err()
+		default:
+			if note {
+				sc.addCorrupt(ce)
+			}
+			if ce.Seq == 0 || sc.gaveUp {
+				return ctx.Err()
+			}
+			from = ce.Seq + 1
 		}
-		from = resume
+		if from > sc.log.Last() {
+			return ctx.Err()
+		}
 	}
-	return ctx.Err()
 }
 
 // feed applies one record to the fold and the rebuilt views.
@@ -405,18 +422,22 @@ func (sc *scanner) attribute() error {
 		return err
 	}
 	var failed error
-	err = sc.records(1, func(r *eventlog.Record) {
+	var pending string // a registration the fold dropped, checked outside the scan's transaction
+	err = sc.records(1, func(r *eventlog.Record) bool {
 		kind := fsm.Kind(r.Kind)
 		if r.Seq > sc.read || kind != fsm.KindRegistered && kind != fsm.KindImported || st.ds[r.Stream] != nil || failed != nil {
-			return
+			return true
 		}
+		pending = r.Stream // not lent: a string of its own
+		return false
+	}, func() {
 		failed = sc.log.View(func(tx *eventlog.Tx) error {
-			d := st.lookup(tx, r.Stream, sc.read)
+			d := st.lookup(tx, pending, sc.read)
 			if d == nil {
 				return nil
 			}
-			if check(tx, r.Stream, d); d.damaged {
-				st.ds[r.Stream] = d
+			if check(tx, pending, d); d.damaged {
+				st.ds[pending] = d
 				st.dropped[d.rec.State]--
 			}
 			return nil

@@ -3,6 +3,7 @@ package replay_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -661,31 +662,7 @@ func TestMissingRecords(t *testing.T) {
 	populate(t, s, c, 6)
 	last := s.Log().Last()
 	s.Close()
-	db, err := bolt.Open(filepath.Join(dir, projection.LogFile), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for seq := uint64(10); seq <= 12; seq++ {
-			var k [8]byte
-			for i := range 8 {
-				k[7-i] = byte(seq >> (8 * i))
-			}
-			if err := tx.Bucket([]byte("events")).Delete(k[:]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := withoutRecords(t, dir, 10, 12)
 	rep, err := replay.Run(ctx, l, dir, replay.Options{Now: c.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -702,6 +679,35 @@ func TestMissingRecords(t *testing.T) {
 	if rep.Events != last-3 || rep.Through != last {
 		t.Errorf("replayed %d events through %d, want %d through %d", rep.Events, rep.Through, last-3, last)
 	}
+}
+
+// withoutRecords deletes records first to last from the log of the closed
+// store in dir, as a damaged file would lack them, and opens the log
+// read-only (closed when the test ends).
+func withoutRecords(t *testing.T, dir string, first, last uint64) *eventlog.Log {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, projection.LogFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for seq := first; seq <= last; seq++ {
+			if err := tx.Bucket([]byte("events")).Delete(binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(filepath.Join(dir, projection.LogFile), eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 func FuzzParsePoint(f *testing.F) {

@@ -112,11 +112,19 @@ func newState(arts *artifacts) *state {
 // decode returns r's event; a payload that does not decode is an event
 // of kind 0 (only the version moves) and err says why.
 func decode(r *eventlog.Record) (fsm.Event, error) {
-	e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
-	if err != nil {
-		e = fsm.Event{ID: r.Stream, At: r.Time}
-	}
+	var e fsm.Event
+	err := decodeTo(&e, r)
 	return e, err
+}
+
+// decodeTo is decode into *e: the scan decodes straight into its batch,
+// one copy of the event fewer (an event is a few hundred bytes).
+func decodeTo(e *fsm.Event, r *eventlog.Record) error {
+	var err error
+	if *e, err = fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload); err != nil {
+		*e = fsm.Event{ID: r.Stream, At: r.Time}
+	}
+	return err
 }
 
 // apply folds one record into the state: its event e, or why its
@@ -288,7 +296,8 @@ func (s *state) repersisted(d *delegation, next *fsm.Delegation, seq uint64) {
 		}
 	}
 	first.Prompt = ""
-	s.arts.again(d, next, seq, artifact.Render(&first))
+	size, hash := artifact.RenderSum(&first)
+	s.arts.again(d, next, seq, size, hash)
 }
 
 // steps is what an event's transitions are read against: the record's

@@ -10,6 +10,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/delegations/delegations/fsm"
 )
 
@@ -80,6 +82,46 @@ type Parsed struct {
 // session, which reads back as a legacy file does; invalid UTF-8 (never in
 // a record Decide accepted) is replaced by U+FFFD so the file always parses.
 func Render(d *fsm.Delegation) []byte {
+	var p renderPieces
+	pieces := p.of(d)
+	n := 0
+	for _, s := range pieces {
+		n += len(s)
+	}
+	b := make([]byte, 0, n)
+	for _, s := range pieces {
+		b = append(b, s...)
+	}
+	if !utf8.Valid(b) {
+		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	}
+	return b
+}
+
+// RenderSum returns the size and the xxhash (Sum) of Render(d) without
+// making it: the pieces are hashed where they lie. Replay checks every
+// persisted artifact against its record's rendering this way.
+func RenderSum(d *fsm.Delegation) (size int64, sum uint64) {
+	var p renderPieces
+	var h xxhash.Digest
+	h.Reset()
+	for _, s := range p.of(d) {
+		if !utf8.ValidString(s) { // Render replaces what is not UTF-8
+			b := Render(d)
+			return int64(len(b)), Sum(b)
+		}
+		_, _ = h.WriteString(s)
+		size += int64(len(s))
+	}
+	return size, h.Sum64()
+}
+
+// renderPieces holds an artifact's text as the pieces Render writes one
+// after the other: the one home of its layout, for Render and RenderSum.
+type renderPieces [18]string
+
+// of returns d's pieces, in p's memory.
+func (p *renderPieces) of(d *fsm.Delegation) []string {
 	title := fmtOneLine(d.Title)
 	if title == "" {
 		title = d.ID
@@ -89,35 +131,17 @@ func Render(d *fsm.Delegation) []byte {
 		desc = noDescriptionText
 	}
 	started, completed := fmtStartedCompleted(d)
-	result := d.ResultText()
-
-	var b bytes.Buffer
-	b.Grow(256 + len(title) + len(desc) + len(d.Agent) + len(result))
-	b.WriteString("# ")
-	b.WriteString(title)
-	b.WriteString("\n\n")
-	b.WriteString(desc)
-	b.WriteString("\n\n**ID:** ")
-	b.WriteString(d.ID)
-	b.WriteString("\n**Agent:** ")
-	b.WriteString(fmtAgent(d.Agent))
-	b.WriteString("\n**Status:** ")
-	b.WriteString(string(d.State))
+	out := append(p[:0], "# ", title, "\n\n", desc,
+		"\n\n**ID:** ", d.ID,
+		"\n**Agent:** ", fmtAgent(d.Agent),
+		"\n**Status:** ", string(d.State))
 	if s := fmtOneLine(d.SessionID); s != "" {
-		b.WriteString("\n**Session:** ")
-		b.WriteString(s)
+		out = append(out, "\n**Session:** ", s)
 	}
-	b.WriteString("\n**Started:** ")
-	b.WriteString(fsm.FormatTime(started))
-	b.WriteString("\n**Completed:** ")
-	b.WriteString(completed)
-	b.WriteString("\n\n---\n\n")
-	b.WriteString(result)
-	out := b.Bytes()
-	if !utf8.Valid(out) {
-		out = bytes.ToValidUTF8(out, []byte("\uFFFD"))
-	}
-	return out
+	return append(out,
+		"\n**Started:** ", fsm.FormatTime(started),
+		"\n**Completed:** ", completed,
+		"\n\n---\n\n", d.ResultText())
 }
 
 // Parse reads an artifact file back with the plugin's rules: id =
