@@ -194,8 +194,11 @@ func TestBadRequests(t *testing.T) {
 	// Oversized bodies: one byte over each verb's limit is refused before
 	// decoding; a body of exactly the limit is decoded (and refused for
 	// its unknown field).
-	if got := slices.Sorted(maps.Keys(verbLimits)); !slices.Equal(got, api.Verbs()) {
-		t.Errorf("the limits table covers %v; the daemon serves %v", got, api.Verbs())
+	// The daemon here is a release build; this test binary may be a test
+	// build (-tags delegationstest), whose verbs add the clock.
+	served := slices.DeleteFunc(api.Verbs(), func(v string) bool { return v == "clock" })
+	if got := slices.Sorted(maps.Keys(verbLimits)); !slices.Equal(got, served) {
+		t.Errorf("the limits table covers %v; the daemon serves %v", got, served)
 	}
 	for _, verb := range slices.Sorted(maps.Keys(verbLimits)) {
 		limit := verbLimits[verb]
