@@ -206,9 +206,19 @@ func TestSharedLogTLS(t *testing.T) {
 			t.Errorf("serve without a client certificate: %v\nwant it to say %q", err, want)
 		}
 	}
+	t.Logf("without a client certificate: %v", err)
+	// A client certificate that another CA signed.
+	rogue := newTestCA(t, t.TempDir(), "rogue-ca")
+	rogueCert, rogueKey := rogue.issue(t, "rogue-client", x509.ExtKeyUsageClientAuth)
+	err = serveRefused(t, append(quick, "--etcd-cacert", ca.file, "--etcd-cert", rogueCert, "--etcd-key", rogueKey)...)
+	for _, want := range []string{"client certificate", rogueCert, "signed by a CA etcd trusts"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("serve with a client certificate another CA signed: %v\nwant it to say %q", err, want)
+		}
+	}
+	t.Logf("with a client certificate another CA signed: %v", err)
 	// A CA that did not sign etcd's certificate, given as the
 	// environment variables a bridge's detached daemon reads.
-	rogue := newTestCA(t, t.TempDir(), "rogue-ca")
 	t.Setenv("DELEGATIONS_ETCD_CACERT", rogue.file)
 	t.Setenv("DELEGATIONS_ETCD_CERT", clientCert)
 	t.Setenv("DELEGATIONS_ETCD_KEY", clientKey)
@@ -218,4 +228,5 @@ func TestSharedLogTLS(t *testing.T) {
 			t.Errorf("serve with a CA that did not sign etcd's certificate: %v\nwant it to say %q", err, want)
 		}
 	}
+	t.Logf("with a CA that did not sign etcd's certificate: %v", err)
 }
