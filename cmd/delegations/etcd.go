@@ -3,22 +3,33 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/eventlog/etcdlog"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // etcdFlags are serve's options for a log shared through etcd: the data
@@ -91,11 +102,105 @@ func (f *etcdFlags) client() (*clientv3.Client, error) {
 		}
 		cfg.TLS = tc
 	}
+	if err := f.probe(eps, cfg.TLS); err != nil {
+		return nil, err
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(eps, ","), err)
 	}
 	return cli, nil
+}
+
+// probe connects to each endpoint once, as the client will, and returns
+// an error when none answers within the dial timeout. The client itself
+// retries a failed connection until a request's deadline and then
+// reports only that deadline, so that TLS files that do not fit etcd's
+// (no client certificate, or a CA that did not sign etcd's) would read as
+// an etcd that is down; probe names the failure and the option that fixes
+// it. An endpoint of another scheme than http or https (a unix socket) is
+// left to the client.
+func (f *etcdFlags) probe(eps []string, tc *tls.Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), *f.dialTimeout)
+	defer cancel()
+	// asked: etcd asked for a client certificate in a handshake, which
+	// it does once it has shown its own and this side has verified it.
+	// Refusing the client's comes after the handshake (TLS 1.3), as a
+	// closed connection or an alert, whichever the client meets first:
+	// the request, not the error, tells what happened.
+	var asked atomic.Bool
+	hosts := make([]string, len(eps))
+	creds := make([]credentials.TransportCredentials, len(eps))
+	for i, ep := range eps {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || u.Host == "":
+			return nil
+		case u.Scheme == "http":
+			creds[i] = insecure.NewCredentials()
+		case u.Scheme == "https":
+			c := &tls.Config{} // the system's CAs, as the client's
+			if tc != nil {
+				c = tc.Clone()
+			}
+			give := c.GetClientCertificate
+			c.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				asked.Store(true)
+				if give != nil {
+					return give(cri)
+				}
+				return &tls.Certificate{}, nil // none: the handshake goes on, etcd refuses it
+			}
+			creds[i] = credentials.NewTLS(c)
+		default:
+			return nil
+		}
+		hosts[i] = u.Host
+	}
+	errs := make([]error, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Go(func() {
+			conn, err := grpc.NewClient("passthrough:///"+hosts[i], grpc.WithTransportCredentials(creds[i]))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer conn.Close()
+			// Fail-fast (the default): the call fails once the
+			// connection has, with the connection's error.
+			_, err = etcdserverpb.NewMaintenanceClient(conn).Status(ctx, &etcdserverpb.StatusRequest{})
+			if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+				errs[i] = fmt.Errorf("%s: %s", ep, status.Convert(err).Message())
+			}
+		})
+	}
+	wg.Wait()
+	if slices.Contains(errs, nil) {
+		return nil
+	}
+	all := errors.Join(errs...)
+	msg := all.Error()
+	switch {
+	case strings.Contains(msg, "x509:"), strings.Contains(msg, "verify certificate"):
+		ca := "the system's CAs"
+		if *f.cacert != "" {
+			ca = *f.cacert
+		}
+		return fmt.Errorf("etcd TLS: etcd's certificate failed verification with %s: "+
+			"pass --etcd-cacert ($DELEGATIONS_ETCD_CACERT) the CA bundle that signed it, and name the endpoints as the certificate does: %w", ca, all)
+	case asked.Load() && *f.cert == "":
+		return fmt.Errorf("etcd TLS: etcd requires a client certificate, and none was given: "+
+			"pass --etcd-cert and --etcd-key ($DELEGATIONS_ETCD_CERT, $DELEGATIONS_ETCD_KEY), a certificate signed by a CA etcd trusts and its key: %w", all)
+	case asked.Load():
+		return fmt.Errorf("etcd TLS: etcd refused the client certificate %s (it asked for one, then closed the connection): "+
+			"--etcd-cert ($DELEGATIONS_ETCD_CERT) must be signed by a CA etcd trusts (its --trusted-ca-file), valid now, for client authentication: %w", *f.cert, all)
+	case strings.Contains(msg, "tls:"), strings.Contains(msg, "preface"):
+		return fmt.Errorf("etcd TLS: the TLS handshake with etcd failed: "+
+			"an endpoint's scheme (https:// for TLS, http:// without) must match how etcd serves clients: %w", all)
+	}
+	return fmt.Errorf("connect to etcd: %w: no endpoint answered: %w (is etcd running and reachable? `etcdctl endpoint health --cluster` tells)",
+		etcdlog.ErrUnavailable, all)
 }
 
 // upstream opens the shared log on cli, for api.Config.Upstream.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -36,6 +37,25 @@ const readyTimeout = 2 * time.Minute
 // joined; the test's cleanup stops them.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, transport.TLSInfo{})
+}
+
+// StartTLS is Start with members that serve clients over TLS only, as
+// tls says (https client URLs; with ClientCertAuth and TrustedCAFile, a
+// client must present a certificate that CA signed). Members talk to
+// each other in plain text, which is no concern of a client. Connect
+// with the test's own client certificate: Client is for plain clusters.
+func StartTLS(t testing.TB, n int, tls transport.TLSInfo) *Cluster {
+	t.Helper()
+	return start(t, n, tls)
+}
+
+func start(t testing.TB, n int, tls transport.TLSInfo) *Cluster {
+	t.Helper()
+	scheme := "http"
+	if !tls.Empty() {
+		scheme = "https"
+	}
 	ports := freePorts(t, 2*n)
 	c := &Cluster{t: t, members: make([]*embed.Etcd, n), closing: make([]chan struct{}, n)}
 	var initial []string
@@ -48,7 +68,8 @@ func Start(t testing.TB, n int) *Cluster {
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = filepath.Join(dir, cfg.Name)
 		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		client := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ClientTLSInfo = tls
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 		cfg.InitialCluster = strings.Join(initial, ",")
@@ -181,6 +202,9 @@ func (c *Cluster) Endpoints(ids ...int) []string {
 // when the test ends.
 func (c *Cluster) Client(ids ...int) *clientv3.Client {
 	c.t.Helper()
+	if !c.cfgs[0].ClientTLSInfo.Empty() {
+		c.t.Fatal("etcdtest: Client connects in plain text, and this cluster serves TLS")
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   c.Endpoints(ids...),
 		DialTimeout: 5 * time.Second,
