@@ -24,7 +24,8 @@ import (
 // without a word. Every build checks the format byte, though, and refuses
 // one it does not know, readers and writers alike: builds before seals
 // accept 1 and 2 only, and builds with seals but before replicaBit accept
-// sealedBit but not replicaBit. Either flag keeps them out.
+// sealedBit but not replicaBit: each flag keeps out every build that does
+// not know its key.
 //
 // This build reads the layout under the flags, so readers (replay,
 // inspect, verify, show) open a flagged file as any other; a writer's
