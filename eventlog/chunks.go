@@ -59,18 +59,6 @@ const (
 	recordChunked = 2 // the payload's length and the chunk length; the payload is in the chunks bucket
 )
 
-// knownFormat accepts the values of the meta bucket's format key this
-// build reads: FormatVersion, and 1, the format before chunks (every
-// payload inline), which a writer upgrades by writing FormatVersion over
-// it; either with sealedBit (seal.go), which readers ignore. Anything else
-// is a file of a later build.
-func knownFormat(v []byte) error {
-	if len(v) == 1 && (v[0]&^sealedBit == FormatVersion || v[0]&^sealedBit == 1) {
-		return nil
-	}
-	return fmt.Errorf("%w: file format %v is not %d; this build cannot read it", ErrCorrupt, v, FormatVersion)
-}
-
 // putRecord stores the record seq in events, its payload in chunks first
 // when it is longer than InlineLen.
 func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream, key string, payload []byte) error {

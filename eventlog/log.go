@@ -375,17 +375,8 @@ func (l *Log) init() error {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(metaFormat); v != nil {
-			if err := knownFormat(v); err != nil {
-				return err
-			}
-		}
-		if v := meta.Get(metaFormat); len(v) != 1 || v[0] != FormatVersion {
-			// A new file, or one of the format before chunks.
-			if err := meta.Put(metaFormat, []byte{FormatVersion}); err != nil {
-				return err
-			}
+		if err := initFormat(tx.Bucket(bucketMeta)); err != nil {
+			return err
 		}
 		k, _ := tx.Bucket(bucketEvents).Cursor().Last()
 		if k != nil {

@@ -16,23 +16,12 @@ import (
 // accept commands that the store the log moved to never sees, and the two
 // would diverge without a word. So once the copy is verified the file is
 // sealed: one transaction records where the log went (metaMigrated) and
-// sets sealedBit in the file's format byte. A writer's Open refuses a
+// sets sealedBit in the file's format byte, which keeps out the builds
+// that do not know the key (formatbits.go). A writer's Open refuses a
 // sealed file with a MigratedError.
-//
-// The bit, and not the key alone, is what keeps older builds out: they
-// ignore keys they do not know, and would serve the file as if nothing had
-// happened, but they check the format byte and refuse one they do not
-// know (their knownFormat accepts 1 and 2), readers and writers alike.
-// Files that are not sealed keep their format, so this build's files still
-// open in older builds. The layout under the bit is unchanged: no view
-// depends on it, and nothing is upgraded.
 
 // metaMigrated, in the meta bucket, holds a sealed log's Migrated (JSON).
 var metaMigrated = []byte("migrated")
-
-// sealedBit, in the format byte, marks a sealed file; the other bits are
-// its layout's FormatVersion (or 1).
-const sealedBit = 0x80
 
 // Migrated records where a log was migrated to.
 type Migrated struct {
@@ -72,8 +61,8 @@ func migrated(tx *bolt.Tx) (*Migrated, error) {
 	if meta == nil {
 		return nil, nil // a new file
 	}
-	v, format := meta.Get(metaMigrated), meta.Get(metaFormat)
-	if v == nil && (len(format) != 1 || format[0]&sealedBit == 0) {
+	v := meta.Get(metaMigrated)
+	if v == nil && !formatFlag(meta, sealedBit) {
 		return nil, nil
 	}
 	var m Migrated
@@ -128,11 +117,12 @@ func Seal(path string, m Migrated, opts Options) error {
 			if meta == nil || tx.Bucket(bucketEvents) == nil {
 				return &DamageError{Page: NoPage, Reason: "the meta or events bucket is missing"}
 			}
-			format := meta.Get(metaFormat)
-			if err := knownFormat(format); err != nil {
+			if err := knownFormat(meta.Get(metaFormat)); err != nil {
 				return err
 			}
-			if up := meta.Get(metaUpstream); up != nil {
+			if up, _, err := replicaOf(meta); err != nil {
+				return err
+			} else if up != nil {
 				return fmt.Errorf("%w %q: its log already lives there, and is not migrated", ErrReplica, up)
 			}
 			if last := (&Tx{tx: tx}).Last(); last != m.Records {
@@ -150,7 +140,7 @@ func Seal(path string, m Migrated, opts Options) error {
 			if err := meta.Put(metaMigrated, val); err != nil {
 				return err
 			}
-			return meta.Put(metaFormat, []byte{format[0] | sealedBit})
+			return setFormatFlag(meta, sealedBit)
 		})
 	})
 	if cerr := db.Close(); err == nil {

@@ -47,23 +47,49 @@ var ErrUnavailable = errors.New("unavailable")
 var ErrReplica = errors.New("the log is a replica of a shared log")
 
 // metaUpstream, in the meta bucket, holds the ID of the upstream a replica
-// file replicates; a file without it is a single-process log.
+// file replicates; a file without it is a single-process log. The file's
+// format byte carries replicaBit with it, which keeps out the builds that
+// do not know the key (formatbits.go).
 var metaUpstream = []byte("upstream")
 
 // applyBatch is how many upstream records the follower applies in one
 // local transaction at most.
 const applyBatch = 1024
 
+// replicaOf returns the ID of the upstream the file replicates, nil for a
+// single-process log, and whether replicaBit is set. The bit without the
+// ID is damage: the two are written together.
+func replicaOf(meta *bolt.Bucket) (id []byte, flagged bool, err error) {
+	id, flagged = meta.Get(metaUpstream), formatFlag(meta, replicaBit)
+	if id == nil && flagged {
+		return nil, true, &DamageError{Page: NoPage, Reason: "the format byte marks the file as a replica of a shared log, but the log it replicates is not recorded"}
+	}
+	return id, flagged, nil
+}
+
 // bindUpstream ties the file to the upstream: an empty file becomes its
-// replica, a replica of it stays one, anything else is refused. Without an
-// upstream, a writer refuses a replica's file.
+// replica (the upstream key and replicaBit, in one transaction), a replica
+// of it stays one (and gets replicaBit if it was written before the bit),
+// anything else is refused. Without an upstream, a writer refuses a
+// replica's file.
 func (l *Log) bindUpstream(up Upstream) error {
 	var bound []byte
-	if err := l.db.View(func(tx *bolt.Tx) error {
-		bound = bytes.Clone(tx.Bucket(bucketMeta).Get(metaUpstream))
-		return nil
+	var flagged bool
+	if err := l.db.View(func(tx *bolt.Tx) (err error) {
+		bound, flagged, err = replicaOf(tx.Bucket(bucketMeta))
+		bound = bytes.Clone(bound)
+		return err
 	}); err != nil {
 		return err
+	}
+	bind := func() error {
+		return l.db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if err := meta.Put(metaUpstream, []byte(up.ID())); err != nil {
+				return err
+			}
+			return setFormatFlag(meta, replicaBit)
+		})
 	}
 	switch {
 	case up == nil && bound != nil:
@@ -73,11 +99,12 @@ func (l *Log) bindUpstream(up Upstream) error {
 	case bound == nil && l.last.Load() != 0:
 		return fmt.Errorf("%w: the file holds %d records of its own, so it cannot replicate %q; use a new data directory for the shared log", ErrInvalid, l.last.Load(), up.ID())
 	case bound == nil:
-		return l.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMeta).Put(metaUpstream, []byte(up.ID()))
-		})
+		return bind()
 	case string(bound) != up.ID():
 		return fmt.Errorf("%w: the file replicates %q, not %q: a data directory follows one shared log; use the data directory of that log or a new one", ErrInvalid, bound, up.ID())
+	case !flagged:
+		l.log.Info("replica file marked so that builds before the mark refuse it", "path", l.path)
+		return bind()
 	}
 	return nil
 }

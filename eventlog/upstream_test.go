@@ -320,6 +320,150 @@ func TestReplicaBoundToItsLog(t *testing.T) {
 	}
 }
 
+// TestReplicaFormatBit: a replica's file carries the replica bit in its
+// format byte, which the builds before it refuse, so that a build that
+// ignores the upstream key cannot serve the file as a plain log; a plain
+// writer and Seal refuse it and leave the bit; readers open it. A plain
+// log, and a copy of the shared log into a plain file (migrate --from
+// etcd's way: Import), keep their format byte exactly, so older builds
+// still open them.
+func TestReplicaFormatBit(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "replica.db")
+	l := mustReplica(t, c.Client(), "/bit/", path)
+	for i := range 3 {
+		if _, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	wantFormat(t, path, eventlog.FormatVersion|eventlog.ReplicaBit)
+	for _, old := range eventlog.OlderBuilds {
+		if old.Opens(eventlog.FormatVersion | eventlog.ReplicaBit) {
+			t.Errorf("a build %s opens the replica's file", old.Name)
+		}
+	}
+
+	if _, err := eventlog.Open(path, eventlog.Options{}); !errors.Is(err, eventlog.ErrReplica) {
+		t.Fatalf("single-file writer on a replica: %v, want ErrReplica", err)
+	}
+	if err := eventlog.Seal(path, eventlog.Migrated{To: "etcd", Log: "etcd log x", Records: 3}, eventlog.Options{}); !errors.Is(err, eventlog.ErrReplica) {
+		t.Fatalf("Seal of a replica: %v, want ErrReplica", err)
+	}
+	wantFormat(t, path, eventlog.FormatVersion|eventlog.ReplicaBit)
+	ro, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reader on a replica: %v", err)
+	}
+	if len(records(t, ro)) != 3 {
+		t.Fatalf("a reader read %d records, want 3", len(records(t, ro)))
+	}
+	if err := ro.Verify(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ro.Close()
+	l = mustReplica(t, c.Client(), "/bit/", path)
+	if l.Last() != 3 {
+		t.Fatalf("reopened, the replica holds %d records, want 3", l.Last())
+	}
+	l.Close()
+	wantFormat(t, path, eventlog.FormatVersion|eventlog.ReplicaBit)
+
+	// A plain log, written and opened again by a writer.
+	plain := filepath.Join(dir, "plain.db")
+	for range 2 {
+		p, err := eventlog.Open(plain, eventlog.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "mine")}}); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		wantFormat(t, plain, eventlog.FormatVersion)
+	}
+	// The shared log copied into a plain file, as migrate --from etcd does.
+	up, err := etcdlog.Open(context.Background(), c.Client(), etcdlog.Options{Prefix: "/bit/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	var recs []eventlog.Record
+	for r, err := range up.Range(1, 3) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	back := filepath.Join(dir, "back.db")
+	b, err := eventlog.Open(back, eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Import(recs); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	wantFormat(t, back, eventlog.FormatVersion)
+	for _, old := range eventlog.OlderBuilds {
+		if !old.Opens(eventlog.FormatVersion) {
+			t.Errorf("a build %s does not open a plain file", old.Name)
+		}
+	}
+}
+
+// TestReplicaGetsBitOnOpen: a replica's file written before the replica
+// bit (the upstream key alone, as the build before it wrote it; a build
+// that knows replicas but not the bit opens it) gets the bit when its
+// upstream opens it again, and nothing else changes; a reader and a
+// refused plain writer leave it as it is.
+func TestReplicaGetsBitOnOpen(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	path := filepath.Join(t.TempDir(), "replica.db")
+	l := mustReplica(t, c.Client(), "/old/", path)
+	if _, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "x"), entry(1, "y")}}); err != nil {
+		t.Fatal(err)
+	}
+	before := records(t, l)
+	l.Close()
+	if err := eventlog.SetFormatByte(path, eventlog.FormatVersion); err != nil {
+		t.Fatal(err)
+	}
+	if !eventlog.OlderBuilds[1].Opens(eventlog.FormatVersion) {
+		t.Fatalf("the build %s does not open the file it wrote", eventlog.OlderBuilds[1].Name)
+	}
+
+	ro, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reader on a replica without the bit: %v", err)
+	}
+	ro.Close()
+	if _, err := eventlog.Open(path, eventlog.Options{}); !errors.Is(err, eventlog.ErrReplica) {
+		t.Fatalf("single-file writer on a replica without the bit: %v, want ErrReplica", err)
+	}
+	wantFormat(t, path, eventlog.FormatVersion)
+
+	l = mustReplica(t, c.Client(), "/old/", path)
+	if got := records(t, l); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatalf("records after the upgrade:\n%v\nwant\n%v", got, before)
+	}
+	if _, err := l.Append(context.Background(), eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "z")}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	wantFormat(t, path, eventlog.FormatVersion|eventlog.ReplicaBit)
+}
+
+// wantFormat fails t unless the format byte of the closed log at path is
+// want.
+func wantFormat(t *testing.T, path string, want byte) {
+	t.Helper()
+	if got, err := eventlog.FormatByte(path); err != nil || got != want {
+		t.Fatalf("%s: format byte %#x (%v), want %#x", filepath.Base(path), got, err, want)
+	}
+}
+
 // TestReplicaStopsOnProjectorError: a record committed upstream that a
 // projector refuses cannot be dropped: the replica stops applying and
 // refuses appends with ErrBroken naming the cause, and opening it again
