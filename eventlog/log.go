@@ -141,6 +141,7 @@ type Log struct {
 	inflight sync.WaitGroup
 	reqs     chan *request
 	quit     chan struct{}
+	closing  chan struct{} // closed when Close begins: ends waits for a follower (waitApplied)
 	done     chan struct{}
 }
 
@@ -230,6 +231,7 @@ func Open(path string, opts Options) (*Log, error) {
 		notify:     make(chan struct{}),
 		reqs:       make(chan *request, opts.MaxBatch),
 		quit:       make(chan struct{}),
+		closing:    make(chan struct{}),
 		done:       make(chan struct{}),
 	}
 	fail := func(err error) (*Log, error) {
@@ -426,6 +428,10 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	// A replica's append committed upstream waits for the follower, which
+	// stops only after the in-flight appends: end those waits first, or a
+	// follower that cannot reach the upstream would hold Close forever.
+	close(l.closing)
 	l.inflight.Wait()
 	if !l.readOnly {
 		close(l.quit)

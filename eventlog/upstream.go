@@ -143,7 +143,7 @@ func (l *Log) appendUpstream(ctx context.Context, a Append) (Result, error) {
 	// it waits for its outcome whatever ctx does now, since a caller told
 	// ctx's error takes the append for unwritten and may append it again.
 	// The follower applying the records, stopping or the log closing ends
-	// the wait.
+	// the wait; the last two say the append is committed upstream.
 	if err := l.waitApplied(context.WithoutCancel(ctx), func() bool { return l.last.Load() >= res.Last }); err != nil {
 		return Result{}, fmt.Errorf("append committed upstream as records %d-%d, not yet applied here: %w", res.First, res.Last, err)
 	}
@@ -191,6 +191,8 @@ func (l *Log) waitApplied(ctx context.Context, done func() bool) error {
 		select {
 		case <-ch:
 		case <-l.quit:
+			return ErrClosed
+		case <-l.closing:
 			return ErrClosed
 		case <-ctx.Done():
 			return ctx.Err()

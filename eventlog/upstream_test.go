@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -510,5 +511,75 @@ func TestReplicaSurvivesMemberStop(t *testing.T) {
 	}
 	if n := tallyOf(t, l, "s"); n != 10 {
 		t.Fatalf("view counts %d records, want 10", n)
+	}
+}
+
+// unreachable is an upstream that commits appends and then cannot be
+// reached: its tail never yields what it committed (etcd gone right after
+// answering), so a replica's follower waits on it for ever.
+type unreachable struct {
+	mu       sync.Mutex
+	last     uint64
+	appended chan struct{} // told of each committed append
+}
+
+func (u *unreachable) Append(_ context.Context, a eventlog.Append) (eventlog.Result, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	first := u.last + 1
+	u.last += uint64(len(a.Entries))
+	u.appended <- struct{}{}
+	return eventlog.Result{First: first, Last: u.last, Version: uint64(len(a.Entries))}, nil
+}
+
+func (u *unreachable) Tail(ctx context.Context, _ uint64) iter.Seq2[eventlog.Record, error] {
+	return func(func(eventlog.Record, error) bool) { <-ctx.Done() }
+}
+
+func (u *unreachable) Head(context.Context) (uint64, error) { return 0, nil }
+func (u *unreachable) ID() string                           { return "unreachable" }
+func (u *unreachable) Close() error                         { return nil }
+
+// TestCloseWhileAppendWaitsForFollower: an append committed upstream waits
+// for the follower whatever its ctx does; when the follower cannot get the
+// records, Close still returns, and the append says it was committed
+// upstream and not applied here.
+func TestCloseWhileAppendWaitsForFollower(t *testing.T) {
+	up := &unreachable{appended: make(chan struct{}, 1)}
+	l, err := eventlog.Open(filepath.Join(t.TempDir(), "replica.db"), eventlog.Options{Upstream: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	appendErr := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, eventlog.Append{Stream: "s", Entries: []eventlog.Entry{entry(1, "x")}})
+		appendErr <- err
+	}()
+	guard := time.NewTimer(30 * time.Second) // a liveness bound: a hang fails the test
+	defer guard.Stop()
+	select {
+	case <-up.appended:
+	case <-guard.C:
+		t.Fatal("the append never reached the upstream")
+	}
+	cancel() // ignored: the append is committed upstream
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-guard.C:
+		t.Fatal("Close waits for an append that waits for a follower that cannot catch up")
+	}
+	select {
+	case err := <-appendErr:
+		if !errors.Is(err, eventlog.ErrClosed) || !strings.Contains(err.Error(), "committed upstream as records 1-1") {
+			t.Fatalf("append: %v, want ErrClosed saying it was committed upstream", err)
+		}
+	case <-guard.C:
+		t.Fatal("the append did not return")
 	}
 }
