@@ -436,7 +436,9 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 		// Keep the sealed log, then put the copy in its place in one
 		// rename: path always holds a log.
 		rep.Sealed = path + ".migrated-" + sealed.to.At.UTC().Format("20060102T150405Z")
-		if err := os.Link(path, rep.Sealed); err != nil {
+		if err := os.Link(path, rep.Sealed); err != nil && !sameFile(path, rep.Sealed) {
+			// (The same file there: a run stopped between the link and
+			// the rename; it goes on.)
 			return fmt.Errorf("keep the sealed log %s beside the copy: %w (the verified copy is at %s)", path, err, staging)
 		}
 		if err := os.Rename(staging, path); err != nil {
@@ -677,4 +679,11 @@ func recordDiff(a, b eventlog.Record) string {
 		d = append(d, fmt.Sprintf("payload %d bytes xxhash %016x vs %d bytes xxhash %016x", len(a.Payload), xxhash.Sum64(a.Payload), len(b.Payload), xxhash.Sum64(b.Payload)))
 	}
 	return strings.Join(d, ", ")
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
