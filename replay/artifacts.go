@@ -82,9 +82,10 @@ func (a *artifacts) check(d *delegation, rec *fsm.Delegation) {
 	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: d.persisted, imported: d.imported, damaged: d.damaged})
 }
 
-// again checks d's artifact again, persisted a second time at seq as rec
-// (its texts dropped), size and hash being those of the record's rendering
-// when first persisted; the first check's findings are dropped.
+// again checks d's artifact again at seq, as rec (its texts dropped):
+// persisted a second time, or owned by another daemon; size and hash are
+// those of the record's rendering when first persisted. The earlier
+// checks' findings are dropped.
 func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, size int64, hash uint64) {
 	a.mu.Lock()
 	if a.latest == nil {
@@ -113,7 +114,7 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	}
 	got := fr.read(&j.rec)
 	f, bad := checkArtifact(a.dir, j, got)
-	if bad && a.elsewhere(&j.rec) {
+	if bad && a.elsewhere(j.rec.Owner) {
 		bad = false
 	}
 	a.mu.Lock()
@@ -128,16 +129,21 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	}
 }
 
-// elsewhere reports whether r's artifact is a file on another daemon's
-// machine: on a log shared by several daemons, the daemon that owned the
-// delegation when it was persisted wrote it in its own data directory.
-// A file here is a copy, which a read here checks against the record and
-// writes again from it when it differs: one a read wrote, or one left by
-// a terminal command that lost the race to another daemon's (it writes
-// the file while its append waits, and the append met a newer version).
-// Neither its absence nor its bytes are a finding.
-func (a *artifacts) elsewhere(r *fsm.Delegation) bool {
-	return a.self != "" && r.Owner != "" && r.Owner != a.self
+// elsewhere reports whether the artifact of a delegation owned by owner
+// is a file on another daemon's machine: on a log shared by several
+// daemons, the owner keeps it in its own data directory (the daemon that
+// persisted it wrote it there; one that takes the delegation over copies
+// it into its own first). A file here is a copy, which a read here checks
+// against the record and writes again from it when it differs: one a read
+// wrote, or one left by a terminal command that lost the race to another
+// daemon's (it writes the file while its append waits, and the append met
+// a newer version). Neither its absence nor its bytes are a finding.
+//
+// What counts is the owner at the end of the replay: a check is made with
+// the owner of the event it is of, and made again when an owned event
+// moves the artifact into or out of this daemon's care (state.step).
+func (a *artifacts) elsewhere(owner string) bool {
+	return a.self != "" && owner != "" && owner != a.self
 }
 
 // wait returns once every queued check is done, with the findings and

@@ -49,9 +49,11 @@ type Options struct {
 	Progress func(done, total int)
 	// Self is the id of the daemon whose data directory dir is, on a log
 	// shared by several daemons (projection.Store.Self); "" otherwise. An
-	// artifact persisted while another daemon owned its delegation is a
-	// file on that daemon's machine: a copy here, missing or not, is no
-	// finding (a read here writes it again from the record).
+	// artifact whose delegation another daemon owns at the end of the
+	// replay (or at Until) is a file on that daemon's machine: a copy
+	// here, missing or not, is no finding (a read here writes it again
+	// from the record). One this daemon owns then, taken over after
+	// another persisted it, is checked here.
 	Self string
 }
 

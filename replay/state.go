@@ -217,6 +217,7 @@ func (d *delegation) settled() bool {
 func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	d.last = seq
 	prev := steps{version: d.rec.Version, state: d.rec.State, persisted: !d.rec.PersistedAt.IsZero(), notified: !d.rec.NotifiedAt.IsZero()}
+	owner := d.rec.Owner
 	d.rec = fsm.Evolve(d.rec, *e)
 	next := &d.rec
 	next.Prompt = ""
@@ -236,8 +237,9 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 		if effects && s.arts != nil {
 			s.arts.check(d, next)
 		}
-	} else if e.Kind == fsm.KindPersisted && effects && s.arts != nil {
-		s.repersisted(d, next, seq)
+	} else if effects && s.arts != nil && (e.Kind == fsm.KindPersisted ||
+		e.Kind == fsm.KindOwned && prev.persisted && s.arts.elsewhere(owner) != s.arts.elsewhere(next.Owner)) {
+		s.checkAgain(d, next, seq)
 	}
 	if !prev.notified && !next.NotifiedAt.IsZero() {
 		d.notified = seq
@@ -281,11 +283,17 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	}
 }
 
-// repersisted checks again the artifact of d, persisted a second time
-// at seq (an older build may have written it again otherwise): against
-// the size and hash recorded last, and the rendering of the record as it
-// was when first persisted, whose texts are read back from the stream.
-func (s *state) repersisted(d *delegation, next *fsm.Delegation, seq uint64) {
+// checkAgain checks again the artifact of d, persisted earlier, at its
+// event at seq: persisted a second time (an older build may have written
+// it again otherwise), or owned by another daemon, which moves the file
+// into or out of this daemon's care (artifacts.elsewhere). It is checked
+// against the size and hash recorded last, and the rendering of the
+// record as it was when first persisted, whose texts are read back from
+// the stream. The last check made stands: the one with the owner at the
+// end of the replay. Takeovers are rare, and only a change of whose care
+// the artifact is in is checked again, so a replay through no daemon in
+// particular (Options.Self empty) checks nothing more.
+func (s *state) checkAgain(d *delegation, next *fsm.Delegation, seq uint64) {
 	recs, _ := s.stream(next.ID, seq)
 	var first fsm.Delegation
 	for i := range recs {

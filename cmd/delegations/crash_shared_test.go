@@ -800,17 +800,20 @@ func (cc *crashCluster) finish(t *testing.T, workers []*crashWorker) {
 }
 
 // TestSharedVerifyArtifactsElsewhere: on a shared log an artifact is a
-// file on the machine of the daemon that owned its delegation when it was
-// persisted. Verify and replay through another daemon, which does not
-// have the file until a read there writes it from the record, find
-// nothing wrong; through the owner, a missing artifact is still an error.
+// file on the machine of the daemon that owns its delegation. Verify and
+// replay through another daemon, which does not have the file until a
+// read there writes it from the record, find nothing wrong; through the
+// owner, a missing artifact is still an error. Once the other daemon
+// takes the delegation over (its owner gone), the artifact is its own:
+// the file missing there is an error through it.
 func TestSharedVerifyArtifactsElsewhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster and two daemons")
 	}
 	c := etcdtest.Start(t, 1)
 	dirs := []string{t.TempDir(), t.TempDir()}
-	owner, other := sharedDaemon(t, c, dirs[0]), sharedDaemon(t, c, dirs[1])
+	owner := sharedDaemon(t, c, dirs[0], "--etcd-lease-ttl", "2s")
+	other := sharedDaemon(t, c, dirs[1], "--etcd-lease-ttl", "2s")
 	var rec fsm.Delegation
 	owner.call("register", registration("ses_root", "ses_root", "elsewhere"), &rec)
 	owner.call("complete", api.CompleteRequest{ID: rec.ID, Result: "done"}, &rec)
@@ -851,6 +854,31 @@ func TestSharedVerifyArtifactsElsewhere(t *testing.T) {
 	}
 	if v := verifyThrough(t, owner); !v.Failed || !strings.Contains(v.Text, "artifact_missing") {
 		t.Fatalf("verify through the owner, its artifact removed: failed %v:\n%s", v.Failed, v.Text)
+	}
+
+	// The owner dies; the other daemon takes the delegation over (its
+	// notification is not acknowledged) and serves the notification,
+	// which names the file in its own data directory.
+	from := other.lastSeq() + 1
+	if code := owner.stop(syscall.SIGKILL); code != -int(syscall.SIGKILL) {
+		t.Fatalf("the owner exited %d, not by SIGKILL", code)
+	}
+	awaitEvent(t, other.follow(from, rec.ID), "the takeover of "+rec.ID, func(e api.Event) bool { return e.Kind == "owned" })
+	other.advance(time.Minute.Milliseconds())
+	var ns api.Notifications
+	other.call("notifications", api.NotificationsRequest{ParentSessionID: "ses_root"}, &ns)
+	if len(ns.Notifications) != 1 || !strings.Contains(ns.Notifications[0].Text, "<artifact>"+copyPath+"</artifact>") {
+		t.Fatalf("the other daemon serves %+v, want the notification naming %s", ns.Notifications, copyPath)
+	}
+	if err := os.Remove(copyPath); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"verify", "replay"} {
+		var res api.Rendered
+		other.call(verb, struct{}{}, &res)
+		if !res.Failed || !strings.Contains(res.Text, "artifact_missing") {
+			t.Fatalf("%s through the daemon that took the delegation over, its artifact removed: failed %v:\n%s", verb, res.Failed, res.Text)
+		}
 	}
 }
 
