@@ -255,3 +255,121 @@ func TestPresenceFenced(t *testing.T) {
 		t.Fatalf("b does not see a back: %v, %v", ok, err)
 	}
 }
+
+// putHook is a client's KV that calls next, once, after a Put of key has
+// committed and before its caller learns it has: what etcd does between
+// the two, the caller's other goroutines may see first.
+type putHook struct {
+	clientv3.KV
+	key  string
+	mu   sync.Mutex
+	next func(put *clientv3.PutResponse)
+}
+
+func (k *putHook) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	resp, err := k.KV.Put(ctx, key, val, opts...)
+	if err == nil && key == k.key {
+		k.mu.Lock()
+		next := k.next
+		k.next = nil
+		k.mu.Unlock()
+		if next != nil {
+			next(resp)
+		}
+	}
+	return resp, err
+}
+
+// then sets the call after the next Put of the key.
+func (k *putHook) then(next func(put *clientv3.PutResponse)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.next = next
+}
+
+// TestPresenceDeletedWhileBinding: a daemon's key deleted after it bound
+// it to a new lease and before it learnt it had (an operator's etcdctl
+// del, the new lease revoked) is gone for it too, whichever of its
+// goroutines learns of the deletion first: it holds no lease until it has
+// bound its key again. Else it would go on acting as an owner with its
+// key gone, the others taking its delegations over, and, its lease alive,
+// its keep-alives would never tell it. The deletion is seen through the
+// watch (a rebinding after a lapse, the watch already running) or through
+// the listing that starts the watch (Start).
+func TestPresenceDeletedWhileBinding(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx := context.Background()
+	const ttl = 60 * time.Second // etcd expires no lease while the test runs
+	join := func(t *testing.T, self string) (*Presence, *clocktest.Clock, *putHook) {
+		cli := c.Client()
+		hook := &putHook{KV: cli.KV, key: "/p/daemons/" + self}
+		cli.KV = hook
+		clk := clocktest.New(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))
+		p, err := NewPresence(cli, self, PresenceOptions{Prefix: "/p/", TTL: ttl, Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p, clk, hook
+	}
+	// del deletes p's key and returns the deletion's revision.
+	del := func(t *testing.T, p *Presence) int64 {
+		resp, err := c.Client().Delete(ctx, "/p/daemons/"+p.Self())
+		if err != nil || resp.Deleted != 1 {
+			t.Errorf("delete %s's key: %v, %v", p.Self(), resp, err)
+			return 0
+		}
+		return resp.Header.Revision
+	}
+	// rebound waits until p holds a lease again and checks that its key
+	// is there: present for the others.
+	rebound := func(t *testing.T, p *Presence) {
+		t.Helper()
+		await(t, p, p.Self()+" holds a lease again", p.Holds)
+		if ok, err := p.Present(ctx, p.Self()); !ok || err != nil {
+			t.Fatalf("%s holds its lease while its key is gone (present %v, %v): the deletion was forgotten", p.Self(), ok, err)
+		}
+	}
+
+	t.Run("watched", func(t *testing.T) {
+		a, clk, hook := join(t, "a")
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// a's key is deleted once a binds it to a new lease; a's watch
+		// sees the deletion before a's binding returns.
+		hook.then(func(put *clientv3.PutResponse) {
+			if d := del(t, a); d <= put.Header.Revision {
+				t.Errorf("deleted at revision %d, not after the binding at %d", d, put.Header.Revision)
+			}
+			timeout := time.After(presenceWait)
+			for ch := a.Changed(); a.Alive("a"); ch = a.Changed() {
+				select {
+				case <-ch:
+				case <-timeout:
+					t.Errorf("a's watch did not see its key deleted within %s", presenceWait)
+					return
+				}
+			}
+		})
+		// No keep-alive answered for a TTL: a takes a new lease.
+		wctx, cancel := context.WithTimeout(ctx, presenceWait)
+		defer cancel()
+		if err := clk.AwaitTimer(wctx, clk.Now().Add(ttl/3)); err != nil {
+			t.Fatalf("a's first keep-alive: %v", err)
+		}
+		clk.Advance(ttl)
+		rebound(t, a)
+	})
+
+	t.Run("listed", func(t *testing.T) {
+		b, _, hook := join(t, "b")
+		// b's key is deleted once Start binds it, before Start lists the
+		// daemons and starts watching.
+		hook.then(func(*clientv3.PutResponse) { del(t, b) })
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rebound(t, b)
+	})
+}
