@@ -171,7 +171,10 @@ func partitionedClient(t *testing.T, c *etcdtest.Cluster) (*clientv3.Client, *pa
 // it stops acting as an owner before anyone can take its delegations
 // over; once etcd answers again it takes a new lease, under its id. Its
 // time is a manual clock, moved by the test: the keep-alives and the
-// deadline follow it, while etcd counts the lease's 60 seconds on its own.
+// deadline follow it, while etcd counts the lease's 60 seconds in real
+// time. The test tells them apart: had a's clock run at etcd's rate, a
+// would have stopped holding its lease the time it held it on its clock
+// after it last heard from etcd, and etcd's lease must outlive that.
 func TestPresenceFenced(t *testing.T) {
 	c := startCluster(t, 1)
 	cli, cut := partitionedClient(t, c)
@@ -198,17 +201,19 @@ func TestPresenceFenced(t *testing.T) {
 		return clientv3.LeaseID(resp.Kvs[0].Lease)
 	}
 	first := lease()
-	// step moves the clock to a's next keep-alive and waits until it has
-	// been answered or has failed (a's next one is then set).
+	// step moves the clock to a's next keep-alive, due at next, and waits
+	// until it has been answered or has failed (a's next one is then set).
+	next := clk.Now().Add(every)
 	step := func() {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, presenceWait)
 		defer cancel()
-		if err := clk.AwaitTimer(wctx, clk.Now().Add(every)); err != nil {
+		if err := clk.AwaitTimer(wctx, next); err != nil {
 			t.Fatalf("a's next keep-alive: %v", err)
 		}
-		clk.Advance(every)
-		if err := clk.AwaitTimer(wctx, clk.Now().Add(every)); err != nil {
+		clk.Advance(next.Sub(clk.Now()))
+		next = next.Add(every)
+		if err := clk.AwaitTimer(wctx, next); err != nil {
 			t.Fatalf("a's keep-alive after the clock moved: %v", err)
 		}
 	}
@@ -224,22 +229,34 @@ func TestPresenceFenced(t *testing.T) {
 	// Cut off from etcd. The keep-alives go unanswered;
 	// a holds its lease until its last answered one plus the TTL, less
 	// the margin, then no more.
+	heard := time.Now() // a's last answered keep-alive was sent before
 	cut.set(true)
 	last := clk.Now()
 	step()
 	step()
+	held := ttl - holdMargin(ttl)
+	clk.Advance(last.Add(held - 1).Sub(clk.Now()))
 	if !a.Holds() {
-		t.Fatalf("a gave up its lease %s after its last keep-alive, before %s", 2*every, ttl-holdMargin(ttl))
+		t.Fatalf("a gave up its lease %s after its last answered keep-alive, before %s", clk.Now().Sub(last), held)
 	}
-	step() // 60s after the last answer: past 48s
+	clk.Advance(1)
 	if a.Holds() {
 		t.Fatalf("a still holds its lease %s after its last answered keep-alive", clk.Now().Sub(last))
 	}
-	// ... while for the others its lease has not expired: no one can
-	// have taken its delegations over.
-	if ok, err := b.Present(ctx, "a"); !ok || err != nil {
-		t.Fatalf("b sees a gone already (%v, %v): a stopped holding its lease too late", ok, err)
+	// ... while etcd still counts it alive, no one can have taken its
+	// delegations over: etcd's lease outlives the moment a stopped
+	// holding it, a's span on its clock counted on etcd's from heard.
+	asked := time.Now()
+	ttlResp, err := c.Client().TimeToLive(ctx, first)
+	if err != nil {
+		t.Fatal(err)
 	}
+	expires := asked.Add(time.Duration(ttlResp.TTL) * time.Second) // TTL: whole seconds left, rounded down
+	if stopped := heard.Add(held); !stopped.Before(expires) {
+		t.Fatalf("a stopped holding its lease %s after it last heard from etcd, when etcd had expired it %s before (%ds left %s after)",
+			held, stopped.Sub(expires), ttlResp.TTL, asked.Sub(heard))
+	}
+	step() // a's next keep-alive, which fails too
 
 	// Back in reach: a binds its key to a new lease.
 	cut.set(false)
