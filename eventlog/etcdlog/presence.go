@@ -54,8 +54,7 @@ type Presence struct {
 	changed chan struct{} // closed and replaced when the set of live daemons changes
 	until   time.Time     // Holds until then, on clock (zero: no lease)
 	bound   int64         // the revision at which the key was last bound to a lease
-	deleted int64         // the revision of the last deletion of the key seen (went)
-	gone    bool          // deleted > bound: the key went after it was bound; Holds is false until it is bound again
+	deleted int64         // the revision at which the key was last seen deleted, or missing (went); past bound, Holds is false
 	lost    chan struct{} // wakes keep when the key goes (buffer of one)
 
 	stop context.CancelFunc
@@ -186,7 +185,7 @@ func (p *Presence) Holds() bool {
 // A wall clock set forward only makes the daemon take a new lease early.
 func (p *Presence) holds() bool {
 	now := p.clock.Now()
-	return !p.gone && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
+	return p.deleted <= p.bound && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
 }
 
 // Alive reports whether daemon id's key is present: it holds its lease.
@@ -245,15 +244,15 @@ func holdMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 // the margin. bound, when not zero, is the revision at which the key was
 // bound to the lease. The key may have gone since, and follow have seen it
 // go before this call (a deletion committed between the binding and its
-// answer): gone compares revisions, never the order in which the two
-// goroutines learnt of them.
+// answer): whether it is gone is told by revisions, never by the order in
+// which the two goroutines learnt of them.
 func (p *Presence) held(sent time.Time, ttl int64, bound int64) {
 	d := time.Duration(ttl) * time.Second
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	was := p.holds()
 	if bound != 0 {
-		p.bound, p.gone = bound, p.deleted > bound
+		p.bound = bound
 	}
 	p.until = sent.Add(d - holdMargin(d))
 	if !was && p.holds() {
@@ -375,13 +374,12 @@ func (p *Presence) signal() {
 
 // went records, with p.mu held, that this daemon's key was deleted at
 // revision rev (or found missing at rev, which it had left by then). Past
-// its binding to the lease keep holds now, the key is gone, and keep is
-// woken to bind it to a new lease; the revision is kept for the binding
-// under way, if any, which held compares it with.
+// its binding to the lease keep holds now, the key is gone: Holds is false
+// until a binding at a later revision (one under way, as held will tell),
+// and keep is woken to make one.
 func (p *Presence) went(rev int64) {
 	p.deleted = max(p.deleted, rev)
 	if rev > p.bound {
-		p.gone = true
 		select {
 		case p.lost <- struct{}{}:
 		default:
