@@ -54,7 +54,7 @@ type Presence struct {
 	changed chan struct{} // closed and replaced when the set of live daemons changes
 	until   time.Time     // Holds until then, on clock (zero: no lease)
 	bound   int64         // the revision at which the key was last bound to a lease
-	gone    bool          // the key went after it was bound: Holds is false until it is bound again
+	deleted int64         // the revision at which the key was last seen deleted, or missing (went); past bound, Holds is false
 	lost    chan struct{} // wakes keep when the key goes (buffer of one)
 
 	stop context.CancelFunc
@@ -185,7 +185,7 @@ func (p *Presence) Holds() bool {
 // A wall clock set forward only makes the daemon take a new lease early.
 func (p *Presence) holds() bool {
 	now := p.clock.Now()
-	return !p.gone && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
+	return p.deleted <= p.bound && now.Before(p.until) && now.Round(0).Before(p.until.Round(0))
 }
 
 // Alive reports whether daemon id's key is present: it holds its lease.
@@ -242,14 +242,17 @@ func holdMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 // held records that etcd answered a request for the lease sent at sent,
 // with the TTL it has left: this daemon holds it until sent + ttl, less
 // the margin. bound, when not zero, is the revision at which the key was
-// bound to the lease.
+// bound to the lease. The key may have gone since, and follow have seen it
+// go before this call (a deletion committed between the binding and its
+// answer): whether it is gone is told by revisions, never by the order in
+// which the two goroutines learnt of them.
 func (p *Presence) held(sent time.Time, ttl int64, bound int64) {
 	d := time.Duration(ttl) * time.Second
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	was := p.holds()
 	if bound != 0 {
-		p.bound, p.gone = bound, false
+		p.bound = bound
 	}
 	p.until = sent.Add(d - holdMargin(d))
 	if !was && p.holds() {
@@ -277,9 +280,12 @@ func (p *Presence) lease(ctx context.Context) (clientv3.LeaseID, error) {
 }
 
 // renew sends one keep-alive of lease; etcd's answer moves the deadline
-// of Holds.
+// of Holds. It waits for the answer no longer than the keep-alives' pace,
+// a third of the TTL, when that is less than the request timeout (a TTL of
+// 2s, 5s): a later answer moves the deadline little or, past four fifths
+// of the TTL, not at all, while it holds up the next keep-alive.
 func (p *Presence) renew(ctx context.Context, lease clientv3.LeaseID) error {
-	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	cctx, cancel := context.WithTimeout(ctx, min(p.timeout, p.every()))
 	defer cancel()
 	sent := p.clock.Now()
 	resp, err := p.cli.KeepAliveOnce(cctx, lease)
@@ -290,11 +296,15 @@ func (p *Presence) renew(ctx context.Context, lease clientv3.LeaseID) error {
 	return nil
 }
 
+// every is the pace of the keep-alives, and of follow's retries: a third
+// of the TTL.
+func (p *Presence) every() time.Duration { return time.Duration(p.ttl) * time.Second / 3 }
+
 // keep renews lease every third of its TTL, on the clock, until ctx ends.
 // Once Holds is false (no answer in time, or the key went) the lease is
 // given up for a new one, bound to the key as soon as etcd answers.
 func (p *Presence) keep(ctx context.Context, lease clientv3.LeaseID) {
-	every := time.Duration(p.ttl) * time.Second / 3
+	every := p.every()
 	for ctx.Err() == nil {
 		if lease != 0 && !p.Holds() {
 			p.log.Warn("not sure to hold the lease on etcd any more: acting as no delegation's owner until a new one is bound", "daemon", p.self)
@@ -333,6 +343,8 @@ func (p *Presence) drop() {
 }
 
 // list reads the live daemons and returns the revision it read them at.
+// This daemon's key missing there went at that revision or before, which
+// is as much as follow, watching from there on, will ever learn of it.
 func (p *Presence) list(ctx context.Context) (int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -346,6 +358,9 @@ func (p *Presence) list(ctx context.Context) (int64, error) {
 	}
 	p.mu.Lock()
 	p.alive = alive
+	if !alive[p.self] {
+		p.went(resp.Header.Revision)
+	}
 	p.signal()
 	p.mu.Unlock()
 	return resp.Header.Revision, nil
@@ -357,11 +372,26 @@ func (p *Presence) signal() {
 	p.changed = make(chan struct{})
 }
 
+// went records, with p.mu held, that this daemon's key was deleted at
+// revision rev (or found missing at rev, which it had left by then). Past
+// its binding to the lease keep holds now, the key is gone: Holds is false
+// until a binding at a later revision (one under way, as held will tell),
+// and keep is woken to make one.
+func (p *Presence) went(rev int64) {
+	p.deleted = max(p.deleted, rev)
+	if rev > p.bound {
+		select {
+		case p.lost <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // follow follows the daemons' keys from revision rev on, until ctx ends.
 // When this daemon's own key goes (its lease expired, or someone deleted
 // it) it wakes keep to bind the key to a new lease.
 func (p *Presence) follow(ctx context.Context, rev int64) {
-	retry := time.Duration(p.ttl) * time.Second / 3
+	retry := p.every()
 	var wch clientv3.WatchChan
 	for ctx.Err() == nil {
 		if wch == nil {
@@ -387,14 +417,8 @@ func (p *Presence) follow(ctx context.Context, rev int64) {
 				id := strings.TrimPrefix(string(ev.Kv.Key), p.p.daemons())
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(p.alive, id)
-					// Our key is gone, unless the event is older than its
-					// binding to the lease keep holds now.
-					if id == p.self && ev.Kv.ModRevision > p.bound {
-						p.gone = true
-						select {
-						case p.lost <- struct{}{}:
-						default:
-						}
+					if id == p.self {
+						p.went(ev.Kv.ModRevision) // a deletion's revision
 					}
 				} else {
 					p.alive[id] = true

@@ -171,7 +171,10 @@ func partitionedClient(t *testing.T, c *etcdtest.Cluster) (*clientv3.Client, *pa
 // it stops acting as an owner before anyone can take its delegations
 // over; once etcd answers again it takes a new lease, under its id. Its
 // time is a manual clock, moved by the test: the keep-alives and the
-// deadline follow it, while etcd counts the lease's 60 seconds on its own.
+// deadline follow it, while etcd counts the lease's 60 seconds in real
+// time. The test tells them apart: had a's clock run at etcd's rate, a
+// would have stopped holding its lease the time it held it on its clock
+// after it last heard from etcd, and etcd's lease must outlive that.
 func TestPresenceFenced(t *testing.T) {
 	c := startCluster(t, 1)
 	cli, cut := partitionedClient(t, c)
@@ -198,17 +201,19 @@ func TestPresenceFenced(t *testing.T) {
 		return clientv3.LeaseID(resp.Kvs[0].Lease)
 	}
 	first := lease()
-	// step moves the clock to a's next keep-alive and waits until it has
-	// been answered or has failed (a's next one is then set).
+	// step moves the clock to a's next keep-alive, due at next, and waits
+	// until it has been answered or has failed (a's next one is then set).
+	next := clk.Now().Add(every)
 	step := func() {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, presenceWait)
 		defer cancel()
-		if err := clk.AwaitTimer(wctx, clk.Now().Add(every)); err != nil {
+		if err := clk.AwaitTimer(wctx, next); err != nil {
 			t.Fatalf("a's next keep-alive: %v", err)
 		}
-		clk.Advance(every)
-		if err := clk.AwaitTimer(wctx, clk.Now().Add(every)); err != nil {
+		clk.Advance(next.Sub(clk.Now()))
+		next = next.Add(every)
+		if err := clk.AwaitTimer(wctx, next); err != nil {
 			t.Fatalf("a's keep-alive after the clock moved: %v", err)
 		}
 	}
@@ -224,22 +229,34 @@ func TestPresenceFenced(t *testing.T) {
 	// Cut off from etcd. The keep-alives go unanswered;
 	// a holds its lease until its last answered one plus the TTL, less
 	// the margin, then no more.
+	heard := time.Now() // a's last answered keep-alive was sent before
 	cut.set(true)
 	last := clk.Now()
 	step()
 	step()
+	held := ttl - holdMargin(ttl)
+	clk.Advance(last.Add(held - 1).Sub(clk.Now()))
 	if !a.Holds() {
-		t.Fatalf("a gave up its lease %s after its last keep-alive, before %s", 2*every, ttl-holdMargin(ttl))
+		t.Fatalf("a gave up its lease %s after its last answered keep-alive, before %s", clk.Now().Sub(last), held)
 	}
-	step() // 60s after the last answer: past 48s
+	clk.Advance(1)
 	if a.Holds() {
 		t.Fatalf("a still holds its lease %s after its last answered keep-alive", clk.Now().Sub(last))
 	}
-	// ... while for the others its lease has not expired: no one can
-	// have taken its delegations over.
-	if ok, err := b.Present(ctx, "a"); !ok || err != nil {
-		t.Fatalf("b sees a gone already (%v, %v): a stopped holding its lease too late", ok, err)
+	// ... while etcd still counts it alive, no one can have taken its
+	// delegations over: etcd's lease outlives the moment a stopped
+	// holding it, a's span on its clock counted on etcd's from heard.
+	asked := time.Now()
+	ttlResp, err := c.Client().TimeToLive(ctx, first)
+	if err != nil {
+		t.Fatal(err)
 	}
+	expires := asked.Add(time.Duration(ttlResp.TTL) * time.Second) // TTL: whole seconds left, rounded down
+	if stopped := heard.Add(held); !stopped.Before(expires) {
+		t.Fatalf("a stopped holding its lease %s after it last heard from etcd, when etcd had expired it %s before (%ds left %s after)",
+			held, stopped.Sub(expires), ttlResp.TTL, asked.Sub(heard))
+	}
+	step() // a's next keep-alive, which fails too
 
 	// Back in reach: a binds its key to a new lease.
 	cut.set(false)
@@ -254,4 +271,122 @@ func TestPresenceFenced(t *testing.T) {
 	if ok, err := b.Present(ctx, "a"); !ok || err != nil {
 		t.Fatalf("b does not see a back: %v, %v", ok, err)
 	}
+}
+
+// putHook is a client's KV that calls next, once, after a Put of key has
+// committed and before its caller learns it has: what etcd does between
+// the two, the caller's other goroutines may see first.
+type putHook struct {
+	clientv3.KV
+	key  string
+	mu   sync.Mutex
+	next func(put *clientv3.PutResponse)
+}
+
+func (k *putHook) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	resp, err := k.KV.Put(ctx, key, val, opts...)
+	if err == nil && key == k.key {
+		k.mu.Lock()
+		next := k.next
+		k.next = nil
+		k.mu.Unlock()
+		if next != nil {
+			next(resp)
+		}
+	}
+	return resp, err
+}
+
+// then sets the call after the next Put of the key.
+func (k *putHook) then(next func(put *clientv3.PutResponse)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.next = next
+}
+
+// TestPresenceDeletedWhileBinding: a daemon's key deleted after it bound
+// it to a new lease and before it learnt it had (an operator's etcdctl
+// del, the new lease revoked) is gone for it too, whichever of its
+// goroutines learns of the deletion first: it holds no lease until it has
+// bound its key again. Else it would go on acting as an owner with its
+// key gone, the others taking its delegations over, and, its lease alive,
+// its keep-alives would never tell it. The deletion is seen through the
+// watch (a rebinding after a lapse, the watch already running) or through
+// the listing that starts the watch (Start).
+func TestPresenceDeletedWhileBinding(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx := context.Background()
+	const ttl = 60 * time.Second // etcd expires no lease while the test runs
+	join := func(t *testing.T, self string) (*Presence, *clocktest.Clock, *putHook) {
+		cli := c.Client()
+		hook := &putHook{KV: cli.KV, key: "/p/daemons/" + self}
+		cli.KV = hook
+		clk := clocktest.New(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))
+		p, err := NewPresence(cli, self, PresenceOptions{Prefix: "/p/", TTL: ttl, Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p, clk, hook
+	}
+	// del deletes p's key and returns the deletion's revision.
+	del := func(t *testing.T, p *Presence) int64 {
+		resp, err := c.Client().Delete(ctx, "/p/daemons/"+p.Self())
+		if err != nil || resp.Deleted != 1 {
+			t.Errorf("delete %s's key: %v, %v", p.Self(), resp, err)
+			return 0
+		}
+		return resp.Header.Revision
+	}
+	// rebound waits until p holds a lease again and checks that its key
+	// is there: present for the others.
+	rebound := func(t *testing.T, p *Presence) {
+		t.Helper()
+		await(t, p, p.Self()+" holds a lease again", p.Holds)
+		if ok, err := p.Present(ctx, p.Self()); !ok || err != nil {
+			t.Fatalf("%s holds its lease while its key is gone (present %v, %v): the deletion was forgotten", p.Self(), ok, err)
+		}
+	}
+
+	t.Run("watched", func(t *testing.T) {
+		a, clk, hook := join(t, "a")
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// a's key is deleted once a binds it to a new lease; a's watch
+		// sees the deletion before a's binding returns.
+		hook.then(func(put *clientv3.PutResponse) {
+			if d := del(t, a); d <= put.Header.Revision {
+				t.Errorf("deleted at revision %d, not after the binding at %d", d, put.Header.Revision)
+			}
+			timeout := time.After(presenceWait)
+			for ch := a.Changed(); a.Alive("a"); ch = a.Changed() {
+				select {
+				case <-ch:
+				case <-timeout:
+					t.Errorf("a's watch did not see its key deleted within %s", presenceWait)
+					return
+				}
+			}
+		})
+		// No keep-alive answered for a TTL: a takes a new lease.
+		wctx, cancel := context.WithTimeout(ctx, presenceWait)
+		defer cancel()
+		if err := clk.AwaitTimer(wctx, clk.Now().Add(ttl/3)); err != nil {
+			t.Fatalf("a's first keep-alive: %v", err)
+		}
+		clk.Advance(ttl)
+		rebound(t, a)
+	})
+
+	t.Run("listed", func(t *testing.T) {
+		b, _, hook := join(t, "b")
+		// b's key is deleted once Start binds it, before Start lists the
+		// daemons and starts watching.
+		hook.then(func(*clientv3.PutResponse) { del(t, b) })
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rebound(t, b)
+	})
 }
