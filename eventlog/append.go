@@ -290,6 +290,7 @@ func (l *Log) write(rs []*request) (last uint64, bad int, err error) {
 			return 0, i, err
 		}
 	}
+	release(tx)
 	committing = true
 	if err := tx.Commit(); err != nil {
 		// The commit may or may not have reached the disk. Refuse writes

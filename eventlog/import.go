@@ -102,6 +102,7 @@ func list[T any](l *Log, name []byte, decode func(tx *bolt.Tx, k, v []byte) (T, 
 				return ErrClosed
 			}
 			return l.db.View(func(tx *bolt.Tx) error {
+				defer release(tx)
 				b := tx.Bucket(name)
 				if b == nil {
 					return nil

@@ -111,6 +111,7 @@ type pageFile struct {
 	data     []byte
 	size     int64
 	pageSize int
+	read     int // bytes of data read since the last releaseMap
 	metas    [2]meta
 	cur      meta // the newest valid meta; cur.err is set when neither is valid
 }
@@ -177,6 +178,10 @@ func (pf *pageFile) page(id, limit uint64) ([]byte, error) {
 		ov := uint64(le.Uint32(buf[12:]))
 		if ov > 0 && (id+ov >= limit || id+ov < id || (id+ov+1)*ps > uint64(len(pf.data))) {
 			return nil, damage(id, "%d overflow pages run past the end (%d pages)", ov, limit)
+		}
+		if pf.read += int((ov + 1) * ps); pf.read >= releaseEvery {
+			pf.read = 0
+			releaseMap(pf.data) // the walk of a large file (mapped.go)
 		}
 		return pf.data[id*ps : (id+ov+1)*ps], nil
 	}
@@ -533,6 +538,13 @@ func joinDamage(problems []error) error {
 	}
 	return errors.Join(problems...)
 }
+
+// releaseEvery is how many bytes of its map a walk reads between two
+// looks at the process's resident memory (mapped.go). A fault maps up to
+// 16 pages of the page cache around the one read (Linux's fault-around),
+// so the walk, which goes in tree order, may map 16 times what it reads:
+// 4 MiB at most between two looks.
+const releaseEvery = 256 << 10
 
 // mapFile maps f (size bytes) read-only for a pageFile, and returns the
 // unmap. Reading the map faults only if the file shrinks meanwhile, which

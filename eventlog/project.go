@@ -102,6 +102,7 @@ func (l *Log) replay(p Projector, from uint64) error {
 			if err := p.Project(&Tx{tx: tx}, buf); err != nil {
 				return err
 			}
+			release(tx)
 			return tx.Bucket(bucketCheckpoints).Put([]byte(p.Name()), u64(buf[len(buf)-1].Seq))
 		})
 		if err != nil {

@@ -36,6 +36,7 @@ func (l *Log) Records(from uint64) iter.Seq2[Record, error] {
 			err := guard(fmt.Sprintf("read records from %d", from), func() error {
 				return l.db.View(func(tx *bolt.Tx) error {
 					buf, more, bad = readChunk(tx.Bucket(bucketEvents), from, buf)
+					release(tx)
 					return nil
 				})
 			})
@@ -156,6 +157,7 @@ func (l *Log) Scan(from uint64, fn func(*Record) bool) error {
 		err := guard(fmt.Sprintf("read records from %d", from), func() error {
 			return l.db.View(func(tx *bolt.Tx) error {
 				from, more, bad = ch.read(tx.Bucket(bucketEvents), from, scanChunk, false, fn)
+				release(tx)
 				return nil
 			})
 		})
@@ -217,7 +219,10 @@ func (l *Log) View(fn func(*Tx) error) error {
 		return ErrClosed
 	}
 	return guard("read", func() error {
-		return l.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+		return l.db.View(func(tx *bolt.Tx) error {
+			defer release(tx)
+			return fn(&Tx{tx: tx})
+		})
 	})
 }
 

@@ -87,6 +87,7 @@ func (s *Scratch) Project(p Projector, recs []Record) error {
 			if err := p.Project(&Tx{tx: tx}, recs); err != nil {
 				return fmt.Errorf("projection %s: %w", p.Name(), err)
 			}
+			release(tx)
 			return tx.Bucket(bucketCheckpoints).Put([]byte(p.Name()), u64(recs[len(recs)-1].Seq))
 		})
 	})
@@ -103,7 +104,10 @@ func (s *Scratch) Last() uint64 { return s.last }
 // View runs fn in a read transaction of the scratch file.
 func (s *Scratch) View(fn func(*Tx) error) error {
 	return guard("scratch", func() error {
-		return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+		return s.db.View(func(tx *bolt.Tx) error {
+			defer release(tx)
+			return fn(&Tx{tx: tx})
+		})
 	})
 }
 

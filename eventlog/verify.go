@@ -131,6 +131,7 @@ func (v *verifier) scan(name []byte, visit func(tx *bolt.Tx, b *bolt.Bucket, k, 
 		}
 		done := true
 		err := v.l.db.View(func(tx *bolt.Tx) error {
+			defer release(tx)
 			b := tx.Bucket(name)
 			if b == nil {
 				return nil
@@ -152,6 +153,11 @@ func (v *verifier) scan(name []byte, visit func(tx *bolt.Tx, b *bolt.Bucket, k, 
 				if n == verifyRound || (n%64 == 0 && time.Since(start) > verifyRoundTime) {
 					done = false
 					return nil
+				}
+				if n%64 == 0 {
+					// A check that looks records up (versions) maps 64
+					// KiB of the file around each (mapped.go).
+					release(tx)
 				}
 				after, from = append(after[:0], k...), nil
 				if verifyVisit != nil {

@@ -1,0 +1,59 @@
+package eventlog
+
+import (
+	"os"
+	"sync"
+	"syscall"
+)
+
+// statm is /proc/self/statm, kept open: a pread of it (about 1 µs) is how
+// overMapped learns the process's file-backed resident memory.
+var statm = sync.OnceValue(func() *os.File {
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return nil
+	}
+	return f
+})
+
+// fileResident returns the process's file-backed and shared resident
+// memory in bytes (RssFile + RssShmem: statm's third field, in pages), or
+// false if /proc cannot tell.
+func fileResident() (int64, bool) {
+	f := statm()
+	if f == nil {
+		return 0, false
+	}
+	var buf [128]byte
+	n, err := syscall.Pread(int(f.Fd()), buf[:], 0)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	field, v, digits := 0, int64(0), false
+	for _, c := range buf[:n] {
+		switch {
+		case c >= '0' && c <= '9':
+			v, digits = v*10+int64(c-'0'), true
+		case digits:
+			if field == 2 {
+				return v * int64(os.Getpagesize()), true
+			}
+			field, v, digits = field+1, 0, false
+		}
+	}
+	return 0, false
+}
+
+func overMapped() bool {
+	n, ok := fileResident()
+	return ok && n > mappedBound
+}
+
+// dropRange drops the page-table entries of n bytes of a shared file
+// mapping from addr: the pages stay in the page cache. Errors are ignored:
+// the pages then stay mapped, as they would without the call.
+func dropRange(addr, n uintptr) {
+	if n > 0 {
+		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, addr, n, syscall.MADV_DONTNEED)
+	}
+}
