@@ -154,11 +154,6 @@ func (v *verifier) scan(name []byte, visit func(tx *bolt.Tx, b *bolt.Bucket, k, 
 					done = false
 					return nil
 				}
-				if n%64 == 0 {
-					// A check that looks records up (versions) maps 64
-					// KiB of the file around each (mapped.go).
-					release(tx)
-				}
 				after, from = append(after[:0], k...), nil
 				if verifyVisit != nil {
 					verifyVisit(string(name), k)
