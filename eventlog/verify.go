@@ -408,8 +408,21 @@ func (l *Log) checkStructure() []error {
 			problems = checkFile(l.path, txid)
 			if len(problems) == 0 && l.readOnly {
 				// Every page is sound, so bbolt's own check is safe to run.
-				for err := range tx.Check() {
-					problems = append(problems, &DamageError{Page: NoPage, Reason: "bbolt check: " + err.Error()})
+				// It reads every page in a goroutine of its own, with no
+				// round to drop the pages it mapped at (mapped.go): they
+				// are dropped as it goes, from here.
+				errs := tx.Check()
+				tick := time.NewTicker(time.Millisecond)
+				defer tick.Stop()
+				for done := false; !done; {
+					select {
+					case err, ok := <-errs:
+						if done = !ok; ok {
+							problems = append(problems, &DamageError{Page: NoPage, Reason: "bbolt check: " + err.Error()})
+						}
+					case <-tick.C:
+						release(tx)
+					}
 				}
 			}
 			return nil
