@@ -16,9 +16,9 @@ import (
 // cache, and the next touch maps them again as a minor fault with the same
 // contents: so the long readers (Scan, Records, Verify's rounds and page
 // walk, the projectors' catch-up, the scratch file's rebuild), every read
-// transaction and every commit drop the mapping's pages once the process holds more
-// than mappedBound of file-backed memory, and the process stays bounded
-// whatever it reads.
+// transaction and every commit drop the mapping's pages once the process
+// holds more than mappedBound of file-backed memory, and the process stays
+// bounded whatever it reads.
 //
 // The drop happens inside a transaction of the file: bbolt does not remap
 // it while a read transaction is open (its mmaplock), nor during a write
