@@ -159,6 +159,39 @@ func AppendJSONString(b []byte, s string, escapeHTML bool) []byte {
 // a record per answer: reflection made that most of its CPU time.
 func unmarshalJSONFast(b []byte, j *delegationJSON) bool {
 	var seen uint32 // a bit per field
+	return WalkPlainObject(b, func(key []byte, i int) (int, bool) {
+		bit, field := j.field(key)
+		if field == nil || seen&bit != 0 {
+			return i, false
+		}
+		seen |= bit
+		var ok bool
+		switch f := field.(type) {
+		case *string:
+			*f, i, ok = jsonStringAt(b, i)
+		case *int64:
+			*f, i, ok = jsonIntAt(b, i)
+		case *int:
+			var v int64
+			v, i, ok = jsonIntAt(b, i)
+			*f = int(v)
+			ok = ok && int64(*f) == v
+		case *uint64:
+			var neg bool
+			neg, *f, i, ok = jsonNumberAt(b, i)
+			ok = ok && !neg // json.Unmarshal refuses even -0 here
+		}
+		return i, ok
+	})
+}
+
+// WalkPlainObject walks b as one JSON object, with nothing but whitespace
+// around it, whose keys are ASCII written without escapes. For each
+// member it calls value with the key and the index of the value, which
+// returns the index after the value, or false to stop. It reports whether
+// b is such an object and value took every member: what a decoder's short
+// way needs, the values' syntax being value's to check.
+func WalkPlainObject(b []byte, value func(key []byte, i int) (int, bool)) bool {
 	i := skipJSONSpace(b, 0)
 	if i == len(b) || b[i] != '{' {
 		return false
@@ -179,33 +212,12 @@ func unmarshalJSONFast(b []byte, j *delegationJSON) bool {
 		if e == len(b) || b[e] != '"' {
 			return false
 		}
-		bit, field := j.field(b[k:e])
-		if field == nil || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
 		i = skipJSONSpace(b, e+1)
 		if i == len(b) || b[i] != ':' {
 			return false
 		}
-		i = skipJSONSpace(b, i+1)
 		var ok bool
-		switch f := field.(type) {
-		case *string:
-			*f, i, ok = jsonStringAt(b, i)
-		case *int64:
-			*f, i, ok = jsonIntAt(b, i)
-		case *int:
-			var v int64
-			v, i, ok = jsonIntAt(b, i)
-			*f = int(v)
-			ok = ok && int64(*f) == v
-		case *uint64:
-			var neg bool
-			neg, *f, i, ok = jsonNumberAt(b, i)
-			ok = ok && !neg // json.Unmarshal refuses even -0 here
-		}
-		if !ok {
+		if i, ok = value(b[k:e], skipJSONSpace(b, i+1)); !ok {
 			return false
 		}
 		i = skipJSONSpace(b, i)
