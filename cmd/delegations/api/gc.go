@@ -11,10 +11,9 @@ import (
 // Go's default (GOGC=100) the collector ran about every 70 requests of
 // BenchmarkLifecycles and took a tenth of the CPU, besides the assists it
 // charges to the requests themselves. A higher percent runs it a fifth as
-// often; the
-// soft limit keeps what that lets the heap grow to well within the
-// daemon's memory goal (README, issue 13: under 256 MiB), the collector
-// running more often as the heap nears it.
+// often; the soft limit keeps what that lets the heap grow to well within
+// the daemon's memory goal (README, issue 13: under 256 MiB), the
+// collector running more often as the heap nears it.
 const (
 	DaemonGCPercent   = 400
 	DaemonMemoryLimit = 128 << 20
