@@ -15,23 +15,23 @@ import (
 // the daemon's memory goal (README, issue 13: under 256 MiB), the
 // collector running more often as the heap nears it.
 const (
-	DaemonGCPercent   = 400
-	DaemonMemoryLimit = 128 << 20
+	daemonGCPercent   = 400
+	daemonMemoryLimit = 128 << 20
 )
 
 // SetGCPolicy applies the daemon's garbage collector policy to this
-// process: DaemonGCPercent unless $GOGC is set, and DaemonMemoryLimit
+// process: daemonGCPercent unless $GOGC is set, and daemonMemoryLimit
 // unless $GOMEMLIMIT is (the runtime has applied those already). It
 // returns what restores the settings before it, for a test or benchmark
 // that serves in process.
 func SetGCPolicy() (restore func()) {
 	var undo []func()
 	if _, set := os.LookupEnv("GOGC"); !set {
-		prev := debug.SetGCPercent(DaemonGCPercent)
+		prev := debug.SetGCPercent(daemonGCPercent)
 		undo = append(undo, func() { debug.SetGCPercent(prev) })
 	}
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		prev := debug.SetMemoryLimit(DaemonMemoryLimit)
+		prev := debug.SetMemoryLimit(daemonMemoryLimit)
 		undo = append(undo, func() { debug.SetMemoryLimit(prev) })
 	}
 	return func() {
