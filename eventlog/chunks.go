@@ -148,12 +148,16 @@ type chunkSource func(seq uint64, i uint32) []byte
 // txChunks reads chunks from tx's chunks bucket (a file without one holds
 // no chunked record).
 func txChunks(tx *bolt.Tx) chunkSource {
-	all := tx.Bucket(bucketChunks)
 	var (
-		last uint64
-		b    *bolt.Bucket
+		all    *bolt.Bucket
+		opened bool // all is opened when first asked for: most records have no chunks
+		last   uint64
+		b      *bolt.Bucket
 	)
 	return func(seq uint64, i uint32) []byte {
+		if !opened {
+			all, opened = tx.Bucket(bucketChunks), true
+		}
 		if all == nil {
 			return nil
 		}

@@ -234,6 +234,26 @@ func (l *Log) View(fn func(*Tx) error) error {
 // transaction ends: copy what you keep.
 type Tx struct {
 	tx *bolt.Tx
+	// The buckets a read-only transaction has opened, kept: outside a
+	// writable transaction bbolt opens a bucket anew (a lookup, and
+	// allocations) on every call, and a command's read of one record and
+	// its texts opens the same few several times.
+	events *bolt.Bucket
+	views  [8]namedBucket
+	nviews int
+}
+
+type namedBucket struct {
+	name string
+	b    *bolt.Bucket
+}
+
+// eventsBucket returns the log's bucket of records.
+func (t *Tx) eventsBucket() *bolt.Bucket {
+	if t.events == nil {
+		t.events = t.tx.Bucket(bucketEvents)
+	}
+	return t.events
 }
 
 // Writable reports whether views may be changed in this transaction.
@@ -243,13 +263,23 @@ func (t *Tx) Writable() bool { return t.tx.Writable() }
 // transaction. In a read-only transaction it returns nil when the bucket
 // does not exist yet.
 func (t *Tx) Bucket(name string) (*bolt.Bucket, error) {
-	views := t.tx.Bucket(bucketViews)
 	if !t.tx.Writable() {
-		if views == nil {
-			return nil, nil // read-only, before a writer created it
+		for _, v := range t.views[:t.nviews] {
+			if v.name == name {
+				return v.b, nil
+			}
 		}
-		return views.Bucket([]byte(name)), nil
+		var b *bolt.Bucket // nil before a writer created it
+		if views := t.tx.Bucket(bucketViews); views != nil {
+			b = views.Bucket([]byte(name))
+		}
+		if t.nviews < len(t.views) {
+			t.views[t.nviews] = namedBucket{name, b}
+			t.nviews++
+		}
+		return b, nil
 	}
+	views := t.tx.Bucket(bucketViews)
 	b, err := views.CreateBucketIfNotExists([]byte(name))
 	if err != nil {
 		return nil, fmt.Errorf("view bucket %q: %w", name, err)
@@ -269,7 +299,7 @@ func (t *Tx) DeleteBucket(name string) error {
 
 // Last returns the last sequence number visible in this transaction.
 func (t *Tx) Last() uint64 {
-	k, _ := t.tx.Bucket(bucketEvents).Cursor().Last()
+	k, _ := t.eventsBucket().Cursor().Last()
 	if len(k) != 8 {
 		return 0
 	}
@@ -278,7 +308,7 @@ func (t *Tx) Last() uint64 {
 
 // Record reads one record by sequence number.
 func (t *Tx) Record(seq uint64) (Record, error) {
-	v := t.tx.Bucket(bucketEvents).Get(u64(seq))
+	v := t.eventsBucket().Get(u64(seq))
 	if v == nil {
 		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
 	}

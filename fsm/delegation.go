@@ -302,8 +302,11 @@ func (d Delegation) MarshalJSON() ([]byte, error) {
 // millisecond precision.
 func (d *Delegation) UnmarshalJSON(b []byte) error {
 	var j delegationJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
+	if !unmarshalJSONFast(b, &j) {
+		j = delegationJSON{}
+		if err := json.Unmarshal(b, &j); err != nil {
+			return err
+		}
 	}
 	out := Delegation{
 		ID: j.ID, Registration: j.Registration(),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	lfsm "github.com/looplab/fsm"
 )
@@ -221,12 +222,28 @@ func target(k Kind) (s State, ok bool) {
 }
 
 // can reports whether the table allows the transition for kind k from s.
-// A fresh FSM per check: looplab/fsm instances carry state and locks, and
-// we never call Event (it wedges on a cancelled context).
 func can(s State, k Kind) bool {
 	_, ok := target(k)
-	return ok && lfsm.NewFSM(string(s), lifecycle, nil).Can(k.String())
+	return ok && allowed()[s][k]
 }
+
+// allowed is the table's answer for every state and kind, asked of
+// looplab/fsm once rather than of a fresh FSM (a few maps) per command.
+// A fresh FSM per question:
+// looplab/fsm instances carry state and locks, and we never call Event
+// (it wedges on a cancelled context). A state not listed has no entry, so
+// nothing is allowed from it, as in the table.
+var allowed = sync.OnceValue(func() map[State][lastKind + 1]bool {
+	m := map[State][lastKind + 1]bool{}
+	for _, s := range States() {
+		var row [lastKind + 1]bool
+		for k := firstKind; k <= lastKind; k++ {
+			row[k] = lfsm.NewFSM(string(s), lifecycle, nil).Can(k.String())
+		}
+		m[s] = row
+	}
+	return m
+})
 
 // TransitionError is returned when a command is refused because the
 // delegation is already terminal. It wraps ErrTerminal.

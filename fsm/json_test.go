@@ -86,3 +86,61 @@ func TestAppendJSONTime(t *testing.T) {
 		}
 	}
 }
+
+// jsonRecords are records in AppendJSON's form, texts with every kind of
+// escape among them.
+func jsonRecords(t testing.TB) [][]byte {
+	odd := "a<b>&c \"q\" \\ \b\f\n\r\t\x01\x1f \u2028\u2029 \xff\xfe ü 日本 \U0001F600"
+	d := everyFieldRecord(t)
+	d.Prompt, d.Result, d.Title, d.ArtifactHash, d.Rejected, d.Version = odd, "ü 日本", "<title>", 0xabc, 3, 1<<62
+	var out [][]byte
+	for _, d := range append(sampleRecords(t), everyFieldRecord(t), d, Delegation{}) {
+		out = append(out, d.AppendJSON(nil))
+	}
+	return out
+}
+
+// TestUnmarshalJSONFast: what AppendJSON writes takes the fast path, and
+// comes back as json.Unmarshal decodes it.
+func TestUnmarshalJSONFast(t *testing.T) {
+	for i, b := range jsonRecords(t) {
+		var fast, slow delegationJSON
+		if !unmarshalJSONFast(b, &fast) {
+			t.Errorf("record %d: the fast path refused %s", i, b)
+		}
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if fast != slow {
+			t.Errorf("record %d: fast path\n %+v\njson.Unmarshal\n %+v", i, fast, slow)
+		}
+	}
+}
+
+// FuzzUnmarshalJSONFast: whatever the fast path decodes, json.Unmarshal
+// accepts and decodes the same way.
+func FuzzUnmarshalJSONFast(f *testing.F) {
+	for _, b := range jsonRecords(f) {
+		f.Add(b)
+	}
+	for _, s := range []string{
+		`{"id":"a","id":"b"}`, `{"ID":"a"}`, `{"id":null}`, `{"version":1.0}`, `{"version":-1}`, `{"version":-0}`, `{"timeoutMs":-0}`,
+		`{"version":01}`, `{"version":1e3}`, `{"rejected":9223372036854775808}`, `{"timeoutMs":-9223372036854775808}`,
+		`{"id":"\ud800"}`, `{"id":"\ud83d\ude00"}`, "{\"id\":\"\xed\xa0\x80\"}", "{\"id\":\"a\tb\"}", `{"id":"a"} x`,
+		` { "id" : "a" , "version" : 2 } `, `{}`, `null`, `{"id":"a",}`, `{"i\u0064":"a"}`, `{"other":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow delegationJSON
+		if !unmarshalJSONFast(b, &fast) {
+			return
+		}
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("the fast path decoded %q, which json.Unmarshal refuses: %v", b, err)
+		}
+		if fast != slow {
+			t.Fatalf("%q: fast path\n %+v\njson.Unmarshal\n %+v", b, fast, slow)
+		}
+	})
+}

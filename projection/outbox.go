@@ -132,12 +132,17 @@ func (s *Store) render(tx *eventlog.Tx, n *Notification) error {
 		n.Text = artifact.AllCompleteNotification(n.Parent, n.Cycle)
 		return nil
 	}
-	d, err := loadShown(tx, n.Delegation)
+	d, ord, err := loadOrdinal(tx, n.Delegation)
 	if err != nil {
 		return err
 	}
 	if d == nil {
 		return fmt.Errorf("outbox entry %s has no record (rebuild the views)", n.ID)
+	}
+	// Of the texts, each read from its event, the notification shows the
+	// error alone: the others are not read.
+	if err := addTextsOf(tx, d, ord, []*string{&d.Error}, false, lostShown); err != nil {
+		return err
 	}
 	n.Text = artifact.TerminalNotification(d, filepath.Join(s.dir, d.ArtifactPath), n.Remaining)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -531,11 +532,21 @@ func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(i int, err
 
 // addTexts reads the texts of d, whose ordinal is ord, into it.
 func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error)) error {
+	all := d.Texts()
+	return addTextsOf(tx, d, ord, all[:], hashed, lost)
+}
+
+// addTextsOf is addTexts of the texts of d among want (pointers into d,
+// as d.Texts returns them): a reader that shows some reads only those.
+func addTextsOf(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, want []*string, hashed bool, lost func(i int, err error) (string, error)) error {
 	b, err := tx.Bucket(bucketTexts)
 	if err != nil || b == nil {
 		return err
 	}
 	for i, t := range d.Texts() {
+		if !slices.Contains(want, t) {
+			continue
+		}
 		v := b.Get(textKey(ord, i))
 		if v == nil {
 			continue

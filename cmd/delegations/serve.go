@@ -156,6 +156,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}()
 		return ui.PageURL(ln, o.Token), done, nil
 	}
+	api.SetGCPolicy()
 	return api.Serve(ctx, cfg)
 }
 

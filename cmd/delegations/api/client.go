@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -200,26 +201,34 @@ func (c *Client) PID() int { return c.pid }
 // moves on by d. done releases it.
 func (c *Client) deadline(ctx context.Context, d time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if !c.answers(ctx) {
-				cancel(c.notAnswering())
-				return
-			}
+	// A timer, not a goroutine waiting on one: most calls end long before
+	// it fires, and then cost no goroutine.
+	var mu sync.Mutex
+	stopped := false
+	mu.Lock()
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !c.answers(ctx) {
+			cancel(c.notAnswering())
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
 			t.Reset(d)
 		}
-	}()
-	return ctx, func() { close(stop); cancel(nil) }
+	})
+	mu.Unlock()
+	return ctx, func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+		cancel(nil)
+	}
 }
 
 // answers reports whether the daemon answers GET /v1/status on a

@@ -576,83 +576,31 @@ func plainObject(body []byte, fields []string) bool {
 		return false
 	}
 	var seen uint64 // a bit per field
-	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' {
-		return false
-	}
-	i = skipSpace(body, i+1)
-	if i < len(body) && body[i] == '}' {
-		return skipSpace(body, i+1) == len(body)
-	}
-	for {
-		if i == len(body) || body[i] != '"' {
-			return false
-		}
-		j := i + 1
-		for j < len(body) && body[j] != '"' && body[j] != '\\' && body[j] >= 0x20 {
-			j++
-		}
-		if j == len(body) || body[j] != '"' {
-			return false
-		}
-		k := slices.Index(fields, string(body[i+1:j]))
+	return fsm.WalkPlainObject(body, func(key []byte, i int) (int, bool) {
+		k := slices.Index(fields, string(key))
 		if k < 0 || seen&(1<<k) != 0 {
-			return false
+			return i, false
 		}
 		seen |= 1 << k
-		i = skipSpace(body, j+1)
-		if i == len(body) || body[i] != ':' {
-			return false
-		}
-		i = skipSpace(body, i+1)
 		switch {
 		case i == len(body) || body[i] == '{' || body[i] == '[':
-			return false
+			return i, false
 		case body[i] == '"':
-			j = i + 1
+			j := i + 1
 			for j < len(body) && body[j] != '"' {
 				if body[j] == '\\' {
 					j++
 				}
 				j++
 			}
-			if j >= len(body) {
-				return false
-			}
-			i = j + 1
-		default:
-			j = i
-			for j < len(body) && body[j] != ',' && body[j] != '}' && !isSpace(body[j]) {
-				j++
-			}
-			if j == i {
-				return false
-			}
-			i = j
+			return j + 1, j < len(body)
 		}
-		i = skipSpace(body, i)
-		switch {
-		case i == len(body):
-			return false
-		case body[i] == '}':
-			return skipSpace(body, i+1) == len(body)
-		case body[i] != ',':
-			return false
+		j := i
+		for j < len(body) && body[j] != ',' && body[j] != '}' && body[j] != ' ' && body[j] != '\t' && body[j] != '\n' && body[j] != '\r' {
+			j++
 		}
-		i = skipSpace(body, i+1)
-	}
-}
-
-// isSpace reports JSON's whitespace.
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-// skipSpace returns the index of the first byte at or after i that is not
-// whitespace.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
-	return i
+		return j, j > i
+	})
 }
 
 // checkSurrogates refuses a \uXXXX escape of a UTF-16 surrogate that is not
