@@ -113,15 +113,16 @@ func newState(arts *artifacts) *state {
 // of kind 0 (only the version moves) and err says why.
 func decode(r *eventlog.Record) (fsm.Event, error) {
 	var e fsm.Event
-	err := decodeTo(&e, r)
+	err := decodeTo(&e, r, true)
 	return e, err
 }
 
 // decodeTo is decode into *e: the scan decodes straight into its batch,
-// one copy of the event fewer (an event is a few hundred bytes).
-func decodeTo(e *fsm.Event, r *eventlog.Record) error {
-	var err error
-	if *e, err = fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload); err != nil {
+// one copy of the event fewer (an event is a few hundred bytes), and
+// without the prompt, which the fold drops (step) and need not copy.
+func decodeTo(e *fsm.Event, r *eventlog.Record, prompt bool) error {
+	err := fsm.UnmarshalPayloadTo(e, fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload, prompt)
+	if err != nil {
 		*e = fsm.Event{ID: r.Stream, At: r.Time}
 	}
 	return err
@@ -218,7 +219,7 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	d.last = seq
 	prev := steps{version: d.rec.Version, state: d.rec.State, persisted: !d.rec.PersistedAt.IsZero(), notified: !d.rec.NotifiedAt.IsZero()}
 	owner := d.rec.Owner
-	d.rec = fsm.Evolve(d.rec, *e)
+	fsm.EvolveInPlace(&d.rec, e)
 	next := &d.rec
 	next.Prompt = ""
 
