@@ -355,7 +355,7 @@ func (b *batch) seal() {
 func (b *batch) decode() {
 	for i := range b.recs {
 		d := &b.recs[i]
-		d.err = decodeTo(&d.e, &d.r, false)
+		d.err = decodeTo(&d.e, &d.r)
 		if !b.own {
 			d.r.Payload = nil // buf is reused
 		}

@@ -109,19 +109,20 @@ func newState(arts *artifacts) *state {
 	}
 }
 
-// decode returns r's event; a payload that does not decode is an event
-// of kind 0 (only the version moves) and err says why.
+// decode returns r's event, without its prompt: a replay never reads a
+// prompt (the longest text of most registrations), so it is checked and
+// not copied (fsm.UnmarshalPayloadTo). A payload that does not decode is
+// an event of kind 0 (only the version moves) and err says why.
 func decode(r *eventlog.Record) (fsm.Event, error) {
 	var e fsm.Event
-	err := decodeTo(&e, r, true)
+	err := decodeTo(&e, r)
 	return e, err
 }
 
 // decodeTo is decode into *e: the scan decodes straight into its batch,
-// one copy of the event fewer (an event is a few hundred bytes), and
-// without the prompt, which the fold drops (step) and need not copy.
-func decodeTo(e *fsm.Event, r *eventlog.Record, prompt bool) error {
-	err := fsm.UnmarshalPayloadTo(e, fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload, prompt)
+// one copy of the event fewer (an event is a few hundred bytes).
+func decodeTo(e *fsm.Event, r *eventlog.Record) error {
+	err := fsm.UnmarshalPayloadTo(e, fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload, false)
 	if err != nil {
 		*e = fsm.Event{ID: r.Stream, At: r.Time}
 	}
@@ -221,7 +222,6 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	owner := d.rec.Owner
 	fsm.EvolveInPlace(&d.rec, e)
 	next := &d.rec
-	next.Prompt = ""
 
 	if prev.version == 0 && e.Kind == fsm.KindImported {
 		d.imported = true
@@ -304,7 +304,6 @@ func (s *state) checkAgain(d *delegation, next *fsm.Delegation, seq uint64) {
 			break
 		}
 	}
-	first.Prompt = ""
 	size, hash := artifact.RenderSum(&first)
 	s.arts.again(d, next, seq, size, hash)
 }
@@ -407,7 +406,7 @@ func (s *state) compactLater(id string) {
 }
 
 // compact copies a persisted record's strings out of the payloads they
-// share (fsm.UnmarshalPayload makes one string of each payload; its texts
+// share (decode makes one string of the strings of each payload; its texts
 // were dropped when it was persisted), so that a delegation kept to the
 // end holds a few hundred bytes, whatever its payloads weigh.
 func compact(r *fsm.Delegation) {
