@@ -325,8 +325,9 @@ func (b *batch) add(r *eventlog.Record) {
 	if b.recs == nil {
 		b.recs = make([]decoded, 0, scanBatch)
 	}
-	b.recs = append(b.recs, decoded{r: *r})
+	b.recs = b.recs[:len(b.recs)+1] // cleared by reset: only the record is set here (full keeps it in cap)
 	d := &b.recs[len(b.recs)-1]
+	d.r = *r
 	if b.own {
 		d.r.Payload = bytes.Clone(r.Payload)
 		return
