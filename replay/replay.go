@@ -294,8 +294,9 @@ func (sc *scanner) scan(from uint64) error {
 // scanBatch is how many records the reading hands on at once (fewer when
 // their payloads reach scanBatchBytes), scanBatches how many batches there
 // are (being filled, decoded, folded, or queued between), and
-// scanDecoders how many goroutines decode them: one per core of this
-// machine's two.
+// scanDecoders how many goroutines decode them: two keep up with the
+// reading, which cannot be split (decoding costs about as much per
+// event).
 const (
 	scanBatch      = 256
 	scanBatchBytes = 1 << 20
