@@ -137,6 +137,14 @@ func (d *Delegation) Unread() bool {
 // change nothing but Version. Every event, of any kind, known or not,
 // increments Version.
 func Evolve(d Delegation, e Event) Delegation {
+	EvolveInPlace(&d, &e)
+	return d
+}
+
+// EvolveInPlace is Evolve applied to *d, without the copies of the record
+// and the event that passing them by value makes: a replay folds a
+// million events.
+func EvolveInPlace(d *Delegation, e *Event) {
 	d.Version++
 	if d.ID == "" {
 		d.ID = e.ID
@@ -203,11 +211,10 @@ func Evolve(d Delegation, e Event) Delegation {
 		if final {
 			break
 		}
-		evolveImported(&d, &e)
+		evolveImported(d, e)
 	case KindOwned:
 		d.Owner = e.Owner
 	}
-	return d
 }
 
 // evolveImported adopts a legacy artifact: a registration, a terminal
@@ -260,7 +267,8 @@ func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(TimeLayout)
+	var b [len(TimeLayout)]byte
+	return string(appendJSONTime(b[:0], t)) // not time.Format: replay renders two times per artifact
 }
 
 type delegationJSON struct {

@@ -182,8 +182,17 @@ func FuzzUnmarshalPayload(f *testing.F) {
 	f.Add(uint16(KindProgressed), []byte{1, tagMessage, 5, 'a'})
 	f.Add(uint16(KindProgressed), []byte{1, tagMessage, 0, tagResult, 1, 'x', 40, 1, 0})
 	f.Add(uint16(0), []byte{1, tagCycle, 2, 0x80, 0x00})
+	f.Add(uint16(KindRegistered), []byte{1, tagAgent, 1, 'a', tagPrompt, 1, 0xff})
 	f.Fuzz(func(t *testing.T, kind uint16, data []byte) {
 		e, err := UnmarshalPayload(Kind(kind), testID, t0, data)
+		// Without the prompt: the same checks, the same event less its prompt.
+		var short Event
+		shortErr := UnmarshalPayloadTo(&short, Kind(kind), testID, t0, data, false)
+		want := e
+		want.Prompt = ""
+		if (err == nil) != (shortErr == nil) || err == nil && short != want {
+			t.Fatalf("without the prompt: %+v, %v; with it: %+v, %v", short, shortErr, e, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrCorruptPayload) {
 				t.Fatalf("error does not wrap ErrCorruptPayload: %v", err)

@@ -76,8 +76,8 @@ func (d *Delegation) AppendJSON(b []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONTime appends t as FormatTime formats it (TimeLayout), without
-// parsing the layout on every call.
+// appendJSONTime appends t in TimeLayout, as FormatTime and the JSON form
+// show it, without parsing the layout on every call.
 func appendJSONTime(b []byte, t time.Time) []byte {
 	t = t.UTC()
 	year, month, day := t.Date()

@@ -81,8 +81,12 @@ func TestAppendJSONTime(t *testing.T) {
 		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(5, 1, 1, 0, 0, 0, 1, time.UTC),
 	} {
-		if got, want := string(appendJSONTime(nil, tm)), FormatTime(tm); got != want {
+		want := tm.UTC().Format(TimeLayout)
+		if got := string(appendJSONTime(nil, tm)); got != want {
 			t.Errorf("appendJSONTime(%v) = %s, want %s", tm, got, want)
+		}
+		if got := FormatTime(tm); got != want {
+			t.Errorf("FormatTime(%v) = %s, want %s", tm, got, want)
 		}
 	}
 }

@@ -25,6 +25,10 @@ import (
 // below takes the table, not the value, so that decoding into a value on
 // the stack leaves it there.
 
+// discard is a field table entry for a string that is checked (valid
+// UTF-8) and not kept.
+type discard struct{}
+
 // number returns the stored integer of the field p points to; written is
 // false when it is zero and is not written.
 func number(p any) (v uint64, written bool) {
@@ -144,7 +148,8 @@ func appendStringField(b []byte, tag uint64, s string) []byte {
 // The strings share one allocation, a copy of b, unless omit is set: then
 // the strings under the tags omit names are neither copied nor read, and
 // the others are copied together, so that they keep nothing else of b
-// alive.
+// alive (an omit that names no tag, with discard entries in the table,
+// copies only the strings kept).
 func decodeTLV(b []byte, version byte, fields []any, omit func(tag uint64) bool) error {
 	if len(b) == 0 {
 		return corrupt("empty (want at least the version byte)")
@@ -173,6 +178,10 @@ func decodeTLV(b []byte, version byte, fields []any, omit func(tag uint64) bool)
 		}
 		switch f := fields[tag].(type) {
 		case nil:
+		case discard:
+			if !utf8.Valid(b[start:p]) {
+				return corrupt("tag %d at byte %d: string is not valid UTF-8", tag, at)
+			}
 		case *string:
 			if omit == nil {
 				if *f, err = stringValue(b, start, p, &shared, tag, at); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/delegations/delegations/eventlog"
@@ -210,38 +211,56 @@ type corruptRun struct {
 }
 
 // scan reads the log from sequence number from, in short read
-// transactions, up to its last record or Until. The reading and the
-// decoding of the payloads run in a goroutine of their own, a batch
-// ahead of the fold: on two cores they overlap. The payloads are decoded
-// where they lie in the log's pages (eventlog.Log.Scan), and only the
-// decoded events leave the read transaction; the views' rebuild, when
-// there is one, gets its own copy of each record.
+// transactions, up to its last record or Until, in three stages that
+// overlap on the cores: the reading, which takes each record the log has
+// checked (eventlog.Log.Scan) and copies its payload out of the log's
+// pages into its batch, the pages being lent only inside the read
+// transaction; the decoding of the payloads, a batch at a time in
+// scanDecoders goroutines; and the fold, which takes the batches in the
+// log's order. The reading and the fold cannot be split, so they do the
+// least; the views' rebuild, when there is one, gets its own copy of each
+// record.
 func (sc *scanner) scan(from uint64) error {
 	total := int(sc.log.Last())
-	work := make(chan []decoded, scanBatches-2)
-	free := make(chan []decoded, scanBatches)
-	made := 1       // batches made: the reader waits for a free one past scanBatches
+	decode := make(chan *batch, scanBatches)
+	fold := make(chan *batch, scanBatches)
+	free := make(chan *batch, scanBatches)
+	for range scanBatches {
+		free <- &batch{ready: make(chan struct{}, 1)}
+	}
+	var decoders sync.WaitGroup
+	for range scanDecoders {
+		decoders.Go(func() {
+			for b := range decode {
+				b.decode()
+				b.ready <- struct{}{}
+			}
+		})
+	}
 	var read uint64 // the last seq read (the reader's)
 	var err error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer close(work)
-		batch := make([]decoded, 0, scanBatch)
+		defer close(fold)
+		defer close(decode)
+		b := <-free
+		b.own = sc.rb != nil
+		send := func() {
+			b.seal()
+			decode <- b
+			fold <- b
+			b = <-free
+			b.own = sc.rb != nil
+		}
 		err = sc.records(from, func(r *eventlog.Record) bool {
 			read = r.Seq
 			if sc.opts.Until.includes(r.Seq, r.Time) {
-				batch = append(batch, decoded{r: *r})
-				d := &batch[len(batch)-1]
-				d.r.Payload = nil // lent
-				if sc.rb != nil {
-					d.r.Payload = bytes.Clone(r.Payload)
-				}
-				d.err = decodeTo(&d.e, r)
+				b.add(r)
 			} else {
 				sc.excluded++
 			}
-			return len(batch) < cap(batch) && (r.Seq%progressEvery != 0 || sc.opts.Progress == nil)
+			return !b.full() && (r.Seq%progressEvery != 0 || sc.opts.Progress == nil)
 		}, func() { // outside the read transaction
 			if read%progressEvery == 0 && sc.opts.Progress != nil {
 				done := read
@@ -250,45 +269,110 @@ func (sc *scanner) scan(from uint64) error {
 				}
 				sc.opts.Progress(min(int(done), total), total)
 			}
-			if len(batch) == cap(batch) {
-				work <- batch
-				if made < scanBatches {
-					batch, made = make([]decoded, 0, scanBatch), made+1
-				} else {
-					batch = <-free
-				}
+			if b.full() {
+				send()
 			}
 		}, true)
-		if len(batch) > 0 {
-			work <- batch
+		if len(b.recs) > 0 {
+			send()
 		}
 	}()
-	for batch := range work {
-		for i := range batch {
-			sc.feed(&batch[i])
+	for b := range fold {
+		<-b.ready
+		for i := range b.recs {
+			sc.feed(&b.recs[i])
 		}
-		clear(batch) // the events' texts
-		free <- batch[:0]
+		b.reset()
+		free <- b
 	}
 	<-done
+	decoders.Wait()
 	sc.read = max(sc.read, read)
 	return err
 }
 
-// scanBatch is how many decoded records the reading hands the fold at
-// once, and scanBatches how many batches there are: one being filled, one
-// being folded, the others queued between the two.
+// scanBatch is how many records the reading hands on at once (fewer when
+// their payloads reach scanBatchBytes), scanBatches how many batches there
+// are (being filled, decoded, folded, or queued between), and
+// scanDecoders how many goroutines decode them: two keep up with the
+// reading, which cannot be split (decoding costs about as much per
+// event).
 const (
-	scanBatch   = 256
-	scanBatches = 4
+	scanBatch      = 256
+	scanBatchBytes = 1 << 20
+	scanBatches    = 8
+	scanDecoders   = 2
 )
 
-// decoded is a record (without its payload, unless the views are rebuilt)
-// and its event (see decode).
+// batch is records on their way from the reading to the fold.
+type batch struct {
+	recs  []decoded
+	buf   []byte        // the payloads, one after the other (unless own)
+	own   bool          // each record has a payload of its own (the views are rebuilt from them)
+	ready chan struct{} // a value once decoded
+}
+
+// decoded is a record and its event (see decode). Its payload, unless
+// the batch's are its own, is buf[start:end] from seal to the decoding.
 type decoded struct {
-	r   eventlog.Record
-	e   fsm.Event
-	err error
+	r          eventlog.Record
+	e          fsm.Event
+	err        error
+	start, end int
+}
+
+// add appends lent record r.
+func (b *batch) add(r *eventlog.Record) {
+	if b.recs == nil {
+		b.recs = make([]decoded, 0, scanBatch)
+	}
+	b.recs = b.recs[:len(b.recs)+1] // cleared by reset: only the record is set here (full keeps it in cap)
+	d := &b.recs[len(b.recs)-1]
+	d.r = *r
+	if b.own {
+		d.r.Payload = bytes.Clone(r.Payload)
+		return
+	}
+	d.r.Payload = nil
+	d.start = len(b.buf)
+	b.buf = append(b.buf, r.Payload...)
+	d.end = len(b.buf)
+}
+
+func (b *batch) full() bool {
+	return len(b.recs) == scanBatch || len(b.buf) >= scanBatchBytes
+}
+
+// seal points the records at their payloads, which stay put from now on.
+func (b *batch) seal() {
+	if b.own {
+		return
+	}
+	for i := range b.recs {
+		d := &b.recs[i]
+		d.r.Payload = b.buf[d.start:d.end:d.end]
+	}
+}
+
+func (b *batch) decode() {
+	for i := range b.recs {
+		d := &b.recs[i]
+		d.err = decodeTo(&d.e, &d.r)
+		if !b.own {
+			d.r.Payload = nil // buf is reused
+		}
+	}
+}
+
+// reset empties b for the reading to fill again; a buffer a large payload
+// grew is let go.
+func (b *batch) reset() {
+	clear(b.recs) // the events' texts
+	b.recs = b.recs[:0]
+	b.buf = b.buf[:0]
+	if cap(b.buf) > 2*scanBatchBytes {
+		b.buf = nil
+	}
 }
 
 // records calls visit with every intact record from sequence number from,

@@ -109,8 +109,10 @@ func newState(arts *artifacts) *state {
 	}
 }
 
-// decode returns r's event; a payload that does not decode is an event
-// of kind 0 (only the version moves) and err says why.
+// decode returns r's event, without its prompt: a replay never reads a
+// prompt (the longest text of most registrations), so it is checked and
+// not copied (fsm.UnmarshalPayloadTo). A payload that does not decode is
+// an event of kind 0 (only the version moves) and err says why.
 func decode(r *eventlog.Record) (fsm.Event, error) {
 	var e fsm.Event
 	err := decodeTo(&e, r)
@@ -120,8 +122,8 @@ func decode(r *eventlog.Record) (fsm.Event, error) {
 // decodeTo is decode into *e: the scan decodes straight into its batch,
 // one copy of the event fewer (an event is a few hundred bytes).
 func decodeTo(e *fsm.Event, r *eventlog.Record) error {
-	var err error
-	if *e, err = fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload); err != nil {
+	err := fsm.UnmarshalPayloadTo(e, fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload, false)
+	if err != nil {
 		*e = fsm.Event{ID: r.Stream, At: r.Time}
 	}
 	return err
@@ -218,9 +220,8 @@ func (s *state) step(d *delegation, seq uint64, e *fsm.Event, effects bool) {
 	d.last = seq
 	prev := steps{version: d.rec.Version, state: d.rec.State, persisted: !d.rec.PersistedAt.IsZero(), notified: !d.rec.NotifiedAt.IsZero()}
 	owner := d.rec.Owner
-	d.rec = fsm.Evolve(d.rec, *e)
+	fsm.EvolveInPlace(&d.rec, e)
 	next := &d.rec
-	next.Prompt = ""
 
 	if prev.version == 0 && e.Kind == fsm.KindImported {
 		d.imported = true
@@ -303,7 +304,6 @@ func (s *state) checkAgain(d *delegation, next *fsm.Delegation, seq uint64) {
 			break
 		}
 	}
-	first.Prompt = ""
 	size, hash := artifact.RenderSum(&first)
 	s.arts.again(d, next, seq, size, hash)
 }
@@ -406,7 +406,7 @@ func (s *state) compactLater(id string) {
 }
 
 // compact copies a persisted record's strings out of the payloads they
-// share (fsm.UnmarshalPayload makes one string of each payload; its texts
+// share (decode makes one string of the strings of each payload; its texts
 // were dropped when it was persisted), so that a delegation kept to the
 // end holds a few hundred bytes, whatever its payloads weigh.
 func compact(r *fsm.Delegation) {

@@ -45,16 +45,36 @@ const artifactTempInfix = ".md.tmp-"
 // (fsm.ValidateSessionID, fsm.ValidateID) because they become path
 // components; an error wraps fsm.ErrInvalid.
 func RelPath(projectID, rootSessionID, id string) (string, error) {
-	if err := fsm.ValidateSessionID(fsm.FieldProjectID, projectID); err != nil {
+	if err := validRel(projectID, rootSessionID, id); err != nil {
 		return "", err
+	}
+	// What filepath.Join makes of parts with no separator, no "." and no
+	// "..", which the checks above refuse.
+	return projectID + sep + rootSessionID + sep + id + ".md", nil
+}
+
+const sep = string(filepath.Separator)
+
+func validRel(projectID, rootSessionID, id string) error {
+	if err := fsm.ValidateSessionID(fsm.FieldProjectID, projectID); err != nil {
+		return err
 	}
 	if err := fsm.ValidateSessionID(fsm.FieldRootSessionID, rootSessionID); err != nil {
-		return "", err
+		return err
 	}
-	if err := fsm.ValidateID(id); err != nil {
-		return "", err
+	return fsm.ValidateID(id)
+}
+
+// IsRelPath reports whether rel is RelPath(projectID, rootSessionID, id),
+// without making it: replay asks for every artifact it checks.
+func IsRelPath(rel, projectID, rootSessionID, id string) bool {
+	for _, part := range [...]string{projectID, sep, rootSessionID, sep, id, ".md"} {
+		var ok bool
+		if rel, ok = strings.CutPrefix(rel, part); !ok {
+			return false
+		}
 	}
-	return filepath.Join(projectID, rootSessionID, id+".md"), nil
+	return rel == "" && validRel(projectID, rootSessionID, id) == nil
 }
 
 // artifactParseRel checks that rel has exactly the shape RelPath

@@ -52,6 +52,14 @@ func TestArtifactRelPath(t *testing.T) {
 	if want := filepath.Join("4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger.md"); got != want {
 		t.Errorf("RelPath = %q, want %q", got, want)
 	}
+	if !IsRelPath(got, "4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger") {
+		t.Errorf("IsRelPath(%q) is false", got)
+	}
+	for _, other := range []string{got + "x", got[1:], "", "4b825dc642cb6eb9/ses_root01/elegant-blue-tiger", "4b825dc642cb6eb9/ses_root01//elegant-blue-tiger.md"} {
+		if IsRelPath(other, "4b825dc642cb6eb9", "ses_root01", "elegant-blue-tiger") {
+			t.Errorf("IsRelPath(%q) is true", other)
+		}
+	}
 
 	bad := []string{"", ".", "..", "a/b", `a\b`, "a\x00b", "../x", "/abs", ".hidden", "a b", "x\n"}
 	for _, b := range bad {
@@ -62,6 +70,9 @@ func TestArtifactRelPath(t *testing.T) {
 		} {
 			if p, err := RelPath(args[0], args[1], args[2]); !errors.Is(err, fsm.ErrInvalid) {
 				t.Errorf("RelPath(%q, %q, %q) = %q, %v; want ErrInvalid", args[0], args[1], args[2], p, err)
+			}
+			if rel := args[0] + "/" + args[1] + "/" + args[2] + ".md"; IsRelPath(rel, args[0], args[1], args[2]) {
+				t.Errorf("IsRelPath(%q, %q, %q, %q) is true", rel, args[0], args[1], args[2])
 			}
 		}
 	}
