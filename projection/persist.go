@@ -35,15 +35,16 @@ func (s *Store) persistLocked(ctx context.Context, d *fsm.Delegation) (fsm.Deleg
 	if err != nil {
 		return *d, err
 	}
-	return s.recordPersisted(ctx, d, a)
+	return s.recordPersisted(ctx, d, a, "persisted:"+d.ID)
 }
 
 // recordPersisted records that artifact a of terminal delegation d, its
-// record, is durable, the lock held. It returns the record with the
-// persisted event, its texts those of d: no event after the terminal one
-// changes them, so the record is read without them.
-func (s *Store) recordPersisted(ctx context.Context, d *fsm.Delegation, a fsm.Artifact) (fsm.Delegation, error) {
-	p, err := s.runLocked(ctx, command{id: d.ID, key: "persisted:" + d.ID, load: loadStored, decide: func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+// record, is durable, the lock held; a non-empty key makes the append
+// idempotent. It returns the record with the persisted event, its texts
+// those of d: no event after the terminal one changes them, so the record
+// is read without them.
+func (s *Store) recordPersisted(ctx context.Context, d *fsm.Delegation, a fsm.Artifact, key string) (fsm.Delegation, error) {
+	p, err := s.runLocked(ctx, command{id: d.ID, key: key, load: loadStored, decide: func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if cur == nil {
 			return nil, &notFoundError{id: d.ID, dir: s.dir}
 		}

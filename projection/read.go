@@ -533,7 +533,7 @@ func (s *Store) walk(root string, o ListOptions, summaries bool, walkOver int, s
 				continue
 			}
 			if !summaries {
-				if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
+				if err := addTexts(tx, &d, ord, false, lostShown, noText); err != nil {
 					return err
 				}
 			}

@@ -387,7 +387,11 @@ func (s *Store) Start(ctx context.Context, id, session string) (fsm.Delegation, 
 
 // Progress records a heartbeat with the child's latest text.
 func (s *Store) Progress(ctx context.Context, id, message string) (fsm.Delegation, error) {
-	return s.execute(ctx, fsm.Event{Kind: fsm.KindProgressed, ID: id, Message: message}, "")
+	if err := fsm.ValidateID(id); err != nil {
+		return fsm.Delegation{}, err
+	}
+	cmd := fsm.Event{Kind: fsm.KindProgressed, ID: id, Message: message}
+	return s.run(ctx, command{id: id, load: loadForProgress, decide: s.decideCommand(cmd)})
 }
 
 // Complete ends a delegation with its result. Blank title and description
@@ -477,7 +481,9 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 		}
 		if writeErr == nil {
 			var p fsm.Delegation
-			if p, writeErr = s.recordPersisted(ctx, &d, a); writeErr == nil {
+			// No idempotency key, as for any command's events: the version
+			// the append expects already makes a second one fail.
+			if p, writeErr = s.recordPersisted(ctx, &d, a, ""); writeErr == nil {
 				return p, ended, nil
 			}
 		}
@@ -642,13 +648,18 @@ func (s *Store) execute(ctx context.Context, cmd fsm.Event, key string) (fsm.Del
 	if err := fsm.ValidateID(cmd.ID); err != nil {
 		return fsm.Delegation{}, err
 	}
-	return s.update(ctx, cmd.ID, key, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+	return s.update(ctx, cmd.ID, key, s.decideCommand(cmd))
+}
+
+// decideCommand decides cmd with fsm.
+func (s *Store) decideCommand(cmd fsm.Event) decideFunc {
+	return func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
 		if d == nil && cmd.Kind != fsm.KindRegistered {
 			return nil, &notFoundError{id: cmd.ID, dir: s.dir}
 		}
 		cmd.At = at
 		return fsm.Decide(d, cmd, s.cfg)
-	})
+	}
 }
 
 // decideFunc turns the current record (nil when the id is unknown) and the

@@ -500,10 +500,39 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 // commands decide with it and artifacts are rendered from it, so what the
 // damage took must not be written down as if it were the text.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadWithTexts(tx, id, false, func(i int, err error) (string, error) {
-		return "", fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
-	})
+	return loadWithTexts(tx, id, false, lostDecided(id))
 }
+
+// lostDecided is what loadRecord makes of a text of delegation id whose
+// event is damaged: an error.
+func lostDecided(id string) func(i int, err error) (string, error) {
+	return func(i int, err error) (string, error) {
+		return "", fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
+	}
+}
+
+// loadForProgress is loadRecord for a progress command, without the
+// progress text of an active delegation, which the command replaces: a
+// progress message costs its own text, not the one before it too. A
+// terminal delegation's record is read whole: the late command is refused
+// and the record returned as it is.
+func loadForProgress(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	d, ord, err := loadOrdinal(tx, id)
+	if err != nil || d == nil {
+		return d, err
+	}
+	skip := noText
+	if d.State.Active() {
+		skip = progressText
+	}
+	return d, addTexts(tx, d, ord, false, lostDecided(id), skip)
+}
+
+// Indexes into fsm.Delegation.Texts.
+const (
+	noText       = -1
+	progressText = 1
+)
 
 // loadShown is loadRecord for what only shows a record (listings, the
 // compaction block, notifications, a bridge's reconciliation): one damaged
@@ -526,18 +555,19 @@ func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(i int, err
 	if err != nil || d == nil {
 		return d, err
 	}
-	return d, addTexts(tx, d, ord, hashed, lost)
+	return d, addTexts(tx, d, ord, hashed, lost, noText)
 }
 
-// addTexts reads the texts of d, whose ordinal is ord, into it.
-func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error)) error {
+// addTexts reads the texts of d, whose ordinal is ord, into it, but text
+// skip.
+func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error), skip int) error {
 	b, err := tx.Bucket(bucketTexts)
 	if err != nil || b == nil {
 		return err
 	}
 	for i, t := range d.Texts() {
 		v := b.Get(textKey(ord, i))
-		if v == nil {
+		if v == nil || i == skip {
 			continue
 		}
 		if *t, err = readText(tx, v, i, hashed); err != nil {
