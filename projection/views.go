@@ -114,7 +114,10 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 		return err
 	}
 	for _, r := range recs {
-		e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+		// Nothing of the event outlives its record's projection (every
+		// key and value put is a copy), so its strings may share the
+		// record's payload: a large text is hashed where it lies.
+		e, err := fsm.UnmarshalPayloadNoCopy(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
@@ -647,7 +650,9 @@ func readText(tx *eventlog.Tx, v []byte, i int, hashed bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+	// The record's payload is memory of its own, which nothing else
+	// holds: the text is taken from it without a copy.
+	e, err := fsm.UnmarshalPayloadNoCopy(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
 	if err != nil {
 		return "", fmt.Errorf("record %d: %w", r.Seq, err)
 	}
