@@ -432,69 +432,71 @@ func (s *Store) terminate(ctx context.Context, cmd fsm.Event) (fsm.Delegation, e
 	return d, err
 }
 
-// end runs a command that may end a delegation, and persists its artifact:
-// the artifact of the record the decided events lead to is rendered and
-// written (temp, fsync, rename, directory fsync) while the terminal events
-// are appended and committed, and once the file is durable a persisted
-// event records it. The notification becomes due only with that event,
-// never before the file is durable. The delegation's lock is held
-// throughout, so its other commands, and a read that would persist it
-// (Persist), wait for both appends. A crash between the two leaves a
-// terminal delegation pending, which the next Open persists; a crash
-// before the first leaves a file beside a delegation the log says is
-// active, which its terminal command, when it comes, writes again. A
-// failed artifact write, or one not durable within artifactWait, leaves
-// the delegation pending too: it is logged and retried by a repeat of the
-// command, the next Open or PersistPending.
+// end runs a command that may end a delegation, and persists its artifact
+// in the same append: the artifact of the record the decided events lead
+// to is written (temp, fsync, rename, directory fsync) while the append
+// that records the terminal events and the persisted event waits for its
+// commit, which the log holds until the file is durable
+// (eventlog.Append.Ready). The notification becomes due only once the
+// file is durable and persisted is recorded. A crash between the two
+// leaves a file beside a delegation the log says is active, which its
+// terminal command, when it comes, writes again. A failed artifact write
+// does not stop the terminal event: it is recorded alone, the delegation
+// stays pending, is logged, and is retried by a repeat of the command,
+// the next Open or PersistPending; so does one not durable within
+// artifactWait.
 // ended reports whether the command's events ended the delegation.
 func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.Delegation, ended bool, err error) {
+	var writeErr error
 	// Once under way, the command finishes even if the caller has gone:
-	// its artifact may already be on disk, and without the persisted event
-	// no notification would become due.
-	ctx = context.WithoutCancel(ctx)
-	defer s.lock(id)()
-	var w *artifactWrite // the artifact under way, if the decided events end the delegation
-	d, err = s.runLocked(ctx, command{
+	// its artifact may already be on disk, and without the append no
+	// notification would become due.
+	d, err = s.run(context.WithoutCancel(ctx), command{
 		id:     id,
 		decide: decide,
-		before: func(prev, next *fsm.Delegation, _ time.Time) []fsm.Event {
-			if w != nil {
-				// Decided again after a conflict: the file of the earlier
-				// decision must not land after this one's.
-				_, _ = w.wait()
+		write: func(prev, next *fsm.Delegation, at time.Time) ([]fsm.Event, func() error) {
+			writeErr, ended = nil, !prev.State.Terminal() && next.State.Terminal()
+			if !ended || !next.PersistedAt.IsZero() || !s.own.owned(next) {
+				return nil, nil // or its owner writes it (owner.go)
 			}
-			w, ended = nil, !prev.State.Terminal() && next.State.Terminal()
-			if ended && next.PersistedAt.IsZero() && s.own.owned(next) { // or its owner writes it (owner.go)
-				w = s.startArtifact(*next)
+			rel, content, err := renderArtifact(next)
+			if writeErr = err; err != nil {
+				return nil, nil
 			}
-			return nil
+			done := make(chan error, 1)
+			go func() {
+				if _, _, err := writeArtifactFile(s.dir, rel, content); err != nil {
+					done <- fmt.Errorf("write artifact of %s: %w", id, err)
+				}
+				close(done)
+			}()
+			// Hashed while the file is written: the persisted event needs
+			// the hash before the append, the file only before the commit.
+			a := recordedArtifact(rel, content)
+			var once sync.Once // the log may ask again, when it retries a batch
+			return fsm.DecidePersisted(next, a, at), func() error {
+				once.Do(func() {
+					t := time.NewTimer(artifactWait)
+					defer t.Stop()
+					select {
+					case writeErr = <-done:
+					case <-t.C:
+						writeErr = fmt.Errorf("write artifact of %s: not durable after %v; the terminal event is recorded alone", id, artifactWait)
+					}
+				})
+				return writeErr
+			}
 		},
 	})
-	var writeErr error
-	switch {
-	case w != nil:
-		// Waited for whatever became of the append, so that no write goes
-		// on past the command.
-		var a fsm.Artifact
-		if a, writeErr = w.wait(); err != nil {
-			return d, ended, err
-		}
-		if writeErr == nil {
-			var p fsm.Delegation
-			// No idempotency key, as for any command's events: the version
-			// the append expects already makes a second one fail.
-			if p, writeErr = s.recordPersisted(ctx, &d, a, ""); writeErr == nil {
-				return p, ended, nil
-			}
-		}
-	case err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d):
+	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
 		return d, ended, err
-	default:
+	}
+	if writeErr == nil {
 		// A repeat of the command that ended it, whose artifact an earlier
 		// attempt failed to write: the terminal event is durable, so
-		// finish the job now.
+		// finish the job now, even if the caller has gone.
 		var p fsm.Delegation
-		if p, writeErr = s.persistLocked(ctx, &d); writeErr == nil {
+		if p, writeErr = s.Persist(context.WithoutCancel(ctx), d.ID); writeErr == nil {
 			return p, ended, nil
 		}
 	}
@@ -502,60 +504,44 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 	return d, ended, nil
 }
 
-// artifactWrite is an artifact being written in the background.
-type artifactWrite struct {
-	done chan struct{} // closed when the write has ended
-	a    fsm.Artifact
-	err  error
-}
-
-// startArtifact starts writing the artifact of terminal delegation d.
-func (s *Store) startArtifact(d fsm.Delegation) *artifactWrite {
-	w := &artifactWrite{done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		w.a, w.err = s.writeArtifact(&d)
-	}()
-	return w
-}
-
-// wait returns what the write recorded, or its error, or an error once
-// artifactWait has passed.
-func (w *artifactWrite) wait() (fsm.Artifact, error) {
-	t := time.NewTimer(artifactWait)
-	defer t.Stop()
-	select {
-	case <-w.done:
-		return w.a, w.err
-	case <-t.C:
-		return fsm.Artifact{}, fmt.Errorf("artifact not durable after %v", artifactWait)
-	}
-}
-
-// artifactWait bounds how long a terminal command, holding its
-// delegation's lock, waits for its artifact to be durable. Past it the
-// delegation stays pending: a hung artifact filesystem stalls the command
-// for this long, not for as long as it hangs. The write goes on; the
-// retry writes the same bytes again.
+// artifactWait bounds how long the log's writer, which holds every other
+// append meanwhile, waits for a terminal command's artifact to be durable
+// (Append.Ready). Past it the terminal events are recorded alone and the
+// delegation stays pending: a hung artifact filesystem stalls the log for
+// this long, not for as long as it hangs. The write goes on; the retry
+// writes the same bytes again.
 var artifactWait = 10 * time.Second
 
 // writeArtifactFile is artifact.Write; a test holds it to show a slow
 // artifact does not hold the log.
 var writeArtifactFile = artifact.Write
 
-// writeArtifact renders the artifact of terminal delegation d and writes
-// it; it returns its path, size and hash as the persisted event records
-// them.
-func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
+// renderArtifact renders the artifact of terminal delegation d: its path
+// and the file's content.
+func renderArtifact(d *fsm.Delegation) (string, []byte, error) {
 	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
+	if err != nil {
+		return "", nil, err
+	}
+	return rel, artifact.Render(d), nil
+}
+
+// recordedArtifact is what the persisted event records of the artifact at
+// rel holding content: its path, size and hash.
+func recordedArtifact(rel string, content []byte) fsm.Artifact {
+	return fsm.Artifact{Path: rel, Size: int64(len(content)), Hash: artifact.Sum(content)}
+}
+
+// writeArtifact writes the artifact of terminal delegation d.
+func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
+	rel, content, err := renderArtifact(d)
 	if err != nil {
 		return fsm.Artifact{}, err
 	}
-	size, sum, err := writeArtifactFile(s.dir, rel, artifact.Render(d))
-	if err != nil {
+	if _, _, err := artifact.Write(s.dir, rel, content); err != nil {
 		return fsm.Artifact{}, fmt.Errorf("write artifact of %s: %w", d.ID, err)
 	}
-	return fsm.Artifact{Path: rel, Size: size, Hash: sum}, nil
+	return recordedArtifact(rel, content), nil
 }
 
 // Get returns the current record of a delegation, or an error wrapping
@@ -564,9 +550,9 @@ func (s *Store) Get(id string) (fsm.Delegation, error) {
 	return s.lookup(id, loadRecord)
 }
 
-// stored is Get without the texts (see views.apply): what a caller that
-// needs only the record's state, times and artifact reads, whatever its
-// texts weigh.
+// stored is Get without the texts (see views.apply): for a caller that
+// needs only the record's state, times and artifact, whatever its texts
+// weigh.
 func (s *Store) stored(id string) (fsm.Delegation, error) {
 	return s.lookup(id, loadStored)
 }
@@ -682,6 +668,12 @@ type command struct {
 	// delegation's lock and before they are appended, and returns events
 	// recording it. It is called again when the append conflicts.
 	before func(prev, next *fsm.Delegation, at time.Time) []fsm.Event
+	// write, if set instead, starts that work and returns the events
+	// recording it and a wait for it, which returns its error: the work
+	// goes on while the append waits for its commit, which the log holds
+	// until the wait returns (eventlog.Append.Ready). If the work fails,
+	// the decided events are recorded alone.
+	write func(prev, next *fsm.Delegation, at time.Time) ([]fsm.Event, func() error)
 }
 
 // update runs a command that needs only a decision.
@@ -695,16 +687,11 @@ func (s *Store) update(ctx context.Context, id, key string, decide decideFunc) (
 // newer record. Commands on one delegation hold its lock, and the time is
 // read under it, so one delegation's events never go back in time.
 func (s *Store) run(ctx context.Context, c command) (fsm.Delegation, error) {
-	defer s.lock(c.id)()
-	return s.runLocked(ctx, c)
-}
-
-// runLocked is run, the delegation's lock already held.
-func (s *Store) runLocked(ctx context.Context, c command) (fsm.Delegation, error) {
 	load := c.load
 	if load == nil {
 		load = loadRecord
 	}
+	defer s.lock(c.id)()
 	// Milliseconds, as the plugin's timestamps: what is stored is exactly
 	// what every rendering shows.
 	at := s.clock.Now().UTC().Truncate(time.Millisecond)
@@ -739,8 +726,15 @@ func (s *Store) runLocked(ctx context.Context, c command) (fsm.Delegation, error
 		for _, e := range events {
 			next = fsm.Evolve(next, e)
 		}
-		if guard == nil && c.before != nil {
-			more := c.before(&cur, &next, at)
+		decided, base := len(events), next
+		var ready func() error
+		if guard == nil && (c.before != nil || c.write != nil) {
+			var more []fsm.Event
+			if c.before != nil {
+				more = c.before(&cur, &next, at)
+			} else {
+				more, ready = c.write(&cur, &next, at)
+			}
 			for _, e := range more {
 				next = fsm.Evolve(next, e)
 			}
@@ -750,7 +744,16 @@ func (s *Store) runLocked(ctx context.Context, c command) (fsm.Delegation, error
 		if d != nil {
 			version = d.Version
 		}
-		res, err := s.record(ctx, c.id, c.key, version, events)
+		res, err := s.recordReady(ctx, c.id, c.key, version, events, ready)
+		// The work is waited for whatever became of the append, so that
+		// none goes on past the command, or beside its retry. Not done,
+		// it is not recorded: the decided events are, alone.
+		if ready != nil {
+			if werr := ready(); werr != nil && err != nil && errors.Is(err, werr) {
+				events, next = events[:decided], base
+				res, err = s.record(ctx, c.id, c.key, version, events)
+			}
+		}
 		if errors.Is(err, eventlog.ErrConflict) {
 			if d == nil && events[0].Kind == fsm.KindRegistered {
 				return fsm.Delegation{}, fmt.Errorf("%w: %q", fsm.ErrExists, c.id)
@@ -773,11 +776,17 @@ func (s *Store) runLocked(ctx context.Context, c command) (fsm.Delegation, error
 // commands (run), the all-complete bookkeeping of a parent session
 // (ackAllComplete) and legacy imports all come through it.
 func (s *Store) record(ctx context.Context, stream, key string, version uint64, events []fsm.Event) (eventlog.Result, error) {
+	return s.recordReady(ctx, stream, key, version, events, nil)
+}
+
+// recordReady is record of events that are committed only once ready, if
+// not nil, returns nil (eventlog.Append.Ready).
+func (s *Store) recordReady(ctx context.Context, stream, key string, version uint64, events []fsm.Event, ready func() error) (eventlog.Result, error) {
 	entries := make([]eventlog.Entry, len(events))
 	for i := range events {
 		entries[i] = eventlog.Entry{Kind: uint16(events[i].Kind), Time: events[i].At, Payload: events[i].MarshalPayload()}
 	}
-	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version})
+	return s.log.Append(ctx, eventlog.Append{Stream: stream, Entries: entries, Key: key, CheckVersion: true, Version: version, Ready: ready})
 }
 
 // idLock is one delegation's command lock; users counts the commands
