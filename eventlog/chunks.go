@@ -90,19 +90,21 @@ func putRecord(events *bolt.Bucket, seq uint64, kind uint16, nanos int64, stream
 func putChunks(b *bolt.Bucket, seq uint64, payload []byte, p chunkedPayload) error {
 	b.FillPercent = 1.0
 	n := p.chunks()
-	// One allocation for every chunk's key and value; bbolt keeps them
-	// until the commit.
-	buf := make([]byte, 0, n*(chunkKeyLen+checksumLen)+len(payload))
+	// bbolt keeps every key and value until the commit. The keys share
+	// one allocation; each value is a make and copy of its data, which the
+	// compiler turns into one allocation not cleared first (a buffer for
+	// them all would be cleared, then filled).
+	keys := make([]byte, 0, n*chunkKeyLen)
 	for i := range n {
 		data := payload[i*p.chunkLen : min(len(payload), (i+1)*p.chunkLen)]
-		start := len(buf)
-		buf = binary.BigEndian.AppendUint64(buf, seq)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(i))
-		k := buf[start:len(buf):len(buf)]
-		vstart := len(buf)
-		buf = append(buf, data...)
-		buf = binary.BigEndian.AppendUint64(buf, chunkChecksum(k, p.hash, data))
-		if err := b.Put(k, buf[vstart:len(buf):len(buf)]); err != nil {
+		start := len(keys)
+		keys = binary.BigEndian.AppendUint64(keys, seq)
+		keys = binary.BigEndian.AppendUint32(keys, uint32(i))
+		k := keys[start:len(keys):len(keys)]
+		v := make([]byte, len(data)+checksumLen)
+		copy(v, data)
+		binary.BigEndian.PutUint64(v[len(data):], chunkChecksum(k, p.hash, data))
+		if err := b.Put(k, v); err != nil {
 			return err
 		}
 	}

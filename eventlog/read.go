@@ -306,7 +306,9 @@ func (t *Tx) Last() uint64 {
 	return binary.BigEndian.Uint64(k)
 }
 
-// Record reads one record by sequence number.
+// Record reads one record by sequence number. The record owns its memory:
+// its payload is a copy, never the file's, and outlives the transaction
+// (projection keeps texts that share it).
 func (t *Tx) Record(seq uint64) (Record, error) {
 	v := t.eventsBucket().Get(u64(seq))
 	if v == nil {

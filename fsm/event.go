@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"time"
+	"unsafe"
 )
 
 // Event is one fact about a delegation: a decided command (registered …
@@ -186,3 +187,16 @@ func UnmarshalPayloadTo(e *Event, kind Kind, id string, at time.Time, payload []
 }
 
 func omitNone(uint64) bool { return false }
+
+// UnmarshalPayloadNoCopy is UnmarshalPayload without the copy: the
+// event's strings share payload's memory, so they hold only while payload
+// is unchanged, and the caller keeps it unchanged for as long as it keeps
+// any of them (a payload read into memory of its own and never reused; or
+// one the caller only looks at before it changes). A text of megabytes is
+// then not copied once more.
+func UnmarshalPayloadNoCopy(kind Kind, id string, at time.Time, payload []byte) (Event, error) {
+	e := Event{Kind: kind, ID: id, At: at}
+	f := e.fields()
+	err := decodeTLVOf(payload, unsafe.String(unsafe.SliceData(payload), len(payload)), PayloadVersion, f[:], nil)
+	return e, err
+}

@@ -151,13 +151,19 @@ func appendStringField(b []byte, tag uint64, s string) []byte {
 // alive (an omit that names no tag, with discard entries in the table,
 // copies only the strings kept).
 func decodeTLV(b []byte, version byte, fields []any, omit func(tag uint64) bool) error {
+	return decodeTLVOf(b, "", version, fields, omit)
+}
+
+// decodeTLVOf is decodeTLV whose strings, when shared is b itself as a
+// string (the same memory, not a copy), are slices of it.
+func decodeTLVOf(b []byte, shared string, version byte, fields []any, omit func(tag uint64) bool) error {
 	if len(b) == 0 {
 		return corrupt("empty (want at least the version byte)")
 	}
 	if b[0] != version {
 		return corrupt("unsupported format version %d (this build reads %d; upgrade it)", b[0], version)
 	}
-	var shared string // string(b), made on the first string field
+	// shared is string(b), made on the first string field if not given.
 	// The strings kept apart from b (with omit), copied together at the end.
 	type kept struct {
 		tag        uint64

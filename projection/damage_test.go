@@ -18,7 +18,8 @@ import (
 // listed and carried into a compacted context (its text says it is lost and
 // what to run), and its neighbours lose nothing; but what would decide with
 // the text or write it down (a command, an artifact, show) refuses, naming
-// the damage, instead of recording the placeholder as if it were the text.
+// the damage, instead of recording the placeholder as if it were the text;
+// a progress, which replaces the text without reading it, does not.
 func TestDamagedTextCostsOnlyItself(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -100,5 +101,12 @@ func TestDamagedTextCostsOnlyItself(t *testing.T) {
 	}
 	if d, err := s.Complete(ctx, other.ID, "done", "", ""); err != nil || d.Result != "done" || d.PersistedAt.IsZero() {
 		t.Errorf("the neighbour completes: %+v %v", d, err)
+	}
+	// A progress replaces the lost text without reading it.
+	if d, err := s.Progress(ctx, hit.ID, "started over"); err != nil || d.Progress != "started over" || d.Prompt != "the prompt" {
+		t.Errorf("a progress over the lost text: %+v %v", d, err)
+	}
+	if d, err := s.Get(hit.ID); err != nil || d.Progress != "started over" {
+		t.Errorf("the record after it: %+v %v", d, err)
 	}
 }

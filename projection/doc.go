@@ -8,10 +8,12 @@
 // events, and appends them (with the stream's expected version, so a
 // concurrent command that got there first is a conflict to decide
 // again); the projector folds the events into the views inside the commit.
-// A terminal command writes its artifact file (package artifact) first and
-// records the terminal and persisted events in one commit, which is when
-// the notification enters the outbox (persist before notify); an artifact
-// that could not be written is retried, and the notification waits for it.
+// A terminal command writes its artifact file (package artifact) while it
+// appends its events, and records the persisted event only once the file
+// is durable: in the same commit, which waits for the file, or, for a
+// large artifact, in a second one (Store.end). That is when the
+// notification enters the outbox (persist before notify); an artifact that
+// could not be written is retried, and the notification waits for it.
 // Readers (list, read, compaction, the status page) read the views; Wait and the read watches learn of new commits from the log.
 //
 // When several daemons share one log (Options.Peers), each delegation has

@@ -248,7 +248,7 @@ func (s *Store) TakeOver(ctx context.Context) (int, error) {
 // artifact writer's once it owns it. Should another daemon take it over
 // first, the copy stays, as a read here would have left it.
 func (s *Store) localArtifact(id string) error {
-	d, err := s.Get(id)
+	d, err := s.stored(id)
 	if err != nil || d.PersistedAt.IsZero() {
 		return err
 	}

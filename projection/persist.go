@@ -14,12 +14,19 @@ import (
 // Persist writes the artifact of a terminal delegation and records a
 // persisted event with its path, size and hash; the terminal notification
 // enters the outbox with that event, never before. It does nothing for a
-// delegation already persisted, nor for one another daemon owns. The
+// delegation already persisted, nor for one another daemon owns. It holds
+// the delegation's lock: a terminal command under way, which writes the
+// artifact itself (end), is waited for rather than written beside. The
 // artifact's bytes depend only on the terminal record, which no later
-// event changes, so the file is written outside the delegation's lock, and
-// writing it again (a concurrent Persist, a retry after a crash) gives the
+// event changes, so writing it again (a retry after a crash) gives the
 // same file.
 func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) {
+	defer s.lock(id)()
+	return s.persistLocked(ctx, id)
+}
+
+// persistLocked is Persist, the lock held.
+func (s *Store) persistLocked(ctx context.Context, id string) (fsm.Delegation, error) {
 	d, err := s.Get(id)
 	if err != nil || !d.State.Terminal() || !d.PersistedAt.IsZero() || !s.own.owned(&d) {
 		return d, err // another daemon's artifact is its owner's to write (owner.go)
@@ -28,15 +35,31 @@ func (s *Store) Persist(ctx context.Context, id string) (fsm.Delegation, error) 
 	if err != nil {
 		return d, err
 	}
-	return s.update(ctx, id, "persisted:"+id, func(d *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
-		if d == nil {
-			return nil, &notFoundError{id: id, dir: s.dir}
+	return s.recordPersisted(ctx, &d, a, "persisted:"+id)
+}
+
+// recordPersisted records that artifact a of terminal delegation d, its
+// record, is durable, the lock held; a non-empty key makes the append
+// idempotent. It is decided on the record without its texts, which no
+// event after the terminal one changes: the record returned takes them
+// from d.
+func (s *Store) recordPersisted(ctx context.Context, d *fsm.Delegation, a fsm.Artifact, key string) (fsm.Delegation, error) {
+	p, err := s.runLocked(ctx, command{id: d.ID, key: key, load: loadStored, decide: func(cur *fsm.Delegation, at time.Time) ([]fsm.Event, error) {
+		if cur == nil {
+			return nil, &notFoundError{id: d.ID, dir: s.dir}
 		}
-		if !s.own.owned(d) {
+		if !s.own.owned(cur) {
 			return nil, nil // taken over meanwhile: the new owner writes it
 		}
-		return fsm.DecidePersisted(d, a, at), nil
-	})
+		return fsm.DecidePersisted(cur, a, at), nil
+	}})
+	if err != nil {
+		return *d, err
+	}
+	for i, t := range p.Texts() {
+		*t = *d.Texts()[i]
+	}
+	return p, nil
 }
 
 // PersistPending persists every terminal delegation whose artifact is not

@@ -64,10 +64,20 @@ func (s *Store) Read(ctx context.Context, root, id string, wait time.Duration) (
 			return ReadResult{}, err
 		}
 		if d.State.Active() {
-			return ReadResult{Text: artifact.PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+			return s.pendingRead(d)
 		}
 	}
 	return s.finishRead(ctx, d)
+}
+
+// pendingRead returns the text of a read that finds no artifact, and the
+// whole record: d's, read again with its texts.
+func (s *Store) pendingRead(d fsm.Delegation) (ReadResult, error) {
+	full, err := s.Get(d.ID)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	return ReadResult{Text: artifact.PendingReadText(&full, s.artifactPath(&full)), Delegation: full}, nil
 }
 
 // readBatch is the end of the reads of one terminal delegation that run
@@ -120,7 +130,9 @@ func (s *Store) closeBatch(id string, b *readBatch) {
 	}
 }
 
-// leadRead does the work of a batch of reads.
+// leadRead does the work of a batch of reads. d is the record without
+// its texts (Store.stored): the read event's command reads them, once, for
+// the record it returns.
 func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (ReadResult, error) {
 	id := d.ID
 	if d.PersistedAt.IsZero() {
@@ -129,7 +141,7 @@ func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (R
 			if err != nil {
 				s.logf.Warn("artifact not written; returning the terminal text", "id", id, "err", err)
 			}
-			return ReadResult{Text: artifact.PendingReadText(&d, s.artifactPath(&d)), Delegation: d}, nil
+			return s.pendingRead(d)
 		}
 		d = p
 	}
@@ -160,7 +172,7 @@ func (s *Store) leadRead(ctx context.Context, d fsm.Delegation, b *readBatch) (R
 
 // visible returns the record if the caller's root session may see it.
 func (s *Store) visible(root, id string) (fsm.Delegation, error) {
-	d, err := s.Get(id)
+	d, err := s.stored(id)
 	if errors.Is(err, fsm.ErrNotFound) || (err == nil && d.RootSessionID != root) {
 		return fsm.Delegation{}, &ReadNotFoundError{ID: id}
 	}
@@ -176,7 +188,7 @@ func (s *Store) awaitTerminal(ctx context.Context, d fsm.Delegation, wait time.D
 		// committed in between is then after it, and the watch sees it.
 		last := s.log.Last()
 		var err error
-		if d, err = s.Get(d.ID); err != nil || !d.State.Active() {
+		if d, err = s.stored(d.ID); err != nil || !d.State.Active() {
 			return d, err
 		}
 		now := s.clock.Now()
@@ -270,7 +282,7 @@ func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) 
 			break
 		}
 		last = s.log.Last()
-		d, err := s.Get(id)
+		d, err := s.stored(id)
 		if err != nil || !d.State.Active() {
 			w.d, w.err = d, err
 			break
@@ -285,20 +297,29 @@ func (s *Store) runWatch(ctx context.Context, id string, w *watch, last uint64) 
 	close(w.done)
 }
 
-// artifact returns the artifact's bytes. A file that is missing, differs
-// from what was persisted, or is not a regular file (a symlink is
-// replaced, never followed) is written again from the record: it is a
-// projection, and its bytes depend only on the record. A file with exactly
-// the persisted size and hash is returned as it is, even when the record
-// renders differently: an imported legacy file is the plugin's rendering.
+// artifact returns the artifact's bytes. A file with exactly the
+// persisted size and hash is returned as it is, even when the record
+// renders differently: an imported legacy file is the plugin's rendering;
+// the record's texts are then not read. A file that is missing, differs
+// from what was persisted and from the record's rendering, or is not a
+// regular file (a symlink is replaced, never followed) is written again
+// from the record: it is a projection, and its bytes depend only on the
+// record. d may be without its texts (Store.stored).
 func (s *Store) artifact(d *fsm.Delegation) ([]byte, error) {
-	want := artifact.Render(d)
 	got, err := artifact.Read(s.dir, d.ArtifactPath)
-	if err == nil && (bytes.Equal(got, want) || persistedContent(d, got)) {
+	if err == nil && persistedContent(d, got) {
 		return got, nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, artifact.ErrNotRegular) {
 		return nil, err
+	}
+	full, gerr := s.Get(d.ID)
+	if gerr != nil {
+		return nil, gerr
+	}
+	want := artifact.Render(&full)
+	if err == nil && bytes.Equal(got, want) {
+		return got, nil
 	}
 	s.logf.Warn("artifact missing, changed or replaced on disk; writing it again from the log", "id", d.ID, "path", d.ArtifactPath)
 	if _, _, err := artifact.Write(s.dir, d.ArtifactPath, want); err != nil {
@@ -512,7 +533,7 @@ func (s *Store) walk(root string, o ListOptions, summaries bool, walkOver int, s
 				continue
 			}
 			if !summaries {
-				if err := addTexts(tx, &d, ord, false, lostShown); err != nil {
+				if err := addTexts(tx, &d, ord, false, lostShown, noText); err != nil {
 					return err
 				}
 			}

@@ -33,7 +33,10 @@ import (
 // rendering alone, in the same iteration); us/ack-big, us/ack-small,
 // us/read-big, us/read-small; complete/artifact(≤2); ack-big/small(≈1);
 // KiB-written/<call>: the pages the call's commits allocated in the file
-// (eventlog.Log.Allocated), deterministic where the times are not.
+// (eventlog.Log.Allocated), deterministic where the times are not;
+// cpu-us/<call>: the process's CPU time (user and system, every goroutine
+// and the GC) over the call, which other processes on the cores do not
+// inflate, where the platform tells it.
 func BenchmarkTextSizes(b *testing.B) {
 	s, err := Open(b.TempDir(), Options{})
 	if err != nil {
@@ -43,15 +46,20 @@ func BenchmarkTextSizes(b *testing.B) {
 	ctx := context.Background()
 	small, progress, result := strings.Repeat("k", 1<<10), strings.Repeat("p", 1<<20), strings.Repeat("r", 4<<20)
 	var progBig, progSmall, complBig, complSmall, artifactWrite, ackBig, ackSmall, readBig, readSmall time.Duration
-	// What each timed call allocated in the file, by the same names.
-	written := map[*time.Duration]int64{}
+	// What each timed call allocated in the file and the CPU time it
+	// took, by the same names.
+	written, cpu := map[*time.Duration]int64{}, map[*time.Duration]time.Duration{}
+	_, cpuKnown := processCPU()
 	timed := func(into *time.Duration, f func() error) {
+		c0, _ := processCPU()
 		a0, t0 := s.Log().Allocated(), time.Now()
 		if err := f(); err != nil {
 			b.Fatal(err)
 		}
 		*into += time.Since(t0)
 		written[into] += s.Log().Allocated() - a0
+		c1, _ := processCPU()
+		cpu[into] += c1 - c0
 	}
 	life := func(prog, res string, progT, complT *time.Duration) string {
 		r := registration()
@@ -121,6 +129,17 @@ func BenchmarkTextSizes(b *testing.B) {
 	b.ReportMetric(kib(&ackBig), "KiB-written/ack-big")
 	b.ReportMetric(kib(&readBig), "KiB-written/read-big")
 	b.ReportMetric(kib(&ackSmall), "KiB-written/ack-small")
+	if cpuKnown {
+		for _, m := range []struct {
+			d    *time.Duration
+			name string
+		}{
+			{&progBig, "progress-1MiB"}, {&progSmall, "progress-1KiB"}, {&complBig, "complete-4MiB"},
+			{&artifactWrite, "artifact-4MiB"}, {&readBig, "read-big"}, {&readSmall, "read-small"},
+		} {
+			b.ReportMetric(us(cpu[m.d]), "cpu-us/"+m.name)
+		}
+	}
 	b.ReportMetric(float64(complBig)/float64(artifactWrite), "complete/artifact(≤2)")
 	b.ReportMetric(float64(ackBig)/float64(ackSmall), "ack-big/small(≈1)")
 }

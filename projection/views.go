@@ -115,7 +115,10 @@ func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 		return err
 	}
 	for _, r := range recs {
-		e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+		// Nothing of the event outlives its record's projection (every
+		// key and value put is a copy), so its strings may share the
+		// record's payload: a large text is hashed where it lies.
+		e, err := fsm.UnmarshalPayloadNoCopy(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
@@ -501,10 +504,39 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 // commands decide with it and artifacts are rendered from it, so what the
 // damage took must not be written down as if it were the text.
 func loadRecord(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
-	return loadWithTexts(tx, id, false, func(i int, err error) (string, error) {
-		return "", fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
-	})
+	return loadWithTexts(tx, id, false, lostDecided(id))
 }
+
+// lostDecided is what loadRecord makes of a text of delegation id whose
+// event is damaged: an error.
+func lostDecided(id string) func(i int, err error) (string, error) {
+	return func(i int, err error) (string, error) {
+		return "", fmt.Errorf("text %d of %q: %w (the log is damaged: `delegations verify` says where, `delegations recover` keeps every intact record)", i, id, err)
+	}
+}
+
+// loadForProgress is loadRecord for a progress command, without the
+// progress text of an active delegation, which the command replaces: a
+// progress message costs its own text, not the one before it too. A
+// terminal delegation's record is read whole: the late command is refused
+// and the record returned as it is.
+func loadForProgress(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
+	d, ord, err := loadOrdinal(tx, id)
+	if err != nil || d == nil {
+		return d, err
+	}
+	skip := noText
+	if d.State.Active() {
+		skip = progressText
+	}
+	return d, addTexts(tx, d, ord, false, lostDecided(id), skip)
+}
+
+// Indexes into fsm.Delegation.Texts.
+const (
+	noText       = -1
+	progressText = 1
+)
 
 // loadShown is loadRecord for what only shows a record (listings, the
 // compaction block, notifications, a bridge's reconciliation): one damaged
@@ -527,13 +559,18 @@ func loadWithTexts(tx *eventlog.Tx, id string, hashed bool, lost func(i int, err
 	if err != nil || d == nil {
 		return d, err
 	}
-	return d, addTexts(tx, d, ord, hashed, lost)
+	return d, addTexts(tx, d, ord, hashed, lost, noText)
 }
 
-// addTexts reads the texts of d, whose ordinal is ord, into it.
-func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error)) error {
+// addTexts reads the texts of d, whose ordinal is ord, into it, all but
+// text skip (noText: all).
+func addTexts(tx *eventlog.Tx, d *fsm.Delegation, ord uint64, hashed bool, lost func(i int, err error) (string, error), skip int) error {
 	all := d.Texts()
-	return addTextsOf(tx, d, ord, all[:], hashed, lost)
+	want := all[:]
+	if skip != noText {
+		want = slices.Delete(slices.Clone(want), skip, skip+1)
+	}
+	return addTextsOf(tx, d, ord, want, hashed, lost)
 }
 
 // addTextsOf is addTexts of the texts of d among want (pointers into d,
@@ -628,7 +665,9 @@ func readText(tx *eventlog.Tx, v []byte, i int, hashed bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e, err := fsm.UnmarshalPayload(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
+	// The record's payload is memory of its own, which nothing else
+	// holds: the text is taken from it without a copy.
+	e, err := fsm.UnmarshalPayloadNoCopy(fsm.Kind(r.Kind), r.Stream, r.Time, r.Payload)
 	if err != nil {
 		return "", fmt.Errorf("record %d: %w", r.Seq, err)
 	}

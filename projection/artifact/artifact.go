@@ -238,9 +238,22 @@ func Read(dir, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+	// Sized as Lstat found it, plus a byte to see the end (or a file
+	// grown since): a file of megabytes is read in one piece, not through
+	// io.ReadAll's doubling copies.
+	b := make([]byte, 0, min(info.Size(), MaxSize)+1)
+	for r := io.LimitReader(f, MaxSize+1); ; {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read artifact %s: %w", rel, err)
+		}
 	}
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("read artifact %s: %w: over the limit of %d bytes", rel, fsm.ErrInvalid, MaxSize)
