@@ -254,7 +254,7 @@ func benchStores(b *testing.B, fn func(b *testing.B, dir string)) {
 }
 
 // BenchmarkReplay runs Run, as the replay command does (its collector set
-// by TuneGC), on a store of
+// by projection.SetGCPolicy), on a store of
 // realistic texts with its views and artifacts, beside a bare cursor scan
 // of the same file measured in the same run: events/s and the ratio to the
 // scan, events per second of the process's CPU time (which other
@@ -308,7 +308,7 @@ func benchRun(b *testing.B, dir string, run func(context.Context, *eventlog.Log,
 		}
 	}
 
-	defer TuneGC()() // as the command runs it
+	defer projection.SetGCPolicy()() // as the command runs it
 	peak := heapPeak()
 	var mem0, mem1 runtime.MemStats
 	runtime.ReadMemStats(&mem0)

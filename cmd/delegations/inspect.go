@@ -13,7 +13,6 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/eventlog"
 	"github.com/delegations/delegations/projection"
-	"github.com/delegations/delegations/replay"
 )
 
 // errFindings ends a reporting verb that found something wrong: the
@@ -36,7 +35,7 @@ func (e *env) inspect(ctx context.Context, req any, alone func(log *eventlog.Log
 		e.be = c
 		err = c.Call(ctx, e.verb.name, req, &res)
 	case errors.Is(err, api.ErrNoDaemon):
-		defer replay.TuneGC()() // this process does nothing else
+		defer projection.SetGCPolicy()() // this process does nothing else
 		err = e.withLog(dir, func(l *eventlog.Log, abs string) error {
 			var err error
 			res, err = alone(l, abs)

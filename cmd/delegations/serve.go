@@ -18,6 +18,7 @@ import (
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/cmd/delegations/ui"
 	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
 
 var serveVerb = verb{
@@ -156,7 +157,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}()
 		return ui.PageURL(ln, o.Token), done, nil
 	}
-	api.SetGCPolicy()
+	projection.SetGCPolicy()
 	return api.Serve(ctx, cfg)
 }
 

@@ -189,7 +189,7 @@ func micros(d time.Duration, n int) float64 { return float64(d.Microseconds()) /
 // and returns a client of it.
 func serveBench(b *testing.B, dir string) *Client {
 	b.Helper()
-	b.Cleanup(SetGCPolicy()) // the daemon's, as serve applies it
+	b.Cleanup(projection.SetGCPolicy()) // the daemon's, as serve applies it
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Status, 1)
 	done := make(chan error, 1)
