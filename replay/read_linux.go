@@ -10,7 +10,7 @@ import (
 // sys is what fileReader.fast keeps open: the data directory and the
 // session directories it read from last.
 type sys struct {
-	data     int                // the data directory; 0: not open
+	data     int                // the data directory, open once sessions is not nil (fd 0 is a valid descriptor)
 	sessions map[sessionDir]int // its open directory
 }
 
@@ -60,7 +60,7 @@ func (fr *fileReader) session(project, root string) (int, bool) {
 	if fd, ok := fr.sessions[key]; ok {
 		return fd, true
 	}
-	if fr.data == 0 {
+	if fr.sessions == nil {
 		fd, err := syscall.Open(fr.dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			return 0, false
@@ -92,7 +92,7 @@ func (fr *fileReader) close() {
 	for _, fd := range fr.sessions {
 		syscall.Close(fd)
 	}
-	if fr.data != 0 {
+	if fr.sessions != nil {
 		syscall.Close(fr.data)
 	}
 }
