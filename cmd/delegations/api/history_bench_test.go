@@ -40,7 +40,10 @@ var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
 // no artifact files are written for it), and copied for each run:
 // s/build says how long building took.
 //
-// Metrics: lifecycles/s on each store and ratio(≥0.9) = large over empty.
+// Metrics: lifecycles/s on each store and ratio(≥0.9) = large over empty;
+// the process's CPU time per lifecycle on each (cpu-us/lifecycle-*, the
+// clients' included) and cpu-ratio = empty over large, which, unlike the
+// rates, hardly moves with the machine's load.
 func BenchmarkLifecyclesHistory(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds a store of -history.events events")
@@ -52,13 +55,22 @@ func BenchmarkLifecyclesHistory(b *testing.B) {
 	empty := historyClients(b, emptyDir, clients)
 	large := historyClients(b, largeDir, clients)
 	b.ResetTimer()
-	var emptyTime, largeTime time.Duration
+	var emptyTime, largeTime, emptyCPU, largeCPU time.Duration
+	cpu0, cpuOK := processCPU()
 	for range b.N {
 		emptyTime += runLifecycles(b, empty, 1)
+		cpu1, _ := processCPU()
 		largeTime += runLifecycles(b, large, 1)
+		cpu2, _ := processCPU()
+		emptyCPU, largeCPU, cpu0 = emptyCPU+cpu1-cpu0, largeCPU+cpu2-cpu1, cpu2
 	}
 	b.StopTimer()
 	lifecycles := float64(clients * b.N)
+	if cpuOK {
+		b.ReportMetric(float64(emptyCPU.Microseconds())/lifecycles, "cpu-us/lifecycle-empty")
+		b.ReportMetric(float64(largeCPU.Microseconds())/lifecycles, "cpu-us/lifecycle-large")
+		b.ReportMetric(emptyCPU.Seconds()/largeCPU.Seconds(), "cpu-ratio")
+	}
 	b.ReportMetric(lifecycles/emptyTime.Seconds(), "lifecycles/s-empty")
 	b.ReportMetric(lifecycles/largeTime.Seconds(), "lifecycles/s-large")
 	b.ReportMetric(emptyTime.Seconds()/largeTime.Seconds(), "ratio(≥0.9)")
