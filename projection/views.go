@@ -180,7 +180,7 @@ func openViews(tx *eventlog.Tx) (*viewTx, error) {
 		if err != nil {
 			return nil, err
 		}
-		if name == bucketSummaries || name == bucketTexts || name == bucketParents || name == bucketMembers || name == bucketRecords {
+		if name == bucketSummaries || name == bucketTexts || name == bucketParents || name == bucketMembers {
 			b.FillPercent = appendFill // a handle's setting lasts its transaction
 		}
 		w.b[name] = b
