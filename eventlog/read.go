@@ -238,9 +238,9 @@ type Tx struct {
 	// writable transaction bbolt opens a bucket anew (a lookup, and
 	// allocations) on every call, and a command's read of one record and
 	// its texts opens the same few several times.
-	events, streams *bolt.Bucket
-	views           [8]namedBucket
-	nviews          int
+	events *bolt.Bucket
+	views  [8]namedBucket
+	nviews int
 }
 
 type namedBucket struct {
@@ -315,24 +315,6 @@ func (t *Tx) Record(seq uint64) (Record, error) {
 		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
 	}
 	return readRecord(t.tx, seq, v)
-}
-
-// StreamNumber returns the number of stream in the stream index: the
-// sequence number of its first record, which never changes; 0 when the
-// stream has no records. A projector may key what it keeps of a stream by
-// it, and find it from the stream's id here: the log already maps every id
-// to it, so a view need not map the ids a second time.
-func (t *Tx) StreamNumber(stream string) uint64 {
-	if t.streams == nil {
-		if t.streams = t.tx.Bucket(bucketStreams); t.streams == nil {
-			return 0 // a scratch file's first transaction, before any record
-		}
-	}
-	v := t.streams.Get([]byte(stream))
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
 }
 
 // StreamVersion returns how many records stream holds.

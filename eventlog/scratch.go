@@ -12,8 +12,6 @@ import (
 // records read elsewhere: a tool that checks a log's views rebuilds them
 // with the real projectors, away from the live file, and compares the two
 // (replay). It holds no records: Tx.Last is 0 and Tx.Record fails in it.
-// It keeps the stream numbers of the records projected (Tx.StreamNumber),
-// which projectors key their views by.
 // It is written without fsync, in transactions as large as the caller's
 // batches; Close removes it.
 type Scratch struct {
@@ -55,7 +53,7 @@ func OpenScratch(dir string) (*Scratch, error) {
 		return nil, fmt.Errorf("scratch file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketViews, bucketCheckpoints} {
+		for _, name := range [][]byte{bucketEvents, bucketViews, bucketCheckpoints} {
 			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
@@ -86,9 +84,6 @@ func (s *Scratch) Project(p Projector, recs []Record) error {
 	}
 	err := guard("scratch", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
-			if err := numberStreams(tx.Bucket(bucketStreams), recs); err != nil {
-				return err
-			}
 			if err := p.Project(&Tx{tx: tx}, recs); err != nil {
 				return fmt.Errorf("projection %s: %w", p.Name(), err)
 			}
@@ -100,22 +95,6 @@ func (s *Scratch) Project(p Projector, recs []Record) error {
 		return err
 	}
 	s.last = recs[len(recs)-1].Seq
-	return nil
-}
-
-// numberStreams gives each stream of recs not seen before its number, the
-// sequence number of its first record, as the log's stream index does.
-func numberStreams(names *bolt.Bucket, recs []Record) error {
-	for i, r := range recs {
-		if i > 0 && r.Stream == recs[i-1].Stream {
-			continue // a stream's records come together in an append
-		}
-		if names.Get([]byte(r.Stream)) == nil {
-			if err := names.Put([]byte(r.Stream), u64(r.Seq)); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 
 // The views, by the names InspectViews reports in ViewEntry.View.
 const (
-	ViewRecords   = bucketRecords   // ordinal → the record without its texts (fsm.Delegation's Summary, binary), or where the summaries view holds it
+	ViewRecords   = bucketRecords   // id → the ordinal and the record without its texts (fsm.Delegation's Summary, binary), or where the summaries view holds it
 	ViewRoots     = bucketRoots     // a root session's delegations, by id
 	ViewSummaries = bucketSummaries // a root session's delegations' summaries, by ordinal
 	ViewParents   = bucketParents   // a parent session's delegations
@@ -38,9 +38,8 @@ type CycleView = fsm.Cycle
 // ViewEntry is one entry of a view, decoded. Which fields are set depends on
 // View:
 //
-//	records    Ordinal, ID, Record (for a delegation the summaries view
-//	           holds, read there: the records entry only points at it,
-//	           with Session, its root)
+//	records    ID, Ordinal, Record (for a delegation the summaries view
+//	           holds, read there: the records entry only points at it)
 //	roots      Session (root), ID, Ordinal
 //	summaries  Session (root), Ordinal, ID, Record (its Summary)
 //	parents    Session (parent), Ordinal, ID
@@ -133,26 +132,14 @@ func DecodeViewEntry(name string, k, v []byte) ViewEntry {
 		return e
 	}
 	switch name {
-	case bucketRecords:
-		if len(k) != 8 || len(v) == 0 {
-			return bad("want <ordinal> → a record or a pointer to one")
-		}
-		e.Ordinal, e.Record = binary.BigEndian.Uint64(k), v
-		if v[0] == rootPointerTag {
-			root, id, ok := cutPointer(v)
-			if !ok {
-				return bad("a pointer without an id")
-			}
-			e.Session, e.ID = string(root), string(id)
-			break
-		}
-		d, err := fsm.UnmarshalSummary(v)
-		if err != nil {
-			return bad("%v", err)
-		}
-		e.ID = d.ID
-	case bucketPending:
+	case bucketRecords, bucketPending:
 		e.ID = string(k)
+		if name == bucketRecords {
+			if len(v) < 9 {
+				return bad("want an ordinal and a record")
+			}
+			e.Ordinal, e.Record = binary.BigEndian.Uint64(v), v
+		}
 	case bucketRoots, bucketDue:
 		i := bytes.IndexByte(k, 0)
 		if i < 0 {
@@ -237,7 +224,7 @@ func Resolve(tx *eventlog.Tx, e *ViewEntry) {
 	case e.Err != nil:
 	case e.View == bucketRecords:
 		var err error
-		if e.Record, err = storedSummary(tx, e.ID, e.Ordinal, e.Value); err != nil {
+		if e.Record, _, err = storedSummary(tx, e.ID, e.Value); err != nil {
 			e.Err = err
 		}
 	case e.View == bucketTexts:

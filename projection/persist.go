@@ -138,13 +138,9 @@ func (s *Store) rewriteArtifacts() error {
 		if err != nil || b == nil {
 			return err
 		}
-		return b.ForEach(func(k, v []byte) error {
-			e := DecodeViewEntry(bucketRecords, k, v)
-			if e.Err != nil {
-				return e.Err
-			}
-			d, err := storedRecord(tx, e.ID, e.Ordinal, v)
-			if err == nil && !d.PersistedAt.IsZero() {
+		return b.ForEach(func(k, _ []byte) error {
+			d, err := loadStored(tx, string(k))
+			if err == nil && d != nil && !d.PersistedAt.IsZero() {
 				ds = append(ds, *d)
 			}
 			return err

@@ -27,14 +27,9 @@ import (
 // and the history's pages are never written again: keyed by the random
 // id, each write of a store with a long history dirtied a page of its own.
 // So are the views written once per delegation where that does (parents,
-// members, records). A delegation's id leads to its ordinal through the
-// log's stream index (eventlog.Tx.StreamNumber: a stream's number is the
-// sequence number of its first record), which maps every id already: a
-// view keyed by id would be a second random insert per registration into
-// a tree as large as the history. Only the roots view, the listing's order
-// by id, takes a key by id.
+// members); those keyed by id (records, roots) are written once too.
 const (
-	bucketRecords   = "records"   // ordinal → where its Summary is: rootPointer (the summaries view holds it), or the Summary itself (binary, AppendRecord)
+	bucketRecords   = "records"   // id → ordinal, then where its Summary is: rootPointer (the summaries view holds it), or the Summary itself (binary, AppendRecord)
 	bucketTexts     = "texts"     // ordinal, n (1 byte) → where the record's n-th text (fsm.Delegation.Texts) is, when not empty: textRef, then the id
 	bucketRoots     = "roots"     // root \0 id → ordinal: a root session's delegations, by id (the listing's order)
 	bucketSummaries = "summaries" // root \0 ordinal → the record's Summary, binary: a root session's delegations in registration order
@@ -99,12 +94,10 @@ func AllCompleteNotificationID(parent string, cycle uint64) string {
 // kept no value in the roots view, so a listing read every whole record;
 // v3 kept every text in the texts view, a second copy of its event's, and
 // every summary in the records view, a second copy of the roots view's;
-// v4 kept the summaries and texts by id, in no order of time; v5 kept the
-// records view by id, a second map of the ids the log's stream index
-// holds).
+// v4 kept the summaries and texts by id, in no order of time).
 type views struct{}
 
-func (views) Name() string { return "views/v6" }
+func (views) Name() string { return "views/v5" }
 
 func (v views) Project(tx *eventlog.Tx, recs []eventlog.Record) error {
 	if len(recs) > 0 && recs[0].Seq == 1 {
@@ -206,11 +199,8 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	if err != nil {
 		return err
 	}
-	if ord == 0 {
-		return fmt.Errorf("the log's stream index has no number for %q, whose record it holds", e.ID)
-	}
 	if prev == nil {
-		prev = &fsm.Delegation{}
+		prev, ord = &fsm.Delegation{}, seq
 	}
 	seeded := *prev
 	for _, t := range seeded.Texts() {
@@ -240,7 +230,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 		// timeline), but it names no root, parent, project or deadline:
 		// it is in no index and no cycle, no artifact is written for it
 		// and no notification is sent. Replay's rules say the same.
-		return w.b[bucketRecords].Put(be64(ord), next.AppendRecord(nil))
+		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
 	}
 	if err := v.moved(w, seq, ord, e, prev, &next); err != nil {
 		return err
@@ -252,7 +242,7 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	sum := ordKey(next.RootSessionID, ord)
 	indexed := prev.Version == 0 && (e.Kind == fsm.KindRegistered || e.Kind == fsm.KindImported)
 	if !indexed && (next.RootSessionID == "" || w.b[bucketSummaries].Get(sum) == nil) {
-		return w.b[bucketRecords].Put(be64(ord), next.AppendRecord(nil))
+		return w.b[bucketRecords].Put([]byte(e.ID), inlineRecord(ord, &next))
 	}
 	if err := w.b[bucketSummaries].Put(sum, next.AppendRecord(nil)); err != nil { // its texts are out
 		return err
@@ -263,54 +253,47 @@ func (v views) apply(w *viewTx, seq uint64, e fsm.Event) error {
 	if err := w.b[bucketRoots].Put(pairKey(next.RootSessionID, e.ID), be64(ord)); err != nil {
 		return err
 	}
-	return w.b[bucketRecords].Put(be64(ord), rootPointer(next.RootSessionID, e.ID))
+	return w.b[bucketRecords].Put([]byte(e.ID), rootPointer(ord, next.RootSessionID))
 }
 
-// A records view value is either rootPointerTag, the root session under
-// which the summaries view holds the delegation's summary, a NUL and its
-// id (which the key, its ordinal, does not say), or the summary itself,
-// which starts with fsm.RecordVersion, never 0.
+// A records view value starts with the delegation's ordinal; then comes
+// either rootPointerTag and the root session under which the summaries
+// view holds its summary, or the summary itself, which starts with
+// fsm.RecordVersion, never 0.
 const rootPointerTag = 0
 
-func rootPointer(root, id string) []byte {
-	return append(append(append([]byte{rootPointerTag}, root...), 0), id...)
+func rootPointer(ord uint64, root string) []byte {
+	return append(append(be64(ord), rootPointerTag), root...)
 }
 
-// cutPointer splits the records view value v into the root and id it
-// points with; ok is false when v is not a pointer.
-func cutPointer(v []byte) (root, id []byte, ok bool) {
-	if len(v) == 0 || v[0] != rootPointerTag {
-		return nil, nil, false
-	}
-	return bytes.Cut(v[1:], []byte{0})
+func inlineRecord(ord uint64, d *fsm.Delegation) []byte {
+	return d.AppendRecord(be64(ord))
 }
 
-// storedSummary returns the summary the records view entry v of id, whose
-// ordinal is ord, stands for: v, or the summaries view's value v points
-// at.
-func storedSummary(tx *eventlog.Tx, id string, ord uint64, v []byte) ([]byte, error) {
-	if len(v) == 0 {
-		return nil, fmt.Errorf("records view %q: an empty entry, want a record or a pointer to one (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
+// storedSummary returns the ordinal of id and the summary the records
+// view entry v of id stands for: the rest of v, or the summaries view's
+// value v points at.
+func storedSummary(tx *eventlog.Tx, id string, v []byte) ([]byte, uint64, error) {
+	if len(v) < 9 {
+		return nil, 0, fmt.Errorf("records view %q: an entry of %d bytes, want an ordinal and a record (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, len(v))
 	}
+	ord, v := binary.BigEndian.Uint64(v), v[8:]
 	if v[0] != rootPointerTag {
-		return v, nil
+		return v, ord, nil
 	}
-	root, _, ok := cutPointer(v)
-	if !ok {
-		return nil, fmt.Errorf("records view %q: a pointer without an id (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id)
-	}
+	root := v[1:]
 	sums, err := tx.Bucket(bucketSummaries)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var sum []byte
 	if sums != nil {
 		sum = sums.Get(ordKey(string(root), ord))
 	}
 	if sum == nil {
-		return nil, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, root)
+		return nil, 0, fmt.Errorf("records view %q: points at root %q, where the summaries view does not hold it (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, root)
 	}
-	return sum, nil
+	return sum, ord, nil
 }
 
 // moved moves a delegation between the views for one event.
@@ -710,41 +693,25 @@ func loadStored(tx *eventlog.Tx, id string) (*fsm.Delegation, error) {
 	return d, err
 }
 
-// loadOrdinal is loadStored, with the delegation's ordinal: its stream's
-// number in the log, which it returns (not 0) for a stream that has
-// records even when the records view holds none.
+// loadOrdinal is loadStored, with the delegation's ordinal.
 func loadOrdinal(tx *eventlog.Tx, id string) (*fsm.Delegation, uint64, error) {
-	ord := tx.StreamNumber(id)
-	if ord == 0 {
-		return nil, 0, nil
-	}
 	b, err := tx.Bucket(bucketRecords)
 	if err != nil || b == nil {
-		return nil, ord, err
+		return nil, 0, err
 	}
-	v := b.Get(be64(ord))
+	v := b.Get([]byte(id))
 	if v == nil {
-		return nil, ord, nil
+		return nil, 0, nil
 	}
-	d, err := storedRecord(tx, id, ord, v)
-	return d, ord, err
-}
-
-// storedRecord decodes the records view entry v of id, whose ordinal is
-// ord, into memory of its own.
-func storedRecord(tx *eventlog.Tx, id string, ord uint64, v []byte) (*fsm.Delegation, error) {
-	v, err := storedSummary(tx, id, ord, v)
+	v, ord, err := storedSummary(tx, id, v)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	d, err := fsm.UnmarshalDelegation(v) // copies v: it outlives the transaction
 	if err != nil {
-		return nil, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
+		return nil, 0, fmt.Errorf("records view %q: %w (the view is derived; the log itself is unaffected)", id, err)
 	}
-	if d.ID != id {
-		return nil, fmt.Errorf("records view: the entry of %q, ordinal %d, holds the record of %q (the view is derived: `delegations replay --rebuild`, daemon stopped, rebuilds it from the log)", id, ord, d.ID)
-	}
-	return &d, nil
+	return &d, ord, nil
 }
 
 // textKey is the texts view's key of the i-th text of the delegation

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -114,23 +115,17 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 		recs := views.Bucket([]byte(bucketRecords))
 		old := map[string][]byte{}
 		if err := recs.ForEach(func(k, v []byte) error {
-			e := DecodeViewEntry(bucketRecords, k, v)
-			if e.Session != "" {
-				v = views.Bucket([]byte(bucketSummaries)).Get(ordKey(e.Session, e.Ordinal))
+			ord, v := binary.BigEndian.Uint64(v), v[8:]
+			if v[0] == rootPointerTag {
+				v = views.Bucket([]byte(bucketSummaries)).Get(ordKey(string(v[1:]), ord))
 			}
 			d, err := fsm.UnmarshalDelegation(v)
 			if err != nil {
 				return err
 			}
-			old[e.ID], err = json.Marshal(d)
+			old[string(k)], err = json.Marshal(d)
 			return err
 		}); err != nil {
-			return err
-		}
-		if err := views.DeleteBucket([]byte(bucketRecords)); err != nil {
-			return err
-		}
-		if recs, err = views.CreateBucket([]byte(bucketRecords)); err != nil {
 			return err
 		}
 		for k, v := range old {
@@ -208,9 +203,8 @@ func TestViewsUpgradeFromV1(t *testing.T) {
 // TestRecordsViewIsBinary pins what the views hold of a record: the
 // summaries view the binary form of the record without its texts, under
 // its root and ordinal (the sequence number of its registration), which
-// decodes to what Get returns without them; the records view, under its
-// ordinal, a pointer to it and its id; the roots view its ordinal under
-// its root and id;
+// decodes to what Get returns without them; the records view its ordinal
+// and a pointer to it; the roots view its ordinal under its root and id;
 // the texts view, under its ordinal, the events that hold the texts.
 func TestRecordsViewIsBinary(t *testing.T) {
 	s := openStore(t, t.TempDir())
@@ -222,8 +216,8 @@ func TestRecordsViewIsBinary(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if ptr := b.Get(be64(ord)); string(ptr) != "\x00"+d.RootSessionID+"\x00"+d.ID {
-			t.Errorf("records view holds %q under ordinal 2, want a pointer to root %q and the id", ptr, d.RootSessionID)
+		if ptr := b.Get([]byte(d.ID)); string(ptr) != "\x00\x00\x00\x00\x00\x00\x00\x02\x00"+d.RootSessionID {
+			t.Errorf("records view holds %q, want ordinal 2 and a pointer to root %q", ptr, d.RootSessionID)
 		}
 		roots, err := tx.Bucket(bucketRoots)
 		if err != nil {

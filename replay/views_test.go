@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,18 +86,10 @@ func TestViewMismatches(t *testing.T) {
 			[]byte(`{"id":"terminal:ghost","kind":"terminal","delegationId":"ghost","parentSessionID":"ses_parent0","seq":3}`)); err != nil {
 			return err
 		}
-		// A text lost: the prompt of ids[0].
-		texts := views.Bucket([]byte(projection.ViewTexts))
-		var prompt []byte
-		if err := texts.ForEach(func(k, v []byte) error {
-			if e := projection.DecodeViewEntry(projection.ViewTexts, k, v); e.ID == ids[0] && e.Text == 0 {
-				prompt = slices.Clone(k)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		if err := texts.Delete(prompt); err != nil {
+		// A text lost: its key is the delegation's ordinal (where its
+		// records entry starts) and the text's number.
+		ord := views.Bucket([]byte(projection.ViewRecords)).Get([]byte(ids[0]))[:8]
+		if err := views.Bucket([]byte(projection.ViewTexts)).Delete(append(append([]byte(nil), ord...), 0)); err != nil {
 			return err
 		}
 		// A deadline moved by a minute: its key holds the time.
