@@ -96,22 +96,3 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
-
-// BenchmarkUnmarshalPayloadTo is a replay's decoding: each payload of a
-// typical life into one event reused, without the prompt. One op is one
-// event.
-func BenchmarkUnmarshalPayloadTo(b *testing.B) {
-	stream := benchStream()
-	b.ReportAllocs()
-	var e Event
-	i := 0
-	for b.Loop() {
-		r := &stream[i]
-		if err := UnmarshalPayloadTo(&e, r.kind, testID, r.at, r.payload, false); err != nil {
-			b.Fatal(err)
-		}
-		if i++; i == len(stream) {
-			i = 0
-		}
-	}
-}
