@@ -177,8 +177,7 @@ func UnmarshalPayload(kind Kind, id string, at time.Time, payload []byte) (Event
 // the payload: a replay, which does not keep prompts, copies a third
 // less.
 func UnmarshalPayloadTo(e *Event, kind Kind, id string, at time.Time, payload []byte, prompt bool) error {
-	*e = Event{} // cleared in place: a composite literal is built aside and copied
-	e.Kind, e.ID, e.At = kind, id, at
+	*e = Event{Kind: kind, ID: id, At: at}
 	f := e.fields()
 	var omit func(uint64) bool
 	if !prompt {
