@@ -44,12 +44,13 @@ const DaemonMappedBound = 64 << 20
 
 // CommandMappedBound is mappedBound for a process that only replays the
 // log (the replay command without a daemon), whose heap stays under about
-// 40 MiB (not verify's: it maps the scratch file of its views too, and
-// its heap is larger; at this bound it reached 320 MiB). A replay's scan reads the log's
-// leaf pages in an order that jumps back and forth over the file, so the
-// fault-around pages of one fault are often dropped before the scan
-// reaches them; at twice the bound a 1M-event replay takes 27,000 faults
-// instead of 50,000, and the drops, each of the whole map, half as many.
+// 40 MiB (not verify's: it maps the scratch file of its views too, and its
+// heap is larger; at this bound it reached 258-313 MiB). A replay's scan
+// reads the log's leaf pages in an order that jumps back and forth over
+// the file, so the fault-around pages of one fault are often dropped
+// before the scan reaches them; at twice the bound a 1M-event replay takes
+// 27,000 faults instead of 50,000, and the drops, each of the whole map,
+// half as many.
 const CommandMappedBound = 128 << 20
 
 // SetMappedBound sets the process's bound on file-backed resident memory
