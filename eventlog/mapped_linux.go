@@ -46,7 +46,7 @@ func fileResident() (int64, bool) {
 
 func overMapped() bool {
 	n, ok := fileResident()
-	return ok && n > mappedBound
+	return ok && n > mappedBound.Load()
 }
 
 // dropRange drops the page-table entries of n bytes of a shared file

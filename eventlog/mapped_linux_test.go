@@ -32,9 +32,7 @@ func fillMapped(t *testing.T) (path string) {
 
 // withBound sets mappedBound for the rest of the test.
 func withBound(t *testing.T, n int64) {
-	old := mappedBound
-	mappedBound = n
-	t.Cleanup(func() { mappedBound = old })
+	t.Cleanup(SetMappedBound(n))
 }
 
 func resident(t *testing.T) int64 {

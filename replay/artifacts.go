@@ -109,10 +109,17 @@ func (a *artifacts) queue(j artifactJob) {
 }
 
 func (a *artifacts) run(fr *fileReader, j *artifactJob) {
-	if !j.rendered && !j.imported && !j.damaged {
-		j.renderSize, j.renderHash = artifact.RenderSum(&j.rec)
-	}
 	got := fr.read(&j.rec)
+	if !j.rendered && !j.imported && !j.damaged {
+		r := &j.rec
+		if got.err == nil && got.size == r.ArtifactSize && got.hash == r.ArtifactHash && artifact.RenderIs(r, got.data) {
+			// The file is as persisted and is the record's rendering: the
+			// rendering's sum is the file's, not computed again.
+			j.renderSize, j.renderHash = got.size, got.hash
+		} else {
+			j.renderSize, j.renderHash = artifact.RenderSum(r)
+		}
+	}
 	f, bad := checkArtifact(a.dir, j, got)
 	if bad && a.elsewhere(j.rec.Owner) {
 		bad = false
@@ -175,11 +182,12 @@ func (a *artifacts) recheck(d *delegation) {
 	a.run(fr, &artifactJob{rec: d.rec, first: d.first, persisted: d.persisted, seq: d.last, imported: d.imported, damaged: true})
 }
 
-// fileRead is what an artifact file holds: its size and hash, or why it
-// cannot be read.
+// fileRead is what an artifact file holds: its size, hash and bytes
+// (valid until the fileReader's next read), or why it cannot be read.
 type fileRead struct {
 	size int64
 	hash uint64
+	data []byte
 	err  error
 }
 
@@ -198,11 +206,11 @@ type fileReader struct {
 func (fr *fileReader) read(r *fsm.Delegation) fileRead {
 	if artifact.IsRelPath(r.ArtifactPath, r.ProjectID, r.RootSessionID, r.ID) {
 		if b, ok := fr.fast(r.ProjectID, r.RootSessionID, r.ID+".md", r.ArtifactSize); ok {
-			return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b)}
+			return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b), data: b}
 		}
 	}
 	b, err := artifact.Read(fr.dir, r.ArtifactPath)
-	return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b), err: err}
+	return fileRead{size: int64(len(b)), hash: xxhash.Sum64(b), data: b, err: err}
 }
 
 func checkArtifact(dir string, j *artifactJob, got fileRead) (Finding, bool) {

@@ -3,6 +3,7 @@ package replay
 import (
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/delegations/delegations/projection/artifact"
 )
@@ -10,6 +11,7 @@ import (
 // sys is what fileReader.fast keeps open: the data directory and the
 // session directories it read from last.
 type sys struct {
+	name     []byte             // the file name fast opens, NUL-terminated
 	data     int                // the data directory, open once sessions is not nil (fd 0 is a valid descriptor)
 	sessions map[sessionDir]int // its open directory
 }
@@ -39,10 +41,18 @@ func (fr *fileReader) fast(project, root, name string, size int64) ([]byte, bool
 	if !ok {
 		return nil, false
 	}
-	fd, err := syscall.Openat(dir, name, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if err != nil {
+	// The name, NUL-terminated in a buffer kept (syscall.Openat allocates
+	// a copy of it per call); one with a NUL inside names another file.
+	if strings.IndexByte(name, 0) >= 0 {
 		return nil, false
 	}
+	fr.name = append(append(fr.name[:0], name...), 0)
+	r, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(dir), uintptr(unsafe.Pointer(&fr.name[0])),
+		syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0, 0, 0)
+	if errno != 0 {
+		return nil, false
+	}
+	fd := int(r)
 	defer syscall.Close(fd)
 	if want := int(size) + 1; cap(fr.buf) < want {
 		fr.buf = make([]byte, want)

@@ -24,7 +24,8 @@ const rssGoal = 256 << 20
 // and stacks, and the pages of the log and of the scratch file mapped in,
 // which a user sees in top's RES) while it does what the daemon does for
 // the long commands: open the store (a writable open walks every page of
-// the file), verify, replay. Each phase starts from the memory left after
+// the file), verify, replay; and replay as the command runs it without a
+// daemon (eventlog.CommandMappedBound). Each phase starts from the memory left after
 // the previous one, returned to the system, with the peak reset
 // (/proc/self/clear_refs); peak-rss-MiB is the largest, rss/256MiB its
 // ratio to the goal. Linux only.
@@ -38,7 +39,7 @@ func BenchmarkRSS(b *testing.B) {
 	}
 	buildBenchStore(b, dir, *rssEvents)
 	ctx := context.Background()
-	phases := []string{"open", "verify", "replay"}
+	phases := []string{"open", "verify", "replay", "replay-command"}
 	peaks := make([]int64, len(phases))
 	for b.Loop() {
 		var l *eventlog.Log
@@ -58,6 +59,10 @@ func BenchmarkRSS(b *testing.B) {
 				}
 			case "replay":
 				_, err = Run(ctx, l, dir, Options{})
+			case "replay-command": // as the command runs it without a daemon
+				restore := eventlog.SetMappedBound(eventlog.CommandMappedBound)
+				_, err = Run(ctx, l, dir, Options{})
+				restore()
 			}
 			if err != nil {
 				b.Fatal(err)

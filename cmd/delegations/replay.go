@@ -41,6 +41,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 		return runRebuild(ctx, e)
 	}
 	return e.inspect(ctx, api.ReplayRequest{Until: *until}, func(l *eventlog.Log, dir string) (api.Rendered, error) {
+		defer eventlog.SetMappedBound(eventlog.CommandMappedBound)() // no daemon: this process holds nothing else
 		return api.Replay(ctx, l, dir, storedDaemonID(dir), api.ReplayRequest{Until: *until}, e.progress())
 	})
 }

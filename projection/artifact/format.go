@@ -116,6 +116,25 @@ func RenderSum(d *fsm.Delegation) (size int64, sum uint64) {
 	return size, h.Sum64()
 }
 
+// RenderIs reports whether Render(d) is b, without making it: the pieces
+// are compared where they lie with b, and b checked once for UTF-8. Replay
+// checks each artifact file it read against its record's rendering this
+// way, cheaper than hashing the rendering (RenderSum) and comparing the
+// sums.
+func RenderIs(d *fsm.Delegation, b []byte) bool {
+	var p renderPieces
+	rest := b
+	for _, s := range p.of(d) {
+		if len(rest) < len(s) || string(rest[:len(s)]) != s {
+			return bytes.Equal(Render(d), b) // Render replaced what is not UTF-8, or b differs
+		}
+		rest = rest[len(s):]
+	}
+	// The pieces are b: Render(d) is b when b is UTF-8, and b with its
+	// invalid bytes replaced when it is not.
+	return len(rest) == 0 && utf8.Valid(b)
+}
+
 // renderPieces holds an artifact's text as the pieces Render writes one
 // after the other: the one home of its layout, for Render and RenderSum.
 type renderPieces [18]string

@@ -1,6 +1,7 @@
 package artifact
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -28,5 +29,27 @@ func TestRenderSum(t *testing.T) {
 		if size != int64(len(want)) || sum != Sum(want) {
 			t.Errorf("%s: RenderSum = %d bytes, %016x; Render is %d bytes, %016x", tc.name, size, sum, len(want), Sum(want))
 		}
+		if !RenderIs(&tc.d, want) {
+			t.Errorf("%s: RenderIs(Render) = false", tc.name)
+		}
+		raw := renderRaw(&tc.d) // the pieces as they are: Render's bytes only when they are UTF-8
+		if got := RenderIs(&tc.d, raw); got != bytes.Equal(raw, want) {
+			t.Errorf("%s: RenderIs(the pieces, not replaced) = %v", tc.name, got)
+		}
+		for _, other := range [][]byte{nil, want[:len(want)-1], append(bytes.Clone(want), 'x'), append([]byte("X"), want[1:]...)} {
+			if RenderIs(&tc.d, other) {
+				t.Errorf("%s: RenderIs(%q) = true", tc.name, other)
+			}
+		}
 	}
+}
+
+// renderRaw is Render without its replacement of what is not UTF-8.
+func renderRaw(d *fsm.Delegation) []byte {
+	var p renderPieces
+	var b []byte
+	for _, s := range p.of(d) {
+		b = append(b, s...)
+	}
+	return b
 }
