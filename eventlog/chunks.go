@@ -3,10 +3,11 @@ package eventlog
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/delegations/delegations/internal/uncleared"
 )
 
 // Large payloads are stored in chunks, apart from their record.
@@ -247,7 +248,10 @@ func (p chunkedPayload) assembleTo(dst []byte, seq uint64, src chunkSource) ([]b
 	if src == nil {
 		return nil, corrupt(seq, "the payload is in %d chunks, which were not read", p.chunks())
 	}
-	out := slices.Grow(dst[:0], p.length)
+	if cap(dst) < p.length {
+		dst = uncleared.Make(p.length) // written over whole below
+	}
+	out := dst[:0]
 	n := p.chunks()
 	for i := range n {
 		v := src(seq, uint32(i))

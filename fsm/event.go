@@ -1,9 +1,10 @@
 package fsm
 
 import (
-	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/delegations/delegations/internal/uncleared"
 )
 
 // Event is one fact about a delegation: a decided command (registered …
@@ -144,25 +145,9 @@ func (e *Event) PayloadSize() int {
 // Format: one version byte (PayloadVersion), then for each non-zero field in
 // ascending tag order: tag (uvarint), length (uvarint), value (see tlv.go).
 func (e Event) MarshalPayload() []byte {
-	return e.AppendPayload(makeUncleared(e.PayloadSize()))
+	// A payload of megabytes is written over at once: not cleared first.
+	return e.AppendPayload(uncleared.Make(e.PayloadSize()))
 }
-
-// makeUncleared returns an empty slice of capacity n. From largeUncleared
-// bytes its memory is not cleared first: a payload of megabytes (a
-// result) is written over at once, and clearing it first cost a pass over
-// it as long as the copy. Such memory is what strings.Builder allocates,
-// which it does not clear; nothing else holds it.
-func makeUncleared(n int) []byte {
-	if n < largeUncleared {
-		return make([]byte, 0, n)
-	}
-	var sb strings.Builder
-	sb.Grow(n)
-	sb.WriteByte(0) // a string of one byte, whose data is the buffer's start
-	return unsafe.Slice(unsafe.StringData(sb.String()), n)[:0]
-}
-
-const largeUncleared = 64 << 10
 
 // AppendPayload appends the payload of e (see MarshalPayload) to b.
 func (e *Event) AppendPayload(b []byte) []byte {

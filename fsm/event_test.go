@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/delegations/delegations/internal/uncleared"
 )
 
 // sampleEvents has one event of every kind with every field its kind
@@ -219,11 +221,11 @@ func FuzzUnmarshalPayload(f *testing.F) {
 	})
 }
 
-// TestMarshalLargePayload: a payload past largeUncleared, whose memory is
+// TestMarshalLargePayload: a payload past uncleared.Large, whose memory is
 // not cleared before it is written, is the same bytes as one appended to
 // cleared memory, of its size, and decodes to the event.
 func TestMarshalLargePayload(t *testing.T) {
-	e := Event{Kind: KindCompleted, ID: "plain-white-yak", Result: strings.Repeat("résultat ", largeUncleared/4), Title: "t", Description: "d"}
+	e := Event{Kind: KindCompleted, ID: "plain-white-yak", Result: strings.Repeat("résultat ", uncleared.Large/4), Title: "t", Description: "d"}
 	got := e.MarshalPayload()
 	if want := e.AppendPayload(nil); !bytes.Equal(got, want) || len(got) != e.PayloadSize() || cap(got) < len(got) {
 		t.Fatalf("MarshalPayload: %d bytes, cap %d; AppendPayload gives %d, PayloadSize %d", len(got), cap(got), len(want), e.PayloadSize())
