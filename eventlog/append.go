@@ -14,7 +14,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Entry is one record to append; the log assigns its sequence number.
+// Entry is one record to append; the log assigns its sequence number. The
+// log writes a large Payload from the caller's memory (chunks.go), which
+// must not change until Append returns.
 type Entry struct {
 	Kind    uint16
 	Time    time.Time
