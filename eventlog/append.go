@@ -14,7 +14,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Entry is one record to append; the log assigns its sequence number.
+// Entry is one record to append; the log assigns its sequence number. The
+// log writes a large Payload from the caller's memory (chunks.go), which
+// must not change until Append returns.
 type Entry struct {
 	Kind    uint16
 	Time    time.Time
@@ -66,10 +68,13 @@ type request struct {
 	// upstream, when not 0, is the sequence number the shared log gave
 	// the append's first record: a replica applies it only there.
 	upstream uint64
-	state    atomic.Int32
-	res      Result
-	err      error
-	done     chan struct{}
+	// sums, if not nil, holds the chunks' checksums of each entry's
+	// payload, where the appender computed them (chunkSums).
+	sums  [][]byte
+	state atomic.Int32
+	res   Result
+	err   error
+	done  chan struct{}
 }
 
 // Append durably appends a.Entries to a.Stream. It returns only after the
@@ -110,6 +115,16 @@ func (l *Log) Append(ctx context.Context, a Append) (Result, error) {
 	}
 
 	r := &request{app: a, done: make(chan struct{})}
+	// A large payload's checksums, computed here rather than by the
+	// writer, which every append waits for.
+	for i, e := range a.Entries {
+		if sums := chunkSums(e.Payload); sums != nil {
+			if r.sums == nil {
+				r.sums = make([][]byte, len(a.Entries))
+			}
+			r.sums[i] = sums
+		}
+	}
 	select {
 	case l.reqs <- r:
 	case <-ctx.Done():
@@ -373,7 +388,11 @@ func (w *writeTx) apply(r *request, last uint64) ([]Record, error) {
 	for i, e := range a.Entries {
 		seq := last + 1 + uint64(i)
 		nanos := e.Time.UnixNano()
-		if err := putRecord(w.events, seq, e.Kind, nanos, a.Stream, a.Key, e.Payload); err != nil {
+		var sums []byte
+		if r.sums != nil {
+			sums = r.sums[i]
+		}
+		if err := putRecord(w.events, seq, e.Kind, nanos, a.Stream, a.Key, e.Payload, sums); err != nil {
 			return nil, err
 		}
 		var err error

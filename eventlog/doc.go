@@ -19,8 +19,8 @@
 //
 // A payload longer than InlineLen is stored in chunks of at most ChunkLen
 // bytes, in a bucket of its own, written in the same commit as its record
-// and each with its own checksum, bound to the record's payload hash
-// (chunks.go): bbolt writes a whole leaf
+// and each with its checksum in the record (chunks.go): bbolt writes a
+// whole leaf
 // again whenever a key in it changes, so a large payload kept in the
 // events bucket's last leaf would be written again by every append after
 // it. A record costs its own bytes once, whatever its size, and no stored

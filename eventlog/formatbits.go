@@ -7,7 +7,9 @@ import (
 )
 
 // The meta bucket's format key holds one byte. Its low six bits are the
-// layout's version (FormatVersion, or 1 for a file from before chunks);
+// layout's version (FormatVersion, or an earlier one: 1 for a file from
+// before chunks, 2 for one from before chunks listed their checksums in
+// their record);
 // its high two are flags for a file that no process may write as a plain
 // log:
 //
@@ -46,12 +48,12 @@ const (
 )
 
 // knownFormat accepts the values of the format key this build reads: the
-// layout FormatVersion, or 1, the format before chunks (every payload
-// inline), which a writer upgrades (initFormat); under any flags. Anything
-// else is a file of a later build.
+// layout FormatVersion, or 1 (every payload inline) or 2 (chunks with their
+// own checksums), which a writer upgrades (initFormat); under any flags.
+// Anything else is a file of a later build.
 func knownFormat(v []byte) error {
 	if len(v) == 1 {
-		if layout := v[0] &^ formatFlags; layout == FormatVersion || layout == 1 {
+		if layout := v[0] &^ formatFlags; layout >= 1 && layout <= FormatVersion {
 			return nil
 		}
 	}
@@ -78,8 +80,9 @@ func setFormatFlag(meta *bolt.Bucket, flag byte) error {
 }
 
 // initFormat, in a writer's Open, writes the format byte of a new file,
-// checks an existing one, and upgrades the layout of a file from before
-// chunks to FormatVersion, keeping its flags: a writer that then refuses
+// checks an existing one, and upgrades the layout of a file of an earlier
+// version to FormatVersion (its records stay as they are: this build reads
+// them), keeping its flags: a writer that then refuses
 // the file (a replica's, without its upstream) leaves it flagged.
 func initFormat(meta *bolt.Bucket) error {
 	v := meta.Get(metaFormat)

@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-// TestKnownFormat: this build reads layouts 1 and 2 under either flag and
-// refuses anything else; the builds before it open a plain file, and no
-// build before the replica bit opens a replica's file.
+// TestKnownFormat: this build reads layouts 1 to 3 under either flag and
+// refuses anything else; the builds before it open a plain file of layout
+// 1 or 2, not one of layout 3, and no build before the replica bit opens a
+// replica's file.
 func TestKnownFormat(t *testing.T) {
 	for _, c := range []struct {
 		v     byte
@@ -21,6 +22,9 @@ func TestKnownFormat(t *testing.T) {
 		{1 | replicaBit, []bool{false, false}},
 		{2 | replicaBit, []bool{false, false}},
 		{2 | sealedBit | replicaBit, []bool{false, false}},
+		{3, []bool{false, false}},
+		{3 | sealedBit, []bool{false, false}},
+		{3 | replicaBit, []bool{false, false}},
 	} {
 		if err := knownFormat([]byte{c.v}); err != nil {
 			t.Errorf("format %#x: %v", c.v, err)
@@ -31,7 +35,7 @@ func TestKnownFormat(t *testing.T) {
 			}
 		}
 	}
-	for _, v := range [][]byte{nil, {}, {0}, {3}, {3 | replicaBit}, {3 | sealedBit}, {0x20 | 2}, {2, 0}} {
+	for _, v := range [][]byte{nil, {}, {0}, {4}, {4 | replicaBit}, {4 | sealedBit}, {0x20 | 2}, {2, 0}} {
 		if err := knownFormat(v); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("format %v: %v, want it refused", v, err)
 		}

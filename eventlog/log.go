@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -190,19 +192,33 @@ func Open(path string, opts Options) (*Log, error) {
 	if openFile == nil {
 		openFile = os.OpenFile
 	}
+	bopts := &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+		ReadOnly:     opts.ReadOnly,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := openFile(name, flag, perm)
+			file = f
+			return f, err
+		},
+	}
+	if !opts.ReadOnly && runtime.GOOS != "windows" {
+		// Address space, not memory (Windows would grow the file to it):
+		// the file then grows without bbolt mapping it again, which in a
+		// commit waits for every read transaction to end and copies every
+		// key and value the commit wrote to the heap (a large payload's
+		// chunks once more), at every doubling of the file up to 1 GiB.
+		bopts.InitialMmapSize = wideMmap
+	}
 	var db *bolt.DB
 	err := guard("open", func() error {
 		var err error
-		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:      opts.LockTimeout,
-			FreelistType: bolt.FreelistMapType,
-			ReadOnly:     opts.ReadOnly,
-			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-				f, err := openFile(name, flag, perm)
-				file = f
-				return f, err
-			},
-		})
+		db, err = bolt.Open(path, 0o600, bopts)
+		if err != nil && bopts.InitialMmapSize != 0 && errors.Is(err, syscall.ENOMEM) {
+			// A limit on address space (ulimit -v): map as the file grows.
+			bopts.InitialMmapSize = 0
+			db, err = bolt.Open(path, 0o600, bopts)
+		}
 		return err
 	})
 	if db == nil && file != nil && err != nil {

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -10,12 +11,14 @@ import (
 )
 
 // FormatVersion is the version of the file's layout, kept in its meta
-// bucket. Version 2 added payloads stored in chunks (chunks.go); a file of
-// version 1 (every payload inside its record) is read as it is, and a
-// writer marks it version 2 when it opens it. Records carry their own
-// version byte (recordInline or recordChunked); one with another version
-// is refused rather than guessed at.
-const FormatVersion = 2
+// bucket. Version 2 added payloads stored in chunks (chunks.go), version 3
+// chunks whose checksums are in their record (recordListed); a file of
+// version 1 or 2 is read as it is, and a writer marks it version 3 when it
+// opens it: an older build refuses it rather than meet records it cannot
+// read. Records carry their own version byte (recordInline, recordChunked
+// or recordListed); one with another version is refused rather than
+// guessed at.
+const FormatVersion = 3
 
 // Limits on what one record may hold. They keep a single append from
 // producing a transaction bbolt handles badly and make hostile sizes fail
@@ -39,7 +42,7 @@ type Record struct {
 
 // Layout of an encoded record (all integers big-endian):
 //
-//	version  1 byte  (recordInline; recordChunked: see appendChunkedRecord)
+//	version  1 byte  (recordInline; recordListed: see appendListedRecord)
 //	kind     2 bytes
 //	time     8 bytes (Unix nanoseconds, signed)
 //	stream   1 byte length + bytes
@@ -119,6 +122,7 @@ func decodeHead(seq uint64, b []byte) (r Record, chunked chunkedPayload, err err
 	if len(r.Payload) > 0 {
 		r.Payload = append([]byte(nil), r.Payload...)
 	}
+	chunked.sums = bytes.Clone(chunked.sums)
 	return r, chunked, err
 }
 
@@ -133,8 +137,8 @@ func lendHead(seq uint64, b []byte, prev string) (r Record, chunked chunkedPaylo
 	if got := checksum(seq, body); got != sum {
 		return Record{}, chunked, corrupt(seq, "checksum mismatch: stored %016x, computed %016x", sum, got)
 	}
-	if body[0] != recordInline && body[0] != recordChunked {
-		return Record{}, chunked, corrupt(seq, "unknown record format version %d (this build reads %d and %d)", body[0], recordInline, recordChunked)
+	if body[0] != recordInline && body[0] != recordChunked && body[0] != recordListed {
+		return Record{}, chunked, corrupt(seq, "unknown record format version %d (this build reads %d, %d and %d)", body[0], recordInline, recordChunked, recordListed)
 	}
 	kind := binary.BigEndian.Uint16(body[1:3])
 	nanos := int64(binary.BigEndian.Uint64(body[3:11]))
@@ -153,15 +157,27 @@ func lendHead(seq uint64, b []byte, prev string) (r Record, chunked chunkedPaylo
 	}
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
-	if body[0] == recordChunked {
-		if len(rest) != 4+8 {
-			return Record{}, chunked, corrupt(seq, "chunked payload: %d bytes after the payload length, want 12", len(rest))
+	if body[0] != recordInline {
+		if len(rest) < 4 {
+			return Record{}, chunked, corrupt(seq, "chunked payload: the chunk length is missing")
 		}
-		chunked = chunkedPayload{length: int(n), chunkLen: int(binary.BigEndian.Uint32(rest)), hash: binary.BigEndian.Uint64(rest[4:])}
-		rest = nil
+		chunked = chunkedPayload{length: int(n), chunkLen: int(binary.BigEndian.Uint32(rest))}
 		if chunked.length == 0 || chunked.length > MaxPayloadLen || chunked.chunkLen == 0 {
 			return Record{}, chunkedPayload{}, corrupt(seq, "chunked payload of %d bytes in chunks of %d", chunked.length, chunked.chunkLen)
 		}
+		want := 8 // format 2: the payload's hash
+		if body[0] == recordListed {
+			want = 8 * chunked.chunks() // each chunk's checksum
+		}
+		if rest = rest[4:]; len(rest) != want {
+			return Record{}, chunkedPayload{}, corrupt(seq, "chunked payload: %d bytes after the chunk length, want %d", len(rest), want)
+		}
+		if body[0] == recordListed {
+			chunked.sums = rest
+		} else {
+			chunked.hash = binary.BigEndian.Uint64(rest)
+		}
+		rest = nil
 	} else if uint64(n) != uint64(len(rest)) {
 		return Record{}, chunked, corrupt(seq, "payload length %d does not match the %d bytes stored", n, len(rest))
 	}

@@ -24,8 +24,9 @@ type Salvaged struct {
 	// chunk copy that is not theirs was found under one of their chunks'
 	// keys and passed over: a chunk of a commit whose outcome was unknown
 	// (another record with the same sequence number), or a damaged copy.
-	// StaleChunks counts those copies. A chunk's checksum is bound to its
-	// record's payload, so such a copy can never be taken for the record's.
+	// StaleChunks counts those copies. A chunk's checksum is in its record
+	// (format 2: bound to its payload's hash), so such a copy can never be
+	// taken for the record's.
 	ChunkConflicts []uint64
 	StaleChunks    int
 	// Damage lists what is wrong with the file's structure.
@@ -63,8 +64,8 @@ func (s *Salvaged) Lost() []uint64 {
 // ErrBroken) and that never became part of the tree can be found too: they
 // are taken only where the tree has nothing for that sequence number. Their
 // chunks can be found too, under the same keys as the live record's: every
-// copy found is a candidate, and a record takes only chunks whose checksum,
-// bound to its own payload hash, passes (ChunkConflicts says where others
+// copy found is a candidate, and a record takes only chunks that pass the
+// checksums it holds (format 2: bound to its own payload hash) (ChunkConflicts says where others
 // were passed over), so whichever copy the scan meets first, an intact
 // record is never lost to another's chunks.
 //
@@ -101,8 +102,8 @@ func salvage(pf *pageFile, size int64, out *Salvaged) {
 	// A chunked record's payload is in the chunks bucket: every pair with
 	// a chunk's shape, from the tree and from every leaf page, is kept as
 	// a candidate for its key, and chunked records are decoded once every
-	// page was read. A chunk's checksum is bound to its record's payload
-	// hash, so only record seq's own chunks pass as its chunks: a copy
+	// page was read. A chunk's checksum is in its record (format 2: bound
+	// to its payload's hash), so only record seq's own chunks pass as its chunks: a copy
 	// left by a failed commit of another record seq, or a damaged one, is
 	// passed over and counted in StaleChunks. Candidates are slices of the
 	// mapped file, one per copy (copies of their page only where the file

@@ -20,9 +20,10 @@ type Scratch struct {
 	last uint64
 }
 
-// scratchMmap is the scratch file's initial mapping: 16 GiB of address
-// space on 64-bit platforms, 1 GiB on 32-bit ones.
-const scratchMmap = 1 << (30 + 4*(^uint(0)>>63))
+// wideMmap is the initial mapping of a file that grows under a writer, the
+// scratch file's and a log writer's: 16 GiB of address space on 64-bit
+// platforms, 1 GiB on 32-bit ones.
+const wideMmap = 1 << (30 + 4*(^uint(0)>>63))
 
 // OpenScratch creates a scratch file in dir (os.TempDir() when empty).
 func OpenScratch(dir string) (*Scratch, error) {
@@ -40,7 +41,7 @@ func OpenScratch(dir string) (*Scratch, error) {
 		// Address space, not memory: growing the file then never remaps
 		// it, and a remap in a write transaction copies every key and
 		// value the transaction touched to the heap.
-		InitialMmapSize: scratchMmap,
+		InitialMmapSize: wideMmap,
 	}
 	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {

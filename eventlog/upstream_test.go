@@ -326,8 +326,9 @@ func TestReplicaBoundToItsLog(t *testing.T) {
 // ignores the upstream key cannot serve the file as a plain log; a plain
 // writer and Seal refuse it and leave the bit; readers open it. A plain
 // log, and a copy of the shared log into a plain file (migrate --from
-// etcd's way: Import), keep their format byte exactly, so older builds
-// still open them.
+// etcd's way: Import), carry no flag: only their layout, FormatVersion,
+// which the builds before format 3 refuse (they cannot read its chunked
+// records).
 func TestReplicaFormatBit(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	dir := t.TempDir()
@@ -408,8 +409,8 @@ func TestReplicaFormatBit(t *testing.T) {
 	b.Close()
 	wantFormat(t, back, eventlog.FormatVersion)
 	for _, old := range eventlog.OlderBuilds {
-		if !old.Opens(eventlog.FormatVersion) {
-			t.Errorf("a build %s does not open a plain file", old.Name)
+		if old.Opens(eventlog.FormatVersion) {
+			t.Errorf("a build %s opens a file of format %d", old.Name, eventlog.FormatVersion)
 		}
 	}
 }
@@ -428,10 +429,12 @@ func TestReplicaGetsBitOnOpen(t *testing.T) {
 	}
 	before := records(t, l)
 	l.Close()
-	if err := eventlog.SetFormatByte(path, eventlog.FormatVersion); err != nil {
+	// The file's records are this build's: only the format byte is the
+	// older build's (its layout, 2).
+	if err := eventlog.SetFormatByte(path, 2); err != nil {
 		t.Fatal(err)
 	}
-	if !eventlog.OlderBuilds[1].Opens(eventlog.FormatVersion) {
+	if !eventlog.OlderBuilds[1].Opens(2) {
 		t.Fatalf("the build %s does not open the file it wrote", eventlog.OlderBuilds[1].Name)
 	}
 

@@ -3,6 +3,8 @@ package fsm
 import (
 	"time"
 	"unsafe"
+
+	"github.com/delegations/delegations/internal/uncleared"
 )
 
 // Event is one fact about a delegation: a decided command (registered …
@@ -143,7 +145,8 @@ func (e *Event) PayloadSize() int {
 // Format: one version byte (PayloadVersion), then for each non-zero field in
 // ascending tag order: tag (uvarint), length (uvarint), value (see tlv.go).
 func (e Event) MarshalPayload() []byte {
-	return e.AppendPayload(make([]byte, 0, e.PayloadSize()))
+	// A payload of megabytes is written over at once: not cleared first.
+	return e.AppendPayload(uncleared.Make(e.PayloadSize()))
 }
 
 // AppendPayload appends the payload of e (see MarshalPayload) to b.

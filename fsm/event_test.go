@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/delegations/delegations/internal/uncleared"
 )
 
 // sampleEvents has one event of every kind with every field its kind
@@ -216,4 +219,19 @@ func FuzzUnmarshalPayload(f *testing.F) {
 		// whatever decodes also folds without panicking
 		_ = Evolve(Delegation{}, e)
 	})
+}
+
+// TestMarshalLargePayload: a payload past uncleared.Large, whose memory is
+// not cleared before it is written, is the same bytes as one appended to
+// cleared memory, of its size, and decodes to the event.
+func TestMarshalLargePayload(t *testing.T) {
+	e := Event{Kind: KindCompleted, ID: "plain-white-yak", Result: strings.Repeat("résultat ", uncleared.Large/4), Title: "t", Description: "d"}
+	got := e.MarshalPayload()
+	if want := e.AppendPayload(nil); !bytes.Equal(got, want) || len(got) != e.PayloadSize() || cap(got) < len(got) {
+		t.Fatalf("MarshalPayload: %d bytes, cap %d; AppendPayload gives %d, PayloadSize %d", len(got), cap(got), len(want), e.PayloadSize())
+	}
+	back, err := UnmarshalPayload(e.Kind, e.ID, e.At, got)
+	if err != nil || back.Result != e.Result || back.Title != e.Title || back.Description != e.Description {
+		t.Fatalf("decoded %d-byte result, %q, %q: %v", len(back.Result), back.Title, back.Description, err)
+	}
 }

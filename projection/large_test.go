@@ -22,10 +22,10 @@ func TestLargeArtifactCommittedBesideItsFile(t *testing.T) {
 	t.Cleanup(func() { largeArtifact, writeArtifactFile = large, write })
 	largeArtifact = 0
 	release, entered := make(chan struct{}), make(chan struct{}, 1)
-	writeArtifactFile = func(dir, rel string, content []byte) (int64, uint64, error) {
+	writeArtifactFile = func(dir, rel string, r *artifact.Rendering) error {
 		entered <- struct{}{}
 		<-release // held until the test lets it go
-		return write(dir, rel, content)
+		return write(dir, rel, r)
 	}
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -542,10 +542,10 @@ func TestSlowArtifactDoesNotHoldTheLog(t *testing.T) {
 	release, entered := make(chan struct{}), make(chan struct{}, 1)
 	write, wait := writeArtifactFile, artifactWait
 	t.Cleanup(func() { writeArtifactFile, artifactWait = write, wait })
-	writeArtifactFile = func(dir, rel string, content []byte) (int64, uint64, error) {
+	writeArtifactFile = func(dir, rel string, r *artifact.Rendering) error {
 		entered <- struct{}{}
 		<-release // held until the test lets it go
-		return write(dir, rel, content)
+		return write(dir, rel, r)
 	}
 	artifactWait = time.Millisecond
 

@@ -459,7 +459,6 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 	var (
 		writeErr error
 		large    *artifactWrite // a large artifact under way, whose persisted event comes after
-		largeA   fsm.Artifact
 	)
 	d, err = s.runLocked(ctx, command{
 		id: id,
@@ -476,18 +475,22 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 			if !ended || !next.PersistedAt.IsZero() || !s.own.owned(next) {
 				return nil, nil // or its owner writes it (owner.go)
 			}
-			rel, content, err := renderArtifact(next)
+			rel, err := artifact.RelPath(next.ProjectID, next.RootSessionID, next.ID)
 			if writeErr = err; err != nil {
 				return nil, nil
 			}
-			w := s.startArtifactFile(id, rel, content)
-			// Hashed while the file is written: the persisted event needs
-			// the hash before its append, the file only before its commit.
-			a := recordedArtifact(rel, content)
-			if len(content) >= largeArtifact {
-				large, largeA = w, a
+			r := artifact.Rendered(next)
+			if r.Len() >= largeArtifact {
+				// Checked and hashed as it is written, beside the append:
+				// only the persisted event needs the hash, after the file.
+				large = s.startArtifactFile(id, rel, r)
 				return nil, nil
 			}
+			// Hashed before the file is written, beside the append: the
+			// persisted event needs the hash before its append, the file
+			// only before its commit.
+			a := recordedArtifact(rel, r)
+			w := s.startArtifactFile(id, rel, r)
 			var once sync.Once // the log may ask again, when it retries a batch
 			return fsm.DecidePersisted(next, a, at), func() error {
 				once.Do(func() { writeErr = w.wait() })
@@ -506,7 +509,7 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 			var p fsm.Delegation
 			// No idempotency key, as for any command's events: the version
 			// the append expects already refuses a second.
-			if p, writeErr = s.recordPersisted(ctx, &d, largeA, ""); writeErr == nil {
+			if p, writeErr = s.recordPersisted(ctx, &d, large.artifact, ""); writeErr == nil {
 				return p, ended, nil
 			}
 		}
@@ -533,21 +536,25 @@ func (s *Store) end(ctx context.Context, id string, decide decideFunc) (d fsm.De
 // pay a second commit for next to no overlap, which at 64 clients made a
 // complete take 1.6-1.9 times a progress instead of 1.1-1.2
 // (BenchmarkLifecycles). A variable: tests take every artifact as large.
-var largeArtifact = 1 << 20
+var largeArtifact int64 = 1 << 20
 
 // artifactWrite is an artifact file being written in the background.
 type artifactWrite struct {
 	id   string
 	done chan error // closed when the write has ended, after its error if it failed
+	// artifact is what the file holds, set before done is closed: read
+	// it once wait has returned nil.
+	artifact fsm.Artifact
 }
 
-// startArtifactFile starts writing content, the artifact of delegation id,
-// at rel.
-func (s *Store) startArtifactFile(id, rel string, content []byte) *artifactWrite {
+// startArtifactFile starts writing r, the artifact of delegation id, at
+// rel.
+func (s *Store) startArtifactFile(id, rel string, r *artifact.Rendering) *artifactWrite {
 	w := &artifactWrite{id: id, done: make(chan error, 1)}
 	go func() {
-		if _, _, err := writeArtifactFile(s.dir, rel, content); err != nil {
-			w.done <- fmt.Errorf("write artifact of %s: %w", id, err)
+		w.artifact = recordedArtifact(rel, r)
+		if err := writeArtifactFile(s.dir, rel, r); err != nil {
+			w.done <- fmt.Errorf("write artifact of %s: %w", w.id, err)
 		}
 		close(w.done)
 	}()
@@ -576,36 +583,28 @@ func (w *artifactWrite) wait() error {
 // bytes again.
 var artifactWait = 10 * time.Second
 
-// writeArtifactFile is artifact.Write; a test holds it to show a slow
-// artifact does not hold the log.
-var writeArtifactFile = artifact.Write
-
-// renderArtifact renders the artifact of terminal delegation d: its path
-// and the file's content.
-func renderArtifact(d *fsm.Delegation) (string, []byte, error) {
-	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
-	if err != nil {
-		return "", nil, err
-	}
-	return rel, artifact.Render(d), nil
-}
+// writeArtifactFile is artifact.WriteRendering; a test holds it to show a
+// slow artifact does not hold the log.
+var writeArtifactFile = artifact.WriteRendering
 
 // recordedArtifact is what the persisted event records of the artifact at
-// rel holding content: its path, size and hash.
-func recordedArtifact(rel string, content []byte) fsm.Artifact {
-	return fsm.Artifact{Path: rel, Size: int64(len(content)), Hash: artifact.Sum(content)}
+// rel rendered as r: its path, size and hash.
+func recordedArtifact(rel string, r *artifact.Rendering) fsm.Artifact {
+	sum := r.Sum()
+	return fsm.Artifact{Path: rel, Size: r.Len(), Hash: sum}
 }
 
 // writeArtifact writes the artifact of terminal delegation d.
 func (s *Store) writeArtifact(d *fsm.Delegation) (fsm.Artifact, error) {
-	rel, content, err := renderArtifact(d)
+	rel, err := artifact.RelPath(d.ProjectID, d.RootSessionID, d.ID)
 	if err != nil {
 		return fsm.Artifact{}, err
 	}
-	if _, _, err := artifact.Write(s.dir, rel, content); err != nil {
+	r := artifact.Rendered(d)
+	if err := artifact.WriteRendering(s.dir, rel, r); err != nil {
 		return fsm.Artifact{}, fmt.Errorf("write artifact of %s: %w", d.ID, err)
 	}
-	return recordedArtifact(rel, content), nil
+	return recordedArtifact(rel, r), nil
 }
 
 // Get returns the current record of a delegation, or an error wrapping

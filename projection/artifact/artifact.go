@@ -108,38 +108,63 @@ func artifactParseRel(rel string) (dir, id string, err error) {
 // fsm.ErrInvalid before anything touches the disk. It returns the size and
 // the xxhash64 of content, which the persisted event records.
 func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) {
-	relDir, id, err := artifactParseRel(rel)
+	err = write(dir, rel, int64(len(content)), func(f *os.File) error {
+		_, err := f.Write(content)
+		return err
+	})
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(content) > MaxSize {
-		return 0, 0, fmt.Errorf("write artifact %s: %w: %d bytes, over the limit of %d", rel, fsm.ErrInvalid, len(content), MaxSize)
+	return int64(len(content)), Sum(content), nil
+}
+
+// WriteRendering is Write of r's bytes, written from its parts; their size
+// and hash are r's (Len, Sum).
+func WriteRendering(dir, rel string, r *Rendering) error {
+	r.Sum() // checks the parts, before a byte is written
+	return write(dir, rel, r.Len(), func(f *os.File) error {
+		if _, err := f.Write(r.head); err != nil {
+			return err
+		}
+		_, err := f.WriteString(r.text) // no copy: os.File writes the string's bytes
+		return err
+	})
+}
+
+// write is Write of size bytes, which put writes to the temp file.
+func write(dir, rel string, size int64, put func(*os.File) error) (err error) {
+	relDir, id, err := artifactParseRel(rel)
+	if err != nil {
+		return err
+	}
+	if size > MaxSize {
+		return fmt.Errorf("write artifact %s: %w: %d bytes, over the limit of %d", rel, fsm.ErrInvalid, size, MaxSize)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 	defer root.Close()
 
 	if err := root.MkdirAll(relDir, artifactDirMode); err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 	name := path.Join(relDir, "."+id+artifactTempInfix+hex.EncodeToString(rnd[:]))
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, artifactFileMode)
 	if err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 	defer func() {
 		if err != nil {
 			_ = root.Remove(name) // best effort: SweepTempFiles catches what is left
 		}
 	}()
-	_, err = f.Write(content)
+	err = put(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -147,10 +172,10 @@ func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) 
 		err = cerr
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 	if err = root.Rename(name, path.Join(relDir, id+".md")); err != nil {
-		return 0, 0, fmt.Errorf("write artifact %s: %w", rel, err)
+		return fmt.Errorf("write artifact %s: %w", rel, err)
 	}
 	// The rename is durable once the directory is, and the directory once
 	// its parents are: they are synced too until this process has seen
@@ -165,11 +190,11 @@ func Write(dir, rel string, content []byte) (size int64, sum uint64, err error) 
 	for _, d := range syncs {
 		if serr := syncDir(root, d); serr != nil {
 			// The file is in place; only its durability is in doubt.
-			return 0, 0, fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
+			return fmt.Errorf("write artifact %s: sync directory %s: %w", rel, d, serr)
 		}
 	}
 	durableDirs.Store(dirKey, struct{}{})
-	return int64(len(content)), Sum(content), nil
+	return nil
 }
 
 // Sum is the hash of an artifact's content that Write returns and the

@@ -99,21 +99,92 @@ func Render(d *fsm.Delegation) []byte {
 }
 
 // RenderSum returns the size and the xxhash (Sum) of Render(d) without
-// making it: the pieces are hashed where they lie. Replay checks every
-// persisted artifact against its record's rendering this way.
+// making it (see Rendering). Replay checks every persisted artifact
+// against its record's rendering this way.
 func RenderSum(d *fsm.Delegation) (size int64, sum uint64) {
+	r := Rendered(d)
+	sum = r.Sum()
+	return r.Len(), sum
+}
+
+// Rendering is Render(d) kept as its two parts: the header, a few hundred
+// bytes, and the result text where it lies. A result of megabytes is then
+// checked, hashed and written (WriteRendering) without being copied into
+// one buffer first, which cost a cleared allocation and a copy of the
+// result, and its checks, a pass each over it, are made block by block
+// while the block is in the cache. Not safe for concurrent use.
+type Rendering struct {
+	head   []byte
+	text   string
+	sum    uint64
+	summed bool
+}
+
+// Rendered returns d's rendering, not yet checked (see Sum).
+func Rendered(d *fsm.Delegation) *Rendering {
 	var p renderPieces
+	pieces := p.of(d)
+	last := len(pieces) - 1
+	n := 0
+	for _, s := range pieces[:last] {
+		n += len(s)
+	}
+	head := make([]byte, 0, n)
+	for _, s := range pieces[:last] {
+		head = append(head, s...)
+	}
+	return &Rendering{head: head, text: pieces[last]}
+}
+
+// Len is the size of the rendering: Render(d)'s once Sum has run (which
+// replaces what is not UTF-8).
+func (r *Rendering) Len() int64 { return int64(len(r.head) + len(r.text)) }
+
+// Sum returns the xxhash (artifact.Sum) of Render(d), checking on the first
+// call that the parts are UTF-8: invalid UTF-8 (never in a record Decide
+// accepted) makes the rendering Render's bytes, replaced as Render
+// replaces them.
+func (r *Rendering) Sum() uint64 {
+	if r.summed {
+		return r.sum
+	}
 	var h xxhash.Digest
 	h.Reset()
-	for _, s := range p.of(d) {
-		if !utf8.ValidString(s) { // Render replaces what is not UTF-8
-			b := Render(d)
-			return int64(len(b)), Sum(b)
-		}
-		_, _ = h.WriteString(s)
-		size += int64(len(s))
+	_, _ = h.Write(r.head)
+	if !utf8.Valid(r.head) || !hashUTF8(&h, r.text) {
+		b := bytes.ToValidUTF8(append(r.head, r.text...), []byte("\uFFFD"))
+		r.head, r.text = b, ""
+		h.Reset()
+		_, _ = h.Write(b)
 	}
-	return size, h.Sum64()
+	r.sum, r.summed = h.Sum64(), true
+	return r.sum
+}
+
+// hashBlock is how many bytes of a text hashUTF8 checks and hashes at a
+// time: the block is read from memory once, checked and hashed from the
+// cache.
+const hashBlock = 64 << 10
+
+// hashUTF8 writes s to h and reports whether s is UTF-8. It stops early
+// when it is not. Blocks are cut where a rune starts, so that s is UTF-8
+// exactly when each block is.
+func hashUTF8(h *xxhash.Digest, s string) bool {
+	for len(s) > 0 {
+		n := min(len(s), hashBlock)
+		for back := 0; n < len(s) && !utf8.RuneStart(s[n]); back++ {
+			if back == utf8.UTFMax-1 {
+				return false // a run of continuation bytes longer than any rune has
+			}
+			n--
+		}
+		if !utf8.ValidString(s[:n]) {
+			return false
+		}
+		_, _ = h.WriteString(s[:n])
+		s = s[n:]
+	}
+	return true
 }
 
 // RenderIs reports whether Render(d) is b, without making it: the pieces
@@ -136,7 +207,7 @@ func RenderIs(d *fsm.Delegation, b []byte) bool {
 }
 
 // renderPieces holds an artifact's text as the pieces Render writes one
-// after the other: the one home of its layout, for Render and RenderSum.
+// after the other: the one home of its layout, for Render and Rendered.
 type renderPieces [18]string
 
 // of returns d's pieces, in p's memory.

@@ -2,6 +2,8 @@ package artifact
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,4 +54,40 @@ func renderRaw(d *fsm.Delegation) []byte {
 		b = append(b, s...)
 	}
 	return b
+}
+
+// TestRenderingLongTexts: for results longer than a hash block, with runes
+// of every width across the block boundaries and invalid UTF-8 near them,
+// the rendering written from its parts (WriteRendering) is Render's bytes,
+// and its size and hash are theirs.
+func TestRenderingLongTexts(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("a€😀é", hashBlock/3)
+	texts := map[string]string{"runes": long}
+	for _, shift := range []int{0, 1, 2, 3} {
+		texts[fmt.Sprintf("runes shifted %d", shift)] = strings.Repeat("x", shift) + long
+		at := hashBlock - shift
+		texts[fmt.Sprintf("invalid at %d", at)] = long[:at] + "\xff" + long[at:]
+		texts[fmt.Sprintf("cut rune at %d", at)] = strings.Repeat("y", at) + "\xe2\x82" + long
+		texts[fmt.Sprintf("continuation run at %d", at)] = strings.Repeat("z", at) + "\x80\x80\x80\x80\x80" + long
+	}
+	for name, text := range texts {
+		d := formatBase()
+		d.State, d.CompletedAt, d.Result = fsm.Complete, formatT0.Add(time.Minute), text
+		want := Render(&d)
+		r := Rendered(&d)
+		if sum := r.Sum(); sum != Sum(want) || r.Len() != int64(len(want)) {
+			t.Errorf("%s: rendering is %d bytes, %016x; Render is %d bytes, %016x", name, r.Len(), sum, len(want), Sum(want))
+		}
+		rel, err := RelPath("0123456789abcdef", "ses_root", d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteRendering(dir, rel, Rendered(&d)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Read(dir, rel); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: written rendering differs from Render (%d bytes against %d): %v", name, len(got), len(want), err)
+		}
+	}
 }
