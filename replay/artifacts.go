@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -28,7 +27,7 @@ type artifacts struct {
 	wg   sync.WaitGroup
 
 	mu         sync.Mutex
-	findings   []Finding
+	found      findingSet
 	checked    int
 	latest     map[string]uint64 // a delegation persisted again: the seq of its last check
 	superseded int               // checks made again
@@ -132,7 +131,7 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 		if !j.damaged {
 			f.Status = j.rec.State
 		}
-		a.findings = append(a.findings, f)
+		a.found.add(f)
 	}
 }
 
@@ -153,29 +152,29 @@ func (a *artifacts) elsewhere(owner string) bool {
 	return a.self != "" && owner != "" && owner != a.self
 }
 
-// wait returns once every queued check is done, with the findings and
-// how many artifacts were checked. Later checks run inline.
-func (a *artifacts) wait() ([]Finding, int, error) {
+// wait returns once every queued check is done (the findings are in
+// found, and checked counts them). Later checks run inline.
+func (a *artifacts) wait() error {
 	if a.jobs != nil {
 		close(a.jobs)
 		a.wg.Wait()
 		a.jobs = nil
 	}
 	if err := a.ctx.Err(); err != nil {
-		return nil, 0, err
+		return err
 	}
 	if a.superseded > 0 {
-		a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.seq < a.latest[f.Delegation] })
+		a.found.remove(func(id string, seq uint64) bool { return seq < a.latest[id] })
 		a.checked -= a.superseded
 		a.superseded, a.latest = 0, nil
 	}
-	return a.findings, a.checked, nil
+	return nil
 }
 
 // recheck checks d's artifact again, now known to be damaged, replacing
 // its earlier findings. Only after wait.
 func (a *artifacts) recheck(d *delegation) {
-	a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.Delegation == d.rec.ID })
+	a.found.remove(func(id string, _ uint64) bool { return id == d.rec.ID })
 	a.checked--
 	fr := &fileReader{dir: a.dir}
 	defer fr.close()
