@@ -92,6 +92,10 @@ func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, size i
 	}
 	a.latest[rec.ID] = seq
 	a.superseded++
+	// The earlier checks' listed findings make room now, for the findings
+	// that would otherwise be unlisted behind them; their unlisted ones
+	// are dropped by wait, in one pass.
+	a.found.removeListed(func(id string, s uint64) bool { return id == rec.ID && s < seq })
 	a.mu.Unlock()
 	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: seq, imported: d.imported, damaged: d.damaged,
 		rendered: true, renderSize: size, renderHash: hash})
@@ -126,6 +130,9 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.checked++
+	if bad && j.seq < a.latest[j.rec.ID] {
+		bad = false // checked again meanwhile (again): that check's finding counts
+	}
 	if bad {
 		f.Delegation, f.group, f.seq = j.rec.ID, j.first, j.seq
 		if !j.damaged {

@@ -204,10 +204,18 @@ func (s *findingSet) add(f Finding) {
 // report may list fewer than listLimit of a code whose findings were
 // dropped, never more, and its counts are exact.
 func (s *findingSet) remove(drop func(delegation string, seq uint64) bool) {
+	s.removeListed(drop)
+	for _, c := range s.codes {
+		c.unlisted = slices.DeleteFunc(c.unlisted, func(u unlistedFinding) bool { return drop(u.delegation, u.seq) })
+	}
+}
+
+// removeListed is remove of the listed findings alone: a few thousand at
+// most, where the unlisted ones may be one per delegation.
+func (s *findingSet) removeListed(drop func(delegation string, seq uint64) bool) {
 	for _, c := range s.codes {
 		c.listed = slices.DeleteFunc(c.listed, func(f listedFinding) bool { return drop(f.Delegation, f.seq) })
 		heap.Init(c)
-		c.unlisted = slices.DeleteFunc(c.unlisted, func(u unlistedFinding) bool { return drop(u.delegation, u.seq) })
 	}
 }
 

@@ -14,8 +14,8 @@ import (
 )
 
 // RebuildResult is what Rebuild did: the report before, the report after,
-// and the findings the first listed that the second no longer has; of the
-// findings neither listed (Report.Unlisted), how many fewer there are.
+// the findings Before listed that After no longer has (Fixed), and how
+// many more were fixed that Before did not list (FixedUnlisted).
 type RebuildResult struct {
 	Before        *Report   `json:"before"`
 	After         *Report   `json:"after"`
@@ -78,12 +78,24 @@ func Rebuild(ctx context.Context, dir string, store projection.Options, opts Opt
 	for i := range res.After.Findings {
 		left[res.After.Findings[i].key()] = true
 	}
+	// The last finding After lists of each code it does not list whole: a
+	// finding Before listed that sorts after it may be among After's
+	// unlisted ones, not fixed.
+	lastListed := map[string]*Finding{}
+	for i := range res.After.Findings {
+		if f := &res.After.Findings[i]; res.After.Unlisted[f.Code] > 0 {
+			if last := lastListed[f.Code]; last == nil || compareFindings(f, last) > 0 {
+				lastListed[f.Code] = f
+			}
+		}
+	}
 	fixed := map[string]int{}
 	for _, f := range res.Before.Findings {
-		if !left[f.key()] {
-			res.Fixed = append(res.Fixed, f)
-			fixed[f.Code]++
+		if last := lastListed[f.Code]; left[f.key()] || last != nil && compareFindings(&f, last) > 0 {
+			continue
 		}
+		res.Fixed = append(res.Fixed, f)
+		fixed[f.Code]++
 	}
 	// A code's findings the lists do not explain: as many fewer as there
 	// are, less those the listed ones account for.

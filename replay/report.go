@@ -187,7 +187,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "%d more %s", r.Unlisted[code], code)
 		}
-		fmt.Fprintf(&b, ". A report lists the first %d findings of each code, in the log's order; each says what to run, and once they are fixed the next run lists those after them.\n", listLimit)
+		fmt.Fprintf(&b, ". Only the first %d findings of each code are listed, in the log's order; fix those and run again to see the next.\n", listLimit)
 	}
 	if len(r.Findings)+len(r.Unlisted) == 0 {
 		b.WriteString("\nNo findings.\n")
