@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -28,7 +27,7 @@ type artifacts struct {
 	wg   sync.WaitGroup
 
 	mu         sync.Mutex
-	findings   []Finding
+	found      findingSet
 	checked    int
 	latest     map[string]uint64 // a delegation persisted again: the seq of its last check
 	superseded int               // checks made again
@@ -93,6 +92,10 @@ func (a *artifacts) again(d *delegation, rec *fsm.Delegation, seq uint64, size i
 	}
 	a.latest[rec.ID] = seq
 	a.superseded++
+	// The earlier checks' listed findings make room now, for the findings
+	// that would otherwise be unlisted behind them; their unlisted ones
+	// are dropped by wait, in one pass.
+	a.found.removeListed(func(id string, s uint64) bool { return id == rec.ID && s < seq })
 	a.mu.Unlock()
 	a.queue(artifactJob{rec: *rec, first: d.first, persisted: d.persisted, seq: seq, imported: d.imported, damaged: d.damaged,
 		rendered: true, renderSize: size, renderHash: hash})
@@ -127,12 +130,15 @@ func (a *artifacts) run(fr *fileReader, j *artifactJob) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.checked++
+	if bad && j.seq < a.latest[j.rec.ID] {
+		bad = false // checked again meanwhile (again): that check's finding counts
+	}
 	if bad {
 		f.Delegation, f.group, f.seq = j.rec.ID, j.first, j.seq
 		if !j.damaged {
 			f.Status = j.rec.State
 		}
-		a.findings = append(a.findings, f)
+		a.found.add(f)
 	}
 }
 
@@ -153,29 +159,29 @@ func (a *artifacts) elsewhere(owner string) bool {
 	return a.self != "" && owner != "" && owner != a.self
 }
 
-// wait returns once every queued check is done, with the findings and
-// how many artifacts were checked. Later checks run inline.
-func (a *artifacts) wait() ([]Finding, int, error) {
+// wait returns once every queued check is done (the findings are in
+// found, and checked counts them). Later checks run inline.
+func (a *artifacts) wait() error {
 	if a.jobs != nil {
 		close(a.jobs)
 		a.wg.Wait()
 		a.jobs = nil
 	}
 	if err := a.ctx.Err(); err != nil {
-		return nil, 0, err
+		return err
 	}
 	if a.superseded > 0 {
-		a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.seq < a.latest[f.Delegation] })
+		a.found.remove(func(id string, seq uint64) bool { return seq < a.latest[id] })
 		a.checked -= a.superseded
 		a.superseded, a.latest = 0, nil
 	}
-	return a.findings, a.checked, nil
+	return nil
 }
 
 // recheck checks d's artifact again, now known to be damaged, replacing
 // its earlier findings. Only after wait.
 func (a *artifacts) recheck(d *delegation) {
-	a.findings = slices.DeleteFunc(a.findings, func(f Finding) bool { return f.Delegation == d.rec.ID })
+	a.found.remove(func(id string, _ uint64) bool { return id == d.rec.ID })
 	a.checked--
 	fr := &fileReader{dir: a.dir}
 	defer fr.close()

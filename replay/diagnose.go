@@ -64,19 +64,21 @@ func Diagnose(ctx context.Context, log *eventlog.Log, dir, id string, opts Optio
 	}
 	fs = append(fs, st.bad...)
 	fs = append(fs, unknownKinds(st)...)
-	af, _, err := arts.wait()
-	if err != nil {
+	if err := arts.wait(); err != nil {
 		return nil, fmt.Errorf("diagnose %s: %w", id, err)
 	}
-	fs = append(fs, af...)
-	clear(st.parents) // one stream says nothing of its parent's cycle
-	fs = append(fs, lifecycle(dir, st, now, &opts)...)
-	rep := Report{Findings: []Finding{}}
-	for i := range fs {
-		if d != nil && fs[i].Status == "" && !d.damaged {
-			fs[i].Status = d.rec.State
+	rep := Report{found: arts.found}
+	add := func(f Finding) {
+		if d != nil && f.Status == "" && !d.damaged {
+			f.Status = d.rec.State
 		}
+		rep.found.add(f)
 	}
-	rep.add(fs...)
+	for _, f := range fs {
+		add(f)
+	}
+	clear(st.parents) // one stream says nothing of its parent's cycle
+	lifecycle(dir, st, now, &opts, add)
+	rep.found.fill(&rep)
 	return rep.Findings, nil
 }

@@ -68,9 +68,13 @@
 //     its stream again from the log's stream index. A parent session keeps
 //     its cycle (a few numbers) and its waiting all-complete notification.
 //     The reading holds a few batches of records, the artifact checks at
-//     most 256 records waiting with their texts. The findings are kept
-//     whole, so a store with a finding for every delegation (all unread,
-//     say) holds as many.
+//     most 256 records waiting with their texts. A report lists at most
+//     1,000 findings of each code, the first in the report's order, and
+//     counts the others (Report.Unlisted; the counts by severity include
+//     them), keeping of each only its delegation, the check's sequence
+//     number and its severity: a store whose artifact directory is gone
+//     has a finding per delegation, and 100,000 missing artifacts took 507
+//     MiB to verify when each was listed, 220 MiB since.
 //   - Views are checked by Verify (and Rebuild) by rebuilding them: the
 //     records go, besides the fold, to the store's own projector
 //     (projection.ViewsProjector), which writes the views into a scratch

@@ -23,3 +23,11 @@ func Kept(ctx context.Context, log *eventlog.Log, dir string) (kept, seen int, e
 	}
 	return len(sc.st.ds), sc.st.delegations, nil
 }
+
+// SetListLimit makes reports list n findings of each code; the returned
+// func restores the limit.
+func SetListLimit(n int) (restore func()) {
+	old := listLimit
+	listLimit = n
+	return func() { listLimit = old }
+}

@@ -15,9 +15,9 @@ import (
 )
 
 // lifecycle names, for every delegation, the first step that did not
-// happen, plus late events and waiting all-complete notifications.
-func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
-	var out []Finding
+// happen, plus late events and waiting all-complete notifications: it
+// gives them to found, one by one.
+func lifecycle(dir string, st *state, now time.Time, o *Options, found func(Finding)) {
 	for _, id := range st.kept() {
 		d := st.ds[id]
 		if d.damaged {
@@ -26,7 +26,7 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 		r := &d.rec
 		add := func(f Finding) {
 			f.Delegation, f.Status, f.group = id, r.State, d.first
-			out = append(out, f)
+			found(f)
 		}
 		switch {
 		case r.State.Active():
@@ -89,7 +89,9 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 				Next: "delegations read --root-session " + r.RootSessionID + " " + id,
 			})
 		}
-		out = append(out, late(id, d)...)
+		for _, f := range late(id, d) {
+			found(f)
+		}
 	}
 	for _, n := range st.allComplete() {
 		if now.Before(n.DueAt) {
@@ -111,9 +113,8 @@ func lifecycle(dir string, st *state, now time.Time, o *Options) []Finding {
 			f.Severity = SeverityError
 			f.Diagnosis += ". The parent session was never woken up."
 		}
-		out = append(out, f)
+		found(f)
 	}
-	return out
 }
 
 // allComplete returns the all-complete notifications waiting at the end

@@ -14,11 +14,13 @@ import (
 )
 
 // RebuildResult is what Rebuild did: the report before, the report after,
-// and the findings of the first that the second no longer has.
+// the findings Before listed that After no longer has (Fixed), and how
+// many more were fixed that Before did not list (FixedUnlisted).
 type RebuildResult struct {
-	Before *Report   `json:"before"`
-	After  *Report   `json:"after"`
-	Fixed  []Finding `json:"fixed"`
+	Before        *Report   `json:"before"`
+	After         *Report   `json:"after"`
+	Fixed         []Finding `json:"fixed"`
+	FixedUnlisted int       `json:"fixedUnlisted"`
 }
 
 // Rebuild regenerates every view and artifact of the data directory dir
@@ -76,10 +78,38 @@ func Rebuild(ctx context.Context, dir string, store projection.Options, opts Opt
 	for i := range res.After.Findings {
 		left[res.After.Findings[i].key()] = true
 	}
-	for _, f := range res.Before.Findings {
-		if !left[f.key()] {
-			res.Fixed = append(res.Fixed, f)
+	// The last finding After lists of each code it does not list whole: a
+	// finding Before listed that sorts after it may be among After's
+	// unlisted ones, not fixed.
+	lastListed := map[string]*Finding{}
+	for i := range res.After.Findings {
+		if f := &res.After.Findings[i]; res.After.Unlisted[f.Code] > 0 {
+			if last := lastListed[f.Code]; last == nil || compareFindings(f, last) > 0 {
+				lastListed[f.Code] = f
+			}
 		}
+	}
+	fixed := map[string]int{}
+	for _, f := range res.Before.Findings {
+		if last := lastListed[f.Code]; left[f.key()] || last != nil && compareFindings(&f, last) > 0 {
+			continue
+		}
+		res.Fixed = append(res.Fixed, f)
+		fixed[f.Code]++
+	}
+	// A code's findings the lists do not explain: as many fewer as there
+	// are, less those the listed ones account for.
+	total := func(r *Report, code string) int {
+		n := r.Unlisted[code]
+		for i := range r.Findings {
+			if r.Findings[i].Code == code {
+				n++
+			}
+		}
+		return n
+	}
+	for code := range res.Before.Unlisted {
+		res.FixedUnlisted += max(0, total(res.Before, code)-total(res.After, code)-fixed[code])
 	}
 	return res, nil
 }

@@ -137,15 +137,14 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	if opts.Progress != nil {
 		opts.Progress(int(log.Last()), int(log.Last()))
 	}
-	af, checked, err := arts.wait()
-	if err != nil {
+	if err := arts.wait(); err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
 	if len(sc.corrupt) > 0 {
+		// The damaged delegations' artifacts are checked again.
 		if err := sc.attribute(); err != nil {
 			return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 		}
-		af, checked = arts.findings, arts.checked // with the damaged delegations' checked again
 		rep.Last = sc.last
 	}
 	now := opts.Now
@@ -162,28 +161,28 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 	rep.Through, rep.Events = st.through, st.applied
 	rep.Delegations = st.delegations
 	rep.States = st.states()
-	rep.Artifacts = checked
+	rep.Artifacts = arts.checked
 
-	fs := sc.findings()
-	fs = append(fs, st.bad...)
-	fs = append(fs, unknownKinds(st)...)
-	fs = append(fs, viewFindings...)
-	fs = append(fs, af...)
-	if mode == ModeReplay {
-		fs = append(fs, lifecycle(dir, st, now, &opts)...)
-	}
-	for i := range fs {
-		f := &fs[i]
-		if d := st.ds[f.Delegation]; d != nil && f.Delegation != "" {
-			if f.group == 0 {
-				f.group = d.first
+	// The artifacts' findings (which name their delegation's first record
+	// and state already), and the others'.
+	rep.found = arts.found
+	for _, fs := range [][]Finding{sc.findings(), st.bad, unknownKinds(st), viewFindings} {
+		for _, f := range fs {
+			if d := st.ds[f.Delegation]; d != nil && f.Delegation != "" {
+				if f.group == 0 {
+					f.group = d.first
+				}
+				if f.Status == "" && !d.damaged {
+					f.Status = d.rec.State
+				}
 			}
-			if f.Status == "" && !d.damaged {
-				f.Status = d.rec.State
-			}
+			rep.found.add(f)
 		}
 	}
-	rep.add(fs...)
+	if mode == ModeReplay {
+		lifecycle(dir, st, now, &opts, rep.found.add)
+	}
+	rep.found.fill(rep)
 	return rep, sc, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -26,33 +27,24 @@ type Report struct {
 	ViewsChecked bool              `json:"viewsChecked"`        // false with Until, when the views are behind, or with damaged records
 	ViewsNote    string            `json:"viewsNote,omitempty"` // why the views were not compared
 	Artifacts    int               `json:"artifactsChecked"`
-	Errors       int               `json:"errors"`
-	Warnings     int               `json:"warnings"`
-	Infos        int               `json:"infos"`
-	Findings     []Finding         `json:"findings"`
+	// The findings by severity, listed or not.
+	Errors   int `json:"errors"`
+	Warnings int `json:"warnings"`
+	Infos    int `json:"infos"`
+	// Findings lists at most listLimit findings of each code, the first
+	// in its order; Unlisted counts, by code, those past them.
+	Findings []Finding      `json:"findings"`
+	Unlisted map[string]int `json:"unlisted,omitempty"`
+
+	found findingSet // what Findings and the counts are made of
 }
 
-// add appends findings, keeping the order and the counts.
+// add adds findings, keeping the order and the counts.
 func (r *Report) add(fs ...Finding) {
 	for _, f := range fs {
-		seqs := []uint64{}
-		for _, s := range f.Seqs {
-			if s != 0 {
-				seqs = append(seqs, s)
-			}
-		}
-		f.Seqs = seqs
-		switch f.Severity {
-		case SeverityError:
-			r.Errors++
-		case SeverityWarning:
-			r.Warnings++
-		default:
-			r.Infos++
-		}
-		r.Findings = append(r.Findings, f)
+		r.found.add(f)
 	}
-	sortFindings(r.Findings)
+	r.found.fill(r)
 }
 
 // Failed reports whether the report holds an error or a warning: the CLI
@@ -90,8 +82,9 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Warnings     int               `json:"warnings"`
 		Infos        int               `json:"infos"`
 		Findings     []Finding         `json:"findings"`
+		Unlisted     map[string]int    `json:"unlisted,omitempty"`
 	}{r.Mode, r.DataDir, r.Until, fsm.FormatTime(r.Now), r.Last, r.Through, r.Events, r.Delegations, r.States,
-		r.ViewsChecked, r.ViewsNote, r.Artifacts, r.Errors, r.Warnings, r.Infos, r.Findings})
+		r.ViewsChecked, r.ViewsNote, r.Artifacts, r.Errors, r.Warnings, r.Infos, r.Findings, r.Unlisted})
 }
 
 // WriteText writes the report for people: a summary, then the findings
@@ -185,7 +178,18 @@ func (r *Report) WriteText(w io.Writer) error {
 			b.WriteString("          next: " + f.Next + "\n")
 		}
 	}
-	if len(r.Findings) == 0 {
+	if len(r.Unlisted) > 0 {
+		codes := slices.Sorted(maps.Keys(r.Unlisted))
+		b.WriteString("\nNot listed: ")
+		for i, code := range codes {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%d more %s", r.Unlisted[code], code)
+		}
+		fmt.Fprintf(&b, ". Only the first %d findings of each code are listed, in the log's order; fix those and run again to see the next.\n", listLimit)
+	}
+	if len(r.Findings)+len(r.Unlisted) == 0 {
 		b.WriteString("\nNo findings.\n")
 	} else {
 		fmt.Fprintf(&b, "\n%s, %s, %s.\n", plural(r.Errors, "error"), plural(r.Warnings, "warning"), plural(r.Infos, "info finding"))

@@ -70,13 +70,16 @@ func runRebuild(ctx context.Context, e *env) error {
 		fmt.Fprintf(e.stdout, "%s\n", b)
 	} else {
 		var b strings.Builder
-		fmt.Fprintf(&b, "Rebuilt the views and artifacts of %s from its log; fixed %d finding(s).\n", res.After.DataDir, len(res.Fixed))
+		fmt.Fprintf(&b, "Rebuilt the views and artifacts of %s from its log; fixed %d finding(s).\n", res.After.DataDir, len(res.Fixed)+res.FixedUnlisted)
 		for _, f := range res.Fixed {
 			id := f.Delegation
 			if id == "" {
 				id = "(log)"
 			}
 			fmt.Fprintf(&b, "  fixed %s %s: %s\n", f.Code, id, f.Diagnosis)
+		}
+		if res.FixedUnlisted > 0 {
+			fmt.Fprintf(&b, "  and %d more, not listed.\n", res.FixedUnlisted)
 		}
 		b.WriteString("\nAfter the rebuild:\n")
 		b.WriteString(res.After.String())
