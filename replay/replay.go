@@ -110,7 +110,10 @@ func run(ctx context.Context, log *eventlog.Log, dir string, opts Options, mode 
 		defer rb.close()
 		sc.rb = rb
 	}
-	if err := sc.scan(1); err != nil {
+	stopPrefetch := log.Prefetch()
+	err := sc.scan(1)
+	stopPrefetch()
+	if err != nil {
 		return nil, nil, fmt.Errorf("replay %s: %w", dir, err)
 	}
 

@@ -20,7 +20,10 @@ func Verify(ctx context.Context, log *eventlog.Log, dir string, opts Options) (*
 		return nil, fmt.Errorf("verify %s: %w: verify checks the whole log; use replay for a point in time", dir, fsm.ErrInvalid)
 	}
 	var problems []error
-	if err := log.Verify(ctx); err != nil {
+	stopPrefetch := log.Prefetch()
+	err := log.Verify(ctx)
+	stopPrefetch()
+	if err != nil {
 		joined, ok := err.(interface{ Unwrap() []error })
 		if !ok {
 			return nil, err
