@@ -582,17 +582,25 @@ func (pf *pageFile) mapFile(f *os.File, size int64) (unmap func()) {
 	return func() { _ = syscall.Munmap(data) }
 }
 
-// readAheadChunk is how much of the file readAhead asks for at once: the
-// most the kernel reads in one go.
-const readAheadChunk = 2 << 20
+// readAheadChunk is how much of the file readAhead asks for at once (the
+// most the kernel reads in one go), and readAheadNext how many chunks
+// after the one reached with it: a walk goes mostly forward in the file,
+// whose trees were appended: asking ahead took a cold open of 1M events
+// (a 287 MB file) from 1.0-1.2 s to 0.6-1.1 s here, against 0.4-0.8 s
+// with the kernel's readahead, whose large folios also map faster.
+const (
+	readAheadChunk = 2 << 20
+	readAheadNext  = 4
+)
 
 // readAhead asks the kernel to read the chunks of the file that hold n
-// bytes from off, unless it has asked for them before.
+// bytes from off, and the readAheadNext after them, unless it has asked
+// for them before.
 func (pf *pageFile) readAhead(off, n uint64) {
 	if pf.file == nil {
 		return
 	}
-	for c := off / readAheadChunk; c <= (off+n-1)/readAheadChunk && c/64 < uint64(len(pf.ahead)); c++ {
+	for c := off / readAheadChunk; c <= (off+n-1)/readAheadChunk+readAheadNext && c/64 < uint64(len(pf.ahead)); c++ {
 		if pf.ahead[c/64]&(1<<(c%64)) == 0 {
 			pf.ahead[c/64] |= 1 << (c % 64)
 			prefetch(pf.file, int64(c*readAheadChunk), readAheadChunk)
