@@ -560,9 +560,9 @@ const releaseEvery = 256 << 10
 // large folios (up to 2 MiB on Linux 6.18's ext4), where they stay: a
 // commit that later writes one page of such a folio marks the whole folio
 // dirty, and fdatasync's CPU follows the folio's size, not the page's.
-// After the walk of a cold file at open, a store of 1M events paid 1.3-1.55
+// After the walk of a cold file at open, a store of 1M events paid 1.3-1.6
 // times the CPU per lifecycle of an empty one (BenchmarkLifecyclesHistory),
-// its commits dirtying 17-30 MB of folios per lifecycle for 0.14 MB of
+// its commits dirtying 16-34 MB of folios per lifecycle for 0.14 MB of
 // pages. So readahead is turned off for the walk (as bbolt turns it off
 // for its own map), and readAhead asks for each chunk of the file the walk
 // reaches instead, which the kernel reads into pages of their own.
