@@ -66,9 +66,7 @@ func precheck(path string, readOnly bool, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	data, unmap := mapFile(f, fi.Size())
-	defer unmap()
-	pf.data = data
+	defer pf.mapFile(f, fi.Size())()
 	// Count the records and the stream index's entries on the way: the
 	// walk reads every leaf anyway, and a writer must not extend a log
 	// whose index has lost entries (or records).

@@ -4,6 +4,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // statm is /proc/self/statm, kept open: a pread of it (about 1 µs) is how
@@ -56,4 +58,22 @@ func dropRange(addr, n uintptr) {
 	if n > 0 {
 		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, addr, n, syscall.MADV_DONTNEED)
 	}
+}
+
+// adviseRandom tells the kernel that f, or the map data of a file, is read
+// in no order: it reads no more than the pages read (see pageFile.mapFile).
+func adviseRandom(f *os.File, data []byte) {
+	if f != nil {
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
+	}
+	if data != nil {
+		_ = unix.Madvise(data, unix.MADV_RANDOM)
+	}
+}
+
+// prefetch asks the kernel to read n bytes of f from off, in the
+// background, into pages of their own (readahead's own requests may
+// allocate large folios).
+func prefetch(f *os.File, off, n int64) {
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // fillMapped writes a log of about 40 MiB of records whose payloads lie in
@@ -119,5 +121,69 @@ func hwm(t *testing.T) int64 {
 		}
 	}
 	t.Skip("no VmHWM in /proc/self/status")
+	return 0
+}
+
+// TestOpenLeavesPagesOfTheirOwn: opening a log that is out of the page
+// cache walks every page of it, and leaves what it read cached in pages
+// of their own, not in the large folios readahead would allocate: writing
+// one page of the file then dirties that page alone, as the process's
+// write_bytes (which counts whole folios) shows. On kernels whose page
+// cache has no large folios for the file system it holds either way.
+func TestOpenLeavesPagesOfTheirOwn(t *testing.T) {
+	path := fillMapped(t)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Skipf("cannot drop the file's cached pages: %v", err)
+	}
+	openTest(t, path, Options{}).Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite (with the bytes they hold) one page in every 64, after
+	// fdatasync has cleaned those the open wrote.
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	page := make([]byte, os.Getpagesize())
+	before := writeBytes(t)
+	n := 0
+	for off := int64(2 * len(page)); off+int64(len(page)) <= fi.Size(); off += 64 * int64(len(page)) {
+		if _, err := f.ReadAt(page, off); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(page, off); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if got, want := writeBytes(t)-before, int64(n*len(page)); got != want {
+		t.Errorf("rewriting %d pages dirtied %d bytes, want %d: the open left the file cached in large folios", n, got, want)
+	}
+}
+
+// writeBytes returns the bytes this process has dirtied in the page cache
+// so far (/proc/self/io write_bytes: whole folios).
+func writeBytes(t *testing.T) int64 {
+	t.Helper()
+	io, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("/proc/self/io: %v", err)
+	}
+	for line := range strings.Lines(string(io)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Skip("/proc/self/io has no write_bytes")
 	return 0
 }

@@ -2,6 +2,8 @@
 
 package eventlog
 
+import "os"
+
 // Elsewhere the mappings' pages are left to the system: MADV_DONTNEED does
 // not promise the same (on some systems it may discard them).
 
@@ -10,3 +12,7 @@ func fileResident() (int64, bool) { return 0, false }
 func overMapped() bool { return false }
 
 func dropRange(addr, n uintptr) {}
+
+func adviseRandom(f *os.File, data []byte) {}
+
+func prefetch(f *os.File, off, n int64) {}

@@ -88,9 +88,7 @@ func Salvage(path string) (*Salvaged, error) {
 		out.Damage = append(out.Damage, err)
 		return out, nil
 	}
-	data, unmap := mapFile(f, fi.Size())
-	defer unmap()
-	pf.data = data
+	defer pf.mapFile(f, fi.Size())()
 	if err := guard("salvage", func() error { salvage(pf, fi.Size(), out); return nil }); err != nil {
 		return nil, fmt.Errorf("salvage %s: %w", path, err)
 	}

@@ -454,9 +454,7 @@ func checkLive(path string) (problems []error, changed bool) {
 		return []error{pf.cur.err}, true
 	}
 	txid := pf.cur.txid
-	data, unmap := mapFile(f, fi.Size())
-	defer unmap()
-	pf.data = data
+	defer pf.mapFile(f, fi.Size())()
 	if err := guard("check", func() error {
 		problems = pf.checkAs(txid)
 		return nil
