@@ -19,10 +19,9 @@ func prefetchFile(f *os.File, size int64, quit <-chan struct{}) {
 	if cached, ok := cachedFraction(f, size); !ok || cached >= 0.9 {
 		return
 	}
-	fd := int(f.Fd())
-	_ = unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM)
+	adviseRandom(f, nil)
 	for off := int64(0); off < prefetchAhead*prefetchChunk && off < size; off += prefetchChunk {
-		_ = unix.Fadvise(fd, off, prefetchChunk, unix.FADV_WILLNEED)
+		prefetch(f, off, prefetchChunk)
 	}
 	buf := make([]byte, prefetchChunk)
 	for off := int64(0); off < size; off += prefetchChunk {
@@ -32,7 +31,7 @@ func prefetchFile(f *os.File, size int64, quit <-chan struct{}) {
 		default:
 		}
 		if next := off + prefetchAhead*prefetchChunk; next < size {
-			_ = unix.Fadvise(fd, next, prefetchChunk, unix.FADV_WILLNEED)
+			prefetch(f, next, prefetchChunk)
 		}
 		if _, err := f.ReadAt(buf, off); err != nil && off+prefetchChunk < size {
 			return // the replay reads what it needs as before
