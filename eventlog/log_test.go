@@ -299,3 +299,31 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestRecordMissingIsDamage: a record the tree lacks below the last one
+// was lost to damage, and Record says so (a CorruptError, which readers
+// turn into "the log is damaged ... delegations recover"); one past the
+// last simply is not there yet.
+func TestRecordMissingIsDamage(t *testing.T) {
+	l := openTest(t, filepath.Join(t.TempDir(), "log.db"), Options{})
+	mustAppend(t, l, Append{Stream: "a", Entries: []Entry{entry(1, ""), entry(2, ""), entry(3, "")}})
+	if err := l.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketEvents).Delete(u64(2)) }); err != nil {
+		t.Fatal(err)
+	}
+	err := l.View(func(tx *Tx) error {
+		var ce *CorruptError
+		if _, err := tx.Record(2); !errors.As(err, &ce) || ce.Seq != 2 {
+			t.Errorf("Record(2), deleted below the last: %v, want a CorruptError of record 2", err)
+		}
+		if _, err := tx.Record(4); err == nil || errors.Is(err, ErrCorrupt) {
+			t.Errorf("Record(4), past the last: %v, want an error that is not damage", err)
+		}
+		if r, err := tx.Record(3); err != nil || r.Seq != 3 {
+			t.Errorf("Record(3) = %v, %v", r.Seq, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -308,10 +308,15 @@ func (t *Tx) Last() uint64 {
 
 // Record reads one record by sequence number. The record owns its memory:
 // its payload is a copy, never the file's, and outlives the transaction
-// (projection keeps texts that share it).
+// (projection keeps texts that share it). A record missing below the last
+// one is damage (a CorruptError): sequence numbers run from 1 without gaps
+// in every log (Restore), so only a damaged page loses one.
 func (t *Tx) Record(seq uint64) (Record, error) {
 	v := t.eventsBucket().Get(u64(seq))
 	if v == nil {
+		if last := t.Last(); seq >= 1 && seq < last {
+			return Record{}, corrupt(seq, "missing, below the last record %d: a damaged page of the log lost it", last)
+		}
 		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
 	}
 	return readRecord(t.tx, seq, v)
