@@ -315,8 +315,10 @@ func TestRecordMissingIsDamage(t *testing.T) {
 		if _, err := tx.Record(2); !errors.As(err, &ce) || ce.Seq != 2 {
 			t.Errorf("Record(2), deleted below the last: %v, want a CorruptError of record 2", err)
 		}
-		if _, err := tx.Record(4); err == nil || errors.Is(err, ErrCorrupt) {
-			t.Errorf("Record(4), past the last: %v, want an error that is not damage", err)
+		for _, seq := range []uint64{0, 4} {
+			if _, err := tx.Record(seq); err == nil || errors.Is(err, ErrCorrupt) {
+				t.Errorf("Record(%d), outside the log: %v, want an error that is not damage", seq, err)
+			}
 		}
 		if r, err := tx.Record(3); err != nil || r.Seq != 3 {
 			t.Errorf("Record(3) = %v, %v", r.Seq, err)

@@ -2,6 +2,8 @@ package eventlog
 
 import (
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -16,6 +18,9 @@ import (
 // asks for, whose large folios later commits would dirty whole; the
 // pages come in pages of their own.
 func prefetchFile(f *os.File, size int64, quit <-chan struct{}) {
+	if avail, ok := availableMemory(); !ok || size > avail/2 {
+		return
+	}
 	if cached, ok := cachedFraction(f, size); !ok || cached >= 0.9 {
 		return
 	}
@@ -41,7 +46,8 @@ func prefetchFile(f *os.File, size int64, quit <-chan struct{}) {
 
 // cachedFraction returns how much of f's first size bytes the page cache
 // holds (mincore over a map of it that touches nothing), or false if the
-// system cannot tell.
+// system cannot tell. For a file the process may not write, Linux 5.0 and
+// later report every page cached: such a file is left alone.
 func cachedFraction(f *os.File, size int64) (float64, bool) {
 	if size <= 0 || int64(int(size)) != size {
 		return 0, false
@@ -61,4 +67,41 @@ func cachedFraction(f *os.File, size int64) (float64, bool) {
 		n += int(v & 1)
 	}
 	return float64(n) / float64(len(vec)), true
+}
+
+// availableMemory returns the memory the page cache may grow into: the
+// system's MemAvailable, or less if the process's cgroup (v2) allows less
+// beyond what it uses; false if /proc cannot tell.
+func availableMemory() (int64, bool) {
+	meminfo, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	var avail int64 = -1
+	for line := range strings.Lines(string(meminfo)) {
+		if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			avail = kb << 10
+		}
+	}
+	if avail < 0 {
+		return 0, false
+	}
+	read := func(name string) (int64, bool) {
+		b, err := os.ReadFile("/sys/fs/cgroup/" + name)
+		if err != nil {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n, err == nil // "max": no limit
+	}
+	if limit, ok := read("memory.max"); ok {
+		if used, ok := read("memory.current"); ok {
+			avail = min(avail, max(limit-used, 0))
+		}
+	}
+	return avail, true
 }

@@ -309,15 +309,19 @@ func (t *Tx) Last() uint64 {
 // Record reads one record by sequence number. The record owns its memory:
 // its payload is a copy, never the file's, and outlives the transaction
 // (projection keeps texts that share it). A record missing below the last
-// one is damage (a CorruptError): sequence numbers run from 1 without gaps
-// in every log (Restore), so only a damaged page loses one.
+// one is damage (a CorruptError): every append, import and replica writes
+// last+1, Restore renumbers past what a recovery lost, and Verify checks
+// that the numbers have no gap, so only a damaged page loses one. (Damage
+// that loses the last records lowers the last: a record past it reads as
+// not written yet.)
 func (t *Tx) Record(seq uint64) (Record, error) {
 	v := t.eventsBucket().Get(u64(seq))
 	if v == nil {
-		if last := t.Last(); seq >= 1 && seq < last {
+		last := t.Last()
+		if seq >= 1 && seq < last {
 			return Record{}, corrupt(seq, "missing, below the last record %d: a damaged page of the log lost it", last)
 		}
-		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, t.Last())
+		return Record{}, fmt.Errorf("record %d: not in the log (last is %d)", seq, last)
 	}
 	return readRecord(t.tx, seq, v)
 }

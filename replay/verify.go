@@ -20,10 +20,9 @@ func Verify(ctx context.Context, log *eventlog.Log, dir string, opts Options) (*
 		return nil, fmt.Errorf("verify %s: %w: verify checks the whole log; use replay for a point in time", dir, fsm.ErrInvalid)
 	}
 	var problems []error
-	stopPrefetch := log.Prefetch()
-	err := log.Verify(ctx)
-	stopPrefetch()
-	if err != nil {
+	// Not prefetched: the log's own walk asks ahead for what it reaches
+	// (eventlog's readAhead), and leaves the file cached for the scan.
+	if err := log.Verify(ctx); err != nil {
 		joined, ok := err.(interface{ Unwrap() []error })
 		if !ok {
 			return nil, err
