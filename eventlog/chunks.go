@@ -7,7 +7,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/delegations/delegations/internal/uncleared"
+	"github.com/delegations/delegations/eventlog/uncleared"
 )
 
 // Large payloads are stored in chunks, apart from their record.

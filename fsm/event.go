@@ -4,7 +4,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/delegations/delegations/internal/uncleared"
+	"github.com/delegations/delegations/eventlog/uncleared"
 )
 
 // Event is one fact about a delegation: a decided command (registered …

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/delegations/delegations/internal/uncleared"
+	"github.com/delegations/delegations/eventlog/uncleared"
 )
 
 // sampleEvents has one event of every kind with every field its kind
