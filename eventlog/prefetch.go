@@ -20,7 +20,7 @@ import (
 // and waits for it: for the read under way, 512 KiB, on a disk that
 // answers.
 func (l *Log) Prefetch() (stop func()) {
-	if !prefetchOn.Load() {
+	if prefetchOff.Load() {
 		return func() {}
 	}
 	f, err := os.Open(l.path)
@@ -55,16 +55,14 @@ const (
 	prefetchAhead = 8
 )
 
-// prefetchOn is whether Prefetch reads ahead: off only for a benchmark's
-// baseline (SetPrefetch).
-var prefetchOn atomic.Bool
-
-func init() { prefetchOn.Store(true) }
+// prefetchOff turns Prefetch off: only for a benchmark's baseline
+// (SetPrefetch).
+var prefetchOff atomic.Bool
 
 // SetPrefetch turns Prefetch on or off in this process, and returns what
 // restores the setting before it: a benchmark measures a cold read with
 // and without it.
 func SetPrefetch(on bool) (restore func()) {
-	prev := prefetchOn.Swap(on)
-	return func() { prefetchOn.Store(prev) }
+	prev := prefetchOff.Swap(!on)
+	return func() { prefetchOff.Store(prev) }
 }
