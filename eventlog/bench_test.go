@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -186,7 +185,7 @@ func (p *plainFile) writer() {
 		}
 		_, err := p.f.Write(buf)
 		if err == nil {
-			err = syscall.Fdatasync(int(p.f.Fd()))
+			err = datasync(p.f)
 		}
 		for _, r := range batch {
 			r.done <- err

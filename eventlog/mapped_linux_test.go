@@ -147,7 +147,7 @@ func TestOpenLeavesPagesOfTheirOwn(t *testing.T) {
 	}
 	// Rewrite (with the bytes they hold) one page in every 64, after
 	// fdatasync has cleaned those the open wrote.
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+	if err := datasync(f); err != nil {
 		t.Fatal(err)
 	}
 	page := make([]byte, os.Getpagesize())

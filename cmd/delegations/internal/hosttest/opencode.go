@@ -270,9 +270,7 @@ func (oc *OpenCode) start(port int) {
 		"--print-logs", "--log-level", oc.logLevel)
 	cmd.Dir = oc.Project
 	cmd.Env = oc.Environ()
-	// Its own process group, so Kill takes its children too; SIGKILL when
-	// the test process dies (a -timeout panic runs no cleanup).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = ownGroup()
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
