@@ -1,7 +1,10 @@
 package eventlog
 
 import (
+	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,7 +21,15 @@ import (
 // asks for, whose large folios later commits would dirty whole; the
 // pages come in pages of their own.
 func prefetchFile(f *os.File, size int64, quit <-chan struct{}) {
-	if avail, ok := availableMemory(); !ok || size > avail/2 {
+	if avail, ok := availableMemory(); ok {
+		prefetchWithin(f, size, avail, quit)
+	}
+}
+
+// prefetchWithin is prefetchFile with avail bytes of memory available: a
+// file larger than half of it is left alone.
+func prefetchWithin(f *os.File, size, avail int64, quit <-chan struct{}) {
+	if size > avail/2 {
 		return
 	}
 	if cached, ok := cachedFraction(f, size); !ok || cached >= 0.9 {
@@ -69,11 +80,19 @@ func cachedFraction(f *os.File, size int64) (float64, bool) {
 	return float64(n) / float64(len(vec)), true
 }
 
-// availableMemory returns the memory the page cache may grow into: the
-// system's MemAvailable, or less if the process's cgroup (v2) allows less
-// beyond what it uses; false if /proc cannot tell.
-func availableMemory() (int64, bool) {
-	meminfo, err := os.ReadFile("/proc/meminfo")
+// availableMemory returns the memory the page cache may grow into, or
+// false if /proc cannot tell.
+func availableMemory() (int64, bool) { return memoryAvailable("/proc", "/sys/fs/cgroup") }
+
+// memoryAvailable returns the system's MemAvailable (procDir/meminfo), or
+// less where the process's memory cgroup, or one above it, allows less
+// beyond what it uses: cgroup v2 under cgroupDir, v1's memory controller
+// under cgroupDir/memory, the process's place in each read from
+// procDir/self/cgroup. A page cache charged to a cgroup at its limit
+// evicts the cgroup's own pages first, as one filling the system's memory
+// does everyone's.
+func memoryAvailable(procDir, cgroupDir string) (int64, bool) {
+	meminfo, err := os.ReadFile(filepath.Join(procDir, "meminfo"))
 	if err != nil {
 		return 0, false
 	}
@@ -90,18 +109,50 @@ func availableMemory() (int64, bool) {
 	if avail < 0 {
 		return 0, false
 	}
+	self, err := os.ReadFile(filepath.Join(procDir, "self", "cgroup"))
+	if err != nil {
+		return avail, true
+	}
+	for line := range strings.Lines(string(self)) {
+		// hierarchy-ID:controllers:path; v2's is 0::path.
+		id, rest, _ := strings.Cut(strings.TrimSpace(line), ":")
+		controllers, path, ok := strings.Cut(rest, ":")
+		switch {
+		case !ok || !strings.HasPrefix(path, "/"):
+		case id == "0" && controllers == "":
+			avail = min(avail, cgroupHeadroom(cgroupDir, path, "memory.max", "memory.current"))
+		case slices.Contains(strings.Split(controllers, ","), "memory"):
+			avail = min(avail, cgroupHeadroom(filepath.Join(cgroupDir, "memory"), path, "memory.limit_in_bytes", "memory.usage_in_bytes"))
+		}
+	}
+	return avail, true
+}
+
+// cgroupHeadroom returns the least any cgroup from path up to the root of
+// the hierarchy mounted at mount allows beyond what it uses (its limit
+// and usage files named limitFile and usageFile); math.MaxInt64 where none
+// sets a limit or none can be read. A path missing under the mount (a
+// container that sees its own cgroup as the root, without a namespace)
+// is passed over on the way up.
+func cgroupHeadroom(mount, path, limitFile, usageFile string) int64 {
 	read := func(name string) (int64, bool) {
-		b, err := os.ReadFile("/sys/fs/cgroup/" + name)
+		b, err := os.ReadFile(name)
 		if err != nil {
 			return 0, false
 		}
 		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		return n, err == nil // "max": no limit
+		return n, err == nil // v2's "max": no limit
 	}
-	if limit, ok := read("memory.max"); ok {
-		if used, ok := read("memory.current"); ok {
-			avail = min(avail, max(limit-used, 0))
+	headroom := int64(math.MaxInt64)
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		dir := filepath.Join(mount, p)
+		if limit, ok := read(filepath.Join(dir, limitFile)); ok {
+			if used, ok := read(filepath.Join(dir, usageFile)); ok {
+				headroom = min(headroom, max(limit-used, 0))
+			}
+		}
+		if p == "/" {
+			return headroom
 		}
 	}
-	return avail, true
 }
