@@ -13,33 +13,16 @@ import (
 // prefetched, every page of it; a prefetch stopped before it starts asks
 // for no more than its first requests.
 func TestPrefetchCachesTheFile(t *testing.T) {
-	path := fillMapped(t)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Skipf("cannot drop the file's cached pages: %v", err)
-	}
-	if cached := cachedPages(t, f, fi.Size()); cached > pages(fi.Size())/10 {
-		t.Skipf("%d of %d pages stay cached after FADV_DONTNEED (a file system that keeps them)", cached, pages(fi.Size()))
-	}
+	f, size := coldLog(t)
 	stopped := make(chan struct{})
 	close(stopped)
-	prefetchFile(f, fi.Size(), stopped)
-	if cached, most := cachedPages(t, f, fi.Size()), pages((prefetchAhead+1)*prefetchChunk); cached > most {
+	prefetchFile(f, size, stopped)
+	if cached, most := cachedPages(t, f, size), pages((prefetchAhead+1)*prefetchChunk); cached > most {
 		t.Errorf("%d pages cached by a prefetch stopped before it started, want at most %d (its first requests)", cached, most)
 	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	prefetchFile(f, fi.Size(), nil)
-	if cached, all := cachedPages(t, f, fi.Size()), pages(fi.Size()); cached != all {
+	drop(t, f)
+	prefetchFile(f, size, nil)
+	if cached, all := cachedPages(t, f, size), pages(size); cached != all {
 		t.Errorf("%d of %d pages cached after the prefetch", cached, all)
 	}
 }
@@ -47,31 +30,44 @@ func TestPrefetchCachesTheFile(t *testing.T) {
 // TestPrefetchLeavesALargeFileAlone: a file larger than half the memory
 // available is not read; one of exactly half is, whole.
 func TestPrefetchLeavesALargeFileAlone(t *testing.T) {
-	path := fillMapped(t)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := fi.Size()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Skipf("cannot drop the file's cached pages: %v", err)
-	}
-	before := cachedPages(t, f, size)
-	if before > pages(size)/10 {
-		t.Skipf("%d of %d pages stay cached after FADV_DONTNEED (a file system that keeps them)", before, pages(size))
-	}
+	f, size := coldLog(t)
 	prefetchWithin(f, size, 2*size-1, nil)
-	if cached := cachedPages(t, f, size); cached != before {
-		t.Errorf("%d pages cached by a prefetch with less than twice the file's size available, want %d as before it", cached, before)
+	if cached := cachedPages(t, f, size); cached != 0 {
+		t.Errorf("%d pages cached by a prefetch with less than twice the file's size available, want none", cached)
 	}
 	prefetchWithin(f, size, 2*size, nil)
 	if cached, all := cachedPages(t, f, size), pages(size); cached != all {
 		t.Errorf("%d of %d pages cached by a prefetch with twice the file's size available", cached, all)
+	}
+}
+
+// coldLog opens a log file of many pages, none of them in the page cache;
+// the test skips where the file system keeps them.
+func coldLog(t *testing.T) (*os.File, int64) {
+	t.Helper()
+	f, err := os.Open(fillMapped(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Skipf("cannot drop the file's cached pages: %v", err)
+	}
+	if cached := cachedPages(t, f, fi.Size()); cached != 0 {
+		t.Skipf("%d of %d pages stay cached after FADV_DONTNEED (a file system that keeps them)", cached, pages(fi.Size()))
+	}
+	return f, fi.Size()
+}
+
+// drop drops f's pages from the page cache.
+func drop(t *testing.T, f *os.File) {
+	t.Helper()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
 	}
 }
 
