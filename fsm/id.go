@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // DefaultIDAttempts is how many ids GenerateID draws before giving up, as
@@ -13,7 +14,7 @@ import (
 const DefaultIDAttempts = 20
 
 // IDGenerator draws delegation ids of the form adjective-color-animal,
-// uniformly from the word lists. It is safe for concurrent use.
+// uniformly from the word lists (GenerateID fixes the adjective first). It is safe for concurrent use.
 type IDGenerator struct {
 	mu  sync.Mutex
 	r   io.Reader
@@ -39,12 +40,19 @@ func (g *IDGenerator) Next() string {
 	return id
 }
 
-func (g *IDGenerator) next() (string, error) {
+func (g *IDGenerator) next() (string, error) { return g.draw(-1) }
+
+// draw returns a fresh id whose adjective is adjectives[adjective], or
+// one drawn uniformly when adjective is negative.
+func (g *IDGenerator) draw(adjective int) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	a, err := g.intn(len(adjectives))
-	if err != nil {
-		return "", err
+	a := adjective
+	if a < 0 {
+		var err error
+		if a, err = g.intn(len(adjectives)); err != nil {
+			return "", err
+		}
 	}
 	c, err := g.intn(len(colors))
 	if err != nil {
@@ -73,17 +81,43 @@ func (g *IDGenerator) intn(n int) (int, error) {
 	}
 }
 
+// IDSlot is how long the ids GenerateID draws share their adjective, and
+// hourAttempts how many of its attempts keep it.
+const (
+	IDSlot       = time.Hour
+	hourAttempts = 3
+)
+
 // GenerateID draws ids from g until taken reports one free, at most attempts
 // times (0 or less means DefaultIDAttempts). taken should check both the
 // known ids and existing artifact files. After that many collisions it
 // returns an error wrapping ErrIDSpaceExhausted. A race between taken and
 // the append is caught by the log's expected-version check, not here.
-func GenerateID(g *IDGenerator, taken func(id string) (bool, error), attempts int) (string, error) {
+//
+// The first three attempts keep the adjective of at's hour (the
+// adjectives take the hours in turn, one each, IDSlot long): ids drawn in
+// the same hour share their first word, so the trees a store keys by id
+// (the log's stream index, the records and roots views) take each new one
+// in the same few pages, as they take increasing keys. An id drawn from
+// the whole space lands anywhere in them: in a large store, on a page no
+// commit has touched for long, which bbolt then frees far from the pages
+// commits write, and reuses, so that later commits write all over the
+// file (BenchmarkLifecyclesHistory at 1M events: 0.78 of an empty store's
+// rate with ids drawn from the whole space, 0.92 drawn this way, 0.95 with
+// increasing ids). The later attempts
+// draw from the whole space, so that an hour that took many of its
+// adjective's ids finds one without trying each attempt there first.
+func GenerateID(g *IDGenerator, at time.Time, taken func(id string) (bool, error), attempts int) (string, error) {
 	if attempts <= 0 {
 		attempts = DefaultIDAttempts
 	}
-	for range attempts {
-		id, err := g.next()
+	hour := int(uint64(at.Unix()/int64(IDSlot/time.Second)) % uint64(len(adjectives)))
+	for i := range attempts {
+		adjective := hour
+		if i >= hourAttempts {
+			adjective = -1
+		}
+		id, err := g.draw(adjective)
 		if err != nil {
 			return "", err
 		}

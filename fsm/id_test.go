@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestWordLists(t *testing.T) {
@@ -126,32 +128,34 @@ func TestIDGeneratorUniform(t *testing.T) {
 	}
 }
 
+var noon = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+
 func TestGenerateID(t *testing.T) {
 	g := NewIDGenerator(seeded(3))
 	calls := 0
-	id, err := GenerateID(g, func(string) (bool, error) { calls++; return calls <= 3, nil }, 0)
+	id, err := GenerateID(g, noon, func(string) (bool, error) { calls++; return calls <= 3, nil }, 0)
 	if err != nil || calls != 4 || ValidateID(id) != nil {
 		t.Errorf("after 3 collisions: %q, %v, %d calls", id, err, calls)
 	}
 
 	calls = 0
-	_, err = GenerateID(g, func(string) (bool, error) { calls++; return true, nil }, 0)
+	_, err = GenerateID(g, noon, func(string) (bool, error) { calls++; return true, nil }, 0)
 	if !errors.Is(err, ErrIDSpaceExhausted) || calls != DefaultIDAttempts {
 		t.Errorf("all taken: %v after %d calls, want ErrIDSpaceExhausted after %d", err, calls, DefaultIDAttempts)
 	}
 	calls = 0
-	_, err = GenerateID(g, func(string) (bool, error) { calls++; return true, nil }, 3)
+	_, err = GenerateID(g, noon, func(string) (bool, error) { calls++; return true, nil }, 3)
 	if !errors.Is(err, ErrIDSpaceExhausted) || calls != 3 {
 		t.Errorf("3 attempts: %v after %d calls", err, calls)
 	}
 
 	boom := errors.New("disk gone")
-	if _, err := GenerateID(g, func(string) (bool, error) { return false, boom }, 0); !errors.Is(err, boom) {
+	if _, err := GenerateID(g, noon, func(string) (bool, error) { return false, boom }, 0); !errors.Is(err, boom) {
 		t.Errorf("taken error: %v", err)
 	}
 
 	short := NewIDGenerator(bytes.NewReader([]byte{1, 2, 3}))
-	if _, err := GenerateID(short, func(string) (bool, error) { return false, nil }, 0); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if _, err := GenerateID(short, noon, func(string) (bool, error) { return false, nil }, 0); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("reader error: %v", err)
 	}
 	defer func() {
@@ -160,4 +164,71 @@ func TestGenerateID(t *testing.T) {
 		}
 	}()
 	NewIDGenerator(bytes.NewReader(nil)).Next()
+}
+
+// TestGenerateIDSharesTheHoursAdjective: the ids drawn in one hour share
+// its adjective, the next hour's the next one, the hours wrapping around
+// the list; once its first attempts found the hour's ids taken, the rest
+// draw from the whole space.
+func TestGenerateIDSharesTheHoursAdjective(t *testing.T) {
+	g := NewIDGenerator(seeded(5))
+	free := func(string) (bool, error) { return false, nil }
+	adjectiveOf := func(id string) string { return strings.SplitN(id, "-", 2)[0] }
+	hour := noon.Truncate(IDSlot)
+	first := ""
+	for i := range 50 {
+		id, err := GenerateID(g, hour.Add(time.Duration(i)*IDSlot/50), free, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = adjectiveOf(id)
+		} else if a := adjectiveOf(id); a != first {
+			t.Fatalf("id %d of the hour %q has adjective %q, the first %q", i, id, a, first)
+		}
+	}
+	i := slices.Index(adjectives[:], first)
+	next, err := GenerateID(g, hour.Add(IDSlot), free, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := adjectives[(i+1)%len(adjectives)]; adjectiveOf(next) != want {
+		t.Errorf("the next hour's id %q, want adjective %q", next, want)
+	}
+	round, err := GenerateID(g, hour.Add(time.Duration(len(adjectives))*IDSlot), free, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adjectiveOf(round) != first {
+		t.Errorf("the hour %d hours on: id %q, want adjective %q again", len(adjectives), round, first)
+	}
+
+	var tried []string
+	id, err := GenerateID(g, hour, func(id string) (bool, error) {
+		tried = append(tried, id)
+		return adjectiveOf(id) == first, nil // the hour's adjective is used up
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := hourAttempts
+	for j, id := range tried[:half] {
+		if adjectiveOf(id) != first {
+			t.Errorf("attempt %d drew %q, want the hour's adjective %q", j+1, id, first)
+		}
+	}
+	if len(tried) <= half || adjectiveOf(id) == first {
+		t.Errorf("with the hour's ids taken: %q after %d attempts, want another adjective after more than %d", id, len(tried), half)
+	}
+	later := map[string]bool{}
+	for range 200 {
+		id, err := GenerateID(g, hour, func(id string) (bool, error) { return adjectiveOf(id) == first, nil }, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		later[adjectiveOf(id)] = true
+	}
+	if len(later) < 100 {
+		t.Errorf("the later attempts drew %d distinct adjectives in 200 ids, want them from the whole list", len(later))
+	}
 }

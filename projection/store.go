@@ -365,7 +365,7 @@ func (s *Store) Register(ctx context.Context, r Registration) (fsm.Delegation, e
 	// A drawn id can be taken between the check and the append; the
 	// expected-version check catches that and we draw again.
 	for range fsm.DefaultIDAttempts {
-		id, err := fsm.GenerateID(s.ids, func(id string) (bool, error) { return s.taken(r, id) }, 0)
+		id, err := fsm.GenerateID(s.ids, s.clock.Now(), func(id string) (bool, error) { return s.taken(r, id) }, 0)
 		if err != nil {
 			return fsm.Delegation{}, err
 		}

@@ -16,8 +16,8 @@ import (
 	"github.com/delegations/delegations/fsm"
 )
 
-// IDs returns n distinct delegation ids drawn from gen: with a seeded
-// generator, the same ids on every run.
+// IDs returns n distinct delegation ids drawn from gen, uniformly from
+// the whole space: with a seeded generator, the same ids on every run.
 func IDs(gen *fsm.IDGenerator, n int) []string {
 	seen := make(map[string]bool, n)
 	ids := make([]string, 0, n)
@@ -28,6 +28,23 @@ func IDs(gen *fsm.IDGenerator, n int) []string {
 		}
 	}
 	return ids
+}
+
+// IDsAt returns n distinct delegation ids drawn as a store draws them
+// (fsm.GenerateID), the i-th at at(i): the ids of one hour share its
+// adjective, as in a store this release wrote.
+func IDsAt(gen *fsm.IDGenerator, n int, at func(i int) time.Time) ([]string, error) {
+	seen := make(map[string]bool, n)
+	ids := make([]string, n)
+	for i := range ids {
+		id, err := fsm.GenerateID(gen, at(i), func(id string) (bool, error) { return seen[id], nil }, 0)
+		if err != nil {
+			return nil, err
+		}
+		seen[id] = true
+		ids[i] = id
+	}
+	return ids, nil
 }
 
 // Entries returns the entries of events for delegation id: event j

@@ -20,7 +20,20 @@ import (
 	"github.com/delegations/delegations/projection/artifact"
 )
 
-var historyEvents = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
+var (
+	historyEvents  = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
+	historyUniform = flag.Bool("history.uniform", false, "BenchmarkLifecyclesHistory's history ids drawn from the whole space, as stores written before the hour's adjective have them")
+	historyKeys    = flag.Bool("history.keys", false, "BenchmarkLifecyclesHistory's registrations carry idempotency keys, random as the bridges' tool call ids")
+)
+
+// historyKey returns an idempotency key for a registration under
+// -history.keys, "" otherwise.
+func historyKey() string {
+	if !*historyKeys {
+		return ""
+	}
+	return fmt.Sprintf("opencode:call_%016x%016x", rand.Uint64(), rand.Uint64())
+}
 
 // historyParents are the parent sessions of BenchmarkLifecyclesHistory:
 // each keeps one delegation running for the whole history, so its cycle
@@ -40,6 +53,14 @@ var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
 // in appends of one delegation's 9 events (its projector keeps the views;
 // no artifact files are written for it), and copied for each run, out of
 // the page cache (see historyStore): s/build says how long building took.
+// The history's delegations were registered a second apart, their ids
+// drawn as the store draws them (those of one hour share its adjective);
+// -history.uniform draws them from the whole space, as in a store written
+// before that (or imported from the plugin), whose trees keyed by id take
+// each new id on a page no commit has touched for long. -history.keys
+// gives every registration an idempotency key, in the history too, random
+// as the bridges' (a tool call's id), which the log's idempotency index
+// takes anywhere.
 //
 // Metrics: lifecycles/s on each store and ratio(≥0.9) = large over empty;
 // the process's CPU time per lifecycle on each (cpu-us/lifecycle-*, the
@@ -158,7 +179,7 @@ func runLifecycles(b *testing.B, conns []*Client, n int) time.Duration {
 // registration to its read.
 func lifecycle(ctx context.Context, cl *Client, parent string) error {
 	var d fsm.Delegation
-	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow."}, &d); err != nil {
+	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow.", IdempotencyKey: historyKey()}, &d); err != nil {
 		return err
 	}
 	if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
@@ -271,8 +292,14 @@ func buildHistory(b *testing.B, dir string, events int) {
 		}
 	}
 	n := events / 9
-	ids := historytest.IDs(fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13})), n)
 	start := time.Now().Add(-time.Duration(n) * time.Second)
+	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
+	var ids []string
+	if *historyUniform {
+		ids = historytest.IDs(gen, n)
+	} else if ids, err = historytest.IDsAt(gen, n, func(i int) time.Time { return start.Add(time.Duration(i) * time.Second) }); err != nil {
+		b.Fatal(err)
+	}
 	err = historytest.Append(ctx, s.Log(), n, 64, func(i int) (eventlog.Append, error) {
 		rel, err := artifact.RelPath("0123456789abcdef", "ses_root", ids[i])
 		if err != nil {
@@ -281,7 +308,11 @@ func buildHistory(b *testing.B, dir string, events int) {
 		events := historytest.Finished(fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: historyParents[i%len(historyParents)]},
 			rel, projection.TerminalNotificationID(ids[i]))
 		entries := historytest.Entries(ids[i], start.Add(time.Duration(i)*time.Second), time.Millisecond, events)
-		return eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}, nil
+		a := eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}
+		if key := historyKey(); key != "" {
+			a.Key = "register:" + key
+		}
+		return a, nil
 	})
 	if err != nil {
 		b.Fatal(err)
