@@ -120,21 +120,22 @@ func memoryAvailable(procDir, cgroupDir string) (int64, bool) {
 		switch {
 		case !ok || !strings.HasPrefix(path, "/"):
 		case id == "0" && controllers == "":
-			avail = min(avail, cgroupHeadroom(cgroupDir, path, "memory.max", "memory.current"))
+			avail = min(avail, cgroupHeadroom(cgroupDir, path, "memory.max", "memory.current", "inactive_file"))
 		case slices.Contains(strings.Split(controllers, ","), "memory"):
-			avail = min(avail, cgroupHeadroom(filepath.Join(cgroupDir, "memory"), path, "memory.limit_in_bytes", "memory.usage_in_bytes"))
+			avail = min(avail, cgroupHeadroom(filepath.Join(cgroupDir, "memory"), path, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
 		}
 	}
 	return avail, true
 }
 
 // cgroupHeadroom returns the least any cgroup from path up to the root of
-// the hierarchy mounted at mount allows beyond what it uses (its limit
-// and usage files named limitFile and usageFile); math.MaxInt64 where none
-// sets a limit or none can be read. A path missing under the mount (a
-// container that sees its own cgroup as the root, without a namespace)
-// is passed over on the way up.
-func cgroupHeadroom(mount, path, limitFile, usageFile string) int64 {
+// the hierarchy mounted at mount allows beyond what it uses (its limit and
+// usage files named limitFile and usageFile; the usage less the page
+// cache it may drop first, memory.stat's inactiveKey, as MemAvailable
+// counts it); math.MaxInt64 where none sets a limit or none can be read.
+// A path missing under the mount (a container that sees its own cgroup as
+// the root, without a namespace) is passed over on the way up.
+func cgroupHeadroom(mount, path, limitFile, usageFile, inactiveKey string) int64 {
 	read := func(name string) (int64, bool) {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -143,12 +144,26 @@ func cgroupHeadroom(mount, path, limitFile, usageFile string) int64 {
 		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		return n, err == nil // v2's "max": no limit
 	}
+	inactive := func(dir string) int64 {
+		b, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		if err != nil {
+			return 0
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, inactiveKey+" "); ok {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					return n
+				}
+			}
+		}
+		return 0
+	}
 	headroom := int64(math.MaxInt64)
 	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
 		dir := filepath.Join(mount, p)
 		if limit, ok := read(filepath.Join(dir, limitFile)); ok {
 			if used, ok := read(filepath.Join(dir, usageFile)); ok {
-				headroom = min(headroom, max(limit-used, 0))
+				headroom = min(headroom, max(limit-max(used-inactive(dir), 0), 0))
 			}
 		}
 		if p == "/" {

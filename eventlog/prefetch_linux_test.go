@@ -101,6 +101,16 @@ func TestMemoryAvailable(t *testing.T) {
 			{"cgroup/a/b/memory.max", "300000\n"}, {"cgroup/a/b/memory.current", "100000\n"},
 			{"cgroup/a/memory.max", "700000\n"}, {"cgroup/a/memory.current", "200000\n"},
 		}, 200000, true},
+		{"v2, its inactive page cache not counted as used", []file{
+			{"proc/meminfo", meminfo}, {"proc/self/cgroup", "0::/a\n"},
+			{"cgroup/a/memory.max", "700000\n"}, {"cgroup/a/memory.current", "600000\n"},
+			{"cgroup/a/memory.stat", "anon 100000\nfile 500000\nactive_file 100000\ninactive_file 400000\n"},
+		}, 500000, true},
+		{"v1, its inactive page cache not counted as used", []file{
+			{"proc/meminfo", meminfo}, {"proc/self/cgroup", "4:memory:/a\n"},
+			{"cgroup/memory/a/memory.limit_in_bytes", "700000\n"}, {"cgroup/memory/a/memory.usage_in_bytes", "600000\n"},
+			{"cgroup/memory/a/memory.stat", "inactive_file 1\ntotal_inactive_file 400000\n"},
+		}, 500000, true},
 		{"v2, over its limit", []file{
 			{"proc/meminfo", meminfo}, {"proc/self/cgroup", "0::/a\n"},
 			{"cgroup/a/memory.max", "100\n"}, {"cgroup/a/memory.current", "200\n"},
@@ -123,7 +133,7 @@ func TestMemoryAvailable(t *testing.T) {
 			{"cgroup/memory.max", "100\n"}, {"cgroup/memory.current", "0\n"},
 		}, 1000 << 10, true},
 		{"a path climbing out", []file{
-			{"proc/meminfo", meminfo}, {"proc/self/cgroup", "0::/../../x\n"},
+			{"proc/meminfo", meminfo}, {"proc/self/cgroup", "0::/../x\n"},
 			{"x/memory.max", "100\n"}, {"x/memory.current", "0\n"},
 		}, 1000 << 10, true},
 	} {
@@ -144,7 +154,7 @@ func TestMemoryAvailable(t *testing.T) {
 			}
 		})
 	}
-	if got := cgroupHeadroom(t.TempDir(), "/", "memory.max", "memory.current"); got != math.MaxInt64 {
+	if got := cgroupHeadroom(t.TempDir(), "/", "memory.max", "memory.current", "inactive_file"); got != math.MaxInt64 {
 		t.Errorf("cgroupHeadroom of an empty hierarchy = %d, want no limit", got)
 	}
 }

@@ -211,7 +211,10 @@ func TestGenerateIDSharesTheHoursAdjective(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	half := hourAttempts
+	const half = 3 // the attempts the doc and README promise
+	if hourAttempts != half {
+		t.Errorf("hourAttempts = %d, want %d", hourAttempts, half)
+	}
 	for j, id := range tried[:half] {
 		if adjectiveOf(id) != first {
 			t.Errorf("attempt %d drew %q, want the hour's adjective %q", j+1, id, first)
@@ -230,5 +233,28 @@ func TestGenerateIDSharesTheHoursAdjective(t *testing.T) {
 	}
 	if len(later) < 100 {
 		t.Errorf("the later attempts drew %d distinct adjectives in 200 ids, want them from the whole list", len(later))
+	}
+}
+
+// TestSlotAdjective: the slots follow one another across the epoch, and
+// the adjectives wrap around the list.
+func TestSlotAdjective(t *testing.T) {
+	epoch := time.Unix(0, 0)
+	for _, tc := range []struct {
+		at   time.Time
+		want int
+	}{
+		{epoch, 0},
+		{epoch.Add(IDSlot - time.Second), 0},
+		{epoch.Add(IDSlot), 1},
+		{epoch.Add(-time.Second), len(adjectives) - 1},
+		{epoch.Add(-IDSlot), len(adjectives) - 1},
+		{epoch.Add(-IDSlot - time.Second), len(adjectives) - 2},
+		{epoch.Add(time.Duration(len(adjectives)) * IDSlot), 0},
+		{epoch.Add(time.Duration(len(adjectives)+3) * IDSlot), 3},
+	} {
+		if got := slotAdjective(tc.at); got != tc.want {
+			t.Errorf("slotAdjective(%v) = %d, want %d", tc.at.UTC(), got, tc.want)
+		}
 	}
 }

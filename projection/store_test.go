@@ -219,24 +219,38 @@ func TestRegisterIdempotencyKey(t *testing.T) {
 
 // TestIDCollisions uses a generator that always draws the same words: it
 // yields two ids (the hour's adjective with them, and its own adjective),
-// or one when they are the same, then nothing more.
+// then nothing more; one, in the hour whose adjective is its own.
 func TestIDCollisions(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{IDs: fsm.NewIDGenerator(bytes.NewReader(bytes.Repeat([]byte{0xff}, 1<<16)))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	registered := 0
-	for ; registered < 3; registered++ {
-		if _, err = s.Register(context.Background(), registration()); err != nil {
-			break
-		}
-	}
-	if !errors.Is(err, fsm.ErrIDSpaceExhausted) || registered == 0 || registered > 2 {
-		t.Fatalf("register with a stuck generator: %v after %d delegations, want ErrIDSpaceExhausted after one or two", err, registered)
-	}
-	if s.Log().Last() != uint64(registered) {
-		t.Fatalf("collisions appended events: the log holds %d, %d registered", s.Log().Last(), registered)
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want int
+	}{
+		{"another hour's adjective", time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC), 2},
+		{"the hour of its own adjective", time.Unix(0, 0).Add(15 * fsm.IDSlot), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), Options{
+				IDs: fsm.NewIDGenerator(bytes.NewReader(bytes.Repeat([]byte{0xff}, 1<<16))),
+				Now: func() time.Time { return tc.at },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			registered := 0
+			for ; registered < 3; registered++ {
+				if _, err = s.Register(context.Background(), registration()); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, fsm.ErrIDSpaceExhausted) || registered != tc.want {
+				t.Fatalf("register with a stuck generator: %v after %d delegations, want ErrIDSpaceExhausted after %d", err, registered, tc.want)
+			}
+			if s.Log().Last() != uint64(registered) {
+				t.Fatalf("collisions appended events: the log holds %d, %d registered", s.Log().Last(), registered)
+			}
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +81,32 @@ func TestAppend(t *testing.T) {
 	})
 	if !errors.Is(err, bad) {
 		t.Fatalf("Append with a failing lifecycle: %v, want %v", err, bad)
+	}
+}
+
+// TestIDsAt: the ids are distinct, valid, those of one hour share their
+// first word and those of the next hour another.
+func TestIDsAt(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = 2000 // 1,000 an hour
+	ids, err := IDsAt(fsm.NewIDGenerator(rand.NewChaCha8([32]byte{2})), n, func(i int) time.Time {
+		return start.Add(time.Duration(i) * time.Hour / (n / 2))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := func(id string) string { return strings.SplitN(id, "-", 2)[0] }
+	seen := map[string]bool{}
+	for i, id := range ids {
+		if err := fsm.ValidateID(id); err != nil || seen[id] {
+			t.Fatalf("id %d %q: invalid (%v) or drawn twice", i, id, err)
+		}
+		seen[id] = true
+		if want := first(ids[i/(n/2)*(n/2)]); first(id) != want {
+			t.Fatalf("id %d %q of hour %d, want the hour's first word %q", i, id, i/(n/2), want)
+		}
+	}
+	if first(ids[0]) == first(ids[n-1]) {
+		t.Errorf("the two hours' ids share their first word %q", first(ids[0]))
 	}
 }

@@ -53,8 +53,9 @@ var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
 // in appends of one delegation's 9 events (its projector keeps the views;
 // no artifact files are written for it), and copied for each run, out of
 // the page cache (see historyStore): s/build says how long building took.
-// The history's delegations were registered a second apart, their ids
-// drawn as the store draws them (those of one hour share its adjective);
+// The history's delegations were registered 30 s apart (38 days, more
+// than the adjectives' cycle of 854 hours), their ids drawn as the store
+// draws them (those of one hour share its adjective);
 // -history.uniform draws them from the whole space, as in a store written
 // before that (or imported from the plugin), whose trees keyed by id take
 // each new id on a page no commit has touched for long. -history.keys
@@ -292,12 +293,17 @@ func buildHistory(b *testing.B, dir string, events int) {
 		}
 	}
 	n := events / 9
-	start := time.Now().Add(-time.Duration(n) * time.Second)
+	// One registration every historySpacing: the history spans more than
+	// a cycle of the adjectives' hours, as a store's does after a month of
+	// heavy use, so that the hour's adjective holds ids of earlier cycles.
+	const historySpacing = 30 * time.Second
+	start := time.Now().Add(-time.Duration(n) * historySpacing)
+	at := func(i int) time.Time { return start.Add(time.Duration(i) * historySpacing) }
 	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))
 	var ids []string
 	if *historyUniform {
 		ids = historytest.IDs(gen, n)
-	} else if ids, err = historytest.IDsAt(gen, n, func(i int) time.Time { return start.Add(time.Duration(i) * time.Second) }); err != nil {
+	} else if ids, err = historytest.IDsAt(gen, n, at); err != nil {
 		b.Fatal(err)
 	}
 	err = historytest.Append(ctx, s.Log(), n, 64, func(i int) (eventlog.Append, error) {
@@ -307,7 +313,7 @@ func buildHistory(b *testing.B, dir string, events int) {
 		}
 		events := historytest.Finished(fsm.Registration{ProjectID: "0123456789abcdef", RootSessionID: "ses_root", ParentSessionID: historyParents[i%len(historyParents)]},
 			rel, projection.TerminalNotificationID(ids[i]))
-		entries := historytest.Entries(ids[i], start.Add(time.Duration(i)*time.Second), time.Millisecond, events)
+		entries := historytest.Entries(ids[i], at(i), time.Millisecond, events)
 		a := eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}
 		if key := historyKey(); key != "" {
 			a.Key = "register:" + key
