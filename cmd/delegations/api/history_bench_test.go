@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,17 +24,36 @@ import (
 var (
 	historyEvents  = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
 	historyUniform = flag.Bool("history.uniform", false, "BenchmarkLifecyclesHistory's history ids drawn from the whole space, as stores written before the hour's adjective have them")
-	historyKeys    = flag.Bool("history.keys", false, "BenchmarkLifecyclesHistory's registrations carry idempotency keys, random as the bridges' tool call ids")
+	historyKeys    = flag.String("history.keys", "", "BenchmarkLifecyclesHistory's registrations carry idempotency keys, in the history too, as a bridge writes them: opencode, claude, or random (a bare tool call id)")
 )
 
-// historyKey returns an idempotency key for a registration under
-// -history.keys, "" otherwise.
-func historyKey() string {
-	if !*historyKeys {
-		return ""
+// historyKey returns the idempotency key of registration n, made at at,
+// under -history.keys:
+//   - opencode: as the OpenCode plugin writes it, the id of the message
+//     that made the tool call (OpenCode's message ids ascend with time)
+//     and the call's id;
+//   - claude: as Claude Code's hooks do, the session's id (a session per
+//     5 registrations) and the tool call's;
+//   - random: a tool call's id alone, as both bridges wrote it before;
+//
+// and "" without the flag.
+func historyKey(at time.Time, n uint64) string {
+	call := func() string { return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()) }
+	switch *historyKeys {
+	case "opencode":
+		return fmt.Sprintf("opencode:msg_%012x%014x:call_%s", (at.UnixMilli()<<12)&(1<<48-1), rand.Uint64()>>8, call())
+	case "claude":
+		session := rand.New(rand.NewPCG(n/5, 0))
+		return fmt.Sprintf("claude:%016x%016x:toolu_%s", session.Uint64(), session.Uint64(), call())
+	case "random":
+		return "opencode:call_" + call()
 	}
-	return fmt.Sprintf("opencode:call_%016x%016x", rand.Uint64(), rand.Uint64())
+	return ""
 }
+
+// registrations counts the benchmark's registrations after the history's,
+// for historyKey.
+var registrations atomic.Uint64
 
 // historyParents are the parent sessions of BenchmarkLifecyclesHistory:
 // each keeps one delegation running for the whole history, so its cycle
@@ -73,6 +93,11 @@ var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
 func BenchmarkLifecyclesHistory(b *testing.B) {
 	if testing.Short() {
 		b.Skip("builds a store of -history.events events")
+	}
+	switch *historyKeys {
+	case "", "opencode", "claude", "random":
+	default:
+		b.Fatalf("-history.keys %q: want opencode, claude or random", *historyKeys)
 	}
 	const clients = 16
 	emptyDir, largeDir := b.TempDir(), b.TempDir()
@@ -180,7 +205,7 @@ func runLifecycles(b *testing.B, conns []*Client, n int) time.Duration {
 // registration to its read.
 func lifecycle(ctx context.Context, cl *Client, parent string) error {
 	var d fsm.Delegation
-	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow.", IdempotencyKey: historyKey()}, &d); err != nil {
+	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow.", IdempotencyKey: historyKey(time.Now(), 1<<40+registrations.Add(1))}, &d); err != nil {
 		return err
 	}
 	if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
@@ -315,7 +340,7 @@ func buildHistory(b *testing.B, dir string, events int) {
 			rel, projection.TerminalNotificationID(ids[i]))
 		entries := historytest.Entries(ids[i], at(i), time.Millisecond, events)
 		a := eventlog.Append{Stream: ids[i], Entries: entries, CheckVersion: true}
-		if key := historyKey(); key != "" {
+		if key := historyKey(at(i), uint64(i)); key != "" {
 			a.Key = "register:" + key
 		}
 		return a, nil

@@ -191,6 +191,17 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	if strings.Contains(timeline, "rejected") {
 		t.Errorf("refused commands:\n%s", timeline)
 	}
+	// The registration's idempotency key is the Agent tool call under its
+	// session.
+	var registered struct{ Kind, IdempotencyKey string }
+	for line := range strings.Lines(delegations(t, c, "--json", "events", "--delegation", d.ID)) {
+		if err := json.Unmarshal([]byte(line), &registered); err != nil || registered.Kind == "registered" {
+			break
+		}
+	}
+	if want := "register:claude:" + sessionID + ":" + d.ParentMessageID; registered.Kind != "registered" || registered.IdempotencyKey != want || !strings.HasPrefix(d.ParentMessageID, "toolu_") {
+		t.Errorf("the registration %+v, want the key %q", registered, want)
+	}
 	if text := delegations(t, c, "list", "--root-session", sessionID); !strings.Contains(text, "**"+d.ID+"**") || !strings.Contains(text, "[complete] [unread]") {
 		t.Errorf("list:\n%s", text)
 	}

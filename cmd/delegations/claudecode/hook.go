@@ -233,7 +233,7 @@ func (h *hook) postToolUse(ctx context.Context) error {
 		// Claude Code has no agent timeout: the hooks end the record
 		// (notification, Stop, SessionEnd), never a deadline.
 		TimeoutMs:      fsm.MaxTimeout.Milliseconds(),
-		IdempotencyKey: h.in.ToolUseID,
+		IdempotencyKey: registerKey(session, h.in.ToolUseID),
 	}, &d)
 	if err != nil {
 		return err
@@ -646,6 +646,18 @@ func SessionStartOutput(text string) ([]byte, error) {
 
 // cut shortens s to at most max bytes, at a rune boundary.
 func cut(s string, max int) string { return textcut.Cut(s, max) }
+
+// registerKey is the idempotency key of the registration of the Agent tool
+// call toolUseID in session: the call under its session, so that a
+// session's registrations reach the store's index of keys together (see
+// projection.MaxIdempotencyKey); a tool_use_id alone is random. A
+// tool_use_id too long to fit beside its session is the key alone.
+func registerKey(session, toolUseID string) string {
+	if key := "claude:" + session + ":" + toolUseID; len(key) <= projection.MaxIdempotencyKey {
+		return key
+	}
+	return toolUseID
+}
 
 // oneLine makes a name printable on one line (the store refuses control
 // characters in names) and at most max bytes.

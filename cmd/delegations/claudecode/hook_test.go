@@ -199,7 +199,8 @@ func TestHookSubagentStartFirst(t *testing.T) {
 	}
 }
 
-// TestHookPostToolUseTwice: the tool_use_id is the idempotency key.
+// TestHookPostToolUseTwice: the tool_use_id under its session is the
+// idempotency key.
 func TestHookPostToolUseTwice(t *testing.T) {
 	e := newEnv(t)
 	e.hook("PostToolUse")
@@ -209,6 +210,22 @@ func TestHookPostToolUseTwice(t *testing.T) {
 		t.Fatalf("a repeated PostToolUse appended events")
 	}
 	e.one()
+}
+
+// TestRegisterKey: the call under its session while both fit the store's
+// limit; a tool_use_id too long for that is the key alone.
+func TestRegisterKey(t *testing.T) {
+	if got, want := registerKey(session, "toolu_01ABC"), "claude:"+session+":toolu_01ABC"; got != want {
+		t.Errorf("registerKey = %q, want %q", got, want)
+	}
+	fits := "toolu_" + strings.Repeat("x", projection.MaxIdempotencyKey-len("claude:"+session+":toolu_"))
+	if got := registerKey(session, fits); got != "claude:"+session+":"+fits || len(got) != projection.MaxIdempotencyKey {
+		t.Errorf("a key of exactly the limit: %q (%d bytes)", got, len(got))
+	}
+	long := fits + "y"
+	if got := registerKey(session, long); got != long {
+		t.Errorf("a tool_use_id too long to share the key: %q, want it alone", got)
+	}
 }
 
 // TestHookStopEnds: an agent Stop no longer lists ends with the last text

@@ -224,6 +224,23 @@ func (w *world) show(id string) record {
 	return r
 }
 
+// registeredKey returns the idempotency key of delegation id's
+// registration, as the log holds it, and the parent message it names.
+func (w *world) registeredKey(id string) (key, parentMessage string) {
+	w.t.Helper()
+	for line := range strings.Lines(w.cli(0, "--json", "events", "--delegation", id)) {
+		var e api.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			w.t.Fatalf("events of %s: %v in %q", id, err, line)
+		}
+		if e.Kind == "registered" {
+			return e.Key, e.ParentMessageID
+		}
+	}
+	w.t.Fatalf("the log holds no registration of %s", id)
+	return "", ""
+}
+
 // delegate has the parent delegate child name and returns the delegation's
 // id, once the child's model request has arrived.
 func (w *world) delegate(parent, name string) string {
@@ -434,6 +451,20 @@ func TestOpenCodePlugin(t *testing.T) {
 	}
 	if st2, err := w.daemon(); err != nil || st2.PID == st.PID {
 		t.Errorf("the daemon after SIGKILL: %+v, %v (killed pid %d)", st2, err, st.PID)
+	}
+
+	// Each registration's key is its tool call under its message: message
+	// ids ascend, so the keys reach the log's index in order.
+	var prev string
+	for _, d := range []struct{ id, name string }{{one, "one"}, {two, "two"}, {three, "three"}} {
+		key, msg := w.registeredKey(d.id)
+		if want := "register:opencode:" + msg + ":call_delegate_" + d.name; !strings.HasPrefix(msg, "msg_") || key != want {
+			t.Errorf("%s was registered with key %q, want %q (its parent message is %q)", d.name, key, want, msg)
+		}
+		if key <= prev {
+			t.Errorf("the key of %s, %q, does not sort after the one before, %q", d.name, key, prev)
+		}
+		prev = key
 	}
 	w.cli(0, "verify")
 	if out := w.cli(0, "replay"); !strings.Contains(out, "\n0 errors, 0 warnings,") {

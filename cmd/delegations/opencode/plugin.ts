@@ -258,6 +258,22 @@ function unwrap<T>(r: Result<T>, what: string): T {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+// The store's limit on a register's idempotency key (bytes of UTF-8).
+const MAX_KEY = 246
+
+/**
+ * idempotencyKey is delegate's key: its tool call, under the message that
+ * made it. OpenCode's message ids ascend with time, so the keys reach the
+ * store's index in order, on its last pages; the model's call id alone is
+ * random and lands anywhere in it (see projection.MaxIdempotencyKey). A
+ * call id too long to fit beside its message is the key alone.
+ */
+function idempotencyKey(ctx: ToolContext): string | undefined {
+  if (!ctx.callID) return undefined
+  const key = `opencode:${ctx.messageID}:${ctx.callID}`
+  return ctx.messageID && new TextEncoder().encode(key).length <= MAX_KEY ? key : `opencode:${ctx.callID}`
+}
+
 // The store's limits on the texts the plugin forwards (bytes of UTF-8).
 const MAX_MESSAGE = 1 << 20
 const MAX_RESULT = 4 << 20
@@ -788,7 +804,7 @@ export const DelegationsPlugin = async ({ client, project, directory }: PluginIn
               agent,
               prompt,
               projectDir: directory,
-              idempotencyKey: ctx.callID ? `opencode:${ctx.callID}` : undefined,
+              idempotencyKey: idempotencyKey(ctx),
             })
             if (d.sessionID) track(d.sessionID, d.id)
             else {
