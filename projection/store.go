@@ -339,10 +339,11 @@ type Registration struct {
 // MaxIdempotencyKey is the longest idempotency key of a registration, in
 // bytes: the log's limit less the "register:" prefix.
 //
-// The log keeps keys in one index sorted by key. Keys that ascend with time,
-// or share a prefix per session, reach it on a few recent pages; random
-// ones (a bare tool call id) each land on a page no commit has touched for
-// long: at a million events the lifecycle rate drops by more than a tenth
+// The log keeps keys in one index sorted by key. Keys that ascend with time
+// reach it on its last pages; keys grouped by session, on one page per
+// session; random ones (a bare tool call id) each on a page no commit has
+// touched for long. At a million events, random keys cost a tenth of the
+// lifecycle rate: 0.81 of an empty store's against 0.89 without keys
 // (BenchmarkLifecyclesHistory in cmd/delegations/api, -history.keys).
 const MaxIdempotencyKey = eventlog.MaxKeyLen - len("register:")
 

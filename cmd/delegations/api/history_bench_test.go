@@ -24,7 +24,7 @@ import (
 var (
 	historyEvents  = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
 	historyUniform = flag.Bool("history.uniform", false, "BenchmarkLifecyclesHistory's history ids drawn from the whole space, as stores written before the hour's adjective have them")
-	historyKeys    = flag.String("history.keys", "", "BenchmarkLifecyclesHistory's registrations carry idempotency keys, in the history too, as a bridge writes them: opencode, claude, or random (a bare tool call id)")
+	historyKeys    = flag.String("history.keys", "", "BenchmarkLifecyclesHistory's registrations carry idempotency keys, in the history too, as a bridge writes them: opencode, claude, or random (a random tool call id alone)")
 )
 
 // historyKey returns the idempotency key of registration n, made at at,
@@ -33,7 +33,11 @@ var (
 //     that made the tool call (OpenCode's message ids ascend with time)
 //     and the call's id;
 //   - claude: as Claude Code's hooks do, the session's id (a session per
-//     5 registrations) and the tool call's;
+//     5 registrations) and the tool call's. A flattering model: the 16
+//     clients share the count, so a session's 5 registrations come within
+//     milliseconds, where a real session's come minutes apart among other
+//     sessions'; the rate lies between random's and opencode's, nearer
+//     random's the fewer a session registers;
 //   - random: a tool call's id alone, as both bridges wrote it before;
 //
 // and "" without the flag.

@@ -12,8 +12,8 @@
 //   - child session: the agent id (tool_response.agentId of the Agent tool,
 //     agent_id of the Subagent hooks, <task-id> of the task notification).
 //   - idempotency key: the Agent tool call's tool_use_id under the session
-//     ("claude:<session_id>:<tool_use_id>"), so a hook that runs twice
-//     registers once.
+//     ("claude:<session_id>:<tool_use_id>"; the tool_use_id alone when that
+//     is too long), so a hook that runs twice registers once.
 //   - agent: subagent_type; project: the hook's cwd.
 //
 // An agent's lifecycle, hook by hook:

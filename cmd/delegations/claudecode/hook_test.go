@@ -209,7 +209,10 @@ func TestHookPostToolUseTwice(t *testing.T) {
 	if e.lastSeq() != seq {
 		t.Fatalf("a repeated PostToolUse appended events")
 	}
-	e.one()
+	recs, err := e.store.Log().Stream(e.one().ID)
+	if want := "register:claude:" + session + ":toolu_fake0001_0"; err != nil || len(recs) == 0 || recs[0].Key != want {
+		t.Fatalf("the registration's record: %+v %v; want the key %q", recs, err, want)
+	}
 }
 
 // TestRegisterKey: the call under its session while both fit the store's

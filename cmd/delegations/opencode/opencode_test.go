@@ -5,8 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/delegations/delegations/fsm"
+	"github.com/delegations/delegations/projection"
 )
 
 func target(t *testing.T) Target {
@@ -224,5 +229,30 @@ func TestSeedDeps(t *testing.T) {
 	}
 	if r, err := Uninstall(global); err != nil || strings.Join(r.Seeded, " ") != tg.Config || hasPluginDep(tg.Config) {
 		t.Errorf("global uninstall: %+v, %v", r, err)
+	}
+}
+
+// TestPluginLimits: the plugin's copies of the store's limits are the
+// store's.
+func TestPluginLimits(t *testing.T) {
+	for name, want := range map[string]int{
+		"MAX_MESSAGE": fsm.MaxMessageLen,
+		"MAX_RESULT":  fsm.MaxResultLen,
+		"MAX_ERROR":   fsm.MaxErrorLen,
+		"MAX_KEY":     projection.MaxIdempotencyKey,
+	} {
+		m := regexp.MustCompile(`(?m)^const ` + name + ` = (\d+)(?: << (\d+))?(?: //.*)?$`).FindStringSubmatch(pluginSource)
+		if m == nil {
+			t.Errorf("plugin.ts does not declare %s as a number (n or n << k)", name)
+			continue
+		}
+		got, _ := strconv.Atoi(m[1])
+		if m[2] != "" {
+			shift, _ := strconv.Atoi(m[2])
+			got <<= shift
+		}
+		if got != want {
+			t.Errorf("plugin.ts's %s is %d, the store's limit %d", name, got, want)
+		}
 	}
 }

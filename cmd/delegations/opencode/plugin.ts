@@ -258,26 +258,11 @@ function unwrap<T>(r: Result<T>, what: string): T {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-// The store's limit on a register's idempotency key (bytes of UTF-8).
-const MAX_KEY = 246
-
-/**
- * idempotencyKey is delegate's key: its tool call, under the message that
- * made it. OpenCode's message ids ascend with time, so the keys reach the
- * store's index in order, on its last pages; the model's call id alone is
- * random and lands anywhere in it (see projection.MaxIdempotencyKey). A
- * call id too long to fit beside its message is the key alone.
- */
-function idempotencyKey(ctx: ToolContext): string | undefined {
-  if (!ctx.callID) return undefined
-  const key = `opencode:${ctx.messageID}:${ctx.callID}`
-  return ctx.messageID && new TextEncoder().encode(key).length <= MAX_KEY ? key : `opencode:${ctx.callID}`
-}
-
 // The store's limits on the texts the plugin forwards (bytes of UTF-8).
 const MAX_MESSAGE = 1 << 20
 const MAX_RESULT = 4 << 20
 const MAX_ERROR = 64 << 10
+const MAX_KEY = 246 // a register's idempotency key
 
 /** cut keeps at most max bytes of s's UTF-8, on a character boundary,
  * saying so at the end when it cut. */
@@ -288,6 +273,20 @@ function cut(s: string, max: number): string {
   let n = max - note.length
   while (n > 0 && (b[n] & 0xc0) === 0x80) n-- // not inside a character
   return new TextDecoder().decode(b.subarray(0, n)) + note
+}
+
+/**
+ * idempotencyKey is delegate's key: its tool call, under the message that
+ * made it. OpenCode's message ids ascend with time (their 48-bit clock
+ * wraps every 795 days), so the keys reach the store's index in order, on
+ * its last pages; the model's call id alone is random and lands anywhere
+ * in it (see projection.MaxIdempotencyKey). A call id too long to fit
+ * beside its message is the key alone.
+ */
+function idempotencyKey(ctx: ToolContext): string | undefined {
+  if (!ctx.callID) return undefined
+  const key = `opencode:${ctx.messageID}:${ctx.callID}`
+  return ctx.messageID && new TextEncoder().encode(key).length <= MAX_KEY ? key : `opencode:${ctx.callID}`
 }
 
 /** wildcard reports whether name matches a permission pattern ("*" any run). */
