@@ -193,9 +193,12 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	}
 	// The registration's idempotency key is the Agent tool call under its
 	// session.
-	var registered struct{ Kind, IdempotencyKey string }
+	type event struct{ Kind, IdempotencyKey string }
+	var registered event
 	for line := range strings.Lines(delegations(t, c, "--json", "events", "--delegation", d.ID)) {
-		if err := json.Unmarshal([]byte(line), &registered); err != nil || registered.Kind == "registered" {
+		var e event
+		if json.Unmarshal([]byte(line), &e) == nil && e.Kind == "registered" {
+			registered = e
 			break
 		}
 	}
