@@ -32,12 +32,13 @@ var (
 //   - opencode: as the OpenCode plugin writes it, the id of the message
 //     that made the tool call (OpenCode's message ids ascend with time)
 //     and the call's id;
-//   - claude: as Claude Code's hooks do, the session's id (a session per
-//     5 registrations) and the tool call's. A flattering model: the 16
-//     clients share the count, so a session's 5 registrations come within
-//     milliseconds, where a real session's come minutes apart among other
-//     sessions'; the rate lies between random's and opencode's, nearer
-//     random's the fewer a session registers;
+//   - claude: as Claude Code's hooks do, the session's start, its id (a
+//     session per 5 registrations, 30 s apart: its start is the first's
+//     time) and the tool call's. A flattering model: the 16 clients share
+//     the count, so a session's registrations after the history's come
+//     within milliseconds, where a real session's come minutes apart
+//     among other active sessions' (whose keys, led by later starts than
+//     the history's, still land at the index's end);
 //   - random: a tool call's id alone, as both bridges wrote it before;
 //
 // and "" without the flag.
@@ -48,7 +49,8 @@ func historyKey(at time.Time, n uint64) string {
 		return fmt.Sprintf("opencode:msg_%012x%014x:call_%s", (at.UnixMilli()<<12)&(1<<48-1), rand.Uint64()>>8, call())
 	case "claude":
 		session := rand.New(rand.NewPCG(n/5, 0))
-		return fmt.Sprintf("claude:%016x%016x:toolu_%s", session.Uint64(), session.Uint64(), call())
+		started := at.Add(-time.Duration(n%5) * 30 * time.Second).UTC().Format("2006-01-02T15:04:05.000Z")
+		return fmt.Sprintf("claude:%s:%016x%016x:toolu_%s", started, session.Uint64(), session.Uint64(), call())
 	case "random":
 		return "opencode:call_" + call()
 	}
@@ -83,9 +85,9 @@ var historyParents = []string{"ses_parentA", "ses_parentB", "ses_parentC"}
 // -history.uniform draws them from the whole space, as in a store written
 // before that (or imported from the plugin), whose trees keyed by id take
 // each new id on a page no commit has touched for long. -history.keys
-// gives every registration an idempotency key, in the history too, random
-// as the bridges' (a tool call's id), which the log's idempotency index
-// takes anywhere.
+// gives every registration an idempotency key, in the history too, as a
+// bridge writes it (see historyKey): the log's idempotency index, sorted
+// by key, takes a random one anywhere.
 //
 // Metrics: lifecycles/s on each store and ratio(≥0.9) = large over empty;
 // the process's CPU time per lifecycle on each (cpu-us/lifecycle-*, the

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/claudecode"
 	"github.com/delegations/delegations/cmd/delegations/internal/hosttest"
@@ -192,7 +193,14 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 		t.Errorf("refused commands:\n%s", timeline)
 	}
 	// The registration's idempotency key is the Agent tool call under its
-	// session.
+	// session, led by the session's start: the time of the transcript's
+	// first entry (Claude Code writes one before it calls the model).
+	head, err := os.ReadFile(transcripts[0])
+	var entry struct{ Timestamp time.Time }
+	if line, _, _ := strings.Cut(string(head), "\n"); err != nil || json.Unmarshal([]byte(line), &entry) != nil || entry.Timestamp.IsZero() {
+		t.Fatalf("the transcript's first entry has no time: %.300q %v", head, err)
+	}
+	started := entry.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z")
 	type event struct{ Kind, IdempotencyKey string }
 	var registered event
 	for line := range strings.Lines(delegations(t, c, "--json", "events", "--delegation", d.ID)) {
@@ -202,7 +210,7 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 			break
 		}
 	}
-	if want := "register:claude:" + sessionID + ":" + d.ParentMessageID; registered.Kind != "registered" || registered.IdempotencyKey != want || !strings.HasPrefix(d.ParentMessageID, "toolu_") {
+	if want := "register:claude:" + started + ":" + sessionID + ":" + d.ParentMessageID; registered.Kind != "registered" || registered.IdempotencyKey != want || !strings.HasPrefix(d.ParentMessageID, "toolu_") {
 		t.Errorf("the registration %+v, want the key %q", registered, want)
 	}
 	if text := delegations(t, c, "list", "--root-session", sessionID); !strings.Contains(text, "**"+d.ID+"**") || !strings.Contains(text, "[complete] [unread]") {

@@ -233,7 +233,7 @@ func (h *hook) postToolUse(ctx context.Context) error {
 		// Claude Code has no agent timeout: the hooks end the record
 		// (notification, Stop, SessionEnd), never a deadline.
 		TimeoutMs:      fsm.MaxTimeout.Milliseconds(),
-		IdempotencyKey: registerKey(session, h.in.ToolUseID),
+		IdempotencyKey: registerKey(SessionStarted(h.in.TranscriptPath), session, h.in.ToolUseID),
 	}, &d)
 	if err != nil {
 		return err
@@ -648,11 +648,19 @@ func SessionStartOutput(text string) ([]byte, error) {
 func cut(s string, max int) string { return textcut.Cut(s, max) }
 
 // registerKey is the idempotency key of the registration of the Agent tool
-// call toolUseID in session: the call under its session, so that a
-// session's registrations reach the store's index of keys together (see
-// projection.MaxIdempotencyKey); a tool_use_id alone is random. A
-// tool_use_id too long to fit beside its session is the key alone.
-func registerKey(session, toolUseID string) string {
+// call toolUseID in session, which began at started (SessionStarted): the
+// session's start, the session, the call. The store's index of keys is
+// sorted (see projection.MaxIdempotencyKey): a tool_use_id alone is random
+// and lands anywhere in it, while keys led by their session's start land
+// together, the active sessions' at its end. Without a start the key is
+// the call under its session; a tool_use_id too long to fit beside its
+// session is the key alone. Every hook of a call computes the same key.
+func registerKey(started, session, toolUseID string) string {
+	if started != "" {
+		if key := "claude:" + started + ":" + session + ":" + toolUseID; len(key) <= projection.MaxIdempotencyKey {
+			return key
+		}
+	}
 	if key := "claude:" + session + ":" + toolUseID; len(key) <= projection.MaxIdempotencyKey {
 		return key
 	}

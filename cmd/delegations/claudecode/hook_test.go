@@ -203,6 +203,12 @@ func TestHookSubagentStartFirst(t *testing.T) {
 // idempotency key.
 func TestHookPostToolUseTwice(t *testing.T) {
 	e := newEnv(t)
+	// The session began with this entry; an entry without a time (an
+	// older version's summary line) comes first.
+	e.writeTranscript(e.transcriptPath(),
+		map[string]any{"type": "summary", "summary": "earlier"},
+		map[string]any{"type": "queue-operation", "operation": "enqueue", "timestamp": "2026-12-03T13:39:35.56+02:00"},
+		map[string]any{"type": "user", "timestamp": "2026-12-03T11:40:00.000Z"})
 	e.hook("PostToolUse")
 	seq := e.lastSeq()
 	e.hook("PostToolUse")
@@ -210,24 +216,71 @@ func TestHookPostToolUseTwice(t *testing.T) {
 		t.Fatalf("a repeated PostToolUse appended events")
 	}
 	recs, err := e.store.Log().Stream(e.one().ID)
-	if want := "register:claude:" + session + ":toolu_fake0001_0"; err != nil || len(recs) == 0 || recs[0].Key != want {
+	if want := "register:claude:2026-12-03T11:39:35.560Z:" + session + ":toolu_fake0001_0"; err != nil || len(recs) == 0 || recs[0].Key != want {
 		t.Fatalf("the registration's record: %+v %v; want the key %q", recs, err, want)
 	}
 }
 
-// TestRegisterKey: the call under its session while both fit the store's
-// limit; a tool_use_id too long for that is the key alone.
+// TestSessionStarted: the time of a transcript's first complete entry
+// that has one, in UTC to the millisecond; "" for a transcript that
+// cannot tell, or may not be read.
+func TestSessionStarted(t *testing.T) {
+	e := newEnv(t)
+	p := e.transcriptPath()
+	if got := SessionStarted(p); got != "" {
+		t.Errorf("no transcript: %q", got)
+	}
+	e.writeTranscript(p, map[string]any{"timestamp": "2026-12-03T11:39:35Z"}, map[string]any{"timestamp": "2026-12-04T00:00:00Z"})
+	if got := SessionStarted(p); got != "2026-12-03T11:39:35.000Z" {
+		t.Errorf("SessionStarted = %q", got)
+	}
+	for name, text := range map[string]string{
+		"partial first line":  `{"timestamp": "2026-12-03T11:39:35Z"`,
+		"a time not RFC 3339": `{"timestamp": "yesterday"}` + "\n" + `{"timestamp": 17}` + "\n",
+		"past the head":       `{"pad": "` + strings.Repeat("x", MaxTranscriptHead) + `"}` + "\n" + `{"timestamp": "2026-12-03T11:39:35Z"}` + "\n",
+		"not JSON":            "\x00\xff garbage\n",
+	} {
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := SessionStarted(p); got != "" {
+			t.Errorf("%s: %q, want none", name, got)
+		}
+	}
+	// A transcript outside Claude Code's projects folder is not read.
+	out := filepath.Join(t.TempDir(), "t.jsonl")
+	if err := os.WriteFile(out, []byte(`{"timestamp": "2026-12-03T11:39:35Z"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := SessionStarted(out); got != "" {
+		t.Errorf("a transcript outside the projects folder: %q", got)
+	}
+}
+
+// TestRegisterKey: the session's start, the session and the call while
+// they fit the store's limit; then the call under its session; a
+// tool_use_id too long for that is the key alone.
 func TestRegisterKey(t *testing.T) {
-	if got, want := registerKey(session, "toolu_01ABC"), "claude:"+session+":toolu_01ABC"; got != want {
+	const started = "2026-12-03T11:39:35.562Z"
+	if got, want := registerKey(started, session, "toolu_01ABC"), "claude:"+started+":"+session+":toolu_01ABC"; got != want {
 		t.Errorf("registerKey = %q, want %q", got, want)
 	}
-	fits := "toolu_" + strings.Repeat("x", projection.MaxIdempotencyKey-len("claude:"+session+":toolu_"))
-	if got := registerKey(session, fits); got != "claude:"+session+":"+fits || len(got) != projection.MaxIdempotencyKey {
-		t.Errorf("a key of exactly the limit: %q (%d bytes)", got, len(got))
+	if got, want := registerKey("", session, "toolu_01ABC"), "claude:"+session+":toolu_01ABC"; got != want {
+		t.Errorf("registerKey without a start = %q, want %q", got, want)
 	}
-	long := fits + "y"
-	if got := registerKey(session, long); got != long {
-		t.Errorf("a tool_use_id too long to share the key: %q, want it alone", got)
+	fits := "toolu_" + strings.Repeat("x", projection.MaxIdempotencyKey-len("claude:"+session+":toolu_"))
+	for _, started := range []string{started, ""} {
+		if got := registerKey(started, session, fits); got != "claude:"+session+":"+fits || len(got) != projection.MaxIdempotencyKey {
+			t.Errorf("a key of exactly the limit without the start: %q (%d bytes)", got, len(got))
+		}
+		long := fits + "y"
+		if got := registerKey(started, session, long); got != long {
+			t.Errorf("a tool_use_id too long to share the key: %q, want it alone", got)
+		}
+	}
+	// Later sessions' keys sort after earlier ones'.
+	if a, b := registerKey("2026-12-03T09:59:59.999Z", "ffff", "toolu_z"), registerKey("2026-12-03T10:00:00.000Z", "0000", "toolu_a"); a >= b {
+		t.Errorf("%q sorts after %q", a, b)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // MaxTranscriptTail is how much of the end of a session's transcript Stop
@@ -72,6 +73,49 @@ func TranscriptNotifications(path string) ([]Notification, error) {
 		}
 	}
 	return out, nil
+}
+
+// MaxTranscriptHead is how much of the start of a session's transcript
+// SessionStarted reads.
+const MaxTranscriptHead = 64 << 10
+
+// SessionStarted returns when the session of a transcript began: the time
+// of the transcript's first entry that has one (Claude Code appends to a
+// transcript and never rewrites it, so every hook of the session reads the
+// same), in UTC to the millisecond in a fixed width, so that later
+// sessions' times sort after earlier ones'. It is "" when the transcript
+// cannot be read under the checks of TranscriptNotifications, or its first
+// MaxTranscriptHead bytes hold no complete entry with a time.
+func SessionStarted(path string) string {
+	if path == "" {
+		return ""
+	}
+	f, err := openTranscript(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxTranscriptHead))
+	if err != nil {
+		return ""
+	}
+	for line := range bytes.Lines(b) {
+		if !bytes.HasSuffix(line, []byte("\n")) {
+			break // still being written, or cut by the limit
+		}
+		var l struct {
+			Timestamp string `json:"timestamp"`
+		}
+		if json.Unmarshal(line, &l) != nil || l.Timestamp == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, l.Timestamp)
+		if err != nil || t.Year() < 2000 || t.Year() > 9999 {
+			continue
+		}
+		return t.UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	return ""
 }
 
 // transcriptNotification returns the notification a transcript line
