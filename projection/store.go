@@ -340,11 +340,12 @@ type Registration struct {
 // bytes: the log's limit less the "register:" prefix.
 //
 // The log keeps keys in one index sorted by key. Keys that ascend with time
-// (led by the time of the message, or of the session's start) reach it on
-// its last pages; random ones (a bare tool call id) each on a page no
-// commit has touched for long. At a million events, random keys cost a tenth of the
-// lifecycle rate: 0.81 of an empty store's against 0.91 without keys
-// (BenchmarkLifecyclesHistory in cmd/delegations/api, -history.keys).
+// (led by the time of their message, or of a recent session's start) reach
+// it on its last pages; random ones (a bare tool call id) each on a page
+// no commit has touched for long. At a million events, random keys cost a
+// tenth of the lifecycle rate: 0.81 of an empty store's against 0.91
+// without keys (BenchmarkLifecyclesHistory in cmd/delegations/api,
+// -history.keys).
 const MaxIdempotencyKey = eventlog.MaxKeyLen - len("register:")
 
 // Register creates a delegation with a fresh id.

@@ -24,7 +24,7 @@ import (
 var (
 	historyEvents  = flag.Int("history.events", 1_000_000, "events of history in BenchmarkLifecyclesHistory's large store")
 	historyUniform = flag.Bool("history.uniform", false, "BenchmarkLifecyclesHistory's history ids drawn from the whole space, as stores written before the hour's adjective have them")
-	historyKeys    = flag.String("history.keys", "", "BenchmarkLifecyclesHistory's registrations carry idempotency keys, in the history too, as a bridge writes them: opencode, claude, or random (a random tool call id alone)")
+	historyKeys    = flag.String("history.keys", "", "BenchmarkLifecyclesHistory's registrations carry idempotency keys, in the history too, as a bridge writes them: opencode, claude, claude-session (the hooks' key before), or random (a random tool call id alone)")
 )
 
 // historyKey returns the idempotency key of registration n, made at at,
@@ -32,13 +32,17 @@ var (
 //   - opencode: as the OpenCode plugin writes it, the id of the message
 //     that made the tool call (OpenCode's message ids ascend with time)
 //     and the call's id;
-//   - claude: as Claude Code's hooks do, the session's start, its id (a
-//     session per 5 registrations, 30 s apart: its start is the first's
-//     time) and the tool call's. A flattering model: the 16 clients share
-//     the count, so a session's registrations after the history's come
-//     within milliseconds, where a real session's come minutes apart
-//     among other active sessions' (whose keys, led by later starts than
-//     the history's, still land at the index's end);
+//   - claude: as Claude Code's hooks do, the session's start (the time of
+//     its first registration here), its id (a session per 5
+//     registrations) and the tool call's. It flatters: the history's
+//     sessions register 30 s apart, and after the history the 16 clients
+//     share the count, so a session's registrations come within
+//     milliseconds, where a real session's come minutes apart among other
+//     active sessions' (whose keys, led by recent starts, still land near
+//     the index's end), and a session started days before it registers
+//     (long-lived, resumed) takes its keys to older pages;
+//   - claude-session: the session's id and the tool call's, as the hooks
+//     wrote them in the release before;
 //   - random: a tool call's id alone, as both bridges wrote it before;
 //
 // and "" without the flag.
@@ -47,15 +51,23 @@ func historyKey(at time.Time, n uint64) string {
 	switch *historyKeys {
 	case "opencode":
 		return fmt.Sprintf("opencode:msg_%012x%014x:call_%s", (at.UnixMilli()<<12)&(1<<48-1), rand.Uint64()>>8, call())
-	case "claude":
-		session := rand.New(rand.NewPCG(n/5, 0))
-		started := at.Add(-time.Duration(n%5) * 30 * time.Second).UTC().Format("2006-01-02T15:04:05.000Z")
-		return fmt.Sprintf("claude:%s:%016x%016x:toolu_%s", started, session.Uint64(), session.Uint64(), call())
+	case "claude", "claude-session":
+		r := rand.New(rand.NewPCG(n/5, 0))
+		session := fmt.Sprintf("%016x%016x", r.Uint64(), r.Uint64())
+		if *historyKeys == "claude-session" {
+			return fmt.Sprintf("claude:%s:toolu_%s", session, call())
+		}
+		started, _ := sessionStarts.LoadOrStore(n/5, at.UTC().Format("2006-01-02T15:04:05.000Z"))
+		return fmt.Sprintf("claude:%s:%s:toolu_%s", started, session, call())
 	case "random":
 		return "opencode:call_" + call()
 	}
 	return ""
 }
+
+// sessionStarts holds the start of each session of historyKey's claude
+// model: the time of its first registration.
+var sessionStarts sync.Map
 
 // registrations counts the benchmark's registrations after the history's,
 // for historyKey.
@@ -101,9 +113,9 @@ func BenchmarkLifecyclesHistory(b *testing.B) {
 		b.Skip("builds a store of -history.events events")
 	}
 	switch *historyKeys {
-	case "", "opencode", "claude", "random":
+	case "", "opencode", "claude", "claude-session", "random":
 	default:
-		b.Fatalf("-history.keys %q: want opencode, claude or random", *historyKeys)
+		b.Fatalf("-history.keys %q: want opencode, claude, claude-session or random", *historyKeys)
 	}
 	const clients = 16
 	emptyDir, largeDir := b.TempDir(), b.TempDir()

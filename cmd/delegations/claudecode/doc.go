@@ -12,11 +12,12 @@
 //   - child session: the agent id (tool_response.agentId of the Agent tool,
 //     agent_id of the Subagent hooks, <task-id> of the task notification).
 //   - idempotency key: the Agent tool call's tool_use_id under the session,
-//     led by the session's start, the time of its transcript's first entry
-//     ("claude:<start>:<session_id>:<tool_use_id>"; without the start when
-//     the transcript cannot tell, the tool_use_id alone when even that is
-//     too long), so a hook that runs twice registers once, and the store's
-//     index of keys takes a new key at its end.
+//     led by the session's start, the time of the first entry of its
+//     transcript that has one ("claude:<start>:<session_id>:<tool_use_id>";
+//     without the start when the transcript cannot tell, the tool_use_id
+//     alone when even that is too long), so a hook that runs twice
+//     registers once, and the store's index of keys takes a recent
+//     session's keys near its end (see registerKey).
 //   - agent: subagent_type; project: the hook's cwd.
 //
 // An agent's lifecycle, hook by hook:

@@ -194,13 +194,24 @@ func testClaudeCode(t *testing.T, scope []string, daemon bool) {
 	}
 	// The registration's idempotency key is the Agent tool call under its
 	// session, led by the session's start: the time of the transcript's
-	// first entry (Claude Code writes one before it calls the model).
+	// first entry that has one (Claude Code writes one before it calls the
+	// model).
 	head, err := os.ReadFile(transcripts[0])
-	var entry struct{ Timestamp time.Time }
-	if line, _, _ := strings.Cut(string(head), "\n"); err != nil || json.Unmarshal([]byte(line), &entry) != nil || entry.Timestamp.IsZero() {
-		t.Fatalf("the transcript's first entry has no time: %.300q %v", head, err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	started := entry.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z")
+	var began time.Time
+	for line := range strings.Lines(string(head)) {
+		var entry struct{ Timestamp time.Time }
+		if json.Unmarshal([]byte(line), &entry) == nil && !entry.Timestamp.IsZero() {
+			began = entry.Timestamp
+			break
+		}
+	}
+	if began.IsZero() {
+		t.Fatalf("no entry of the transcript has a time: %.300q", head)
+	}
+	started := began.UTC().Format("2006-01-02T15:04:05.000Z")
 	type event struct{ Kind, IdempotencyKey string }
 	var registered event
 	for line := range strings.Lines(delegations(t, c, "--json", "events", "--delegation", d.ID)) {

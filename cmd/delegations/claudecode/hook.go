@@ -652,9 +652,18 @@ func cut(s string, max int) string { return textcut.Cut(s, max) }
 // session's start, the session, the call. The store's index of keys is
 // sorted (see projection.MaxIdempotencyKey): a tool_use_id alone is random
 // and lands anywhere in it, while keys led by their session's start land
-// together, the active sessions' at its end. Without a start the key is
-// the call under its session; a tool_use_id too long to fit beside its
-// session is the key alone. Every hook of a call computes the same key.
+// together, a recent session's near its end (a session started days
+// before, or a fork whose transcript begins with its origin's entries,
+// lands among older keys: one page per session). Without a start the key
+// is the call under its session; a tool_use_id too long to fit beside its
+// session is the key alone.
+//
+// Two hooks of one call compute the same key as long as they read the
+// same start: Claude Code appends to a transcript, and by the time an
+// agent is launched its first entries are long written. One that cannot
+// read it (another configuration directory, an error) registers the call
+// a second time, under the key without the start; so would a release
+// before this one, whose key had no start.
 func registerKey(started, session, toolUseID string) string {
 	if started != "" {
 		if key := "claude:" + started + ":" + session + ":" + toolUseID; len(key) <= projection.MaxIdempotencyKey {

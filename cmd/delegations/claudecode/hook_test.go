@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
@@ -211,6 +212,16 @@ func TestHookPostToolUseTwice(t *testing.T) {
 		map[string]any{"type": "user", "timestamp": "2026-12-03T11:40:00.000Z"})
 	e.hook("PostToolUse")
 	seq := e.lastSeq()
+	// The session goes on between the two: its transcript grows, by an
+	// entry longer than what SessionStarted reads too.
+	f, err := os.OpenFile(e.transcriptPath(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(`{"type": "user", "timestamp": "2026-12-03T11:41:00Z", "pad": "` + strings.Repeat("x", MaxTranscriptHead) + "\"}\n")
+	if cerr := f.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
 	e.hook("PostToolUse")
 	if e.lastSeq() != seq {
 		t.Fatalf("a repeated PostToolUse appended events")
@@ -234,18 +245,35 @@ func TestSessionStarted(t *testing.T) {
 	if got := SessionStarted(p); got != "2026-12-03T11:39:35.000Z" {
 		t.Errorf("SessionStarted = %q", got)
 	}
-	for name, text := range map[string]string{
-		"partial first line":  `{"timestamp": "2026-12-03T11:39:35Z"`,
-		"a time not RFC 3339": `{"timestamp": "yesterday"}` + "\n" + `{"timestamp": 17}` + "\n",
-		"past the head":       `{"pad": "` + strings.Repeat("x", MaxTranscriptHead) + `"}` + "\n" + `{"timestamp": "2026-12-03T11:39:35Z"}` + "\n",
-		"not JSON":            "\x00\xff garbage\n",
+	for text, want := range map[string]string{
+		// A whole entry without its newline yet, then one cut.
+		`{"timestamp": "2026-12-03T11:39:35.5Z"}`: "2026-12-03T11:39:35.500Z",
+		`{"timestamp": "2026-12-03T11:39:35Z"`:    "",
+		// Not RFC 3339, not a string.
+		`{"timestamp": "yesterday"}` + "\n" + `{"timestamp": 17}` + "\n": "",
+		// Years 2000 to 9999 in UTC: the key's time has a fixed width.
+		`{"timestamp": "9999-12-31T23:00:00-05:00"}` + "\n" + `{"timestamp": "1999-12-31T23:00:00-05:00"}` + "\n": "2000-01-01T04:00:00.000Z",
+		// An entry within the head, or past it.
+		`{"pad": "` + strings.Repeat("x", MaxTranscriptHead/2) + `"}` + "\n" + `{"timestamp": "2026-12-03T11:39:35Z"}` + "\n": "2026-12-03T11:39:35.000Z",
+		`{"pad": "` + strings.Repeat("x", MaxTranscriptHead) + `"}` + "\n" + `{"timestamp": "2026-12-03T11:39:35Z"}` + "\n":   "",
+		"\x00\xff garbage\n": "",
 	} {
 		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if got := SessionStarted(p); got != "" {
-			t.Errorf("%s: %q, want none", name, got)
+		if got := SessionStarted(p); got != want {
+			t.Errorf("%.80q: %q, want %q", text, got, want)
 		}
+	}
+	// A FIFO in its place is not read (nor waited on).
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := SessionStarted(p); got != "" {
+		t.Errorf("a FIFO: %q", got)
 	}
 	// A transcript outside Claude Code's projects folder is not read.
 	out := filepath.Join(t.TempDir(), "t.jsonl")
@@ -267,6 +295,10 @@ func TestRegisterKey(t *testing.T) {
 	}
 	if got, want := registerKey("", session, "toolu_01ABC"), "claude:"+session+":toolu_01ABC"; got != want {
 		t.Errorf("registerKey without a start = %q, want %q", got, want)
+	}
+	within := "toolu_" + strings.Repeat("x", projection.MaxIdempotencyKey-len("claude:"+started+":"+session+":toolu_"))
+	if got := registerKey(started, session, within); got != "claude:"+started+":"+session+":"+within || len(got) != projection.MaxIdempotencyKey {
+		t.Errorf("a key with the start of exactly the limit: %q (%d bytes)", got, len(got))
 	}
 	fits := "toolu_" + strings.Repeat("x", projection.MaxIdempotencyKey-len("claude:"+session+":toolu_"))
 	for _, started := range []string{started, ""} {

@@ -1,6 +1,7 @@
 package claudecode
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -76,16 +77,19 @@ func TranscriptNotifications(path string) ([]Notification, error) {
 }
 
 // MaxTranscriptHead is how much of the start of a session's transcript
-// SessionStarted reads.
-const MaxTranscriptHead = 64 << 10
+// SessionStarted reads at most: its first entries are small, but one may
+// hold a pasted image.
+const MaxTranscriptHead = 1 << 20
 
 // SessionStarted returns when the session of a transcript began: the time
-// of the transcript's first entry that has one (Claude Code appends to a
-// transcript and never rewrites it, so every hook of the session reads the
-// same), in UTC to the millisecond in a fixed width, so that later
-// sessions' times sort after earlier ones'. It is "" when the transcript
-// cannot be read under the checks of TranscriptNotifications, or its first
-// MaxTranscriptHead bytes hold no complete entry with a time.
+// of the transcript's first entry that has one, in UTC to the millisecond
+// in a fixed width, so that later sessions' times sort after earlier
+// ones'. Claude Code appends to a transcript, so every hook of a session
+// reads the same (Claude Code 2.1.332 writes first the queue entry of the
+// session's first prompt; a resumed session goes on in its transcript). It
+// is "" when the transcript cannot be read under the checks of
+// TranscriptNotifications, or its first MaxTranscriptHead bytes hold no
+// whole entry with a time of years 2000 to 9999.
 func SessionStarted(path string) string {
 	if path == "" {
 		return ""
@@ -95,27 +99,25 @@ func SessionStarted(path string) string {
 		return ""
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxTranscriptHead))
-	if err != nil {
-		return ""
-	}
-	for line := range bytes.Lines(b) {
-		if !bytes.HasSuffix(line, []byte("\n")) {
-			break // still being written, or cut by the limit
-		}
+	r := bufio.NewReader(io.LimitReader(f, MaxTranscriptHead))
+	for {
+		// A line cut by the limit, or still being written, is not JSON; a
+		// whole entry is, with its newline or not.
+		line, err := r.ReadBytes('\n')
 		var l struct {
 			Timestamp string `json:"timestamp"`
 		}
-		if json.Unmarshal(line, &l) != nil || l.Timestamp == "" {
-			continue
+		if json.Unmarshal(line, &l) == nil && l.Timestamp != "" {
+			if t, err := time.Parse(time.RFC3339Nano, l.Timestamp); err == nil {
+				if t = t.UTC(); t.Year() >= 2000 && t.Year() <= 9999 {
+					return t.Format("2006-01-02T15:04:05.000Z")
+				}
+			}
 		}
-		t, err := time.Parse(time.RFC3339Nano, l.Timestamp)
-		if err != nil || t.Year() < 2000 || t.Year() > 9999 {
-			continue
+		if err != nil {
+			return ""
 		}
-		return t.UTC().Format("2006-01-02T15:04:05.000Z")
 	}
-	return ""
 }
 
 // transcriptNotification returns the notification a transcript line
@@ -177,7 +179,10 @@ func openTranscript(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !under(filepath.Join(realDir, filepath.Base(abs)), realProjects) {
+	// The file is opened by the path the check passed, its folders
+	// resolved, rather than by the one given.
+	abs = filepath.Join(realDir, filepath.Base(abs))
+	if !under(abs, realProjects) {
 		return nil, fmt.Errorf("%s leads out of %s", path, projects)
 	}
 	fi, err := os.Lstat(abs)
