@@ -105,9 +105,9 @@ const (
 // commits write, and reuses, so that later commits write all over the
 // file (BenchmarkLifecyclesHistory at 1M events, a history and new ids
 // drawn from the whole space: 0.78 of an empty store's lifecycle rate;
-// both drawn this way: 0.91-0.95, the means of two sessions). The later attempts draw from the whole
-// space, so that an hour that took many of its adjective's ids finds one
-// without trying each attempt there first.
+// both drawn this way: 0.91-0.95, the means of three sessions). The later
+// attempts draw from the whole space, so that an hour that took many of
+// its adjective's ids finds one without trying each attempt there first.
 func GenerateID(g *IDGenerator, at time.Time, taken func(id string) (bool, error), attempts int) (string, error) {
 	if attempts <= 0 {
 		attempts = DefaultIDAttempts

@@ -343,9 +343,9 @@ type Registration struct {
 // (led by the time of their message, or of a recent session's start) reach
 // it on its last pages; random ones (a bare tool call id) each on a page
 // no commit has touched for long. At a million events, random keys cost a
-// tenth of the lifecycle rate: 0.81 of an empty store's against 0.91
-// without keys (BenchmarkLifecyclesHistory in cmd/delegations/api,
-// -history.keys).
+// tenth or more of the lifecycle rate: 0.81 of an empty store's against
+// 0.91-0.94 without keys, in two sessions (BenchmarkLifecyclesHistory in
+// cmd/delegations/api, -history.keys).
 const MaxIdempotencyKey = eventlog.MaxKeyLen - len("register:")
 
 // Register creates a delegation with a fresh id.

@@ -57,8 +57,14 @@ func historyKey(at time.Time, n uint64) string {
 		if *historyKeys == "claude-session" {
 			return fmt.Sprintf("claude:%s:toolu_%s", session, call())
 		}
-		started, _ := sessionStarts.LoadOrStore(n/5, at.UTC().Format("2006-01-02T15:04:05.000Z"))
-		return fmt.Sprintf("claude:%s:%s:toolu_%s", started, session, call())
+		// In the history a session's 5 registrations are historySpacing
+		// apart; after it, they come as the clients make them.
+		started := at.Add(-time.Duration(n%5) * historySpacing)
+		if n >= liveRegistrations {
+			v, _ := sessionStarts.LoadOrStore(n/5, at)
+			started = v.(time.Time)
+		}
+		return fmt.Sprintf("claude:%s:%s:toolu_%s", started.UTC().Format("2006-01-02T15:04:05.000Z"), session, call())
 	case "random":
 		return "opencode:call_" + call()
 	}
@@ -66,8 +72,16 @@ func historyKey(at time.Time, n uint64) string {
 }
 
 // sessionStarts holds the start of each session of historyKey's claude
-// model: the time of its first registration.
+// model after the history: the time of its first registration.
 var sessionStarts sync.Map
+
+// historySpacing is the time between two registrations of the history;
+// liveRegistrations numbers the first registration after it, for
+// historyKey.
+const (
+	historySpacing    = 30 * time.Second
+	liveRegistrations = 1 << 40
+)
 
 // registrations counts the benchmark's registrations after the history's,
 // for historyKey.
@@ -223,7 +237,7 @@ func runLifecycles(b *testing.B, conns []*Client, n int) time.Duration {
 // registration to its read.
 func lifecycle(ctx context.Context, cl *Client, parent string) error {
 	var d fsm.Delegation
-	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow.", IdempotencyKey: historyKey(time.Now(), 1<<40+registrations.Add(1))}, &d); err != nil {
+	if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: parent, Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Find the flaky test in the login flow.", IdempotencyKey: historyKey(time.Now(), liveRegistrations+registrations.Add(1))}, &d); err != nil {
 		return err
 	}
 	if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
@@ -339,7 +353,6 @@ func buildHistory(b *testing.B, dir string, events int) {
 	// One registration every historySpacing: the history spans more than
 	// a cycle of the adjectives' hours, as a store's does after a month of
 	// heavy use, so that the hour's adjective holds ids of earlier cycles.
-	const historySpacing = 30 * time.Second
 	start := time.Now().Add(-time.Duration(n) * historySpacing)
 	at := func(i int) time.Time { return start.Add(time.Duration(i) * historySpacing) }
 	gen := fsm.NewIDGenerator(rand.NewChaCha8([32]byte{13}))

@@ -107,7 +107,7 @@ func SessionStarted(path string) string {
 		var l struct {
 			Timestamp string `json:"timestamp"`
 		}
-		if json.Unmarshal(line, &l) == nil && l.Timestamp != "" {
+		if bytes.Contains(line, []byte(`"timestamp"`)) && json.Unmarshal(line, &l) == nil && l.Timestamp != "" {
 			if t, err := time.Parse(time.RFC3339Nano, l.Timestamp); err == nil {
 				if t = t.UTC(); t.Year() >= 2000 && t.Year() <= 9999 {
 					return t.Format("2006-01-02T15:04:05.000Z")
