@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/delegations/delegations/cmd/delegations/api"
 	"github.com/delegations/delegations/fsm"
@@ -482,6 +483,32 @@ func FuzzHook(f *testing.F) {
 		}
 		if len(out) > 0 && !json.Valid(out) {
 			t.Fatalf("output is not JSON: %q", out)
+		}
+	})
+}
+
+// FuzzSessionStarted: any transcript gives no start, or one that reads
+// back as a time in the key's fixed width; never a panic.
+func FuzzSessionStarted(f *testing.F) {
+	f.Add([]byte(`{"type":"queue-operation","timestamp":"2026-12-03T11:39:35.562Z"}` + "\n"))
+	f.Add([]byte("{}\n{\"timestamp\": \"9999-12-31T23:59:59-01:00\"}\n{\"timestamp\": \"2000-01-01T00:00:00+14:00\"}"))
+	f.Add([]byte("\n\n{\"Timestamp\": \"2026-12-03T11:39:35,5Z\"}\n"))
+	cfg := f.TempDir()
+	f.Setenv("CLAUDE_CONFIG_DIR", cfg)
+	p := filepath.Join(cfg, "projects", "p", session+".jsonl")
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, transcript []byte) {
+		if err := os.WriteFile(p, transcript, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got := SessionStarted(p)
+		if got == "" {
+			return
+		}
+		if at, err := time.Parse("2006-01-02T15:04:05.000Z", got); err != nil || len(got) != len("2006-01-02T15:04:05.000Z") || at.Year() < 2000 {
+			t.Fatalf("start %q: %v", got, err)
 		}
 	})
 }

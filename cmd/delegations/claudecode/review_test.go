@@ -319,7 +319,8 @@ func TestHookSendMessageContinuation(t *testing.T) {
 }
 
 // TestTranscriptSymlinkedConfig: a configuration directory that is a
-// symlink (kept on another disk) is followed, by either of its paths.
+// symlink (kept on another disk) is followed, by either of its paths; so
+// are links inside it that stay beneath its projects folder.
 func TestTranscriptSymlinkedConfig(t *testing.T) {
 	real := t.TempDir()
 	link := filepath.Join(t.TempDir(), "config")
@@ -333,6 +334,24 @@ func TestTranscriptSymlinkedConfig(t *testing.T) {
 	for _, p := range []string{filepath.Join(real, rel), filepath.Join(link, rel)} {
 		ns, err := TranscriptNotifications(p)
 		if err != nil || len(ns) != 1 || ns[0].Result != "ok" || ns[0].ToolUseID != "toolu_1" {
+			t.Fatalf("%s: %+v %v", p, ns, err)
+		}
+	}
+	// So is a projects folder that is a symlink, and a project's folder
+	// inside it that links to another project's.
+	elsewhere := t.TempDir()
+	if err := os.Rename(filepath.Join(real, "projects"), filepath.Join(elsewhere, "projects")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "projects"), filepath.Join(real, "projects")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("p", filepath.Join(elsewhere, "projects", "q")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(link, rel), filepath.Join(elsewhere, rel), filepath.Join(link, "projects", "q", session+".jsonl")} {
+		ns, err := TranscriptNotifications(p)
+		if err != nil || len(ns) != 1 || ns[0].Result != "ok" {
 			t.Fatalf("%s: %+v %v", p, ns, err)
 		}
 	}

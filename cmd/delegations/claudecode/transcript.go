@@ -85,11 +85,11 @@ const MaxTranscriptHead = 1 << 20
 // of the transcript's first entry that has one, in UTC to the millisecond
 // in a fixed width, so that later sessions' times sort after earlier
 // ones'. Claude Code appends to a transcript, so every hook of a session
-// reads the same (Claude Code 2.1.332 writes first the queue entry of the
-// session's first prompt; a resumed session goes on in its transcript). It
-// is "" when the transcript cannot be read under the checks of
-// TranscriptNotifications, or its first MaxTranscriptHead bytes hold no
-// whole entry with a time of years 2000 to 9999.
+// reads the same (Claude Code 2.1.332 in -p mode writes first the queue
+// entry of the session's first prompt; a resumed session goes on in its
+// transcript). It is "" when the transcript cannot be read under the
+// checks of TranscriptNotifications, or its first MaxTranscriptHead bytes
+// hold no whole entry with a time of years 2000 to 9999.
 func SessionStarted(path string) string {
 	if path == "" {
 		return ""
@@ -179,20 +179,29 @@ func openTranscript(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The file is opened by the path the check passed, its folders
-	// resolved, rather than by the one given.
 	abs = filepath.Join(realDir, filepath.Base(abs))
 	if !under(abs, realProjects) {
 		return nil, fmt.Errorf("%s leads out of %s", path, projects)
 	}
-	fi, err := os.Lstat(abs)
+	// The file is opened beneath the projects folder (os.Root): a folder
+	// on the way swapped for a link meanwhile cannot lead out of it.
+	root, err := os.OpenRoot(realProjects)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	rel, err := filepath.Rel(realProjects, abs)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := root.Lstat(rel)
 	if err != nil {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	f, err := os.OpenFile(abs, os.O_RDONLY|oNoFollow|oNonBlock, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|oNoFollow|oNonBlock, 0)
 	if err != nil {
 		return nil, err
 	}
