@@ -507,7 +507,7 @@ func FuzzSessionStarted(f *testing.F) {
 		if got == "" {
 			return
 		}
-		if at, err := time.Parse("2006-01-02T15:04:05.000Z", got); err != nil || len(got) != len("2006-01-02T15:04:05.000Z") || at.Year() < 2000 {
+		if at, err := time.Parse(startLayout, got); err != nil || len(got) != len(startLayout) || at.Year() < 2000 {
 			t.Fatalf("start %q: %v", got, err)
 		}
 	})

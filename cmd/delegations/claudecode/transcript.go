@@ -81,6 +81,10 @@ func TranscriptNotifications(path string) ([]Notification, error) {
 // hold a pasted image.
 const MaxTranscriptHead = 1 << 20
 
+// startLayout is how SessionStarted writes a time: UTC, milliseconds, one
+// width for the years it accepts, so that keys sort as their times do.
+const startLayout = "2006-01-02T15:04:05.000Z"
+
 // SessionStarted returns when the session of a transcript began: the time
 // of the transcript's first entry that has one, in UTC to the millisecond
 // in a fixed width, so that later sessions' times sort after earlier
@@ -110,7 +114,7 @@ func SessionStarted(path string) string {
 		if bytes.Contains(line, []byte(`"timestamp"`)) && json.Unmarshal(line, &l) == nil && l.Timestamp != "" {
 			if t, err := time.Parse(time.RFC3339Nano, l.Timestamp); err == nil {
 				if t = t.UTC(); t.Year() >= 2000 && t.Year() <= 9999 {
-					return t.Format("2006-01-02T15:04:05.000Z")
+					return t.Format(startLayout)
 				}
 			}
 		}
