@@ -35,6 +35,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -315,12 +316,22 @@ var codes = []struct {
 	{eventlog.ErrBroken, "broken", http.StatusServiceUnavailable},
 	{eventlog.ErrCorrupt, "corrupt", http.StatusInternalServerError},
 	{fsm.ErrCorruptPayload, "corrupt", http.StatusInternalServerError},
+	// The caller's own context, after ErrNotAnswering (the client's
+	// deadline for a daemon that does not answer is not the caller's).
+	{context.DeadlineExceeded, "deadline_exceeded", http.StatusGatewayTimeout},
+	{context.Canceled, "canceled", statusClientClosed},
 }
+
+// statusClientClosed is the status of a request its caller gave up on
+// (499, as nginx and grpc-gateway use it); the daemon answers none: a
+// client that hung up reads nothing (handler.fail).
+const statusClientClosed = 499
 
 // Code is the stable machine-readable name of an error, the same whether
 // it happened in process or behind the socket: invalid, not_found, exists,
 // terminal, conflict, too_large, method_not_allowed, no_endpoint,
-// unavailable, locked, broken, corrupt or internal.
+// unavailable, locked, broken, corrupt, deadline_exceeded, canceled or
+// internal.
 func Code(err error) string {
 	var ae *Error
 	if errors.As(err, &ae) {

@@ -501,6 +501,57 @@ func TestErrorAcrossSocket(t *testing.T) {
 	}
 }
 
+// A caller whose own context ends gets the code of its end, the same in
+// process and across the socket, never internal (a bug's): a blocking read
+// of an active delegation, with a context already cancelled or past its
+// deadline.
+func TestCallerContextCodes(t *testing.T) {
+	d := startDaemon(t)
+	rec := d.register(t, "ses_root", 0)
+	s, err := projection.Open(t.TempDir(), projection.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	local := Local{Service: NewService(s)}
+	var lrec fsm.Delegation
+	if err := local.Call(context.Background(), "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: "ses_root",
+		Agent: "explore", ProjectID: "proj", Prompt: "look around"}, &lrec); err != nil {
+		t.Fatal(err)
+	}
+	ended := map[string]func() context.Context{
+		"canceled": func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		},
+		"deadline_exceeded": func() context.Context {
+			ctx, cancel := context.WithDeadline(context.Background(), time.Unix(1, 0))
+			t.Cleanup(cancel)
+			return ctx
+		},
+	}
+	for code, ctx := range ended {
+		for _, c := range []struct {
+			name string
+			call func(context.Context, string, any, any) error
+			id   string
+		}{{"socket", d.client.Call, rec.ID}, {"local", local.Call, lrec.ID}} {
+			var rr projection.ReadResult
+			err := c.call(ctx(), "read", ReadRequest{RootSessionID: "ses_root", ID: c.id, WaitMs: hangGuard.Milliseconds()}, &rr)
+			if got := Code(err); got != code || !errors.Is(err, ctx().Err()) {
+				t.Errorf("%s, %s: code %q (%v), want %q", c.name, code, got, err, code)
+			}
+		}
+	}
+	// The daemon's answer carries the code across too, and unwraps to the
+	// context's error on the client's side.
+	ae := &Error{Code: "deadline_exceeded", Message: "x"}
+	if !errors.Is(ae, context.DeadlineExceeded) || statusOf(ae.Code) != http.StatusGatewayTimeout {
+		t.Errorf("%#v unwraps to %v, status %d", ae, ae.Unwrap(), statusOf(ae.Code))
+	}
+}
+
 // Waits are measured on the daemon's clock: moving it past a read's or a
 // notifications call's wait limit ends the wait at once, and standing
 // still never ends it.
