@@ -16,7 +16,10 @@ import (
 // daemon (api.Serve in process), run whole lifecycles: register, start, 3
 // progress, complete, notifications of its parent, ack, read (9 requests,
 // 8 events). Baseline: the same 64 clients making as many `status` round
-// trips, in the same run. b.N is lifecycles per client.
+// trips, in the same run. Between the two, the same clients send only
+// progress, each to a delegation of its own, as many requests: the
+// cheapest command that writes, so the most any mix of such commands
+// reaches. b.N is lifecycles per client.
 //
 // Metrics: requests/s and status-requests/s; ratio(≥0.5) = requests/s
 // over status-requests/s (the end-to-end target); events/s (set beside
@@ -25,7 +28,9 @@ import (
 // complete/progress(≤1.5). Where the platform tells it, the process's CPU
 // time per request of each phase (cpu-us/request, cpu-us/status) and
 // their ratio (cpu-ratio): what ratio would be on a machine where the CPU
-// binds, measured without the noise of other loads.
+// binds, measured without the noise of other loads. The progress phase:
+// progress-only-requests/s, ratio-progress-only, cpu-us/progress-only,
+// cpu-ratio-progress-only.
 func BenchmarkLifecycles(b *testing.B) {
 	const clients = 64
 	dir := b.TempDir()
@@ -106,6 +111,30 @@ func BenchmarkLifecycles(b *testing.B) {
 		return nil
 	})
 	cpu1, _ := processCPU()
+	// The cheapest durable command, alone: each client's progress on a
+	// delegation of its own, as many requests as its lifecycles made.
+	ids := make([]string, clients)
+	for i, cl := range conns {
+		var d fsm.Delegation
+		if err := cl.Call(ctx, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: "ses_floor", Agent: "researcher", ProjectID: "0123456789abcdef", Prompt: "Keep reporting."}, &d); err != nil {
+			b.Fatal(err)
+		}
+		if err := cl.Call(ctx, "start", StartRequest{ID: d.ID, SessionID: "ses_child"}, &d); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = d.ID
+	}
+	cpu2, _ := processCPU()
+	progressOnly := run(func(cl *Client, i int) error {
+		var d fsm.Delegation
+		for p := range 9 * b.N {
+			if err := cl.Call(ctx, "progress", ProgressRequest{ID: ids[i], Message: fmt.Sprintf("step %d: reading the retry layer", p)}, &d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	cpu3, _ := processCPU()
 	status := run(func(cl *Client, _ int) error {
 		for range 9 * b.N {
 			if _, err := cl.Status(ctx); err != nil {
@@ -114,7 +143,7 @@ func BenchmarkLifecycles(b *testing.B) {
 		}
 		return nil
 	})
-	cpu2, _ := processCPU()
+	cpu4, _ := processCPU()
 	b.StopTimer()
 	requests := float64(9 * b.N * clients)
 	if cpuOK {
@@ -122,12 +151,16 @@ func BenchmarkLifecycles(b *testing.B) {
 		// unlike the rates, it hardly moves with the machine's load.
 		us := func(d time.Duration) float64 { return float64(d.Microseconds()) / requests }
 		b.ReportMetric(us(cpu1-cpu0), "cpu-us/request")
-		b.ReportMetric(us(cpu2-cpu1), "cpu-us/status")
-		b.ReportMetric(float64(cpu2-cpu1)/float64(cpu1-cpu0), "cpu-ratio")
+		b.ReportMetric(us(cpu3-cpu2), "cpu-us/progress-only")
+		b.ReportMetric(us(cpu4-cpu3), "cpu-us/status")
+		b.ReportMetric(float64(cpu4-cpu3)/float64(cpu1-cpu0), "cpu-ratio")
+		b.ReportMetric(float64(cpu4-cpu3)/float64(cpu3-cpu2), "cpu-ratio-progress-only")
 	}
 	b.ReportMetric(requests/life.Seconds(), "requests/s")
+	b.ReportMetric(requests/progressOnly.Seconds(), "progress-only-requests/s")
 	b.ReportMetric(requests/status.Seconds(), "status-requests/s")
 	b.ReportMetric(status.Seconds()/life.Seconds(), "ratio(≥0.5)")
+	b.ReportMetric(status.Seconds()/progressOnly.Seconds(), "ratio-progress-only")
 	b.ReportMetric(float64(8*b.N*clients)/life.Seconds(), "events/s")
 	slices.Sort(completes)
 	slices.Sort(progresses)
