@@ -329,11 +329,12 @@ func (m *migration) toEtcd(ctx context.Context, dir string, rep *migrateReport) 
 // interrupted import (or a log) writes: a sealed log migrated again can
 // only go on with its own import, and an empty prefix must not be started.
 func (m *migration) resumable(ctx context.Context) (bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, max(m.opts.RequestTimeout, time.Second))
+	timeout := max(m.opts.RequestTimeout, time.Second)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := m.cli.Get(cctx, m.opts.Prefix+"head", clientv3.WithCountOnly())
 	if err != nil {
-		return false, fmt.Errorf("read the log's head in etcd: %w", err)
+		return false, etcdlog.Describe(m.cli.Endpoints(), timeout, "read the log's head in etcd", err)
 	}
 	return resp.Count > 0, nil
 }
@@ -356,11 +357,12 @@ func (m *migration) fromEtcd(ctx context.Context, dir string, rep *migrateReport
 	}
 	// The head says whether there is a log at all, before Open would
 	// start one (it writes the log's id into an empty prefix).
-	cctx, cancel := context.WithTimeout(ctx, max(m.opts.RequestTimeout, time.Second))
+	timeout := max(m.opts.RequestTimeout, time.Second)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	resp, err := m.cli.Get(cctx, m.opts.Prefix+"head")
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read the log's head in etcd: %w", err)
+		return etcdlog.Describe(m.cli.Endpoints(), timeout, "read the log's head in etcd", err)
 	}
 	if len(resp.Kvs) == 0 {
 		return fmt.Errorf("no log under prefix %s in etcd (no %shead key): nothing to migrate (check --etcd-prefix)", m.opts.Prefix, m.opts.Prefix)

@@ -345,15 +345,23 @@ func (l *Log) ctx(parent context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(parent, l.timeout)
 }
 
-// etcdErr describes an error from etcd. No answer in time, no leader and no
-// connection are ErrUnavailable, with what to do about it.
+// etcdErr describes an error from etcd (Describe).
 func (l *Log) etcdErr(op string, err error) error {
+	return Describe(l.cli.Endpoints(), l.timeout, op, err)
+}
+
+// Describe describes err, from a call op to etcd at endpoints, made with
+// the deadline timeout: no answer in time, no leader and no connection
+// are ErrUnavailable, with what to do about it; the caller's own
+// cancellation stays context.Canceled. For calls made beside a Log, such
+// as a migration's.
+func Describe(endpoints []string, timeout time.Duration, op string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if unavailable(err) {
 		return fmt.Errorf("%s: %w: no answer within %s from %s: %v (is etcd running, reachable, and does it have a quorum? `etcdctl endpoint health --cluster` tells)",
-			op, ErrUnavailable, l.timeout, strings.Join(l.cli.Endpoints(), ","), err)
+			op, ErrUnavailable, timeout, strings.Join(endpoints, ","), err)
 	}
 	return fmt.Errorf("%s: etcd refused: %w", op, err)
 }

@@ -3,6 +3,9 @@ package etcdlog
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +119,27 @@ func TestWatchAfterCompaction(t *testing.T) {
 	}
 	stop()
 	<-done
+}
+
+// Describe: etcd's own deadline is ErrUnavailable, naming the endpoints
+// and what to check; the caller's cancellation stays context.Canceled; a
+// refusal keeps its error.
+func TestDescribe(t *testing.T) {
+	eps := []string{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}
+	refused := errors.New("etcdserver: permission denied")
+	for _, c := range []struct {
+		err  error
+		is   error
+		not  error
+		want string
+	}{
+		{fmt.Errorf("get: %w", context.DeadlineExceeded), ErrUnavailable, context.DeadlineExceeded, "no answer within 2s from http://10.0.0.1:2379,http://10.0.0.2:2379"},
+		{context.Canceled, context.Canceled, eventlog.ErrUnavailable, "read the head: context canceled"},
+		{refused, refused, eventlog.ErrUnavailable, "etcd refused: etcdserver: permission denied"},
+	} {
+		err := Describe(eps, 2*time.Second, "read the head", c.err)
+		if !errors.Is(err, c.is) || errors.Is(err, c.not) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Describe(%v) = %v: want it to match %v, not %v, and say %q", c.err, err, c.is, c.not, c.want)
+		}
+	}
 }

@@ -504,7 +504,7 @@ func TestErrorAcrossSocket(t *testing.T) {
 // A caller whose own context ends gets the code of its end, the same in
 // process and across the socket, never internal (a bug's): a blocking read
 // of an active delegation, with a context already cancelled or past its
-// deadline.
+// deadline, and across the socket one cancelled while the daemon waits.
 func TestCallerContextCodes(t *testing.T) {
 	d := startDaemon(t)
 	rec := d.register(t, "ses_root", 0)
@@ -519,36 +519,114 @@ func TestCallerContextCodes(t *testing.T) {
 		Agent: "explore", ProjectID: "proj", Prompt: "look around"}, &lrec); err != nil {
 		t.Fatal(err)
 	}
-	ended := map[string]func() context.Context{
-		"canceled": func() context.Context {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			return ctx
-		},
-		"deadline_exceeded": func() context.Context {
-			ctx, cancel := context.WithDeadline(context.Background(), time.Unix(1, 0))
-			t.Cleanup(cancel)
-			return ctx
-		},
+	read := func(call func(context.Context, string, any, any) error, ctx context.Context, id string) error {
+		var rr projection.ReadResult
+		return call(ctx, "read", ReadRequest{RootSessionID: "ses_root", ID: id, WaitMs: hangGuard.Milliseconds()}, &rr)
 	}
-	for code, ctx := range ended {
-		for _, c := range []struct {
-			name string
-			call func(context.Context, string, any, any) error
-			id   string
-		}{{"socket", d.client.Call, rec.ID}, {"local", local.Call, lrec.ID}} {
-			var rr projection.ReadResult
-			err := c.call(ctx(), "read", ReadRequest{RootSessionID: "ses_root", ID: c.id, WaitMs: hangGuard.Milliseconds()}, &rr)
-			if got := Code(err); got != code || !errors.Is(err, ctx().Err()) {
-				t.Errorf("%s, %s: code %q (%v), want %q", c.name, code, got, err, code)
-			}
+	check := func(name string, err error, code string, is error) {
+		t.Helper()
+		if got := Code(err); got != code || !errors.Is(err, is) {
+			t.Errorf("%s: code %q (%v), want %q", name, got, err, code)
 		}
 	}
-	// The daemon's answer carries the code across too, and unwraps to the
-	// context's error on the client's side.
-	ae := &Error{Code: "deadline_exceeded", Message: "x"}
-	if !errors.Is(ae, context.DeadlineExceeded) || statusOf(ae.Code) != http.StatusGatewayTimeout {
-		t.Errorf("%#v unwraps to %v, status %d", ae, ae.Unwrap(), statusOf(ae.Code))
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	past, cancelPast := context.WithDeadline(context.Background(), time.Unix(1, 0))
+	defer cancelPast()
+	check("socket, cancelled", read(d.client.Call, cancelled, rec.ID), "canceled", context.Canceled)
+	check("local, cancelled", read(local.Call, cancelled, lrec.ID), "canceled", context.Canceled)
+	check("socket, past its deadline", read(d.client.Call, past, rec.ID), "deadline_exceeded", context.DeadlineExceeded)
+	check("local, past its deadline", read(local.Call, past, lrec.ID), "deadline_exceeded", context.DeadlineExceeded)
+	// A project id the caller stopped deriving (git's root commit) is not
+	// the directory's fault.
+	repo := t.TempDir()
+	if err := os.Mkdir(filepath.Join(repo, ".git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = local.Call(cancelled, "register", RegisterRequest{RootSessionID: "ses_root", ParentSessionID: "ses_root",
+		Agent: "explore", ProjectDir: repo, Prompt: "look around"}, &lrec)
+	check("local register, cancelled", err, "canceled", context.Canceled)
+
+	// Cancelled while the daemon waits on its clock for the delegation.
+	ctx, cancelWait := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- read(d.client.Call, ctx, rec.ID) }()
+	guard, cancelGuard := context.WithTimeout(context.Background(), hangGuard)
+	defer cancelGuard()
+	if err := d.clock.AwaitTimer(guard, t0.Add(hangGuard)); err != nil {
+		t.Fatal(err)
+	}
+	cancelWait()
+	check("socket, cancelled while waiting", <-done, "canceled", context.Canceled)
+
+	// The codes cross the socket as the daemon's answers, and unwrap to
+	// the context's errors on the client's side.
+	for code, is := range map[string]error{"deadline_exceeded": context.DeadlineExceeded, "canceled": context.Canceled} {
+		if ae := (&Error{Code: code, Message: "x"}); !errors.Is(ae, is) || statusOf(code) < 400 {
+			t.Errorf("%#v unwraps to %v, status %d", ae, ae.Unwrap(), statusOf(code))
+		}
+	}
+}
+
+// The client's own limits are the daemon's fault, not the caller's: a
+// daemon that accepts and never answers is unavailable (ErrNotAnswering).
+// A listing of events the caller ends midway is its context's error, not
+// a short list without one.
+func TestClientLimits(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// One event line, then nothing until the client hangs up; status
+	// requests are never answered.
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/events" {
+			w.Write([]byte(`{"seq":1,"kind":"registered","delegation":"a"}` + "\n"))
+			w.(http.Flusher).Flush()
+		}
+		<-r.Context().Done()
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Second, ResponseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Status(context.Background()); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
+		t.Errorf("status of a daemon that does not answer: code %q (%v), want unavailable", Code(err), err)
+	}
+	// The connect's own limit, at the dial and at a later connection.
+	if _, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Nanosecond, ResponseTimeout: hangGuard}); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
+		t.Errorf("dial past its connect limit: code %q (%v), want unavailable", Code(err), err)
+	}
+	hasty, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Second, ResponseTimeout: hangGuard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hasty.Close()
+	hasty.opts.ConnectTimeout = time.Nanosecond
+	if _, err := hasty.Status(context.Background()); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
+		t.Errorf("a call past its connect limit: code %q (%v), want unavailable", Code(err), err)
+	}
+	// A client that waits for the first line as long as it takes.
+	patient, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Second, ResponseTimeout: hangGuard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer patient.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []Event
+	err = patient.Events(ctx, EventsRequest{}, func(e Event) error {
+		got = append(got, e)
+		cancel()
+		return nil
+	})
+	if len(got) != 1 || Code(err) != "canceled" || !errors.Is(err, context.Canceled) {
+		t.Errorf("events cut short by the caller: %d events, code %q (%v), want 1 and canceled", len(got), Code(err), err)
 	}
 }
 

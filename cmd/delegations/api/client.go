@@ -80,15 +80,14 @@ func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, err
 			return nil, err
 		}
 	}
-	d := net.Dialer{Timeout: o.ConnectTimeout}
-	conn, err := d.DialContext(ctx, "unix", socket)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, fmt.Errorf("%w on %s", ErrNoDaemon, socket)
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EAGAIN) {
-			return nil, fmt.Errorf("connect to the daemon on %s: %w (its connection backlog is full: it serves too many clients, or is stopped)", socket, ErrNotAnswering)
-		}
+	conn, err := dial(ctx, socket, o.ConnectTimeout)
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR):
+		return nil, fmt.Errorf("%w on %s", ErrNoDaemon, socket)
+	case errors.Is(err, ErrNotAnswering):
+		return nil, err
+	default:
 		return nil, fmt.Errorf("connect to the daemon on %s: %w", socket, err)
 	}
 	pid, uid, known := peer(conn)
@@ -101,11 +100,24 @@ func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, err
 	c := &Client{socket: socket, pid: pid, opts: o}
 	c.hc = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, socket, c.opts.ConnectTimeout)
 		},
 		DisableCompression: true,
 	}}
 	return c, nil
+}
+
+// dial connects to the daemon's socket within limit. A connect that the
+// limit ends, or that meets a full backlog, is a daemon that does not
+// answer (ErrNotAnswering): net reports the limit as
+// context.DeadlineExceeded, as it does the caller's own deadline, which
+// stays the caller's.
+func dial(ctx context.Context, socket string, limit time.Duration) (net.Conn, error) {
+	conn, err := (&net.Dialer{Timeout: limit}).DialContext(ctx, "unix", socket)
+	if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EAGAIN)) {
+		return nil, fmt.Errorf("connect to the daemon on %s: %w (its connection backlog is full: it serves too many clients, or is stopped)", socket, ErrNotAnswering)
+	}
+	return conn, err
 }
 
 // Close releases the client's idle connections.
@@ -238,7 +250,7 @@ func (c *Client) answers(ctx context.Context) bool {
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{Timeout: c.opts.ConnectTimeout}).DialContext(ctx, "unix", c.socket)
+			return dial(ctx, c.socket, c.opts.ConnectTimeout)
 		},
 		DisableKeepAlives: true,
 	}}
@@ -318,13 +330,10 @@ func (c *Client) Events(ctx context.Context, req EventsRequest, emit func(Event)
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrNotAnswering) {
-			return cause
-		}
-		if ctx.Err() == nil {
-			return c.lost(ctx, err)
-		}
+	if err := sc.Err(); err != nil && (!req.Follow || ctx.Err() == nil) {
+		// A stream the caller ends is how it stops following; a listing
+		// cut short is an error, not the whole of it.
+		return c.lost(ctx, err)
 	}
 	return nil
 }

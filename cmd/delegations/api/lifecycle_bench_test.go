@@ -17,9 +17,9 @@ import (
 // progress, complete, notifications of its parent, ack, read (9 requests,
 // 8 events). Baseline: the same 64 clients making as many `status` round
 // trips, in the same run. Between the two, the same clients send only
-// progress, each to a delegation of its own, as many requests: the
-// cheapest command that writes, so the most any mix of such commands
-// reaches. b.N is lifecycles per client.
+// progress, each to a delegation of its own, as many requests: a small
+// command that writes, cheaper than register or complete, beside
+// lifecycles 8 of whose 9 requests write. b.N is lifecycles per client.
 //
 // Metrics: requests/s and status-requests/s; ratio(≥0.5) = requests/s
 // over status-requests/s (the end-to-end target); events/s (set beside
