@@ -111,7 +111,7 @@ func BenchmarkLifecycles(b *testing.B) {
 		return nil
 	})
 	cpu1, _ := processCPU()
-	// The cheapest durable command, alone: each client's progress on a
+	// A small durable command, alone: each client's progress on a
 	// delegation of its own, as many requests as its lifecycles made.
 	ids := make([]string, clients)
 	for i, cl := range conns {
