@@ -228,7 +228,7 @@ func (p *Presence) Close() error {
 
 // etcdErr is Log.etcdErr for the presence's calls.
 func (p *Presence) etcdErr(op string, err error) error {
-	return (&Log{cli: p.cli, timeout: p.timeout}).etcdErr(op, err)
+	return Describe(p.cli.Endpoints(), p.timeout, op, err)
 }
 
 // holdMargin is how much sooner than etcd a Presence counts its lease

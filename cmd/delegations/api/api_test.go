@@ -598,18 +598,26 @@ func TestClientLimits(t *testing.T) {
 	if _, err := c.Status(context.Background()); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
 		t.Errorf("status of a daemon that does not answer: code %q (%v), want unavailable", Code(err), err)
 	}
-	// The connect's own limit, at the dial and at a later connection.
-	if _, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Nanosecond, ResponseTimeout: hangGuard}); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
+	// The connect's own limit, at the dial and at a later connection (a
+	// negative limit has passed before the connect starts); the caller's
+	// own deadline stays the caller's.
+	if _, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: -1, ResponseTimeout: hangGuard}); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
 		t.Errorf("dial past its connect limit: code %q (%v), want unavailable", Code(err), err)
+	}
+	past, cancelPast := context.WithDeadline(context.Background(), time.Unix(1, 0))
+	defer cancelPast()
+	if _, err := DialWith(past, socket, ClientOptions{ConnectTimeout: -1, ResponseTimeout: hangGuard}); Code(err) != "deadline_exceeded" {
+		t.Errorf("dial past the caller's deadline: code %q (%v), want deadline_exceeded", Code(err), err)
 	}
 	hasty, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Second, ResponseTimeout: hangGuard})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hasty.Close()
-	hasty.opts.ConnectTimeout = time.Nanosecond
-	if _, err := hasty.Status(context.Background()); Code(err) != "unavailable" || !errors.Is(err, ErrNotAnswering) {
-		t.Errorf("a call past its connect limit: code %q (%v), want unavailable", Code(err), err)
+	hasty.opts.ConnectTimeout = -1
+	var na *NotAnsweringError
+	if _, err := hasty.Status(context.Background()); Code(err) != "unavailable" || !errors.As(err, &na) {
+		t.Errorf("a call past its connect limit: code %q (%v), want unavailable, naming the daemon", Code(err), err)
 	}
 	// A client that waits for the first line as long as it takes.
 	patient, err := DialWith(context.Background(), socket, ClientOptions{ConnectTimeout: time.Second, ResponseTimeout: hangGuard})

@@ -107,14 +107,15 @@ func DialWith(ctx context.Context, socket string, o ClientOptions) (*Client, err
 	return c, nil
 }
 
-// dial connects to the daemon's socket within limit. A connect that the
-// limit ends, or that meets a full backlog, is a daemon that does not
-// answer (ErrNotAnswering): net reports the limit as
-// context.DeadlineExceeded, as it does the caller's own deadline, which
-// stays the caller's.
+// dial connects to the daemon's socket within limit. A connect that meets
+// a full backlog, or that the limit ends, is a daemon that does not answer
+// (ErrNotAnswering). net reports the limit as context.DeadlineExceeded, as
+// it does the caller's own deadline, which stays the caller's. (The HTTP
+// transport dials with a context the caller's deadline does not reach;
+// lost tells the caller's end first.)
 func dial(ctx context.Context, socket string, limit time.Duration) (net.Conn, error) {
 	conn, err := (&net.Dialer{Timeout: limit}).DialContext(ctx, "unix", socket)
-	if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EAGAIN)) {
+	if err != nil && (errors.Is(err, syscall.EAGAIN) || ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded))) {
 		return nil, fmt.Errorf("connect to the daemon on %s: %w (its connection backlog is full: it serves too many clients, or is stopped)", socket, ErrNotAnswering)
 	}
 	return conn, err
@@ -373,6 +374,9 @@ func (c *Client) lost(ctx context.Context, err error) error {
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, ErrNotAnswering) {
+		return c.notAnswering() // a connect that dial gave up on
 	}
 	return fmt.Errorf("daemon on %s: %w (if it stopped, run the command again: without a daemon it opens the log itself)", c.socket, err)
 }

@@ -95,7 +95,7 @@ func projectOf(ctx context.Context, id, dir string, required bool) (string, erro
 		id, err := projectid.Of(ctx, dir)
 		if err != nil {
 			if ctx.Err() != nil {
-				return "", ctx.Err() // the caller's, not the directory's
+				return "", err // the caller's end (it wraps it), not the directory's fault
 			}
 			return "", fmt.Errorf("%w: projectDir: %v", fsm.ErrInvalid, err)
 		}
